@@ -1,0 +1,146 @@
+"""`PacketBatch`: the one type that flows from a packet source to the meter.
+
+Every field is a numpy column of the same length; nothing is created per packet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+# Link types (LINKTYPE_* values as written in pcap/pcapng headers).
+LINKTYPE_NULL = 0  # BSD loopback, family in the capturing host's byte order
+LINKTYPE_ETHERNET = 1
+LINKTYPE_RAW = 101  # raw IPv4/IPv6
+LINKTYPE_LOOP = 108  # OpenBSD loopback, family in network byte order
+LINKTYPE_LINUX_SLL = 113
+LINKTYPE_LINUX_SLL2 = 276
+LINKTYPE_IPV4 = 228
+LINKTYPE_IPV6 = 229
+# DLT_RAW is 12 on most BSDs and 14 on OpenBSD; files in the wild carry both.
+LINKTYPE_RAW_ALIASES = (12, 14, LINKTYPE_RAW, LINKTYPE_IPV4, LINKTYPE_IPV6)
+SUPPORTED_LINKTYPES = frozenset(
+    (LINKTYPE_NULL, LINKTYPE_ETHERNET, LINKTYPE_LOOP, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2)
+    + LINKTYPE_RAW_ALIASES
+)
+
+ETH_P_IP = 0x0800
+ETH_P_ARP = 0x0806
+ETH_P_IPV6 = 0x86DD
+
+# status column
+STATUS_OK = 0  # decoded IPv4, IPv6 or ARP
+STATUS_OTHER = 1  # well-formed frame that is not IP/ARP (e.g. LLDP): skipped by the meter
+STATUS_MALFORMED = 2  # header that cannot be decoded: counted and skipped
+
+# why a frame is malformed (the `reason` column); the text is what the user reads
+MALFORMED_REASONS = {
+    0: "",
+    1: "link-layer header cut short",
+    2: "unsupported link type",
+    3: "IP version nibble does not match the link's protocol",
+    4: "IPv4 header length invalid or header cut short",
+    5: "IP total length larger than the frame",
+    6: "IPv6 header cut short",
+    7: "ARP packet cut short",
+    8: "record length larger than any frame (corrupt record)",
+    9: "ICMP type outside the assigned range",
+}
+
+# TCP flag bits as on the wire
+TH_FIN, TH_SYN, TH_RST, TH_PSH, TH_ACK, TH_URG, TH_ECE, TH_CWR = 1, 2, 4, 8, 16, 32, 64, 128
+
+
+@dataclass
+class PacketBatch:
+    """Decoded headers of a batch of frames, one numpy column per field.
+
+    IPv4 and ARP addresses are in ``src4``/``dst4`` (for ARP: sender and target
+    protocol address), IPv6 ones in ``src6``/``dst6`` (16 bytes each).
+    ``frame_len`` is the frame length as the CICIoT2023 extractor measured it:
+    the Ethernet header (plus VLAN tags) plus the IP total length, padding
+    excluded; 42 for ARP.
+    """
+
+    ts: np.ndarray  # float64 epoch seconds
+    cap_len: np.ndarray  # uint32
+    wire_len: np.ndarray  # uint32
+    linktype: np.ndarray  # uint16
+    ethertype: np.ndarray  # uint16, after VLAN tags; inferred for raw IP/null links
+    vlan_count: np.ndarray  # uint8
+    ip_version: np.ndarray  # uint8: 4, 6 or 0
+    src4: np.ndarray  # uint32
+    dst4: np.ndarray  # uint32
+    src6: np.ndarray  # (n, 16) uint8
+    dst6: np.ndarray  # (n, 16) uint8
+    proto: np.ndarray  # uint8, IPv4 protocol / IPv6 upper-layer header
+    ttl: np.ndarray  # uint8, IPv4 TTL / IPv6 hop limit
+    ip_hdr_len: np.ndarray  # uint16
+    ip_len: np.ndarray  # uint32, IPv4 total length / 40 + IPv6 payload length
+    frag_offset: np.ndarray  # uint16, in 8-byte units
+    frag_mf: np.ndarray  # bool
+    frag_df: np.ndarray  # bool
+    l4_ok: np.ndarray  # bool: TCP/UDP/ICMP header present and decoded
+    sport: np.ndarray  # uint16
+    dport: np.ndarray  # uint16
+    tcp_flags: np.ndarray  # uint16 (NS bit in 0x100)
+    l4_hdr_len: np.ndarray  # uint16
+    icmp_type: np.ndarray  # uint8
+    icmp_code: np.ndarray  # uint8
+    arp_op: np.ndarray  # uint16
+    frame_len: np.ndarray  # uint32
+    status: np.ndarray  # uint8: STATUS_*
+    reason: np.ndarray  # uint8: key of MALFORMED_REASONS, 0 unless malformed
+    first_index: int = 0  # number of the batch's first frame in its source (0-based)
+    source: str = field(default="", compare=False)
+
+    _DTYPES = {
+        "ts": np.float64, "cap_len": np.uint32, "wire_len": np.uint32, "linktype": np.uint16,
+        "ethertype": np.uint16, "vlan_count": np.uint8, "ip_version": np.uint8,
+        "src4": np.uint32, "dst4": np.uint32, "proto": np.uint8, "ttl": np.uint8,
+        "ip_hdr_len": np.uint16, "ip_len": np.uint32, "frag_offset": np.uint16,
+        "frag_mf": np.bool_, "frag_df": np.bool_, "l4_ok": np.bool_, "sport": np.uint16,
+        "dport": np.uint16, "tcp_flags": np.uint16, "l4_hdr_len": np.uint16,
+        "icmp_type": np.uint8, "icmp_code": np.uint8, "arp_op": np.uint16,
+        "frame_len": np.uint32, "status": np.uint8, "reason": np.uint8,
+    }
+
+    @classmethod
+    def column_names(cls) -> list[str]:
+        """Names of the numpy columns, in declaration order."""
+        return [f.name for f in fields(cls) if f.name not in ("first_index", "source")]
+
+    @classmethod
+    def empty(cls, n: int = 0, source: str = "", first_index: int = 0) -> "PacketBatch":
+        """A batch of ``n`` zeroed rows (the decoder fills them in place)."""
+        cols = {name: np.zeros(n, dtype=dt) for name, dt in cls._DTYPES.items()}
+        cols["src6"] = np.zeros((n, 16), dtype=np.uint8)
+        cols["dst6"] = np.zeros((n, 16), dtype=np.uint8)
+        return cls(**cols, first_index=first_index, source=source)
+
+    def __len__(self) -> int:
+        return int(self.ts.shape[0])
+
+    def take(self, index: np.ndarray) -> "PacketBatch":
+        """Rows selected by a boolean mask or an index array."""
+        cols = {name: getattr(self, name)[index] for name in self.column_names()}
+        return PacketBatch(**cols, first_index=self.first_index, source=self.source)
+
+    @classmethod
+    def concat(cls, batches: list["PacketBatch"]) -> "PacketBatch":
+        """One batch holding the rows of several, in order."""
+        if not batches:
+            return cls.empty()
+        cols = {name: np.concatenate([getattr(b, name) for b in batches]) for name in cls.column_names()}
+        return cls(**cols, first_index=batches[0].first_index, source=batches[0].source)
+
+
+def ipv4_to_str(addr: np.ndarray) -> np.ndarray:
+    """Dotted-quad strings for a uint32 column (one vectorised pass, used for output only)."""
+    a = np.asarray(addr, dtype=np.uint32)
+    parts = [((a >> s) & 0xFF).astype(str) for s in (24, 16, 8, 0)]
+    out = parts[0]
+    for p in parts[1:]:
+        out = np.char.add(np.char.add(out, "."), p)
+    return out

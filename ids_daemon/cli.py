@@ -1,0 +1,266 @@
+"""The ``ids-daemon`` command line (typer)."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from .config import Config, load_config
+from .errors import IdsError
+
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    help="Streaming network intrusion detection on CICIoT2023 flow features.",
+)
+
+
+def sample_pcap() -> Path:
+    """The capture bundled with the package (used by the demo)."""
+    return Path(str(resources.files("ids_daemon") / "data" / "sample.pcap"))
+
+
+def _err(msg: str) -> None:
+    print(f"ids-daemon: error: {msg}", file=sys.stderr)
+
+
+def _warn(msg: str) -> None:
+    print(f"ids-daemon: warning: {msg}", file=sys.stderr)
+
+
+def _config(path: Optional[Path], overrides: dict[str, Any]) -> Config:
+    return load_config(path, overrides)
+
+
+@dataclass
+class FeatureRun:
+    """Totals of one features run, for the summary line."""
+
+    frames: int = 0
+    seconds: float = 0.0
+    rows_written: int = 0
+    error: str = ""
+    kernel: tuple[int, int] | None = None  # live: (received, dropped) by the kernel
+
+
+class _StopFlag:
+    """Set by SIGINT/SIGTERM so a capture loop ends cleanly and flushes what it holds."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopFlag":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.stopped = True
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _open_source(cfg: Config, read: Optional[str], interface: Optional[str]):
+    from .capture.pcap import PcapSource
+
+    if read is not None and interface is not None:
+        raise IdsError("give either -r FILE or -i IFACE, not both")
+    if read is not None:
+        if cfg.capture.filter:
+            _warn("--filter applies to live capture only; ignored for -r")
+        src = PcapSource(read, batch_size=cfg.capture.batch_size)
+        src.open()
+        return src, False
+    iface = interface or cfg.capture.interface
+    if not iface:
+        raise IdsError("nothing to read: give -r FILE (or -r - for stdin) or -i IFACE")
+    from .capture.live import LiveSource
+
+    c = cfg.capture
+    src = LiveSource(iface, bpf_filter=c.filter, snaplen=c.snaplen, ring_mb=c.ring_mb,
+                     block_timeout_ms=c.block_timeout_ms, promiscuous=c.promiscuous, batch_size=c.batch_size)
+    src.open()
+    return src, True
+
+
+def run_features(cfg: Config, read: Optional[str], interface: Optional[str], output: Optional[str],
+                 per_packet: bool, count: Optional[int] = None, duration: Optional[float] = None,
+                 progress: bool = True) -> tuple[FeatureRun, Any]:
+    """Read packets, meter them and write CSV rows; returns the run totals and the meter."""
+    from .errors import CaptureError
+    from .features.csvwriter import CsvWindowWriter
+    from .features.meter import Meter
+
+    source, live = _open_source(cfg, read, interface)
+    meter = Meter(cfg.meter, per_packet=per_packet)
+    writer = CsvWindowWriter(output, per_packet=per_packet)
+    run = FeatureRun()
+    bar = None
+    if progress and not live and sys.stderr.isatty() and getattr(source, "total_bytes", None):
+        from tqdm import tqdm
+
+        bar = tqdm(total=source.total_bytes, unit="B", unit_scale=True, desc="reading", file=sys.stderr, leave=False)
+    t0 = time.perf_counter()
+    writer.open()
+    try:
+        with _StopFlag() as stop:
+            deadline = time.monotonic() + duration if duration else None
+            while not stop.stopped:
+                try:
+                    batch = source.next_batch()
+                except CaptureError as e:
+                    run.error = str(e)  # keep what was read; report after the flush
+                    break
+                if batch is None:
+                    break
+                if len(batch) == 0:
+                    out = meter.advance(time.time()) if live else None
+                else:
+                    run.frames += len(batch)
+                    out = meter.process(batch)
+                if out is not None:
+                    writer.write_batch(out.rows if per_packet else out.windows)
+                if bar is not None:
+                    bar.update(source.bytes_read - bar.n)
+                if count is not None and run.frames >= count:
+                    break
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+        tail = meter.flush()
+        if not per_packet:
+            writer.write_batch(tail.windows)
+    finally:
+        writer.close()
+        if bar is not None:
+            bar.close()
+        source.close()
+    run.seconds = time.perf_counter() - t0
+    run.rows_written = writer.rows
+    if live:
+        run.kernel = (source.stats.kernel_packets, source.stats.kernel_drops)
+    return run, meter
+
+
+def _summary(run: FeatureRun, meter: Any, what: str) -> str:
+    c = meter.counters
+    rate = c.frames / run.seconds if run.seconds > 0 else 0.0
+    parts = [
+        f"{c.frames} frames: {c.packets} metered (IPv4/ARP), {c.skipped} skipped "
+        f"({c.skipped_ipv6} IPv6), {c.malformed} malformed",
+        f"{run.rows_written} {what} written ({c.windows} windows, {c.partial_windows} partial)",
+        f"{c.flows_created} flows, {c.pools_created} pools, {c.promoted} promoted, "
+        f"{c.evicted} evicted, {c.expired_idle} idle-expired, {c.expired_active} active-expired",
+        f"{run.seconds:.2f} s ({rate:,.0f} frames/s)",
+    ]
+    if run.kernel is not None:
+        parts.append(f"kernel: {run.kernel[0]} received, {run.kernel[1]} dropped")
+    return "; ".join(parts)
+
+
+def _report_problems(meter: Any) -> None:
+    c = meter.counters
+    if c.malformed:
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(c.malformed_by_reason.items()))
+        _warn(f"skipped {c.malformed} malformed frame{'s' if c.malformed != 1 else ''} ({reasons}); "
+              f"first: {c.first_malformed}")
+    if c.l4_incomplete:
+        _warn(f"{c.l4_incomplete} TCP/UDP packets had a cut-short transport header (metered without ports)")
+
+
+@app.command()
+def features(
+    read: Optional[str] = typer.Option(None, "-r", "--read", help="pcap/pcapng file to read, - for stdin"),
+    interface: Optional[str] = typer.Option(None, "-i", "--interface", help="capture live on this interface"),
+    bpf: Optional[str] = typer.Option(None, "--filter", "-f", help="capture filter (tcpdump syntax), live only"),
+    output: Optional[str] = typer.Option(None, "-o", "--output", help="CSV file to write (default: stdout)"),
+    per_packet: bool = typer.Option(False, "--per-packet", help="one row per IPv4/ARP packet, before averaging"),
+    window: Optional[int] = typer.Option(None, "--window", "-N", help="packets averaged per window (default 10)"),
+    key_mode: Optional[str] = typer.Option(None, "--key-mode", help="flow (default) or capture (as the dataset)"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="config.yml"),
+    count: Optional[int] = typer.Option(None, "--count", help="stop after this many frames"),
+    duration: Optional[float] = typer.Option(None, "--duration", help="stop after this many seconds"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no summary line"),
+) -> None:
+    """Extract CICIoT2023 features from a capture file or a live interface into CSV."""
+    cfg = _config(config, {"meter.window": window, "meter.key_mode": key_mode, "capture.filter": bpf,
+                           "capture.interface": interface})
+    run, meter = run_features(cfg, read, interface, output, per_packet, count=count, duration=duration)
+    _report_problems(meter)
+    if not quiet:
+        print(_summary(run, meter, "rows" if per_packet else "windows"), file=sys.stderr)
+    if run.error:
+        _err(run.error)
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="config.yml"),
+    output: Optional[str] = typer.Option(None, "-o", "--output", help="also write the windows as CSV here"),
+) -> None:
+    """Run on the bundled sample capture and print what the meter saw."""
+    import numpy as np
+
+    from .features.ciciot import INDEX
+    from .features.csvwriter import CsvWindowWriter
+    from .features.meter import Meter
+    from .features.window import WindowBatch, proto_name
+    from .capture.pcap import PcapSource
+
+    cfg = _config(config, {})
+    path = sample_pcap()
+    meter = Meter(cfg.meter)
+    parts = []
+    t0 = time.perf_counter()
+    with PcapSource(path, batch_size=cfg.capture.batch_size) as src:
+        while (batch := src.next_batch()) is not None:
+            parts.append(meter.process(batch).windows)
+    parts.append(meter.flush().windows)
+    wins = WindowBatch.concat(parts)
+    secs = time.perf_counter() - t0
+    if output:
+        w = CsvWindowWriter(output)
+        w.open()
+        w.write_batch(wins)
+        w.close()
+    c = meter.counters
+    print(f"sample capture: {path.name}")
+    print(f"  {c.frames} frames, {c.packets} metered, {c.skipped} skipped, {c.malformed} malformed, {secs:.2f} s")
+    print(f"  {len(wins)} windows of up to {cfg.meter.window} packets over {c.flows_created} flows "
+          f"and {c.pools_created} pools")
+    keys = wins.key_strings()
+    uniq, first_idx, counts = np.unique(keys, return_index=True, return_counts=True)
+    order = np.argsort(-counts)[:10]
+    print("  busiest window keys (windows, mean SYN fraction, mean rate pkt/s, protocol):")
+    syn = wins.features[:, INDEX["syn_flag_number"]]
+    rate = wins.features[:, INDEX["Rate"]]
+    for j in order:
+        sel = keys == uniq[j]
+        print(f"    {uniq[j]:<48} {counts[j]:>5}  syn={syn[sel].mean():.2f}  rate={rate[sel].mean():>10.1f}  "
+              f"{proto_name(wins.proto[first_idx[j]])}")
+    if output:
+        print(f"  windows written to {output}")
+
+
+def main() -> None:
+    """Console entry point: user errors are one line on stderr, never a traceback."""
+    try:
+        app()
+    except IdsError as e:
+        _err(str(e))
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,545 @@
+"""The meter's compiled inner loop (numba).
+
+The released features are defined packet by packet in capture order (cumulative flow
+counters, a 20-packet buffer that resets, a Rate value carried from packet to packet),
+so the per-flow update is one sequential pass over the batch's columns. It runs over
+preallocated numpy state: a fixed-size entry table (one row per tracked key), an
+open-addressing hash index and an LRU list, so memory is bounded by ``max_flows`` and
+nothing is allocated per packet.
+
+Layout per entry (bytes): EI 17 x int32 (68) + EU 2 x uint32 (8) + EK 2 x uint64 (16)
++ EF 9 x float64 (72) + SUMS 42 x float64 (336) + 2 hash slots x int32 (8) = 508.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# ---- int32 entry fields (EI) ----
+I_KIND, I_PROTO, I_APORT, I_BPORT, I_PKTS = 0, 1, 2, 3, 4
+I_CFIN, I_CSYN, I_CRST, I_CPSH, I_CACK = 5, 6, 7, 8, 9
+I_WIN_N, I_BUF_N, I_BUF_MIN, I_BUF_MAX, I_PREV, I_NEXT, I_OWN = 10, 11, 12, 13, 14, 15, 16
+NI = 17
+# ---- uint32 addresses (EU): flow initiator / responder, or pool host ----
+U_A, U_B = 0, 1
+# ---- float64 entry fields (EF) ----
+F_FIRST, F_LAST, F_WFIRST, F_WLAST, F_PREV_TS, F_RATE, F_BYTES, F_BSUM, F_BSQ = 0, 1, 2, 3, 4, 5, 6, 7, 8
+NF = 9
+# ---- global int64 state (G) ----
+G_HEAD, G_TAIL, G_USED, G_FREE_TOP, G_OUT = 0, 1, 2, 3, 4
+NG = 5
+# ---- global float64 state (GF) ----
+GF_NOW, GF_NEXT_SCAN = 0, 1
+# ---- counters (CNT) ----
+C_ROWS, C_WINDOWS, C_PARTIAL, C_FLOWS, C_POOLS, C_EVICTED, C_IDLE, C_ACTIVE, C_PROMOTED = range(9)
+NC = 9
+# ---- parameters (P, float64) ----
+P_WINDOW, P_PROMOTE, P_PREFIX_MASK, P_PREFIX_LEN, P_IDLE, P_ACTIVE, P_SCAN, P_CAPTURE, P_PER_PACKET = range(9)
+NP_ = 9
+
+KIND_FLOW, KIND_POOL, KIND_CAPTURE = 1, 2, 3
+REASON_FULL, REASON_IDLE, REASON_ACTIVE, REASON_EVICTED, REASON_END = 0, 1, 2, 3, 4
+POOL_PROTO_ARP = 0x100
+
+# The 46 columns minus four derived at emit time (Srate=Rate, Drate=0, IPv=LLC=1-ARP):
+# SUM_COL[j] is the COLUMNS index held in SUMS[:, j].
+_DERIVED = (5, 6, 31, 32)
+SUM_COL = np.array([c for c in range(46) if c not in _DERIVED], dtype=np.int64)
+NS = SUM_COL.shape[0]
+COL_SUM = np.full(46, -1, dtype=np.int64)
+COL_SUM[SUM_COL] = np.arange(NS)
+
+# ICMP types sent by the host being talked to (replies and errors): pooled by source.
+_ICMP_FROM_SERVED = np.zeros(256, dtype=np.bool_)
+_ICMP_FROM_SERVED[[0, 3, 4, 5, 11, 12, 14, 16, 18]] = True
+
+MAX_EMIT_PER_PACKET = 4  # full window + active restart + two evictions
+
+
+def allocate(capacity: int) -> dict[str, np.ndarray]:
+    """Zeroed state arrays for ``capacity`` keys."""
+    slots = 1
+    while slots < 2 * capacity:
+        slots <<= 1
+    st = {
+        "ei": np.zeros((capacity, NI), dtype=np.int32),
+        "eu": np.zeros((capacity, 2), dtype=np.uint32),
+        "ek": np.zeros((capacity, 2), dtype=np.uint64),
+        "ef": np.zeros((capacity, NF), dtype=np.float64),
+        "sums": np.zeros((capacity, NS), dtype=np.float64),
+        "ht": np.full(slots, -1, dtype=np.int32),
+        "free": np.arange(capacity - 1, -1, -1, dtype=np.int32),
+        "g": np.zeros(NG, dtype=np.int64),
+        "gf": np.zeros(2, dtype=np.float64),
+        "cnt": np.zeros(NC, dtype=np.int64),
+    }
+    st["g"][G_HEAD] = -1
+    st["g"][G_TAIL] = -1
+    st["g"][G_FREE_TOP] = capacity
+    return st
+
+
+def allocate_out(n: int, per_packet_rows: int = 0) -> dict[str, np.ndarray]:
+    """Output buffers for ``n`` windows (and per-packet rows when asked)."""
+
+    def block(m: int) -> dict[str, np.ndarray]:
+        return {
+            "feat": np.zeros((m, 46), dtype=np.float64),
+            "first": np.zeros(m, dtype=np.float64),
+            "last": np.zeros(m, dtype=np.float64),
+            "n": np.zeros(m, dtype=np.uint32),
+            "key": np.zeros(m, dtype=np.uint64),
+            "kind": np.zeros(m, dtype=np.uint8),
+            "proto": np.zeros(m, dtype=np.uint16),
+            "src": np.zeros(m, dtype=np.uint32),
+            "dst": np.zeros(m, dtype=np.uint32),
+            "sport": np.zeros(m, dtype=np.uint16),
+            "dport": np.zeros(m, dtype=np.uint16),
+            "host": np.zeros(m, dtype=np.uint32),
+            "reason": np.zeros(m, dtype=np.uint8),
+        }
+
+    return {"win": block(n), "pp": block(per_packet_rows)}
+
+
+@njit(cache=True, inline="always")
+def _mix(k1, k2):
+    # splitmix64 finaliser over both key words
+    x = k1 ^ (k2 * np.uint64(0x9E3779B97F4A7C15))
+    x ^= x >> np.uint64(30)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    return x
+
+
+@njit(cache=True)
+def _find(ek, ht, k1, k2):
+    mask = ht.shape[0] - 1
+    i = np.int64(_mix(k1, k2) & np.uint64(mask))
+    while True:
+        e = ht[i]
+        if e < 0:
+            return -1, i
+        if ek[e, 0] == k1 and ek[e, 1] == k2:
+            return e, i
+        i = (i + 1) & mask
+
+
+@njit(cache=True)
+def _ht_remove(ek, ht, slot):
+    # backward-shift deletion keeps linear probing free of tombstones
+    mask = ht.shape[0] - 1
+    i = slot
+    j = slot
+    while True:
+        j = (j + 1) & mask
+        e = ht[j]
+        if e < 0:
+            break
+        h = np.int64(_mix(ek[e, 0], ek[e, 1]) & np.uint64(mask))
+        if i <= j:
+            stays = i < h <= j
+        else:
+            stays = h > i or h <= j
+        if not stays:
+            ht[i] = e
+            i = j
+    ht[i] = -1
+
+
+@njit(cache=True, inline="always")
+def _unlink(ei, g, e):
+    p = ei[e, I_PREV]
+    n = ei[e, I_NEXT]
+    if p >= 0:
+        ei[p, I_NEXT] = n
+    else:
+        g[G_HEAD] = n
+    if n >= 0:
+        ei[n, I_PREV] = p
+    else:
+        g[G_TAIL] = p
+
+
+@njit(cache=True, inline="always")
+def _push_head(ei, g, e):
+    h = g[G_HEAD]
+    ei[e, I_PREV] = -1
+    ei[e, I_NEXT] = h
+    if h >= 0:
+        ei[h, I_PREV] = e
+    g[G_HEAD] = e
+    if g[G_TAIL] < 0:
+        g[G_TAIL] = e
+
+
+@njit(cache=True, inline="always")
+def _touch(ei, ef, g, e, t):
+    if g[G_HEAD] != e:
+        _unlink(ei, g, e)
+        _push_head(ei, g, e)
+    if t > ef[e, F_LAST]:
+        ef[e, F_LAST] = t
+
+
+@njit(cache=True)
+def _emit(e, reason, ei, eu, ek, ef, sums, g, cnt, ow):
+    """Average entry e's partial window into the output and reset it."""
+    o = g[G_OUT]
+    n = ei[e, I_WIN_N]
+    inv = 1.0 / n
+    feat = ow[0]
+    for j in range(NS):
+        feat[o, SUM_COL[j]] = sums[e, j] * inv
+        sums[e, j] = 0.0
+    feat[o, 5] = feat[o, 4]  # Srate = Rate
+    feat[o, 6] = 0.0  # Drate
+    feat[o, 31] = 1.0 - feat[o, 29]  # IPv: every metered row is IPv4 or ARP
+    feat[o, 32] = feat[o, 31]  # LLC == IPv in the released rows
+    ow[1][o] = ef[e, F_WFIRST]
+    ow[2][o] = ef[e, F_WLAST]
+    ow[3][o] = n
+    ow[4][o] = _mix(ek[e, 0], ek[e, 1])
+    kind = ei[e, I_KIND]
+    ow[5][o] = kind
+    ow[6][o] = ei[e, I_PROTO]
+    if kind == KIND_FLOW:
+        ow[7][o] = eu[e, U_A]
+        ow[8][o] = eu[e, U_B]
+        ow[9][o] = ei[e, I_APORT]
+        ow[10][o] = ei[e, I_BPORT]
+        ow[11][o] = 0
+    else:
+        ow[7][o] = 0
+        ow[8][o] = 0
+        ow[9][o] = 0
+        ow[10][o] = 0
+        ow[11][o] = eu[e, U_B]
+    ow[12][o] = reason
+    ei[e, I_WIN_N] = 0
+    g[G_OUT] = o + 1
+    cnt[C_WINDOWS] += 1
+    if reason != REASON_FULL:
+        cnt[C_PARTIAL] += 1
+
+
+@njit(cache=True)
+def _release(e, reason, ei, eu, ek, ef, sums, ht, free, g, cnt, ow):
+    """Drop entry e: its partial window (if any) goes out first, nothing is lost."""
+    if ei[e, I_WIN_N] > 0:
+        _emit(e, reason, ei, eu, ek, ef, sums, g, cnt, ow)
+    _, slot = _find(ek, ht, ek[e, 0], ek[e, 1])
+    _ht_remove(ek, ht, slot)
+    _unlink(ei, g, e)
+    ei[e, I_KIND] = 0
+    free[g[G_FREE_TOP]] = e
+    g[G_FREE_TOP] += 1
+    g[G_USED] -= 1
+
+
+@njit(cache=True)
+def _insert(k1, k2, slot, t, ei, eu, ek, ef, sums, ht, free, g, cnt, ow):
+    """A new entry for key (k1, k2) at hash slot ``slot``; evicts the LRU entry when full."""
+    if g[G_FREE_TOP] == 0:
+        victim = g[G_TAIL]
+        _release(victim, REASON_EVICTED, ei, eu, ek, ef, sums, ht, free, g, cnt, ow)
+        cnt[C_EVICTED] += 1
+        _, slot = _find(ek, ht, k1, k2)  # the removal may have shifted slots
+    g[G_FREE_TOP] -= 1
+    e = free[g[G_FREE_TOP]]
+    g[G_USED] += 1
+    ht[slot] = e
+    ek[e, 0] = k1
+    ek[e, 1] = k2
+    for j in range(NI):
+        ei[e, j] = 0
+    for j in range(NF):
+        ef[e, j] = 0.0
+    ef[e, F_FIRST] = t
+    ef[e, F_LAST] = t
+    _push_head(ei, g, e)
+    return e
+
+
+@njit(cache=True)
+def expire_idle(now, params, ei, eu, ek, ef, sums, ht, free, g, gf, cnt, ow, out_cap):
+    """Expire keys idle for longer than the idle timeout (oldest first). Returns True
+    when the scan finished, False when it stopped for lack of output room."""
+    idle = params[P_IDLE]
+    if now > gf[GF_NOW]:
+        gf[GF_NOW] = now
+    if idle <= 0:
+        return True
+    while g[G_TAIL] >= 0:
+        e = g[G_TAIL]
+        if gf[GF_NOW] - ef[e, F_LAST] <= idle:
+            break
+        if g[G_OUT] >= out_cap:
+            return False
+        _release(e, REASON_IDLE, ei, eu, ek, ef, sums, ht, free, g, cnt, ow)
+        cnt[C_IDLE] += 1
+    gf[GF_NEXT_SCAN] = gf[GF_NOW] + params[P_SCAN]
+    return True
+
+
+@njit(cache=True)
+def flush_all(params, ei, eu, ek, ef, sums, g, cnt, ow, out_cap, start):
+    """Emit every partial window (end of stream), from entry ``start``; returns the next
+    entry to visit (== capacity when done)."""
+    cap = ei.shape[0]
+    e = start
+    while e < cap:
+        if ei[e, I_KIND] != 0 and ei[e, I_WIN_N] > 0:
+            if g[G_OUT] >= out_cap:
+                return e
+            _emit(e, REASON_END, ei, eu, ek, ef, sums, g, cnt, ow)
+        e += 1
+    return e
+
+
+@njit(cache=True)
+def meter_packets(start, ts, flen, is_arp, proto, l4ok, src, dst, sport, dport, flags, ttl, icmp_type,
+                  params, ei, eu, ek, ef, sums, ht, free, g, gf, cnt, ow, out_cap, pp, pp_base):
+    """Meter packets ``start..`` of the batch; returns the index of the first packet not
+    processed (the caller drains the output and calls again when it is short of room)."""
+    n = ts.shape[0]
+    window = np.int64(params[P_WINDOW])
+    promote = np.int64(params[P_PROMOTE])
+    pmask = np.uint32(np.int64(params[P_PREFIX_MASK]))
+    active = params[P_ACTIVE]
+    capture = params[P_CAPTURE] > 0
+    per_packet = params[P_PER_PACKET] > 0
+    row = np.zeros(46, dtype=np.float64)
+    pfeat = pp[0]
+    for i in range(start, n):
+        if g[G_OUT] + MAX_EMIT_PER_PACKET > out_cap:
+            return i
+        t = ts[i]
+        if t > gf[GF_NOW]:
+            gf[GF_NOW] = t
+        if params[P_IDLE] > 0 and gf[GF_NOW] >= gf[GF_NEXT_SCAN]:
+            if not expire_idle(gf[GF_NOW], params, ei, eu, ek, ef, sums, ht, free, g, gf, cnt, ow,
+                               out_cap - MAX_EMIT_PER_PACKET):
+                return i
+        size = np.int64(flen[i])
+        arp = is_arp[i]
+        p = np.int64(proto[i])
+        tcp = (not arp) and l4ok[i] and p == 6
+        udp = (not arp) and l4ok[i] and p == 17
+        fl = np.int64(flags[i]) if tcp else 0
+        sp = np.int64(sport[i])
+        dp = np.int64(dport[i])
+        fd = 0.0
+        hl = 0.0
+        fe = -1
+        if tcp or udp:
+            a_ip, b_ip = src[i], dst[i]
+            a_pt, b_pt = sp, dp
+            if (a_ip > b_ip) or (a_ip == b_ip and a_pt > b_pt):
+                a_ip, b_ip, a_pt, b_pt = b_ip, a_ip, b_pt, a_pt
+            k1 = (np.uint64(a_ip) << np.uint64(32)) | np.uint64(b_ip)
+            k2 = (np.uint64(a_pt) << np.uint64(48)) | (np.uint64(b_pt) << np.uint64(32)) | \
+                (np.uint64(p) << np.uint64(8)) | np.uint64(KIND_FLOW)
+            fe, slot = _find(ek, ht, k1, k2)
+            if fe < 0:
+                fe = _insert(k1, k2, slot, t, ei, eu, ek, ef, sums, ht, free, g, cnt, ow)
+                ei[fe, I_KIND] = KIND_FLOW
+                ei[fe, I_PROTO] = p
+                eu[fe, U_A] = src[i]
+                eu[fe, U_B] = dst[i]
+                ei[fe, I_APORT] = sp
+                ei[fe, I_BPORT] = dp
+                cnt[C_FLOWS] += 1
+            elif active > 0 and t - ef[fe, F_FIRST] > active:
+                # a long flow restarts: its state (and own window) begin again
+                if ei[fe, I_WIN_N] > 0:
+                    _emit(fe, REASON_ACTIVE, ei, eu, ek, ef, sums, g, cnt, ow)
+                for j in range(I_PKTS, I_BUF_MAX + 1):
+                    ei[fe, j] = 0
+                ei[fe, I_OWN] = 0
+                for j in range(NF):
+                    if j != F_LAST:
+                        ef[fe, j] = 0.0
+                ef[fe, F_FIRST] = t
+                eu[fe, U_A] = src[i]
+                eu[fe, U_B] = dst[i]
+                ei[fe, I_APORT] = sp
+                ei[fe, I_BPORT] = dp
+                cnt[C_ACTIVE] += 1
+            ei[fe, I_PKTS] += 1
+            ef[fe, F_BYTES] += size
+            fd = t - ef[fe, F_FIRST]
+            hl = ef[fe, F_BYTES]
+            if tcp:
+                # released index mix-up: see docs/features.md
+                ei[fe, I_CFIN] += fl & 1
+                ei[fe, I_CSYN] += (fl >> 1) & 1
+                ei[fe, I_CRST] += (fl >> 2) & 1
+                ei[fe, I_CPSH] += (fl >> 3) & 1
+                ei[fe, I_CACK] += (fl >> 4) & 1
+            _touch(ei, ef, g, fe, t)
+
+        # ---- which key's window this row joins ----
+        if capture:
+            k1 = np.uint64(0)
+            k2 = np.uint64(KIND_CAPTURE)
+            wk, slot = _find(ek, ht, k1, k2)
+            if wk < 0:
+                wk = _insert(k1, k2, slot, t, ei, eu, ek, ef, sums, ht, free, g, cnt, ow)
+                ei[wk, I_KIND] = KIND_CAPTURE
+        elif fe >= 0 and ei[fe, I_PKTS] >= promote:
+            wk = fe
+            if ei[fe, I_OWN] == 0:
+                ei[fe, I_OWN] = 1
+                cnt[C_PROMOTED] += 1
+        else:
+            if fe >= 0:
+                host = eu[fe, U_B]  # the flow's responder: the host being served or attacked
+                pp_proto = p
+            elif arp:
+                host = src[i]  # ARP: the address being announced or asked about by its owner
+                pp_proto = POOL_PROTO_ARP
+            elif p == 1 and l4ok[i] and _ICMP_FROM_SERVED[icmp_type[i]]:
+                host = src[i]
+                pp_proto = p
+            else:
+                host = dst[i]
+                pp_proto = p
+            host = host & pmask
+            k1 = np.uint64(host)
+            k2 = (np.uint64(pp_proto) << np.uint64(8)) | np.uint64(KIND_POOL)
+            wk, slot = _find(ek, ht, k1, k2)
+            if wk < 0:
+                wk = _insert(k1, k2, slot, t, ei, eu, ek, ef, sums, ht, free, g, cnt, ow)
+                ei[wk, I_KIND] = KIND_POOL
+                ei[wk, I_PROTO] = pp_proto
+                eu[wk, U_B] = host
+                cnt[C_POOLS] += 1
+        _touch(ei, ef, g, wk, t)
+
+        # ---- per-key quantities: carried Rate and the 20-packet size buffer ----
+        if fd > 0:
+            ef[wk, F_RATE] = ei[fe, I_PKTS] / fd
+        rate = ef[wk, F_RATE]
+        bn = ei[wk, I_BUF_N] + 1
+        bsum = ef[wk, F_BSUM] + size
+        bsq = ef[wk, F_BSQ] + size * size
+        if bn == 1:
+            bmin = size
+            bmax = size
+        else:
+            bmin = min(np.int64(ei[wk, I_BUF_MIN]), size)
+            bmax = max(np.int64(ei[wk, I_BUF_MAX]), size)
+        mean = bsum / bn
+        var = (bn * bsq - bsum * bsum) / (bn * bn)  # exact: integers below 2**53
+        std = np.sqrt(var) if var > 0 else 0.0
+        if bn == 20:
+            # the reset packet: the two-stream lists never got this packet
+            n2 = 19
+            s2 = bsum - size
+            q2 = bsq - size * size
+            number = 0.0
+            iat = t
+            ei[wk, I_BUF_N] = 0
+            ef[wk, F_BSUM] = 0.0
+            ef[wk, F_BSQ] = 0.0
+        else:
+            n2 = bn
+            s2 = bsum
+            q2 = bsq
+            number = bn
+            iat = t - ef[wk, F_PREV_TS]
+            ei[wk, I_BUF_N] = bn
+            ei[wk, I_BUF_MIN] = bmin
+            ei[wk, I_BUF_MAX] = bmax
+            ef[wk, F_BSUM] = bsum
+            ef[wk, F_BSQ] = bsq
+        ef[wk, F_PREV_TS] = t
+        m2 = s2 / n2
+        v2 = (n2 * q2 - s2 * s2) / (n2 * n2)
+        if v2 < 0:
+            v2 = 0.0
+
+        # ---- the row ----
+        row[0] = fd
+        row[1] = hl
+        row[2] = 0.0 if arp else p
+        row[3] = 0.0 if arp else ttl[i]
+        row[4] = rate
+        row[5] = rate
+        row[6] = 0.0
+        row[7] = fl & 1
+        row[8] = (fl >> 1) & 1
+        row[9] = (fl >> 2) & 1
+        row[10] = (fl >> 3) & 1
+        row[11] = (fl >> 4) & 1
+        row[12] = (fl >> 6) & 1
+        row[13] = (fl >> 7) & 1
+        if tcp:
+            row[14] = ei[fe, I_CFIN]
+            row[15] = ei[fe, I_CSYN]
+            row[16] = ei[fe, I_CRST]
+            row[17] = ei[fe, I_CPSH]
+            row[18] = ei[fe, I_CACK]
+        else:
+            row[14] = row[15] = row[16] = row[17] = row[18] = 0.0
+        row[19] = 1.0 if tcp and (sp == 80 or dp == 80) else 0.0
+        row[20] = 1.0 if tcp and (sp == 443 or dp == 443) else 0.0
+        row[21] = 1.0 if udp and (sp == 53 or dp == 53) else 0.0
+        row[22] = 1.0 if tcp and (sp == 23 or dp == 23) else 0.0
+        row[23] = 1.0 if tcp and (sp == 25 or dp == 25) else 0.0
+        row[24] = 1.0 if tcp and (sp == 22 or dp == 22) else 0.0
+        row[25] = 1.0 if tcp and (sp == 21 or dp == 21) else 0.0
+        row[26] = 1.0 if tcp else 0.0
+        row[27] = 1.0 if udp else 0.0
+        row[28] = 1.0 if udp and (sp == 67 or dp == 68) else 0.0
+        row[29] = 1.0 if arp else 0.0
+        row[30] = 1.0 if (not arp) and p == 1 else 0.0
+        row[31] = 0.0 if arp else 1.0
+        row[32] = row[31]
+        row[33] = bsum
+        row[34] = bmin
+        row[35] = bmax
+        row[36] = mean
+        row[37] = std
+        row[38] = size
+        row[39] = iat
+        row[40] = number
+        row[41] = np.sqrt(2.0 * m2)
+        row[42] = np.sqrt(2.0 * v2)
+        row[43] = v2
+        row[44] = 1.0 if v2 != 0 else 0.0
+        row[45] = n2 * n2
+
+        if per_packet:
+            r = pp_base + i
+            for c in range(46):
+                pfeat[r, c] = row[c]
+            pp[1][r] = t
+            pp[2][r] = t
+            pp[3][r] = 1
+            pp[4][r] = _mix(ek[wk, 0], ek[wk, 1])
+            pp[5][r] = ei[wk, I_KIND]
+            pp[6][r] = POOL_PROTO_ARP if arp else p
+            pp[7][r] = src[i]
+            pp[8][r] = dst[i]
+            pp[9][r] = sp
+            pp[10][r] = dp
+            pp[11][r] = eu[wk, U_B] if ei[wk, I_KIND] == KIND_POOL else 0
+            pp[12][r] = REASON_FULL
+        cnt[C_ROWS] += 1
+
+        # ---- window accumulation ----
+        wn = ei[wk, I_WIN_N] + 1
+        ei[wk, I_WIN_N] = wn
+        if wn == 1:
+            ef[wk, F_WFIRST] = t
+        ef[wk, F_WLAST] = t
+        for j in range(NS):
+            sums[wk, j] += row[SUM_COL[j]]
+        if wn >= window:
+            _emit(wk, REASON_FULL, ei, eu, ek, ef, sums, g, cnt, ow)
+    return n

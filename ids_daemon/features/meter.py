@@ -1,0 +1,216 @@
+"""The CICIoT2023 meter: `PacketBatch` → per-packet rows → windows of N rows per key.
+
+Flow state, the per-key 20-packet buffer and partial windows live in fixed-size numpy
+tables (see `_kernel`); keys expire on idle/active timeouts (packet time, or wall
+clock via `advance`) and the least recently used key is evicted when the table is
+full. A key that goes away always hands its partial window on first, so no packet's
+row is lost. How keys are chosen is documented in docs/meter.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..capture.batch import ETH_P_ARP, MALFORMED_REASONS, STATUS_MALFORMED, STATUS_OK, PacketBatch
+from ..config import MeterConfig
+from . import _kernel as K
+from .window import WindowBatch
+
+_OUT_KEYS = ("feat", "first", "last", "n", "key", "kind", "proto", "src", "dst", "sport", "dport", "host", "reason")
+
+
+@dataclass
+class MeterCounters:
+    """Everything the meter counted; exported as metrics and printed in summaries."""
+
+    frames: int = 0  # frames handed to the meter
+    packets: int = 0  # IPv4 and ARP packets metered (one row each)
+    rows: int = 0
+    windows: int = 0
+    partial_windows: int = 0  # windows closed before N rows (timeout, eviction, end)
+    skipped: int = 0  # well-formed frames that are not IPv4/ARP (IPv6, LLDP, ...)
+    skipped_ipv6: int = 0
+    malformed: int = 0
+    malformed_by_reason: dict[str, int] = field(default_factory=dict)
+    first_malformed: str = ""  # where the first malformed frame was, for the one-line warning
+    l4_incomplete: int = 0  # TCP/UDP first fragments whose header was cut short
+    flows_created: int = 0
+    pools_created: int = 0
+    promoted: int = 0  # flows that reached promote_after packets and got their own windows
+    evicted: int = 0
+    expired_idle: int = 0
+    expired_active: int = 0
+    keys_tracked: int = 0
+
+
+@dataclass
+class MeterOutput:
+    """What one call to the meter produced."""
+
+    windows: WindowBatch
+    rows: WindowBatch | None = None  # per-packet rows, when the meter was asked for them
+
+
+class Meter:
+    """Turns packet batches into CICIoT2023 windows (and, optionally, per-packet rows)."""
+
+    def __init__(self, config: MeterConfig | None = None, per_packet: bool = False):
+        self.config = config or MeterConfig()
+        self.per_packet = per_packet
+        self._st = K.allocate(self.config.max_flows)
+        c = self.config
+        prefix_mask = (0xFFFFFFFF << (32 - c.pool_prefix)) & 0xFFFFFFFF if c.pool_prefix else 0
+        p = np.zeros(K.NP_, dtype=np.float64)
+        p[K.P_WINDOW] = c.window
+        p[K.P_PROMOTE] = c.promote
+        p[K.P_PREFIX_MASK] = prefix_mask
+        p[K.P_PREFIX_LEN] = c.pool_prefix
+        p[K.P_IDLE] = c.idle_timeout
+        p[K.P_ACTIVE] = c.active_timeout
+        p[K.P_SCAN] = c.scan_interval
+        p[K.P_CAPTURE] = 1.0 if c.key_mode == "capture" else 0.0
+        p[K.P_PER_PACKET] = 1.0 if per_packet else 0.0
+        self._params = p
+        self._counters = MeterCounters()
+        self._out_cap = 0
+        self._out: dict[str, np.ndarray] = {}
+        self._empty_pp = tuple(K.allocate_out(0)["pp"][k] for k in _OUT_KEYS)
+
+    # ---- public API ------------------------------------------------------------------------
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes held by the key table (allocated up front, so this is the bound)."""
+        return sum(a.nbytes for a in self._st.values())
+
+    @property
+    def counters(self) -> MeterCounters:
+        """Current counters (a live object: read, don't keep)."""
+        cnt = self._st["cnt"]
+        c = self._counters
+        c.rows = int(cnt[K.C_ROWS])
+        c.windows = int(cnt[K.C_WINDOWS])
+        c.partial_windows = int(cnt[K.C_PARTIAL])
+        c.flows_created = int(cnt[K.C_FLOWS])
+        c.pools_created = int(cnt[K.C_POOLS])
+        c.promoted = int(cnt[K.C_PROMOTED])
+        c.evicted = int(cnt[K.C_EVICTED])
+        c.expired_idle = int(cnt[K.C_IDLE])
+        c.expired_active = int(cnt[K.C_ACTIVE])
+        c.keys_tracked = int(self._st["g"][K.G_USED])
+        return c
+
+    def process(self, batch: PacketBatch) -> MeterOutput:
+        """Meter one batch; returns the windows it completed (and its per-packet rows)."""
+        c = self._counters
+        n = len(batch)
+        c.frames += n
+        if n == 0:
+            return MeterOutput(WindowBatch.empty(), WindowBatch.empty() if self.per_packet else None)
+        self._count_skipped(batch)
+        ok = batch.status == STATUS_OK
+        is_arp = batch.ethertype == ETH_P_ARP
+        sel = ok & ((batch.ip_version == 4) | is_arp)
+        idx = np.flatnonzero(sel)
+        m = int(idx.shape[0])
+        c.packets += m
+        inc = sel & ~is_arp & ((batch.proto == 6) | (batch.proto == 17)) & (batch.frag_offset == 0) & ~batch.l4_ok
+        c.l4_incomplete += int(inc.sum())
+        cols = (
+            batch.ts[idx], batch.frame_len[idx], is_arp[idx], batch.proto[idx], batch.l4_ok[idx],
+            batch.src4[idx], batch.dst4[idx], batch.sport[idx], batch.dport[idx], batch.tcp_flags[idx],
+            batch.ttl[idx], batch.icmp_type[idx],
+        )
+        if self.per_packet:
+            pp_bufs = K.allocate_out(0, m)["pp"]
+            pp = tuple(pp_bufs[k] for k in _OUT_KEYS)
+        else:
+            pp = self._empty_pp
+        self._ensure_out(m // max(self.config.window, 1) + 4096)
+        parts: list[WindowBatch] = []
+        start = 0
+        while True:
+            ow = self._out_tuple()
+            start = K.meter_packets(start, *cols, self._params, *self._state_args(), self._st["gf"],
+                                    self._st["cnt"], ow, self._out_cap, pp, 0)
+            parts.append(self._drain())
+            if start >= m:
+                break
+        rows = self._to_batch(pp, m) if self.per_packet else None
+        return MeterOutput(WindowBatch.concat(parts), rows)
+
+    def advance(self, now: float) -> MeterOutput:
+        """Expire keys idle at wall-clock time ``now`` (live capture with no traffic)."""
+        self._ensure_out(4096)
+        parts = []
+        st = self._st
+        while True:
+            done = K.expire_idle(float(now), self._params, st["ei"], st["eu"], st["ek"], st["ef"], st["sums"],
+                                 st["ht"], st["free"], st["g"], st["gf"], st["cnt"], self._out_tuple(), self._out_cap)
+            parts.append(self._drain())
+            if done:
+                break
+        return MeterOutput(WindowBatch.concat(parts), WindowBatch.empty() if self.per_packet else None)
+
+    def flush(self) -> MeterOutput:
+        """End of stream: hand on every partial window (flow state is kept)."""
+        self._ensure_out(4096)
+        parts = []
+        st = self._st
+        e = 0
+        cap = st["ei"].shape[0]
+        while e < cap:
+            e = K.flush_all(self._params, st["ei"], st["eu"], st["ek"], st["ef"], st["sums"], st["g"], st["cnt"],
+                            self._out_tuple(), self._out_cap, e)
+            parts.append(self._drain())
+        return MeterOutput(WindowBatch.concat(parts), WindowBatch.empty() if self.per_packet else None)
+
+    # ---- internals -------------------------------------------------------------------------
+    def _count_skipped(self, batch: PacketBatch) -> None:
+        c = self._counters
+        mal = batch.status == STATUS_MALFORMED
+        n_mal = int(mal.sum())
+        if n_mal:
+            c.malformed += n_mal
+            codes, counts = np.unique(batch.reason[mal], return_counts=True)
+            for code, k in zip(codes.tolist(), counts.tolist()):
+                text = MALFORMED_REASONS.get(code, f"reason {code}")
+                c.malformed_by_reason[text] = c.malformed_by_reason.get(text, 0) + k
+            if not c.first_malformed:
+                j = int(np.flatnonzero(mal)[0])
+                c.first_malformed = (f"packet #{batch.first_index + j + 1}"
+                                     f"{' of ' + batch.source if batch.source else ''}: "
+                                     f"{MALFORMED_REASONS.get(int(batch.reason[j]), '')}")
+        ok = batch.status == STATUS_OK
+        v6 = ok & (batch.ip_version == 6)
+        c.skipped_ipv6 += int(v6.sum())
+        c.skipped += int((batch.status != STATUS_OK).sum()) - n_mal + int(v6.sum())
+
+    def _state_args(self) -> tuple[np.ndarray, ...]:
+        st = self._st
+        return st["ei"], st["eu"], st["ek"], st["ef"], st["sums"], st["ht"], st["free"], st["g"]
+
+    def _ensure_out(self, n: int) -> None:
+        if n > self._out_cap:
+            self._out_cap = n
+            self._out = K.allocate_out(n)["win"]
+
+    def _out_tuple(self) -> tuple[np.ndarray, ...]:
+        return tuple(self._out[k] for k in _OUT_KEYS)
+
+    def _drain(self) -> WindowBatch:
+        g = self._st["g"]
+        k = int(g[K.G_OUT])
+        g[K.G_OUT] = 0
+        if k == 0:
+            return WindowBatch.empty()
+        return self._to_batch(self._out_tuple(), k, copy=True)
+
+    def _to_batch(self, bufs: tuple[np.ndarray, ...], k: int, copy: bool = False) -> WindowBatch:
+        take = (lambda a: a[:k].copy()) if copy else (lambda a: a[:k])
+        feat, first, last, n, key, kind, proto, src, dst, sport, dport, host, reason = (take(a) for a in bufs)
+        prefix = np.where(kind == K.KIND_POOL, self.config.pool_prefix, 0).astype(np.uint8)
+        return WindowBatch(features=feat, first_ts=first, last_ts=last, packets=n, key=key, kind=kind,
+                           proto=proto, src=src, dst=dst, sport=sport, dport=dport, host=host, prefix=prefix,
+                           reason=reason)

@@ -1,0 +1,104 @@
+"""`WindowBatch`: what the meter hands on — averaged CICIoT2023 rows and who they belong to.
+
+The same type carries per-packet rows (``packets == 1``) when those are asked for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from ..capture.batch import ipv4_to_str
+from .ciciot import COLUMNS
+
+# key kinds
+KIND_FLOW = 1  # a TCP/UDP flow (sorted endpoint pair)
+KIND_POOL = 2  # short flows and flowless packets towards one served host prefix
+KIND_CAPTURE = 3  # key_mode=capture: one key for everything
+
+# why a window was closed
+REASON_FULL = 0
+REASON_IDLE = 1
+REASON_ACTIVE = 2
+REASON_EVICTED = 3
+REASON_END = 4
+REASON_NAMES = ("full", "idle", "active", "evicted", "end")
+
+POOL_PROTO_ARP = 0x100  # pool "protocol" for ARP (no IP protocol number)
+
+_PROTO_NAMES = {1: "icmp", 2: "igmp", 6: "tcp", 17: "udp", 47: "gre", 58: "icmpv6", 132: "sctp",
+                POOL_PROTO_ARP: "arp"}
+
+
+def proto_name(p: int) -> str:
+    """Short protocol name for output (the number when unnamed)."""
+    return _PROTO_NAMES.get(int(p), str(int(p)))
+
+
+@dataclass
+class WindowBatch:
+    """Windows (or per-packet rows): the 46 feature columns plus identity columns."""
+
+    features: np.ndarray  # (k, 46) float64, COLUMNS order
+    first_ts: np.ndarray  # float64
+    last_ts: np.ndarray  # float64
+    packets: np.ndarray  # uint32, rows averaged into this window
+    key: np.ndarray  # uint64, stable hash of the window key
+    kind: np.ndarray  # uint8, KIND_*
+    proto: np.ndarray  # uint16, IP protocol (POOL_PROTO_ARP for ARP)
+    src: np.ndarray  # uint32 IPv4: flow initiator (0 for pools)
+    dst: np.ndarray  # uint32 IPv4: flow responder / pool host prefix
+    sport: np.ndarray  # uint16
+    dport: np.ndarray  # uint16
+    host: np.ndarray  # uint32 IPv4 pool host prefix (0 for flows)
+    prefix: np.ndarray  # uint8, pool prefix length
+    reason: np.ndarray  # uint8, REASON_*
+
+    _DTYPES = {"first_ts": np.float64, "last_ts": np.float64, "packets": np.uint32, "key": np.uint64,
+               "kind": np.uint8, "proto": np.uint16, "src": np.uint32, "dst": np.uint32,
+               "sport": np.uint16, "dport": np.uint16, "host": np.uint32, "prefix": np.uint8, "reason": np.uint8}
+
+    @classmethod
+    def empty(cls, n: int = 0) -> "WindowBatch":
+        """A zeroed batch of ``n`` rows."""
+        cols = {k: np.zeros(n, dtype=v) for k, v in cls._DTYPES.items()}
+        return cls(features=np.zeros((n, len(COLUMNS)), dtype=np.float64), **cols)
+
+    def __len__(self) -> int:
+        return int(self.first_ts.shape[0])
+
+    def take(self, index: np.ndarray | slice) -> "WindowBatch":
+        """Rows selected by a mask, an index array or a slice (copies)."""
+        return WindowBatch(**{f.name: np.array(getattr(self, f.name)[index]) for f in fields(self)})
+
+    @classmethod
+    def concat(cls, batches: list["WindowBatch"]) -> "WindowBatch":
+        """One batch with the rows of several, in order."""
+        batches = [b for b in batches if len(b)]
+        if not batches:
+            return cls.empty()
+        if len(batches) == 1:
+            return batches[0]
+        return cls(**{f.name: np.concatenate([getattr(b, f.name) for b in batches]) for f in fields(cls)})
+
+    def key_strings(self) -> np.ndarray:
+        """Readable window keys, e.g. ``tcp 10.0.0.1:5000-10.0.0.2:80`` (flow endpoints sorted,
+        so both directions name the same key), ``pool udp 10.0.0.0/24`` or ``capture``."""
+        out = np.empty(len(self), dtype=object)
+        a_first = (self.src < self.dst) | ((self.src == self.dst) & (self.sport <= self.dport))
+        lo_ip = np.where(a_first, self.src, self.dst)
+        hi_ip = np.where(a_first, self.dst, self.src)
+        lo_pt = np.where(a_first, self.sport, self.dport)
+        hi_pt = np.where(a_first, self.dport, self.sport)
+        lo_s, hi_s, host = ipv4_to_str(lo_ip), ipv4_to_str(hi_ip), ipv4_to_str(self.host)
+        for i in range(len(self)):  # output formatting only, never on the metering path
+            k = self.kind[i]
+            p = proto_name(self.proto[i])
+            if k == KIND_FLOW:
+                out[i] = f"{p} {lo_s[i]}:{lo_pt[i]}-{hi_s[i]}:{hi_pt[i]}"
+            elif k == KIND_POOL:
+                out[i] = f"pool {p} {host[i]}/{self.prefix[i]}"
+            else:
+                out[i] = "capture"
+        return out

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Set up (or update) the project's virtual environment in .venv.
+#   scripts/setup.sh          runtime
+#   scripts/setup.sh --test   runtime + test tools
+# Safe to run again: it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras=""
+[ "${1:-}" = "--test" ] && extras="[test]"
+PY="${PYTHON:-python3}"
+
+# Capture filters are compiled by libpcap (loaded at run time through ctypes).
+if ! ldconfig -p 2>/dev/null | grep -q 'libpcap\.so'; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "setup: installing libpcap0.8 (needed for --filter)"
+        apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libpcap0.8 >/dev/null
+    else
+        echo "setup: warning: libpcap not found; --filter needs it (Debian: apt-get install libpcap0.8)" >&2
+    fi
+fi
+# The live-capture tests need iproute2 for their network namespace.
+if [ -n "$extras" ] && ! command -v ip >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null
+fi
+
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
+
+# torch: without a GPU take the pinned CPU build (small, fast); with one, keep or get
+# the default CUDA build. The project's range (torch>=2.2) accepts either, so the
+# install below never replaces the one chosen here.
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+    if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+        "${pip[@]}" torch
+    else
+        "${pip[@]}" "torch==2.13.0" || "${pip[@]}" torch
+    fi
+fi
+"${pip[@]}" -e ".${extras}"
+echo "setup: ready (.venv)"
