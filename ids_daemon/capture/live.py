@@ -211,6 +211,7 @@ class LiveSource:
             self._sock = sock
             self._teardown()
             raise
+        self._closed = False
 
     def _setup(self, sock: socket.socket) -> None:
         iface = self.interface

@@ -1,0 +1,159 @@
+"""`ids-daemon features` and `ids-daemon demo` as a user runs them (real processes, real files)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ids_daemon.features.ciciot import COLUMNS, IDENTITY_COLUMNS
+
+from .pcapgen import ethernet, ipv4_udp, write_pcap
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data" / "pcaps"
+EXE = str(Path(sys.executable).parent / "ids-daemon")
+
+
+def run(*args: str, stdin: bytes | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([EXE, *args], input=stdin, capture_output=True, timeout=timeout)
+
+
+def read_csv(text: str) -> tuple[list[str], list[dict[str, str]]]:
+    r = csv.reader(io.StringIO(text))
+    header = next(r)
+    rows = [dict(zip(header, line)) for line in r]
+    return header, rows
+
+
+def assert_one_line_error(p: subprocess.CompletedProcess, words: str) -> None:
+    err = p.stderr.decode()
+    assert p.returncode == 1, err
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.startswith("ids-daemon: error:")]
+    assert len(lines) == 1 and words in lines[0], err
+
+
+def test_csv_header_is_the_dataset_columns_then_identity(tmp_path: Path) -> None:
+    out = tmp_path / "w.csv"
+    p = run("features", "-r", str(SHARED / "coap_mqtt.pcap"), "-o", str(out))
+    assert p.returncode == 0, p.stderr.decode()
+    header, rows = read_csv(out.read_text())
+    assert header == list(COLUMNS) + list(IDENTITY_COLUMNS)
+    assert header[:46][12] == "ece_flag_number" and header[45] == "Weight"
+    # every metered packet is in exactly one window
+    assert sum(int(r["packets"]) for r in rows) == 8497
+    assert all(1 <= int(r["packets"]) <= 10 for r in rows)
+    assert "8516 frames: 8497 metered" in p.stderr.decode()
+
+
+def test_per_packet_rows_in_capture_order_and_window_option(tmp_path: Path) -> None:
+    out = tmp_path / "pp.csv"
+    p = run("features", "-r", str(SHARED / "modbus.pcap"), "--per-packet", "-o", str(out))
+    assert p.returncode == 0
+    _, rows = read_csv(out.read_text())
+    assert len(rows) == 102 and all(r["packets"] == "1" for r in rows)
+    ts = [float(r["first_ts"]) for r in rows]
+    assert ts == sorted(ts)
+    w = tmp_path / "w5.csv"
+    assert run("features", "-r", str(SHARED / "modbus.pcap"), "--window", "5", "-o", str(w)).returncode == 0
+    _, wins = read_csv(w.read_text())
+    full = [r for r in wins if r["close_reason"] == "full"]
+    assert full and all(r["packets"] == "5" for r in full)
+    assert sum(int(r["packets"]) for r in wins) == 102
+
+
+def test_stdin_gives_the_same_output_as_the_file(tmp_path: Path) -> None:
+    f = SHARED / "nats.pcap"
+    a = run("features", "-r", str(f), "-q")
+    b = run("features", "-r", "-", "-q", stdin=f.read_bytes())
+    assert a.returncode == b.returncode == 0
+    assert a.stdout == b.stdout and a.stdout.count(b"\n") > 1
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in SHARED.glob("*")) if SHARED.exists() else [])
+def test_every_shared_capture_runs(name: str, tmp_path: Path) -> None:
+    p = run("features", "-r", str(SHARED / name), "-o", str(tmp_path / "o.csv"))
+    err = p.stderr.decode()
+    assert p.returncode == 0, err
+    assert "Traceback" not in err
+    if name.startswith(("fuzz", "malformed")):
+        assert "malformed frame" in err and "first: packet #1" in err
+        assert "1 malformed" in err
+
+
+def test_malformed_frame_is_skipped_and_the_rest_processed(tmp_path: Path) -> None:
+    good = ipv4_udp()
+    bad = bytearray(good)
+    bad[0] = 0x43  # IHL 12 bytes
+    frames = [(1.0 + i, ethernet(good)) for i in range(5)] + [(7.0, ethernet(bytes(bad)))] + \
+             [(8.0 + i, ethernet(good)) for i in range(4)]
+    pc = write_pcap(tmp_path / "m.pcap", frames)
+    p = run("features", "-r", str(pc), "--per-packet", "-o", str(tmp_path / "o.csv"))
+    assert p.returncode == 0
+    assert "skipped 1 malformed frame" in p.stderr.decode() and "packet #6" in p.stderr.decode()
+    _, rows = read_csv((tmp_path / "o.csv").read_text())
+    assert len(rows) == 9
+
+
+def test_truncated_file_writes_what_it_read_then_fails(tmp_path: Path) -> None:
+    frames = [(1.0 + i, ethernet(ipv4_udp(sport=100 + i))) for i in range(12)]
+    pc = write_pcap(tmp_path / "t.pcap", frames)
+    pc.write_bytes(pc.read_bytes()[:-10])
+    out = tmp_path / "o.csv"
+    p = run("features", "-r", str(pc), "--per-packet", "-o", str(out))
+    assert_one_line_error(p, "truncated")
+    _, rows = read_csv(out.read_text())
+    assert [int(r["src_port"]) for r in rows] == list(range(100, 111))
+
+
+def test_not_a_capture_unknown_link_and_missing_file(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("just text\n")
+    assert_one_line_error(run("features", "-r", str(tmp_path / "notes.txt")), "not a pcap")
+    wifi = write_pcap(tmp_path / "wifi.pcap", [(1.0, bytes(40))], linktype=105)
+    assert_one_line_error(run("features", "-r", str(wifi)), "unsupported link type 105")
+    assert_one_line_error(run("features", "-r", str(tmp_path / "nope.pcap")), "cannot open")
+    assert_one_line_error(run("features"), "nothing to read")
+
+
+def test_bad_config_is_one_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yml"
+    cfg.write_text("meter:\n  window: -3\n  idle_timout: 5\n")
+    p = run("features", "-r", str(SHARED / "nats.pcap"), "--config", str(cfg))
+    assert_one_line_error(p, "meter.window")
+    assert "meter.idle_timout" in p.stderr.decode()  # the misspelt key is named too
+    p = run("features", "-r", str(SHARED / "nats.pcap"), "--window", "0")
+    assert_one_line_error(p, "meter.window")
+
+
+def test_demo_runs_on_the_bundled_capture() -> None:
+    p = run("demo")
+    out = p.stdout.decode()
+    assert p.returncode == 0, p.stderr.decode()
+    assert "sample.pcap" in out and "windows" in out
+    # the bundled capture holds a spoofed SYN flood on 192.168.50.3: its pool is the busiest key
+    busiest = [ln for ln in out.splitlines() if ln.startswith("    ")][0]
+    assert "pool tcp 192.168.50.3/32" in busiest
+
+
+def _syn(src: str, dst: str, sport: int, dport: int) -> bytes:
+    tcp = struct.pack(">HHIIBBHHH", sport, dport, 1, 0, 0x50, 0x02, 1024, 0, 0)
+    ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 40, 1, 0, 64, 6, 0, bytes(map(int, src.split("."))),
+                     bytes(map(int, dst.split("."))))
+    return ip + tcp
+
+
+def test_capture_key_mode_pools_everything_like_the_dataset(tmp_path: Path) -> None:
+    frames = [(1.0 + i * 0.01, ethernet(_syn(f"10.1.{i // 250}.{i % 250 + 1}", "10.0.0.5", 1000 + i, 80)))
+              for i in range(30)]
+    pc = write_pcap(tmp_path / "f.pcap", frames)
+    p = run("features", "-r", str(pc), "--key-mode", "capture", "-o", str(tmp_path / "o.csv"))
+    assert p.returncode == 0
+    _, rows = read_csv((tmp_path / "o.csv").read_text())
+    assert [r["window_key"] for r in rows] == ["capture"] * 3
+    assert [r["packets"] for r in rows] == ["10", "10", "10"]
