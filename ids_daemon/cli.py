@@ -91,6 +91,9 @@ def _open_source(cfg: Config, read: Optional[str], interface: Optional[str]):
     src = LiveSource(iface, bpf_filter=c.filter, snaplen=c.snaplen, ring_mb=c.ring_mb,
                      block_timeout_ms=c.block_timeout_ms, promiscuous=c.promiscuous, batch_size=c.batch_size)
     src.open()
+    # tells a user (and a test harness) that packets are being captured from now on
+    print(f"ids-daemon: capturing on {iface}" + (f" (filter: {c.filter})" if c.filter else ""),
+          file=sys.stderr, flush=True)
     return src, True
 
 

@@ -19,7 +19,9 @@ from numba import njit
 # ---- int32 entry fields (EI) ----
 I_KIND, I_PROTO, I_APORT, I_BPORT, I_PKTS = 0, 1, 2, 3, 4
 I_CFIN, I_CSYN, I_CRST, I_CPSH, I_CACK = 5, 6, 7, 8, 9
-I_WIN_N, I_BUF_N, I_BUF_MIN, I_BUF_MAX, I_PREV, I_NEXT, I_OWN = 10, 11, 12, 13, 14, 15, 16
+I_WIN_N, I_BUF_N, I_BUF_MIN, I_BUF_MAX, I_PREV, I_NEXT, I_FLAGS = 10, 11, 12, 13, 14, 15, 16
+FLAG_OWN = 1  # the flow is its own window key (promoted)
+FLAG_PROBATION = 2  # on the probation list: a flow seen once so far
 NI = 17
 # ---- uint32 addresses (EU): flow initiator / responder, or pool host ----
 U_A, U_B = 0, 1
@@ -27,13 +29,17 @@ U_A, U_B = 0, 1
 F_FIRST, F_LAST, F_WFIRST, F_WLAST, F_PREV_TS, F_RATE, F_BYTES, F_BSUM, F_BSQ = 0, 1, 2, 3, 4, 5, 6, 7, 8
 NF = 9
 # ---- global int64 state (G) ----
-G_HEAD, G_TAIL, G_USED, G_FREE_TOP, G_OUT = 0, 1, 2, 3, 4
-NG = 5
+# Two LRU lists (a segmented LRU): flows seen once wait on the probation list and move
+# to the main list on their second packet. Eviction takes the probation tail first, so a
+# spoofed flood (every packet a new flow) churns only its own one-packet flows and the
+# established flows keep their state.
+G_HEAD, G_TAIL, G_PHEAD, G_PTAIL, G_USED, G_FREE_TOP, G_OUT = 0, 1, 2, 3, 4, 5, 6
+NG = 7
 # ---- global float64 state (GF) ----
 GF_NOW, GF_NEXT_SCAN = 0, 1
 # ---- counters (CNT) ----
-C_ROWS, C_WINDOWS, C_PARTIAL, C_FLOWS, C_POOLS, C_EVICTED, C_IDLE, C_ACTIVE, C_PROMOTED = range(9)
-NC = 9
+C_ROWS, C_WINDOWS, C_PARTIAL, C_FLOWS, C_POOLS, C_EVICTED, C_IDLE, C_ACTIVE, C_PROMOTED, C_EVICTED_EST = range(10)
+NC = 10
 # ---- parameters (P, float64) ----
 P_WINDOW, P_PROMOTE, P_PREFIX_MASK, P_PREFIX_LEN, P_IDLE, P_ACTIVE, P_SCAN, P_CAPTURE, P_PER_PACKET = range(9)
 NP_ = 9
@@ -76,6 +82,8 @@ def allocate(capacity: int) -> dict[str, np.ndarray]:
     }
     st["g"][G_HEAD] = -1
     st["g"][G_TAIL] = -1
+    st["g"][G_PHEAD] = -1
+    st["g"][G_PTAIL] = -1
     st["g"][G_FREE_TOP] = capacity
     return st
 
@@ -152,37 +160,56 @@ def _ht_remove(ek, ht, slot):
 
 @njit(cache=True, inline="always")
 def _unlink(ei, g, e):
+    hi = G_PHEAD if ei[e, I_FLAGS] & FLAG_PROBATION else G_HEAD
     p = ei[e, I_PREV]
     n = ei[e, I_NEXT]
     if p >= 0:
         ei[p, I_NEXT] = n
     else:
-        g[G_HEAD] = n
+        g[hi] = n
     if n >= 0:
         ei[n, I_PREV] = p
     else:
-        g[G_TAIL] = p
+        g[hi + 1] = p
 
 
 @njit(cache=True, inline="always")
-def _push_head(ei, g, e):
-    h = g[G_HEAD]
+def _push_head(ei, g, e, probation):
+    hi = G_PHEAD if probation else G_HEAD
+    if probation:
+        ei[e, I_FLAGS] |= FLAG_PROBATION
+    else:
+        ei[e, I_FLAGS] &= ~FLAG_PROBATION
+    h = g[hi]
     ei[e, I_PREV] = -1
     ei[e, I_NEXT] = h
     if h >= 0:
         ei[h, I_PREV] = e
-    g[G_HEAD] = e
-    if g[G_TAIL] < 0:
-        g[G_TAIL] = e
+    g[hi] = e
+    if g[hi + 1] < 0:
+        g[hi + 1] = e
 
 
 @njit(cache=True, inline="always")
 def _touch(ei, ef, g, e, t):
-    if g[G_HEAD] != e:
+    """Most recently used: to the head of the main list (leaving probation if there)."""
+    if (ei[e, I_FLAGS] & FLAG_PROBATION) or g[G_HEAD] != e:
         _unlink(ei, g, e)
-        _push_head(ei, g, e)
+        _push_head(ei, g, e, False)
     if t > ef[e, F_LAST]:
         ef[e, F_LAST] = t
+
+
+@njit(cache=True, inline="always")
+def _oldest(ef, g):
+    """The least recently used entry of both lists (-1 when empty)."""
+    a = g[G_PTAIL]
+    b = g[G_TAIL]
+    if a < 0:
+        return b
+    if b < 0:
+        return a
+    return a if ef[a, F_LAST] <= ef[b, F_LAST] else b
 
 
 @njit(cache=True)
@@ -241,10 +268,12 @@ def _release(e, reason, ei, eu, ek, ef, sums, ht, free, g, cnt, ow):
 
 
 @njit(cache=True)
-def _insert(k1, k2, slot, t, ei, eu, ek, ef, sums, ht, free, g, cnt, ow):
+def _insert(k1, k2, slot, t, ei, eu, ek, ef, sums, ht, free, g, cnt, ow, probation):
     """A new entry for key (k1, k2) at hash slot ``slot``; evicts the LRU entry when full."""
     if g[G_FREE_TOP] == 0:
-        victim = g[G_TAIL]
+        victim = g[G_PTAIL] if g[G_PTAIL] >= 0 else g[G_TAIL]
+        if not ei[victim, I_FLAGS] & FLAG_PROBATION:
+            cnt[C_EVICTED_EST] += 1
         _release(victim, REASON_EVICTED, ei, eu, ek, ef, sums, ht, free, g, cnt, ow)
         cnt[C_EVICTED] += 1
         _, slot = _find(ek, ht, k1, k2)  # the removal may have shifted slots
@@ -260,7 +289,7 @@ def _insert(k1, k2, slot, t, ei, eu, ek, ef, sums, ht, free, g, cnt, ow):
         ef[e, j] = 0.0
     ef[e, F_FIRST] = t
     ef[e, F_LAST] = t
-    _push_head(ei, g, e)
+    _push_head(ei, g, e, probation)
     return e
 
 
@@ -273,8 +302,10 @@ def expire_idle(now, params, ei, eu, ek, ef, sums, ht, free, g, gf, cnt, ow, out
         gf[GF_NOW] = now
     if idle <= 0:
         return True
-    while g[G_TAIL] >= 0:
-        e = g[G_TAIL]
+    while True:
+        e = _oldest(ef, g)
+        if e < 0:
+            break
         if gf[GF_NOW] - ef[e, F_LAST] <= idle:
             break
         if g[G_OUT] >= out_cap:
@@ -345,7 +376,7 @@ def meter_packets(start, ts, flen, is_arp, proto, l4ok, src, dst, sport, dport, 
                 (np.uint64(p) << np.uint64(8)) | np.uint64(KIND_FLOW)
             fe, slot = _find(ek, ht, k1, k2)
             if fe < 0:
-                fe = _insert(k1, k2, slot, t, ei, eu, ek, ef, sums, ht, free, g, cnt, ow)
+                fe = _insert(k1, k2, slot, t, ei, eu, ek, ef, sums, ht, free, g, cnt, ow, True)
                 ei[fe, I_KIND] = KIND_FLOW
                 ei[fe, I_PROTO] = p
                 eu[fe, U_A] = src[i]
@@ -359,7 +390,7 @@ def meter_packets(start, ts, flen, is_arp, proto, l4ok, src, dst, sport, dport, 
                     _emit(fe, REASON_ACTIVE, ei, eu, ek, ef, sums, g, cnt, ow)
                 for j in range(I_PKTS, I_BUF_MAX + 1):
                     ei[fe, j] = 0
-                ei[fe, I_OWN] = 0
+                ei[fe, I_FLAGS] &= ~FLAG_OWN
                 for j in range(NF):
                     if j != F_LAST:
                         ef[fe, j] = 0.0
@@ -380,7 +411,8 @@ def meter_packets(start, ts, flen, is_arp, proto, l4ok, src, dst, sport, dport, 
                 ei[fe, I_CRST] += (fl >> 2) & 1
                 ei[fe, I_CPSH] += (fl >> 3) & 1
                 ei[fe, I_CACK] += (fl >> 4) & 1
-            _touch(ei, ef, g, fe, t)
+            if ei[fe, I_PKTS] > 1:
+                _touch(ei, ef, g, fe, t)
 
         # ---- which key's window this row joins ----
         if capture:
@@ -388,12 +420,12 @@ def meter_packets(start, ts, flen, is_arp, proto, l4ok, src, dst, sport, dport, 
             k2 = np.uint64(KIND_CAPTURE)
             wk, slot = _find(ek, ht, k1, k2)
             if wk < 0:
-                wk = _insert(k1, k2, slot, t, ei, eu, ek, ef, sums, ht, free, g, cnt, ow)
+                wk = _insert(k1, k2, slot, t, ei, eu, ek, ef, sums, ht, free, g, cnt, ow, False)
                 ei[wk, I_KIND] = KIND_CAPTURE
         elif fe >= 0 and ei[fe, I_PKTS] >= promote:
             wk = fe
-            if ei[fe, I_OWN] == 0:
-                ei[fe, I_OWN] = 1
+            if not ei[fe, I_FLAGS] & FLAG_OWN:
+                ei[fe, I_FLAGS] |= FLAG_OWN
                 cnt[C_PROMOTED] += 1
         else:
             if fe >= 0:
@@ -413,7 +445,7 @@ def meter_packets(start, ts, flen, is_arp, proto, l4ok, src, dst, sport, dport, 
             k2 = (np.uint64(pp_proto) << np.uint64(8)) | np.uint64(KIND_POOL)
             wk, slot = _find(ek, ht, k1, k2)
             if wk < 0:
-                wk = _insert(k1, k2, slot, t, ei, eu, ek, ef, sums, ht, free, g, cnt, ow)
+                wk = _insert(k1, k2, slot, t, ei, eu, ek, ef, sums, ht, free, g, cnt, ow, False)
                 ei[wk, I_KIND] = KIND_POOL
                 ei[wk, I_PROTO] = pp_proto
                 eu[wk, U_B] = host

@@ -39,7 +39,8 @@ class MeterCounters:
     flows_created: int = 0
     pools_created: int = 0
     promoted: int = 0  # flows that reached promote_after packets and got their own windows
-    evicted: int = 0
+    evicted: int = 0  # keys pushed out by the max_flows cap (their partial windows were sent)
+    evicted_established: int = 0  # of which flows past their first packet (table too small?)
     expired_idle: int = 0
     expired_active: int = 0
     keys_tracked: int = 0
@@ -96,6 +97,7 @@ class Meter:
         c.pools_created = int(cnt[K.C_POOLS])
         c.promoted = int(cnt[K.C_PROMOTED])
         c.evicted = int(cnt[K.C_EVICTED])
+        c.evicted_established = int(cnt[K.C_EVICTED_EST])
         c.expired_idle = int(cnt[K.C_IDLE])
         c.expired_active = int(cnt[K.C_ACTIVE])
         c.keys_tracked = int(self._st["g"][K.G_USED])
