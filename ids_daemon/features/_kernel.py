@@ -8,7 +8,8 @@ open-addressing hash index and an LRU list, so memory is bounded by ``max_flows`
 nothing is allocated per packet.
 
 Layout per entry (bytes): EI 17 x int32 (68) + EU 2 x uint32 (8) + EK 2 x uint64 (16)
-+ EF 9 x float64 (72) + SUMS 42 x float64 (336) + 2 hash slots x int32 (8) = 508.
++ EF 9 x float64 (72) + SUMS 42 x float64 (336) = 500, plus 1.5 to 3 hash slots x int32
+(6 to 12; 8 when max_flows is a power of two): at most 512.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ NF = 9
 # to the main list on their second packet. Eviction takes the probation tail first, so a
 # spoofed flood (every packet a new flow) churns only its own one-packet flows and the
 # established flows keep their state.
-G_HEAD, G_TAIL, G_PHEAD, G_PTAIL, G_USED, G_FREE_TOP, G_OUT = 0, 1, 2, 3, 4, 5, 6
+G_HEAD, G_TAIL, G_PHEAD, G_PTAIL, G_USED, G_FREE, G_OUT = 0, 1, 2, 3, 4, 5, 6
 NG = 7
 # ---- global float64 state (GF) ----
 GF_NOW, GF_NEXT_SCAN = 0, 1
@@ -65,8 +66,9 @@ MAX_EMIT_PER_PACKET = 4  # full window + active restart + two evictions
 
 def allocate(capacity: int) -> dict[str, np.ndarray]:
     """Zeroed state arrays for ``capacity`` keys."""
+    # load factor at most 2/3 keeps linear probing short; at most 12 bytes per key
     slots = 1
-    while slots < 2 * capacity:
+    while slots < (3 * capacity + 1) // 2:
         slots <<= 1
     st = {
         "ei": np.zeros((capacity, NI), dtype=np.int32),
@@ -75,7 +77,6 @@ def allocate(capacity: int) -> dict[str, np.ndarray]:
         "ef": np.zeros((capacity, NF), dtype=np.float64),
         "sums": np.zeros((capacity, NS), dtype=np.float64),
         "ht": np.full(slots, -1, dtype=np.int32),
-        "free": np.arange(capacity - 1, -1, -1, dtype=np.int32),
         "g": np.zeros(NG, dtype=np.int64),
         "gf": np.zeros(2, dtype=np.float64),
         "cnt": np.zeros(NC, dtype=np.int64),
@@ -84,7 +85,9 @@ def allocate(capacity: int) -> dict[str, np.ndarray]:
     st["g"][G_TAIL] = -1
     st["g"][G_PHEAD] = -1
     st["g"][G_PTAIL] = -1
-    st["g"][G_FREE_TOP] = capacity
+    st["ei"][:, I_NEXT] = np.arange(1, capacity + 1)
+    st["ei"][-1, I_NEXT] = -1
+    st["g"][G_FREE] = 0
     return st
 
 
@@ -254,7 +257,7 @@ def _emit(e, reason, ei, eu, ek, ef, sums, g, cnt, ow):
 
 
 @njit(cache=True)
-def _release(e, reason, ei, eu, ek, ef, sums, ht, free, g, cnt, ow):
+def _release(e, reason, ei, eu, ek, ef, sums, ht, g, cnt, ow):
     """Drop entry e: its partial window (if any) goes out first, nothing is lost."""
     if ei[e, I_WIN_N] > 0:
         _emit(e, reason, ei, eu, ek, ef, sums, g, cnt, ow)
@@ -262,23 +265,23 @@ def _release(e, reason, ei, eu, ek, ef, sums, ht, free, g, cnt, ow):
     _ht_remove(ek, ht, slot)
     _unlink(ei, g, e)
     ei[e, I_KIND] = 0
-    free[g[G_FREE_TOP]] = e
-    g[G_FREE_TOP] += 1
+    ei[e, I_NEXT] = g[G_FREE]  # free entries are chained through their LRU link
+    g[G_FREE] = e
     g[G_USED] -= 1
 
 
 @njit(cache=True)
-def _insert(k1, k2, slot, t, ei, eu, ek, ef, sums, ht, free, g, cnt, ow, probation):
+def _insert(k1, k2, slot, t, ei, eu, ek, ef, sums, ht, g, cnt, ow, probation):
     """A new entry for key (k1, k2) at hash slot ``slot``; evicts the LRU entry when full."""
-    if g[G_FREE_TOP] == 0:
+    if g[G_FREE] < 0:
         victim = g[G_PTAIL] if g[G_PTAIL] >= 0 else g[G_TAIL]
         if not ei[victim, I_FLAGS] & FLAG_PROBATION:
             cnt[C_EVICTED_EST] += 1
-        _release(victim, REASON_EVICTED, ei, eu, ek, ef, sums, ht, free, g, cnt, ow)
+        _release(victim, REASON_EVICTED, ei, eu, ek, ef, sums, ht, g, cnt, ow)
         cnt[C_EVICTED] += 1
         _, slot = _find(ek, ht, k1, k2)  # the removal may have shifted slots
-    g[G_FREE_TOP] -= 1
-    e = free[g[G_FREE_TOP]]
+    e = g[G_FREE]
+    g[G_FREE] = ei[e, I_NEXT]
     g[G_USED] += 1
     ht[slot] = e
     ek[e, 0] = k1
@@ -294,7 +297,7 @@ def _insert(k1, k2, slot, t, ei, eu, ek, ef, sums, ht, free, g, cnt, ow, probati
 
 
 @njit(cache=True)
-def expire_idle(now, params, ei, eu, ek, ef, sums, ht, free, g, gf, cnt, ow, out_cap):
+def expire_idle(now, params, ei, eu, ek, ef, sums, ht, g, gf, cnt, ow, out_cap):
     """Expire keys idle for longer than the idle timeout (oldest first). Returns True
     when the scan finished, False when it stopped for lack of output room."""
     idle = params[P_IDLE]
@@ -310,7 +313,7 @@ def expire_idle(now, params, ei, eu, ek, ef, sums, ht, free, g, gf, cnt, ow, out
             break
         if g[G_OUT] >= out_cap:
             return False
-        _release(e, REASON_IDLE, ei, eu, ek, ef, sums, ht, free, g, cnt, ow)
+        _release(e, REASON_IDLE, ei, eu, ek, ef, sums, ht, g, cnt, ow)
         cnt[C_IDLE] += 1
     gf[GF_NEXT_SCAN] = gf[GF_NOW] + params[P_SCAN]
     return True
@@ -333,7 +336,7 @@ def flush_all(params, ei, eu, ek, ef, sums, g, cnt, ow, out_cap, start):
 
 @njit(cache=True)
 def meter_packets(start, ts, flen, is_arp, proto, l4ok, src, dst, sport, dport, flags, ttl, icmp_type,
-                  params, ei, eu, ek, ef, sums, ht, free, g, gf, cnt, ow, out_cap, pp, pp_base):
+                  params, ei, eu, ek, ef, sums, ht, g, gf, cnt, ow, out_cap, pp, pp_base):
     """Meter packets ``start..`` of the batch; returns the index of the first packet not
     processed (the caller drains the output and calls again when it is short of room)."""
     n = ts.shape[0]
@@ -352,7 +355,7 @@ def meter_packets(start, ts, flen, is_arp, proto, l4ok, src, dst, sport, dport, 
         if t > gf[GF_NOW]:
             gf[GF_NOW] = t
         if params[P_IDLE] > 0 and gf[GF_NOW] >= gf[GF_NEXT_SCAN]:
-            if not expire_idle(gf[GF_NOW], params, ei, eu, ek, ef, sums, ht, free, g, gf, cnt, ow,
+            if not expire_idle(gf[GF_NOW], params, ei, eu, ek, ef, sums, ht, g, gf, cnt, ow,
                                out_cap - MAX_EMIT_PER_PACKET):
                 return i
         size = np.int64(flen[i])
@@ -376,7 +379,7 @@ def meter_packets(start, ts, flen, is_arp, proto, l4ok, src, dst, sport, dport, 
                 (np.uint64(p) << np.uint64(8)) | np.uint64(KIND_FLOW)
             fe, slot = _find(ek, ht, k1, k2)
             if fe < 0:
-                fe = _insert(k1, k2, slot, t, ei, eu, ek, ef, sums, ht, free, g, cnt, ow, True)
+                fe = _insert(k1, k2, slot, t, ei, eu, ek, ef, sums, ht, g, cnt, ow, True)
                 ei[fe, I_KIND] = KIND_FLOW
                 ei[fe, I_PROTO] = p
                 eu[fe, U_A] = src[i]
@@ -420,7 +423,7 @@ def meter_packets(start, ts, flen, is_arp, proto, l4ok, src, dst, sport, dport, 
             k2 = np.uint64(KIND_CAPTURE)
             wk, slot = _find(ek, ht, k1, k2)
             if wk < 0:
-                wk = _insert(k1, k2, slot, t, ei, eu, ek, ef, sums, ht, free, g, cnt, ow, False)
+                wk = _insert(k1, k2, slot, t, ei, eu, ek, ef, sums, ht, g, cnt, ow, False)
                 ei[wk, I_KIND] = KIND_CAPTURE
         elif fe >= 0 and ei[fe, I_PKTS] >= promote:
             wk = fe
@@ -445,7 +448,7 @@ def meter_packets(start, ts, flen, is_arp, proto, l4ok, src, dst, sport, dport, 
             k2 = (np.uint64(pp_proto) << np.uint64(8)) | np.uint64(KIND_POOL)
             wk, slot = _find(ek, ht, k1, k2)
             if wk < 0:
-                wk = _insert(k1, k2, slot, t, ei, eu, ek, ef, sums, ht, free, g, cnt, ow, False)
+                wk = _insert(k1, k2, slot, t, ei, eu, ek, ef, sums, ht, g, cnt, ow, False)
                 ei[wk, I_KIND] = KIND_POOL
                 ei[wk, I_PROTO] = pp_proto
                 eu[wk, U_B] = host

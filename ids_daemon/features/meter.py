@@ -149,7 +149,7 @@ class Meter:
         st = self._st
         while True:
             done = K.expire_idle(float(now), self._params, st["ei"], st["eu"], st["ek"], st["ef"], st["sums"],
-                                 st["ht"], st["free"], st["g"], st["gf"], st["cnt"], self._out_tuple(), self._out_cap)
+                                 st["ht"], st["g"], st["gf"], st["cnt"], self._out_tuple(), self._out_cap)
             parts.append(self._drain())
             if done:
                 break
@@ -191,7 +191,7 @@ class Meter:
 
     def _state_args(self) -> tuple[np.ndarray, ...]:
         st = self._st
-        return st["ei"], st["eu"], st["ek"], st["ef"], st["sums"], st["ht"], st["free"], st["g"]
+        return st["ei"], st["eu"], st["ek"], st["ef"], st["sums"], st["ht"], st["g"]
 
     def _ensure_out(self, n: int) -> None:
         if n > self._out_cap:
