@@ -79,9 +79,14 @@ def _open_source(cfg: Config, read: Optional[str], interface: Optional[str]):
     if read is not None:
         if cfg.capture.filter:
             _warn("--filter applies to live capture only; ignored for -r")
+        from .capture.prefetch import PrefetchSource
+
         src = PcapSource(read, batch_size=cfg.capture.batch_size)
         src.open()
-        return src, False
+        # decode the next batches while this one is metered (both release the GIL)
+        ahead = PrefetchSource(src)
+        ahead.open()
+        return ahead, False
     iface = interface or cfg.capture.interface
     if not iface:
         raise IdsError("nothing to read: give -r FILE (or -r - for stdin) or -i IFACE")

@@ -48,6 +48,10 @@ class MeterConfig(_Section):
     active_timeout: float = Field(1800.0, ge=0, description="seconds after which a long flow restarts (0: never)")
     max_flows: int = Field(262144, ge=16, le=1 << 26, description="hard cap on tracked keys; LRU eviction beyond it")
     scan_interval: float = Field(1.0, gt=0, description="seconds of packet time between idle scans")
+    prealloc: bool = Field(
+        True, description="touch the whole key table at start, so its memory is taken (and any shortage "
+        "shows) at start rather than in the middle of a flood"
+    )
 
     @property
     def promote(self) -> int:

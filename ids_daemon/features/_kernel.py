@@ -7,12 +7,14 @@ preallocated numpy state: a fixed-size entry table (one row per tracked key), an
 open-addressing hash index and an LRU list, so memory is bounded by ``max_flows`` and
 nothing is allocated per packet.
 
-Layout per entry (bytes): EI 17 x int32 (68) + EU 2 x uint32 (8) + EK 2 x uint64 (16)
+Layout per entry (bytes): EI 17 x int32 (68) + EK 3 x uint64 (24)
 + EF 9 x float64 (72) + SUMS 42 x float64 (336) = 500, plus 1.5 to 3 hash slots x int32
 (6 to 12; 8 when max_flows is a power of two): at most 512.
 """
 
 from __future__ import annotations
+
+import mmap
 
 import numpy as np
 from numba import njit
@@ -24,8 +26,9 @@ I_WIN_N, I_BUF_N, I_BUF_MIN, I_BUF_MAX, I_PREV, I_NEXT, I_FLAGS = 10, 11, 12, 13
 FLAG_OWN = 1  # the flow is its own window key (promoted)
 FLAG_PROBATION = 2  # on the probation list: a flow seen once so far
 NI = 17
-# ---- uint32 addresses (EU): flow initiator / responder, or pool host ----
-U_A, U_B = 0, 1
+# ---- uint64 key words (EK): the two key words, then the addresses (initiator << 32 |
+# responder for a flow, the host for a pool) ----
+K_1, K_2, K_ADDR = 0, 1, 2
 # ---- float64 entry fields (EF) ----
 F_FIRST, F_LAST, F_WFIRST, F_WLAST, F_PREV_TS, F_RATE, F_BYTES, F_BSUM, F_BSQ = 0, 1, 2, 3, 4, 5, 6, 7, 8
 NF = 9
@@ -63,19 +66,36 @@ _ICMP_FROM_SERVED[[0, 3, 4, 5, 11, 12, 14, 16, 18]] = True
 
 MAX_EMIT_PER_PACKET = 4  # full window + active restart + two evictions
 
+# Output rows: OF float64 (features, first and last packet time), OI int64 (identity).
+# Two wide arrays rather than a dozen columns: every array handed to a compiled call
+# costs argument passing, which showed up as ~130 ns per new flow.
+OF_FIRST, OF_LAST = 46, 47
+NOF = 48
+OI_N, OI_KEY, OI_KIND, OI_PROTO, OI_SRC, OI_DST, OI_SPORT, OI_DPORT, OI_HOST, OI_REASON = range(10)
+NOI = 10
 
-def allocate(capacity: int) -> dict[str, np.ndarray]:
-    """Zeroed state arrays for ``capacity`` keys."""
+
+def _zeros(shape: tuple[int, ...], dtype: type, populate: bool) -> np.ndarray:
+    if not populate:
+        return np.zeros(shape, dtype=dtype)
+    # MAP_POPULATE has the kernel fault every page in at once: ~4x faster than touching
+    # them from Python, and the memory is resident (and accounted) from the start
+    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    buf = mmap.mmap(-1, max(size, 1), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0))
+    return np.frombuffer(buf, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
+
+
+def allocate(capacity: int, populate: bool = False) -> dict[str, np.ndarray]:
+    """Zeroed state arrays for ``capacity`` keys (resident at once when ``populate``)."""
     # load factor at most 2/3 keeps linear probing short; at most 12 bytes per key
     slots = 1
     while slots < (3 * capacity + 1) // 2:
         slots <<= 1
     st = {
-        "ei": np.zeros((capacity, NI), dtype=np.int32),
-        "eu": np.zeros((capacity, 2), dtype=np.uint32),
-        "ek": np.zeros((capacity, 2), dtype=np.uint64),
-        "ef": np.zeros((capacity, NF), dtype=np.float64),
-        "sums": np.zeros((capacity, NS), dtype=np.float64),
+        "ei": _zeros((capacity, NI), np.int32, populate),
+        "ek": _zeros((capacity, 3), np.uint64, populate),
+        "ef": _zeros((capacity, NF), np.float64, populate),
+        "sums": _zeros((capacity, NS), np.float64, populate),
         "ht": np.full(slots, -1, dtype=np.int32),
         "g": np.zeros(NG, dtype=np.int64),
         "gf": np.zeros(2, dtype=np.float64),
@@ -91,30 +111,12 @@ def allocate(capacity: int) -> dict[str, np.ndarray]:
     return st
 
 
-def allocate_out(n: int, per_packet_rows: int = 0) -> dict[str, np.ndarray]:
-    """Output buffers for ``n`` windows (and per-packet rows when asked)."""
-
-    def block(m: int) -> dict[str, np.ndarray]:
-        return {
-            "feat": np.zeros((m, 46), dtype=np.float64),
-            "first": np.zeros(m, dtype=np.float64),
-            "last": np.zeros(m, dtype=np.float64),
-            "n": np.zeros(m, dtype=np.uint32),
-            "key": np.zeros(m, dtype=np.uint64),
-            "kind": np.zeros(m, dtype=np.uint8),
-            "proto": np.zeros(m, dtype=np.uint16),
-            "src": np.zeros(m, dtype=np.uint32),
-            "dst": np.zeros(m, dtype=np.uint32),
-            "sport": np.zeros(m, dtype=np.uint16),
-            "dport": np.zeros(m, dtype=np.uint16),
-            "host": np.zeros(m, dtype=np.uint32),
-            "reason": np.zeros(m, dtype=np.uint8),
-        }
-
-    return {"win": block(n), "pp": block(per_packet_rows)}
+def allocate_out(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Output buffers (OF, OI) for ``n`` windows or per-packet rows."""
+    return np.zeros((n, NOF), dtype=np.float64), np.zeros((n, NOI), dtype=np.int64)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _mix(k1, k2):
     # splitmix64 finaliser over both key words
     x = k1 ^ (k2 * np.uint64(0x9E3779B97F4A7C15))
@@ -126,7 +128,7 @@ def _mix(k1, k2):
     return x
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, inline="always")
 def _find(ek, ht, k1, k2):
     mask = ht.shape[0] - 1
     i = np.int64(_mix(k1, k2) & np.uint64(mask))
@@ -139,7 +141,7 @@ def _find(ek, ht, k1, k2):
         i = (i + 1) & mask
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, inline="always")
 def _ht_remove(ek, ht, slot):
     # backward-shift deletion keeps linear probing free of tombstones
     mask = ht.shape[0] - 1
@@ -161,7 +163,7 @@ def _ht_remove(ek, ht, slot):
     ht[i] = -1
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _unlink(ei, g, e):
     hi = G_PHEAD if ei[e, I_FLAGS] & FLAG_PROBATION else G_HEAD
     p = ei[e, I_PREV]
@@ -176,7 +178,7 @@ def _unlink(ei, g, e):
         g[hi + 1] = p
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _push_head(ei, g, e, probation):
     hi = G_PHEAD if probation else G_HEAD
     if probation:
@@ -193,7 +195,7 @@ def _push_head(ei, g, e, probation):
         g[hi + 1] = e
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _touch(ei, ef, g, e, t):
     """Most recently used: to the head of the main list (leaving probation if there)."""
     if (ei[e, I_FLAGS] & FLAG_PROBATION) or g[G_HEAD] != e:
@@ -203,7 +205,7 @@ def _touch(ei, ef, g, e, t):
         ef[e, F_LAST] = t
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _oldest(ef, g):
     """The least recently used entry of both lists (-1 when empty)."""
     a = g[G_PTAIL]
@@ -215,40 +217,40 @@ def _oldest(ef, g):
     return a if ef[a, F_LAST] <= ef[b, F_LAST] else b
 
 
-@njit(cache=True)
-def _emit(e, reason, ei, eu, ek, ef, sums, g, cnt, ow):
+@njit(cache=True, nogil=True)
+def _emit(e, reason, ei, ek, ef, sums, g, cnt, wf, wi):
     """Average entry e's partial window into the output and reset it."""
     o = g[G_OUT]
     n = ei[e, I_WIN_N]
     inv = 1.0 / n
-    feat = ow[0]
     for j in range(NS):
-        feat[o, SUM_COL[j]] = sums[e, j] * inv
+        wf[o, SUM_COL[j]] = sums[e, j] * inv
         sums[e, j] = 0.0
-    feat[o, 5] = feat[o, 4]  # Srate = Rate
-    feat[o, 6] = 0.0  # Drate
-    feat[o, 31] = 1.0 - feat[o, 29]  # IPv: every metered row is IPv4 or ARP
-    feat[o, 32] = feat[o, 31]  # LLC == IPv in the released rows
-    ow[1][o] = ef[e, F_WFIRST]
-    ow[2][o] = ef[e, F_WLAST]
-    ow[3][o] = n
-    ow[4][o] = _mix(ek[e, 0], ek[e, 1])
+    wf[o, 5] = wf[o, 4]  # Srate = Rate
+    wf[o, 6] = 0.0  # Drate
+    wf[o, 31] = 1.0 - wf[o, 29]  # IPv: every metered row is IPv4 or ARP
+    wf[o, 32] = wf[o, 31]  # LLC == IPv in the released rows
+    wf[o, OF_FIRST] = ef[e, F_WFIRST]
+    wf[o, OF_LAST] = ef[e, F_WLAST]
     kind = ei[e, I_KIND]
-    ow[5][o] = kind
-    ow[6][o] = ei[e, I_PROTO]
+    addr = ek[e, K_ADDR]
+    wi[o, OI_N] = n
+    wi[o, OI_KEY] = np.int64(_mix(ek[e, K_1], ek[e, K_2]))
+    wi[o, OI_KIND] = kind
+    wi[o, OI_PROTO] = ei[e, I_PROTO]
     if kind == KIND_FLOW:
-        ow[7][o] = eu[e, U_A]
-        ow[8][o] = eu[e, U_B]
-        ow[9][o] = ei[e, I_APORT]
-        ow[10][o] = ei[e, I_BPORT]
-        ow[11][o] = 0
+        wi[o, OI_SRC] = np.int64(addr >> np.uint64(32))
+        wi[o, OI_DST] = np.int64(addr & np.uint64(0xFFFFFFFF))
+        wi[o, OI_SPORT] = ei[e, I_APORT]
+        wi[o, OI_DPORT] = ei[e, I_BPORT]
+        wi[o, OI_HOST] = 0
     else:
-        ow[7][o] = 0
-        ow[8][o] = 0
-        ow[9][o] = 0
-        ow[10][o] = 0
-        ow[11][o] = eu[e, U_B]
-    ow[12][o] = reason
+        wi[o, OI_SRC] = 0
+        wi[o, OI_DST] = 0
+        wi[o, OI_SPORT] = 0
+        wi[o, OI_DPORT] = 0
+        wi[o, OI_HOST] = np.int64(addr)
+    wi[o, OI_REASON] = reason
     ei[e, I_WIN_N] = 0
     g[G_OUT] = o + 1
     cnt[C_WINDOWS] += 1
@@ -256,12 +258,12 @@ def _emit(e, reason, ei, eu, ek, ef, sums, g, cnt, ow):
         cnt[C_PARTIAL] += 1
 
 
-@njit(cache=True)
-def _release(e, reason, ei, eu, ek, ef, sums, ht, g, cnt, ow):
+@njit(cache=True, nogil=True)
+def _release(e, reason, ei, ek, ef, sums, ht, g, cnt, wf, wi):
     """Drop entry e: its partial window (if any) goes out first, nothing is lost."""
     if ei[e, I_WIN_N] > 0:
-        _emit(e, reason, ei, eu, ek, ef, sums, g, cnt, ow)
-    _, slot = _find(ek, ht, ek[e, 0], ek[e, 1])
+        _emit(e, reason, ei, ek, ef, sums, g, cnt, wf, wi)
+    _, slot = _find(ek, ht, ek[e, K_1], ek[e, K_2])
     _ht_remove(ek, ht, slot)
     _unlink(ei, g, e)
     ei[e, I_KIND] = 0
@@ -270,22 +272,26 @@ def _release(e, reason, ei, eu, ek, ef, sums, ht, g, cnt, ow):
     g[G_USED] -= 1
 
 
-@njit(cache=True)
-def _insert(k1, k2, slot, t, ei, eu, ek, ef, sums, ht, g, cnt, ow, probation):
-    """A new entry for key (k1, k2) at hash slot ``slot``; evicts the LRU entry when full."""
-    if g[G_FREE] < 0:
-        victim = g[G_PTAIL] if g[G_PTAIL] >= 0 else g[G_TAIL]
-        if not ei[victim, I_FLAGS] & FLAG_PROBATION:
-            cnt[C_EVICTED_EST] += 1
-        _release(victim, REASON_EVICTED, ei, eu, ek, ef, sums, ht, g, cnt, ow)
-        cnt[C_EVICTED] += 1
-        _, slot = _find(ek, ht, k1, k2)  # the removal may have shifted slots
+@njit(cache=True, nogil=True)
+def _evict(ei, ek, ef, sums, ht, g, cnt, wf, wi):
+    """Make room for one key: drop the probation tail, else the main list's tail."""
+    victim = g[G_PTAIL] if g[G_PTAIL] >= 0 else g[G_TAIL]
+    if not ei[victim, I_FLAGS] & FLAG_PROBATION:
+        cnt[C_EVICTED_EST] += 1
+    _release(victim, REASON_EVICTED, ei, ek, ef, sums, ht, g, cnt, wf, wi)
+    cnt[C_EVICTED] += 1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _insert(k1, k2, slot, t, ei, ek, ef, ht, g, probation):
+    """A new entry for key (k1, k2) at hash slot ``slot``; the caller made room."""
     e = g[G_FREE]
     g[G_FREE] = ei[e, I_NEXT]
     g[G_USED] += 1
     ht[slot] = e
-    ek[e, 0] = k1
-    ek[e, 1] = k2
+    ek[e, K_1] = k1
+    ek[e, K_2] = k2
+    ek[e, K_ADDR] = 0
     for j in range(NI):
         ei[e, j] = 0
     for j in range(NF):
@@ -296,8 +302,8 @@ def _insert(k1, k2, slot, t, ei, eu, ek, ef, sums, ht, g, cnt, ow, probation):
     return e
 
 
-@njit(cache=True)
-def expire_idle(now, params, ei, eu, ek, ef, sums, ht, g, gf, cnt, ow, out_cap):
+@njit(cache=True, nogil=True)
+def expire_idle(now, params, ei, ek, ef, sums, ht, g, gf, cnt, wf, wi, out_cap):
     """Expire keys idle for longer than the idle timeout (oldest first). Returns True
     when the scan finished, False when it stopped for lack of output room."""
     idle = params[P_IDLE]
@@ -313,30 +319,31 @@ def expire_idle(now, params, ei, eu, ek, ef, sums, ht, g, gf, cnt, ow, out_cap):
             break
         if g[G_OUT] >= out_cap:
             return False
-        _release(e, REASON_IDLE, ei, eu, ek, ef, sums, ht, g, cnt, ow)
+        _release(e, REASON_IDLE, ei, ek, ef, sums, ht, g, cnt, wf, wi)
         cnt[C_IDLE] += 1
     gf[GF_NEXT_SCAN] = gf[GF_NOW] + params[P_SCAN]
     return True
 
 
-@njit(cache=True)
-def flush_all(params, ei, eu, ek, ef, sums, g, cnt, ow, out_cap, start):
+@njit(cache=True, nogil=True)
+def flush_all(ei, ek, ef, sums, g, cnt, wf, wi, start):
     """Emit every partial window (end of stream), from entry ``start``; returns the next
     entry to visit (== capacity when done)."""
     cap = ei.shape[0]
+    out_cap = wf.shape[0]
     e = start
     while e < cap:
         if ei[e, I_KIND] != 0 and ei[e, I_WIN_N] > 0:
             if g[G_OUT] >= out_cap:
                 return e
-            _emit(e, REASON_END, ei, eu, ek, ef, sums, g, cnt, ow)
+            _emit(e, REASON_END, ei, ek, ef, sums, g, cnt, wf, wi)
         e += 1
     return e
 
 
-@njit(cache=True)
-def meter_packets(start, ts, flen, is_arp, proto, l4ok, src, dst, sport, dport, flags, ttl, icmp_type,
-                  params, ei, eu, ek, ef, sums, ht, g, gf, cnt, ow, out_cap, pp, pp_base):
+@njit(cache=True, nogil=True)
+def meter_packets(start, sel, ts, flen, is_arp, proto, l4ok, src, dst, sport, dport, flags, ttl, icmp_type,
+                  params, ei, ek, ef, sums, ht, g, gf, cnt, wf, wi, pf, pi, pp_row):
     """Meter packets ``start..`` of the batch; returns the index of the first packet not
     processed (the caller drains the output and calls again when it is short of room)."""
     n = ts.shape[0]
@@ -347,17 +354,20 @@ def meter_packets(start, ts, flen, is_arp, proto, l4ok, src, dst, sport, dport, 
     capture = params[P_CAPTURE] > 0
     per_packet = params[P_PER_PACKET] > 0
     row = np.zeros(46, dtype=np.float64)
-    pfeat = pp[0]
+    out_cap = wf.shape[0]
+    r = pp_row
     for i in range(start, n):
+        if not sel[i]:  # not an IPv4/ARP packet: counted by the caller, no row
+            continue
         if g[G_OUT] + MAX_EMIT_PER_PACKET > out_cap:
-            return i
+            return i, r
         t = ts[i]
         if t > gf[GF_NOW]:
             gf[GF_NOW] = t
         if params[P_IDLE] > 0 and gf[GF_NOW] >= gf[GF_NEXT_SCAN]:
-            if not expire_idle(gf[GF_NOW], params, ei, eu, ek, ef, sums, ht, g, gf, cnt, ow,
+            if not expire_idle(gf[GF_NOW], params, ei, ek, ef, sums, ht, g, gf, cnt, wf, wi,
                                out_cap - MAX_EMIT_PER_PACKET):
-                return i
+                return i, r
         size = np.int64(flen[i])
         arp = is_arp[i]
         p = np.int64(proto[i])
@@ -379,18 +389,20 @@ def meter_packets(start, ts, flen, is_arp, proto, l4ok, src, dst, sport, dport, 
                 (np.uint64(p) << np.uint64(8)) | np.uint64(KIND_FLOW)
             fe, slot = _find(ek, ht, k1, k2)
             if fe < 0:
-                fe = _insert(k1, k2, slot, t, ei, eu, ek, ef, sums, ht, g, cnt, ow, True)
+                if g[G_FREE] < 0:
+                    _evict(ei, ek, ef, sums, ht, g, cnt, wf, wi)
+                    _, slot = _find(ek, ht, k1, k2)  # the removal may have shifted slots
+                fe = _insert(k1, k2, slot, t, ei, ek, ef, ht, g, True)
                 ei[fe, I_KIND] = KIND_FLOW
                 ei[fe, I_PROTO] = p
-                eu[fe, U_A] = src[i]
-                eu[fe, U_B] = dst[i]
+                ek[fe, K_ADDR] = (np.uint64(src[i]) << np.uint64(32)) | np.uint64(dst[i])
                 ei[fe, I_APORT] = sp
                 ei[fe, I_BPORT] = dp
                 cnt[C_FLOWS] += 1
             elif active > 0 and t - ef[fe, F_FIRST] > active:
                 # a long flow restarts: its state (and own window) begin again
                 if ei[fe, I_WIN_N] > 0:
-                    _emit(fe, REASON_ACTIVE, ei, eu, ek, ef, sums, g, cnt, ow)
+                    _emit(fe, REASON_ACTIVE, ei, ek, ef, sums, g, cnt, wf, wi)
                 for j in range(I_PKTS, I_BUF_MAX + 1):
                     ei[fe, j] = 0
                 ei[fe, I_FLAGS] &= ~FLAG_OWN
@@ -398,8 +410,7 @@ def meter_packets(start, ts, flen, is_arp, proto, l4ok, src, dst, sport, dport, 
                     if j != F_LAST:
                         ef[fe, j] = 0.0
                 ef[fe, F_FIRST] = t
-                eu[fe, U_A] = src[i]
-                eu[fe, U_B] = dst[i]
+                ek[fe, K_ADDR] = (np.uint64(src[i]) << np.uint64(32)) | np.uint64(dst[i])
                 ei[fe, I_APORT] = sp
                 ei[fe, I_BPORT] = dp
                 cnt[C_ACTIVE] += 1
@@ -423,7 +434,10 @@ def meter_packets(start, ts, flen, is_arp, proto, l4ok, src, dst, sport, dport, 
             k2 = np.uint64(KIND_CAPTURE)
             wk, slot = _find(ek, ht, k1, k2)
             if wk < 0:
-                wk = _insert(k1, k2, slot, t, ei, eu, ek, ef, sums, ht, g, cnt, ow, False)
+                if g[G_FREE] < 0:
+                    _evict(ei, ek, ef, sums, ht, g, cnt, wf, wi)
+                    _, slot = _find(ek, ht, k1, k2)
+                wk = _insert(k1, k2, slot, t, ei, ek, ef, ht, g, False)
                 ei[wk, I_KIND] = KIND_CAPTURE
         elif fe >= 0 and ei[fe, I_PKTS] >= promote:
             wk = fe
@@ -432,7 +446,8 @@ def meter_packets(start, ts, flen, is_arp, proto, l4ok, src, dst, sport, dport, 
                 cnt[C_PROMOTED] += 1
         else:
             if fe >= 0:
-                host = eu[fe, U_B]  # the flow's responder: the host being served or attacked
+                # the flow's responder: the host being served or attacked
+                host = np.uint32(ek[fe, K_ADDR] & np.uint64(0xFFFFFFFF))
                 pp_proto = p
             elif arp:
                 host = src[i]  # ARP: the address being announced or asked about by its owner
@@ -448,10 +463,13 @@ def meter_packets(start, ts, flen, is_arp, proto, l4ok, src, dst, sport, dport, 
             k2 = (np.uint64(pp_proto) << np.uint64(8)) | np.uint64(KIND_POOL)
             wk, slot = _find(ek, ht, k1, k2)
             if wk < 0:
-                wk = _insert(k1, k2, slot, t, ei, eu, ek, ef, sums, ht, g, cnt, ow, False)
+                if g[G_FREE] < 0:
+                    _evict(ei, ek, ef, sums, ht, g, cnt, wf, wi)
+                    _, slot = _find(ek, ht, k1, k2)
+                wk = _insert(k1, k2, slot, t, ei, ek, ef, ht, g, False)
                 ei[wk, I_KIND] = KIND_POOL
                 ei[wk, I_PROTO] = pp_proto
-                eu[wk, U_B] = host
+                ek[wk, K_ADDR] = np.uint64(host)
                 cnt[C_POOLS] += 1
         _touch(ei, ef, g, wk, t)
 
@@ -550,21 +568,21 @@ def meter_packets(start, ts, flen, is_arp, proto, l4ok, src, dst, sport, dport, 
         row[45] = n2 * n2
 
         if per_packet:
-            r = pp_base + i
             for c in range(46):
-                pfeat[r, c] = row[c]
-            pp[1][r] = t
-            pp[2][r] = t
-            pp[3][r] = 1
-            pp[4][r] = _mix(ek[wk, 0], ek[wk, 1])
-            pp[5][r] = ei[wk, I_KIND]
-            pp[6][r] = POOL_PROTO_ARP if arp else p
-            pp[7][r] = src[i]
-            pp[8][r] = dst[i]
-            pp[9][r] = sp
-            pp[10][r] = dp
-            pp[11][r] = eu[wk, U_B] if ei[wk, I_KIND] == KIND_POOL else 0
-            pp[12][r] = REASON_FULL
+                pf[r, c] = row[c]
+            pf[r, OF_FIRST] = t
+            pf[r, OF_LAST] = t
+            pi[r, OI_N] = 1
+            pi[r, OI_KEY] = np.int64(_mix(ek[wk, K_1], ek[wk, K_2]))
+            pi[r, OI_KIND] = ei[wk, I_KIND]
+            pi[r, OI_PROTO] = POOL_PROTO_ARP if arp else p
+            pi[r, OI_SRC] = src[i]
+            pi[r, OI_DST] = dst[i]
+            pi[r, OI_SPORT] = sp
+            pi[r, OI_DPORT] = dp
+            pi[r, OI_HOST] = np.int64(ek[wk, K_ADDR]) if ei[wk, I_KIND] == KIND_POOL else 0
+            pi[r, OI_REASON] = REASON_FULL
+            r += 1
         cnt[C_ROWS] += 1
 
         # ---- window accumulation ----
@@ -576,5 +594,5 @@ def meter_packets(start, ts, flen, is_arp, proto, l4ok, src, dst, sport, dport, 
         for j in range(NS):
             sums[wk, j] += row[SUM_COL[j]]
         if wn >= window:
-            _emit(wk, REASON_FULL, ei, eu, ek, ef, sums, g, cnt, ow)
-    return n
+            _emit(wk, REASON_FULL, ei, ek, ef, sums, g, cnt, wf, wi)
+    return n, r

@@ -18,8 +18,6 @@ from ..config import MeterConfig
 from . import _kernel as K
 from .window import WindowBatch
 
-_OUT_KEYS = ("feat", "first", "last", "n", "key", "kind", "proto", "src", "dst", "sport", "dport", "host", "reason")
-
 
 @dataclass
 class MeterCounters:
@@ -60,7 +58,7 @@ class Meter:
     def __init__(self, config: MeterConfig | None = None, per_packet: bool = False):
         self.config = config or MeterConfig()
         self.per_packet = per_packet
-        self._st = K.allocate(self.config.max_flows)
+        self._st = K.allocate(self.config.max_flows, populate=self.config.prealloc)
         c = self.config
         prefix_mask = (0xFFFFFFFF << (32 - c.pool_prefix)) & 0xFFFFFFFF if c.pool_prefix else 0
         p = np.zeros(K.NP_, dtype=np.float64)
@@ -76,8 +74,8 @@ class Meter:
         self._params = p
         self._counters = MeterCounters()
         self._out_cap = 0
-        self._out: dict[str, np.ndarray] = {}
-        self._empty_pp = tuple(K.allocate_out(0)["pp"][k] for k in _OUT_KEYS)
+        self._wf, self._wi = K.allocate_out(0)
+        self._empty_pp = K.allocate_out(0)
 
     # ---- public API ------------------------------------------------------------------------
     @property
@@ -111,35 +109,27 @@ class Meter:
         if n == 0:
             return MeterOutput(WindowBatch.empty(), WindowBatch.empty() if self.per_packet else None)
         self._count_skipped(batch)
-        ok = batch.status == STATUS_OK
         is_arp = batch.ethertype == ETH_P_ARP
-        sel = ok & ((batch.ip_version == 4) | is_arp)
-        idx = np.flatnonzero(sel)
-        m = int(idx.shape[0])
+        sel = (batch.status == STATUS_OK) & ((batch.ip_version == 4) | is_arp)
+        m = int(np.count_nonzero(sel))
         c.packets += m
         inc = sel & ~is_arp & ((batch.proto == 6) | (batch.proto == 17)) & (batch.frag_offset == 0) & ~batch.l4_ok
-        c.l4_incomplete += int(inc.sum())
-        cols = (
-            batch.ts[idx], batch.frame_len[idx], is_arp[idx], batch.proto[idx], batch.l4_ok[idx],
-            batch.src4[idx], batch.dst4[idx], batch.sport[idx], batch.dport[idx], batch.tcp_flags[idx],
-            batch.ttl[idx], batch.icmp_type[idx],
-        )
-        if self.per_packet:
-            pp_bufs = K.allocate_out(0, m)["pp"]
-            pp = tuple(pp_bufs[k] for k in _OUT_KEYS)
-        else:
-            pp = self._empty_pp
+        c.l4_incomplete += int(np.count_nonzero(inc))
+        # whole columns go in (no per-batch copies); the kernel skips unselected frames
+        cols = (sel, batch.ts, batch.frame_len, is_arp, batch.proto, batch.l4_ok, batch.src4, batch.dst4,
+                batch.sport, batch.dport, batch.tcp_flags, batch.ttl, batch.icmp_type)
+        pf, pi = K.allocate_out(m) if self.per_packet else self._empty_pp
         self._ensure_out(m // max(self.config.window, 1) + 4096)
         parts: list[WindowBatch] = []
-        start = 0
+        start, row = 0, 0
+        st = self._st
         while True:
-            ow = self._out_tuple()
-            start = K.meter_packets(start, *cols, self._params, *self._state_args(), self._st["gf"],
-                                    self._st["cnt"], ow, self._out_cap, pp, 0)
+            start, row = K.meter_packets(start, *cols, self._params, st["ei"], st["ek"], st["ef"], st["sums"],
+                                         st["ht"], st["g"], st["gf"], st["cnt"], self._wf, self._wi, pf, pi, row)
             parts.append(self._drain())
-            if start >= m:
+            if start >= n:
                 break
-        rows = self._to_batch(pp, m) if self.per_packet else None
+        rows = self._to_batch(pf, pi, m) if self.per_packet else None
         return MeterOutput(WindowBatch.concat(parts), rows)
 
     def advance(self, now: float) -> MeterOutput:
@@ -148,8 +138,8 @@ class Meter:
         parts = []
         st = self._st
         while True:
-            done = K.expire_idle(float(now), self._params, st["ei"], st["eu"], st["ek"], st["ef"], st["sums"],
-                                 st["ht"], st["g"], st["gf"], st["cnt"], self._out_tuple(), self._out_cap)
+            done = K.expire_idle(float(now), self._params, st["ei"], st["ek"], st["ef"], st["sums"],
+                                 st["ht"], st["g"], st["gf"], st["cnt"], self._wf, self._wi, self._out_cap)
             parts.append(self._drain())
             if done:
                 break
@@ -163,8 +153,7 @@ class Meter:
         e = 0
         cap = st["ei"].shape[0]
         while e < cap:
-            e = K.flush_all(self._params, st["ei"], st["eu"], st["ek"], st["ef"], st["sums"], st["g"], st["cnt"],
-                            self._out_tuple(), self._out_cap, e)
+            e = K.flush_all(st["ei"], st["ek"], st["ef"], st["sums"], st["g"], st["cnt"], self._wf, self._wi, e)
             parts.append(self._drain())
         return MeterOutput(WindowBatch.concat(parts), WindowBatch.empty() if self.per_packet else None)
 
@@ -189,17 +178,10 @@ class Meter:
         c.skipped_ipv6 += int(v6.sum())
         c.skipped += int((batch.status != STATUS_OK).sum()) - n_mal + int(v6.sum())
 
-    def _state_args(self) -> tuple[np.ndarray, ...]:
-        st = self._st
-        return st["ei"], st["eu"], st["ek"], st["ef"], st["sums"], st["ht"], st["g"]
-
     def _ensure_out(self, n: int) -> None:
         if n > self._out_cap:
             self._out_cap = n
-            self._out = K.allocate_out(n)["win"]
-
-    def _out_tuple(self) -> tuple[np.ndarray, ...]:
-        return tuple(self._out[k] for k in _OUT_KEYS)
+            self._wf, self._wi = K.allocate_out(n)
 
     def _drain(self) -> WindowBatch:
         g = self._st["g"]
@@ -207,12 +189,17 @@ class Meter:
         g[K.G_OUT] = 0
         if k == 0:
             return WindowBatch.empty()
-        return self._to_batch(self._out_tuple(), k, copy=True)
+        return self._to_batch(self._wf, self._wi, k)
 
-    def _to_batch(self, bufs: tuple[np.ndarray, ...], k: int, copy: bool = False) -> WindowBatch:
-        take = (lambda a: a[:k].copy()) if copy else (lambda a: a[:k])
-        feat, first, last, n, key, kind, proto, src, dst, sport, dport, host, reason = (take(a) for a in bufs)
-        prefix = np.where(kind == K.KIND_POOL, self.config.pool_prefix, 0).astype(np.uint8)
-        return WindowBatch(features=feat, first_ts=first, last_ts=last, packets=n, key=key, kind=kind,
-                           proto=proto, src=src, dst=dst, sport=sport, dport=dport, host=host, prefix=prefix,
-                           reason=reason)
+    def _to_batch(self, wf: np.ndarray, wi: np.ndarray, k: int) -> WindowBatch:
+        """Column arrays (copies) from the first k output rows."""
+        ints = wi[:k]
+        kind = ints[:, K.OI_KIND].astype(np.uint8)
+        return WindowBatch(
+            features=wf[:k, :46].copy(), first_ts=wf[:k, K.OF_FIRST].copy(), last_ts=wf[:k, K.OF_LAST].copy(),
+            packets=ints[:, K.OI_N].astype(np.uint32), key=ints[:, K.OI_KEY].view(np.uint64).copy(), kind=kind,
+            proto=ints[:, K.OI_PROTO].astype(np.uint16), src=ints[:, K.OI_SRC].astype(np.uint32),
+            dst=ints[:, K.OI_DST].astype(np.uint32), sport=ints[:, K.OI_SPORT].astype(np.uint16),
+            dport=ints[:, K.OI_DPORT].astype(np.uint16), host=ints[:, K.OI_HOST].astype(np.uint32),
+            prefix=np.where(kind == K.KIND_POOL, self.config.pool_prefix, 0).astype(np.uint8),
+            reason=ints[:, K.OI_REASON].astype(np.uint8))
