@@ -105,7 +105,17 @@ def _open_source(cfg: Config, read: Optional[str], interface: Optional[str]):
 def run_features(cfg: Config, read: Optional[str], interface: Optional[str], output: Optional[str],
                  per_packet: bool, count: Optional[int] = None, duration: Optional[float] = None,
                  progress: bool = True) -> tuple[FeatureRun, Any]:
-    """Read packets, meter them and write CSV rows; returns the run totals and the meter."""
+    """Read packets, meter them and write CSV rows; returns the run totals and the meter.
+
+    SIGINT/SIGTERM end the run cleanly: what was captured is metered and written."""
+    # handlers first: a signal that arrives once capture has started must end it cleanly
+    with _StopFlag() as stop:
+        return _run_features(stop, cfg, read, interface, output, per_packet, count, duration, progress)
+
+
+def _run_features(stop: _StopFlag, cfg: Config, read: Optional[str], interface: Optional[str],
+                  output: Optional[str], per_packet: bool, count: Optional[int], duration: Optional[float],
+                  progress: bool) -> tuple[FeatureRun, Any]:
     from .errors import CaptureError
     from .features.csvwriter import CsvWindowWriter
     from .features.meter import Meter
@@ -121,30 +131,44 @@ def run_features(cfg: Config, read: Optional[str], interface: Optional[str], out
         bar = tqdm(total=source.total_bytes, unit="B", unit_scale=True, desc="reading", file=sys.stderr, leave=False)
     t0 = time.perf_counter()
     writer.open()
+
+    def meter_batch(batch: Any) -> None:
+        if len(batch) == 0:  # live: nothing arrived; wall-clock time still expires idle keys
+            out = meter.advance(time.time()) if live else None
+        else:
+            if count is not None and run.frames + len(batch) > count:
+                batch = batch.take(slice(0, count - run.frames))
+            run.frames += len(batch)
+            out = meter.process(batch)
+        if out is not None:
+            writer.write_batch(out.rows if per_packet else out.windows)
+
     try:
-        with _StopFlag() as stop:
-            deadline = time.monotonic() + duration if duration else None
-            while not stop.stopped:
-                try:
-                    batch = source.next_batch()
-                except CaptureError as e:
-                    run.error = str(e)  # keep what was read; report after the flush
-                    break
-                if batch is None:
-                    break
-                if len(batch) == 0:
-                    out = meter.advance(time.time()) if live else None
-                else:
-                    run.frames += len(batch)
-                    out = meter.process(batch)
-                if out is not None:
-                    writer.write_batch(out.rows if per_packet else out.windows)
-                if bar is not None:
-                    bar.update(source.bytes_read - bar.n)
-                if count is not None and run.frames >= count:
-                    break
-                if deadline is not None and time.monotonic() >= deadline:
-                    break
+        deadline = time.monotonic() + duration if duration else None
+        drain = False
+        while True:
+            if stop.stopped or (deadline is not None and time.monotonic() >= deadline):
+                drain = live  # frames already in the ring were captured: read them too
+                break
+            try:
+                batch = source.next_batch()
+            except CaptureError as e:
+                run.error = str(e)  # keep what was read; report after the flush
+                break
+            if batch is None:
+                break
+            meter_batch(batch)
+            if bar is not None:
+                bar.update(source.bytes_read - bar.n)
+            if count is not None and run.frames >= count:
+                break
+        # The kernel hands over a partly filled ring block within block_timeout_ms:
+        # a few more reads collect what was captured before the stop.
+        for _ in range(3 if drain else 0):
+            batch = source.next_batch()
+            if not batch:
+                break
+            meter_batch(batch)
         tail = meter.flush()
         if not per_packet:
             writer.write_batch(tail.windows)
