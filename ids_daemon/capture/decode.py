@@ -101,13 +101,19 @@ def decode_frames(
     # A record claiming a frame longer than any link carries is a corrupt record.
     mark(wire_len.astype(np.int64) > _MAX_FRAME, 8)
 
-    eth = lt == LINKTYPE_ETHERNET
+    # Links with an ethertype field: (link type, header length, where the ethertype is).
+    masks = {}
+    for code, hdr, et_at in ((LINKTYPE_ETHERNET, 14, 12), (LINKTYPE_LINUX_SLL, 16, 14), (LINKTYPE_LINUX_SLL2, 20, 0)):
+        masks[code] = mask = lt == code
+        if mask.any():
+            short = mask & (cap < hdr)
+            mark(short, 1)
+            ok = mask & ~short
+            et[ok] = rd.u16(off[ok] + et_at)
+            l2[ok] = hdr
+    eth = masks[LINKTYPE_ETHERNET]
     if eth.any():
-        short = eth & (cap < 14)
-        mark(short, 1)
-        ok = eth & ~short
-        et[ok] = rd.u16(off[ok] + 12)
-        l2[ok] = 14
+        ok = eth & (reason == 0)
         for _ in range(2):  # QinQ: at most two stacked tags
             tagged = ok & np.isin(et, _VLAN_TPIDS)
             if not tagged.any():
@@ -120,22 +126,6 @@ def decode_frames(
             vlan[tagged] += 1
         # 802.3 length field (LLC/SNAP frames such as STP): not IP
         et[ok & (et <= 1500)] = 0
-
-    sll = lt == LINKTYPE_LINUX_SLL
-    if sll.any():
-        short = sll & (cap < 16)
-        mark(short, 1)
-        ok = sll & ~short
-        et[ok] = rd.u16(off[ok] + 14)
-        l2[ok] = 16
-
-    sll2 = lt == LINKTYPE_LINUX_SLL2
-    if sll2.any():
-        short = sll2 & (cap < 20)
-        mark(short, 1)
-        ok = sll2 & ~short
-        et[ok] = rd.u16(off[ok])
-        l2[ok] = 20
 
     # Links without an ethertype: infer it from the IP version nibble.
     raw = np.isin(lt, LINKTYPE_RAW_ALIASES)
@@ -152,7 +142,7 @@ def decode_frames(
             wrong[np.flatnonzero(ok)[(ver != 4) & (ver != 6)]] = True
             mark(wrong, 3)
 
-    mark(~(eth | sll | sll2 | raw | null), 2)
+    mark(~(eth | masks[LINKTYPE_LINUX_SLL] | masks[LINKTYPE_LINUX_SLL2] | raw | null), 2)
     b.ethertype[:] = et
     b.vlan_count[:] = vlan
     l3 = off + l2
@@ -191,14 +181,8 @@ def decode_frames(
         b.proto[i] = rd.u8(p + 9)
         b.src4[i] = rd.u32(p + 12)
         b.dst4[i] = rd.u32(p + 16)
-        # dpkt trims the packet to the IP total length (or keeps what was captured
-        # when it is 0, as with segmentation offload); a snap-length cut is not a
-        # shorter packet, so there the header's length counts.
-        claim = np.where(tot > 0, tot, av)
-        ipbytes = np.where(complete[i], np.minimum(claim, av), claim)
-        b.frame_len[i] = eth_hdr[i] + ipbytes
-        l4av = np.minimum(claim, av) - ihl
-        _decode_l4(rd, b, i, p + ihl, l4av, icmp_proto=1)
+        # a total length of 0 (segmentation offload): dpkt keeps what was captured
+        _finish_ip(rd, b, i, p, ihl, np.where(tot > 0, tot, av), av, complete[i], eth_hdr[i], icmp_proto=1)
 
     # ---- IPv6 ----
     v6 = (reason == 0) & (et == ETH_P_IPV6)
@@ -245,11 +229,7 @@ def decode_frames(
         b.ip_len[i] = 40 + plen
         b.frag_offset[i] = frag_off
         b.frag_mf[i] = frag_m
-        claim = 40 + plen
-        ipbytes = np.where(complete[i], np.minimum(claim, av), claim)
-        b.frame_len[i] = eth_hdr[i] + ipbytes
-        l4av = np.minimum(claim, av) - hl
-        _decode_l4(rd, b, i, p + hl, l4av, icmp_proto=58)
+        _finish_ip(rd, b, i, p, hl, 40 + plen, av, complete[i], eth_hdr[i], icmp_proto=58)
 
     # ---- ARP (IPv4 over Ethernet layout: 28 bytes) ----
     arp = (reason == 0) & (et == ETH_P_ARP)
@@ -272,6 +252,19 @@ def decode_frames(
     b.status[reason > 0] = STATUS_MALFORMED
     b.reason[:] = reason
     return b
+
+
+def _finish_ip(rd: _Reader, b: PacketBatch, i: np.ndarray, p: np.ndarray, hdr_len: np.ndarray, claim: np.ndarray,
+               av: np.ndarray, complete: np.ndarray, eth_hdr: np.ndarray, icmp_proto: int) -> None:
+    """Frame length and transport header of IP packets ``i`` (L3 at ``p``).
+
+    ``claim`` is the packet length its header states. dpkt trimmed a packet to it, so
+    on a complete frame the extractor's length is what was there up to the claim; a
+    snap-length cut is not a shorter packet, so there the claim counts.
+    """
+    ipbytes = np.where(complete, np.minimum(claim, av), claim)
+    b.frame_len[i] = eth_hdr + ipbytes
+    _decode_l4(rd, b, i, p + hdr_len, np.minimum(claim, av) - hdr_len, icmp_proto)
 
 
 def _decode_l4(rd: _Reader, b: PacketBatch, i: np.ndarray, p: np.ndarray, l4av: np.ndarray,

@@ -429,48 +429,45 @@ def meter_packets(start, sel, ts, flen, is_arp, proto, l4ok, src, dst, sport, dp
                 _touch(ei, ef, g, fe, t)
 
         # ---- which key's window this row joins ----
-        if capture:
-            k1 = np.uint64(0)
-            k2 = np.uint64(KIND_CAPTURE)
-            wk, slot = _find(ek, ht, k1, k2)
-            if wk < 0:
-                if g[G_FREE] < 0:
-                    _evict(ei, ek, ef, sums, ht, g, cnt, wf, wi)
-                    _, slot = _find(ek, ht, k1, k2)
-                wk = _insert(k1, k2, slot, t, ei, ek, ef, ht, g, False)
-                ei[wk, I_KIND] = KIND_CAPTURE
-        elif fe >= 0 and ei[fe, I_PKTS] >= promote:
+        if fe >= 0 and not capture and ei[fe, I_PKTS] >= promote:
             wk = fe
             if not ei[fe, I_FLAGS] & FLAG_OWN:
                 ei[fe, I_FLAGS] |= FLAG_OWN
                 cnt[C_PROMOTED] += 1
         else:
-            if fe >= 0:
-                # the flow's responder: the host being served or attacked
-                host = np.uint32(ek[fe, K_ADDR] & np.uint64(0xFFFFFFFF))
-                pp_proto = p
-            elif arp:
-                host = src[i]  # ARP: the address being announced or asked about by its owner
-                pp_proto = POOL_PROTO_ARP
-            elif p == 1 and l4ok[i] and _ICMP_FROM_SERVED[icmp_type[i]]:
-                host = src[i]
-                pp_proto = p
+            if capture:
+                kind = KIND_CAPTURE
+                host = np.uint32(0)
+                pp_proto = 0
             else:
-                host = dst[i]
-                pp_proto = p
-            host = host & pmask
+                kind = KIND_POOL
+                if fe >= 0:
+                    # the flow's responder: the host being served or attacked
+                    host = np.uint32(ek[fe, K_ADDR] & np.uint64(0xFFFFFFFF))
+                    pp_proto = p
+                elif arp:
+                    host = src[i]  # ARP: the address being announced or asked about by its owner
+                    pp_proto = POOL_PROTO_ARP
+                elif p == 1 and l4ok[i] and _ICMP_FROM_SERVED[icmp_type[i]]:
+                    host = src[i]
+                    pp_proto = p
+                else:
+                    host = dst[i]
+                    pp_proto = p
+                host = host & pmask
             k1 = np.uint64(host)
-            k2 = (np.uint64(pp_proto) << np.uint64(8)) | np.uint64(KIND_POOL)
+            k2 = (np.uint64(pp_proto) << np.uint64(8)) | np.uint64(kind)
             wk, slot = _find(ek, ht, k1, k2)
             if wk < 0:
                 if g[G_FREE] < 0:
                     _evict(ei, ek, ef, sums, ht, g, cnt, wf, wi)
                     _, slot = _find(ek, ht, k1, k2)
                 wk = _insert(k1, k2, slot, t, ei, ek, ef, ht, g, False)
-                ei[wk, I_KIND] = KIND_POOL
+                ei[wk, I_KIND] = kind
                 ei[wk, I_PROTO] = pp_proto
                 ek[wk, K_ADDR] = np.uint64(host)
-                cnt[C_POOLS] += 1
+                if kind == KIND_POOL:
+                    cnt[C_POOLS] += 1
         _touch(ei, ef, g, wk, t)
 
         # ---- per-key quantities: carried Rate and the 20-packet size buffer ----
