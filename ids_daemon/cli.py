@@ -36,10 +36,6 @@ def _warn(msg: str) -> None:
     print(f"ids-daemon: warning: {msg}", file=sys.stderr)
 
 
-def _config(path: Optional[Path], overrides: dict[str, Any]) -> Config:
-    return load_config(path, overrides)
-
-
 @dataclass
 class FeatureRun:
     """Totals of one features run, for the summary line."""
@@ -225,7 +221,7 @@ def features(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no summary line"),
 ) -> None:
     """Extract CICIoT2023 features from a capture file or a live interface into CSV."""
-    cfg = _config(config, {"meter.window": window, "meter.key_mode": key_mode, "capture.filter": bpf,
+    cfg = load_config(config, {"meter.window": window, "meter.key_mode": key_mode, "capture.filter": bpf,
                            "capture.interface": interface})
     run, meter = run_features(cfg, read, interface, output, per_packet, count=count, duration=duration)
     _report_problems(meter)
@@ -250,7 +246,7 @@ def demo(
     from .features.window import WindowBatch, proto_name
     from .capture.pcap import PcapSource
 
-    cfg = _config(config, {})
+    cfg = load_config(config, {})
     path = sample_pcap()
     meter = Meter(cfg.meter)
     parts = []
