@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Set up (or update) the project's virtual environment in .venv.
-#   scripts/setup.sh          runtime
-#   scripts/setup.sh --test   runtime + test tools
+#   scripts/setup.sh          daemon + trainer
+#   scripts/setup.sh --test   daemon + trainer + test tools
 # Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras=""
-[ "${1:-}" = "--test" ] && extras="[test]"
+extras="[train]"
+[ "${1:-}" = "--test" ] && extras="[train,test]"
 PY="${PYTHON:-python3}"
 
 # Capture filters are compiled by libpcap (loaded at run time through ctypes).

@@ -1,0 +1,391 @@
+"""The CICIoT2023 CSV loader (trainer.data): both releases, the meter's own CSV, bad input.
+
+Real data: the 39-column sample and the 46-column excerpt in ../shared/data. Small CSVs
+written to tmp_path cover what the real files do not (upper-case labels, inf, bad cells).
+"""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ids_daemon.features.ciciot import COLUMNS, IDENTITY_COLUMNS, INDEX
+from trainer.data import (
+    RELEASE_MERGED,
+    RELEASE_METER,
+    RELEASE_ORIGINAL,
+    RELEASE_PARTIAL,
+    LoaderError,
+    inspect_file,
+    iter_chunks,
+    list_csv_files,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+SAMPLE_39 = DATA / "ciciot2023_sample_39col.csv"
+EXCERPT_46 = DATA / "ciciot2023_excerpt_46col.csv"
+EXE = str(Path(sys.executable).parent / "ids-daemon")
+PCAP = ROOT / "ids_daemon" / "data" / "sample.pcap"
+
+MERGED_MISSING = ["flow_duration", "Srate", "Drate", "urg_count", "Magnitue", "Radius", "Covariance", "Weight"]
+FAMILY_COUNTS = {"Benign": 2000, "BruteForce": 2000, "DDoS": 2000, "DoS": 2000, "Malware": 2000, "Mirai": 2000,
+                 "Recon": 2000, "Spoofing": 2000, "WebAttack": 2000, "Uploading": 1252}
+
+
+def raw_rows(path: Path) -> tuple[list[str], list[list[str]]]:
+    with open(path, newline="") as fh:
+        r = csv.reader(fh)
+        header = next(r)
+        return header, list(r)
+
+
+def merged_header() -> list[str]:
+    """The 39 feature columns of the merged release, in its order (from the real sample)."""
+    with open(SAMPLE_39, newline="") as fh:
+        header = next(csv.reader(fh))
+    return [h for h in header if not h.startswith("label_")]
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[object]]) -> Path:
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+def merged_row(**values: object) -> list[object]:
+    """One merged-release row: every feature 0.0 unless given (names as in the header)."""
+    return [values.get(h, 0.0) for h in merged_header()]
+
+
+def load_all(path: Path, **kw) -> tuple[np.ndarray, np.ndarray, list]:
+    chunks = list(iter_chunks(path, **kw))
+    feats = np.concatenate([c.features for c in chunks])
+    labels = np.concatenate([c.labels for c in chunks])
+    return feats, labels, chunks
+
+
+# ----------------------------------------------------------------------------- 39-column sample
+
+
+def test_merged_sample_layout() -> None:
+    info = inspect_file(SAMPLE_39, label_column="label_multiclass")
+    assert info.release == RELEASE_MERGED
+    assert info.missing == MERGED_MISSING
+    assert info.present == [c for c in COLUMNS if c not in MERGED_MISSING]
+    assert len(info.present) == 38  # 39 minus IGMP, with Time_To_Live as Duration
+    assert "Duration" in info.present and info.renamed == {"Time_To_Live": "Duration"}
+    assert info.ignored == ["IGMP", "label_binary"]
+    assert info.label_column == "label_multiclass" and info.labels_as_is
+    assert info.rows == 0 and info.labels == {}  # header only so far
+
+
+def test_merged_sample_has_no_label_column_of_its_own() -> None:
+    with pytest.raises(LoaderError) as e:
+        inspect_file(SAMPLE_39)
+    msg = str(e.value)
+    assert str(SAMPLE_39) in msg and "--label-column" in msg and "label_multiclass" in msg
+    assert "\n" not in msg
+
+
+def test_merged_sample_streams_every_row_with_labels_as_they_are() -> None:
+    info = inspect_file(SAMPLE_39, label_column="label_multiclass")
+    chunks = list(iter_chunks(SAMPLE_39, label_column="label_multiclass", chunk_rows=5000, info=info))
+    assert [c.first_row for c in chunks] == [0, 5000, 10000, 15000]
+    assert [len(c) for c in chunks] == [5000, 5000, 5000, 4252]
+    assert sum(len(c) for c in chunks) == 19252 == info.rows
+    for c in chunks:
+        assert c.features.shape == (len(c), 46) and c.features.dtype == np.float32
+        assert c.labels.dtype == object and c.keys is None and c.times is None
+        assert c.path == str(SAMPLE_39)
+    labels = np.concatenate([c.labels for c in chunks])
+    values, counts = np.unique(labels, return_counts=True)
+    assert dict(zip(values.tolist(), counts.tolist())) == FAMILY_COUNTS
+    assert info.labels == FAMILY_COUNTS
+    # the sample holds no inf or NaN; missing columns are not "seen", so not counted
+    assert info.nonfinite == {} and info.infinite == {}
+
+
+def test_merged_sample_values_equal_the_csv_text() -> None:
+    header, rows = raw_rows(SAMPLE_39)
+    feats, labels, _ = load_all(SAMPLE_39, label_column="label_multiclass", chunk_rows=5000)
+    for r in (0, 1, 4999, 5000, 9999, 12345, 17000, 19251):  # chunk edges included
+        for name, text in zip(header, rows[r]):
+            if name in ("IGMP", "label_binary"):
+                continue
+            if name == "label_multiclass":
+                assert labels[r] == text
+                continue
+            col = "Duration" if name == "Time_To_Live" else name
+            assert feats[r, INDEX[col]] == np.float32(float(text)), (r, name, text)
+        for col in MERGED_MISSING:
+            assert np.isnan(feats[r, INDEX[col]])
+    # Duration (the TTL) really comes from Time_To_Live: row 0 is "82.2" there
+    assert header[2] == "Time_To_Live" and rows[0][2] == "82.2"
+    assert feats[0, INDEX["Duration"]] == np.float32(82.2)
+
+
+def test_scheme_none_takes_the_label_column_as_it_is(tmp_path: Path) -> None:
+    p = write_csv(tmp_path / "m.csv", merged_header() + ["label"],
+                  [merged_row() + ["whatever"], merged_row() + [" DDoS "]])
+    _, labels, _ = load_all(p, scheme=None)
+    assert labels.tolist() == ["whatever", "DDoS"]
+
+
+# ----------------------------------------------------------------------------- 46-column excerpt
+
+
+def test_original_excerpt_labels_in_each_scheme() -> None:
+    header, rows = raw_rows(EXCERPT_46)
+    raw = [r[header.index("label")] for r in rows]
+    info = inspect_file(EXCERPT_46)
+    assert info.release == RELEASE_ORIGINAL
+    assert info.present == list(COLUMNS) and info.missing == [] and info.renamed == {}
+    assert info.label_column == "label" and not info.labels_as_is
+    assert info.ignored == ["final_label"]
+
+    _, l34, _ = load_all(EXCERPT_46, scheme="34")
+    _, l8, _ = load_all(EXCERPT_46, scheme="8")
+    _, l2, _ = load_all(EXCERPT_46, scheme="2")
+    assert l34.tolist() == raw  # already the canonical spelling
+    i = raw.index("DDoS-SYN_Flood")
+    assert (l8[i], l2[i]) == ("DDoS", "Attack")
+    i = raw.index("BenignTraffic")
+    assert (l8[i], l2[i]) == ("Benign", "Benign")
+    i = raw.index("Mirai-greeth_flood")
+    assert (l8[i], l2[i]) == ("Mirai", "Attack")
+    i = raw.index("Recon-HostDiscovery")
+    assert (l8[i], l2[i]) == ("Recon", "Attack")
+    assert l2.tolist().count("Benign") == raw.count("BenignTraffic") == 3
+
+
+def test_original_excerpt_values_and_row_count_for_any_chunk_size() -> None:
+    header, rows = raw_rows(EXCERPT_46)
+    for chunk_rows in (1, 4, 13, 1000):
+        feats, labels, chunks = load_all(EXCERPT_46, chunk_rows=chunk_rows)
+        assert len(feats) == len(labels) == 13
+        assert [c.first_row for c in chunks] == list(range(0, 13, chunk_rows))
+    for r, row in enumerate(rows):
+        for name, text in zip(header[:46], row[:46]):
+            assert feats[r, INDEX[name]] == np.float32(float(text)), (r, name)
+
+
+def test_capitalised_Label_column_is_found(tmp_path: Path) -> None:
+    p = write_csv(tmp_path / "c.csv", list(COLUMNS) + ["Label"], [[0.0] * 46 + ["XSS"]])
+    info = inspect_file(p)
+    assert info.label_column == "Label"
+    _, labels, _ = load_all(p, scheme="8")
+    assert labels.tolist() == ["Web"]
+
+
+# ----------------------------------------------------------------------------- merged spellings, inf, NaN
+
+
+def test_merged_upper_case_labels_map_to_canonical_names(tmp_path: Path) -> None:
+    spelled = ["DDOS-RSTFINFLOOD", "BENIGN", "MIRAI-GREETH_FLOOD", "DICTIONARYBRUTEFORCE", "MITM-ARPSPOOFING",
+               "DDOS-SYNONYMOUSIP_FLOOD", "UPLOADING_ATTACK"]
+    p = write_csv(tmp_path / "merged.csv", merged_header() + ["label"], [merged_row() + [s] for s in spelled])
+    assert inspect_file(p).release == RELEASE_MERGED
+    _, l34, _ = load_all(p)
+    assert l34.tolist() == ["DDoS-RSTFINFlood", "BenignTraffic", "Mirai-greeth_flood", "DictionaryBruteForce",
+                            "MITM-ArpSpoofing", "DDoS-SynonymousIP_Flood", "Uploading_Attack"]
+    info = inspect_file(p)
+    _, l8, _ = load_all(p, scheme="8", info=info)
+    assert l8.tolist() == ["DDoS", "Benign", "Mirai", "BruteForce", "Spoofing", "DDoS", "Web"]
+    assert info.labels == {"DDoS": 2, "Benign": 1, "Mirai": 1, "BruteForce": 1, "Spoofing": 1, "Web": 1}
+    _, l2, _ = load_all(p, scheme="2")
+    assert l2.tolist() == ["Attack", "Benign"] + ["Attack"] * 5
+
+
+def test_inf_and_nan_are_kept_and_counted(tmp_path: Path) -> None:
+    rows = [
+        merged_row(Rate="inf", IAT="0.5") + ["BENIGN"],
+        merged_row(Rate="-inf", IAT="") + ["BENIGN"],
+        merged_row(Rate="12.5", IAT="NaN") + ["BENIGN"],
+        merged_row(Rate="inf", IAT="nan", Std="Infinity") + ["BENIGN"],
+    ]
+    p = write_csv(tmp_path / "inf.csv", merged_header() + ["label"], rows)
+    info = inspect_file(p)
+    feats, _, _ = load_all(p, info=info, chunk_rows=3)  # counts add up over chunks
+    rate, iat = feats[:, INDEX["Rate"]], feats[:, INDEX["IAT"]]
+    assert rate[0] == np.inf and rate[1] == -np.inf and rate[2] == np.float32(12.5) and rate[3] == np.inf
+    assert iat[0] == np.float32(0.5) and np.isnan(iat[1:]).all()
+    assert feats[3, INDEX["Std"]] == np.inf
+    assert info.nonfinite == {"Rate": 3, "IAT": 3, "Std": 1}
+    assert info.infinite == {"Rate": 3, "Std": 1}
+    assert info.rows == 4
+
+    # a second pass starts the counts again instead of doubling them
+    list(iter_chunks(p, info=info))
+    assert info.nonfinite == {"Rate": 3, "IAT": 3, "Std": 1} and info.rows == 4
+
+
+def test_a_missing_column_is_reported_and_comes_out_nan(tmp_path: Path) -> None:
+    header = [c for c in COLUMNS if c != "Srate"] + ["label"]
+    p = write_csv(tmp_path / "partial.csv", header, [[1.0] * 45 + ["XSS"], [2.0] * 45 + ["SqlInjection"]])
+    info = inspect_file(p)
+    assert info.release == RELEASE_PARTIAL
+    assert info.missing == ["Srate"] and len(info.present) == 45
+    feats, labels, _ = load_all(p, info=info)
+    assert np.isnan(feats[:, INDEX["Srate"]]).all()
+    assert (feats[:, INDEX["Rate"]] == [1.0, 2.0]).all()
+    assert info.nonfinite == {}  # absent is not "non-finite values seen"
+    assert labels.tolist() == ["XSS", "SqlInjection"]
+
+
+def test_header_whitespace_and_bom_are_stripped(tmp_path: Path) -> None:
+    header = [f" {c} " for c in COLUMNS] + [" label"]
+    p = tmp_path / "ws.csv"
+    with open(p, "w", newline="", encoding="utf-8-sig") as fh:  # with a BOM
+        csv.writer(fh).writerows([header, [3.0] * 46 + [" BenignTraffic "]])
+    info = inspect_file(p)
+    assert info.release == RELEASE_ORIGINAL and info.missing == [] and info.label_column == "label"
+    feats, labels, _ = load_all(p)
+    assert (feats == 3.0).all() and labels.tolist() == ["BenignTraffic"]
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def test_unknown_label_names_file_row_and_value(tmp_path: Path) -> None:
+    rows = [merged_row() + ["BENIGN"]] * 4 + [merged_row() + ["Exfiltration"]]
+    p = write_csv(tmp_path / "unk.csv", merged_header() + ["label"], rows)
+    with pytest.raises(LoaderError) as e:
+        list(iter_chunks(p, chunk_rows=2))  # the bad row is in the third chunk
+    msg = str(e.value)
+    assert str(p) in msg and "row 5" in msg and "'Exfiltration'" in msg and "--label-column" in msg
+    # taken as they are, the same file loads
+    _, labels, _ = load_all(p, label_column="label")
+    assert labels.tolist()[-1] == "Exfiltration"
+
+
+def test_empty_label_names_the_row(tmp_path: Path) -> None:
+    p = write_csv(tmp_path / "el.csv", list(COLUMNS) + ["label"],
+                  [[0.0] * 46 + ["XSS"], [0.0] * 46 + ["  "], [0.0] * 46 + ["XSS"]])
+    with pytest.raises(LoaderError, match=r"row 2: empty label"):
+        list(iter_chunks(p))
+
+
+def test_no_label_column_at_all(tmp_path: Path) -> None:
+    p = write_csv(tmp_path / "nl.csv", list(COLUMNS), [[0.0] * 46])
+    with pytest.raises(LoaderError, match="no label column"):
+        inspect_file(p)
+    with pytest.raises(LoaderError, match="no label column"):
+        list(iter_chunks(p))
+    info = inspect_file(p, require_label=False)
+    assert info.label_column == "" and info.release == RELEASE_ORIGINAL
+    with pytest.raises(LoaderError, match="no column 'klass'"):
+        inspect_file(p, label_column="klass")
+
+
+def test_empty_and_header_only_files(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    with pytest.raises(LoaderError, match="empty file"):
+        inspect_file(empty)
+    with pytest.raises(LoaderError, match="empty file"):
+        list(iter_chunks(empty))
+    header_only = write_csv(tmp_path / "h.csv", list(COLUMNS) + ["label"], [])
+    assert inspect_file(header_only).release == RELEASE_ORIGINAL  # the header itself is fine
+    with pytest.raises(LoaderError, match="has a header but no rows") as e:
+        list(iter_chunks(header_only))
+    assert str(header_only) in str(e.value)
+
+
+def test_no_feature_columns(tmp_path: Path) -> None:
+    p = write_csv(tmp_path / "other.csv", ["a", "b", "label"], [[1, 2, "BENIGN"]])
+    with pytest.raises(LoaderError, match="no CICIoT2023 feature columns"):
+        inspect_file(p)
+
+
+@pytest.mark.parametrize("bad", ["abc", "True", "1.2.3", "0x10"])
+def test_non_numeric_value_names_column_and_row(tmp_path: Path, bad: str) -> None:
+    rows = [merged_row() + ["BENIGN"] for _ in range(6)]
+    rows[4] = merged_row(**{"Tot sum": bad}) + ["BENIGN"]
+    p = write_csv(tmp_path / "nn.csv", merged_header() + ["label"], rows)
+    with pytest.raises(LoaderError) as e:
+        list(iter_chunks(p, chunk_rows=2))  # row 5 is in the third chunk
+    msg = str(e.value)
+    assert str(p) in msg and "row 5" in msg and "'Tot sum'" in msg and repr(bad) in msg and "\n" not in msg
+
+
+def test_a_row_with_too_many_fields_is_an_error(tmp_path: Path) -> None:
+    p = write_csv(tmp_path / "wide.csv", list(COLUMNS) + ["label"],
+                  [[0.0] * 46 + ["XSS"], [0.0] * 47 + ["XSS"]])
+    with pytest.raises(LoaderError, match="malformed CSV"):
+        list(iter_chunks(p))
+
+
+def test_duration_and_time_to_live_together_are_ambiguous(tmp_path: Path) -> None:
+    p = write_csv(tmp_path / "both.csv", list(COLUMNS) + ["Time_To_Live", "label"], [[0.0] * 47 + ["XSS"]])
+    with pytest.raises(LoaderError, match="both 'Time_To_Live' and 'Duration'"):
+        inspect_file(p)
+
+
+def test_unknown_scheme(tmp_path: Path) -> None:
+    with pytest.raises(LoaderError, match="unknown label scheme"):
+        list(iter_chunks(EXCERPT_46, scheme="7"))
+
+
+# ----------------------------------------------------------------------------- the meter's own CSV
+
+
+@pytest.fixture(scope="module")
+def meter_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`ids-daemon features` output for the bundled sample capture, with a label column added."""
+    out = tmp_path_factory.mktemp("meter") / "windows.csv"
+    p = subprocess.run([EXE, "features", "-r", str(PCAP), "-o", str(out)], capture_output=True, timeout=300)
+    assert p.returncode == 0, p.stderr.decode()
+    df = pd.read_csv(out, keep_default_na=False)
+    df["label"] = np.where(np.arange(len(df)) % 3 == 0, "BenignTraffic", "DDoS-SYN_Flood")
+    df.to_csv(out, index=False)
+    return out
+
+
+def test_meter_csv_is_detected_with_keys_and_times(meter_csv: Path) -> None:
+    header, rows = raw_rows(meter_csv)
+    assert header == list(COLUMNS) + list(IDENTITY_COLUMNS) + ["label"]
+    info = inspect_file(meter_csv)
+    assert info.release == RELEASE_METER and info.missing == [] and info.ignored == []
+    chunks = list(iter_chunks(meter_csv, scheme="2", chunk_rows=100, info=info))
+    assert sum(len(c) for c in chunks) == len(rows) == info.rows > 100
+    keys = np.concatenate([c.keys for c in chunks])
+    times = np.concatenate([c.times for c in chunks])
+    feats = np.concatenate([c.features for c in chunks])
+    labels = np.concatenate([c.labels for c in chunks])
+    assert keys.dtype == object and times.dtype == np.float64
+    ki, ti = header.index("window_key"), header.index("first_ts")
+    assert keys.tolist() == [r[ki] for r in rows]
+    assert times.tolist() == [float(r[ti]) for r in rows]  # full float64 precision
+    assert times[0] > 1e9  # epoch seconds
+    for r in (0, 57, len(rows) - 1):
+        for i, name in enumerate(COLUMNS):
+            assert feats[r, i] == np.float32(float(rows[r][i])), (r, name)
+    assert set(labels.tolist()) == {"Benign", "Attack"}
+    assert info.labels == {"Benign": (len(rows) + 2) // 3, "Attack": len(rows) - (len(rows) + 2) // 3}
+
+
+# ----------------------------------------------------------------------------- list_csv_files
+
+
+def test_list_csv_files(tmp_path: Path) -> None:
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    for name in ("d/b.csv", "d/a.csv", "d/sub/c.CSV", "d/notes.txt"):
+        (tmp_path / name).write_text("x\n")
+    single = tmp_path / "single.data"
+    single.write_text("x\n")
+    found = list_csv_files([tmp_path / "d", str(single), tmp_path / "d" / "a.csv"])
+    assert found == [tmp_path / "d" / "a.csv", tmp_path / "d" / "b.csv", tmp_path / "d" / "sub" / "c.CSV", single]
+    with pytest.raises(LoaderError, match="no such file"):
+        list_csv_files([tmp_path / "nope"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(LoaderError, match="no CSV files"):
+        list_csv_files([tmp_path / "empty"])

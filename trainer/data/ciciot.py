@@ -1,0 +1,456 @@
+"""Streaming reader for CICIoT2023 CSVs and for ``ids-daemon features`` output.
+
+Three layouts are read onto one feature space, the 46 columns of the original release
+in `ids_daemon.features.ciciot.COLUMNS` order:
+
+- ``original-46``: the original release, 46 feature columns and a ``label`` column
+  (34-class names such as ``DDoS-RSTFINFlood``).
+- ``merged-39``: the newer merged release, 39 feature columns. ``Time_To_Live`` is the
+  old ``Duration`` and fills it; ``IGMP`` has no place in the 46-column space and is
+  ignored; the 8 columns it dropped come out as NaN. Labels are upper case there
+  (``DDOS-RSTFINFLOOD``) and ``Rate`` can be ``inf``.
+- ``meter``: what ``ids-daemon features`` writes (the 46 columns, then the identity
+  columns), with a label column a user added. Its ``window_key`` and ``first_ts`` come
+  with every chunk, so the trainer can keep windows of one key together and in order.
+
+A file that has only some of the 46 columns is read as ``partial``: what it lacks is
+reported and comes out as NaN.
+
+Memory stays bounded by ``chunk_rows``: pandas' C parser reads one chunk at a time and
+nothing keeps a reference to earlier chunks. Rows are never dropped or reordered; a
+value that is not a number is an error, not a silent NaN, because a mis-shifted row or a
+stray text column would otherwise train the model on garbage without anyone noticing.
+``inf`` and NaN are kept as they are (the trainer's preprocessing decides what to do with
+them) and counted per column in `FileInfo`; a finite value beyond float32's range
+(3.4e38) becomes ``inf`` and is counted the same way. Empty cells and the usual NaN
+spellings (``nan``, ``NaN``, ``NA``, ``null``, ...) read as NaN.
+
+Row numbers in error messages count data rows from 1 (the header is not a row), so
+"row 5" is line 6 of a file without blank lines. `CsvChunk.first_row` is 0-based.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ids_daemon.errors import IdsError
+from ids_daemon.features.ciciot import COLUMNS, IDENTITY_COLUMNS, INDEX
+from ids_daemon.model.classes import label_in_scheme
+
+RELEASE_ORIGINAL = "original-46"
+RELEASE_MERGED = "merged-39"
+RELEASE_METER = "meter"
+RELEASE_PARTIAL = "partial"
+
+# merged-release names of original columns (the same per-packet quantity, renamed)
+RENAMES: dict[str, str] = {"Time_To_Live": "Duration"}
+# merged-release columns with no place in the 46-column space
+MERGED_ONLY: tuple[str, ...] = ("IGMP",)
+# label columns found without being named
+LABEL_NAMES: tuple[str, ...] = ("label", "Label")
+SCHEMES: tuple[str, ...] = ("34", "8", "2")
+# identity columns of the meter's CSV that the loader reads
+KEY_COLUMN = "window_key"
+TIME_COLUMN = "first_ts"
+
+# Cells read as NaN in numeric columns. Explicit (keep_default_na=False) so that the
+# label column is never touched by pandas' NA guessing: a label such as "NA" or "None"
+# stays a string and is then judged like any other label.
+_NA_STRINGS: list[str] = ["", "nan", "NaN", "NAN", "-nan", "-NaN", "NA", "N/A", "n/a", "null", "NULL", "None"]
+
+
+class LoaderError(IdsError):
+    """A training CSV cannot be used; the message is one line naming the file (and row)."""
+
+
+@dataclass
+class CsvChunk:
+    """Consecutive rows of one file, mapped onto the 46-column feature space."""
+
+    path: str
+    first_row: int  # 0-based data row number of the chunk's first row in its file
+    features: np.ndarray  # (n, 46) float32 in COLUMNS order; columns the file lacks are NaN
+    labels: np.ndarray  # (n,) object: labels as mapped by the scheme (or as they are)
+    keys: np.ndarray | None = None  # (n,) object window_key (meter CSV only)
+    times: np.ndarray | None = None  # (n,) float64 first_ts (meter CSV only)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class FileInfo:
+    """What a CSV holds: its layout (from the header) and, once streamed, its contents.
+
+    ``rows``, ``nonfinite``, ``infinite`` and ``labels`` are filled by `iter_chunks`
+    while it streams the file (reset when a new pass starts); `inspect_file` leaves them
+    empty.
+    """
+
+    path: str
+    release: str  # "original-46" | "merged-39" | "meter" | "partial"
+    present: list[str]  # which of COLUMNS the file has, in COLUMNS order (Time_To_Live counts as Duration)
+    missing: list[str]  # which of COLUMNS it lacks (they come out NaN)
+    label_column: str  # "" only when inspected with require_label=False and none was found
+    rows: int = 0
+    nonfinite: dict[str, int] = field(default_factory=dict)  # column -> inf/-inf/NaN cells seen
+    labels: dict[str, int] = field(default_factory=dict)  # mapped label -> rows
+    ignored: list[str] = field(default_factory=list)  # header columns not read (IGMP, label_binary, ...)
+    renamed: dict[str, str] = field(default_factory=dict)  # file column -> feature it fills
+    infinite: dict[str, int] = field(default_factory=dict)  # column -> inf/-inf cells (part of nonfinite)
+    labels_as_is: bool = False  # label column named explicitly: values are not mapped to a scheme
+    header: list[str] = field(default_factory=list, repr=False)  # stripped column names, file order
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def list_csv_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """The CSV files named by ``paths``: files as given, directories searched recursively.
+
+    A directory contributes its ``*.csv`` files (any case of the suffix), sorted, so the
+    order of training data does not depend on the file system. A file named explicitly is
+    taken whatever its suffix. Duplicates are kept once, in first-seen order.
+    """
+    found: list[Path] = []
+    seen: set[Path] = set()
+    given = list(paths)
+    for p in map(Path, given):
+        if p.is_dir():
+            batch = sorted(q for q in p.rglob("*") if q.suffix.lower() == ".csv" and q.is_file())
+        elif p.is_file():
+            batch = [p]
+        elif p.exists():
+            raise LoaderError(f"{p}: not a regular file or directory")
+        else:
+            raise LoaderError(f"{p}: no such file or directory")
+        for q in batch:
+            key = q.resolve()
+            if key not in seen:
+                seen.add(key)
+                found.append(q)
+    if not found:
+        where = ", ".join(str(p) for p in given) or "(no paths given)"
+        raise LoaderError(f"no CSV files in {where}")
+    return found
+
+
+# ----------------------------------------------------------------------------- header
+
+
+def _read_header(path: str) -> list[str]:
+    """The first CSV record of ``path``, names stripped of stray whitespace."""
+    try:
+        # utf-8-sig: a BOM written by spreadsheet tools must not end up in the first name
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            header = next(csv.reader(fh), None)
+    except IsADirectoryError:
+        raise LoaderError(f"{path}: is a directory, not a CSV file") from None
+    except OSError as e:
+        raise LoaderError(f"{path}: cannot open: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise LoaderError(f"{path}: not UTF-8 text (compressed? decompress it first)") from None
+    except csv.Error as e:
+        raise LoaderError(f"{path}: unreadable CSV header: {e}") from None
+    if header is None:
+        raise LoaderError(f"{path}: empty file (no header, no rows)")
+    names = [h.strip() for h in header]
+    if not any(names):
+        raise LoaderError(f"{path}: the first line is empty; expected a CSV header")
+    return names
+
+
+def _label_candidates(names: list[str]) -> list[str]:
+    return [n for n in names if "label" in n.lower() or "class" in n.lower()]
+
+
+def inspect_file(path: str | os.PathLike[str], label_column: str | None = None, *,
+                 require_label: bool = True) -> FileInfo:
+    """Read only the header of ``path``: its release, feature columns and label column.
+
+    ``label_column`` names the label column explicitly; its values are then used as they
+    are. Without it, ``label`` or ``Label`` is taken. ``require_label=False`` lets a file
+    without a label column through (``label_column`` is then ""), for reporting on
+    unlabelled meter output; `iter_chunks` always needs one.
+    """
+    spath = os.fspath(path)
+    names = _read_header(spath)
+
+    # duplicates only matter among the columns we read; pandas would rename them silently
+    relevant = set(COLUMNS) | set(RENAMES) | set(LABEL_NAMES) | set(IDENTITY_COLUMNS) | {label_column or ""}
+    seen: set[str] = set()
+    for n in names:
+        if n in relevant and n in seen:
+            raise LoaderError(f"{spath}: column {n!r} appears twice in the header")
+        seen.add(n)
+    have = set(names)
+
+    renamed = {src: dst for src, dst in RENAMES.items() if src in have}
+    for src, dst in renamed.items():
+        if dst in have:
+            raise LoaderError(f"{spath}: has both {src!r} and {dst!r} (the merged release's name for it); "
+                              f"keep one of them")
+    features = have | set(renamed.values())
+    present = [c for c in COLUMNS if c in features]
+    missing = [c for c in COLUMNS if c not in features]
+
+    if "Time_To_Live" in have or "IGMP" in have:
+        release = RELEASE_MERGED
+    elif set(IDENTITY_COLUMNS) <= have:
+        release = RELEASE_METER
+    elif not missing:
+        release = RELEASE_ORIGINAL
+    elif present:
+        release = RELEASE_PARTIAL
+    else:
+        raise LoaderError(f"{spath}: no CICIoT2023 feature columns in the header "
+                          f"(first columns: {', '.join(names[:5])})")
+
+    if label_column is not None:
+        label_column = label_column.strip()
+        if label_column not in have:
+            cands = _label_candidates(names)
+            hint = f"; label-like columns: {', '.join(cands)}" if cands else ""
+            raise LoaderError(f"{spath}: no column {label_column!r}{hint}")
+        if label_column in COLUMNS or label_column in RENAMES or label_column == TIME_COLUMN:
+            # read as a number there, so it cannot also be read as the label text
+            raise LoaderError(f"{spath}: {label_column!r} is a numeric column, not a label column")
+        label = label_column
+    else:
+        label = next((n for n in LABEL_NAMES if n in have), "")
+        if not label and require_label:
+            cands = _label_candidates(names)
+            hint = (f"; name one of {', '.join(cands)} with --label-column" if cands
+                    else "; name one with --label-column")
+            raise LoaderError(f"{spath}: no label column (label or Label){hint}")
+
+    used = set(COLUMNS) | set(renamed) | {label}
+    if release == RELEASE_METER:
+        # the meter's identity columns are expected there, so not worth reporting
+        used |= set(IDENTITY_COLUMNS)
+    ignored = [n for n in names if n and n not in used]
+
+    return FileInfo(path=spath, release=release, present=present, missing=missing, label_column=label,
+                    ignored=ignored, renamed=renamed, labels_as_is=label_column is not None, header=names)
+
+
+# ----------------------------------------------------------------------------- rows
+
+
+def _pandas_message(e: Exception) -> str:
+    """pandas' parser message on one line, without its C-level prefix."""
+    msg = " ".join(str(e).split())
+    for prefix in ("Error tokenizing data. C error: ",):
+        msg = msg.replace(prefix, "")
+    return msg
+
+
+def _reader(path: str, ncols: int, dtype: dict[int, object], na_values: dict[int, list[str]],
+            chunk_rows: int) -> Iterator[pd.DataFrame]:
+    # Columns are addressed by position (names= 0..n-1, header line skipped) because the
+    # header's names were stripped of whitespace by us, not by pandas. Reading every
+    # column (no usecols) keeps pandas' field-count check: a row with more fields than the
+    # header (an unquoted comma) is an error instead of a silently shifted row.
+    return pd.read_csv(
+        path, header=None, skiprows=1, names=list(range(ncols)), index_col=False,
+        dtype=dtype, keep_default_na=False, na_values=na_values, chunksize=chunk_rows,
+        engine="c", encoding="utf-8",
+    )
+
+
+def _first_true(mask: np.ndarray) -> int:
+    return int(np.flatnonzero(mask)[0])
+
+
+def _locate_bad_number(info: FileInfo, numeric: dict[int, str], na_values: dict[int, list[str]],
+                       chunk_index: int, chunk_rows: int, first_row: int, err: Exception) -> LoaderError:
+    """The error for a chunk pandas could not convert: re-read it as text to find the cell.
+
+    Only runs on the error path, so re-reading the file up to the bad chunk is cheap
+    compared to what a user would spend finding the cell by hand.
+    """
+    ncols = len(info.header)
+    try:
+        reader = _reader(info.path, ncols, {i: str for i in range(ncols)}, na_values, chunk_rows)
+        with reader:
+            for k, df in enumerate(reader):
+                if k < chunk_index:
+                    continue
+                best: tuple[int, str, str] | None = None
+                for idx, name in numeric.items():
+                    s = df[idx]
+                    text = s.to_numpy(dtype=object)
+                    given = s.notna().to_numpy()
+                    bad = given & pd.to_numeric(s, errors="coerce").isna().to_numpy()
+                    if bad.any():
+                        pos = _first_true(bad)
+                        if best is None or pos < best[0]:
+                            best = (pos, name, str(text[pos]))
+                if best is not None:
+                    pos, name, value = best
+                    return LoaderError(f"{info.path}: row {first_row + pos + 1}: column {name!r}: "
+                                       f"{value!r} is not a number")
+                break
+    except Exception:  # the report below is still right, only less precise
+        pass
+    return LoaderError(f"{info.path}: rows {first_row + 1}-{first_row + chunk_rows}: "
+                       f"a numeric column holds text: {_pandas_message(err)}")
+
+
+def iter_chunks(path: str | os.PathLike[str], scheme: str | None = "34", label_column: str | None = None,
+                chunk_rows: int = 200_000, info: FileInfo | None = None) -> Iterator[CsvChunk]:
+    """Stream ``path`` as `CsvChunk`s of at most ``chunk_rows`` rows, in file order.
+
+    Labels: with ``label_column`` given (or ``info.labels_as_is``), or ``scheme=None``,
+    they are taken as they are (stripped). Otherwise each is mapped with
+    ``label_in_scheme(label, scheme)`` (scheme "34", "8" or "2"); a label that is not a
+    CICIoT2023 class in any spelling raises `LoaderError` naming the row.
+
+    ``info`` (from `inspect_file` on the same path) saves re-reading the header and
+    receives the counts: ``rows``, ``nonfinite``, ``infinite`` and ``labels`` are reset
+    when iteration starts and complete when it ends. Raises `LoaderError` for a file with
+    a header but no rows, once the (empty) stream is exhausted.
+    """
+    spath = os.fspath(path)
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be at least 1, not {chunk_rows}")
+    if info is None:
+        info = inspect_file(spath, label_column)
+    else:
+        if info.path != spath:
+            raise ValueError(f"info describes {info.path}, not {spath}")
+        if label_column is not None and label_column.strip() != info.label_column:
+            raise ValueError(f"info has label column {info.label_column!r}, not {label_column!r}")
+    if not info.label_column:
+        raise LoaderError(f"{spath}: no label column (label or Label); name one with --label-column")
+    as_is = info.labels_as_is or scheme is None
+    if not as_is and scheme not in SCHEMES:
+        raise LoaderError(f"unknown label scheme {scheme!r} (34, 8 or 2)")
+
+    pos_of = {name: i for i, name in enumerate(info.header)}
+    file_name_of = {dst: src for src, dst in info.renamed.items()}  # Duration -> Time_To_Live
+    # (position in COLUMNS, position in the file) for every feature the file has
+    feat_pairs = [(INDEX[c], pos_of[file_name_of.get(c, c)]) for c in info.present]
+    feat_dst = np.array([d for d, _ in feat_pairs], dtype=np.intp)
+    feat_src = [s for _, s in feat_pairs]
+    present_names = [COLUMNS[d] for d, _ in feat_pairs]
+    label_pos = pos_of[info.label_column]
+    meter = info.release == RELEASE_METER
+    key_pos = pos_of[KEY_COLUMN] if meter else None
+    time_pos = pos_of[TIME_COLUMN] if meter else None
+
+    ncols = len(info.header)
+    # Everything that is not numeric is read as text so that pandas never guesses types
+    # per chunk (which would warn, and could turn "True" into a number).
+    dtype: dict[int, object] = {i: str for i in range(ncols)}
+    na_values: dict[int, list[str]] = {}
+    numeric: dict[int, str] = {}  # file position -> header name, for error messages
+    for s in feat_src:
+        dtype[s] = np.float32  # the model's precision; parsing to float32 halves chunk memory
+        na_values[s] = _NA_STRINGS
+        numeric[s] = info.header[s]
+    if time_pos is not None:
+        dtype[time_pos] = np.float64  # epoch seconds need float64 to keep sub-ms precision
+        na_values[time_pos] = _NA_STRINGS
+        numeric[time_pos] = info.header[time_pos]
+
+    info.rows = 0
+    info.nonfinite = {}
+    info.infinite = {}
+    info.labels = {}
+    nonfinite = np.zeros(len(feat_src), dtype=np.int64)
+    infinite = np.zeros(len(feat_src), dtype=np.int64)
+    label_counts: dict[str, int] = {}
+    mapped_of: dict[str, str] = {}  # raw label -> mapped, across chunks (few distinct labels)
+
+    try:
+        reader = _reader(spath, ncols, dtype, na_values, chunk_rows)
+    except OSError as e:
+        raise LoaderError(f"{spath}: cannot open: {e.strerror or e}") from None
+    except pd.errors.EmptyDataError:
+        raise LoaderError(f"{spath}: has a header but no rows") from None
+
+    first_row = 0
+    with reader:
+        chunk_index = 0
+        while True:
+            try:
+                with warnings.catch_warnings():
+                    # a finite value beyond float32's range (3.4e38) becomes +-inf in the
+                    # cast; it is counted in info.infinite, so numpy's warning adds nothing
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    df = next(reader)
+            except StopIteration:
+                break
+            except pd.errors.EmptyDataError:
+                break
+            except pd.errors.ParserError as e:
+                raise LoaderError(f"{spath}: malformed CSV: {_pandas_message(e)}") from None
+            except UnicodeDecodeError:
+                raise LoaderError(f"{spath}: not UTF-8 text after row {first_row}") from None
+            except (ValueError, OverflowError) as e:
+                # a feature cell pandas could not convert; find and name it
+                raise _locate_bad_number(info, numeric, na_values, chunk_index, chunk_rows, first_row, e) from None
+            n = len(df)
+            if n == 0:
+                break
+
+            features = np.full((n, len(COLUMNS)), np.nan, dtype=np.float32)
+            if feat_src:
+                block = df[feat_src].to_numpy(dtype=np.float32)
+                features[:, feat_dst] = block
+                fin = np.isfinite(block)
+                nonfinite += n - fin.sum(axis=0)
+                infinite += np.isinf(block).sum(axis=0)
+
+            raw = df[label_pos].fillna("").str.strip()  # NaN only for rows too short to reach it
+            empty = (raw == "").to_numpy()
+            if empty.any():
+                row = first_row + _first_true(empty) + 1
+                raise LoaderError(f"{spath}: row {row}: empty label in column {info.label_column!r} "
+                                  f"(or the row has too few fields)")
+            if as_is:
+                labels = raw.to_numpy(dtype=object)
+            else:
+                for value in raw.unique():
+                    value = str(value)
+                    if value in mapped_of:
+                        continue
+                    mapped = label_in_scheme(value, scheme)  # type: ignore[arg-type]
+                    if mapped is None:
+                        row = first_row + _first_true((raw == value).to_numpy()) + 1
+                        raise LoaderError(
+                            f"{spath}: row {row}: unknown label {value!r} in column {info.label_column!r} "
+                            f"(not a CICIoT2023 class in any spelling); use --label-column "
+                            f"{info.label_column} to take labels as they are")
+                    mapped_of[value] = mapped
+                labels = raw.map(mapped_of).to_numpy(dtype=object)
+            for value, count in pd.Series(labels).value_counts(sort=False).items():
+                label_counts[str(value)] = label_counts.get(str(value), 0) + int(count)
+
+            keys = times = None
+            if meter:
+                keys = df[key_pos].fillna("").to_numpy(dtype=object)
+                times = df[time_pos].to_numpy(dtype=np.float64)
+
+            info.rows += n
+            info.nonfinite = {c: int(k) for c, k in zip(present_names, nonfinite) if k}
+            info.infinite = {c: int(k) for c, k in zip(present_names, infinite) if k}
+            info.labels = dict(label_counts)
+            chunk = CsvChunk(path=spath, first_row=first_row, features=features, labels=labels,
+                             keys=keys, times=times)
+            first_row += n
+            chunk_index += 1
+            del df  # keep only the chunk the caller holds
+            yield chunk
+
+    if first_row == 0:
+        raise LoaderError(f"{spath}: has a header but no rows")
