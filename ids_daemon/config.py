@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigError
+from .model.config import LSTMConfig
 
 
 class _Section(BaseModel):
@@ -59,11 +60,51 @@ class MeterConfig(_Section):
         return self.promote_after if self.promote_after is not None else self.window
 
 
+class EncodingConfig(_Section):
+    """How raw columns become model inputs (see ids_daemon/model/encoding.py)."""
+
+    method: Literal["ple", "log"] = Field("ple", description="ple: log-standardised + piecewise-linear bins; log: log-standardised only")
+    bins: int = Field(32, ge=2, le=256, description="quantile bins per column for ple")
+    include_leaking: bool = Field(False, description="also train on IAT, Number, Weight, Drate, LLC, Srate (they leak the label)")
+
+
+class TrainConfig(_Section):
+    """Training (``ids-trainer train``)."""
+
+    seq_len: int = Field(10, ge=1, le=1000, description="windows per sequence (T)")
+    labels: Literal["34", "8", "2"] = Field("34", description="class scheme for CICIoT2023 labels")
+    split: Literal["auto", "capture", "time", "stratified"] = Field(
+        "auto", description="auto: by capture when every class has 2+ captures, else by time; stratified only when asked")
+    test_fraction: float = Field(0.3, gt=0, lt=1, description="held-out share")
+    val_fraction: float = Field(0.15, gt=0, lt=1, description="share of the training part used for early stopping")
+    epochs: int = Field(80, ge=1, le=10000)
+    batch_size: int = Field(256, ge=1, le=1 << 16)
+    learning_rate: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0, description="Adam weight decay")
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    class_weights: bool = Field(True, description="weight the loss by inverse class frequency (imbalance)")
+    patience: int = Field(40, ge=1, description="epochs without a better validation macro-F1 before stopping")
+    swa_fraction: float = Field(0.25, ge=0, lt=1, description="average the weights of this last share of epochs (0: off)")
+    max_per_class: int = Field(50000, ge=10, description="sequences kept per class (uniform sample beyond): bounds memory")
+    seed: int = Field(0, description="seeds every random choice (split, init, batches)")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    mlflow: bool = Field(False, description="log to MLflow when it is installed")
+
+
+class LSTMSection(_Section):
+    """The model: network shape, feature encoding and training."""
+
+    model: LSTMConfig = LSTMConfig()
+    features: EncodingConfig = EncodingConfig()
+    train: TrainConfig = TrainConfig()
+
+
 class Config(_Section):
     """The whole daemon configuration."""
 
     capture: CaptureConfig = CaptureConfig()
     meter: MeterConfig = MeterConfig()
+    lstm: LSTMSection = LSTMSection()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 

@@ -1,0 +1,264 @@
+"""Training: Adam with weight decay, class-weighted cross-entropy, validation every epoch,
+early stopping on validation macro-F1, the best checkpoint kept, seeds fixed."""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ids_daemon.config import Config
+from ids_daemon.model.artifacts import LoadedModel, save_model
+from ids_daemon.model.classes import FAMILY_OF, canonical_class
+from ids_daemon.model.encoding import FeatureEncoder
+from ids_daemon.model.lstm import RealDataLSTMPredictor
+
+from .dataset import Dataset, iter_batches
+from .metrics import classification_metrics, plot_confusion, plot_curves, write_json
+from .split import Split, make_split
+
+ENCODER_FIT_ROWS = 500_000  # rows sampled to fit the encoder's quantiles on large data
+PRE_ENCODE_BYTES = 1 << 30  # encode everything once when it fits, else per batch
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto``: CUDA when present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but no CUDA device is available")
+    return dev
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    model: RealDataLSTMPredictor
+    encoder: FeatureEncoder
+    split: Split
+    metrics: dict[str, Any]
+    history: dict[str, list[float]] = field(default_factory=dict)
+    out: Path | None = None
+
+
+class _Encoded:
+    """Encoded inputs for a set of rows: precomputed when small, per batch otherwise."""
+
+    def __init__(self, ds: Dataset, idx: np.ndarray, enc: FeatureEncoder):
+        self.ds, self.idx, self.enc = ds, idx, enc
+        size = len(idx) * ds.x.shape[1] * enc.output_size * 4
+        self.pre = enc.transform(ds.x[idx]) if size <= PRE_ENCODE_BYTES else None
+
+    def batch(self, pos: np.ndarray) -> np.ndarray:
+        if self.pre is not None:
+            return self.pre[pos]
+        return self.enc.transform(self.ds.x[self.idx[pos]])
+
+
+def _evaluate(model: nn.Module, data: _Encoded, y: np.ndarray, device: torch.device, loss_fn: nn.Module,
+              batch: int) -> tuple[float, np.ndarray]:
+    model.eval()
+    preds, loss, n = [], 0.0, 0
+    with torch.inference_mode():
+        for pos in iter_batches(len(y), max(batch, 1024), None):
+            xb = torch.from_numpy(data.batch(pos)).to(device)
+            yb = torch.from_numpy(y[pos]).to(device)
+            logits = model(xb)
+            loss += float(loss_fn(logits, yb)) * len(pos)
+            n += len(pos)
+            preds.append(logits.argmax(1).cpu().numpy())
+    return loss / max(n, 1), (np.concatenate(preds) if preds else np.zeros(0, np.int64))
+
+
+def train(ds: Dataset, cfg: Config, out: Path | None = None, *, progress: bool = True,
+          name: str = "ids-lstm", version: str = "1") -> TrainResult:
+    """Train on ``ds`` with ``cfg.lstm``; evaluate on the held-out split; write the model
+    directory and report to ``out`` when given."""
+    tc, fc = cfg.lstm.train, cfg.lstm.features
+    seed_everything(tc.seed)
+    device = pick_device(tc.device)
+    split = make_split(ds.y, ds.groups, ds.order, tc.split, tc.test_fraction, tc.val_fraction, tc.seed)
+    if len(split.train) == 0 or len(split.test) == 0:
+        raise ValueError("the split left no training or no test data; give more data")
+    rng = np.random.default_rng(tc.seed)
+    fit_rows = ds.x[split.train].reshape(-1, ds.x.shape[2])
+    if len(fit_rows) > ENCODER_FIT_ROWS:
+        fit_rows = fit_rows[rng.choice(len(fit_rows), ENCODER_FIT_ROWS, replace=False)]
+    enc = FeatureEncoder(ds.columns, fc.method, fc.bins).fit(fit_rows)
+    mcfg = cfg.lstm.model.model_copy(update={"input_size": enc.output_size, "num_classes": len(ds.classes)})
+    model = RealDataLSTMPredictor(mcfg).to(device)
+
+    counts = np.bincount(ds.y[split.train], minlength=len(ds.classes)).astype(np.float64)
+    weights = None
+    if tc.class_weights:
+        w = np.where(counts > 0, counts.sum() / (len(ds.classes) * np.maximum(counts, 1)), 0.0)
+        weights = torch.tensor(w, dtype=torch.float32, device=device)
+    loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=tc.label_smoothing)
+    eval_loss = nn.CrossEntropyLoss(weight=weights)
+    opt = torch.optim.Adam(model.parameters(), lr=tc.learning_rate, weight_decay=tc.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=tc.epochs)
+
+    tr = _Encoded(ds, split.train, enc)
+    va = _Encoded(ds, split.val, enc) if len(split.val) else tr
+    y_tr = ds.y[split.train]
+    y_va = ds.y[split.val] if len(split.val) else y_tr
+    history: dict[str, list[float]] = {"train_loss": [], "train_accuracy": [], "val_loss": [], "val_accuracy": [],
+                                       "val_macro_f1": []}
+    best_f1, best_state, best_epoch, stale = -1.0, None, 0, 0
+    # Weight averaging over the last epochs of the cosine schedule (SWA): the averaged
+    # network is kept when it beats the best single epoch on validation.
+    swa_start = int(tc.epochs * (1.0 - tc.swa_fraction)) if tc.swa_fraction > 0 else tc.epochs
+    swa = torch.optim.swa_utils.AveragedModel(model) if swa_start < tc.epochs else None
+    swa_n = 0
+    mlflow = _start_mlflow(tc.mlflow, cfg, ds)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=tc.epochs, desc="training", unit="epoch", file=sys.stderr, leave=False,
+                   disable=not sys.stderr.isatty())
+    t0 = time.time()
+    for epoch in range(tc.epochs):
+        model.train()
+        tot, correct, seen = 0.0, 0, 0
+        for pos in iter_batches(len(y_tr), tc.batch_size, rng):
+            xb = torch.from_numpy(tr.batch(pos)).to(device, non_blocking=True)
+            yb = torch.from_numpy(y_tr[pos]).to(device, non_blocking=True)
+            opt.zero_grad(set_to_none=True)
+            logits = model(xb)
+            loss = loss_fn(logits, yb)
+            loss.backward()
+            opt.step()
+            tot += float(loss.detach()) * len(pos)
+            correct += int((logits.argmax(1) == yb).sum())
+            seen += len(pos)
+        sched.step()
+        if swa is not None and epoch >= swa_start:
+            swa.update_parameters(model)
+            swa_n += 1
+        vloss, vpred = _evaluate(model, va, y_va, device, eval_loss, tc.batch_size)
+        vm = classification_metrics(y_va, vpred, ds.classes)
+        history["train_loss"].append(tot / max(seen, 1))
+        history["train_accuracy"].append(correct / max(seen, 1))
+        history["val_loss"].append(vloss)
+        history["val_accuracy"].append(vm["accuracy"])
+        history["val_macro_f1"].append(vm["macro_f1"])
+        if mlflow is not None:
+            mlflow.log_metrics({k: v[-1] for k, v in history.items()}, step=epoch)
+        if vm["macro_f1"] > best_f1:
+            best_f1, best_epoch, stale = vm["macro_f1"], epoch + 1, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            stale += 1
+        if bar is not None:
+            bar.set_postfix(loss=f"{history['train_loss'][-1]:.3f}", val_f1=f"{vm['macro_f1']:.3f}")
+            bar.update(1)
+        if stale >= tc.patience and (swa is None or epoch < swa_start):
+            break  # no early stop once averaging has begun: the average needs its epochs
+    if bar is not None:
+        bar.close()
+    assert best_state is not None
+    chosen = f"epoch {best_epoch}"
+    if swa is not None and swa_n:
+        _, spred = _evaluate(swa.module, va, y_va, device, eval_loss, tc.batch_size)
+        swa_f1 = classification_metrics(y_va, spred, ds.classes)["macro_f1"]
+        if swa_f1 >= best_f1:
+            best_state = {k: v.detach().clone() for k, v in swa.module.state_dict().items()}
+            best_f1, chosen = swa_f1, f"average of the last {swa_n} epochs"
+    model.load_state_dict(best_state)
+
+    te = _Encoded(ds, split.test, enc)
+    _, tpred = _evaluate(model, te, ds.y[split.test], device, eval_loss, tc.batch_size)
+    metrics = classification_metrics(ds.y[split.test], tpred, ds.classes)
+    metrics["split"] = split.describe()
+    metrics["evaluated_on"] = "held-out test part of the split"
+    training = {"epochs_run": len(history["train_loss"]), "best_epoch": best_epoch, "weights": chosen,
+                "best_val_macro_f1": best_f1, "seconds": round(time.time() - t0, 1), "device": str(device),
+                **tc.model_dump()}
+    metrics["training"] = training
+    result = TrainResult(model=model, encoder=enc, split=split, metrics=metrics, history=history, out=out)
+    if out is not None:
+        write_model(result, ds, cfg, out, name=name, version=version)
+        if mlflow is not None:
+            mlflow.log_metrics({"test_macro_f1": metrics["macro_f1"], "test_accuracy": metrics["accuracy"]})
+            mlflow.log_artifacts(str(out))
+    if mlflow is not None:
+        mlflow.end_run()
+    return result
+
+
+def _families(classes: list[str]) -> dict[str, str]:
+    out = {}
+    for c in classes:
+        canon = canonical_class(c)
+        out[c] = FAMILY_OF.get(canon, c) if canon else c
+    return out
+
+
+def write_model(result: TrainResult, ds: Dataset, cfg: Config, out: Path, *, name: str, version: str) -> None:
+    """The model directory: weights, metadata, metrics.json and the PNGs."""
+    out.mkdir(parents=True, exist_ok=True)
+    data = {**ds.summary, "columns": ds.columns, "leaking_included": cfg.lstm.features.include_leaking,
+            "classes": ds.classes}
+    save_model(out, result.model, result.encoder, ds.classes, families=_families(ds.classes),
+               window=cfg.meter.window, seq_len=ds.x.shape[1], label_scheme=ds.summary.get("label_scheme", "34"),
+               name=name, version=version, data=data,
+               metrics={k: result.metrics[k] for k in ("accuracy", "macro_f1", "weighted_f1", "split")},
+               training=result.metrics.get("training"))
+    write_json(out / "metrics.json", result.metrics)
+    write_json(out / "history.json", result.history)
+    plot_confusion(out / "confusion_matrix.png", result.metrics, f"{name}: held-out {result.split.method} split")
+    plot_curves(out / "training_curves.png", result.history)
+
+
+def evaluate(loaded: LoadedModel, ds: Dataset, device: str = "auto", batch: int = 4096) -> dict[str, Any]:
+    """Metrics of a trained model on every sequence of ``ds`` (classes mapped by name)."""
+    classes = loaded.classes
+    unknown = sorted(set(ds.classes) - set(classes))
+    if unknown:
+        raise ValueError(f"the data has classes the model does not know: {', '.join(unknown)}")
+    remap = np.array([classes.index(c) for c in ds.classes])
+    y = remap[ds.y]
+    dev = pick_device(device)
+    model = loaded.model.to(dev)
+    model.eval()
+    preds = []
+    with torch.inference_mode():
+        for pos in iter_batches(len(y), batch, None):
+            xb = torch.from_numpy(loaded.encoder.transform(ds.x[pos])).to(dev)
+            preds.append(model(xb).argmax(1).cpu().numpy())
+    m = classification_metrics(y, np.concatenate(preds), classes)
+    m["evaluated_on"] = "every sequence of the given data"
+    return m
+
+
+def _start_mlflow(asked: bool, cfg: Config, ds: Dataset):
+    if not asked:
+        return None
+    try:
+        import mlflow  # type: ignore[import-not-found]
+    except ImportError:
+        print("ids-trainer: warning: MLflow logging asked for but mlflow is not installed; continuing without",
+              file=sys.stderr)
+        return None
+    mlflow.start_run(run_name="ids-lstm")
+    mlflow.log_params({**{f"model.{k}": v for k, v in cfg.lstm.model.model_dump().items()},
+                       **{f"train.{k}": v for k, v in cfg.lstm.train.model_dump().items()},
+                       "features.method": cfg.lstm.features.method, "features.bins": cfg.lstm.features.bins,
+                       "classes": len(ds.classes), "sequences": len(ds.y)})
+    return mlflow
