@@ -19,7 +19,9 @@ TRAINER = str(Path(sys.executable).parent / "ids-trainer")
 def test_repository_config_documents_exactly_the_defaults() -> None:
     assert load_config(ROOT / "config.yml") == Config()
     text = (ROOT / "config.yml").read_text()
-    for section, model in (("capture", Config().capture), ("meter", Config().meter)):
+    c = Config()
+    for section, model in (("capture", c.capture), ("meter", c.meter), ("lstm.model", c.lstm.model),
+                           ("lstm.features", c.lstm.features), ("lstm.train", c.lstm.train)):
         for key in type(model).model_fields:
             assert f"  {key}:" in text, f"{section}.{key} is not documented in config.yml"
 
