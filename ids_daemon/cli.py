@@ -232,6 +232,106 @@ def features(
         raise typer.Exit(1)
 
 
+def _make_sinks(cfg: Config, sinks: list[str], output: Optional[str]) -> list[Any]:
+    from .sinks.jsonl import JsonlSink
+
+    names = sinks or ["jsonl"]
+    out: list[Any] = []
+    for name in names:
+        if name == "jsonl":
+            out.append(JsonlSink(output))
+        elif name == "kafka":
+            k = cfg.kafka
+            if not k.bootstrap:
+                raise IdsError("--sink kafka needs --kafka-bootstrap HOST:PORT (or kafka.bootstrap in the config)")
+            from .sinks.kafka import KafkaSink
+
+            out.append(KafkaSink(k.bootstrap, k.topic, spool_dir=k.spool_dir, spool_max_bytes=k.spool_max_mb << 20,
+                                 acks=k.acks, compression=k.compression, linger_ms=k.linger_ms,
+                                 batch_bytes=k.batch_bytes, retry_interval_s=k.retry_interval_s))
+        else:
+            raise IdsError(f"unknown sink {name!r} (jsonl or kafka)")
+    if output and "jsonl" not in names:
+        raise IdsError("-o names the JSON-lines file: add --sink jsonl")
+    return out
+
+
+def _run_pipeline(cfg: Config, read: Optional[str], interface: Optional[str], model: Optional[str],
+                  sinks: list[str], output: Optional[str], speed: Optional[float]) -> None:
+    from .inference.worker import InferenceWorker
+    from .pipeline import Pipeline
+
+    worker = InferenceWorker(model or cfg.inference.model, cfg.inference.device, cfg.inference.half,
+                             cfg.inference.top_k, cfg.sensor)
+    sink_objs = _make_sinks(cfg, sinks, output)
+    if read is not None and speed:
+        # pacing needs finer batches than the reader's default
+        cfg = cfg.model_copy(update={"capture": cfg.capture.model_copy(update={"batch_size": 2048})})
+    source, live = _open_source(cfg, read, interface)
+    status = sys.stderr.isatty()
+    pipe = Pipeline(cfg, source, live, sink_objs, worker, speed=speed, status=status)
+    pipe.install_signal_handlers()
+    try:
+        st = pipe.run()
+    finally:
+        source.close()
+    c = pipe.meter.counters
+    print(f"{st.frames} frames, {c.packets} metered, {st.windows} windows, {st.predictions} predictions "
+          f"in {st.batches} batches (mean {st.mean_batch:.0f}), {st.dropped_sequences} sequences dropped, "
+          f"{st.seconds:.2f} s ({st.frames / max(st.seconds, 1e-9):,.0f} packets/s)", file=sys.stderr)
+    for s in sink_objs:
+        ss = s.stats
+        if ss.spooled or ss.dropped or ss.failed:
+            _warn(f"{s.name}: {ss.delivered} delivered, {ss.spooled} spooled, {ss.dropped} dropped")
+    _report_problems(pipe.meter)
+    if st.error:
+        _err(st.error)
+        raise typer.Exit(1)
+
+
+_SINK_HELP = "jsonl (default) or kafka; repeat for several"
+
+
+@app.command()
+def replay(
+    read: str = typer.Option(..., "-r", "--read", help="pcap/pcapng file, - for stdin"),
+    model: Optional[str] = typer.Option(None, "--model", help="model directory (default: the bundled model)"),
+    fast: bool = typer.Option(False, "--fast", help="as fast as possible (the default)"),
+    speed: Optional[float] = typer.Option(None, "--speed", help="pace by packet time, X times real time"),
+    sink: list[str] = typer.Option(None, "--sink", help=_SINK_HELP),
+    output: Optional[str] = typer.Option(None, "-o", "--output", help="JSON-lines file (default: stdout)"),
+    kafka_bootstrap: Optional[str] = typer.Option(None, "--kafka-bootstrap", help="HOST:PORT of the Kafka cluster"),
+    topic: Optional[str] = typer.Option(None, "--topic", help="Kafka topic for predictions"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="config.yml"),
+) -> None:
+    """Classify a capture file: every window's sequence through the model, predictions to the sinks."""
+    if fast and speed:
+        raise IdsError("--fast and --speed exclude each other")
+    if speed is not None and speed <= 0:
+        raise IdsError("--speed must be positive")
+    cfg = load_config(config, {"kafka.bootstrap": kafka_bootstrap, "kafka.topic": topic, "inference.device": device})
+    _run_pipeline(cfg, read, None, model, sink, output, speed)
+
+
+@app.command()
+def run(
+    interface: str = typer.Option(..., "-i", "--interface", help="capture on this interface"),
+    bpf: Optional[str] = typer.Option(None, "--filter", "-f", help="capture filter (tcpdump syntax)"),
+    model: Optional[str] = typer.Option(None, "--model", help="model directory (default: the bundled model)"),
+    sink: list[str] = typer.Option(None, "--sink", help=_SINK_HELP),
+    output: Optional[str] = typer.Option(None, "-o", "--output", help="JSON-lines file (default: stdout)"),
+    kafka_bootstrap: Optional[str] = typer.Option(None, "--kafka-bootstrap", help="HOST:PORT of the Kafka cluster"),
+    topic: Optional[str] = typer.Option(None, "--topic", help="Kafka topic for predictions"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="config.yml"),
+) -> None:
+    """Classify live traffic on an interface until SIGINT/SIGTERM (SIGHUP reloads the model)."""
+    cfg = load_config(config, {"capture.filter": bpf, "capture.interface": interface, "kafka.bootstrap": kafka_bootstrap,
+                               "kafka.topic": topic, "inference.device": device})
+    _run_pipeline(cfg, None, interface, model, sink, output, None)
+
+
 @app.command()
 def demo(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="config.yml"),

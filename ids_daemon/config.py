@@ -99,8 +99,38 @@ class LSTMSection(_Section):
     train: TrainConfig = TrainConfig()
 
 
+class InferenceConfig(_Section):
+    """The inference worker."""
+
+    model: str | None = Field(None, description="model directory (default: the bundled model)")
+    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N")
+    max_batch: int = Field(256, ge=1, le=1 << 16, description="sequences per micro-batch")
+    max_wait_ms: float = Field(20.0, ge=0, description="a batch runs when full or when its oldest sequence waited this long")
+    half: bool = Field(False, description="half precision on CUDA")
+    top_k: int = Field(3, ge=1, le=50, description="class probabilities in each prediction")
+    queue_batches: int = Field(64, ge=1, description="bound of each queue between stages (in batches)")
+
+
+class KafkaConfig(_Section):
+    """The Kafka sink."""
+
+    bootstrap: str | None = Field(None, description="host:port[,host:port] (--kafka-bootstrap)")
+    topic: str = Field("ids.predictions", description="topic for predictions (--topic)")
+    acks: str = Field("all", description="all, 1 or 0")
+    compression: Literal["gzip", "none", "snappy", "lz4", "zstd"] = Field("gzip", description="record batch compression")
+    linger_ms: int = Field(20, ge=0, description="wait this long to fill a batch")
+    batch_bytes: int = Field(262144, ge=1024, description="record batch size")
+    spool_dir: str = Field("ids-spool", description="on-disk spool while the broker is away")
+    spool_max_mb: int = Field(256, ge=1, description="spool bound; beyond it the oldest predictions are dropped (counted)")
+    retry_interval_s: float = Field(2.0, gt=0, description="how often to try an unreachable broker again")
+
+
 class Config(_Section):
     """The whole daemon configuration."""
+
+    sensor: str | None = Field(None, description="name of this sensor in every prediction (default: host name)")
+    inference: InferenceConfig = InferenceConfig()
+    kafka: KafkaConfig = KafkaConfig()
 
     capture: CaptureConfig = CaptureConfig()
     meter: MeterConfig = MeterConfig()

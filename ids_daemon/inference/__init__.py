@@ -1,0 +1,1 @@
+"""The inference worker and the risk score."""

@@ -1,0 +1,113 @@
+"""The inference worker: a model on its device for the daemon's lifetime, sequences in
+micro-batches, predictions out."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..features.ciciot import INDEX
+from ..model.artifacts import LoadedModel, ModelError, load_model
+from ..model.classes import family_of
+from ..sequence import SequenceBatch
+from ..sinks.base import EncodedBatch
+from .risk import family_weights
+
+log = logging.getLogger("ids_daemon.inference")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto``: CUDA when present, else the CPU; a CUDA device that is not there is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"device {name!r}: no CUDA device is available")
+    return dev
+
+
+class InferenceWorker:
+    """Runs a model directory (default: the bundled model) on sequences."""
+
+    def __init__(self, model_dir: str | os.PathLike | None = None, device: str = "auto", half: bool = False,
+                 top_k: int = 3, sensor: str | None = None):
+        self.model_dir = Path(model_dir) if model_dir else None
+        self.device = resolve_device(device)
+        self.half = bool(half) and self.device.type == "cuda"
+        self.top_k = int(top_k)
+        self.sensor = sensor or socket.gethostname()
+        self.id_prefix = f"{self.sensor}-{int(time.time() * 1000):x}"
+        self.next_id = 0
+        self.batches = 0
+        self.sequences = 0
+        self.reloads = 0
+        self.loaded: LoadedModel = self._load(self.model_dir)
+        self.install(self.loaded)
+
+    def _load(self, path: Path | None) -> LoadedModel:
+        loaded = load_model(path, self.device)
+        if self.half:
+            loaded.model.half()
+        return loaded
+
+    def install(self, loaded: LoadedModel) -> None:
+        """Switch to an already loaded model."""
+        self.loaded = loaded
+        self.classes = loaded.classes
+        fams = loaded.families
+        self.families = [fams.get(c) or family_of(c) or c for c in self.classes]
+        self.weights = family_weights(self.families)
+        self.columns = np.array([INDEX[c] for c in loaded.columns], dtype=np.int64)
+        self.model_info = {"name": str(loaded.meta.get("name", "")), "version": str(loaded.meta.get("version", ""))}
+
+    @property
+    def seq_len(self) -> int:
+        return self.loaded.seq_len
+
+    @property
+    def window(self) -> int:
+        return self.loaded.window
+
+    def reload(self, path: str | os.PathLike | None = None) -> bool:
+        """Load the model directory again (or another); keeps the old model on failure."""
+        target = Path(path) if path else self.model_dir
+        try:
+            loaded = self._load(target)
+        except ModelError as e:
+            log.error("model reload failed, keeping %s: %s", self.model_info, e)
+            return False
+        self.install(loaded)
+        self.reloads += 1
+        log.info("model reloaded: %s %s from %s", self.model_info["name"], self.model_info["version"], loaded.path)
+        return True
+
+    def probabilities(self, seq: SequenceBatch) -> np.ndarray:
+        """Class probabilities for a batch of sequences (raw feature values)."""
+        x = self.loaded.encoder.transform(seq.x)
+        t = torch.from_numpy(x)
+        if self.device.type == "cuda":
+            t = t.pin_memory().to(self.device, non_blocking=True)
+        if self.half:
+            t = t.half()
+        with torch.inference_mode():
+            p = torch.softmax(self.loaded.model(t).float(), dim=1)
+        self.batches += 1
+        self.sequences += len(seq)
+        return p.cpu().numpy()
+
+    def predict(self, seq: SequenceBatch) -> EncodedBatch:
+        """Predictions (schema v1, encoded) for a batch of sequences."""
+        from ..schema import encode_predictions
+
+        probs = self.probabilities(seq)
+        out = encode_predictions(seq, probs, classes=self.classes, families=self.families, weights=self.weights,
+                                 model=self.model_info, sensor=self.sensor, id_prefix=self.id_prefix,
+                                 first_id=self.next_id, top_k=self.top_k, now=time.time())
+        self.next_id += len(seq)
+        return out

@@ -1,0 +1,85 @@
+"""Prediction schema v1: building and encoding predictions (orjson), and the JSON Schema.
+
+The schema file ships with the package (``data/prediction.v1.schema.json``) so that
+subscribers can validate what they receive.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import orjson
+
+from .capture.batch import ipv4_to_str
+from .features.window import KIND_FLOW, KIND_POOL, REASON_NAMES, proto_name
+from .sinks.base import EncodedBatch
+
+SCHEMA_ID = "ids.prediction.v1"
+_KIND_NAMES = {KIND_FLOW: "flow", KIND_POOL: "pool"}
+
+
+@lru_cache(maxsize=1)
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of prediction v1."""
+    text = (resources.files("ids_daemon") / "data" / "prediction.v1.schema.json").read_text()
+    return json.loads(text)
+
+
+def encode_predictions(seq: Any, probs: np.ndarray, *, classes: list[str], families: list[str],
+                       weights: np.ndarray, model: dict[str, str], sensor: str, id_prefix: str, first_id: int,
+                       top_k: int, now: float) -> EncodedBatch:
+    """One JSON object per sequence of ``seq`` (a SequenceBatch) and its probabilities."""
+    from .inference.risk import SEVERITIES, risk_scores, severity_index
+
+    w = seq.windows
+    n = len(w)
+    pred, conf, risk = risk_scores(probs, weights)
+    sev = severity_index(risk)
+    k = min(top_k, probs.shape[1])
+    top = np.argsort(-probs, axis=1)[:, :k]
+    keys = w.key_strings()
+    flow = w.kind == KIND_FLOW
+    src = ipv4_to_str(w.src).tolist()
+    dst = ipv4_to_str(np.where(flow, w.dst, w.host)).tolist()
+    protos = [proto_name(p) for p in w.proto.tolist()]
+    kinds = [_KIND_NAMES.get(int(x), "capture") for x in w.kind.tolist()]
+    flow_l = flow.tolist()
+    sport, dport = w.sport.tolist(), w.dport.tolist()
+    first, last, packets = w.first_ts.tolist(), w.last_ts.tolist(), w.packets.tolist()
+    reasons = w.reason.tolist()
+    hist = seq.lengths.tolist()
+    pred_l, conf_l, risk_l, sev_l = pred.tolist(), conf.tolist(), risk.tolist(), sev.tolist()
+    top_l = top.tolist()
+    tp = np.take_along_axis(probs, top, axis=1).tolist()
+    benign = (weights == 0.0).tolist()
+    values: list[bytes] = []
+    kb: list[bytes] = []
+    for i in range(n):  # one message per prediction; the model ran on the whole batch
+        c = pred_l[i]
+        fl = flow_l[i]
+        msg = {
+            "schema": SCHEMA_ID,
+            "id": f"{id_prefix}-{first_id + i}",
+            "time": now,
+            "sensor": sensor,
+            "predicted_attack": classes[c],
+            "family": families[c],
+            "is_attack": not benign[c],
+            "confidence": conf_l[i],
+            "risk_score": risk_l[i],
+            "severity": SEVERITIES[sev_l[i]],
+            "probabilities": [{"class": classes[j], "p": p} for j, p in zip(top_l[i], tp[i])],
+            "flow": {"key": keys[i], "kind": kinds[i], "protocol": protos[i],
+                     "src_ip": src[i] if fl else None, "src_port": sport[i] if fl else None,
+                     "dst_ip": dst[i], "dst_port": dport[i] if fl else None},
+            "window": {"first_ts": first[i], "last_ts": last[i], "packets": packets[i],
+                       "close_reason": REASON_NAMES[reasons[i]], "history": hist[i]},
+            "model": model,
+        }
+        values.append(orjson.dumps(msg))
+        kb.append(keys[i].encode())
+    return EncodedBatch(keys=kb, values=values, schema=SCHEMA_ID)
