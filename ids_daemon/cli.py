@@ -261,16 +261,32 @@ def _run_pipeline(cfg: Config, read: Optional[str], interface: Optional[str], mo
     from .inference.worker import InferenceWorker
     from .pipeline import Pipeline
 
+    import logging
+
+    logging.basicConfig(level=cfg.log_level.upper(), stream=sys.stderr,
+                        format="ids-daemon: %(levelname)s: %(message)s")
+    # Signals that arrive while the model loads are kept and acted on once it runs.
+    early = {"stop": False, "reload": False}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: early.update(stop=True))
+    signal.signal(signal.SIGHUP, lambda *_: early.update(reload=True))
     worker = InferenceWorker(model or cfg.inference.model, cfg.inference.device, cfg.inference.half,
                              cfg.inference.top_k, cfg.sensor)
     sink_objs = _make_sinks(cfg, sinks, output)
     if read is not None and speed:
         # pacing needs finer batches than the reader's default
-        cfg = cfg.model_copy(update={"capture": cfg.capture.model_copy(update={"batch_size": 2048})})
+        cfg = cfg.model_copy(update={"capture": cfg.capture.model_copy(update={"batch_size": 256})})
     source, live = _open_source(cfg, read, interface)
     status = sys.stderr.isatty()
     pipe = Pipeline(cfg, source, live, sink_objs, worker, speed=speed, status=status)
     pipe.install_signal_handlers()
+    if early["stop"]:
+        pipe.request_stop()
+    if early["reload"]:
+        pipe.request_reload()
+    what = f"{interface} (live)" if live else str(read)
+    print(f"ids-daemon: classifying {what} with {worker.model_info['name']} {worker.model_info['version']} "
+          f"on {worker.device}", file=sys.stderr, flush=True)
     try:
         st = pipe.run()
     finally:

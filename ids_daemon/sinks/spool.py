@@ -117,10 +117,6 @@ class DiskSpool:
         for seg in segs:
             if fixed and seg.first_seq != fixed[-1].first_seq + fixed[-1].count:
                 new_first = fixed[-1].first_seq + fixed[-1].count
-                if seg.first_seq < new_first:  # overlapping numbering: cannot trust it
-                    new_path = seg.path
-                else:
-                    new_path = seg.path
                 new_path = self.directory / f"{new_first:020d}{_SEG_SUFFIX}"
                 os.replace(seg.path, new_path)
                 seg = _Segment(new_first, new_path, seg.count, seg.size)
@@ -249,8 +245,6 @@ class DiskSpool:
                     total -= sizes[start]
                     start += 1
                 dropped += start
-                # records dropped before they were written still consume sequence
-                # numbers? No: they never existed in the spool, only the count knows them.
             else:
                 excess = self._live_bytes + total - self.max_bytes
                 if excess > 0:
@@ -289,10 +283,9 @@ class DiskSpool:
         if self._wfile is not None:
             self._wfile.close()
             self._wfile = None
-        if self._segments and self._segments[-1].size < self.segment_bytes and self._wfile is None:
-            # reopen the existing last segment (after a restart) if it has room
-            seg = self._segments[-1]
-            self._wfile = open(seg.path, "ab")
+        elif self._segments and self._segments[-1].size < self.segment_bytes:
+            # first append after opening a directory: continue its last segment
+            self._wfile = open(self._segments[-1].path, "ab")
             return
         path = self.directory / f"{self._tail_seq:020d}{_SEG_SUFFIX}"
         f = open(path, "wb")
@@ -368,43 +361,40 @@ class DiskSpool:
                     break
                 if idx > 0:
                     off = len(MAGIC)
-                f = self._reader(seg)
-                f.seek(off)
                 end_seq = seg.first_seq + seg.count
-                while seq < end_seq and len(out) < n:
-                    hdr = f.read(HEADER_BYTES)
-                    klen, vlen, _ = _HDR.unpack(hdr)
-                    body = f.read(klen + vlen)
-                    out.append((body[:klen], body[klen:]))
-                    seq += 1
+                if idx == 0:
+                    seq = self._read_into(self._head_reader(), off, seq, end_seq, n, out)
+                else:
+                    with open(seg.path, "rb") as f:
+                        seq = self._read_into(f, off, seq, end_seq, n, out)
             return start, out
+
+    @staticmethod
+    def _read_into(f, off: int, seq: int, end_seq: int, n: int, out: list) -> int:
+        f.seek(off)
+        while seq < end_seq and len(out) < n:
+            klen, vlen, _ = _HDR.unpack(f.read(HEADER_BYTES))
+            body = f.read(klen + vlen)
+            out.append((body[:klen], body[klen:]))
+            seq += 1
+        return seq
 
     def peek(self, n: int) -> list[tuple[bytes, bytes]]:
         return self.peek_seq(n)[1]
 
-    def _reader(self, seg: _Segment):
-        if self._rfile is not None and self._rfile_seq == seg.first_seq:
-            return self._rfile
-        if seg is self._segments[0]:
+    def _head_reader(self):
+        seg = self._segments[0]
+        if self._rfile is None or self._rfile_seq != seg.first_seq:
             if self._rfile is not None:
                 self._rfile.close()
             self._rfile = open(seg.path, "rb")
             self._rfile_seq = seg.first_seq
-            return self._rfile
-        # a later segment (a peek spanning segments): a short-lived handle
-        f = open(seg.path, "rb")
-        self._extra_readers.append(f)
-        return f
-
-    _extra_readers: list = []
+        return self._rfile
 
     def commit(self, upto_seq: int) -> int:
         """Consume every record with a sequence number below ``upto_seq``; returns how
         many were consumed now (records already dropped for space are not counted)."""
         with self._lock:
-            for f in self._extra_readers:
-                f.close()
-            self._extra_readers = []
             upto = min(upto_seq, self._tail_seq)
             consumed = 0
             while self._head_seq < upto and self._segments:
@@ -417,7 +407,7 @@ class DiskSpool:
                     consumed += n
                     self._discard_head_segment()
                     continue
-                f = self._reader(seg)
+                f = self._head_reader()
                 f.seek(self._head_off)
                 while self._head_seq < upto:
                     klen, vlen, _ = _HDR.unpack(f.read(HEADER_BYTES))
@@ -446,9 +436,6 @@ class DiskSpool:
 
     def close(self) -> None:
         with self._lock:
-            for f in self._extra_readers:
-                f.close()
-            self._extra_readers = []
             if self._wfile is not None:
                 self._wfile.close()
                 self._wfile = None

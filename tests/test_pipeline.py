@@ -1,0 +1,180 @@
+"""The daemon end to end with the JSON-lines sink: replay, schema, signals, live capture."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+
+from ids_daemon.capture.pcap import PcapSource
+from ids_daemon.config import MeterConfig
+from ids_daemon.features.meter import Meter
+from ids_daemon.model.artifacts import load_model
+from ids_daemon.schema import json_schema
+from ids_daemon.sequence import SequenceBuffer
+from ids_daemon.features.window import WindowBatch, REASON_IDLE, REASON_FULL
+from trainer.synth import generate_corpus
+
+EXE = str(Path(sys.executable).parent / "ids-daemon")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("corpus")
+    manifest = generate_corpus(d, seed=11, packets=12000,
+                               classes=["BenignTraffic", "DDoS-SYN_Flood", "DDoS-ICMP_Flood", "Recon-PortScan"])
+    files = json.loads(manifest.read_text())["files"]
+    out = {}
+    for f in files:
+        out.setdefault(f["label"], d / f["path"])
+    return out
+
+
+def windows_of(path: Path) -> int:
+    m = Meter(MeterConfig(window=load_model().window, prealloc=False))
+    n = 0
+    with PcapSource(path) as src:
+        while (b := src.next_batch()) is not None:
+            n += len(m.process(b).windows)
+    return n + len(m.flush().windows)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+def test_replay_gives_one_valid_prediction_per_window(corpus: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "p.jsonl"
+    pcap = corpus["DDoS-SYN_Flood"]
+    p = subprocess.run([EXE, "replay", "-r", str(pcap), "-o", str(out)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    preds = read_jsonl(out)
+    assert len(preds) == windows_of(pcap) > 50
+    schema = json_schema()
+    for m in preds:
+        jsonschema.validate(m, schema)
+    assert len({m["id"] for m in preds}) == len(preds)
+    # the flood is flagged: most of its windows are predicted as an attack, of the DDoS/DoS families
+    attacks = [m for m in preds if m["is_attack"]]
+    assert len(attacks) / len(preds) > 0.8
+    assert {m["family"] for m in attacks} & {"DDoS", "DoS"}
+    assert all(m["risk_score"] > 0 for m in attacks)
+
+
+def test_benign_capture_is_mostly_benign(corpus: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "b.jsonl"
+    p = subprocess.run([EXE, "replay", "-r", str(corpus["BenignTraffic"]), "-o", str(out)], capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    preds = read_jsonl(out)
+    fp = sum(m["is_attack"] for m in preds) / len(preds)
+    assert fp < 0.3, fp
+
+
+def test_stdout_sink_and_bad_arguments(corpus: dict[str, Path]) -> None:
+    p = subprocess.run([EXE, "replay", "-r", str(corpus["DDoS-ICMP_Flood"])], capture_output=True, timeout=120)
+    assert p.returncode == 0
+    lines = p.stdout.splitlines()
+    assert lines and all(json.loads(x)["schema"] == "ids.prediction.v1" for x in lines)
+    p = subprocess.run([EXE, "replay", "-r", str(corpus["DDoS-ICMP_Flood"]), "--sink", "kafka"], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 1 and "--kafka-bootstrap" in p.stderr and "Traceback" not in p.stderr
+    p = subprocess.run([EXE, "replay", "-r", str(corpus["DDoS-ICMP_Flood"]), "--model", "/nonexistent"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and "no such model directory" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_sigterm_classifies_partial_windows_and_exits_0(corpus: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "t.jsonl"
+    pcap = corpus["BenignTraffic"]  # tens of packets per second: paced, it lasts minutes
+    proc = subprocess.Popen([EXE, "replay", "-r", str(pcap), "--speed", "5", "-o", str(out)],
+                            stderr=subprocess.PIPE, text=True)
+    assert "classifying" in proc.stderr.readline()
+    time.sleep(2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    preds = read_jsonl(out)
+    frames = int(err.split(" frames,")[0].split()[-1])
+    windows = int(err.split(" windows,")[0].split()[-1])
+    assert 0 < frames < 30000 and len(preds) == windows
+    # the keys still open at the stop were flushed: their partial windows were classified
+    assert any(m["window"]["close_reason"] == "end" and m["window"]["packets"] < 10 for m in preds)
+
+
+def test_sighup_reloads_the_model_without_losing_a_sequence(corpus: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "h.jsonl"
+    pcap = corpus["BenignTraffic"]
+    proc = subprocess.Popen([EXE, "replay", "-r", str(pcap), "--speed", "5", "-o", str(out)],
+                            stderr=subprocess.PIPE, text=True)
+    assert "classifying" in proc.stderr.readline()
+    time.sleep(1)
+    proc.send_signal(signal.SIGHUP)
+    time.sleep(2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "model reloaded" in err
+    windows = int(err.split(" windows,")[0].split()[-1])
+    assert len(read_jsonl(out)) == windows
+
+
+def test_sequence_buffer_matches_the_training_rule() -> None:
+    """Serving builds the same sequences as training (last T windows, first repeated)."""
+    from ids_daemon.model.sequences import last_t_index
+
+    rng = np.random.default_rng(0)
+    n = 200
+    wb = WindowBatch.empty(n)
+    wb.features[:] = rng.normal(size=(n, 46))
+    wb.key[:] = rng.integers(0, 7, n).astype(np.uint64)
+    wb.first_ts[:] = np.arange(n)
+    wb.reason[:] = REASON_FULL
+    cols = np.arange(5)
+    buf = SequenceBuffer(4, cols, 100)
+    got = buf.push(wb.take(slice(0, 120)))
+    got2 = buf.push(wb.take(slice(120, n)))
+    x = np.concatenate([got.x, got2.x])
+    idx = last_t_index(wb.key, wb.first_ts, 4)
+    assert np.allclose(x, wb.features[:, :5][idx].astype(np.float32))
+    # a final window forgets its key
+    wb2 = wb.take(slice(0, 1))
+    wb2.reason[:] = REASON_IDLE
+    before = len(buf)
+    buf.push(wb2)
+    assert len(buf) == before - 1
+
+
+def test_live_run_on_loopback_predicts_what_it_captured(tmp_path: Path) -> None:
+    import random
+
+    from scapy.all import IP, TCP, Ether, sendp
+
+    port = random.randint(30000, 60000)
+    out = tmp_path / "live.jsonl"
+    proc = subprocess.Popen([EXE, "run", "-i", "lo", "--filter", f"tcp and dst port {port}", "-o", str(out)],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert "capturing on lo" in proc.stderr.readline()
+        assert "classifying" in proc.stderr.readline()
+        pkts = [Ether() / IP(src=f"10.99.{i // 250}.{i % 250 + 1}", dst="127.0.0.1") / TCP(sport=1024 + i, dport=port,
+                                                                                             flags="S")
+                for i in range(300)]
+        sendp(pkts, iface="lo", verbose=False)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    preds = read_jsonl(out)
+    # 300 one-packet flows pooled on the target: 300 packets in windows of the model's N
+    assert sum(m["window"]["packets"] for m in preds) == 300
+    assert all(m["flow"]["key"] == "pool tcp 127.0.0.1/32" for m in preds)
