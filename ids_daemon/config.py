@@ -104,7 +104,7 @@ class InferenceConfig(_Section):
 
     model: str | None = Field(None, description="model directory (default: the bundled model)")
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N")
-    max_batch: int = Field(256, ge=1, le=1 << 16, description="sequences per micro-batch")
+    max_batch: int = Field(1024, ge=1, le=1 << 16, description="sequences per micro-batch")
     max_wait_ms: float = Field(20.0, ge=0, description="a batch runs when full or when its oldest sequence waited this long")
     half: bool = Field(False, description="half precision on CUDA")
     top_k: int = Field(3, ge=1, le=50, description="class probabilities in each prediction")

@@ -51,6 +51,7 @@ class PipelineStats:
     batch_sizes: list[int] = field(default_factory=list)
     reloads: int = 0
     seconds: float = 0.0
+    busy: dict[str, float] = field(default_factory=lambda: {"read": 0.0, "meter": 0.0, "model": 0.0, "sinks": 0.0})
     error: str = ""
 
     @property
@@ -176,7 +177,9 @@ class Pipeline:
             if self._reload.is_set():
                 self._reload.clear()
                 self._do_reload()
+            t = time.perf_counter()
             batch = src.next_batch()
+            self.stats.busy["read"] += time.perf_counter() - t
             if batch is None:
                 break
             if len(batch) == 0:
@@ -192,7 +195,9 @@ class Pipeline:
                 if lag > 0:
                     self._stop.wait(lag)
             self.stats.frames += len(batch)
+            t = time.perf_counter()
             self._emit(self.meter.process(batch).windows)
+            self.stats.busy["meter"] += time.perf_counter() - t
             if self.status and time.monotonic() - last_status >= 1.0:
                 last_status = time.monotonic()
                 self._print_status()
@@ -270,7 +275,9 @@ class Pipeline:
         start = 0
         while n - start >= max_batch or (force and start < n):
             part = allseq.take(slice(start, min(start + max_batch, n)))
+            t = time.perf_counter()
             out = self.worker.predict(part)
+            self.stats.busy["model"] += time.perf_counter() - t
             self.stats.batches += 1
             self.stats.batch_sizes.append(len(part))
             self._put(self._q_out, out, block=True)
@@ -284,8 +291,10 @@ class Pipeline:
             if item is _END:
                 break
             assert isinstance(item, EncodedBatch)
+            t = time.perf_counter()
             for s in self.sinks:
                 s.write_batch(item)
+            self.stats.busy["sinks"] += time.perf_counter() - t
             self.stats.predictions += len(item)
 
     # ---- status --------------------------------------------------------------------------------

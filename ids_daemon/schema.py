@@ -29,6 +29,33 @@ def json_schema() -> dict[str, Any]:
     return json.loads(text)
 
 
+_FLOW_CACHE: dict[int, dict[str, Any]] = {}
+_FLOW_CACHE_MAX = 1 << 18
+
+
+def _flows(w: Any) -> list[dict[str, Any]]:
+    """The ``flow`` object of each window, cached by key hash: a key predicts again and
+    again, and its identity (endpoints in initiator order, or the pool's host) is fixed."""
+    hashes = w.key.tolist()
+    missing = [i for i, h in enumerate(hashes) if h not in _FLOW_CACHE]
+    if missing:
+        if len(_FLOW_CACHE) + len(missing) > _FLOW_CACHE_MAX:
+            _FLOW_CACHE.clear()  # bounded: start over rather than grow
+        m = w.take(np.array(missing))
+        keys = m.key_strings().tolist()
+        flow = (m.kind == KIND_FLOW).tolist()
+        src = ipv4_to_str(m.src).tolist()
+        dst = ipv4_to_str(np.where(m.kind == KIND_FLOW, m.dst, m.host)).tolist()
+        for j, i in enumerate(missing):
+            fl = flow[j]
+            _FLOW_CACHE[hashes[i]] = {
+                "key": keys[j], "kind": _KIND_NAMES.get(int(m.kind[j]), "capture"), "protocol": proto_name(m.proto[j]),
+                "src_ip": src[j] if fl else None, "src_port": int(m.sport[j]) if fl else None,
+                "dst_ip": dst[j], "dst_port": int(m.dport[j]) if fl else None,
+            }
+    return [_FLOW_CACHE[h] for h in hashes]
+
+
 def encode_predictions(seq: Any, probs: np.ndarray, *, classes: list[str], families: list[str],
                        weights: np.ndarray, model: dict[str, str], sensor: str, id_prefix: str, first_id: int,
                        top_k: int, now: float) -> EncodedBatch:
@@ -41,14 +68,7 @@ def encode_predictions(seq: Any, probs: np.ndarray, *, classes: list[str], famil
     sev = severity_index(risk)
     k = min(top_k, probs.shape[1])
     top = np.argsort(-probs, axis=1)[:, :k]
-    keys = w.key_strings()
-    flow = w.kind == KIND_FLOW
-    src = ipv4_to_str(w.src).tolist()
-    dst = ipv4_to_str(np.where(flow, w.dst, w.host)).tolist()
-    protos = [proto_name(p) for p in w.proto.tolist()]
-    kinds = [_KIND_NAMES.get(int(x), "capture") for x in w.kind.tolist()]
-    flow_l = flow.tolist()
-    sport, dport = w.sport.tolist(), w.dport.tolist()
+    flows = _flows(w)
     first, last, packets = w.first_ts.tolist(), w.last_ts.tolist(), w.packets.tolist()
     reasons = w.reason.tolist()
     hist = seq.lengths.tolist()
@@ -60,7 +80,7 @@ def encode_predictions(seq: Any, probs: np.ndarray, *, classes: list[str], famil
     kb: list[bytes] = []
     for i in range(n):  # one message per prediction; the model ran on the whole batch
         c = pred_l[i]
-        fl = flow_l[i]
+        flow = flows[i]
         msg = {
             "schema": SCHEMA_ID,
             "id": f"{id_prefix}-{first_id + i}",
@@ -73,13 +93,11 @@ def encode_predictions(seq: Any, probs: np.ndarray, *, classes: list[str], famil
             "risk_score": risk_l[i],
             "severity": SEVERITIES[sev_l[i]],
             "probabilities": [{"class": classes[j], "p": p} for j, p in zip(top_l[i], tp[i])],
-            "flow": {"key": keys[i], "kind": kinds[i], "protocol": protos[i],
-                     "src_ip": src[i] if fl else None, "src_port": sport[i] if fl else None,
-                     "dst_ip": dst[i], "dst_port": dport[i] if fl else None},
+            "flow": flow,
             "window": {"first_ts": first[i], "last_ts": last[i], "packets": packets[i],
                        "close_reason": REASON_NAMES[reasons[i]], "history": hist[i]},
             "model": model,
         }
         values.append(orjson.dumps(msg))
-        kb.append(keys[i].encode())
+        kb.append(flow["key"].encode())
     return EncodedBatch(keys=kb, values=values, schema=SCHEMA_ID)

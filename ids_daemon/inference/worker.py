@@ -15,6 +15,7 @@ import torch
 from ..features.ciciot import INDEX
 from ..model.artifacts import LoadedModel, ModelError, load_model
 from ..model.classes import family_of
+from ..model.encoding import TorchEncoder
 from ..sequence import SequenceBatch
 from ..sinks.base import EncodedBatch
 from .risk import family_weights
@@ -64,6 +65,7 @@ class InferenceWorker:
         self.families = [fams.get(c) or family_of(c) or c for c in self.classes]
         self.weights = family_weights(self.families)
         self.columns = np.array([INDEX[c] for c in loaded.columns], dtype=np.int64)
+        self.encode = TorchEncoder(loaded.encoder, self.device)
         self.model_info = {"name": str(loaded.meta.get("name", "")), "version": str(loaded.meta.get("version", ""))}
 
     @property
@@ -89,14 +91,14 @@ class InferenceWorker:
 
     def probabilities(self, seq: SequenceBatch) -> np.ndarray:
         """Class probabilities for a batch of sequences (raw feature values)."""
-        x = self.loaded.encoder.transform(seq.x)
-        t = torch.from_numpy(x)
+        t = torch.from_numpy(np.ascontiguousarray(seq.x, dtype=np.float32))
         if self.device.type == "cuda":
             t = t.pin_memory().to(self.device, non_blocking=True)
-        if self.half:
-            t = t.half()
         with torch.inference_mode():
-            p = torch.softmax(self.loaded.model(t).float(), dim=1)
+            x = self.encode(t)
+            if self.half:
+                x = x.half()
+            p = torch.softmax(self.loaded.model(x).float(), dim=1)
         self.batches += 1
         self.sequences += len(seq)
         return p.cpu().numpy()

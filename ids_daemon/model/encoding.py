@@ -62,17 +62,25 @@ class FeatureEncoder:
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         """Encode (..., columns) raw values → (..., output_size) float32."""
-        x = np.asarray(x, dtype=np.float64)
+        x = np.asarray(x)
         shape = x.shape[:-1]
-        c = self._clean(x.reshape(-1, len(self.columns)))
-        lg = ((np.sign(c) * np.log1p(np.abs(c))) - self.mu) / self.sd
-        if not self.bins:
-            return lg.astype(np.float32).reshape(*shape, self.output_size)
-        with np.errstate(invalid="ignore"):
-            ple = np.clip((c[:, :, None] - self._lo) / self._width, 0.0, 1.0)
-        ple = np.nan_to_num(ple, nan=0.0)  # padding bins (lo = +inf)
-        out = np.concatenate([lg, ple.reshape(c.shape[0], -1)], axis=1)
-        return out.astype(np.float32).reshape(*shape, self.output_size)
+        f = len(self.columns)
+        c = x.reshape(-1, f).astype(np.float32)
+        if not np.isfinite(c).all():  # the released CSVs hold inf; live traffic does not
+            c = self._clean(c.astype(np.float64)).astype(np.float32)
+        out = np.empty((c.shape[0], self.output_size), dtype=np.float32)
+        lg = out[:, :f]
+        np.log1p(np.abs(c), out=lg)
+        np.copysign(lg, c, out=lg)
+        lg -= self._mu32
+        lg *= self._inv_sd32
+        if self.bins:
+            # (x - lo) / width, clipped to [0, 1], written straight into the output
+            ple = out[:, f:].reshape(c.shape[0], f, self.bins)
+            np.subtract(c[:, :, None], self._lo32, out=ple)
+            np.multiply(ple, self._inv_width32, out=ple)
+            np.clip(ple, 0.0, 1.0, out=ple)
+        return out.reshape(*shape, self.output_size)
 
     def _clean(self, x: np.ndarray) -> np.ndarray:
         x = np.where(np.isposinf(x), self.clip_max, x)
@@ -90,6 +98,11 @@ class FeatureEncoder:
             elif len(e) == 1:  # a constant column: one step at its value
                 self._lo[j, 0] = e[0]
                 self._width[j, 0] = 1e-12
+        self._mu32 = self.mu.astype(np.float32)
+        self._inv_sd32 = (1.0 / self.sd).astype(np.float32)
+        # float32 copies for the hot path; padding bins (lo = +inf) come out as 0
+        self._lo32 = np.minimum(self._lo, np.finfo(np.float32).max).astype(np.float32)
+        self._inv_width32 = (1.0 / self._width).astype(np.float32)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe parameters."""
@@ -112,3 +125,33 @@ class FeatureEncoder:
             raise ValueError("encoder parameters do not match its column list")
         enc._prepare()
         return enc
+
+
+class TorchEncoder:
+    """The same transform as `FeatureEncoder.transform`, as tensors on the model's device:
+    the scaler lives next to the model, and on a GPU encoding costs next to nothing."""
+
+    def __init__(self, enc: FeatureEncoder, device: "torch.device | str"):
+        import torch
+
+        self.enc = enc
+        self.device = torch.device(device)
+        as_t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32), device=self.device)  # noqa: E731
+        self.clip_max = as_t(enc.clip_max)
+        self.median = as_t(enc.median)
+        self.mu = as_t(enc._mu32)
+        self.inv_sd = as_t(enc._inv_sd32)
+        self.lo = as_t(enc._lo32)
+        self.inv_width = as_t(enc._inv_width32)
+
+    def __call__(self, x: "torch.Tensor") -> "torch.Tensor":
+        """(n, T, columns) float32 raw values on the device → (n, T, output_size)."""
+        import torch
+
+        x = torch.where(torch.isposinf(x), self.clip_max, x)
+        x = torch.where(torch.isfinite(x), x, self.median)
+        lg = (torch.log1p(x.abs()).copysign(x) - self.mu) * self.inv_sd
+        if not self.enc.bins:
+            return lg
+        ple = ((x.unsqueeze(-1) - self.lo) * self.inv_width).clamp_(0.0, 1.0)
+        return torch.cat([lg, ple.flatten(-2)], dim=-1)
