@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import signal
 import sys
 import time
@@ -295,7 +296,8 @@ def _run_pipeline(cfg: Config, read: Optional[str], interface: Optional[str], mo
     print(f"{st.frames} frames, {c.packets} metered, {st.windows} windows, {st.predictions} predictions "
           f"in {st.batches} batches (mean {st.mean_batch:.0f}), {st.dropped_sequences} sequences dropped, "
           f"{st.seconds:.2f} s ({st.frames / max(st.seconds, 1e-9):,.0f} packets/s; busy "
-          + ", ".join(f"{k} {v:.2f} s" for k, v in st.busy.items()) + ")", file=sys.stderr)
+          + ", ".join(f"{k} {v:.2f} s" for k, v in st.busy.items())
+          + f"); peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB", file=sys.stderr)
     for s in sink_objs:
         ss = s.stats
         if ss.spooled or ss.dropped or ss.failed:

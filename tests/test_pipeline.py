@@ -178,3 +178,23 @@ def test_live_run_on_loopback_predicts_what_it_captured(tmp_path: Path) -> None:
     # 300 one-packet flows pooled on the target: 300 packets in windows of the model's N
     assert sum(m["window"]["packets"] for m in preds) == 300
     assert all(m["flow"]["key"] == "pool tcp 127.0.0.1/32" for m in preds)
+
+
+def test_spoofed_syn_flood_is_flagged_within_a_memory_bound(tmp_path: Path) -> None:
+    """>= 100k packets, every one from a new source: flagged, and the daemon's peak memory
+    stays under 1.5 GiB (model, torch, the preallocated 127 MiB key table included)."""
+    from trainer.synth import generate_file
+
+    pcap = tmp_path / "flood.pcap"
+    n, desc = generate_file(pcap, "DDoS-SYN_Flood", 0, 120_000, seed=5)
+    assert n >= 100_000 and "spoofed" in desc
+    out = tmp_path / "f.jsonl"
+    p = subprocess.run([EXE, "replay", "-r", str(pcap), "-o", str(out)], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    peak_mib = float(p.stderr.split("peak memory ")[1].split()[0])
+    preds = read_jsonl(out)
+    attacks = [m for m in preds if m["is_attack"]]
+    assert len(attacks) / len(preds) > 0.9
+    assert sum(m["family"] in ("DDoS", "DoS") for m in attacks) / len(attacks) > 0.8
+    assert 100 < peak_mib < 1536, f"peak RSS {peak_mib:.0f} MiB"
+    print(f"spoofed flood: {n} packets, {len(preds)} predictions, peak RSS {peak_mib:.0f} MiB")

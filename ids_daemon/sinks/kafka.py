@@ -263,6 +263,7 @@ class KafkaSink:
         self._next_connect = 0.0
         self._next_probe = 0.0
         self._recreate = False
+        self._suspect = False  # the producer saw the broker go away: replace it
         self._failures = 0  # failed connects and replays (flush stops waiting on the spool)
         self._drop_pending = 0
         self._drop_last_log = float("-inf")
@@ -484,7 +485,10 @@ class KafkaSink:
         self.stats.extra["producer_restarts"] = self.producer_restarts
 
     def _go_down(self, why: str) -> None:
-        """Lock held. New records go to the spool until a probe is acknowledged."""
+        """Lock held. New records go to the spool; the producer is replaced (its
+        pending records are spooled) and the spool is replayed once a fresh producer
+        connected and a probe from the spool was acknowledged."""
+        self._suspect = True
         if self._up:
             self._up = False
             self._down_since = time.monotonic()
@@ -627,9 +631,8 @@ class KafkaSink:
                     pending_since = self._chunk.t0 if pending_since is None else min(pending_since, self._chunk.t0)
                 if pending_since is not None and now - max(self._last_ack, pending_since) > self.stall_timeout_s:
                     self._go_down(f"no acknowledgement for {self.stall_timeout_s:g} s")
-            recreate = self._recreate and self._chunk is None
-            self._recreate = False if recreate else self._recreate
-        if recreate and self._producer is not None:
+            reset = self._producer is not None and (self._recreate or self._suspect)
+        if reset:
             self._reset_producer()
         if self._producer is None:
             self._connect(now)
@@ -638,11 +641,15 @@ class KafkaSink:
         self._drain(now)
 
     def _reset_producer(self) -> None:
-        producer = self._producer
+        """Close the producer (its pending records fail and are spooled). A fresh one
+        is created by the next connect: new connections, fresh metadata (a topic
+        recreated by the cluster, leaders moved), no fatal state carried over."""
         with self._cv:
+            producer = self._producer
             self._producer = None
-            self._next_connect = 0.0
-        log.info("Kafka at %s: creating a new producer after a non-retriable error", self.bootstrap)
+            self._recreate = self._suspect = False
+            self._next_connect = time.monotonic() + self.retry_interval_s
+        log.info("Kafka at %s: closing the producer; a new one connects when the broker answers", self.bootstrap)
         self._close_producer(producer)
         with self._cv:  # sends the old producer still held: spool them (errbacks may have raced)
             leftover = list(self._inflight.values())
@@ -713,6 +720,7 @@ class KafkaSink:
             else:
                 stop = False
                 self._producer = producer
+                self._suspect = False
                 self._next_probe = 0.0
                 if len(self._spool) == 0:
                     self._go_up()
