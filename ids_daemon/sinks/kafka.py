@@ -257,6 +257,7 @@ class KafkaSink:
         self._down_logged = False
         self._last_ack = 0.0
         self._inflight: dict[int, tuple[bytes, bytes]] = {}
+        self._gen = 0  # producer generation: callbacks of a closed producer change no state
         self._inflight_since = 0.0
         self._next_id = 0
         self._chunk: _Chunk | None = None
@@ -514,13 +515,15 @@ class KafkaSink:
             if not self._inflight:
                 self._cv.notify_all()
 
-    def _on_fail(self, rid: int, exc: BaseException) -> None:
+    def _on_fail(self, gen: int, rid: int, exc: BaseException) -> None:
         with self._cv:
             rec = self._inflight.pop(rid, None)
             if rec is None:
                 return
             if _is_poison(exc):
                 self._poison_locked(1, exc)
+            elif gen != self._gen:  # aborted by our own reset of that producer
+                self._spool_locked([rec], count_failed=True)
             else:
                 self._spool_locked([rec], count_failed=True)
                 if not _is_retriable(exc):
@@ -590,6 +593,7 @@ class KafkaSink:
                     self._spool_locked(list(zip(b.keys, b.values)))
                 return
             producer = self._producer
+            gen = self._gen
         for bi, b in enumerate(batches):
             headers = self._headers(b.schema.encode() if isinstance(b.schema, str) else b.schema)
             keys, values = b.keys, b.values
@@ -617,7 +621,7 @@ class KafkaSink:
                         self._go_down(f"send failed ({_error_name(exc)})")
                     return
                 fut.add_callback(self._on_ack, rid)
-                fut.add_errback(self._on_fail, rid)
+                fut.add_errback(self._on_fail, gen, rid)
 
     def _tick(self) -> None:
         now = time.monotonic()
@@ -647,8 +651,11 @@ class KafkaSink:
         with self._cv:
             producer = self._producer
             self._producer = None
+            self._gen += 1
             self._recreate = self._suspect = False
             self._next_connect = time.monotonic() + self.retry_interval_s
+            # a chunk in flight stays in the spool (not committed): sent again later
+            self._chunk = None
         log.info("Kafka at %s: closing the producer; a new one connects when the broker answers", self.bootstrap)
         self._close_producer(producer)
         with self._cv:  # sends the old producer still held: spool them (errbacks may have raced)
@@ -720,7 +727,7 @@ class KafkaSink:
             else:
                 stop = False
                 self._producer = producer
-                self._suspect = False
+                self._suspect = self._recreate = False
                 self._next_probe = 0.0
                 if len(self._spool) == 0:
                     self._go_up()
