@@ -353,51 +353,78 @@ def run(
 
 @app.command()
 def demo(
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="config.yml"),
-    output: Optional[str] = typer.Option(None, "-o", "--output", help="also write the windows as CSV here"),
+    output: Optional[str] = typer.Option(None, "-o", "--output", help="JSON-lines file for the predictions"),
+    kafka: bool = typer.Option(True, "--kafka/--no-kafka",
+                               help="also publish to a local Kafka-protocol broker (Tansu) and read the topic back"),
 ) -> None:
-    """Run on the bundled sample capture and print what the meter saw."""
-    import numpy as np
+    """The full pipeline on embedded defaults: the bundled capture and model, predictions
+    printed, and (when the Tansu broker is installed) published to a local broker the
+    command starts and read back by a subscriber."""
+    import collections
+    import json
+    import tempfile
 
-    from .features.ciciot import INDEX
-    from .features.csvwriter import CsvWindowWriter
-    from .features.meter import Meter
-    from .features.window import WindowBatch, proto_name
+    from .inference.worker import InferenceWorker
+    from .pipeline import Pipeline
+    from .sinks.jsonl import JsonlSink
+
+    cfg = load_config(None, {})
+    tmp = tempfile.TemporaryDirectory()
+    out = output or str(Path(tmp.name) / "predictions.jsonl")
+    sinks: list[Any] = [JsonlSink(out)]
+    broker = None
+    topic = "ids.predictions.demo"
+    if kafka:
+        try:
+            from .devbroker import TansuBroker
+
+            broker = TansuBroker().start()
+            from .sinks.kafka import KafkaSink
+
+            sinks.append(KafkaSink(broker.bootstrap, topic, spool_dir=Path(tmp.name) / "spool"))
+        except Exception as e:  # noqa: BLE001 - the demo runs without a broker too
+            print(f"(no local Kafka broker: {e}; predictions go to JSON lines only)")
+            broker = None
+    worker = InferenceWorker(cfg.inference.model, "auto", top_k=cfg.inference.top_k, sensor="demo")
     from .capture.pcap import PcapSource
 
-    cfg = load_config(config, {})
     path = sample_pcap()
-    meter = Meter(cfg.meter)
-    parts = []
-    t0 = time.perf_counter()
-    with PcapSource(path, batch_size=cfg.capture.batch_size) as src:
-        while (batch := src.next_batch()) is not None:
-            parts.append(meter.process(batch).windows)
-    parts.append(meter.flush().windows)
-    wins = WindowBatch.concat(parts)
-    secs = time.perf_counter() - t0
+    src = PcapSource(path)
+    src.open()
+    pipe = Pipeline(cfg, src, False, sinks, worker)
+    try:
+        st = pipe.run()
+    finally:
+        src.close()
+    preds = [json.loads(line) for line in Path(out).read_text().splitlines()]
+    c = pipe.meter.counters
+    print(f"bundled capture {path.name}: {st.frames} packets, {c.flows_created} flows, {st.windows} windows")
+    print(f"model {worker.model_info['name']} {worker.model_info['version']} on {worker.device}: "
+          f"{len(preds)} predictions in {st.batches} batches, {st.seconds:.2f} s")
+    fam = collections.Counter(p["family"] for p in preds)
+    print("  by family:   " + ", ".join(f"{k} {v}" for k, v in fam.most_common()))
+    sev = collections.Counter(p["severity"] for p in preds)
+    print("  by severity: " + ", ".join(f"{k} {sev.get(k, 0)}" for k in ("low", "medium", "high", "critical")))
+    flagged = collections.Counter((p["flow"]["key"], p["predicted_attack"]) for p in preds if p["is_attack"])
+    print("  most flagged keys:")
+    for (key, cls), n in flagged.most_common(5):
+        print(f"    {key:<36} {cls:<24} {n:>4} windows")
+    example = max(preds, key=lambda p: p["risk_score"])
+    print("  the riskiest prediction, as published:")
+    print("    " + json.dumps(example, separators=(",", ":"))[:600])
     if output:
-        w = CsvWindowWriter(output)
-        w.open()
-        w.write_batch(wins)
-        w.close()
-    c = meter.counters
-    print(f"sample capture: {path.name}")
-    print(f"  {c.frames} frames, {c.packets} metered, {c.skipped} skipped, {c.malformed} malformed, {secs:.2f} s")
-    print(f"  {len(wins)} windows of up to {cfg.meter.window} packets over {c.flows_created} flows "
-          f"and {c.pools_created} pools")
-    keys = wins.key_strings()
-    uniq, first_idx, counts = np.unique(keys, return_index=True, return_counts=True)
-    order = np.argsort(-counts)[:10]
-    print("  busiest window keys (windows, mean SYN fraction, mean rate pkt/s, protocol):")
-    syn = wins.features[:, INDEX["syn_flag_number"]]
-    rate = wins.features[:, INDEX["Rate"]]
-    for j in order:
-        sel = keys == uniq[j]
-        print(f"    {uniq[j]:<48} {counts[j]:>5}  syn={syn[sel].mean():.2f}  rate={rate[sel].mean():>10.1f}  "
-              f"{proto_name(wins.proto[first_idx[j]])}")
-    if output:
-        print(f"  windows written to {output}")
+        print(f"  all predictions: {output}")
+    if broker is not None:
+        from kafka import KafkaConsumer
+
+        consumer = KafkaConsumer(topic, bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest",
+                                 consumer_timeout_ms=3000, group_id=None)
+        got = sum(1 for _ in consumer)
+        consumer.close()
+        broker.stop()
+        print(f"Kafka: published to topic {topic!r} on a local broker ({broker.bootstrap}); "
+              f"a subscriber read back {got} of {len(preds)} predictions")
+    tmp.cleanup()
 
 
 def main() -> None:

@@ -216,6 +216,7 @@ def test_outage_mid_stream_loses_nothing(own_broker, kafka_topic, tmp_path):
     written: list[int] = []
     run = threading.Event()
     run.set()
+    paused = threading.Event()
     stop_writer = threading.Event()
     worst = [0.0]
 
@@ -223,8 +224,10 @@ def test_outage_mid_stream_loses_nothing(own_broker, kafka_topic, tmp_path):
         i = 0
         while not stop_writer.is_set():
             if not run.is_set():
+                paused.set()
                 time.sleep(0.002)
                 continue
+            paused.clear()
             ids = range(i, i + 20)
             t = time.monotonic()
             sink.write_batch(make_batch(ids))
@@ -242,6 +245,7 @@ def test_outage_mid_stream_loses_nothing(own_broker, kafka_topic, tmp_path):
     # Before killing the broker, let the consumer see everything the broker acknowledged
     # (memory storage: what it held dies with it). The writer resumes at once.
     run.clear()
+    assert paused.wait(5)
     sink.flush(10)
     acked = list(written)
     assert wait_until(lambda: seen_before.issuperset(acked), 10), (

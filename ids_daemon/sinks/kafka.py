@@ -503,7 +503,11 @@ class KafkaSink:
             self._up = True
             self.stats.extra["broker_up"] = True
             if self._down_logged:
-                log.warning("Kafka at %s is reachable again; sending directly", self.bootstrap)
+                n = len(self._spool)
+                log.warning(
+                    "Kafka at %s answers again%s", self.bootstrap,
+                    f"; replaying {n} spooled predictions" if n else "; sending directly",
+                )
                 self._down_logged = False
 
     # ------------------------------------------------------------------ producer callbacks (kafka's thread)
