@@ -143,7 +143,7 @@ class TansuBroker:
             return
         if p.poll() is None:
             try:
-                os.killpg(p.pid, signal.SIGKILL)
+                os.killpg(p.pid, signal.SIGKILL)  # works on a paused (SIGSTOPped) broker too
             except ProcessLookupError:
                 pass
             try:
@@ -156,6 +156,15 @@ class TansuBroker:
         deadline = time.monotonic() + timeout
         while self._port_open() and time.monotonic() < deadline:
             time.sleep(0.02)
+
+    def pause(self) -> None:
+        """SIGSTOP: the broker hangs (connections still open, nothing answered)."""
+        if self.running:
+            os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.proc is not None:
+            os.killpg(self.proc.pid, signal.SIGCONT)
 
     def restart(self, wait: float = 10.0) -> "TansuBroker":
         self.stop()

@@ -12,7 +12,7 @@ import pytest
 from ids_daemon.errors import IdsError
 from ids_daemon.sinks.base import EncodedBatch
 from ids_daemon.sinks.kafka import KafkaSink, KafkaSinkError, parse_bootstrap
-from ids_daemon.sinks.spool import HEADER_BYTES, MAGIC, DiskSpool
+from ids_daemon.sinks.spool import HEADER_BYTES, MAGIC, DiskSpool, SpoolError
 
 from .kafka_broker import TansuBroker, TansuNotFound
 
@@ -279,6 +279,44 @@ def test_outage_mid_stream_loses_nothing(own_broker, kafka_topic, tmp_path):
     assert st.respooled_delivered > 0
 
 
+def test_hung_broker_is_detected_and_nothing_lost(own_broker, kafka_topic, tmp_path):
+    """A broker that stops answering (SIGSTOP) but keeps its connections: no send fails
+    before the delivery timeout, so the stall rule must move new records to the spool."""
+    own_broker.start()
+    sink = sink_for(own_broker.bootstrap, kafka_topic, tmp_path / "spool",
+                    stall_timeout_s=0.5, request_timeout_ms=1500)
+    sink.open()
+    assert wait_until(lambda: sink.broker_up, 10)
+    i = 0
+    worst = 0.0
+
+    def write_for(seconds):
+        nonlocal i, worst
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            t = time.monotonic()
+            sink.write_batch(make_batch(range(i, i + 20)))
+            worst = max(worst, time.monotonic() - t)
+            i += 20
+            time.sleep(0.01)
+
+    write_for(0.5)
+    own_broker.pause()
+    try:
+        write_for(2.0)
+        assert not sink.broker_up and sink.stats.spooled > 0
+    finally:
+        own_broker.resume()
+    write_for(0.5)
+    drain_sink(sink, 30)
+    st = sink.stats
+    sink.close()
+    assert worst < 0.1, f"write_batch blocked {worst:.3f} s on a hung broker"
+    got = {rec_id(r.value) for r in consume(own_broker.bootstrap, kafka_topic, i)}
+    assert got == set(range(i)), f"{i - len(got)} lost; stats {st}"
+    assert st.dropped == 0
+
+
 def test_spool_overflow_drops_oldest_and_logs(own_broker, kafka_topic, tmp_path, caplog):
     caplog.set_level(logging.WARNING, logger="ids_daemon.sinks")
     sink = sink_for(own_broker.bootstrap, kafka_topic, tmp_path / "spool", spool_max_bytes=4000)
@@ -337,6 +375,8 @@ def test_spool_fifo_across_segments_and_reopen(tmp_path):
         assert s.append(recs(range(start, min(start + 7, 200)))) == 0
     assert len(s) == 200 and len(list(tmp_path.glob("*.seg"))) > 5
     assert s.pop(50) == recs(range(50))
+    with pytest.raises(SpoolError, match="in use"):  # one spool, one process
+        DiskSpool(tmp_path, 1 << 20)
     s.close()
     s = DiskSpool(tmp_path, 1 << 20, segment_bytes=256)  # the cursor survived
     assert len(s) == 150 and s.peek(3) == recs(range(50, 53))

@@ -188,7 +188,7 @@ class KafkaSink:
         close_timeout_s: float = 10.0,
         drain_chunk: int = 5000,
         probe_chunk: int = 100,
-        max_inbox: int = 50_000,
+        max_inbox: int = 10_000,
         enable_idempotence: bool = False,
         producer_config: dict | None = None,
     ):
@@ -719,7 +719,7 @@ class KafkaSink:
                 self._next_connect = time.monotonic() + self.retry_interval_s
                 if not self._down_logged:
                     log.warning(
-                        "Kafka at %s is not reachable (%s); spooling predictions to %s, retrying every %g s",
+                        "Kafka at %s cannot be used (%s); spooling predictions to %s, retrying every %g s",
                         self.bootstrap, _error_name(exc), self.spool_dir, self.retry_interval_s,
                     )
                     self._down_logged = True

@@ -6,6 +6,7 @@ Layout of the spool directory::
     00000000000000000000.seg   segment files, named by the sequence number of their
     00000000000000004096.seg   first record; records are numbered 0, 1, 2, ... for life
     cursor                     sequence number of the first record not yet consumed
+    lock                       flock()ed while open: one spool, one process
 
 A segment starts with the 8-byte magic ``IDSSPL01``; then records, each a 12-byte
 header (little-endian u32 key length, u32 value length, u32 CRC-32 of key+value)
@@ -31,6 +32,7 @@ Thread safety: every public method takes one lock.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import struct
 import threading
@@ -45,6 +47,7 @@ _HDR = struct.Struct("<III")
 HEADER_BYTES = _HDR.size  # per-record overhead
 _SEG_SUFFIX = ".seg"
 _CURSOR = "cursor"
+_LOCK = "lock"
 
 
 class SpoolError(IdsError):
@@ -86,6 +89,7 @@ class DiskSpool:
         self._wfile = None  # append handle of the last segment
         self._rfile = None  # read handle of the head segment
         self._rfile_seq = -1
+        self._lockf = None
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -94,7 +98,18 @@ class DiskSpool:
             raise SpoolError(f"spool path {self.directory} is not a directory")
         if not os.access(self.directory, os.W_OK):
             raise SpoolError(f"spool directory {self.directory} is not writable")
-        self._load()
+        self._lockf = open(self.directory / _LOCK, "a+b")
+        try:
+            fcntl.flock(self._lockf.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lockf.close()
+            self._lockf = None
+            raise SpoolError(f"spool directory {self.directory} is in use by another sink or process") from None
+        try:
+            self._load()
+        except Exception:
+            self.close()
+            raise
 
     # ------------------------------------------------------------------ opening
     def _load(self) -> None:
@@ -443,6 +458,9 @@ class DiskSpool:
                 self._rfile.close()
                 self._rfile = None
                 self._rfile_seq = -1
+            if self._lockf is not None:
+                self._lockf.close()  # releases the flock
+                self._lockf = None
 
     def __enter__(self) -> "DiskSpool":
         return self
