@@ -249,7 +249,11 @@ def _make_sinks(cfg: Config, sinks: list[str], output: Optional[str]) -> list[An
 
             out.append(KafkaSink(k.bootstrap, k.topic, spool_dir=k.spool_dir, spool_max_bytes=k.spool_max_mb << 20,
                                  acks=k.acks, compression=k.compression, linger_ms=k.linger_ms,
-                                 batch_bytes=k.batch_bytes, retry_interval_s=k.retry_interval_s))
+                                 batch_bytes=k.batch_bytes, retry_interval_s=k.retry_interval_s,
+                                 request_timeout_ms=k.request_timeout_ms, stall_timeout_s=k.stall_timeout_s,
+                                 close_timeout_s=k.close_timeout_s, client_id=k.client_id,
+                                 enable_idempotence=k.enable_idempotence, producer_config=dict(k.producer),
+                                 sensor=cfg.sensor))
         else:
             raise IdsError(f"unknown sink {name!r} (jsonl or kafka)")
     if output and "jsonl" not in names:
@@ -266,6 +270,9 @@ def _run_pipeline(cfg: Config, read: Optional[str], interface: Optional[str], mo
 
     logging.basicConfig(level=cfg.log_level.upper(), stream=sys.stderr,
                         format="ids-daemon: %(levelname)s: %(message)s")
+    if cfg.log_level != "debug":
+        # kafka-python logs an error a second during an outage; the sink logs each change
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
     # Signals that arrive while the model loads are kept and acted on once it runs.
     early = {"stop": False, "reload": False}
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -123,6 +123,12 @@ class KafkaConfig(_Section):
     spool_dir: str = Field("ids-spool", description="on-disk spool while the broker is away")
     spool_max_mb: int = Field(256, ge=1, description="spool bound; beyond it the oldest predictions are dropped (counted)")
     retry_interval_s: float = Field(2.0, gt=0, description="how often to try an unreachable broker again")
+    request_timeout_ms: int = Field(5000, ge=1, description="a produce request without an answer after this fails")
+    stall_timeout_s: float = Field(1.5, gt=0, description="no acknowledgement for this long with records pending: broker away")
+    close_timeout_s: float = Field(10.0, gt=0, description="at shutdown, wait this long for deliveries (the rest stays spooled)")
+    client_id: str = Field("ids-daemon", description="Kafka client id")
+    enable_idempotence: bool = Field(False, description="idempotent producer (needs a broker that supports it)")
+    producer: dict[str, Any] = Field(default_factory=dict, description="extra kafka-python producer settings (SSL/SASL)")
 
 
 class Config(_Section):

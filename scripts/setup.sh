@@ -5,8 +5,8 @@
 # Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="[train]"
-[ "${1:-}" = "--test" ] && extras="[train,test]"
+extras="[train,demo]"
+[ "${1:-}" = "--test" ] && extras="[train,demo,test]"
 PY="${PYTHON:-python3}"
 
 # Capture filters are compiled by libpcap (loaded at run time through ctypes).

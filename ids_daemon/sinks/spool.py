@@ -13,7 +13,8 @@ header (little-endian u32 key length, u32 value length, u32 CRC-32 of key+value)
 followed by the key and the value. Appends are written and flushed to the OS (no
 fsync): a killed process loses nothing that was appended, a power cut may lose the
 tail. A record cut short or failing its CRC is detected when the directory is opened;
-it and whatever follows it in that segment are discarded (``discarded`` counts them).
+it and whatever follows it in that segment are cut off (``discarded`` counts such
+damaged tails: the records in them cannot be framed, so cannot be counted).
 
 The bound (``max_bytes``) applies to the records not yet consumed (headers included).
 When an append would exceed it, the OLDEST records go first (the newest predictions
