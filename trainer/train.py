@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ids_daemon.config import Config
+from ids_daemon.inference.worker import resolve_device as pick_device
 from ids_daemon.model.artifacts import LoadedModel, save_model
 from ids_daemon.model.classes import FAMILY_OF, canonical_class
 from ids_daemon.model.encoding import FeatureEncoder
@@ -26,16 +27,6 @@ from .split import Split, make_split
 
 ENCODER_FIT_ROWS = 500_000  # rows sampled to fit the encoder's quantiles on large data
 PRE_ENCODE_BYTES = 1 << 30  # encode everything once when it fits, else per batch
-
-
-def pick_device(name: str) -> torch.device:
-    """``auto``: CUDA when present, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for, but no CUDA device is available")
-    return dev
 
 
 def seed_everything(seed: int) -> None:
