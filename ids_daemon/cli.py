@@ -359,6 +359,46 @@ def run(
 
 
 @app.command()
+def subscribe(
+    kafka_bootstrap: str = typer.Option(..., "--kafka-bootstrap", help="HOST:PORT of the Kafka cluster"),
+    topic: str = typer.Option(..., "--topic", help="predictions topic"),
+    group: Optional[str] = typer.Option(None, "--group", help="consumer group (commits what was printed)"),
+    start: str = typer.Option("committed", "--from", help="earliest, committed or a timestamp (epoch or ISO 8601)"),
+    count: Optional[int] = typer.Option(None, "--count", help="stop after N predictions"),
+    as_json: bool = typer.Option(False, "--json", help="one prediction per line, exactly as published"),
+    min_severity: Optional[str] = typer.Option(None, "--min-severity", help="low, medium, high or critical"),
+) -> None:
+    """Print predictions from the topic (the same client RL agents use)."""
+    from .subscribe import run_subscribe
+
+    raise typer.Exit(run_subscribe(kafka_bootstrap, topic, group, start, count, as_json, min_severity))
+
+
+@app.command()
+def alerts(
+    kafka_bootstrap: str = typer.Option(..., "--kafka-bootstrap", help="HOST:PORT of the Kafka cluster"),
+    topic: str = typer.Option(..., "--topic", help="predictions topic"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="config.yml (its alerts section)"),
+    group: str = typer.Option("ids-alerts", "--group", help="consumer group of the alerting consumer"),
+    start: str = typer.Option("committed", "--from", help="earliest, committed or a timestamp"),
+) -> None:
+    """Turn predictions into de-duplicated, rate-limited alerts (stdout, JSON lines, syslog, webhook)."""
+    import logging
+
+    from .alerts import run_alerts
+    from .subscribe import PredictionSubscriber
+
+    cfg = load_config(config, {})
+    logging.basicConfig(level=cfg.log_level.upper(), stream=sys.stderr, format="ids-daemon: %(levelname)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    with PredictionSubscriber(kafka_bootstrap, topic, group_id=group, start=start, auto_commit=True) as sub:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: sub.stop())
+        st = run_alerts(sub, cfg.alerts)
+    print(f"ids-daemon: alerts: {st}", file=sys.stderr)
+
+
+@app.command()
 def demo(
     output: Optional[str] = typer.Option(None, "-o", "--output", help="JSON-lines file for the predictions"),
     kafka: bool = typer.Option(True, "--kafka/--no-kafka",

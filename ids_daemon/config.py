@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigError
+from .alerts import AlertConfig
 from .model.config import LSTMConfig
 
 
@@ -135,6 +136,7 @@ class Config(_Section):
     """The whole daemon configuration."""
 
     sensor: str | None = Field(None, description="name of this sensor in every prediction (default: host name)")
+    alerts: AlertConfig = AlertConfig()
     inference: InferenceConfig = InferenceConfig()
     kafka: KafkaConfig = KafkaConfig()
 

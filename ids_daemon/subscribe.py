@@ -1,0 +1,922 @@
+"""The client RL agents (and ``ids-daemon subscribe``) use to read predictions from Kafka.
+
+    from ids_daemon.subscribe import PredictionSubscriber
+
+    with PredictionSubscriber(bootstrap="kafka:9092", topic="ids.predictions", group_id="agent-1",
+                              min_severity="high") as sub:
+        for p in sub:                      # typed, validated ids_daemon.records.Prediction
+            act(p)
+            sub.commit()                   # or commit every N records / seconds
+
+Delivery
+--------
+* Records come from a consumer group (``group_id``: the group's members split the
+  topic's partitions; each prediction goes to one member) or, with ``group_id=None``,
+  from all partitions of the topic by manual assignment (``partitions_for_topic``),
+  without commits.
+* What the caller gets: :class:`~ids_daemon.records.Prediction` records, parsed and
+  checked, with ``topic``/``partition``/``offset`` set. One flow's predictions share
+  a record key, hence a partition, hence arrive in order.
+* Commits cover only records already handed to the caller: :meth:`commit` commits,
+  for each assigned partition, the offset after the last record handed out (records
+  skipped by the filters or as malformed count as handed: the caller never needs
+  them). Records fetched but not yet handed (the rest of a batch the iterator is
+  walking through) are never committed. ``auto_commit=True`` commits the same way
+  every ``auto_commit_interval_ms`` and at :meth:`close`; kafka-python's own
+  auto-commit is off because it commits what was *fetched*.
+* Rebalances: when the group takes partitions away from this member, the handed-out
+  records of those partitions are committed first (``commit_on_rebalance=True``):
+  the member only loses partitions inside a poll, that is after the caller asked
+  for more records, so it is done with the ones it has. Records buffered but not
+  handed out for those partitions are dropped; the new owner reads them. A member
+  evicted from the group (``on_partitions_lost``) cannot commit: what it handed out
+  since its last commit is delivered again to the new owner (at-least-once; dedupe
+  on ``Prediction.id``).
+* :meth:`close` leaves the group cleanly (the others take over its partitions at
+  once); it commits only when ``auto_commit`` is on.
+
+Where reading starts (``start``)
+--------------------------------
+* ``"committed"`` (default): the group's committed offset; a partition the group
+  never committed starts at the beginning (``auto_offset_reset='earliest'``, which
+  ``consumer_config`` may override).
+* ``"earliest"``: the beginning of every partition. With a group this is done with a
+  rebalance listener: the first time *this instance* is assigned a partition it seeks
+  to the beginning; a partition that comes back to it in a later rebalance resumes at
+  the group's committed offset (so a rebalance does not replay history). Members of
+  one group started together with ``"earliest"`` may each replay the head of a
+  partition handed over during their first joins; use ``"committed"`` for a group that
+  shares its progress and ``"earliest"`` to replay history.
+* a time (``float`` epoch seconds, a ``datetime`` — naive means local time — or, for
+  the command line, see :func:`parse_start`): for each partition (first assignment to
+  this instance, as above), the first record whose Kafka timestamp is >= that time,
+  and everything after it. Portable implementation: seek to the beginning and skip
+  the older records client-side (counted in ``stats.before_start``). Cost: the whole
+  retained history of the partition is fetched and its timestamps compared once (no
+  JSON parsing of the skipped records): about the cost of reading the topic from the
+  beginning, which is network and broker I/O, seconds per GB. A production cluster
+  whose ``ListOffsets``-by-time works can opt into ``use_offsets_for_times=True``
+  (one ``offsets_for_times`` request per assignment; a partition with no record that
+  recent starts at its end). The test broker (tansu) answers that request wrongly,
+  which is why it is not the default.
+
+Bad messages never stop the stream
+----------------------------------
+* A message of another major schema version (``ids.prediction.v2`` ...) is skipped,
+  counted in ``stats.unknown_schema``, and logged once per major version (logger
+  ``ids_daemon.subscribe``).
+* A malformed message (not JSON, missing or mistyped fields, an empty value) is
+  skipped, counted in ``stats.malformed`` and logged (the first few, then at most one
+  line a minute).
+* With ``dead_letter_topic`` set, both are produced to that topic: the raw key and
+  value, the original headers, plus ``dlq.reason`` (``malformed`` | ``unknown_schema``),
+  ``dlq.error`` (the error text), ``dlq.topic``, ``dlq.partition``, ``dlq.offset`` and
+  ``dlq.timestamp``. :meth:`commit` waits (``dead_letter_flush_s``) for the dead-letter
+  sends before committing past them; failures are counted in
+  ``stats.dead_letter_failed`` and logged, never raised.
+
+Threads
+-------
+A subscriber is used by one thread (the iterator or :meth:`poll`). :meth:`close` may be
+called from another thread: it waits for the poll in progress (at most
+``poll_timeout_ms``) and closes; the iterator then ends. From a signal handler call
+:meth:`stop` (it only sets a flag): the iterator ends after the poll in progress and
+the owner closes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import IO, Any, Iterable, Iterator, NamedTuple
+
+import orjson
+
+from .errors import ConfigError
+from .records import SEVERITY_RANK, MalformedPrediction, Prediction, UnknownSchema
+
+log = logging.getLogger("ids_daemon.subscribe")
+
+_TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+_MALFORMED_LOG_FIRST = 5
+_MALFORMED_LOG_EVERY_S = 60.0
+# settings this class owns: passing them in consumer_config would break its guarantees
+_OWNED_SETTINGS = {
+    "bootstrap_servers": "bootstrap",
+    "group_id": "group_id",
+    "enable_auto_commit": "auto_commit (the subscriber commits only what it handed out)",
+    "key_deserializer": "nothing (keys and values are read as bytes)",
+    "value_deserializer": "nothing (keys and values are read as bytes)",
+    "max_poll_records": "max_records",
+}
+
+
+class SubscribeError(ConfigError):
+    """The subscriber is configured with a value it cannot use, or cannot reach Kafka."""
+
+
+@dataclass
+class SubscriberStats:
+    """What the subscriber did with the records it read (counters only grow).
+
+    ``received == delivered + filtered + malformed + unknown_schema + before_start``."""
+
+    received: int = 0  # records taken from Kafka and examined
+    delivered: int = 0  # predictions handed to the caller
+    filtered: int = 0  # valid predictions the filters rejected
+    malformed: int = 0  # not a valid prediction (bad JSON, missing/mistyped field, empty value)
+    unknown_schema: int = 0  # a prediction of a major schema version this client does not read
+    before_start: int = 0  # skipped because older than a timestamp start
+    dead_lettered: int = 0  # acknowledged by the dead-letter topic
+    dead_letter_failed: int = 0  # could not be produced to the dead-letter topic
+    commits: int = 0  # successful offset commits
+    commit_failures: int = 0
+    rebalances: int = 0  # partition assignments received from the group
+
+
+class Message(NamedTuple):
+    """A prediction with the Kafka record it came from (``value`` is the JSON exactly as
+    published)."""
+
+    prediction: Prediction
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    timestamp: int | None  # the record's timestamp, epoch milliseconds
+
+
+@dataclass(frozen=True)
+class PredictionFilter:
+    """Client-side filters; ``None`` / empty means "any"."""
+
+    min_severity: str | None = None
+    min_risk: float | None = None
+    families: frozenset[str] | None = None
+    sensors: frozenset[str] | None = None
+    attacks_only: bool = False
+
+    def __post_init__(self) -> None:
+        if self.min_severity is not None and self.min_severity not in SEVERITY_RANK:
+            raise SubscribeError(
+                f"min_severity {self.min_severity!r} is not one of {', '.join(SEVERITY_RANK)}"
+            )
+        if self.min_risk is not None:
+            try:
+                r = float(self.min_risk)
+            except (TypeError, ValueError):
+                raise SubscribeError(f"min_risk must be a number in [0, 1], got {self.min_risk!r}") from None
+            if not 0.0 <= r <= 1.0 or math.isnan(r):
+                raise SubscribeError(f"min_risk must be in [0, 1], got {self.min_risk!r}")
+            object.__setattr__(self, "min_risk", r)
+        object.__setattr__(self, "families", _str_set(self.families, "families"))
+        object.__setattr__(self, "sensors", _str_set(self.sensors, "sensors"))
+        object.__setattr__(self, "_rank", None if self.min_severity is None else SEVERITY_RANK[self.min_severity])
+
+    @property
+    def active(self) -> bool:
+        return bool(self.min_severity or self.min_risk is not None or self.families or self.sensors
+                    or self.attacks_only)
+
+    def accepts(self, p: Prediction) -> bool:
+        if self.attacks_only and not p.is_attack:
+            return False
+        if self._rank is not None and SEVERITY_RANK[p.severity] < self._rank:  # type: ignore[attr-defined]
+            return False
+        if self.min_risk is not None and p.risk_score < self.min_risk:
+            return False
+        if self.families and p.family not in self.families:
+            return False
+        if self.sensors and p.sensor not in self.sensors:
+            return False
+        return True
+
+
+def _str_set(v: Any, name: str) -> frozenset[str] | None:
+    if v is None:
+        return None
+    if isinstance(v, str):
+        v = [v]
+    try:
+        out = frozenset(str(x) for x in v)
+    except TypeError:
+        raise SubscribeError(f"{name} must be a set of strings, got {v!r}") from None
+    return out or None
+
+
+_RELATIVE_RE = re.compile(r"^-\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)$")
+_UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_start(value: Any, now: float | None = None) -> str | float:
+    """``start`` as given by a caller or on the command line -> ``"committed"``,
+    ``"earliest"`` or epoch seconds (float).
+
+    Accepted: ``committed``; ``earliest`` (or ``beginning``); epoch seconds (``1714550400``,
+    ``1714550400.5``); an ISO 8601 time (``2024-05-01T12:00:00Z``; without a zone it is
+    local time); a time relative to now (``-30s``, ``-15m``, ``-2h``, ``-1d``); a
+    ``datetime``. Raises :class:`SubscribeError`."""
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, bool):
+        raise SubscribeError(f"start must be 'committed', 'earliest' or a time, got {value!r}")
+    if isinstance(value, (int, float)):
+        t = float(value)
+    elif isinstance(value, str):
+        s = value.strip()
+        low = s.lower()
+        if low in ("committed", "earliest"):
+            return low
+        if low in ("beginning", "begin"):
+            return "earliest"
+        m = _RELATIVE_RE.match(low)
+        if m:
+            return (time.time() if now is None else now) - float(m.group(1)) * _UNIT_S[m.group(2)]
+        try:
+            t = float(s)
+        except ValueError:
+            iso = s[:-1] + "+00:00" if s.endswith(("Z", "z")) else s
+            try:
+                return datetime.fromisoformat(iso).timestamp()
+            except ValueError:
+                raise SubscribeError(
+                    f"start {value!r} is not 'committed', 'earliest', epoch seconds, an ISO 8601 time "
+                    "(2024-05-01T12:00:00Z) or a relative time (-15m, -2h, -1d)"
+                ) from None
+    else:
+        raise SubscribeError(f"start must be 'committed', 'earliest' or a time, got {value!r}")
+    if math.isnan(t) or math.isinf(t) or t < 0:
+        raise SubscribeError(f"start time must be non-negative epoch seconds, got {value!r}")
+    if t > 1e11:
+        raise SubscribeError(f"start time {value!r} looks like milliseconds: give epoch seconds")
+    return t
+
+
+def _kafka():
+    import kafka  # noqa: F401 - imported lazily: the daemon runs without a subscriber
+
+    return kafka
+
+
+def _make_listener(sub: "PredictionSubscriber") -> Any:
+    """A rebalance listener bound to ``sub``. kafka-python 3 runs listeners on its IO
+    thread (blocking consumer calls there would deadlock): its async listener awaits
+    the commit future instead. kafka-python 2 runs them inside ``poll`` on the caller's
+    thread, where a blocking commit is the normal thing to do."""
+    kafka = _kafka()
+    AsyncListener = getattr(kafka, "AsyncConsumerRebalanceListener", None)
+    if AsyncListener is not None:
+
+        class _AsyncListener(AsyncListener):
+            async def on_partitions_revoked(self, revoked):
+                offsets = sub._on_revoked(revoked)
+                if offsets:
+                    try:
+                        await sub._consumer.commit_async(offsets)
+                    except Exception as e:  # noqa: BLE001 - a failed commit means redelivery, not a crash
+                        sub._commit_failed(e, offsets, "before the rebalance")
+                    else:
+                        sub._commit_done(offsets)
+
+            async def on_partitions_assigned(self, assigned):
+                sub._on_assigned(assigned)
+
+            async def on_partitions_lost(self, lost):
+                sub._on_lost(lost)
+
+        return _AsyncListener()
+
+    class _SyncListener(kafka.ConsumerRebalanceListener):
+        def on_partitions_revoked(self, revoked):
+            offsets = sub._on_revoked(revoked)
+            if offsets:
+                try:
+                    sub._consumer.commit(offsets)
+                except Exception as e:  # noqa: BLE001
+                    sub._commit_failed(e, offsets, "before the rebalance")
+                else:
+                    sub._commit_done(offsets)
+
+        def on_partitions_assigned(self, assigned):
+            sub._on_assigned(assigned)
+
+    return _SyncListener()
+
+
+class PredictionSubscriber:
+    """Typed predictions from a Kafka topic: see the module docstring."""
+
+    def __init__(
+        self,
+        bootstrap: str | list[str],
+        topic: str = "ids.predictions",
+        group_id: str | None = None,
+        start: Any = "committed",
+        auto_commit: bool = False,
+        min_severity: str | None = None,
+        min_risk: float | None = None,
+        families: Iterable[str] | None = None,
+        sensors: Iterable[str] | None = None,
+        attacks_only: bool = False,
+        poll_timeout_ms: int = 1000,
+        max_records: int = 500,
+        dead_letter_topic: str | None = None,
+        consumer_config: dict | None = None,
+        *,
+        use_offsets_for_times: bool = False,
+        auto_commit_interval_ms: int = 5000,
+        commit_on_rebalance: bool = True,
+        dead_letter_flush_s: float = 10.0,
+        connect_timeout_s: float = 30.0,
+        client_id: str = "ids-subscriber",
+    ):
+        from .sinks.kafka import KafkaSinkError, parse_bootstrap
+
+        try:
+            self.servers = parse_bootstrap(bootstrap)
+        except KafkaSinkError as e:
+            raise SubscribeError(str(e)) from None
+        self.bootstrap = ",".join(self.servers)
+        for name, t in (("topic", topic), ("dead_letter_topic", dead_letter_topic)):
+            if t is None and name == "dead_letter_topic":
+                continue
+            if not isinstance(t, str) or not _TOPIC_RE.match(t) or t in (".", ".."):
+                raise SubscribeError(f"{name} {t!r} is invalid: 1-249 characters of letters, digits, '.', '_', '-'")
+        if dead_letter_topic is not None and dead_letter_topic == topic:
+            raise SubscribeError("dead_letter_topic must differ from topic (poison would loop)")
+        if group_id is not None and (not isinstance(group_id, str) or not group_id.strip()):
+            raise SubscribeError(f"group_id must be a non-empty string or None, got {group_id!r}")
+        for name, v in (("poll_timeout_ms", poll_timeout_ms), ("max_records", max_records),
+                        ("auto_commit_interval_ms", auto_commit_interval_ms)):
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise SubscribeError(f"{name} must be a positive integer, got {v!r}")
+        self.topic = topic
+        self.group_id = group_id
+        self.start = parse_start(start)
+        self.start_ms = None if isinstance(self.start, str) else int(math.ceil(self.start * 1000))
+        self.auto_commit = bool(auto_commit) and group_id is not None
+        self.filter = PredictionFilter(min_severity, min_risk, families, sensors, bool(attacks_only))
+        self.poll_timeout_ms = poll_timeout_ms
+        self.max_records = max_records
+        self.dead_letter_topic = dead_letter_topic
+        self.use_offsets_for_times = bool(use_offsets_for_times)
+        self.auto_commit_interval_s = auto_commit_interval_ms / 1000.0
+        self.commit_on_rebalance = bool(commit_on_rebalance)
+        self.dead_letter_flush_s = float(dead_letter_flush_s)
+        self.stats = SubscriberStats()
+
+        user_cfg = dict(consumer_config or {})
+        for k, instead in _OWNED_SETTINGS.items():
+            if k in user_cfg:
+                raise SubscribeError(f"consumer_config must not set {k!r}: use {instead}")
+        self._user_cfg = user_cfg
+
+        # state shared with the rebalance listener (kafka-python 3 runs it on its IO thread)
+        self._state_lock = threading.Lock()
+        self._buffer: deque = deque()  # fetched, not yet examined
+        self._handed: dict[Any, tuple[int, int]] = {}  # tp -> (next offset, leader epoch)
+        self._committed: dict[Any, int] = {}  # tp -> last committed offset
+        self._assigned: set = set()
+        self._started: set = set()  # partitions this instance positioned per `start`
+        self._skip_before: dict[Any, int] = {}  # tp -> start time (ms): skip older records
+        self._time_seek_pending: set = set()  # tp -> offsets_for_times lookup (user thread)
+        self._seen_majors: set[int] = set()
+        self._malformed_logged = 0
+        self._malformed_last_log = float("-inf")
+        self._dlq = None
+        self._dlq_lock = threading.Lock()
+
+        # the consumer is used by one thread at a time: the poll in progress holds this
+        self._poll_lock = threading.RLock()
+        self._poll_owner: int | None = None
+        self._stop_requested = False
+        self._close_pending = False
+        self._closing = False
+        self._closed = False
+        self._next_auto_commit = time.monotonic() + self.auto_commit_interval_s
+        self._next_assign_try = 0.0
+
+        kafka = _kafka()
+        self._TP = kafka.TopicPartition
+        cfg: dict[str, Any] = {
+            "bootstrap_servers": self.servers,
+            "client_id": client_id,
+            "group_id": group_id,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            "max_poll_records": max_records,
+        }
+        if "bootstrap_timeout_ms" in kafka.KafkaConsumer.DEFAULT_CONFIG:
+            cfg["bootstrap_timeout_ms"] = int(connect_timeout_s * 1000)
+        cfg.update(user_cfg)
+        try:
+            self._consumer = kafka.KafkaConsumer(**cfg)
+        except kafka.errors.NoBrokersAvailable:
+            raise SubscribeError(
+                f"no Kafka broker answers at {self.bootstrap} (waited {connect_timeout_s:g} s)"
+            ) from None
+        except kafka.errors.KafkaConfigurationError as e:
+            raise SubscribeError(f"invalid Kafka consumer setting: {e}") from None
+        try:
+            if group_id is not None:
+                self._consumer.subscribe([topic], listener=_make_listener(self))
+            else:
+                self._try_assign(initial=True)
+        except BaseException:
+            self._consumer.close(autocommit=False)
+            raise
+
+    # ------------------------------------------------------------------ public API
+    def __enter__(self) -> "PredictionSubscriber":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[Prediction]:
+        """Predictions one by one, waiting up to ``poll_timeout_ms`` per poll, until
+        :meth:`close` or :meth:`stop`."""
+        for m in self.messages():
+            yield m.prediction
+
+    def messages(self) -> Iterator[Message]:
+        """Like iterating the subscriber, with the Kafka record (raw value, key, headers)."""
+        while not (self._stop_requested or self._closed):
+            rec = self._next_buffered()
+            if rec is None:
+                self._fetch(self.poll_timeout_ms)
+                continue
+            msg = self._process(rec)
+            if msg is not None:
+                yield msg
+
+    def poll(self, timeout_ms: int | None = None, max_records: int | None = None) -> list[Prediction]:
+        """The predictions available now, waiting up to ``timeout_ms`` (default
+        ``poll_timeout_ms``) for at least one; possibly empty. All returned records count
+        as handed out (:meth:`commit` covers them)."""
+        return [m.prediction for m in self.poll_messages(timeout_ms, max_records)]
+
+    def poll_messages(self, timeout_ms: int | None = None, max_records: int | None = None) -> list[Message]:
+        """:meth:`poll` with the Kafka records. At most ``max_records`` (default
+        ``max_records``) are handed out; the rest stay buffered for the next call."""
+        timeout_ms = self.poll_timeout_ms if timeout_ms is None else int(timeout_ms)
+        limit = self.max_records if max_records is None else int(max_records)
+        if limit <= 0:
+            raise ValueError("max_records must be positive")
+        deadline = time.monotonic() + timeout_ms / 1000.0
+        out: list[Message] = []
+        while not (self._stop_requested or self._closed):
+            rec = self._next_buffered()
+            if rec is not None:
+                msg = self._process(rec)
+                if msg is not None:
+                    out.append(msg)
+                    if len(out) >= limit:
+                        break
+                continue
+            if out:
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._fetch(max(1, int(left * 1000)))
+        return out
+
+    def commit(self) -> bool:
+        """Commit, for each assigned partition, the offset after the last record handed
+        out. Returns True when committed (or nothing was new), False when the commit
+        failed (logged; those records will be delivered again after a rebalance). A
+        subscriber without a group does not commit (returns True)."""
+        if self.group_id is None or self._closed:
+            return True
+        with self._poll_lock:
+            if self._closed:
+                return True
+            self._flush_dead_letters()
+            offsets = self._uncommitted()
+            if not offsets:
+                return True
+            try:
+                self._consumer.commit(offsets)
+            except Exception as e:  # noqa: BLE001 - rebalance in progress, coordinator away
+                self._commit_failed(e, offsets, "")
+                return False
+            self._commit_done(offsets)
+            return True
+
+    def stop(self) -> None:
+        """Ask the iterator / poll to end after the poll in progress (safe from a signal
+        handler and from any thread). Call :meth:`close` afterwards."""
+        self._stop_requested = True
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Commit (only with ``auto_commit``), flush the dead-letter producer, leave the
+        group and close. Idempotent; callable from another thread."""
+        self._stop_requested = True
+        if self._closed:
+            return
+        if self._poll_owner == threading.get_ident():
+            # called from this thread's own poll (a signal handler): finish when it returns
+            self._close_pending = True
+            return
+        with self._poll_lock:
+            self._do_close(timeout_s)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def assignment(self) -> set[tuple[str, int]]:
+        """The partitions this subscriber reads now, as ``(topic, partition)`` pairs."""
+        with self._state_lock:
+            return {(tp.topic, tp.partition) for tp in self._assigned}
+
+    # ------------------------------------------------------------------ fetching
+    def _next_buffered(self):
+        with self._state_lock:
+            return self._buffer.popleft() if self._buffer else None
+
+    def _fetch(self, timeout_ms: int) -> None:
+        if self.auto_commit and time.monotonic() >= self._next_auto_commit:
+            self._next_auto_commit = time.monotonic() + self.auto_commit_interval_s
+            self.commit()
+        with self._poll_lock:
+            if self._closed or self._stop_requested:
+                return
+            self._poll_owner = threading.get_ident()
+            try:
+                if self.group_id is None and not self._assigned:
+                    if not self._try_assign():
+                        time.sleep(min(timeout_ms, 500) / 1000.0)
+                        return
+                records = self._consumer.poll(timeout_ms=timeout_ms, max_records=self.max_records)
+                drop = self._apply_time_seeks() if self._time_seek_pending else set()
+            finally:
+                self._poll_owner = None
+            if records:
+                with self._state_lock:
+                    for tp, recs in records.items():
+                        if tp in drop or tp not in self._assigned:
+                            continue  # repositioned or revoked meanwhile: read again from the new position
+                        self._buffer.extend(recs)
+            if self._close_pending:
+                self._do_close(10.0)
+
+    def _try_assign(self, initial: bool = False) -> bool:
+        """Manual assignment (no group): all partitions of the topic."""
+        now = time.monotonic()
+        if not initial and now < self._next_assign_try:
+            return False
+        self._next_assign_try = now + 1.0
+        parts = self._consumer.partitions_for_topic(self.topic)
+        if not parts:
+            if initial:
+                log.warning("topic %s has no partitions yet on %s; waiting for it", self.topic, self.bootstrap)
+            return False
+        tps = [self._TP(self.topic, p) for p in sorted(parts)]
+        self._consumer.assign(tps)
+        with self._state_lock:
+            self._assigned = set(tps)
+        self._position_new(tps)
+        log.info("reading %s partitions %s (no consumer group)", self.topic, sorted(parts))
+        return True
+
+    def _position_new(self, tps: Iterable[Any]) -> None:
+        """Apply ``start`` to the partitions this instance sees for the first time."""
+        with self._state_lock:
+            new = [tp for tp in tps if tp not in self._started]
+            self._started.update(new)
+            if not new:
+                return
+            if self.start_ms is not None:
+                if self.use_offsets_for_times:
+                    self._time_seek_pending.update(new)
+                else:
+                    for tp in new:
+                        self._skip_before[tp] = self.start_ms
+        if self.start == "committed":
+            return  # the group's committed offset, else auto_offset_reset (earliest)
+        if self.start_ms is not None and self.use_offsets_for_times:
+            # the lookup is a blocking request: done by the polling thread after this poll
+            self._consumer.pause(*new)
+            return
+        self._consumer.seek_to_beginning(*new)
+
+    def _apply_time_seeks(self) -> set:
+        """offsets_for_times for the partitions waiting for it (polling thread). Returns
+        the partitions repositioned (records fetched for them before are dropped)."""
+        with self._state_lock:
+            pending = {tp for tp in self._time_seek_pending if tp in self._assigned}
+            self._time_seek_pending.clear()
+        if not pending:
+            return set()
+        try:
+            found = self._consumer.offsets_for_times({tp: self.start_ms for tp in pending})
+        except Exception as e:  # noqa: BLE001 - fall back to the portable scan
+            log.warning("offsets_for_times failed (%s); scanning %s from the beginning instead", e, sorted(pending))
+            found = None
+        for tp in pending:
+            ot = found.get(tp) if found is not None else None
+            if found is None:
+                with self._state_lock:
+                    self._skip_before[tp] = self.start_ms
+                self._consumer.seek_to_beginning(tp)
+            elif ot is None:
+                self._consumer.seek_to_end(tp)  # nothing that recent yet
+            else:
+                self._consumer.seek(tp, ot.offset)
+        self._consumer.resume(*pending)
+        return pending
+
+    # ------------------------------------------------------------------ records
+    def _process(self, rec: Any) -> Message | None:
+        st = self.stats
+        st.received += 1
+        tp = self._TP(rec.topic, rec.partition)
+        epoch = getattr(rec, "leader_epoch", None)
+        with self._state_lock:
+            self._handed[tp] = (rec.offset + 1, epoch if isinstance(epoch, int) else -1)
+            skip = self._skip_before.get(tp)
+            if skip is not None:
+                ts = rec.timestamp
+                if ts is not None and 0 <= ts < skip:
+                    st.before_start += 1
+                    return None
+                del self._skip_before[tp]  # the first record at or after the start time
+        value = rec.value
+        try:
+            if not value:
+                raise MalformedPrediction("empty value")
+            p = Prediction.from_json(value, topic=rec.topic, partition=rec.partition, offset=rec.offset)
+        except UnknownSchema as e:
+            st.unknown_schema += 1
+            self._log_unknown(value, e)
+            self._dead_letter(rec, "unknown_schema", str(e))
+            return None
+        except Exception as e:  # noqa: BLE001 - MalformedPrediction, or anything odd: never crash the agent
+            st.malformed += 1
+            text = str(e) if isinstance(e, MalformedPrediction) else f"{type(e).__name__}: {e}"
+            self._log_malformed(rec, text)
+            self._dead_letter(rec, "malformed", text)
+            return None
+        if not self.filter.accepts(p):
+            st.filtered += 1
+            return None
+        st.delivered += 1
+        return Message(p, rec.key, value, list(rec.headers or ()), rec.timestamp)
+
+    def _log_unknown(self, value: bytes, e: Exception) -> None:
+        schema = None
+        try:
+            schema = orjson.loads(value).get("schema")
+            major = int(str(schema).rsplit(".v", 1)[1].split(".")[0])
+        except Exception:  # noqa: BLE001
+            major = -1
+        if major in self._seen_majors:
+            return
+        self._seen_majors.add(major)
+        log.warning(
+            "%s: skipping predictions of schema %s (this client reads ids.prediction.v1); "
+            "upgrade ids-daemon to read them. Further ones are only counted (stats.unknown_schema)%s",
+            self.topic, schema, f", and sent to {self.dead_letter_topic}" if self.dead_letter_topic else "",
+        )
+
+    def _log_malformed(self, rec: Any, text: str) -> None:
+        self._malformed_logged += 1
+        now = time.monotonic()
+        if self._malformed_logged <= _MALFORMED_LOG_FIRST or now - self._malformed_last_log >= _MALFORMED_LOG_EVERY_S:
+            self._malformed_last_log = now
+            log.warning(
+                "skipping a malformed message at %s[%d]@%d: %s (%d malformed so far)%s",
+                rec.topic, rec.partition, rec.offset, text, self.stats.malformed,
+                f"; sent to {self.dead_letter_topic}" if self.dead_letter_topic else "",
+            )
+
+    # ------------------------------------------------------------------ dead letters
+    def _dead_letter(self, rec: Any, reason: str, error: str) -> None:
+        if self.dead_letter_topic is None:
+            return
+        try:
+            if self._dlq is None:
+                self._dlq = self._make_dlq_producer()
+            headers = [(k, v) for k, v in (rec.headers or ()) if not k.startswith("dlq.")]
+            headers += [
+                ("dlq.reason", reason.encode()),
+                ("dlq.error", error.encode("utf-8", "replace")[:4096]),
+                ("dlq.topic", rec.topic.encode()),
+                ("dlq.partition", str(rec.partition).encode()),
+                ("dlq.offset", str(rec.offset).encode()),
+                ("dlq.timestamp", str(rec.timestamp).encode()),
+            ]
+            fut = self._dlq.send(self.dead_letter_topic, key=rec.key, value=rec.value, headers=headers)
+        except Exception as e:  # noqa: BLE001
+            self._dlq_result(False, e)
+            return
+        fut.add_callback(lambda _md: self._dlq_result(True, None))
+        fut.add_errback(lambda exc: self._dlq_result(False, exc))
+
+    def _dlq_result(self, ok: bool, exc: BaseException | None) -> None:
+        with self._dlq_lock:
+            if ok:
+                self.stats.dead_lettered += 1
+                return
+            self.stats.dead_letter_failed += 1
+            n = self.stats.dead_letter_failed
+        if n <= _MALFORMED_LOG_FIRST or n % 1000 == 0:
+            log.warning("could not produce to the dead-letter topic %s: %s (%d failed)", self.dead_letter_topic, exc, n)
+
+    def _make_dlq_producer(self):
+        kafka = _kafka()
+        known = kafka.KafkaProducer.DEFAULT_CONFIG
+        shared = {k: v for k, v in self._user_cfg.items() if k in known and k != "client_id"}
+        return kafka.KafkaProducer(bootstrap_servers=self.servers, acks="all", linger_ms=5,
+                                   client_id="ids-subscriber-dlq", **shared)
+
+    def _flush_dead_letters(self, timeout_s: float | None = None) -> None:
+        if self._dlq is None:
+            return
+        try:
+            self._dlq.flush(timeout=self.dead_letter_flush_s if timeout_s is None else timeout_s)
+        except Exception as e:  # noqa: BLE001
+            # the sends still pending may fail later: their errbacks count them
+            log.warning("the dead-letter topic %s did not acknowledge in time: %s", self.dead_letter_topic, e)
+
+    # ------------------------------------------------------------------ commits and rebalances
+    def _uncommitted(self) -> dict:
+        OffsetAndMetadata = _kafka().OffsetAndMetadata
+        with self._state_lock:
+            return {
+                tp: OffsetAndMetadata(off, "", epoch)
+                for tp, (off, epoch) in self._handed.items()
+                if tp in self._assigned and self._committed.get(tp) != off
+            }
+
+    def _commit_done(self, offsets: dict) -> None:
+        with self._state_lock:
+            for tp, om in offsets.items():
+                self._committed[tp] = om.offset
+            self.stats.commits += 1
+
+    def _commit_failed(self, e: BaseException, offsets: dict, when: str) -> None:
+        self.stats.commit_failures += 1
+        log.warning("offset commit%s failed for %s: %s (those records will be delivered again)",
+                    f" {when}" if when else "", sorted((tp.partition, om.offset) for tp, om in offsets.items()),
+                    f"{type(e).__name__}: {e}")
+
+    def _on_revoked(self, revoked: Iterable[Any]) -> dict:
+        """Listener (IO thread): drop what the revoked partitions had buffered; return the
+        offsets to commit before they go."""
+        revoked = set(revoked)
+        offsets = {}
+        if self.commit_on_rebalance and not self._closing and self.group_id is not None:
+            offsets = {tp: om for tp, om in self._uncommitted().items() if tp in revoked}
+        self._forget(revoked)
+        return offsets
+
+    def _on_lost(self, lost: Iterable[Any]) -> None:
+        lost = set(lost)
+        if lost and not self._closing:
+            log.warning("evicted from group %s: lost partitions %s without committing", self.group_id,
+                        sorted(tp.partition for tp in lost))
+        self._forget(lost)
+
+    def _forget(self, tps: set) -> None:
+        with self._state_lock:
+            self._assigned -= tps
+            if self._buffer:
+                self._buffer = deque(r for r in self._buffer if self._TP(r.topic, r.partition) not in tps)
+            for tp in tps:
+                self._handed.pop(tp, None)
+                self._committed.pop(tp, None)
+                self._time_seek_pending.discard(tp)
+
+    def _on_assigned(self, assigned: Iterable[Any]) -> None:
+        assigned = set(assigned)
+        with self._state_lock:
+            self._assigned |= assigned
+            self.stats.rebalances += 1
+        log.info("group %s: assigned %s partitions %s", self.group_id, self.topic,
+                 sorted(tp.partition for tp in self._assigned))
+        self._position_new(assigned)
+
+    def _do_close(self, timeout_s: float) -> None:
+        if self._closed:
+            return
+        try:
+            if self.auto_commit:
+                self.commit()
+            self._flush_dead_letters(min(timeout_s, self.dead_letter_flush_s))
+        except Exception as e:  # noqa: BLE001 - closing must finish
+            log.warning("error while closing the subscriber: %s", e)
+        self._closing = True
+        try:
+            self._consumer.close(autocommit=False, timeout_ms=int(timeout_s * 1000))
+        except TypeError:  # kafka-python 2: no timeout_ms
+            self._consumer.close(autocommit=False)
+        except Exception as e:  # noqa: BLE001
+            log.warning("error while leaving the group: %s", e)
+        if self._dlq is not None:
+            try:
+                self._dlq.close(timeout=min(timeout_s, 5.0))
+            except Exception:  # noqa: BLE001
+                pass
+        with self._state_lock:
+            self._buffer.clear()
+        self._closed = True
+
+
+# ---------------------------------------------------------------------- the command line
+def format_prediction(p: Prediction) -> str:
+    """One line: time (UTC), sensor, severity, risk, predicted class, family, flow key."""
+    t = datetime.fromtimestamp(p.time, tz=timezone.utc)
+    ts = t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+    return (f"{ts}  {p.sensor:<12} {p.severity:<8} {p.risk_score:4.2f}  {p.predicted_attack:<24} "
+            f"{p.family:<10} {p.flow.key}")
+
+
+def run_subscribe(
+    bootstrap: str,
+    topic: str,
+    group: str | None = None,
+    start: Any = "committed",
+    count: int | None = None,
+    as_json: bool = False,
+    min_severity: str | None = None,
+    *,
+    min_risk: float | None = None,
+    families: Iterable[str] | None = None,
+    sensors: Iterable[str] | None = None,
+    attacks_only: bool = False,
+    dead_letter_topic: str | None = None,
+    consumer_config: dict | None = None,
+    poll_timeout_ms: int = 500,
+    out: IO[str] | None = None,
+    err: IO[str] | None = None,
+) -> int:
+    """``ids-daemon subscribe``: print predictions, one per line — the JSON exactly as
+    published (``as_json``) or :func:`format_prediction` — until ``count`` were printed
+    (``None``: until SIGINT/SIGTERM). With a group, what was printed is committed (every
+    5 s and at the end). Returns 0 (also on Ctrl-C and on a closed pipe); raises
+    :class:`SubscribeError` (an ``IdsError``) for a bad argument or an unreachable broker."""
+    if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 0):
+        raise SubscribeError(f"count must be a non-negative integer, got {count!r}")
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
+    sub = PredictionSubscriber(
+        bootstrap, topic, group_id=group, start=start, auto_commit=group is not None,
+        min_severity=min_severity, min_risk=min_risk, families=families, sensors=sensors,
+        attacks_only=attacks_only, poll_timeout_ms=poll_timeout_ms, dead_letter_topic=dead_letter_topic,
+        consumer_config=consumer_config,
+    )
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, lambda _s, _f: sub.stop())
+    printed = 0
+    try:
+        while count is None or printed < count:
+            want = sub.max_records if count is None else min(sub.max_records, count - printed)
+            batch = sub.poll_messages(max_records=want)
+            if sub.closed or sub._stop_requested:
+                if not batch:
+                    break
+            if batch:
+                if as_json:
+                    out.write("".join(m.value.decode("utf-8", "replace") + "\n" for m in batch))
+                else:
+                    out.write("".join(format_prediction(m.prediction) + "\n" for m in batch))
+                out.flush()
+                printed += len(batch)
+            if sub._stop_requested:
+                break
+    except BrokenPipeError:
+        pass  # `ids-daemon subscribe | head`: the reader is gone
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for sig, h in previous.items():
+            signal.signal(sig, h)
+        sub.close()
+    st = sub.stats
+    skipped = []
+    if st.filtered:
+        skipped.append(f"{st.filtered} filtered")
+    if st.malformed:
+        skipped.append(f"{st.malformed} malformed")
+    if st.unknown_schema:
+        skipped.append(f"{st.unknown_schema} of an unknown schema")
+    if st.before_start:
+        skipped.append(f"{st.before_start} before the start time")
+    try:
+        print(f"subscribe: {printed} predictions from {topic}"
+              + (f" ({', '.join(skipped)} skipped)" if skipped else ""), file=err)
+    except (BrokenPipeError, ValueError):
+        pass
+    return 0
