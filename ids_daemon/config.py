@@ -84,6 +84,7 @@ class TrainConfig(_Section):
     weight_decay: float = Field(1e-4, ge=0, description="Adam weight decay")
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     class_weights: bool = Field(True, description="weight the loss by inverse class frequency (imbalance)")
+    class_weight_power: float = Field(1.0, ge=0, le=1, description="(inverse frequency) ** power: 1 balanced, 0.5 softened")
     patience: int = Field(40, ge=1, description="epochs without a better validation macro-F1 before stopping")
     swa_fraction: float = Field(0.25, ge=0, lt=1, description="average the weights of this last share of epochs (0: off)")
     max_per_class: int = Field(50000, ge=10, description="sequences kept per class (uniform sample beyond): bounds memory")

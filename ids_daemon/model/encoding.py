@@ -61,25 +61,23 @@ class FeatureEncoder:
         return self
 
     def transform(self, x: np.ndarray) -> np.ndarray:
-        """Encode (..., columns) raw values → (..., output_size) float32."""
-        x = np.asarray(x)
+        """Encode (..., columns) raw values → (..., output_size) float32.
+
+        Computed in float64 (the trainer's path: quantile edges of heavy-tailed columns
+        sit close together at large values); `TorchEncoder` does the same on the
+        daemon's device in float32, within 1e-4 of this."""
+        x = np.asarray(x, dtype=np.float64)
         shape = x.shape[:-1]
         f = len(self.columns)
-        c = x.reshape(-1, f).astype(np.float32)
+        c = x.reshape(-1, f)
         if not np.isfinite(c).all():  # the released CSVs hold inf; live traffic does not
-            c = self._clean(c.astype(np.float64)).astype(np.float32)
+            c = self._clean(c)
         out = np.empty((c.shape[0], self.output_size), dtype=np.float32)
-        lg = out[:, :f]
-        np.log1p(np.abs(c), out=lg)
-        np.copysign(lg, c, out=lg)
-        lg -= self._mu32
-        lg *= self._inv_sd32
+        out[:, :f] = (np.copysign(np.log1p(np.abs(c)), c) - self.mu) / self.sd
         if self.bins:
-            # (x - lo) / width, clipped to [0, 1], written straight into the output
-            ple = out[:, f:].reshape(c.shape[0], f, self.bins)
-            np.subtract(c[:, :, None], self._lo32, out=ple)
-            np.multiply(ple, self._inv_width32, out=ple)
-            np.clip(ple, 0.0, 1.0, out=ple)
+            with np.errstate(invalid="ignore", over="ignore"):
+                ple = np.clip((c[:, :, None] - self._lo) / self._width, 0.0, 1.0)
+            out[:, f:] = np.nan_to_num(ple, nan=0.0).reshape(c.shape[0], -1)  # padding bins: lo = +inf
         return out.reshape(*shape, self.output_size)
 
     def _clean(self, x: np.ndarray) -> np.ndarray:
