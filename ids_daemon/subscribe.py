@@ -12,8 +12,8 @@ Delivery
 --------
 * Records come from a consumer group (``group_id``: the group's members split the
   topic's partitions; each prediction goes to one member) or, with ``group_id=None``,
-  from all partitions of the topic by manual assignment (``partitions_for_topic``),
-  without commits.
+  from all partitions of the topic by manual assignment (``partitions_for_topic``, once
+  the topic exists; partitions added later are read after a restart), without commits.
 * What the caller gets: :class:`~ids_daemon.records.Prediction` records, parsed and
   checked, with ``topic``/``partition``/``offset`` set. One flow's predictions share
   a record key, hence a partition, hence arrive in order.
@@ -52,13 +52,14 @@ Where reading starts (``start``)
   this instance, as above), the first record whose Kafka timestamp is >= that time,
   and everything after it. Portable implementation: seek to the beginning and skip
   the older records client-side (counted in ``stats.before_start``). Cost: the whole
-  retained history of the partition is fetched and its timestamps compared once (no
-  JSON parsing of the skipped records): about the cost of reading the topic from the
-  beginning, which is network and broker I/O, seconds per GB. A production cluster
-  whose ``ListOffsets``-by-time works can opt into ``use_offsets_for_times=True``
-  (one ``offsets_for_times`` request per assignment; a partition with no record that
-  recent starts at its end). The test broker (tansu) answers that request wrongly,
-  which is why it is not the default.
+  retained history of each partition is fetched once; the skipped records are not
+  parsed, but fetching and decoding dominate, so it costs about as much as reading the
+  topic from the beginning (tansu on a 2-core machine: 40 k predictions, 23 MB, skipped
+  in 3.9 s against 4.5 s to read and parse them all). A production cluster whose
+  ``ListOffsets``-by-time works can opt into ``use_offsets_for_times=True`` (one
+  ``offsets_for_times`` request per assignment; a partition with no record that recent
+  starts at its end). The test broker (tansu) answers that request wrongly in some
+  cases, which is why it is not the default.
 
 Bad messages never stop the stream
 ----------------------------------
@@ -75,6 +76,17 @@ Bad messages never stop the stream
   sends before committing past them; failures are counted in
   ``stats.dead_letter_failed`` and logged, never raised.
 
+Joining a group
+---------------
+While this member joins or rejoins its group, :meth:`poll` and the iterator keep
+polling until the join completes, up to ``join_wait_ms`` (30 s) past their timeout:
+nothing can be delivered during a rebalance anyway, and kafka-python 3.0.12 throws
+away a JoinGroup/SyncGroup round trip that completes while no poll is in progress and
+starts another one (the whole group then rebalances again), so an agent polling with
+short timeouts and working in between might otherwise never join. Group joins take
+the broker's initial rebalance delay (Kafka: ``group.initial.rebalance.delay.ms``, 3 s
+by default; tansu: about half the session timeout).
+
 Threads
 -------
 A subscriber is used by one thread (the iterator or :meth:`poll`). :meth:`close` may be
@@ -90,6 +102,7 @@ import logging
 import math
 import re
 import signal
+import socket
 import sys
 import threading
 import time
@@ -259,6 +272,25 @@ def parse_start(value: Any, now: float | None = None) -> str | float:
     return t
 
 
+def _wait_for_listener(servers: list[str], timeout_s: float, bootstrap: str) -> None:
+    """Raise :class:`SubscribeError` unless a bootstrap server accepts a TCP connection
+    within ``timeout_s``."""
+    deadline = time.monotonic() + max(0.0, timeout_s)
+    last: OSError | None = None
+    while True:
+        for server in servers:
+            host, _, port = server.rpartition(":")
+            try:
+                socket.create_connection((host.strip("[]"), int(port)), timeout=1.0).close()
+                return
+            except OSError as e:
+                last = e
+        if time.monotonic() >= deadline:
+            raise SubscribeError(f"no Kafka broker answers at {bootstrap} (waited {timeout_s:g} s: "
+                                 f"{last.strerror or last if last else 'no address'})")
+        time.sleep(0.2)
+
+
 def _kafka():
     import kafka  # noqa: F401 - imported lazily: the daemon runs without a subscriber
 
@@ -335,6 +367,7 @@ class PredictionSubscriber:
         commit_on_rebalance: bool = True,
         dead_letter_flush_s: float = 10.0,
         connect_timeout_s: float = 30.0,
+        join_wait_ms: int = 30_000,
         client_id: str = "ids-subscriber",
     ):
         from .sinks.kafka import KafkaSinkError, parse_bootstrap
@@ -370,6 +403,8 @@ class PredictionSubscriber:
         self.auto_commit_interval_s = auto_commit_interval_ms / 1000.0
         self.commit_on_rebalance = bool(commit_on_rebalance)
         self.dead_letter_flush_s = float(dead_letter_flush_s)
+        self.join_wait_ms = max(0, int(join_wait_ms))
+        self._joins_unobservable = False
         self.stats = SubscriberStats()
 
         user_cfg = dict(consumer_config or {})
@@ -416,14 +451,18 @@ class PredictionSubscriber:
         if "bootstrap_timeout_ms" in kafka.KafkaConsumer.DEFAULT_CONFIG:
             cfg["bootstrap_timeout_ms"] = int(connect_timeout_s * 1000)
         cfg.update(user_cfg)
+        if not (user_cfg.get("proxy_url") or user_cfg.get("socks5_proxy")):
+            # a KafkaConsumer that fails to bootstrap leaves its IO thread behind (3.0.12):
+            # find out first whether anything listens, retrying up to connect_timeout_s
+            _wait_for_listener(self.servers, connect_timeout_s, self.bootstrap)
         try:
             self._consumer = kafka.KafkaConsumer(**cfg)
-        except kafka.errors.NoBrokersAvailable:
-            raise SubscribeError(
-                f"no Kafka broker answers at {self.bootstrap} (waited {connect_timeout_s:g} s)"
-            ) from None
         except kafka.errors.KafkaConfigurationError as e:
             raise SubscribeError(f"invalid Kafka consumer setting: {e}") from None
+        except kafka.errors.KafkaError as e:  # 3.x: KafkaTimeoutError; 2.x: NoBrokersAvailable
+            raise SubscribeError(
+                f"no Kafka broker answers at {self.bootstrap} (waited {connect_timeout_s:g} s: {e})"
+            ) from None
         try:
             if group_id is not None:
                 self._consumer.subscribe([topic], listener=_make_listener(self))
@@ -459,8 +498,9 @@ class PredictionSubscriber:
 
     def poll(self, timeout_ms: int | None = None, max_records: int | None = None) -> list[Prediction]:
         """The predictions available now, waiting up to ``timeout_ms`` (default
-        ``poll_timeout_ms``) for at least one; possibly empty. All returned records count
-        as handed out (:meth:`commit` covers them)."""
+        ``poll_timeout_ms``; longer while the member joins its group, see the module
+        docstring) for at least one; possibly empty. All returned records count as handed
+        out (:meth:`commit` covers them)."""
         return [m.prediction for m in self.poll_messages(timeout_ms, max_records)]
 
     def poll_messages(self, timeout_ms: int | None = None, max_records: int | None = None) -> list[Message]:
@@ -470,8 +510,9 @@ class PredictionSubscriber:
         limit = self.max_records if max_records is None else int(max_records)
         if limit <= 0:
             raise ValueError("max_records must be positive")
-        deadline = time.monotonic() + timeout_ms / 1000.0
+        deadline = time.monotonic() + max(0, timeout_ms) / 1000.0
         out: list[Message] = []
+        fetched = False
         while not (self._stop_requested or self._closed):
             rec = self._next_buffered()
             if rec is not None:
@@ -484,9 +525,10 @@ class PredictionSubscriber:
             if out:
                 break
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 and fetched:
                 break
-            self._fetch(max(1, int(left * 1000)))
+            self._fetch(max(0, int(left * 1000)))  # at least one fetch, even with timeout 0
+            fetched = True
         return out
 
     def commit(self) -> bool:
@@ -557,6 +599,8 @@ class PredictionSubscriber:
                         time.sleep(min(timeout_ms, 500) / 1000.0)
                         return
                 records = self._consumer.poll(timeout_ms=timeout_ms, max_records=self.max_records)
+                if not records and self._joining():
+                    records = self._wait_for_join()
                 drop = self._apply_time_seeks() if self._time_seek_pending else set()
             finally:
                 self._poll_owner = None
@@ -568,6 +612,34 @@ class PredictionSubscriber:
                         self._buffer.extend(recs)
             if self._close_pending:
                 self._do_close(10.0)
+
+    def _joining(self) -> bool:
+        """A group member that is not (yet) stable: joining or rejoining its group."""
+        if self.group_id is None or self._joins_unobservable:
+            return False
+        try:
+            state = self._consumer.group_metadata().state
+        except Exception:  # noqa: BLE001 - kafka-python 2: no member state to observe
+            self._joins_unobservable = True
+            return False
+        return state != _kafka().structs.MemberState.STABLE
+
+    def _wait_for_join(self) -> dict:
+        """Keep polling, back to back, while this member (re)joins its group, up to
+        ``join_wait_ms`` past the caller's timeout. kafka-python 3.0.12 drops a JoinGroup/
+        SyncGroup round trip that completes while no poll is in progress and starts
+        another one (which makes the whole group rebalance again): an agent polling with
+        short timeouts and working in between could then never join. Nothing can be
+        delivered during a rebalance anyway. Ends early on :meth:`stop`/:meth:`close`."""
+        deadline = time.monotonic() + self.join_wait_ms / 1000.0
+        while not self._stop_requested and self._joining():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            records = self._consumer.poll(timeout_ms=max(1, int(min(left, 0.2) * 1000)), max_records=self.max_records)
+            if records:
+                return records
+        return {}
 
     def _try_assign(self, initial: bool = False) -> bool:
         """Manual assignment (no group): all partitions of the topic."""
@@ -761,7 +833,8 @@ class PredictionSubscriber:
     def _commit_done(self, offsets: dict) -> None:
         with self._state_lock:
             for tp, om in offsets.items():
-                self._committed[tp] = om.offset
+                if tp in self._assigned:  # (a partition committed on its way out is forgotten)
+                    self._committed[tp] = om.offset
             self.stats.commits += 1
 
     def _commit_failed(self, e: BaseException, offsets: dict, when: str) -> None:
@@ -857,6 +930,7 @@ def run_subscribe(
     dead_letter_topic: str | None = None,
     consumer_config: dict | None = None,
     poll_timeout_ms: int = 500,
+    connect_timeout_s: float = 10.0,
     out: IO[str] | None = None,
     err: IO[str] | None = None,
 ) -> int:
@@ -873,7 +947,7 @@ def run_subscribe(
         bootstrap, topic, group_id=group, start=start, auto_commit=group is not None,
         min_severity=min_severity, min_risk=min_risk, families=families, sensors=sensors,
         attacks_only=attacks_only, poll_timeout_ms=poll_timeout_ms, dead_letter_topic=dead_letter_topic,
-        consumer_config=consumer_config,
+        consumer_config=consumer_config, connect_timeout_s=connect_timeout_s,
     )
     previous: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
@@ -916,7 +990,7 @@ def run_subscribe(
         skipped.append(f"{st.before_start} before the start time")
     try:
         print(f"subscribe: {printed} predictions from {topic}"
-              + (f" ({', '.join(skipped)} skipped)" if skipped else ""), file=err)
+              + (f" (skipped: {', '.join(skipped)})" if skipped else ""), file=err)
     except (BrokenPipeError, ValueError):
         pass
     return 0

@@ -4,7 +4,6 @@ dead-letter topic, filters, timestamp starts, and the `subscribe` command's prin
 
 from __future__ import annotations
 
-import collections
 import json
 import logging
 import threading
@@ -235,11 +234,24 @@ def test_a_member_joining_later_takes_over_without_duplicates(kafka_broker, kafk
 def test_a_second_group_sees_every_prediction(kafka_broker, kafka_topic):
     sent = [make_prediction(i) for i in range(80)]
     publish(kafka_broker.bootstrap, kafka_topic, sent)
-    with sub_for(kafka_broker, kafka_topic, group_id="g1") as g1:
-        got1 = collect(g1, len(sent))
-        assert g1.commit()
-    with sub_for(kafka_broker, kafka_topic, group_id="g2") as g2:
-        got2 = collect(g2, len(sent))
+    g1 = sub_for(kafka_broker, kafka_topic, group_id="g1")
+    g2 = sub_for(kafka_broker, kafka_topic, group_id="g2")
+    got1: list[Prediction] = []
+    got2: list[Prediction] = []
+    # one thread polls both with short timeouts, like an agent that works between polls:
+    # each still joins (kafka-python 3.0.12 drops a join completing outside a poll; the
+    # subscriber keeps polling while its member joins)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (len(got1) < len(sent) or len(got2) < len(sent)):
+            got1.extend(g1.poll(timeout_ms=100))
+            g1.commit()
+            got2.extend(g2.poll(timeout_ms=100))
+        got1.extend(g1.poll(timeout_ms=200))
+        got2.extend(g2.poll(timeout_ms=200))
+    finally:
+        g1.close()
+        g2.close()
     expected = sorted(p["id"] for p in sent)
     assert ids(got1) == expected
     assert ids(got2) == expected
@@ -355,6 +367,11 @@ def test_start_at_a_time_skips_older_records(kafka_broker, kafka_topic):
             got = collect(sub, len(new))
         assert ids(got) == sorted(p["id"] for p in new), start
         assert sub.stats.before_start == len(old)
+    # the opt-in for clusters whose ListOffsets-by-time works (tansu answers this case right)
+    with sub_for(kafka_broker, kafka_topic, start=t, use_offsets_for_times=True) as sub:
+        got = collect(sub, len(new))
+    assert ids(got) == sorted(p["id"] for p in new)
+    assert sub.stats.before_start == 0  # nothing older was fetched
     # with a group, the same on its first assignment
     with sub_for(kafka_broker, kafka_topic, group_id="from-t", start=t) as sub:
         got = collect(sub, len(new))
@@ -373,7 +390,8 @@ def test_run_subscribe_prints_exactly_count_json_lines_as_published(kafka_broker
     assert len(set(lines)) == 12
     assert {ln.encode() for ln in lines} <= set(sent)  # byte for byte what was produced
 
-    rc = run_subscribe(kafka_broker.bootstrap, kafka_topic, "cli", "earliest", 3, False, "critical",
+    # pretty lines, in a group: what was printed (3 predictions) is committed at the end
+    rc = run_subscribe(kafka_broker.bootstrap, kafka_topic, "cli", "committed", 3, False, "critical",
                        consumer_config=FAST, poll_timeout_ms=200)
     cap = capsys.readouterr()
     pretty = cap.out.splitlines()
@@ -382,6 +400,30 @@ def test_run_subscribe_prints_exactly_count_json_lines_as_published(kafka_broker
     for ln in pretty:
         assert " critical " in ln and " gw-1 " in ln and any(ln.endswith(" " + k) for k in by_key)
     assert "subscribe: 3 predictions" in cap.err
+    critical = [p for p in map(json.loads, sent) if p["severity"] == "critical"]
+    with sub_for(kafka_broker, kafka_topic, group_id="cli", min_severity="critical") as sub:
+        rest = collect(sub, len(critical) - 3)
+    assert len(rest) == len(critical) - 3  # the rest, and nothing printed before
+    assert not {format_prediction(p) for p in rest} & set(pretty)
+
+
+def test_run_subscribe_stops_cleanly_on_sigint(kafka_broker, kafka_topic, capsys):
+    import os
+    import signal
+
+    publish(kafka_broker.bootstrap, kafka_topic, [make_prediction(i) for i in range(5)])
+    before = signal.getsignal(signal.SIGINT)
+    timer = threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    t0 = time.monotonic()
+    try:
+        rc = run_subscribe(kafka_broker.bootstrap, kafka_topic, None, "earliest", None, True, None,
+                           consumer_config=FAST, poll_timeout_ms=200)
+    finally:
+        timer.cancel()
+    assert rc == 0 and time.monotonic() - t0 < 10
+    assert len(capsys.readouterr().out.splitlines()) == 5
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 # ---------------------------------------------------------------- no broker needed
@@ -404,6 +446,15 @@ def test_bad_arguments_are_one_line_errors():
         args = {"topic": "t", **kw}
         with pytest.raises(SubscribeError):
             PredictionSubscriber("127.0.0.1:1", **args)
+
+
+def test_an_unreachable_broker_is_a_one_line_error():
+    from ids_daemon.devbroker import free_port
+
+    t0 = time.monotonic()
+    with pytest.raises(SubscribeError, match="no Kafka broker answers"):
+        run_subscribe(f"127.0.0.1:{free_port()}", "t", connect_timeout_s=1.0)
+    assert time.monotonic() - t0 < 10
 
 
 def test_format_prediction():
