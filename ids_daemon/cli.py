@@ -286,7 +286,13 @@ def _run_pipeline(cfg: Config, read: Optional[str], interface: Optional[str], mo
         cfg = cfg.model_copy(update={"capture": cfg.capture.model_copy(update={"batch_size": 256})})
     source, live = _open_source(cfg, read, interface)
     status = sys.stderr.isatty()
-    pipe = Pipeline(cfg, source, live, sink_objs, worker, speed=speed, status=status)
+    metrics = None
+    if cfg.metrics.listen:
+        from .metrics import PipelineMetrics
+
+        metrics = PipelineMetrics()
+    pipe = Pipeline(cfg, source, live, sink_objs, worker, speed=speed, status=status, metrics=metrics)
+
     pipe.install_signal_handlers()
     if early["stop"]:
         pipe.request_stop()
@@ -295,10 +301,14 @@ def _run_pipeline(cfg: Config, read: Optional[str], interface: Optional[str], mo
     what = f"{interface} (live)" if live else str(read)
     print(f"ids-daemon: classifying {what} with {worker.model_info['name']} {worker.model_info['version']} "
           f"on {worker.device}", file=sys.stderr, flush=True)
+    if metrics is not None and metrics.serve(cfg.metrics.listen):
+        print(f"ids-daemon: metrics on http://{cfg.metrics.listen}/metrics", file=sys.stderr, flush=True)
     try:
         st = pipe.run()
     finally:
         source.close()
+        if metrics is not None:
+            metrics.close()
     c = pipe.meter.counters
     print(f"{st.frames} frames, {c.packets} metered, {st.windows} windows, {st.predictions} predictions "
           f"in {st.batches} batches (mean {st.mean_batch:.0f}), {st.dropped_sequences} sequences dropped, "

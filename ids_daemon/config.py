@@ -133,8 +133,16 @@ class KafkaConfig(_Section):
     producer: dict[str, Any] = Field(default_factory=dict, description="extra kafka-python producer settings (SSL/SASL)")
 
 
+class MetricsConfig(_Section):
+    """The Prometheus endpoint."""
+
+    listen: str | None = Field("127.0.0.1:9108", description="host:port of /metrics (loopback by default; null: off)")
+
+
 class Config(_Section):
     """The whole daemon configuration."""
+
+    metrics: MetricsConfig = MetricsConfig()
 
     sensor: str | None = Field(None, description="name of this sensor in every prediction (default: host name)")
     alerts: AlertConfig = AlertConfig()

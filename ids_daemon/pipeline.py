@@ -68,7 +68,7 @@ class Pipeline:
     """Wires a packet source, the meter, the sequence buffer, the worker and the sinks."""
 
     def __init__(self, cfg: Config, source: Any, live: bool, sinks: list[Sink], worker: InferenceWorker,
-                 speed: float | None = None, status: bool = False):
+                 speed: float | None = None, status: bool = False, metrics: Any = None):
         self.cfg = cfg
         self.source = source
         self.live = live
@@ -77,6 +77,9 @@ class Pipeline:
         self.speed = speed
         self.status = status
         self.stats = PipelineStats()
+        self.metrics = metrics  # a PipelineMetrics, or None
+        if metrics is not None:
+            metrics.pipeline = self
         meter_cfg = cfg.meter
         if meter_cfg.window != worker.window:
             log.warning("meter.window %d differs from the model's window %d: using the model's",
@@ -277,7 +280,10 @@ class Pipeline:
             part = allseq.take(slice(start, min(start + max_batch, n)))
             t = time.perf_counter()
             out = self.worker.predict(part)
-            self.stats.busy["model"] += time.perf_counter() - t
+            dt = time.perf_counter() - t
+            self.stats.busy["model"] += dt
+            if self.metrics is not None:
+                self.metrics.observe_batch(len(part), dt)
             self.stats.batches += 1
             self.stats.batch_sizes.append(len(part))
             self._put(self._q_out, out, block=True)

@@ -18,7 +18,7 @@ from ..model.classes import family_of
 from ..model.encoding import TorchEncoder
 from ..sequence import SequenceBatch
 from ..sinks.base import EncodedBatch
-from .risk import family_weights
+from .risk import family_weights, risk_scores, severity_index
 
 log = logging.getLogger("ids_daemon.inference")
 
@@ -67,6 +67,9 @@ class InferenceWorker:
         self.columns = np.array([INDEX[c] for c in loaded.columns], dtype=np.int64)
         self.encode = TorchEncoder(loaded.encoder, self.device)
         self.model_info = {"name": str(loaded.meta.get("name", "")), "version": str(loaded.meta.get("version", ""))}
+        # predictions per class and severity (exported as metrics); reset with the class list
+        self.class_counts = np.zeros(len(self.classes), dtype=np.int64)
+        self.severity_counts = np.zeros(4, dtype=np.int64)
 
     @property
     def seq_len(self) -> int:
@@ -108,6 +111,9 @@ class InferenceWorker:
         from ..schema import encode_predictions
 
         probs = self.probabilities(seq)
+        pred, _, risk = risk_scores(probs, self.weights)
+        self.class_counts += np.bincount(pred, minlength=len(self.classes))
+        self.severity_counts += np.bincount(severity_index(risk), minlength=4)
         out = encode_predictions(seq, probs, classes=self.classes, families=self.families, weights=self.weights,
                                  model=self.model_info, sensor=self.sensor, id_prefix=self.id_prefix,
                                  first_id=self.next_id, top_k=self.top_k, now=time.time())
