@@ -285,6 +285,12 @@ def _run_pipeline(cfg: Config, read: Optional[str], interface: Optional[str], mo
         # pacing needs finer batches than the reader's default
         cfg = cfg.model_copy(update={"capture": cfg.capture.model_copy(update={"batch_size": 256})})
     source, live = _open_source(cfg, read, interface)
+    if cfg.capture.user:
+        from .privileges import drop_privileges
+
+        for s in sink_objs:
+            s.open()  # outputs (files, spool) are opened with the starting user's rights
+        drop_privileges(cfg.capture.user)  # before a single packet is read
     status = sys.stderr.isatty()
     metrics = None
     if cfg.metrics.listen:

@@ -31,6 +31,8 @@ class CaptureConfig(_Section):
     ring_mb: int = Field(64, ge=1, le=4096, description="size of the live capture ring in MiB")
     block_timeout_ms: int = Field(100, ge=1, le=10000, description="the kernel hands over a ring block at least this often")
     promiscuous: bool = Field(True, description="put the live interface in promiscuous mode")
+    user: str | None = Field(None, description="started as root: switch to this user, with no capabilities, "
+                             "once the capture socket is open")
 
 
 class MeterConfig(_Section):

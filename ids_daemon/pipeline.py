@@ -114,7 +114,7 @@ class Pipeline:
         """Run to the end of the input or until stopped; returns the counters."""
         t0 = time.perf_counter()
         for s in self.sinks:
-            s.open()
+            s.open()  # idempotent: the CLI may have opened them before dropping privileges
         worker_t = threading.Thread(target=self._guard(self._work), name="ids-worker", daemon=True)
         sink_t = threading.Thread(target=self._guard(self._write), name="ids-sinks", daemon=True)
         worker_t.start()

@@ -198,3 +198,42 @@ def test_spoofed_syn_flood_is_flagged_within_a_memory_bound(tmp_path: Path) -> N
     assert sum(m["family"] in ("DDoS", "DoS") for m in attacks) / len(attacks) > 0.8
     assert 100 < peak_mib < 1536, f"peak RSS {peak_mib:.0f} MiB"
     print(f"spoofed flood: {n} packets, {len(preds)} predictions, peak RSS {peak_mib:.0f} MiB")
+
+
+def test_privilege_drop_keeps_capturing_with_no_capabilities(tmp_path: Path) -> None:
+    """Started as root with capture.user, the running daemon has that uid and no
+    capability, and still captures."""
+    import os
+    import pwd
+    import random
+
+    from scapy.all import IP, TCP, Ether, sendp
+
+    if os.geteuid() != 0:
+        pytest.fail("this test needs root (CI runs as root)")
+    nobody = pwd.getpwnam("nobody")
+    os.chmod(tmp_path, 0o777)  # the dropped daemon writes its predictions here
+    port = random.randint(30000, 60000)
+    cfg = tmp_path / "c.yml"
+    cfg.write_text("capture:\n  user: nobody\nmetrics:\n  listen: null\n")
+    out = tmp_path / "live.jsonl"
+    proc = subprocess.Popen([EXE, "run", "-i", "lo", "--filter", f"tcp and dst port {port}", "-o", str(out),
+                             "--config", str(cfg)], stderr=subprocess.PIPE, text=True)
+    try:
+        assert "capturing on lo" in proc.stderr.readline()
+        assert "classifying" in proc.stderr.readline()
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        assert fields["Uid"].split() == [str(nobody.pw_uid)] * 4
+        for cap in ("CapEff", "CapPrm", "CapAmb"):
+            assert int(fields[cap].strip(), 16) == 0, (cap, fields[cap])
+        pkts = [Ether() / IP(src=f"10.98.0.{i + 1}", dst="127.0.0.1") / TCP(sport=2000 + i, dport=port, flags="S")
+                for i in range(50)]
+        sendp(pkts, iface="lo", verbose=False)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert sum(m["window"]["packets"] for m in read_jsonl(out)) == 50

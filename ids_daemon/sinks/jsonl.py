@@ -18,7 +18,9 @@ class JsonlSink:
         self._fh: BinaryIO | None = None
 
     def open(self) -> None:
-        """Open the file for appending (``None`` or ``-``: stdout)."""
+        """Open the file for appending (``None`` or ``-``: stdout); a second call does nothing."""
+        if self._fh is not None:
+            return
         if self.path in (None, "-"):
             self._fh = sys.stdout.buffer
         else:
