@@ -266,13 +266,9 @@ def _run_pipeline(cfg: Config, read: Optional[str], interface: Optional[str], mo
     from .inference.worker import InferenceWorker
     from .pipeline import Pipeline
 
-    import logging
+    from .logs import setup_logging
 
-    logging.basicConfig(level=cfg.log_level.upper(), stream=sys.stderr,
-                        format="ids-daemon: %(levelname)s: %(message)s")
-    if cfg.log_level != "debug":
-        # kafka-python logs an error a second during an outage; the sink logs each change
-        logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    setup_logging(cfg.log_level, cfg.log_format)
     # Signals that arrive while the model loads are kept and acted on once it runs.
     early = {"stop": False, "reload": False}
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -399,14 +395,12 @@ def alerts(
     start: str = typer.Option("committed", "--from", help="earliest, committed or a timestamp"),
 ) -> None:
     """Turn predictions into de-duplicated, rate-limited alerts (stdout, JSON lines, syslog, webhook)."""
-    import logging
-
     from .alerts import run_alerts
+    from .logs import setup_logging
     from .subscribe import PredictionSubscriber
 
     cfg = load_config(config, {})
-    logging.basicConfig(level=cfg.log_level.upper(), stream=sys.stderr, format="ids-daemon: %(levelname)s: %(message)s")
-    logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    setup_logging(cfg.log_level, cfg.log_format)
     with PredictionSubscriber(kafka_bootstrap, topic, group_id=group, start=start, auto_commit=True) as sub:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: sub.stop())

@@ -155,6 +155,7 @@ class Config(_Section):
     meter: MeterConfig = MeterConfig()
     lstm: LSTMSection = LSTMSection()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = Field("text", description="json: one JSON object per log line (for journald/ELK)")
 
 
 def _format_error(e: ValidationError, origin: str) -> str:

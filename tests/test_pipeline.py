@@ -237,3 +237,15 @@ def test_privilege_drop_keeps_capturing_with_no_capabilities(tmp_path: Path) -> 
             proc.kill()
     assert proc.returncode == 0, err
     assert sum(m["window"]["packets"] for m in read_jsonl(out)) == 50
+
+
+def test_json_logs(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yml"
+    cfg.write_text("meter:\n  window: 20\nlog_format: json\nmetrics:\n  listen: null\n")
+    sample = Path(__file__).resolve().parents[1] / "ids_daemon" / "data" / "sample.pcap"
+    p = subprocess.run([EXE, "replay", "-r", str(sample), "-o", str(tmp_path / "p.jsonl"), "--config", str(cfg)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    logs = [json.loads(line) for line in p.stderr.splitlines() if line.startswith("{")]
+    assert logs and logs[0]["level"] == "warning" and logs[0]["logger"] == "ids_daemon.pipeline"
+    assert "differs from the model's window" in logs[0]["message"] and logs[0]["time"].endswith("Z")
