@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import resource
 import signal
 import sys
@@ -305,9 +306,13 @@ def _run_pipeline(cfg: Config, read: Optional[str], interface: Optional[str], mo
           f"on {worker.device}", file=sys.stderr, flush=True)
     if metrics is not None and metrics.serve(cfg.metrics.listen):
         print(f"ids-daemon: metrics on http://{cfg.metrics.listen}/metrics", file=sys.stderr, flush=True)
+    from .notify import notify
+
+    notify(f"READY=1\nSTATUS=classifying {what}\nMAINPID={os.getpid()}")
     try:
         st = pipe.run()
     finally:
+        notify("STOPPING=1")
         source.close()
         if metrics is not None:
             metrics.close()

@@ -216,11 +216,16 @@ class Pipeline:
             self.stats.dropped_sequences += len(seq)
 
     def _do_reload(self) -> None:
+        from .notify import notify
+
+        notify("RELOADING=1")
         try:
             loaded = load_model(self.worker.model_dir, self.worker.device)
         except Exception as e:  # noqa: BLE001 - a bad model file must not stop the daemon
             log.error("model reload failed, keeping the current model: %s", e)
+            notify("READY=1")
             return
+        notify("READY=1")
         if self.worker.half:
             loaded.model.half()
         # sequences already queued were built for the old model: the worker switches at

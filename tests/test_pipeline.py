@@ -249,3 +249,28 @@ def test_json_logs(tmp_path: Path) -> None:
     logs = [json.loads(line) for line in p.stderr.splitlines() if line.startswith("{")]
     assert logs and logs[0]["level"] == "warning" and logs[0]["logger"] == "ids_daemon.pipeline"
     assert "differs from the model's window" in logs[0]["message"] and logs[0]["time"].endswith("Z")
+
+
+def test_readiness_is_signalled_to_systemd(tmp_path: Path) -> None:
+    """Under a Type=notify unit the daemon says READY=1 once it runs, STOPPING=1 at the end."""
+    import os
+    import socket as so
+
+    path = str(tmp_path / "notify.sock")
+    rx = so.socket(so.AF_UNIX, so.SOCK_DGRAM)
+    rx.bind(path)
+    rx.settimeout(60)
+    sample = Path(__file__).resolve().parents[1] / "ids_daemon" / "data" / "sample.pcap"
+    env = dict(os.environ, NOTIFY_SOCKET=path)
+    p = subprocess.Popen([EXE, "replay", "-r", str(sample), "-o", str(tmp_path / "p.jsonl")], env=env,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        first = rx.recv(4096).decode()
+        second = rx.recv(4096).decode()
+        p.communicate(timeout=60)
+    finally:
+        rx.close()
+        if p.poll() is None:
+            p.kill()
+    assert "READY=1" in first and f"MAINPID={p.pid}" in first
+    assert second == "STOPPING=1"

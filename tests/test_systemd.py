@@ -61,7 +61,7 @@ def _instance_copy(tmp_path: Path) -> Path:
 def test_unit_settings():
     """What the unit promises, independent of systemd being installed."""
     s = _settings(UNIT.read_text())
-    assert s["Type"] == ["exec"]
+    assert s["Type"] == ["notify"] and s["NotifyAccess"] == ["main"]
     assert s["ExecStart"][0].startswith(f"{EXEC} run -i %i --config /etc/ids-daemon/config.yml")
     assert s["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
     assert s["User"] == ["ids-daemon"] and s["Group"] == ["ids-daemon"]
