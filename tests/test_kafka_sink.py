@@ -15,8 +15,10 @@ from ids_daemon.sinks.kafka import KafkaSink, KafkaSinkError, parse_bootstrap
 from ids_daemon.sinks.spool import HEADER_BYTES, MAGIC, DiskSpool, SpoolError
 
 from .kafka_broker import TansuBroker, TansuNotFound
+from .waiting import wait_until
 
 SCHEMA = "ids.prediction.v1"
+
 
 
 # ---------------------------------------------------------------- helpers
@@ -31,13 +33,6 @@ def rec_id(value: bytes) -> int:
     return int(value[start : value.index(b",", start)])
 
 
-def wait_until(cond, timeout: float, step: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(step)
-    return cond()
 
 
 def drain_sink(sink: KafkaSink, timeout: float = 20.0) -> None:

@@ -22,11 +22,14 @@ from ids_daemon.subscribe import (
     run_subscribe,
 )
 
+from .waiting import wait_until
+
 # group joins on tansu take about half the session timeout
 FAST = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "fetch_max_wait_ms": 100}
 SEVERITY_OF = [(0.0, "low"), (0.2, "medium"), (0.5, "high"), (0.8, "critical")]
 FAMILIES = [("BenignTraffic", "Benign", 0.0), ("Recon-PortScan", "Recon", 0.4), ("DoS-UDP_Flood", "DoS", 0.8),
             ("DDoS-SYN_Flood", "DDoS", 0.9), ("Mirai-greeth_flood", "Mirai", 1.0)]
+
 
 
 # ---------------------------------------------------------------- helpers
@@ -94,13 +97,6 @@ def ids(preds) -> list[str]:
     return sorted(p.id for p in preds)
 
 
-def wait_until(cond, timeout: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(step)
-    return cond()
 
 
 def sub_for(broker, topic, **kw) -> PredictionSubscriber:
