@@ -335,25 +335,41 @@ def _run_pipeline(cfg: Config, read: Optional[str], interface: Optional[str], mo
 _SINK_HELP = "jsonl (default) or kafka; repeat for several"
 
 
+def _sink_options(config: Optional[Path], kafka_bootstrap: Optional[str], topic: Optional[str],
+                  device: Optional[str], extra: dict[str, Any]) -> Config:
+    """The config with the flags replay and run share."""
+    return load_config(config, {"kafka.bootstrap": kafka_bootstrap, "kafka.topic": topic,
+                                "inference.device": device, **extra})
+
+
+_OPT_MODEL = typer.Option(None, "--model", help="model directory (default: the bundled model)")
+_OPT_SINK = typer.Option(None, "--sink", help=_SINK_HELP)
+_OPT_OUTPUT = typer.Option(None, "-o", "--output", help="JSON-lines file (default: stdout)")
+_OPT_BOOTSTRAP = typer.Option(None, "--kafka-bootstrap", help="HOST:PORT of the Kafka cluster")
+_OPT_TOPIC = typer.Option(None, "--topic", help="Kafka topic for predictions")
+_OPT_DEVICE = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N")
+_OPT_CONFIG = typer.Option(None, "--config", "-c", help="config.yml")
+
+
 @app.command()
 def replay(
     read: str = typer.Option(..., "-r", "--read", help="pcap/pcapng file, - for stdin"),
-    model: Optional[str] = typer.Option(None, "--model", help="model directory (default: the bundled model)"),
+    model: Optional[str] = _OPT_MODEL,
     fast: bool = typer.Option(False, "--fast", help="as fast as possible (the default)"),
     speed: Optional[float] = typer.Option(None, "--speed", help="pace by packet time, X times real time"),
-    sink: list[str] = typer.Option(None, "--sink", help=_SINK_HELP),
-    output: Optional[str] = typer.Option(None, "-o", "--output", help="JSON-lines file (default: stdout)"),
-    kafka_bootstrap: Optional[str] = typer.Option(None, "--kafka-bootstrap", help="HOST:PORT of the Kafka cluster"),
-    topic: Optional[str] = typer.Option(None, "--topic", help="Kafka topic for predictions"),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N"),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="config.yml"),
+    sink: list[str] = _OPT_SINK,
+    output: Optional[str] = _OPT_OUTPUT,
+    kafka_bootstrap: Optional[str] = _OPT_BOOTSTRAP,
+    topic: Optional[str] = _OPT_TOPIC,
+    device: Optional[str] = _OPT_DEVICE,
+    config: Optional[Path] = _OPT_CONFIG,
 ) -> None:
     """Classify a capture file: every window's sequence through the model, predictions to the sinks."""
     if fast and speed:
         raise IdsError("--fast and --speed exclude each other")
     if speed is not None and speed <= 0:
         raise IdsError("--speed must be positive")
-    cfg = load_config(config, {"kafka.bootstrap": kafka_bootstrap, "kafka.topic": topic, "inference.device": device})
+    cfg = _sink_options(config, kafka_bootstrap, topic, device, {})
     _run_pipeline(cfg, read, None, model, sink, output, speed)
 
 
@@ -361,17 +377,16 @@ def replay(
 def run(
     interface: str = typer.Option(..., "-i", "--interface", help="capture on this interface"),
     bpf: Optional[str] = typer.Option(None, "--filter", "-f", help="capture filter (tcpdump syntax)"),
-    model: Optional[str] = typer.Option(None, "--model", help="model directory (default: the bundled model)"),
-    sink: list[str] = typer.Option(None, "--sink", help=_SINK_HELP),
-    output: Optional[str] = typer.Option(None, "-o", "--output", help="JSON-lines file (default: stdout)"),
-    kafka_bootstrap: Optional[str] = typer.Option(None, "--kafka-bootstrap", help="HOST:PORT of the Kafka cluster"),
-    topic: Optional[str] = typer.Option(None, "--topic", help="Kafka topic for predictions"),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N"),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="config.yml"),
+    model: Optional[str] = _OPT_MODEL,
+    sink: list[str] = _OPT_SINK,
+    output: Optional[str] = _OPT_OUTPUT,
+    kafka_bootstrap: Optional[str] = _OPT_BOOTSTRAP,
+    topic: Optional[str] = _OPT_TOPIC,
+    device: Optional[str] = _OPT_DEVICE,
+    config: Optional[Path] = _OPT_CONFIG,
 ) -> None:
     """Classify live traffic on an interface until SIGINT/SIGTERM (SIGHUP reloads the model)."""
-    cfg = load_config(config, {"capture.filter": bpf, "capture.interface": interface, "kafka.bootstrap": kafka_bootstrap,
-                               "kafka.topic": topic, "inference.device": device})
+    cfg = _sink_options(config, kafka_bootstrap, topic, device, {"capture.filter": bpf, "capture.interface": interface})
     _run_pipeline(cfg, None, interface, model, sink, output, None)
 
 

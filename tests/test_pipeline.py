@@ -50,6 +50,18 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line]
 
 
+def syns_then_sigterm(proc: subprocess.Popen, port: int, n: int, net: str) -> str:
+    """Send ``n`` SYNs from distinct ``net``.x.y sources to 127.0.0.1:``port`` on lo, then
+    SIGTERM the daemon; returns its stderr."""
+    from scapy.all import IP, TCP, Ether, sendp
+
+    pkts = [Ether() / IP(src=f"{net}.{i // 250}.{i % 250 + 1}", dst="127.0.0.1") /
+            TCP(sport=1024 + i, dport=port, flags="S") for i in range(n)]
+    sendp(pkts, iface="lo", verbose=False)
+    proc.send_signal(signal.SIGTERM)
+    return proc.communicate(timeout=60)[1]
+
+
 def test_replay_gives_one_valid_prediction_per_window(corpus: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "p.jsonl"
     pcap = corpus["DDoS-SYN_Flood"]
@@ -155,8 +167,6 @@ def test_sequence_buffer_matches_the_training_rule() -> None:
 def test_live_run_on_loopback_predicts_what_it_captured(tmp_path: Path) -> None:
     import random
 
-    from scapy.all import IP, TCP, Ether, sendp
-
     port = random.randint(30000, 60000)
     out = tmp_path / "live.jsonl"
     proc = subprocess.Popen([EXE, "run", "-i", "lo", "--filter", f"tcp and dst port {port}", "-o", str(out)],
@@ -164,12 +174,7 @@ def test_live_run_on_loopback_predicts_what_it_captured(tmp_path: Path) -> None:
     try:
         assert "capturing on lo" in proc.stderr.readline()
         assert "classifying" in proc.stderr.readline()
-        pkts = [Ether() / IP(src=f"10.99.{i // 250}.{i % 250 + 1}", dst="127.0.0.1") / TCP(sport=1024 + i, dport=port,
-                                                                                             flags="S")
-                for i in range(300)]
-        sendp(pkts, iface="lo", verbose=False)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
+        err = syns_then_sigterm(proc, port, 300, "10.99")
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -207,8 +212,6 @@ def test_privilege_drop_keeps_capturing_with_no_capabilities(tmp_path: Path) -> 
     import pwd
     import random
 
-    from scapy.all import IP, TCP, Ether, sendp
-
     if os.geteuid() != 0:
         pytest.fail("this test needs root (CI runs as root)")
     nobody = pwd.getpwnam("nobody")
@@ -227,11 +230,7 @@ def test_privilege_drop_keeps_capturing_with_no_capabilities(tmp_path: Path) -> 
         assert fields["Uid"].split() == [str(nobody.pw_uid)] * 4
         for cap in ("CapEff", "CapPrm", "CapAmb"):
             assert int(fields[cap].strip(), 16) == 0, (cap, fields[cap])
-        pkts = [Ether() / IP(src=f"10.98.0.{i + 1}", dst="127.0.0.1") / TCP(sport=2000 + i, dport=port, flags="S")
-                for i in range(50)]
-        sendp(pkts, iface="lo", verbose=False)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
+        err = syns_then_sigterm(proc, port, 50, "10.98")
     finally:
         if proc.poll() is None:
             proc.kill()
