@@ -6,7 +6,8 @@ released extractor's behaviour (quirks included) as documented in
 docs/ciciot2023-features.md and refined by checks against real dataset rows:
 
 * only IPv4 (ethertype 0x0800) and ARP frames become rows;
-* frame length L = 14 (+4 per VLAN tag) + IPv4 total length, 42 for ARP
+* frame length L = 14 (+4 per VLAN tag) + IPv4 total length; for ARP the whole frame,
+  padding included, with its tags removed (60 on the wire, 42 where captured unpadded)
   (14 + total length as well for the non-Ethernet link types);
 * one rolling size buffer of up to 20 values for the whole capture;
 * one "Rate" variable for the whole capture, updated only by TCP/UDP packets
@@ -48,7 +49,7 @@ class Packet:
     def __init__(self) -> None:
         self.ts = 0.0
         self.is_arp = False
-        self.length = 0  # L: 14 (+4 per VLAN tag) + IP total length; 42 for ARP
+        self.length = 0  # L: 14 (+4 per VLAN tag) + IP total length; ARP: the whole frame
         self.proto = 0  # IP protocol number (0 for ARP)
         self.ttl = 0
         self.l4 = None  # "tcp", "udp" or None when no TCP/UDP header was decoded
@@ -121,7 +122,7 @@ def read_packets(path) -> list[Packet]:
                     p = Packet()
                     p.ts = ts
                     p.is_arp = True
-                    p.length = link_header + 28
+                    p.length = 14 + len(l3)  # the bytes after the ARP body count too
                     out.append(p)
             elif linktype in RAW_LINKTYPES:
                 p = _parse_ip(ts, 14, frame)

@@ -230,7 +230,7 @@ def test_rate_is_carried_and_srate_equals_rate_and_drate_is_zero(tmp_path, extra
 
 def test_rolling_size_buffer_and_iat(tmp_path, extract):
     # A mix of kinds: the buffer is one for the whole capture. Expected frame lengths by hand:
-    # UDP 42 + payload, TCP 54 + payload, ICMP 42 + payload, ARP 42.
+    # UDP 42 + payload, TCP 54 + payload, ICMP 42 + payload, ARP 42 (unpadded).
     pkts, sizes = [], []
     for i in range(45):
         k = i % 4
@@ -319,13 +319,15 @@ def test_frame_length_excludes_padding_and_counts_vlan_tags(tmp_path, extract):
 def test_arp_row(tmp_path, extract):
     rows = extract(write(tmp_path, [arp(), padded(arp(op=2), 60)]))
     assert len(rows) == 2
+    # an unpadded frame counts 42, a padded one its whole 60 bytes (the extractor keeps
+    # the bytes after the ARP body)
+    assert [r["Tot size"] for r in rows] == [42, 60]
     for r in rows:
         assert r["Protocol Type"] == 0
         assert r["Duration"] == 0
         assert r["IPv"] == 0
         assert r["LLC"] == 0
         assert r["ARP"] == 1
-        assert r["Tot size"] == 42
         assert r["TCP"] == r["UDP"] == r["ICMP"] == 0
         assert r["flow_duration"] == r["Header_Length"] == 0
         assert all(r[c] == 0 for c in FLAG_COLS + COUNT_COLS + INDICATORS)

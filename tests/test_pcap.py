@@ -100,7 +100,7 @@ def test_arp_ipv6_and_other_frames(tmp_path: Path) -> None:
     frames = [(1.0, ethernet(arp, 0x0806, pad_to=60)), (2.0, ethernet(v6, 0x86DD)), (3.0, ethernet(lldp, 0x88CC))]
     b = read_all(write_pcap(tmp_path / "m.pcap", frames))
     assert b.status.tolist() == [STATUS_OK, STATUS_OK, STATUS_OTHER]
-    assert b.arp_op[0] == 2 and b.src4[0] == 0x0A000009 and b.dst4[0] == 0x0A000001 and b.frame_len[0] == 42
+    assert b.arp_op[0] == 2 and b.src4[0] == 0x0A000009 and b.dst4[0] == 0x0A000001 and b.frame_len[0] == 60
     assert b.ip_version[1] == 6 and b.proto[1] == 17 and (b.sport[1], b.dport[1]) == (546, 547)
     assert b.ttl[1] == 5 and b.src6[1, 15] == 1 and b.dst6[1, 15] == 2
 

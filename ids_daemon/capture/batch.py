@@ -60,7 +60,7 @@ class PacketBatch:
     protocol address), IPv6 ones in ``src6``/``dst6`` (16 bytes each).
     ``frame_len`` is the frame length as the CICIoT2023 extractor measured it:
     the Ethernet header (plus VLAN tags) plus the IP total length, padding
-    excluded; 42 for ARP.
+    excluded; for ARP the whole frame, padding included (60 on the wire).
     """
 
     ts: np.ndarray  # float64 epoch seconds

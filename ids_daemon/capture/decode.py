@@ -151,8 +151,9 @@ def decode_frames(
     # The released extractor re-encoded every frame as Ethernet: 14 bytes + tags.
     eth_hdr = 14 + 4 * vlan
 
-    # ---- IPv4 ----
     wire = wire_len.astype(np.int64)
+
+    # ---- IPv4 ----
     v4 = (reason == 0) & (et == ETH_P_IP)
     if v4.any():
         i = np.flatnonzero(v4)
@@ -241,7 +242,10 @@ def decode_frames(
         b.arp_op[i] = rd.u16(p + 6)
         b.src4[i] = rd.u32(p + 14)
         b.dst4[i] = rd.u32(p + 24)
-        b.frame_len[i] = eth_hdr[i] + 28
+        # The extractor's ARP parser keeps the bytes after the 28-byte body, so an ARP
+        # frame counts its whole length, padding included (60 on the wire), with the
+        # Ethernet header re-encoded without tags like every other frame.
+        b.frame_len[i] = 14 + np.maximum(wire[i] - l2[i], 28)
 
     # Only ICMP types someone assigned: a fuzzed or garbage type is not a message.
     icmp4 = (b.ip_version == 4) & (b.proto == 1) & b.l4_ok
