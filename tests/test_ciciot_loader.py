@@ -389,3 +389,117 @@ def test_list_csv_files(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(LoaderError, match="no CSV files"):
         list_csv_files([tmp_path / "empty"])
+
+
+# ----------------------------------------------------------------------------- sequences from CSV rows
+
+
+def _seq_csv(path: Path, rows: list[tuple[str, str | None]]) -> Path:
+    """Merged-release rows whose ``Tot sum`` is the row number; (label, source or None)."""
+    with_source = any(s is not None for _, s in rows)
+    header = merged_header() + ["label"] + (["source"] if with_source else [])
+    out = []
+    for k, (label, source) in enumerate(rows):
+        out.append(merged_row(**{"Tot sum": float(k)}) + [label] + ([source] if with_source else []))
+    return write_csv(path, header, out)
+
+
+def _row_ids(ds) -> np.ndarray:
+    return ds.x[:, :, ds.columns.index("Tot sum")].astype(int)
+
+
+def test_rows_without_capture_order_are_one_row_sequences(tmp_path: Path, capsys) -> None:
+    """A CSV sorted by label (like the 39-column sample) says nothing about time: T=1,
+    the one row repeated T times, a warning, and the summary says so."""
+    from trainer.dataset import load_dataset
+
+    p = _seq_csv(tmp_path / "sorted.csv", [("BenignTraffic", None)] * 5 + [("DDoS-SYN_Flood", None)] * 5)
+    ds = load_dataset([p], seq_len=4)
+    assert ds.x.shape == (10, 4, len(ds.columns))
+    ids = _row_ids(ds)
+    assert (ids == ids[:, :1]).all() and sorted(ids[:, 0].tolist()) == list(range(10))
+    err = capsys.readouterr().err
+    assert f"{p}: rows are not in capture order" in err and "sequences of 1 row (T=1)" in err
+    seq = ds.summary["sequences"]
+    assert seq["seq_len_requested"] == 4 and seq["seq_len_used"] == 1 and "not in capture order" in seq["why"]
+    assert seq["rows_as_one_row_sequences"] == 10 and seq["rows_in_capture_order"] == 0
+    # T=1 asked: nothing to warn about
+    ds = load_dataset([p], seq_len=1)
+    assert ds.x.shape[1] == 1 and ds.summary["sequences"]["seq_len_used"] == 1
+    assert "capture order" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("chunk_rows", [200_000, 2, 3])
+def test_sequences_never_cross_a_source_or_a_label(tmp_path: Path, capsys, monkeypatch, chunk_rows: int) -> None:
+    import trainer.dataset as dataset
+    from trainer.dataset import load_dataset
+
+    real_iter = dataset.iter_chunks
+    monkeypatch.setattr(dataset, "iter_chunks", lambda *a, **kw: real_iter(*a, chunk_rows=chunk_rows, **kw))
+    B, S = "BenignTraffic", "DDoS-SYN_Flood"
+    rows = [(B, "capA")] * 4 + [(S, "capB")] * 3 + [(B, "capA")] * 2 + [(S, "capC")] * 2 + [(B, "capC")] \
+        + [(B, "sample")] * 2 + [(S, "sample")] * 2 + [(S, "capB")] * 2
+    p = _seq_csv(tmp_path / "cap.csv", rows)
+    ds = load_dataset([p], seq_len=3)
+    ids = _row_ids(ds)
+    assert sorted(ids[:, -1].tolist()) == list(range(len(rows)))  # every row ends one sequence
+    by_end = {int(r[-1]): r.tolist() for r in ids}
+    # a sequence is consecutive rows of one source and one label (its run), the run's
+    # first row repeated in front of a short one
+    assert by_end[2] == [0, 1, 2] and by_end[3] == [1, 2, 3] and by_end[0] == [0, 0, 0]
+    assert by_end[4] == [4, 4, 4] and by_end[6] == [4, 5, 6]
+    assert by_end[7] == [7, 7, 7] and by_end[8] == [7, 7, 8]  # capA again after capB: a new run
+    # a source with two labels is a sample or a merge, not one capture of CICIoT2023
+    assert all(by_end[k] == [k, k, k] for k in (9, 10, 11, 12, 13, 14, 15))
+    assert by_end[16] == [16, 16, 16] and by_end[17] == [16, 16, 17]
+    for r in ids:
+        assert len({rows[i] for i in r}) == 1 and list(r) == sorted(r)
+    err = capsys.readouterr().err
+    assert "source 'sample': rows are not in capture order" in err and "source 'capC'" in err and "capA" not in err
+    seq = ds.summary["sequences"]
+    assert seq["seq_len_used"] == 3 and seq["rows_as_one_row_sequences"] == 7
+    assert seq["rows_in_capture_order"] == len(rows) - 7
+    # groups are captures (sources), not files
+    src_of = {k: s for k, (_, s) in enumerate(rows)}
+    groups: dict[str, set[int]] = {}
+    for g, r in zip(ds.groups, ids):
+        groups.setdefault(src_of[int(r[-1])], set()).add(int(g))
+    assert all(len(v) == 1 for v in groups.values()) and len(set().union(*groups.values())) == 4
+
+
+def test_gzip_csv_reads_like_the_plain_file(tmp_path: Path) -> None:
+    import gzip
+    import shutil
+
+    plain = _seq_csv(tmp_path / "p.csv", [("BenignTraffic", "a")] * 3 + [("DDoS-SYN_Flood", "b")] * 2)
+    gz = tmp_path / "d" / "p.csv.gz"
+    gz.parent.mkdir()
+    with open(plain, "rb") as src, gzip.open(gz, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    disguised = tmp_path / "gz_named.csv"  # recognised by its bytes, not its name
+    shutil.copy(gz, disguised)
+    assert list_csv_files([tmp_path / "d"]) == [gz]
+    want, want_lab, _ = load_all(plain)
+    for f in (gz, disguised):
+        info = inspect_file(f)
+        assert info.compressed and info.release == RELEASE_MERGED and info.source_column == "source"
+        feats, labels, chunks = load_all(f, chunk_rows=2)
+        np.testing.assert_array_equal(feats, want)
+        assert labels.tolist() == want_lab.tolist()
+        assert np.concatenate([c.sources for c in chunks]).tolist() == ["a"] * 3 + ["b"] * 2
+    broken = tmp_path / "broken.csv.gz"
+    broken.write_bytes(gz.read_bytes()[:40])
+    with pytest.raises(LoaderError, match="broken.csv.gz"):
+        list(iter_chunks(broken))
+
+
+@pytest.mark.skipif(not (DATA / "ciciot2023_real_39col.csv.gz").exists(), reason="no real 39-column rows")
+def test_real_rows_in_capture_order_make_sequences_only_within_a_capture(capsys) -> None:
+    from trainer.dataset import load_dataset
+
+    ds = load_dataset([DATA / "ciciot2023_real_39col.csv.gz"], seq_len=4, label_column="family")
+    seq = ds.summary["sequences"]
+    assert seq["seq_len_used"] == 4 and seq["rows_in_capture_order"] == 92029
+    assert seq["rows_as_one_row_sequences"] == 105680 - 92029  # the two samples among the sources
+    assert len(np.unique(ds.groups)) == 14
+    assert capsys.readouterr().err.count("rows are not in capture order") == 2

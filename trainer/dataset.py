@@ -1,9 +1,10 @@
 """Training data: CICIoT2023 CSVs or labelled captures → sequences of T windows.
 
 - CSVs (either release, or the meter's own CSV with a label column) stream through
-  `trainer.data.ciciot`. Rows of a file that carries no window keys form sequences of
-  T consecutive rows of one label, in file order (the seed's rule); the meter's CSV
-  has keys, so there a sequence is the last T windows of one key.
+  `trainer.data.ciciot`. Rows of a file that carries no window keys form sequences only
+  from consecutive rows of one capture (its ``source`` column) and one label; rows with
+  no capture order are sequences of one row (see `_load_csvs`). The meter's CSV has
+  keys, so there a sequence is the last T windows of one key.
 - Labelled captures (a ``manifest.json``, as ``ids-trainer synth`` writes) go through
   the daemon's own meter, so training and serving compute features the same way; a
   sequence is the last T windows of one key.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -33,7 +35,7 @@ from ids_daemon.features.window import WindowBatch
 from ids_daemon.model.classes import label_in_scheme
 from ids_daemon.model.sequences import last_t_index
 
-from .data.ciciot import FileInfo, inspect_file, iter_chunks, list_csv_files
+from .data.ciciot import SOURCE_COLUMN, FileInfo, inspect_file, iter_chunks, list_csv_files, source_labels
 
 
 class DataError(IdsError):
@@ -147,8 +149,46 @@ def load_dataset(paths: list[str | os.PathLike], seq_len: int, scheme: str = "34
     return ds
 
 
+def _ordered_sources(f: Path, info: FileInfo, seq_len: int) -> tuple[dict[str, bool], list[dict[str, Any]]]:
+    """Which sources of a file are in capture order, and the summary of each.
+
+    A source is taken to be one capture in capture order when all its rows carry one
+    label (each per-capture CSV of CICIoT2023 is one class); a source with several
+    labels is a sample or a merge (``CICIoT2023_sample.csv``: class blocks of random
+    rows), so its rows are not sequences. An empty source names no capture.
+    """
+    labels = source_labels(f, info)
+    ordered = {s: bool(s) and len(labs) == 1 for s, labs in labels.items()}
+    summary = [{"source": s, "labels": len(labels[s]), "capture_order": ordered[s]} for s in labels]
+    for s, ok in ordered.items():
+        if not ok and seq_len > 1:
+            why = "no source named" if not s else f"{len(labels[s])} labels: a sample, not one capture"
+            print(f"{f}: source {s!r}: rows are not in capture order ({why}); sequences of 1 row (T=1)",
+                  file=sys.stderr, flush=True)
+    return ordered, summary
+
+
 def _load_csvs(paths: list[Path], seq_len: int, scheme: str, label_column: str | None, include_leaking: bool,
                max_per_class: int, seed: int, columns: list[str] | None, progress: bool) -> Dataset:
+    """Sequences from CSV rows, built only from rows that are consecutive in one capture.
+
+    A row's sequence is the last ``seq_len`` rows of its run: consecutive rows of one
+    ``source`` (the capture a row came from) and one label, in file order. Nothing else
+    says that two rows of a CSV are neighbours in time: the released CSVs and their
+    samples are shuffled or sorted by class, and ten unrelated rows of one class make a
+    "sequence" the daemon never sees (it flattered the 39-column sample from macro-F1
+    0.64 at T=1 to 0.92 at T=10). So rows of a file without a ``source`` column, and of
+    a source that holds several labels (a sample), are sequences of one row: T=1 for
+    them whatever ``seq_len`` asks, a warning on stderr, and ``summary["sequences"]``.
+
+    A one-row sequence is that row repeated ``seq_len`` times, so ``Dataset.x`` keeps
+    the shape (n, T, F) of the model the run builds: it is what the daemon's sequence
+    buffer feeds the model for a key seen once (it repeats the first window), so the
+    model learns an input it will meet, and nothing pretends to have seen a history.
+    (The alternative, building the model with T=1, would change the network the run
+    was asked for behind its back.) ``groups`` are captures: one per source, one per
+    file without sources, so a capture split holds out whole captures.
+    """
     files = list_csv_files(paths)
     infos: list[FileInfo] = [inspect_file(f, label_column) for f in files]
     common = [c for c in COLUMNS if all(c in i.present for i in infos)]
@@ -161,34 +201,80 @@ def _load_csvs(paths: list[Path], seq_len: int, scheme: str, label_column: str |
         cols = list(columns)
     ci = np.array([INDEX[c] for c in cols])
     res = _Reservoir(max_per_class, seed)
-    for g, (f, info) in enumerate(zip(files, infos)):
+    group_of: dict[tuple[int, str], int] = {}  # (file, source) -> group id
+    rows_ordered = rows_single = 0
+    seq_files: list[dict[str, Any]] = []
+    for k, (f, info) in enumerate(zip(files, infos)):
         if progress:
             print(f"reading {f}", flush=True)
         if info.release == "meter":
+            g = group_of.setdefault((k, ""), len(group_of))
             _meter_csv_sequences(f, info, scheme, label_column, ci, seq_len, g, res)
+            seq_files.append({"path": str(f), "rule": "window keys"})
             continue
-        # sequences of T consecutive rows of one label: carry the last T-1 rows over chunks
+        if info.source_column:
+            ordered, sources_summary = _ordered_sources(f, info, seq_len)
+            seq_files.append({"path": str(f), "rule": "source", "sources": sources_summary})
+        else:
+            ordered = {}
+            seq_files.append({"path": str(f), "rule": "none: rows are not in capture order"})
+            if seq_len > 1:
+                print(f"{f}: rows are not in capture order (no {SOURCE_COLUMN!r} column); sequences of 1 row (T=1)",
+                      file=sys.stderr, flush=True)
+        # runs of consecutive rows of one source and one label; the last T-1 rows carry
+        # over to the next chunk so that a run crossing a chunk boundary keeps its context
         tail_x = np.zeros((0, len(cols)), np.float32)
         tail_lab = np.zeros(0, dtype=object)
+        tail_src = np.zeros(0, dtype=object)
+        tail_run = np.zeros(0, np.int64)
+        next_run = 0
         for chunk in iter_chunks(f, scheme, label_column, info=info):
+            n = len(chunk)
+            src = chunk.sources if chunk.sources is not None else np.full(n, "", dtype=object)
+            names, inv = np.unique(src.astype(str), return_inverse=True)
+            in_order = np.array([ordered.get(s, False) for s in names], dtype=bool)[inv]
+            rows_ordered += int(in_order.sum())
+            rows_single += int(n - in_order.sum())
+            lab_all = np.concatenate([tail_lab, chunk.labels])
+            src_all = np.concatenate([tail_src, src])
+            # a new run where the source or label changes, and at every row not in order
+            brk = np.ones(n, dtype=bool)
+            if len(tail_lab):
+                brk = ((lab_all[len(tail_lab):] != lab_all[len(tail_lab) - 1:-1])
+                       | (src != src_all[len(tail_src) - 1:-1]))
+            else:
+                brk[1:] = (chunk.labels[1:] != chunk.labels[:-1]) | (src[1:] != src[:-1])
+            brk |= ~in_order
+            # run ids continue the tail's: rows before the chunk's first break (if any) are
+            # in the tail's last run, which is the latest one numbered
+            run_new = next_run - 1 + np.cumsum(brk)
+            next_run += int(brk.sum())
             x = np.concatenate([tail_x, chunk.features[:, ci]])
-            lab = np.concatenate([tail_lab, chunk.labels])
-            rows = np.arange(chunk.first_row - len(tail_x), chunk.first_row + len(chunk))
-            run_id = np.cumsum(np.r_[True, lab[1:] != lab[:-1]])
-            idx = last_t_index(run_id, rows.astype(np.float64), seq_len)
+            run = np.concatenate([tail_run, run_new])
+            rows = np.arange(chunk.first_row - len(tail_x), chunk.first_row + n)
+            idx = last_t_index(run, rows.astype(np.float64), seq_len)
             new = slice(len(tail_x), len(x))  # the tail's sequences were emitted with its chunk
             seqs = x[idx[new]]
-            for label in np.unique(lab[new]):
-                m = lab[new] == label
-                res.add(str(label), seqs[m], np.full(int(m.sum()), g, np.int64), rows[new][m].astype(np.float64))
+            grp = np.array([group_of.setdefault((k, s), len(group_of)) for s in names], dtype=np.int64)[inv]
+            for label in np.unique(chunk.labels):
+                m = chunk.labels == label
+                res.add(str(label), seqs[m], grp[m], rows[new][m].astype(np.float64))
             keep = max(seq_len - 1, 0)
-            tail_x, tail_lab = x[len(x) - keep:], lab[len(lab) - keep:]
-            # a run that continues into the next chunk keeps its context; a new label
-            # starts a new run there because the labels differ
+            tail_x, tail_lab = x[len(x) - keep:], lab_all[len(lab_all) - keep:]
+            tail_src, tail_run = src_all[len(src_all) - keep:], run[len(run) - keep:]
+    used = seq_len if rows_ordered else 1
+    sequences: dict[str, Any] = {"seq_len_requested": seq_len, "seq_len_used": used,
+                                 "rows_in_capture_order": rows_ordered, "rows_as_one_row_sequences": rows_single,
+                                 "files": seq_files}
+    if rows_single and seq_len > 1:
+        sequences["why"] = (f"{rows_single} rows are not in capture order (no {SOURCE_COLUMN!r} column, or a source "
+                            f"with several labels, i.e. a sample): each is a sequence of 1 row, repeated T={seq_len} "
+                            "times as the daemon does for a key seen once")
     return _finish(res, cols, "csv", {
         "files": [{"path": str(i.path), "release": i.release, "rows": i.rows, "labels": i.labels,
                    "missing": i.missing, "nonfinite": i.nonfinite} for i in infos],
         "columns_common": common,
+        "sequences": sequences,
     }, seq_len, label_column is not None, scheme)
 
 

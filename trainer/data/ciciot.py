@@ -16,6 +16,12 @@ in `ids_daemon.features.ciciot.COLUMNS` order:
 A file that has only some of the 46 columns is read as ``partial``: what it lacks is
 reported and comes out as NaN.
 
+A ``source`` column (the capture a row came from, as in ``ciciot2023_real_39col.csv.gz``)
+comes with every chunk: it is the only sign that a CSV's rows are in capture order, so the
+trainer builds multi-row sequences only from consecutive rows of one source. Files may
+be gzip-compressed (recognised by their first bytes, whatever their name); a directory
+contributes its ``*.csv`` and ``*.csv.gz`` files.
+
 Memory stays bounded by ``chunk_rows``: pandas' C parser reads one chunk at a time and
 nothing keeps a reference to earlier chunks. Rows are never dropped or reordered; a
 value that is not a number is an error, not a silent NaN, because a mis-shifted row or a
@@ -32,8 +38,11 @@ Row numbers in error messages count data rows from 1 (the header is not a row), 
 from __future__ import annotations
 
 import csv
+import gzip
+import io
 import os
 import warnings
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +69,8 @@ SCHEMES: tuple[str, ...] = ("34", "8", "2")
 # identity columns of the meter's CSV that the loader reads
 KEY_COLUMN = "window_key"
 TIME_COLUMN = "first_ts"
+# the capture a row came from (repository/path of a per-capture CSV); read as text
+SOURCE_COLUMN = "source"
 
 # Cells read as NaN in numeric columns. Explicit (keep_default_na=False) so that the
 # label column is never touched by pandas' NA guessing: a label such as "NA" or "None"
@@ -81,6 +92,7 @@ class CsvChunk:
     labels: np.ndarray  # (n,) object: labels as mapped by the scheme (or as they are)
     keys: np.ndarray | None = None  # (n,) object window_key (meter CSV only)
     times: np.ndarray | None = None  # (n,) float64 first_ts (meter CSV only)
+    sources: np.ndarray | None = None  # (n,) object: the ``source`` column (files that have one)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -108,6 +120,8 @@ class FileInfo:
     infinite: dict[str, int] = field(default_factory=dict)  # column -> inf/-inf cells (part of nonfinite)
     labels_as_is: bool = False  # label column named explicitly: values are not mapped to a scheme
     header: list[str] = field(default_factory=list, repr=False)  # stripped column names, file order
+    source_column: str = ""  # "source" when the file says which capture each row came from
+    compressed: bool = False  # gzip
 
 
 # ----------------------------------------------------------------------------- files
@@ -116,7 +130,7 @@ class FileInfo:
 def list_csv_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
     """The CSV files named by ``paths``: files as given, directories searched recursively.
 
-    A directory contributes its ``*.csv`` files (any case of the suffix), sorted, so the
+    A directory contributes its ``*.csv`` and ``*.csv.gz`` files (any case), sorted, so the
     order of training data does not depend on the file system. A file named explicitly is
     taken whatever its suffix. Duplicates are kept once, in first-seen order.
     """
@@ -125,7 +139,7 @@ def list_csv_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
     given = list(paths)
     for p in map(Path, given):
         if p.is_dir():
-            batch = sorted(q for q in p.rglob("*") if q.suffix.lower() == ".csv" and q.is_file())
+            batch = sorted(q for q in p.rglob("*") if q.name.lower().endswith((".csv", ".csv.gz")) and q.is_file())
         elif p.is_file():
             batch = [p]
         elif p.exists():
@@ -146,11 +160,24 @@ def list_csv_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
 # ----------------------------------------------------------------------------- header
 
 
+def is_gzip(path: str) -> bool:
+    """Whether ``path`` starts with gzip's magic bytes (False when it cannot be read)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(2) == b"\x1f\x8b"
+    except OSError:
+        return False
+
+
 def _read_header(path: str) -> list[str]:
-    """The first CSV record of ``path``, names stripped of stray whitespace."""
+    """The first CSV record of ``path`` (gzip or plain), names stripped of stray whitespace."""
     try:
         # utf-8-sig: a BOM written by spreadsheet tools must not end up in the first name
-        with open(path, newline="", encoding="utf-8-sig") as fh:
+        if is_gzip(path):
+            fh = io.TextIOWrapper(gzip.open(path, "rb"), newline="", encoding="utf-8-sig")
+        else:
+            fh = open(path, newline="", encoding="utf-8-sig")
+        with fh:
             header = next(csv.reader(fh), None)
     except IsADirectoryError:
         raise LoaderError(f"{path}: is a directory, not a CSV file") from None
@@ -158,7 +185,7 @@ def _read_header(path: str) -> list[str]:
         raise LoaderError(f"{path}: cannot open: {e.strerror or e}") from None
     except UnicodeDecodeError:
         raise LoaderError(f"{path}: not UTF-8 text (compressed? decompress it first)") from None
-    except csv.Error as e:
+    except (csv.Error, gzip.BadGzipFile, EOFError) as e:
         raise LoaderError(f"{path}: unreadable CSV header: {e}") from None
     if header is None:
         raise LoaderError(f"{path}: empty file (no header, no rows)")
@@ -185,7 +212,8 @@ def inspect_file(path: str | os.PathLike[str], label_column: str | None = None, 
     names = _read_header(spath)
 
     # duplicates only matter among the columns we read; pandas would rename them silently
-    relevant = set(COLUMNS) | set(RENAMES) | set(LABEL_NAMES) | set(IDENTITY_COLUMNS) | {label_column or ""}
+    relevant = (set(COLUMNS) | set(RENAMES) | set(LABEL_NAMES) | set(IDENTITY_COLUMNS) | {SOURCE_COLUMN}
+                | {label_column or ""})
     seen: set[str] = set()
     for n in names:
         if n in relevant and n in seen:
@@ -232,14 +260,16 @@ def inspect_file(path: str | os.PathLike[str], label_column: str | None = None, 
                     else "; name one with --label-column")
             raise LoaderError(f"{spath}: no label column (label or Label){hint}")
 
-    used = set(COLUMNS) | set(renamed) | {label}
+    source = SOURCE_COLUMN if SOURCE_COLUMN in have and label != SOURCE_COLUMN else ""
+    used = set(COLUMNS) | set(renamed) | {label, source}
     if release == RELEASE_METER:
         # the meter's identity columns are expected there, so not worth reporting
         used |= set(IDENTITY_COLUMNS)
     ignored = [n for n in names if n and n not in used]
 
     return FileInfo(path=spath, release=release, present=present, missing=missing, label_column=label,
-                    ignored=ignored, renamed=renamed, labels_as_is=label_column is not None, header=names)
+                    ignored=ignored, renamed=renamed, labels_as_is=label_column is not None, header=names,
+                    source_column=source, compressed=is_gzip(spath))
 
 
 # ----------------------------------------------------------------------------- rows
@@ -262,7 +292,7 @@ def _reader(path: str, ncols: int, dtype: dict[int, object], na_values: dict[int
     return pd.read_csv(
         path, header=None, skiprows=1, names=list(range(ncols)), index_col=False,
         dtype=dtype, keep_default_na=False, na_values=na_values, chunksize=chunk_rows,
-        engine="c", encoding="utf-8",
+        engine="c", encoding="utf-8", compression="gzip" if is_gzip(path) else None,
     )
 
 
@@ -346,6 +376,7 @@ def iter_chunks(path: str | os.PathLike[str], scheme: str | None = "34", label_c
     meter = info.release == RELEASE_METER
     key_pos = pos_of[KEY_COLUMN] if meter else None
     time_pos = pos_of[TIME_COLUMN] if meter else None
+    source_pos = pos_of[info.source_column] if info.source_column else None
 
     ncols = len(info.header)
     # Everything that is not numeric is read as text so that pandas never guesses types
@@ -396,6 +427,8 @@ def iter_chunks(path: str | os.PathLike[str], scheme: str | None = "34", label_c
                 raise LoaderError(f"{spath}: malformed CSV: {_pandas_message(e)}") from None
             except UnicodeDecodeError:
                 raise LoaderError(f"{spath}: not UTF-8 text after row {first_row}") from None
+            except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+                raise LoaderError(f"{spath}: broken gzip stream after row {first_row}: {e}") from None
             except (ValueError, OverflowError) as e:
                 # a feature cell pandas could not convert; find and name it
                 raise _locate_bad_number(info, numeric, na_values, chunk_index, chunk_rows, first_row, e) from None
@@ -436,6 +469,9 @@ def iter_chunks(path: str | os.PathLike[str], scheme: str | None = "34", label_c
             for value, count in pd.Series(labels).value_counts(sort=False).items():
                 label_counts[str(value)] = label_counts.get(str(value), 0) + int(count)
 
+            sources = None
+            if source_pos is not None:
+                sources = df[source_pos].fillna("").str.strip().to_numpy(dtype=object)
             keys = times = None
             if meter:
                 keys = df[key_pos].fillna("").to_numpy(dtype=object)
@@ -446,7 +482,7 @@ def iter_chunks(path: str | os.PathLike[str], scheme: str | None = "34", label_c
             info.infinite = {c: int(k) for c, k in zip(present_names, infinite) if k}
             info.labels = dict(label_counts)
             chunk = CsvChunk(path=spath, first_row=first_row, features=features, labels=labels,
-                             keys=keys, times=times)
+                             keys=keys, times=times, sources=sources)
             first_row += n
             chunk_index += 1
             del df  # keep only the chunk the caller holds
@@ -454,3 +490,30 @@ def iter_chunks(path: str | os.PathLike[str], scheme: str | None = "34", label_c
 
     if first_row == 0:
         raise LoaderError(f"{spath}: has a header but no rows")
+
+
+def source_labels(path: str | os.PathLike[str], info: FileInfo, chunk_rows: int = 500_000) -> dict[str, set[str]]:
+    """For a file with a ``source`` column: each source's distinct labels (raw, stripped).
+
+    Reads only the two text columns, so it costs a fraction of a full pass. A per-capture
+    CSV of CICIoT2023 holds one class; a source with several labels is a sample or a
+    merge, whose rows are not in capture order.
+    """
+    spath = os.fspath(path)
+    if not info.source_column or not info.label_column:
+        return {}
+    pos_of = {name: i for i, name in enumerate(info.header)}
+    sp, lp = pos_of[info.source_column], pos_of[info.label_column]
+    out: dict[str, set[str]] = {}
+    try:
+        reader = pd.read_csv(spath, header=None, skiprows=1, usecols=[sp, lp], dtype=str, keep_default_na=False,
+                             chunksize=chunk_rows, engine="c", encoding="utf-8",
+                             compression="gzip" if is_gzip(spath) else None)
+        with reader:
+            for df in reader:
+                pairs = df[[sp, lp]].apply(lambda c: c.str.strip()).drop_duplicates()
+                for s, lab in pairs.itertuples(index=False):
+                    out.setdefault(str(s), set()).add(str(lab))
+    except (OSError, ValueError, EOFError, zlib.error, pd.errors.ParserError) as e:
+        raise LoaderError(f"{spath}: cannot read its source column: {_pandas_message(e)}") from None
+    return out
