@@ -1,11 +1,16 @@
-"""A simulated capture: one IoT LAN, its hosts, TCP connections and a small event scheduler.
+"""A simulated capture: one site's LAN, its hosts, TCP connections and a small event scheduler.
 
-`Net` holds everything one pcap needs: a /24 LAN (gateway .1), per-host MAC, TTL
-and IP-ID counter, the frames emitted so far, and optional ARP poisoning (frames
-between poisoned pairs go through the attacker, who forwards them with TTL − 1).
-`Tcp` keeps sequence numbers straight for one connection. `run_agents` interleaves
-generator "agents" (a device, a bot, a scanner) in time order until a packet budget
-is reached.
+`Net` holds everything one pcap needs: the site's LAN (a /22-/25 drawn from
+192.168/16, 10/8 or 172.16/12, gateway at the first or last address), per-host MAC,
+network stack (`Stack`: initial TTL, window, MSS, SYN option layout, ephemeral port
+range -- Linux, Windows, Apple, BSD, lwIP, RTOS), hops between the host and the
+capture point, IP-ID counter, the frames emitted so far, and optional ARP poisoning
+(frames between poisoned pairs go through the attacker, who forwards them with
+TTL - 1). Every choice is drawn per site, so no TTL, window, subnet or port range is
+tied to a class. `Tcp` keeps sequence numbers straight for one connection, with the
+two ends' own stacks, and loses and retransmits segments at the site's loss rate.
+`run_agents` interleaves generator "agents" (a device, a bot, a scanner) in time
+order until a packet budget is reached.
 """
 
 from __future__ import annotations
@@ -21,8 +26,87 @@ Agent = Generator[float, None, None]
 
 # vendor prefixes seen on IoT testbeds (Raspberry Pi, Espressif, Tuya, Amazon, TP-Link, Wyze, locally administered)
 _OUIS = (b"\xb8\x27\xeb", b"\xdc\xa6\x32", b"\x24\x0a\xc4", b"\x84\xf3\xeb", b"\xd8\xf1\x5b", b"\x68\x54\xfd",
-         b"\x50\xc7\xbf", b"\x2c\xaa\x8e", b"\x02\x42\xac")
+         b"\x50\xc7\xbf", b"\x2c\xaa\x8e", b"\x02\x42\xac", b"\x00\x1b\x1b", b"\x3c\x22\xfb", b"\xf0\x18\x98",
+         b"\x00\x0e\x8f", b"\xac\xde\x48", b"\x00\x80\xf4", b"\x28\x63\x36")
 T_BASE = 1_696_000_000.0  # 2023-09-29: the captures' start times spread over the following 60 days
+
+
+class Stack:
+    """A host's TCP/IP stack defaults: initial TTL, receive window, MSS, window scale,
+    SYN option layout and ephemeral port range."""
+
+    __slots__ = ("name", "ttl0", "win", "mss", "ws", "layout", "eph")
+
+    def __init__(self, name: str, ttl0: int, win: int, mss: int, ws: int, layout: tuple[str, ...],
+                 eph: tuple[int, int]):
+        self.name, self.ttl0, self.win, self.mss, self.ws, self.layout, self.eph = name, ttl0, win, mss, ws, layout, eph
+
+    @property
+    def ts(self) -> bool:
+        return "TS" in self.layout
+
+    def syn_options(self, tsval: int, tsecr: int, mss: int | None = None,
+                    offered: tuple[str, ...] | None = None) -> bytes:
+        """SYN options; with ``offered`` (the peer's layout), SYN-ACK options: only what the peer offered."""
+        out = b""
+        for o in self.layout:
+            if offered is not None and o in ("TS", "WS", "SACK") and o not in offered:
+                continue
+            if o == "MSS":
+                out += b"\x02\x04" + (mss or self.mss).to_bytes(2, "big")
+            elif o == "SACK":
+                out += b"\x04\x02"
+            elif o == "TS":
+                out += b"\x08\x0a" + (tsval & 0xFFFFFFFF).to_bytes(4, "big") + (tsecr & 0xFFFFFFFF).to_bytes(4, "big")
+            elif o == "WS":
+                out += b"\x03\x03" + bytes([self.ws])
+            elif o == "NOP":
+                out += b"\x01"
+            else:  # EOL
+                out += b"\x00"
+        return out
+
+
+_LAYOUTS = {
+    "linux": ("MSS", "SACK", "TS", "NOP", "WS"),
+    "windows": ("MSS", "NOP", "WS", "NOP", "NOP", "SACK"),
+    "apple": ("MSS", "NOP", "WS", "NOP", "NOP", "TS", "SACK", "EOL", "EOL"),
+    "bsd": ("MSS", "NOP", "WS", "SACK", "TS"),
+    "mss": ("MSS",),
+    "mss-sack": ("MSS", "NOP", "NOP", "SACK"),
+}
+# stack: (initial TTLs, windows, MSS values, window scales, option layouts, ephemeral port ranges)
+STACKS: dict[str, tuple] = {
+    "linux": ((64,), (64240, 29200, 65160, 42340, 14600, 65535, 26883), (1460, 1460, 1448, 1400, 1380, 1452),
+              (7, 7, 6, 8, 9, 10), ("linux",), ((32768, 60999), (32768, 60999), (1024, 65535), (49152, 65535))),
+    "android": ((64,), (65535, 64240, 42780), (1460, 1400, 1420), (8, 9, 10), ("linux",), ((32768, 60999),)),
+    "windows": ((128,), (64240, 65535, 8192, 64800), (1460, 1460, 1400, 1380), (8, 8, 2), ("windows",),
+                ((49152, 65535),)),
+    "apple": ((64,), (65535,), (1460, 1460, 1440, 1380), (6, 6, 5), ("apple",), ((49152, 65535),)),
+    "bsd": ((64,), (65535, 65228, 32768), (1460, 1460, 1412), (6, 9), ("bsd",), ((10000, 65535), (49152, 65535))),
+    "lwip": ((255, 255, 64, 128), (5744, 2920, 5840, 4380, 11680, 2144), (1460, 1436, 536, 1440), (0,),
+             ("mss",), ((49152, 65535),)),
+    "rtos": ((64, 255, 32, 60, 30, 128), (8192, 4096, 2048, 16384, 65535, 5840), (1460, 536, 1024, 1380), (0,),
+             ("mss", "mss", "mss-sack"), ((1024, 5000), (49152, 65535), (1024, 65535), (4096, 8191))),
+}
+ROLE_STACKS: dict[str, tuple[str, ...]] = {  # what a kind of host runs, by weight
+    "server": ("linux",) * 6 + ("bsd", "windows"),
+    "desktop": ("windows",) * 5 + ("apple",) * 3 + ("linux",) * 2,
+    "phone": ("android",) * 3 + ("apple",) * 2,
+    "iot": ("lwip",) * 4 + ("linux",) * 4 + ("rtos",) * 2,
+    "camera": ("linux",) * 5 + ("rtos",) * 2 + ("lwip",),
+    "plc": ("rtos",) * 4 + ("linux", "windows"),
+    "pi": ("linux",) * 8 + ("windows", "apple"),  # an attacker's box
+    "bot": ("linux",) * 6 + ("lwip", "rtos", "rtos"),
+    "remote": ("linux",) * 7 + ("windows", "bsd", "apple"),
+}
+LAN_ROLES = ("iot", "iot", "iot", "server", "desktop", "phone", "camera")
+
+
+def draw_stack(rng: random.Random, name: str) -> Stack:
+    ttls, wins, msss, wss, layouts, ephs = STACKS[name]
+    return Stack(name, rng.choice(ttls), rng.choice(wins), rng.choice(msss), rng.choice(wss),
+                 _LAYOUTS[rng.choice(layouts)], rng.choice(ephs))
 
 
 class Net:
@@ -31,31 +115,56 @@ class Net:
     def __init__(self, rng: random.Random):
         self.rng = rng
         self.t0 = round(T_BASE + rng.uniform(0, 60 * 86400), 3)
-        self.subnet = rng.randint(0, 254)
-        self.prefix = (192 << 24) | (168 << 16) | (self.subnet << 8)
-        self.gw = self.prefix | 1
+        r = rng.random()
+        bits = rng.choice((24, 24, 24, 24, 23, 22, 25))
+        if r < 0.45:
+            base = (192 << 24) | (168 << 16) | (rng.randint(0, 255) << 8)
+        elif r < 0.8:
+            base = (10 << 24) | (rng.randint(0, 255) << 16) | (rng.randint(0, 255) << 8)
+        else:
+            base = (172 << 24) | (rng.randint(16, 31) << 16) | (rng.randint(0, 255) << 8)
+        self.bits = bits
+        self.size = 1 << (32 - bits)
+        self.mask = (0xFFFFFFFF << (32 - bits)) & 0xFFFFFFFF
+        self.prefix = base & self.mask
+        self.cidr = f"{ipstr(self.prefix)}/{bits}"
+        self.subnet = (self.prefix >> 8) & 255  # third octet
+        gw_off = 1 if rng.random() < 0.8 else self.size - 2
+        self.gw = self.prefix | gw_off
+        self.bcast = self.prefix | (self.size - 1)
+        self.max_hops = rng.choice((0, 0, 0, 1, 2, 3))  # routed hops between LAN hosts and the capture point
+        self.loss = rng.choice((0.0, 0.002, 0.005, 0.01, 0.03))  # segment loss rate: retransmissions
         self.pkts: list[tuple[float, bytes]] = []
         self._mac: dict[int, bytes] = {}
         self._ttl: dict[int, int] = {}
+        self._stack: dict[int, Stack] = {}
         self._ipid: dict[int, int] = {}
-        self._used: set[int] = {1}
+        self._used: set[int] = {gw_off}
         # (L2 sender, L2 next hop) -> attacker IP: frames between them pass through the attacker
         self.poisoned: dict[tuple[int, int], int] = {}
         self.forward_delay = (0.00005, 0.0004)
 
     # ---- addresses -----------------------------------------------------------------------
     def is_lan(self, ip: int) -> bool:
-        return (ip & 0xFFFFFF00) == self.prefix
+        return (ip & self.mask) == self.prefix
 
     def hosts(self, k: int, lo: int = 2, hi: int = 254) -> list[int]:
-        """k distinct unused LAN addresses in .lo–.hi."""
+        """k distinct unused LAN addresses at offsets lo-hi (hi >= 250: up to the end of the LAN)."""
+        top = self.size - 2
+        hi = top if hi >= 250 else min(hi, top)
         free = [h for h in range(lo, hi + 1) if h not in self._used]
+        if len(free) < k:
+            free = [h for h in range(2, top + 1) if h not in self._used]
         pick = self.rng.sample(free, k)
         self._used.update(pick)
         return [self.prefix | h for h in pick]
 
     def host(self, lo: int = 2, hi: int = 254) -> int:
         return self.hosts(1, lo, hi)[0]
+
+    def neighbour(self, i: int) -> int:
+        """The prefix of the i-th same-sized network after this one (a sibling VLAN)."""
+        return (self.prefix + i * self.size) & 0xFFFFFFFF
 
     def public(self) -> int:
         """A random routable unicast address outside private, loopback, link-local and multicast space."""
@@ -76,29 +185,52 @@ class Net:
                 return ip
 
     def mac(self, ip: int) -> bytes:
-        """MAC address of a LAN host; off-LAN addresses are behind the gateway's MAC."""
-        if not self.is_lan(ip):
-            ip = self.gw
+        """MAC of a LAN host; off-LAN addresses are behind the gateway's MAC; multicast and broadcast map."""
         m = self._mac.get(ip)
-        if m is None:
-            m = self.rng.choice(_OUIS) + self.rng.randbytes(3)
-            self._mac[ip] = m
+        if m is not None:
+            return m
+        if ip >> 28 == 14:
+            return b"\x01\x00\x5e" + (ip & 0x7FFFFF).to_bytes(3, "big")
+        if ip == 0xFFFFFFFF or ip == self.bcast:
+            return wire.BROADCAST
+        if not self.is_lan(ip):
+            return self.mac(self.gw)
+        m = self.rng.choice(_OUIS) + self.rng.randbytes(3)
+        self._mac[ip] = m
         return m
 
+    def stack(self, ip: int) -> Stack:
+        """A host's stack, drawn on first use (LAN hosts: the site's device mix; others: servers)."""
+        st = self._stack.get(ip)
+        if st is None:
+            st = self.set_stack(ip, self.rng.choice(LAN_ROLES) if self.is_lan(ip) else "remote")
+        return st
+
+    def set_stack(self, ip: int, role: str) -> Stack:
+        """Give a host a stack drawn for ``role`` (a key of ROLE_STACKS); its TTL follows."""
+        st = draw_stack(self.rng, self.rng.choice(ROLE_STACKS[role]))
+        self._stack[ip] = st
+        self._ttl.pop(ip, None)
+        return st
+
+    def hops(self) -> int:
+        return self.rng.randint(0, self.max_hops)
+
     def ttl(self, ip: int) -> int:
-        """The TTL a host's packets carry when seen on the LAN (remote hosts: initial TTL minus hops)."""
+        """The TTL a host's packets carry at the capture point: its stack's initial TTL minus hops."""
         v = self._ttl.get(ip)
         if v is None:
-            r = self.rng
-            if self.is_lan(ip):
-                v = r.choice((64, 64, 64, 64, 64, 255, 255, 128))
-            else:
-                v = r.choice((64, 64, 128, 255)) - r.randint(6, 22)
+            v = self.stack(ip).ttl0 - (self.hops() if self.is_lan(ip) else self.rng.randint(3, 24))
             self._ttl[ip] = v
         return v
 
     def set_ttl(self, ip: int, ttl: int) -> None:
         self._ttl[ip] = ttl
+
+    def eport(self, ip: int) -> int:
+        """An ephemeral port from the host's stack's range."""
+        lo, hi = self.stack(ip).eph
+        return self.rng.randint(lo, hi)
 
     def ipid(self, ip: int) -> int:
         v = self._ipid.get(ip)
@@ -177,38 +309,44 @@ class Net:
         self.poisoned[(b, a)] = attacker
 
 
-def ephemeral(rng: random.Random) -> int:
-    return rng.randint(32768, 60999)
-
-
 def _linux_syn_opts(t: float, ecr: int = 0, mss: int = 1460, ws: int = 7) -> bytes:
     ts = int(t * 1000) & 0xFFFFFFFF
     return (b"\x02\x04" + mss.to_bytes(2, "big") + b"\x04\x02\x08\x0a" + ts.to_bytes(4, "big") + ecr.to_bytes(4, "big")
             + b"\x01\x03\x03" + bytes([ws]))
 
 
+def ephemeral(rng: random.Random) -> int:
+    """A Linux ephemeral port (for hosts whose stack does not matter; `Net.eport` follows the host's stack)."""
+    return rng.randint(32768, 60999)
+
+
 class Tcp:
     """One TCP connection between client ``cli`` and server ``srv`` with consistent seq/ack numbers.
 
+    Windows, MSS, SYN options and timestamps come from the two hosts' stacks (`Net.stack`)
+    unless given; ``linux`` forces timestamps on (True) or off (False). Data segments are
+    lost and retransmitted after an RTO at the site's loss rate (`Net.loss`).
     Methods take the time of the first packet they send and return the time their
     last packet was sent. ``rtt`` is the round trip between the two ends.
     """
 
     def __init__(self, net: Net, cli: int, srv: int, sport: int, dport: int, *, rtt: float | None = None,
                  linux: bool | None = None, cli_win: int | None = None, srv_win: int | None = None,
-                 mss: int = 1460, cli_ttl: int | None = None, srv_ttl: int | None = None,
+                 mss: int | None = None, cli_ttl: int | None = None, srv_ttl: int | None = None,
                  cli_mac: bytes | None = None):
         r = net.rng
         self.net, self.cli, self.srv, self.sport, self.dport = net, cli, srv, sport, dport
+        self.cst, self.sst = net.stack(cli), net.stack(srv)
         lan = net.is_lan(cli) and net.is_lan(srv)
-        self.rtt = rtt if rtt is not None else (r.uniform(0.0003, 0.004) if lan else r.uniform(0.015, 0.12))
+        self.rtt = rtt if rtt is not None else (r.uniform(0.0003, 0.004) if lan else r.uniform(0.012, 0.2))
         self.cseq = r.getrandbits(32)
         self.sseq = r.getrandbits(32)
-        self.linux = r.random() < 0.6 if linux is None else linux  # timestamps on every segment
-        self.cwin = cli_win or r.choice((64240, 64240, 29200, 65535, 5840, 14600))
-        self.swin = srv_win or r.choice((65160, 64240, 28960, 5792, 8192, 14480))
-        self.mss = mss
+        self.linux = (self.cst.ts and self.sst.ts) if linux is None else linux  # timestamps on every segment
+        self.cwin = cli_win or self.cst.win
+        self.swin = srv_win or self.sst.win
+        self.mss = mss or min(self.cst.mss, self.sst.mss)
         self.cli_ttl, self.srv_ttl, self.cli_mac = cli_ttl, srv_ttl, cli_mac
+        self.rto = max(0.2, self.rtt * 3) if self.cst.name != "windows" else max(0.3, self.rtt * 3)
         self._ts_off = (r.getrandbits(32), r.getrandbits(32))
 
     def _opts(self, t: float, from_cli: bool) -> bytes:
@@ -233,13 +371,40 @@ class Tcp:
                   payload, self.swin if win is None else win, options, ttl=self.srv_ttl)
             self.sseq += len(payload) + (1 if flags & (SYN | FIN) else 0)
 
+    def lossy_seg(self, t: float, from_cli: bool, flags: int, payload: bytes = b"") -> float:
+        """`seg`, except that at the site's loss rate the segment goes unanswered and is sent again
+        after the RTO; returns the time of the copy that got through."""
+        if self.net.loss and self.net.rng.random() < self.net.loss:
+            keep = self.cseq if from_cli else self.sseq
+            self.seg(t, from_cli, flags, payload)
+            if from_cli:
+                self.cseq = keep
+            else:
+                self.sseq = keep
+            t += self.rto * self.net.rng.uniform(1.0, 1.3)
+        self.seg(t, from_cli, flags, payload)
+        return t
+
     def syn_options(self, t: float, from_cli: bool) -> bytes:
-        if self.linux:
-            return _linux_syn_opts(t, 0 if from_cli else (int(t * 1000) & 0xFFFFFFFF), self.mss)
-        return b"\x02\x04" + self.mss.to_bytes(2, "big")
+        ts = int(t * 1000) + self._ts_off[0 if from_cli else 1]
+        if from_cli:
+            opts = self.cst.syn_options(ts, 0)
+        else:
+            opts = self.sst.syn_options(ts, int((t - self.rtt / 2) * 1000) + self._ts_off[0], self.sst.mss,
+                                        offered=self.cst.layout)
+        if not self.linux and (self.cst.ts and self.sst.ts):  # timestamps forced off
+            opts = opts.replace(b"\x08\x0a", b"\x01\x01", 1)[:4]
+        elif self.linux and b"\x08\x0a" not in opts:  # forced on
+            opts = _linux_syn_opts(t, 0 if from_cli else int(t * 1000) & 0xFFFFFFFF, self.mss)
+        return opts
 
     def connect(self, t: float) -> float:
-        """Three-way handshake; returns the time of the client's ACK."""
+        """Three-way handshake (the SYN retransmitted after 1 s at the site's loss rate); returns the time of
+        the client's ACK."""
+        if self.net.loss and self.net.rng.random() < self.net.loss:
+            self.seg(t, True, SYN, options=self.syn_options(t, True))
+            self.cseq -= 1
+            t += self.net.rng.choice((1.0, 1.0, 3.0))
         self.seg(t, True, SYN, options=self.syn_options(t, True))
         t += self.rtt / 2
         self.seg(t, False, SYN | ACK, options=self.syn_options(t, False))
@@ -262,7 +427,7 @@ class Tcp:
         chunks = [data[i:i + mss] for i in range(0, len(data), mss)] or [b""]
         for i, c in enumerate(chunks):
             last = i == len(chunks) - 1
-            self.seg(t, from_cli, PA if last else ACK, c)
+            t = self.lossy_seg(t, from_cli, PA if last else ACK, c) if c else self.seg(t, from_cli, PA, c) or t
             if last:
                 if ack_last:
                     t += self.rtt / 2
