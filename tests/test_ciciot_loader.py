@@ -503,3 +503,27 @@ def test_real_rows_in_capture_order_make_sequences_only_within_a_capture(capsys)
     assert seq["rows_as_one_row_sequences"] == 105680 - 92029  # the two samples among the sources
     assert len(np.unique(ds.groups)) == 14
     assert capsys.readouterr().err.count("rows are not in capture order") == 2
+
+
+def test_merged_release_columns_that_agree_with_the_meter(tmp_path: Path) -> None:
+    from trainer.data.ciciot import MERGED_ABSENT, MERGED_AGREES, MERGED_DIFFERS, meter_compatible_columns
+    from trainer.dataset import load_dataset
+
+    # every one of the 46 columns is judged exactly once
+    judged = list(MERGED_AGREES) + list(MERGED_DIFFERS) + list(MERGED_ABSENT)
+    assert sorted(judged) == sorted(COLUMNS)
+    assert sorted(MERGED_ABSENT) == sorted(MERGED_MISSING)
+    cols = ["Header_Length", "Rate", "Tot size", "syn_flag_number", "Variance"]
+    assert meter_compatible_columns(cols, [RELEASE_MERGED]) == ["Tot size", "syn_flag_number"]
+    assert meter_compatible_columns(cols, [RELEASE_ORIGINAL, RELEASE_METER]) == cols
+    # the real rows back the judgement: Variance is Std², Tot size is AVG, Tot sum is Number x AVG
+    feats, _, _ = load_all(SAMPLE_39, label_column="label_multiclass")
+    c = {n: feats[:, INDEX[n]].astype(np.float64) for n in ("Variance", "Std", "Tot size", "AVG", "Tot sum", "Number")}
+    assert np.allclose(c["Variance"], c["Std"] ** 2, rtol=1e-3, atol=1e-2)
+    assert np.allclose(c["Tot size"], c["AVG"], rtol=1e-5)
+    assert np.allclose(c["Tot sum"], c["Number"] * c["AVG"], rtol=1e-3)
+    # and the summary of a run on that release says which of its columns differ
+    ds = load_dataset([SAMPLE_39], seq_len=1, label_column="label_multiclass")
+    agree = ds.summary["meter_agreement"]
+    assert "Header_Length" in agree["columns_that_differ"] and "Tot size" in agree["meter_compatible"]
+    assert set(agree["meter_compatible"]) <= set(MERGED_AGREES)

@@ -35,7 +35,17 @@ from ids_daemon.features.window import WindowBatch
 from ids_daemon.model.classes import label_in_scheme
 from ids_daemon.model.sequences import last_t_index
 
-from .data.ciciot import SOURCE_COLUMN, FileInfo, inspect_file, iter_chunks, list_csv_files, source_labels
+from .data.ciciot import (
+    MERGED_AGREES,
+    RELEASE_MERGED,
+    SOURCE_COLUMN,
+    FileInfo,
+    inspect_file,
+    iter_chunks,
+    list_csv_files,
+    meter_compatible_columns,
+    source_labels,
+)
 
 
 class DataError(IdsError):
@@ -270,12 +280,19 @@ def _load_csvs(paths: list[Path], seq_len: int, scheme: str, label_column: str |
         sequences["why"] = (f"{rows_single} rows are not in capture order (no {SOURCE_COLUMN!r} column, or a source "
                             f"with several labels, i.e. a sample): each is a sequence of 1 row, repeated T={seq_len} "
                             "times as the daemon does for a key seen once")
-    return _finish(res, cols, "csv", {
+    summary: dict[str, Any] = {
         "files": [{"path": str(i.path), "release": i.release, "rows": i.rows, "labels": i.labels,
                    "missing": i.missing, "nonfinite": i.nonfinite} for i in infos],
         "columns_common": common,
         "sequences": sequences,
-    }, seq_len, label_column is not None, scheme)
+    }
+    if any(i.release == RELEASE_MERGED for i in infos):
+        # the merged release measures some columns differently from the meter (docs/trainer.md)
+        summary["meter_agreement"] = {
+            "columns_that_differ": [c for c in cols if c not in MERGED_AGREES],
+            "meter_compatible": meter_compatible_columns(cols, [RELEASE_MERGED]),
+        }
+    return _finish(res, cols, "csv", summary, seq_len, label_column is not None, scheme)
 
 
 def _meter_csv_sequences(f: Path, info: FileInfo, scheme: str, label_column: str | None, ci: np.ndarray,

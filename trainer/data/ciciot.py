@@ -517,3 +517,69 @@ def source_labels(path: str | os.PathLike[str], info: FileInfo, chunk_rows: int 
     except (OSError, ValueError, EOFError, zlib.error, pd.errors.ParserError) as e:
         raise LoaderError(f"{spath}: cannot read its source column: {_pandas_message(e)}") from None
     return out
+
+
+# ----------------------------------------------------------------------------- the merged release vs the meter
+
+# Which columns of the merged (39-column) release mean what the daemon's meter computes,
+# by the 46-column names the loader maps them to (Time_To_Live is Duration). Worked out
+# from the release's own rows (ciciot2023_real_39col.csv.gz, 105,680 rows) against the
+# meter's windows (N=10) on the real captures in shared/data/real; the table with the
+# numbers is in docs/trainer.md. Every release row averages a block of 10 (or 100, for
+# the floods) consecutive packets of a capture, across flows, where the meter averages
+# 10 packets of one key; the columns below are per-packet values averaged, so they mean
+# the same thing either way (the mixture of flows in a block is a distribution shift,
+# not a change of meaning; ``--key-mode capture`` reproduces it).
+MERGED_AGREES: tuple[str, ...] = (
+    "Protocol Type", "Duration",
+    "fin_flag_number", "syn_flag_number", "rst_flag_number", "psh_flag_number", "ack_flag_number",
+    "ece_flag_number", "cwr_flag_number",
+    "HTTP", "HTTPS", "DNS", "Telnet", "SMTP", "SSH", "IRC", "TCP", "UDP", "DHCP", "ARP", "ICMP",
+    "IPv", "LLC",
+    "AVG", "Tot size",
+)
+
+# Columns the merged release has but measures differently from the meter (and from the
+# original release): a model trained on them would see other numbers on the meter's output.
+MERGED_DIFFERS: dict[str, str] = {
+    "Header_Length": "the mean transport-header length (TCP 32 with options, UDP 8, else 0), not cumulative "
+                     "flow bytes: benign median 28.8 against the meter's 109,315",
+    "Rate": "1 / IAT, packets per second over the block (Rate x IAT = 1.006 median), not flow packets / "
+            "flow duration: benign median 152 against 37.6 (x4.0)",
+    "ack_count": "packets of the block with ACK set (= Number x ack_flag_number in every row), not a per-flow "
+                 "running count of FIN (the original's mix-up): benign median 9 against 0",
+    "syn_count": "packets of the block with SYN set (= Number x syn_flag_number), not a per-flow running count",
+    "fin_count": "packets of the block with FIN set (= Number x fin_flag_number), not a per-flow running count "
+                 "of RST",
+    "rst_count": "packets of the block with RST set (= Number x rst_flag_number), not a per-flow running count "
+                 "of ACK: benign median 0 against 774",
+    "Tot sum": "the block's sum of frame lengths (= Number x AVG in every row: 10x or 100x, so it carries the "
+               "block size, a label leak), not a 20-packet rolling-buffer sum: benign median 2,497 against 1,181",
+    "Min": "the block's smallest frame, not the rolling buffer's averaged over the window: 54 in 0.8 % of rows "
+           "against 37 % of the meter's windows (median 66 against 62)",
+    "Max": "the block's largest frame (10 or 100 packets of all flows): benign median 1,474 against 150 (x9.8)",
+    "Std": "the block's population std of frame lengths (all flows): benign median 409 against 24 (x17)",
+    "IAT": "the block's mean inter-arrival time in seconds (benign median 0.0062), not time since the key's "
+           "previous row with the epoch on every 20th (meter median 1.3e8); a leak in the meter's meaning",
+    "Number": "the block size, 10 or 100 by class (a label leak), not the rolling buffer's length (1..19)",
+    "Variance": "Std squared (in every row), not the 0/1 'variance is non-zero' flag: benign median 167,685 "
+                "against 0.9",
+}
+
+# Columns of the 46 the merged release does not have (they load as NaN).
+MERGED_ABSENT: tuple[str, ...] = ("flow_duration", "Srate", "Drate", "urg_count", "Magnitue", "Radius",
+                                  "Covariance", "Weight")
+
+
+def meter_compatible_columns(columns: Iterable[str], releases: Iterable[str]) -> list[str]:
+    """``columns`` restricted to those that mean the same on the meter's output.
+
+    When any of ``releases`` (`FileInfo.release` of the training files) is the merged
+    39-column release, only `MERGED_AGREES` columns are kept, in the order given; for
+    the original release and the meter's own CSV every column is kept. Use it when a
+    model trained on the merged release is meant to run on the daemon.
+    """
+    cols = list(columns)
+    if RELEASE_MERGED in set(releases):
+        return [c for c in cols if c in MERGED_AGREES]
+    return cols
