@@ -90,6 +90,8 @@ class TrainConfig(_Section):
     patience: int = Field(40, ge=1, description="epochs without a better validation macro-F1 before stopping")
     swa_fraction: float = Field(0.25, ge=0, lt=1, description="average the weights of this last share of epochs (0: off)")
     max_per_class: int = Field(50000, ge=10, description="sequences kept per class (uniform sample beyond): bounds memory")
+    target_fpr: float = Field(0.01, gt=0, lt=1, description="share of validation benign packets the stored "
+                              "p_attack threshold may flag (the model's operating point)")
     seed: int = Field(0, description="seeds every random choice (split, init, batches)")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     mlflow: bool = Field(False, description="log to MLflow when it is installed")
@@ -112,6 +114,9 @@ class InferenceConfig(_Section):
     max_wait_ms: float = Field(20.0, ge=0, description="a batch runs when full or when its oldest sequence waited this long")
     half: bool = Field(False, description="half precision on CUDA")
     top_k: int = Field(3, ge=1, le=50, description="class probabilities in each prediction")
+    threshold: float | None = Field(
+        None, ge=0, le=1, description="is_attack when p_attack = 1 - P(benign) reaches this (default: the model's "
+        "operating point from its metadata; ids-trainer calibrate fits one to a site)")
     queue_batches: int = Field(64, ge=1, description="bound of each queue between stages (in batches)")
 
 
@@ -135,6 +140,52 @@ class KafkaConfig(_Section):
     producer: dict[str, Any] = Field(default_factory=dict, description="extra kafka-python producer settings (SSL/SASL)")
 
 
+class ArpDetectorConfig(_Section):
+    """ARP spoofing: an IP claimed by a second MAC while the first still holds it."""
+
+    enabled: bool = True
+    hold_s: float = Field(300.0, gt=0, description="a claim older than this no longer holds the IP (DHCP renumbering)")
+    solicit_s: float = Field(5.0, gt=0, description="a reply answers a request seen this long before it")
+    max_ips_per_mac: int = Field(3, ge=2, le=1 << 16, description="distinct IPs one MAC may claim in unsolicited "
+                                 "replies within hold_s before all its unsolicited claims are flagged")
+    max_hosts: int = Field(65536, ge=16, le=1 << 24, description="IP bindings and requests kept (LRU beyond)")
+
+
+class DnsDetectorConfig(_Section):
+    """DNS spoofing: conflicting responses to one query."""
+
+    enabled: bool = True
+    window_s: float = Field(5.0, gt=0, description="responses to one query this close in time are compared")
+    max_queries: int = Field(65536, ge=16, le=1 << 24, description="queries and responses kept (LRU beyond)")
+
+
+class ScanDetectorConfig(_Section):
+    """Port scans, ping sweeps and ARP host discovery."""
+
+    enabled: bool = True
+    window_s: float = Field(60.0, gt=0, description="failed probes are counted over this much packet time")
+    ports: int = Field(20, ge=2, description="failed probes to distinct ports of one host: vertical port scan")
+    hosts: int = Field(20, ge=2, description="failed probes to distinct hosts on one port: horizontal scan")
+    ping_hosts: int = Field(10, ge=2, description="distinct hosts sent ICMP echo requests: ping sweep")
+    arp_hosts: int = Field(20, ge=2, description="distinct unanswered ARP requests: host discovery")
+    answer_s: float = Field(0.25, gt=0, description="a probe without an answer after this long failed")
+    fail_ratio: float = Field(0.8, ge=0, le=1, description="share of a group's probes that must have failed")
+    hold_s: float = Field(60.0, gt=0, description="a scanner stays flagged this long after its last probe")
+    max_groups: int = Field(65536, ge=16, le=1 << 24, description="per-source groups kept (LRU beyond)")
+    max_pending: int = Field(262144, ge=16, le=1 << 24, description="unanswered probes kept (LRU beyond)")
+
+
+class DetectorsConfig(_Section):
+    """Deterministic protocol-fact detectors beside the model (docs/detectors.md)."""
+
+    enabled: bool = Field(True, description="run the detectors on every packet batch")
+    repeat_s: float = Field(60.0, ge=0, description="at most one prediction per (detector, attacker, victim, class) "
+                            "per this much packet time; the repeats are counted in the next one")
+    arp: ArpDetectorConfig = ArpDetectorConfig()
+    dns: DnsDetectorConfig = DnsDetectorConfig()
+    scan: ScanDetectorConfig = ScanDetectorConfig()
+
+
 class MetricsConfig(_Section):
     """The Prometheus endpoint."""
 
@@ -153,6 +204,7 @@ class Config(_Section):
 
     capture: CaptureConfig = CaptureConfig()
     meter: MeterConfig = MeterConfig()
+    detectors: DetectorsConfig = DetectorsConfig()
     lstm: LSTMSection = LSTMSection()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = Field("text", description="json: one JSON object per log line (for journald/ELK)")

@@ -92,6 +92,17 @@ class PacketBatch:
     frame_len: np.ndarray  # uint32
     status: np.ndarray  # uint8: STATUS_*
     reason: np.ndarray  # uint8: key of MALFORMED_REASONS, 0 unless malformed
+    # link-layer source and ARP sender hardware address, MACs as integers (0 when absent);
+    # the ARP and DNS columns feed the protocol-fact detectors (ids_daemon/detectors)
+    eth_src: np.ndarray  # uint64
+    arp_sha: np.ndarray  # uint64
+    dns_ok: np.ndarray  # bool: UDP port 53 message whose header (and question) decoded
+    dns_txid: np.ndarray  # uint16
+    dns_qr: np.ndarray  # bool: a response
+    dns_rcode: np.ndarray  # uint8
+    dns_ancount: np.ndarray  # uint16
+    dns_qhash: np.ndarray  # uint64: hash of the first question (name lower-cased, type, class)
+    dns_ahash: np.ndarray  # uint64: order-independent hash of the A/AAAA answers and the rcode
     first_index: int = 0  # number of the batch's first frame in its source (0-based)
     source: str = field(default="", compare=False)
 
@@ -104,6 +115,9 @@ class PacketBatch:
         "dport": np.uint16, "tcp_flags": np.uint16, "l4_hdr_len": np.uint16,
         "icmp_type": np.uint8, "icmp_code": np.uint8, "arp_op": np.uint16,
         "frame_len": np.uint32, "status": np.uint8, "reason": np.uint8,
+        "eth_src": np.uint64, "arp_sha": np.uint64, "dns_ok": np.bool_, "dns_txid": np.uint16,
+        "dns_qr": np.bool_, "dns_rcode": np.uint8, "dns_ancount": np.uint16, "dns_qhash": np.uint64,
+        "dns_ahash": np.uint64,
     }
 
     @classmethod
@@ -134,6 +148,18 @@ class PacketBatch:
             return cls.empty()
         cols = {name: np.concatenate([getattr(b, name) for b in batches]) for name in cls.column_names()}
         return cls(**cols, first_index=batches[0].first_index, source=batches[0].source)
+
+
+def mac_to_str(mac: int) -> str:
+    """aa:bb:cc:dd:ee:ff for a MAC held as an integer (output only)."""
+    m = int(mac)
+    return ":".join(f"{(m >> s) & 0xFF:02x}" for s in (40, 32, 24, 16, 8, 0))
+
+
+def ipv4_str(addr: int) -> str:
+    """Dotted quad of one uint32 address (output only)."""
+    a = int(addr)
+    return f"{a >> 24 & 255}.{a >> 16 & 255}.{a >> 8 & 255}.{a & 255}"
 
 
 def ipv4_to_str(addr: np.ndarray) -> np.ndarray:

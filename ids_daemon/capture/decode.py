@@ -8,6 +8,9 @@ past the frame.
 
 from __future__ import annotations
 
+import hashlib
+import struct
+
 import numpy as np
 
 from .batch import (
@@ -53,6 +56,9 @@ class _Reader:
 
     def u32(self, pos: np.ndarray) -> np.ndarray:
         return (self.u16(pos).astype(np.uint32) << 16) | self.u16(pos + 2)
+
+    def u48(self, pos: np.ndarray) -> np.ndarray:
+        return (self.u16(pos).astype(np.uint64) << np.uint64(32)) | self.u32(pos + 2).astype(np.uint64)
 
     def block16(self, pos: np.ndarray) -> np.ndarray:
         idx = np.minimum(pos[:, None] + np.arange(16), self.last)
@@ -112,6 +118,15 @@ def decode_frames(
             et[ok] = rd.u16(off[ok] + et_at)
             l2[ok] = hdr
     eth = masks[LINKTYPE_ETHERNET]
+    # link-layer source MAC: Ethernet bytes 6-11; Linux cooked headers carry the sender's
+    # address (6 of its 8 bytes when the address length says 6)
+    for code, at, halen_at in ((LINKTYPE_ETHERNET, 6, -1), (LINKTYPE_LINUX_SLL, 6, 4), (LINKTYPE_LINUX_SLL2, 12, 11)):
+        mk = masks[code] & (reason == 0)
+        if mk.any():
+            if halen_at >= 0:
+                hl = rd.u16(off[mk] + halen_at) if code == LINKTYPE_LINUX_SLL else rd.u8(off[mk] + halen_at)
+                mk[np.flatnonzero(mk)[hl != 6]] = False
+            b.eth_src[mk] = rd.u48(off[mk] + at)
     if eth.any():
         ok = eth & (reason == 0)
         for _ in range(2):  # QinQ: at most two stacked tags
@@ -240,12 +255,16 @@ def decode_frames(
         i = np.flatnonzero(arp)
         p = l3[i]
         b.arp_op[i] = rd.u16(p + 6)
+        sha6 = rd.u8(p + 4) == 6  # hardware address length: Ethernet MACs only
+        b.arp_sha[i[sha6]] = rd.u48(p[sha6] + 8)
         b.src4[i] = rd.u32(p + 14)
         b.dst4[i] = rd.u32(p + 24)
         # The extractor's ARP parser keeps the bytes after the 28-byte body, so an ARP
         # frame counts its whole length, padding included (60 on the wire), with the
         # Ethernet header re-encoded without tags like every other frame.
         b.frame_len[i] = 14 + np.maximum(wire[i] - l2[i], 28)
+
+    _decode_dns(buf, b, l3, avail)
 
     # Only ICMP types someone assigned: a fuzzed or garbage type is not a message.
     icmp4 = (b.ip_version == 4) & (b.proto == 1) & b.l4_ok
@@ -302,3 +321,85 @@ def _decode_l4(rd: _Reader, b: PacketBatch, i: np.ndarray, p: np.ndarray, l4av: 
         b.icmp_code[c] = rd.u8(q + 1)
         b.l4_hdr_len[c] = 8
         b.l4_ok[c] = True
+
+
+# ---- DNS (UDP port 53): the few fields the DNS-spoofing detector compares ----
+_H_MASK = (1 << 64) - 1
+
+
+def _h64(data: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+
+
+def _skip_name(m: bytes, pos: int) -> int:
+    """Position after a (possibly compressed) domain name; -1 when malformed."""
+    for _ in range(128):
+        if pos >= len(m):
+            return -1
+        ln = m[pos]
+        if ln == 0:
+            return pos + 1
+        if ln & 0xC0 == 0xC0:
+            return pos + 2 if pos + 2 <= len(m) else -1
+        if ln & 0xC0:
+            return -1
+        pos += 1 + ln
+    return -1
+
+
+def _dns_fields(m: bytes) -> tuple[int, int, int, int, int, int] | None:
+    """(txid, flags, ancount, qhash, ahash, ok) of one DNS message, or None."""
+    if len(m) < 12:
+        return None
+    txid, flags, qd, an = struct.unpack_from("!HHHH", m, 0)
+    if qd == 0:
+        return None
+    end = _skip_name(m, 12)
+    if end < 0 or end + 4 > len(m):
+        return None
+    qhash = _h64(m[12:end].lower() + m[end:end + 4])
+    pos = end + 4
+    for _ in range(qd - 1):  # other questions (rare): skipped
+        pos = _skip_name(m, pos)
+        if pos < 0 or pos + 4 > len(m):
+            return txid, flags, an, qhash, 0, 0
+        pos += 4
+    ahash = _h64(bytes((flags & 0x0F,)))
+    for _ in range(min(an, 64)):
+        pos = _skip_name(m, pos)
+        if pos < 0 or pos + 10 > len(m):
+            break  # cut by the snap length: the answers seen so far
+        rtype, _cls, _ttl, rdlen = struct.unpack_from("!HHIH", m, pos)
+        pos += 10
+        if pos + rdlen > len(m):
+            break
+        if rtype in (1, 28):  # A/AAAA: the addresses a spoofer changes
+            ahash = (ahash + _h64(m[pos - 10:pos - 8] + m[pos:pos + rdlen])) & _H_MASK
+        pos += rdlen
+    return txid, flags, an, qhash, ahash, 1
+
+
+def _decode_dns(buf: np.ndarray, b: PacketBatch, l3: np.ndarray, avail: np.ndarray) -> None:
+    """DNS header, question hash and answer hash of the UDP port-53 frames (a short Python
+    loop over those frames only: names are variable length)."""
+    dns = (b.l4_ok & (b.proto == 17) & ((b.sport == 53) | (b.dport == 53)) & (b.frag_offset == 0)
+           & ~b.frag_mf)
+    if not dns.any():
+        return
+    idx = np.flatnonzero(dns)
+    start = l3[idx] + b.ip_hdr_len[idx].astype(np.int64) + 8
+    stop = l3[idx] + np.minimum(b.ip_len[idx].astype(np.int64), avail[idx])
+    for i, s0, s1 in zip(idx.tolist(), start.tolist(), stop.tolist()):
+        if s1 - s0 < 12:
+            continue
+        r = _dns_fields(buf[s0:s1].tobytes())
+        if r is None:
+            continue
+        txid, flags, an, qhash, ahash, ok = r
+        b.dns_ok[i] = True
+        b.dns_txid[i] = txid
+        b.dns_qr[i] = bool(flags & 0x8000)
+        b.dns_rcode[i] = flags & 0x0F
+        b.dns_ancount[i] = an
+        b.dns_qhash[i] = qhash
+        b.dns_ahash[i] = ahash

@@ -1,0 +1,61 @@
+"""Deterministic protocol-fact detectors beside the LSTM (ARP spoofing, DNS spoofing, scans).
+
+`DetectorSet(cfg).process(batch)` runs every enabled detector on one `PacketBatch`
+(batches in capture order) and returns a `DetectorResult`: ``frame_class[i]`` is the
+index in `DETECTOR_CLASSES` of the class a detector flagged frame ``i`` with, or -1,
+and ``findings`` the facts established in this batch. The daemon publishes the
+findings as predictions (`publish.encode_findings`); the trainer can use
+``frame_class`` offline to see which packets a detector flagged. See docs/detectors.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..capture.batch import PacketBatch
+from ..config import DetectorsConfig
+from .arp import ArpDetector
+from .base import CLASS_INDEX, DETECTOR_CLASSES, Detector, Finding
+from .dns import DnsDetector
+from .scan import ScanDetector
+
+__all__ = ["DETECTOR_CLASSES", "CLASS_INDEX", "Detector", "DetectorResult", "DetectorSet", "Finding"]
+
+
+@dataclass
+class DetectorResult:
+    frame_class: np.ndarray  # (n,) int16: -1, or an index into DETECTOR_CLASSES
+    findings: list[Finding] = field(default_factory=list)
+
+    def flagged(self) -> int:
+        return int(np.count_nonzero(self.frame_class >= 0))
+
+
+class DetectorSet:
+    """All enabled detectors, run in a fixed order (ARP, DNS, scans) on each batch; the
+    first detector to flag a frame gives it its class."""
+
+    def __init__(self, cfg: DetectorsConfig | None = None):
+        self.cfg = cfg or DetectorsConfig()
+        self.detectors: list[Detector] = []
+        if self.cfg.enabled:
+            if self.cfg.arp.enabled:
+                self.detectors.append(ArpDetector(self.cfg.arp))
+            if self.cfg.dns.enabled:
+                self.detectors.append(DnsDetector(self.cfg.dns))
+            if self.cfg.scan.enabled:
+                self.detectors.append(ScanDetector(self.cfg.scan))
+
+    def process(self, batch: PacketBatch) -> DetectorResult:
+        verdict = np.full(len(batch), -1, dtype=np.int16)
+        findings: list[Finding] = []
+        if len(batch):
+            for d in self.detectors:
+                findings.extend(d.process(batch, verdict))
+        return DetectorResult(frame_class=verdict, findings=findings)
+
+    @property
+    def counters(self) -> dict[str, dict[str, int]]:
+        return {d.name: dict(d.counters) for d in self.detectors}

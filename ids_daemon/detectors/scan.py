@@ -1,0 +1,256 @@
+"""Scans: one source failing to reach many ports of a host or many hosts on a port.
+
+A probe is a TCP segment that opens or pokes a connection without acknowledging
+anything (SYN, FIN, NULL, XMAS), a UDP datagram to a port not above its source port
+(a client's request; a server's reply goes to a higher, ephemeral port), an ICMP echo
+request or an ARP request. The probed (source, host, port) is answered when the host
+sends anything back from that port (SYN-ACK, data, a UDP reply, an echo or ARP
+reply) and failed when the host resets it or stays silent for ``answer_s``. Bare
+ACKs (nmap -sA) count only when reset.
+
+* vertical: failed probes to ``ports`` distinct ports of one host within ``window_s``;
+* horizontal: failed probes to ``hosts`` distinct hosts on one port;
+* ping sweep: echo requests to ``ping_hosts`` distinct hosts (answered or not);
+* host discovery: unanswered ARP requests for ``arp_hosts`` distinct addresses.
+
+A group also needs ``fail_ratio`` of its probes to have failed, so a busy client whose
+connections mostly succeed is never a scanner. Once a source crosses a threshold it
+is a scanner for ``hold_s`` after its last probe: its probes and the replies to it
+(RST, SYN-ACK, ICMP errors and echo replies, UDP and ARP replies) are flagged, from
+the probe that crossed the threshold on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..capture.batch import ETH_P_ARP, STATUS_OK, TH_ACK, TH_RST, TH_SYN, PacketBatch, ipv4_str
+from ..config import ScanDetectorConfig
+from .base import LRU, Finding, mark
+
+K_TCP, K_UDP, K_ACK, K_ICMP, K_ARP = 0, 1, 2, 3, 4
+_KIND_NAME = {K_TCP: "tcp", K_UDP: "udp", K_ACK: "tcp", K_ICMP: "icmp", K_ARP: "arp"}
+_C1 = np.uint64(0x9E3779B97F4A7C15)
+_C2 = np.uint64(0xC2B2AE3D27D4EB4F)
+
+
+def _key(src: np.ndarray, host: np.ndarray, port: np.ndarray, kind: np.ndarray | int) -> np.ndarray:
+    """64-bit key of (source, host, port, kind) (a multiplicative mix: collisions are negligible)."""
+    with np.errstate(over="ignore"):
+        a = (src.astype(np.uint64) << np.uint64(32)) | host.astype(np.uint64)
+        b = (port.astype(np.uint64) << np.uint64(8)) | np.asarray(kind, dtype=np.uint64)
+        return (a * _C1) ^ ((b + np.uint64(1)) * _C2)
+
+
+def _public_unicast(ip: np.ndarray) -> np.ndarray:
+    return (ip >> 28 != 0xE) & (ip != 0xFFFFFFFF) & (ip & 0xFF != 0xFF) & (ip != 0)
+
+
+class _Group:
+    __slots__ = ("t0", "members", "answered", "failed")
+
+    def __init__(self, t0: float):
+        self.t0 = t0
+        self.members: set[int] = set()
+        self.answered = 0
+        self.failed = 0
+
+
+class ScanDetector:
+    name = "scan"
+
+    def __init__(self, cfg: ScanDetectorConfig | None = None):
+        self.cfg = cfg or ScanDetectorConfig()
+        self.counters: dict[str, int] = {"probes": 0, "failed_probes": 0, "scanners": 0}
+        self.pending = LRU(self.cfg.max_pending, self.counters, "pending_evictions")  # key -> (ts, src, host, port, kind)
+        self.groups = LRU(self.cfg.max_groups, self.counters, "group_evictions")  # gkey -> _Group
+        self.active = LRU(self.cfg.max_groups, self.counters, "scanner_evictions")  # src -> [until, cls, victim, why]
+
+    # -- probes and answers of one batch, as arrays ------------------------------------------
+    def _probes(self, b: PacketBatch):
+        ok = (b.status == STATUS_OK) & (b.ip_version == 4) & b.l4_ok
+        f = b.tcp_flags
+        tcp = ok & (b.proto == 6)
+        udp = ok & (b.proto == 17)
+        icmp = ok & (b.proto == 1)
+        pay = b.ip_len.astype(np.int64) - b.ip_hdr_len - b.l4_hdr_len
+        dst_ok = _public_unicast(b.dst4)
+        p_tcp = tcp & (f & (TH_ACK | TH_RST) == 0) & dst_ok
+        p_ack = tcp & (f & 0x3F == TH_ACK) & (pay <= 0) & dst_ok
+        p_udp = udp & (b.dport <= b.sport) & dst_ok
+        p_icmp = icmp & (b.icmp_type == 8) & dst_ok
+        arp = (b.ethertype == ETH_P_ARP) & (b.status == STATUS_OK)
+        p_arp = arp & (b.arp_op == 1) & (b.src4 != 0) & (b.src4 != b.dst4)
+        kind = np.full(len(b), -1, dtype=np.int8)
+        kind[p_arp], kind[p_icmp], kind[p_udp], kind[p_ack], kind[p_tcp] = K_ARP, K_ICMP, K_UDP, K_ACK, K_TCP
+        port = np.where((kind == K_ICMP) | (kind == K_ARP), 0, b.dport).astype(np.uint16)
+        # answers: what the host sends back, keyed as the probe it answers
+        a_tcp = tcp & (f & TH_RST == 0) & (f & TH_ACK != 0)
+        rst = tcp & (f & TH_RST != 0)
+        a_udp = udp
+        a_icmp = icmp & (b.icmp_type == 0)
+        a_arp = arp & (b.arp_op == 2)
+        zero = np.zeros(len(b), dtype=np.uint16)
+        rev = lambda port_, kind_: _key(b.dst4, b.src4, port_, kind_)  # noqa: E731
+        answers = np.concatenate([rev(b.sport, K_TCP)[a_tcp], rev(b.sport, K_UDP)[a_udp],
+                                  rev(zero, K_ICMP)[a_icmp], rev(zero, K_ARP)[a_arp]])
+        resets = np.concatenate([rev(b.sport, K_TCP)[rst], rev(b.sport, K_ACK)[rst]])
+        ans_at = np.concatenate([np.flatnonzero(a_tcp), np.flatnonzero(a_udp), np.flatnonzero(a_icmp),
+                                 np.flatnonzero(a_arp)])
+        rst_at = np.concatenate([np.flatnonzero(rst), np.flatnonzero(rst)])
+        # a SYN carrying more TCP options than an MSS came from an operating system's stack
+        # (browsers, P2P clients, nmap -sT); address-sweeping scanners craft their probes
+        stack = p_tcp & (f & TH_SYN != 0) & (b.l4_hdr_len > 24)
+        return kind, port, answers, ans_at, resets, rst_at, stack
+
+    def process(self, batch: PacketBatch, verdict: np.ndarray) -> list[Finding]:
+        n = len(batch)
+        if n == 0:
+            return []
+        cfg = self.cfg
+        kind, port, answers, ans_at, resets, rst_at, stack = self._probes(batch)
+        pi = np.flatnonzero(kind >= 0)
+        ts = batch.ts
+        end = float(ts[-1])
+        events: list[tuple] = []  # (at, ts, src, host, port, kind, failed, from an OS stack)
+        if pi.size:
+            self.counters["probes"] += int(pi.size)
+            keys = _key(batch.src4[pi], batch.dst4[pi], port[pi], kind[pi].astype(np.uint64))
+            uk, first = np.unique(keys, return_index=True)
+            at = pi[first]
+            # answered within the batch: by a reply at or after the probe
+            a_last = np.full(uk.size, -1, dtype=np.int64)
+            if answers.size:
+                ua, inv = np.unique(answers, return_inverse=True)
+                la = np.full(ua.size, -1, dtype=np.int64)
+                np.maximum.at(la, inv, ans_at)
+                pos = np.minimum(np.searchsorted(ua, uk), ua.size - 1)
+                valid = ua[pos] == uk
+                a_last[valid] = la[pos[valid]]
+            answered = a_last >= at
+            reset = np.isin(uk, resets)
+            k_u = kind[at]
+            timed = ~answered & ~reset & (end - ts[at] >= cfg.answer_s) & (k_u != K_ACK)
+            failed = reset | timed
+            pend = ~answered & ~failed & (k_u != K_ACK)
+            cols = (at.tolist(), ts[at].tolist(), batch.src4[at].tolist(), batch.dst4[at].tolist(),
+                    port[at].tolist(), k_u.tolist(), stack[at].tolist())
+            for j, (a, t, s, h, p_, k, os_) in enumerate(zip(*cols)):
+                if failed[j] or k == K_ICMP:
+                    events.append((a, t, s, h, p_, k, bool(failed[j]), os_))
+                elif answered[j]:
+                    events.append((a, t, s, h, p_, k, False, os_))
+                elif pend[j]:
+                    self.pending.touch(int(uk[j]), (t, s, h, p_, k, os_))
+        # probes of earlier batches: answered, reset or timed out now
+        if self.pending:
+            for key in np.unique(answers).tolist():
+                p = self.pending.pop(key, None)
+                if p is not None:
+                    events.append((0, *p[:5], False, p[5]))
+            for key, a in zip(resets.tolist(), rst_at.tolist()):
+                p = self.pending.pop(key, None)
+                if p is not None:
+                    events.append((a, *p[:5], True, p[5]))
+            while self.pending:
+                key, p = next(iter(self.pending.items()))
+                if end - p[0] < cfg.answer_s:
+                    break
+                del self.pending[key]
+                a = int(np.searchsorted(ts, p[0] + cfg.answer_s)) if p[0] >= ts[0] else 0
+                events.append((min(a, n - 1), *p[:5], True, p[5]))
+        started: dict[int, int] = {}  # scanner -> index from which its frames are flagged
+        events.sort(key=lambda e: e[0])
+        for a, t, s, h, p_, k, bad, os_ in events:
+            if bad:
+                self.counters["failed_probes"] += 1
+            self._count(a, t, s, h, p_, k, bad, os_, started)
+        return self._flag(batch, verdict, kind, started)
+
+    def _count(self, a: int, t: float, s: int, h: int, p_: int, k: int, bad: bool, os_: bool, started: dict) -> None:
+        cfg = self.cfg
+        if k == K_ICMP:
+            groups = [((s, 0, 0, K_ICMP), h, cfg.ping_hosts, "Recon-PingSweep", "hosts pinged")]
+            bad = True  # every echo request counts: answered or not
+        elif k == K_ARP:
+            groups = [((s, 0, 0, K_ARP), h, cfg.arp_hosts, "Recon-HostDiscovery", "unanswered ARP requests")]
+        else:
+            kk = K_TCP if k == K_ACK else k
+            groups = [((s, h, 0, kk), p_, cfg.ports, "Recon-PortScan", f"failed {_KIND_NAME[k]} probes to ports of {ipv4_str(h)}")]
+            if k != K_ACK and not os_:  # connection attempts of an OS stack: vertical only
+                groups.append(((s, 0, p_, kk), h, cfg.hosts, "Recon-PortScan",
+                               f"failed {_KIND_NAME[k]} probes to hosts on port {p_}"))
+        for gkey, member, limit, cls, what in groups:
+            g = self.groups.get_touch(gkey)
+            if g is None or t - g.t0 > cfg.window_s:
+                g = _Group(t)
+                self.groups.touch(gkey, g)
+            if not bad:
+                g.answered += 1
+                continue
+            g.failed += 1
+            if len(g.members) < 4 * limit:
+                g.members.add(member)
+            if len(g.members) >= limit and g.failed >= cfg.fail_ratio * (g.failed + g.answered):
+                victim = ipv4_str(gkey[1]) if gkey[1] else (f"*:{gkey[2]}" if gkey[2] else "*")
+                st = self.active.get(s)
+                if st is None:
+                    self.counters["scanners"] += 1
+                    self.active.touch(s, [t + cfg.hold_s, cls, victim, f"{len(g.members)} {what} in "
+                                          f"{t - g.t0:.1f} s"])
+                    started[s] = a
+                else:
+                    st[0] = max(st[0], t + cfg.hold_s)
+
+    def _flag(self, b: PacketBatch, verdict: np.ndarray, kind: np.ndarray, started: dict) -> list[Finding]:
+        if not self.active:
+            return []
+        for s in [s for s, v in self.active.items() if v[0] < float(b.ts[0])]:
+            del self.active[s]
+        if not self.active:
+            return []
+        scanners = np.fromiter(self.active.keys(), dtype=np.uint32, count=len(self.active))
+        order = np.argsort(scanners)
+        scanners = scanners[order]
+        start = np.array([started.get(int(s), 0) for s in scanners], dtype=np.int64)
+        ok = (b.status == STATUS_OK)
+        f = b.tcp_flags
+        tcp = ok & (b.ip_version == 4) & (b.proto == 6)
+        from_s = np.isin(b.src4, scanners) & ok
+        to_s = np.isin(b.dst4, scanners) & ok
+        idx = np.arange(len(b))
+        # the scanner's probes (and the ACK/RST that close a connect scan)
+        probe = (kind >= 0) | (tcp & ((f & TH_RST != 0) | ((f & 0x3F) == TH_ACK)))
+        # the replies to it
+        reply = ((tcp & ((f & TH_RST != 0) | ((f & (TH_SYN | TH_ACK)) == (TH_SYN | TH_ACK))))
+                 | ((b.proto == 1) & (b.ip_version == 4) & np.isin(b.icmp_type, (0, 3, 11)))
+                 | ((b.proto == 17) & (b.ip_version == 4))
+                 | ((b.ethertype == ETH_P_ARP) & (b.arp_op == 2)))
+        findings = []
+        mask = np.zeros(len(b), dtype=bool)
+        for who, col, sel in ((0, b.src4, from_s & probe), (1, b.dst4, to_s & reply)):
+            if not sel.any():
+                continue
+            j = np.searchsorted(scanners, col[sel])
+            rows = idx[sel][idx[sel] >= start[j]]
+            mask[rows] = True
+        if not mask.any():
+            return []
+        cls_rows: dict[int, np.ndarray] = {}
+        src_of = np.where(np.isin(b.src4[mask], scanners), b.src4[mask], b.dst4[mask])
+        rows_all = np.flatnonzero(mask)
+        for s in np.unique(src_of).tolist():
+            cls_rows[s] = rows_all[src_of == s]
+        for s, rows in cls_rows.items():
+            st = self.active[s]
+            sub = np.zeros(len(b), dtype=bool)
+            sub[rows] = True
+            mark(verdict, sub, st[1])
+            last = float(b.ts[rows].max())
+            st[0] = max(st[0], last + self.cfg.hold_s)
+            findings.append(Finding(
+                detector=self.name, cls=st[1], first_ts=float(b.ts[rows].min()), last_ts=last,
+                packets=int(rows.size), attacker=ipv4_str(s), victim=st[2],
+                protocol="arp" if st[1] == "Recon-HostDiscovery" else ("icmp" if st[1] == "Recon-PingSweep" else "tcp"),
+                evidence=f"{ipv4_str(s)}: {st[3]}"))
+        return findings
