@@ -182,12 +182,16 @@ def test_progress_prints_one_line_per_file(tmp_path: Path, capsys: pytest.Captur
     assert len(err) == len(json.loads(m.read_text())["files"]) >= 2
 
 
-def test_floods_are_far_faster_than_benign_traffic(files: dict[str, list[File]]) -> None:
-    benign = max(f.pps for f in files[BENIGN])
-    assert benign < 100
+def test_floods_are_faster_than_typical_benign_traffic(files: dict[str, list[File]]) -> None:
+    # Benign sites now carry camera streams, video calls and industrial polling, so a busy benign
+    # file reaches hundreds of packets per second (as real ones do) and a slow HTTP flood may be
+    # slower than it: rate alone must not separate them. Floods still outpace a typical site.
+    rates = sorted(f.pps for f in files[BENIGN])
+    assert rates[-1] < 2000
+    median = rates[len(rates) // 2]
     for label in FLOODS:
         for f in files[label]:
-            assert f.pps > 10 * benign, (f.path.name, f.pps, benign)
+            assert f.pps > median, (f.path.name, f.pps, median)
 
 
 # ---- per-class properties, through the meter's per-packet CICIoT2023 rows ------------------------
@@ -211,19 +215,19 @@ def _gre_protos(f: File) -> set[int]:
 
 
 def check_benign(f: File) -> None:
+    # service ports are drawn per site now (MQTT on 1883 or elsewhere, HTTP on 80 or 8080...), so a
+    # file need not show 1883/123/80; every site has ARP chatter and complete TCP connections
     b = f.batch
-    ports = set(b.sport.tolist()) | set(b.dport.tolist())
-    assert {1883, 53, 123} <= ports and ports & {80, 443}, ports
-    assert f.col("ARP").sum() > 0 and (f.col("DNS") == 1).any() and (f.col("HTTPS") + f.col("HTTP")).any()
-    assert {TH_SYN, SA, TH_ACK, PA, FA} <= set(_flags(f)[b.proto == 6].tolist())
-    assert f.pps < 100
+    assert f.col("ARP").mean() > 0.03
+    assert {TH_SYN, SA, TH_ACK, PA} <= set(_flags(f)[b.proto == 6].tolist())
+    assert f.pps < 2000
 
 
 def check_benign_class(fs: list[File]) -> None:
     ports = set().union(*(set(f.batch.dport.tolist()) | set(f.batch.sport.tolist()) for f in fs))
     assert 5683 in ports  # CoAP somewhere
     assert any((f.col("ICMP") == 1).any() for f in fs)
-    mqtt = b"".join(fr[54:] for f in fs for fr in f.frames if b"\x07\x5b" in fr[34:38])  # tcp/1883 payloads
+    mqtt = b"".join(fr[54:] for f in fs for fr in f.frames if fr[12:14] == b"\x08\x00" and fr[23] == 6)
     assert b"\xc0\x00" in mqtt and b"MQTT" in mqtt  # PINGREQ and CONNECT
 
 
@@ -292,23 +296,34 @@ def _udp_flood(f: File, many: bool) -> None:
     assert srcs > 0.9 * udp.sum() if many else srcs == 1
 
 
+def _server_port(f: File) -> int:
+    """The port every TCP packet of the file has on one side (HTTP floods and SlowLoris: 80, 8080, ...)."""
+    port = int(f.batch.dport[_flags(f) == TH_SYN][0])
+    assert ((f.batch.sport == port) | (f.batch.dport == port)).all()
+    return port
+
+
 def _http_flood(f: File, many: bool) -> None:
-    assert (f.col("HTTP") == 1).all()
+    # the web server's port is 80 in most files, 8000/8080/8081/8888 in the others (the HTTP
+    # column is port-80 only, so it no longer marks every file)
+    port = _server_port(f)
     assert (_flags(f) == TH_SYN).sum() >= 3 and (f.col("fin_flag_number") == 1).any()
-    clients = len(set(f.batch.src4[f.batch.dport == 80].tolist()))
+    clients = len(set(f.batch.src4[f.batch.dport == port].tolist()))
     assert clients >= 3 if many else clients == 1
 
 
 def check_slowloris(f: File) -> None:
-    assert (f.col("HTTP") == 1).all() and f.pps < 100
+    port = _server_port(f)
+    assert f.pps < 100
     assert f.col("flow_duration").max() > 10  # connections held open
-    small = (_flags(f) == PA) & (f.batch.dport == 80)
+    small = (_flags(f) == PA) & (f.batch.dport == port)
     assert small.sum() >= 10
 
 
 def _gre(f: File, inner: int) -> None:
     assert (f.col("Protocol Type") == 47).mean() > 0.8 and _gre_protos(f) == {inner}
-    assert (f.batch.frag_df[f.batch.proto == 47]).all() and (f.col("Duration")[f.batch.proto == 47] == 64).all()
+    # TTL is no longer always 64: the bots' hops and an operator's --ttl vary it (see test_attack_ttl_...)
+    assert (f.batch.frag_df[f.batch.proto == 47]).all()
 
 
 def check_udpplain(f: File) -> None:
@@ -420,3 +435,121 @@ def test_class_traffic_has_its_defining_property(files: dict[str, list[File]], l
             raise AssertionError(f"{f.path.name} ({f.entry['description']}): {e}") from None
     if label in CLASS_CHECKS:
         CLASS_CHECKS[label](files[label])
+
+
+# ---- no shortcuts: what a real site changes varies per file; benign has what real sites carry ------
+
+VARY_SEEDS = range(6)
+
+
+def _ip_frames(frames: list[bytes]) -> list[bytes]:
+    return [fr for fr in frames if fr[12:14] == b"\x08\x00"]
+
+
+@pytest.fixture(scope="module")
+def attack_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[list[bytes]]]:
+    """Every attack class, one small file per seed."""
+    from trainer.synth import generate_file
+    d = tmp_path_factory.mktemp("vary")
+    out: dict[str, list[list[bytes]]] = {}
+    for label in SYNTH_CLASSES:
+        if label == BENIGN:
+            continue
+        for seed in VARY_SEEDS:
+            path = d / f"{label}-{seed}.pcap"
+            generate_file(path, label, 0, 300, seed=seed)
+            out.setdefault(label, []).append(raw_frames(path))
+    return out
+
+
+def test_attack_ttl_subnet_and_sizes_vary_across_sites(attack_files: dict[str, list[list[bytes]]]) -> None:
+    """A class must not be recognisable by one TTL, one address range or one frame size."""
+    # (fragmentation floods are left out: their fragments fill the MTU by definition)
+    sized = {"DDoS-UDP_Flood", "DoS-UDP_Flood", "DDoS-ICMP_Flood", "DDoS-PSHACK_Flood", "Mirai-greeth_flood",
+             "Mirai-greip_flood", "Mirai-udpplain", "MITM-ArpSpoofing"}
+    for label, per_seed in attack_files.items():
+        ttls, nets, sizes = set(), set(), set()
+        for frames in per_seed:
+            ip = _ip_frames(frames)
+            victim = Counter(fr[30:34] for fr in ip).most_common(1)[0][0] if ip else frames[0][38:42]
+            ttls |= {fr[22] for fr in ip if fr[30:34] == victim}  # the TTLs of what is sent to the victim
+            nets.add(victim[:2])  # its /16
+            sizes.add(Counter(len(fr) for fr in frames).most_common(1)[0][0])
+        assert len(ttls) >= 2, (label, ttls)
+        assert len(nets) >= 2, (label, nets)
+        if label in sized:
+            assert len(sizes) >= 2, (label, sizes)
+
+
+@pytest.fixture(scope="module")
+def benign_corpus(tmp_path_factory: pytest.TempPathFactory) -> list[list[bytes]]:
+    d = tmp_path_factory.mktemp("benign")
+    out = []
+    for seed in (0, 1):
+        m = generate_corpus(d / str(seed), seed=seed, packets=10_000, classes=[BENIGN])
+        out += [raw_frames(m.parent / e["path"]) for e in json.loads(m.read_text())["files"]]
+    return out
+
+
+def _tcp(fr: bytes) -> tuple[int, int, int, bytes] | None:
+    """(sport, dport, flags, payload) of an unfragmented IPv4/TCP frame."""
+    if fr[12:14] != b"\x08\x00" or fr[23] != 6:
+        return None
+    ihl = (fr[14] & 15) * 4
+    l4 = 14 + ihl
+    total = struct.unpack_from("!H", fr, 16)[0]
+    sp, dp = struct.unpack_from("!HH", fr, l4)
+    off = (fr[l4 + 12] >> 4) * 4
+    return sp, dp, fr[l4 + 13], fr[l4 + off:14 + total]
+
+
+def _udp(fr: bytes) -> tuple[int, int, bytes] | None:
+    if fr[12:14] != b"\x08\x00" or fr[23] != 17:
+        return None
+    l4 = 14 + (fr[14] & 15) * 4
+    sp, dp, n = struct.unpack_from("!HHH", fr, l4)
+    return sp, dp, fr[l4 + 8:l4 + n]
+
+
+def test_benign_sites_carry_arp_media_polling_and_industrial_traffic(benign_corpus: list[list[bytes]]) -> None:
+    frames = [fr for f in benign_corpus for fr in f]
+    arp = sum(fr[12:14] == b"\x08\x06" for fr in frames)
+    assert arp >= 0.05 * len(frames), arp / len(frames)
+    assert all(sum(fr[12:14] == b"\x08\x06" for fr in f) >= 0.03 * len(f) for f in benign_corpus)
+    ops = {(fr[21], fr[28:32] == b"\0\0\0\0", fr[28:32] == fr[38:42]) for fr in frames if fr[12:14] == b"\x08\x06"}
+    assert (1, True, False) in ops and (1, False, True) in ops and (2, False, False) in ops  # probe, gratuitous, reply
+
+    rtp = Counter()  # RTP video: large steady UDP datagrams (version 2, dynamic payload type) on one flow
+    rtsp = modbus = 0
+    tls_syns: Counter = Counter()
+    flags = set()
+    for fr in frames:
+        u = _udp(fr)
+        if u and len(u[2]) > 1000 and u[2][0] == 0x80 and u[2][1] & 0x7F == 96:
+            rtp[fr[26:34] + fr[34:38]] += 1
+        t = _tcp(fr)
+        if t:
+            sp, dp, fl, pay = t
+            flags.add(fl)
+            rtsp += pay.startswith(b"RTSP/1.0") or pay.startswith(b"DESCRIBE rtsp://")
+            modbus += len(pay) == 12 and pay[2:4] == b"\0\0" and pay[4:6] == b"\0\x06" and pay[7] in (1, 2, 3, 4)
+            if fl == TH_SYN:
+                tls_syns[(fr[26:30], fr[30:34], dp)] += 1
+    assert rtp and max(rtp.values()) >= 100, rtp.most_common(2)
+    assert rtsp >= 2 and modbus >= 20
+    # TLS polling: one client opening many short connections to one server
+    assert max(n for (_, _, dp), n in tls_syns.items() if dp in (443, 8443, 8883, 4443) or dp > 1024) >= 5
+    assert TH_RST in flags or RA in flags  # resets
+
+
+def test_benign_sites_differ_in_ttl_subnet_and_stack(benign_corpus: list[list[bytes]]) -> None:
+    ttls = set()
+    nets = set()
+    windows = set()
+    for f in benign_corpus:
+        ip = _ip_frames(f)
+        ttls |= {fr[22] for fr in ip}
+        nets.add(Counter(fr[26:28] for fr in ip).most_common(1)[0][0])
+        windows |= {struct.unpack_from("!H", fr, 14 + 20 + 14)[0] for fr in ip if fr[23] == 6 and fr[47] == TH_SYN}
+    assert {64, 128} <= {t for t in ttls} | {t + h for t in ttls for h in (1, 2, 3)}
+    assert len(ttls) >= 8 and len(nets) >= 3 and len(windows) >= 5, (ttls, nets, windows)

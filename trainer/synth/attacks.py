@@ -29,11 +29,30 @@ def _pick(k: int, options: tuple):
 
 
 def _ttl_draw(rng: random.Random, mode: str) -> int:
-    return rng.choice((64, 128, 255)) if mode == "mixed" else int(mode)
+    return rng.choice((64, 128, 255)) - rng.randint(0, 2) if mode == "mixed" else int(mode)
+
+
+def _tool_ttl(net: Net, host: int | None = None) -> int:
+    """The TTL a raw-socket tool's packets carry at the capture point, minus the site's hops: per file,
+    the tool's default 64 (hping3, Mirai), the sending host's own stack, or an operator's --ttl."""
+    rng = net.rng
+    mode = getattr(net, "tool_ttl", None)
+    if mode is None:
+        r = rng.random()
+        mode = 64 if r < 0.35 else (0 if r < 0.7 else rng.choice((128, 255, 32, rng.randint(30, 255))))
+        net.tool_ttl = mode
+    if mode == 0:
+        return net.ttl(host) if host is not None else 64 - net.hops()
+    return mode - net.hops()
+
+
+def _svc_port(rng: random.Random, ports: tuple[int, ...] = (80, 443, 1883, 8080, 22, 23, 8883, 554)) -> int:
+    """A victim service's port: a common one or, in a fifth of the files, one a site moved elsewhere."""
+    return rng.choice(ports) if rng.random() < 0.8 else rng.randint(1024, 65535)
 
 
 def _ttl_text(mode: str) -> str:
-    return "64/128/255 (random per packet)" if mode == "mixed" else mode
+    return "~64/128/255 (random per packet)" if mode == "mixed" else mode
 
 
 def _rate(rng: random.Random, lo: float, hi: float) -> float:
@@ -44,8 +63,17 @@ def _victim(net: Net) -> int:
     return net.host(2, 250)
 
 
+def _attacker(net: Net) -> int:
+    a = net.host(2, 250)
+    net.set_stack(a, "pi")
+    return a
+
+
 def _bots(net: Net, lo: int, hi: int) -> list[int]:
-    return net.hosts(net.rng.randint(lo, hi), 10, 250)
+    bots = net.hosts(net.rng.randint(lo, hi), 2, 250)
+    for b in bots:
+        net.set_stack(b, "bot")
+    return bots
 
 
 def _dur(net: Net) -> float:
@@ -75,6 +103,7 @@ def _tcp_flood(net: Net, budget: int, *, victim: int, dport_of: Callable[[], int
     t = net.t0
     vttl = net.ttl(victim)
     vmac = net.mac(victim)
+    vst = net.stack(victim)
     open_ports = open_ports if open_ports is not None else (dport_of(),)
     while len(net.pkts) < budget:
         t += rng.expovariate(rate)
@@ -90,14 +119,14 @@ def _tcp_flood(net: Net, budget: int, *, victim: int, dport_of: Callable[[], int
         is_open = dport in open_ports
         if flags & SYN and not flags & ACK and is_open:
             rack = seq + 1 + n + (1 if flags & FIN else 0)
-            rflags, rseq, opts = SA, rng.getrandbits(32), b"\x02\x04\x05\xb4"
+            rflags, rseq, opts = SA, rng.getrandbits(32), b"\x02\x04" + vst.mss.to_bytes(2, "big")
         elif flags & ACK:
             rflags, rseq, rack, opts = RST, ackn, 0, b""
         elif is_open:
             continue  # a listening socket drops a segment without SYN or ACK
         else:
             rflags, rseq, rack, opts = RA, 0, seq + n + (1 if flags & SYN else 0) + (1 if flags & FIN else 0), b""
-        net.tcp(tr, victim, src, dport, sport, rflags, rseq, rack, b"", 64240 if rflags == SA else 0, opts,
+        net.tcp(tr, victim, src, dport, sport, rflags, rseq, rack, b"", vst.win if rflags == SA else 0, opts,
                 ttl=vttl, l2src=vmac)
         if rflags == SA and attacker_rst is not None:
             net.tcp(tr + rng.uniform(0.00002, 0.0003), attacker_rst, victim, sport, dport, RST, rack, 0, b"", 0)
@@ -107,8 +136,9 @@ def ddos_syn_flood(net: Net, budget: int, k: int) -> str:
     rng = net.rng
     victim = _victim(net)
     bots = _bots(net, 2, 8)
-    dport = _pick(k, (80, 443, 1883, 8080, 23))
-    ttl_mode = _pick(k, ("64", "mixed", "128", "255"))
+    dport = _pick(k, (80, 443, 1883, 8080, 23)) if rng.random() < 0.8 else rng.randint(1024, 65535)
+    ttl_mode = _pick(k, ("fixed", "mixed", "fixed"))
+    ttl_mode = str(_tool_ttl(net, rng.choice(bots))) if ttl_mode == "fixed" else ttl_mode
     rate = _rate(rng, 3000, 12000)
     win = rng.choice((64, 512, 1024, 65535))
     reply = rng.uniform(0.15, 0.8)
@@ -124,11 +154,11 @@ def ddos_syn_flood(net: Net, budget: int, k: int) -> str:
 
 def dos_syn_flood(net: Net, budget: int, k: int) -> str:
     rng = net.rng
-    victim, attacker = _victim(net), net.host(10, 250)
-    dport = _pick(k, (80, 443, 1883, 8080, 22))
-    rate = _rate(rng, 2000, 9000)
-    win = rng.choice((64, 512))
-    ttl = rng.choice((64, 64, 128))
+    victim, attacker = _victim(net), _attacker(net)
+    dport = _pick(k, (80, 443, 1883, 8080, 22)) if rng.random() < 0.8 else rng.randint(1024, 65535)
+    rate = _rate(rng, 1500, 9000)
+    win = rng.choice((64, 512, 1024, 2048))
+    ttl = _tool_ttl(net, attacker)
     reply = rng.uniform(0.5, 1.0)
     base = [rng.randint(1024, 60000)]
 
@@ -160,14 +190,15 @@ def ddos_tcp_flood(net: Net, budget: int, k: int) -> str:
     rng = net.rng
     victim = _victim(net)
     bots = _bots(net, 3, 12)
-    ports = tuple(rng.sample(OPEN_TCP, rng.randint(1, 3)))
+    ports = tuple({_svc_port(rng) for _ in range(rng.randint(1, 3))})
     name, flags_of = _flag_mix(rng, k)
     spoof = rng.random() < 0.6
+    ttls = [_tool_ttl(net, b) for b in bots]
     rate = _rate(rng, 3000, 12000)
     plen = rng.choice((0, 0, rng.randint(1, 64), rng.randint(100, 1000)))
     _tcp_flood(net, budget, victim=victim, dport_of=lambda: rng.choice(ports),
                src_of=net.spoofed if spoof else (lambda: rng.choice(bots)),
-               sport_of=lambda: rng.randint(1024, 65535), flags_of=flags_of, ttl_of=lambda: 64, rate=rate,
+               sport_of=lambda: rng.randint(1024, 65535), flags_of=flags_of, ttl_of=lambda: rng.choice(ttls), rate=rate,
                macs=[net.mac(b) for b in bots], win=rng.choice((64, 512, 65535)), payload_len=lambda: plen,
                reply=rng.uniform(0.2, 0.8), open_ports=ports)
     return (f"TCP flood on {ipstr(victim)} open ports {list(ports)} at ~{rate:.0f} pkt/s, {name}, "
@@ -177,8 +208,9 @@ def ddos_tcp_flood(net: Net, budget: int, k: int) -> str:
 
 def dos_tcp_flood(net: Net, budget: int, k: int) -> str:
     rng = net.rng
-    victim, attacker = _victim(net), net.host(10, 250)
-    ports = tuple(rng.sample(OPEN_TCP, rng.randint(1, 2)))
+    victim, attacker = _victim(net), _attacker(net)
+    ports = tuple({_svc_port(rng) for _ in range(rng.randint(1, 2))})
+    ttl = _tool_ttl(net, attacker)
     name, flags_of = _flag_mix(rng, k)
     rate = _rate(rng, 2000, 9000)
     plen = rng.choice((0, 0, rng.randint(1, 64), rng.randint(100, 1000)))
@@ -189,7 +221,7 @@ def dos_tcp_flood(net: Net, budget: int, k: int) -> str:
         return base[0]
 
     _tcp_flood(net, budget, victim=victim, dport_of=lambda: rng.choice(ports), src_of=lambda: attacker,
-               sport_of=sport, flags_of=flags_of, ttl_of=lambda: 64, rate=rate, macs=[net.mac(attacker)],
+               sport_of=sport, flags_of=flags_of, ttl_of=lambda: ttl, rate=rate, macs=[net.mac(attacker)],
                win=rng.choice((64, 512)), payload_len=lambda: plen, reply=rng.uniform(0.5, 1.0), open_ports=ports,
                attacker_rst=attacker)
     return (f"single-source TCP flood {ipstr(attacker)} -> {ipstr(victim)} ports {list(ports)} at ~{rate:.0f} pkt/s, "
@@ -201,9 +233,10 @@ def ddos_rstfin_flood(net: Net, budget: int, k: int) -> str:
     victim = _victim(net)
     bots = _bots(net, 2, 8)
     dmode = _pick(k, ("fixed", "random"))
-    dport = rng.choice(OPEN_TCP)
+    dport = _svc_port(rng)
     rate = _rate(rng, 3000, 12000)
-    ttl_mode = rng.choice(("64", "mixed", "255"))
+    ttl_mode = rng.choice(("fixed", "mixed"))
+    ttl_mode = str(_tool_ttl(net, rng.choice(bots))) if ttl_mode == "fixed" else ttl_mode
     _tcp_flood(net, budget, victim=victim,
                dport_of=(lambda: dport) if dmode == "fixed" else (lambda: rng.randint(1, 65535)), src_of=net.spoofed,
                sport_of=lambda: rng.randint(1024, 65535), flags_of=lambda: RST | FIN,
@@ -218,12 +251,13 @@ def ddos_pshack_flood(net: Net, budget: int, k: int) -> str:
     rng = net.rng
     victim = _victim(net)
     bots = _bots(net, 2, 8)
-    dport = rng.choice(OPEN_TCP)
+    dport = _svc_port(rng)
+    ttl = _tool_ttl(net, bots[0])
     size_mode = _pick(k, ("fixed", "random"))
     size = rng.randint(1, 1400)
     rate = _rate(rng, 3000, 12000)
     _tcp_flood(net, budget, victim=victim, dport_of=lambda: dport, src_of=net.spoofed,
-               sport_of=lambda: rng.randint(1024, 65535), flags_of=lambda: PA, ttl_of=lambda: 64, rate=rate,
+               sport_of=lambda: rng.randint(1024, 65535), flags_of=lambda: PA, ttl_of=lambda: ttl, rate=rate,
                macs=[net.mac(b) for b in bots], win=rng.choice((64, 512, 65535)),
                payload_len=(lambda: size) if size_mode == "fixed" else (lambda: rng.randint(1, 1400)),
                reply=rng.uniform(0.1, 0.6))
@@ -237,12 +271,13 @@ def ddos_synonymous_ip_flood(net: Net, budget: int, k: int) -> str:
     victim = _victim(net)
     bots = _bots(net, 2, 8)
     dmode = _pick(k, ("fixed", "random"))
-    dport = rng.choice(OPEN_TCP)
+    dport = _svc_port(rng)
     rate = _rate(rng, 3000, 12000)
+    ttl = _tool_ttl(net, bots[0])
     _tcp_flood(net, budget, victim=victim,
                dport_of=(lambda: dport) if dmode == "fixed" else (lambda: rng.randint(1, 65535)),
                src_of=lambda: victim, sport_of=lambda: rng.randint(1024, 65535), flags_of=lambda: SYN,
-               ttl_of=lambda: 64, rate=rate, macs=[net.mac(b) for b in bots], win=rng.choice((64, 512)),
+               ttl_of=lambda: ttl, rate=rate, macs=[net.mac(b) for b in bots], win=rng.choice((64, 512)),
                payload_len=lambda: 0, reply=0.0)
     return (f"synonymous-IP SYN flood (source address = destination = {ipstr(victim)}) on "
             f"{'port ' + str(dport) if dmode == 'fixed' else 'random ports'} at ~{rate:.0f} pkt/s, "
@@ -256,8 +291,9 @@ def ddos_ack_fragmentation(net: Net, budget: int, k: int) -> str:
     spoof = _pick(k, (True, False))
     size = rng.choice((1600, 2400, 2960, 4400, 1480 * 3 - 20))
     rate = _rate(rng, 800, 3500)  # datagrams/s; fragments are 2-4x that
-    dport = rng.choice(OPEN_TCP)
+    dport = _svc_port(rng)
     reply = rng.uniform(0.1, 0.6)
+    ttls = {b: _tool_ttl(net, b) for b in bots}
     vmac = net.mac(victim)
     t = net.t0
     while len(net.pkts) < budget:
@@ -269,7 +305,7 @@ def ddos_ack_fragmentation(net: Net, budget: int, k: int) -> str:
         seq = rng.getrandbits(32)
         plen = size + rng.randint(-8, 8) * 8
         net.tcp(t, src, victim, sport, dport, ACK, seq, ackn, rng.randbytes(plen), rng.choice((512, 1024, 65535)),
-                ttl=64, ident=rng.getrandbits(16), l2src=net.mac(bot), l2dst=vmac)
+                ttl=ttls[bot], ident=rng.getrandbits(16), l2src=net.mac(bot), l2dst=vmac)
         if rng.random() < reply:
             net.tcp(t + rng.uniform(0.0002, 0.003), victim, src, dport, sport, RST, ackn, 0, b"", 0)
     return (f"fragmented TCP ACK flood on {ipstr(victim)}:{dport}: ~{size}-byte ACK segments split at MTU 1500 "
@@ -319,7 +355,7 @@ def ddos_udp_flood(net: Net, budget: int, k: int) -> str:
     _udp_flood(net, budget, victim=victim, src_of=net.spoofed, sport_of=lambda: rng.randint(1024, 65535),
                dport_of=(lambda: dport) if dmode == "fixed" else (lambda: rng.randint(1, 65535)),
                size_of=(lambda: size) if size_mode == "fixed" else (lambda: rng.randint(0, 1400)), rate=rate,
-               macs=[net.mac(b) for b in bots], ttl=rng.choice((64, 128)), closed=closed, unreach_per_s=ups)
+               macs=[net.mac(b) for b in bots], ttl=_tool_ttl(net, bots[0]), closed=closed, unreach_per_s=ups)
     return (f"spoofed UDP flood on {ipstr(victim)} {'port ' + str(dport) if dmode == 'fixed' else 'random ports'} "
             f"at ~{rate:.0f} pkt/s, {_spoof_note(len(bots))}, "
             f"{str(size) + '-byte' if size_mode == 'fixed' else '0-1400-byte random'} payloads"
@@ -328,7 +364,7 @@ def ddos_udp_flood(net: Net, budget: int, k: int) -> str:
 
 def dos_udp_flood(net: Net, budget: int, k: int) -> str:
     rng = net.rng
-    victim, attacker = _victim(net), net.host(10, 250)
+    victim, attacker = _victim(net), _attacker(net)
     smode = _pick(k, ("incrementing", "fixed"))
     base = [rng.randint(1024, 60000)]
 
@@ -342,7 +378,8 @@ def dos_udp_flood(net: Net, budget: int, k: int) -> str:
     rate = _rate(rng, 2000, 9000)
     closed = dport not in (53, 123, 5683)
     _udp_flood(net, budget, victim=victim, src_of=lambda: attacker, sport_of=sport, dport_of=lambda: dport,
-               size_of=lambda: size, rate=rate, macs=[net.mac(attacker)], ttl=64, closed=closed, unreach_per_s=1.0)
+               size_of=lambda: size, rate=rate, macs=[net.mac(attacker)], ttl=_tool_ttl(net, attacker), closed=closed,
+               unreach_per_s=1.0)
     return (f"single-source UDP flood {ipstr(attacker)} -> {ipstr(victim)}:{dport} at ~{rate:.0f} pkt/s, "
             f"{smode} source port, {size}-byte payloads"
             f"{'; ICMP port unreachables (1/s, Linux rate limit)' if closed else ''}")
@@ -359,7 +396,7 @@ def ddos_udp_fragmentation(net: Net, budget: int, k: int) -> str:
     _udp_flood(net, budget, victim=victim, src_of=net.spoofed if spoof else (lambda: rng.choice(bots)),
                sport_of=lambda: rng.randint(1024, 65535), dport_of=lambda: dport,
                size_of=lambda: size + rng.randint(-16, 16), rate=rate, macs=[net.mac(b) for b in bots],
-               ttl=64, closed=False)
+               ttl=_tool_ttl(net, bots[0]), closed=False)
     return (f"fragmented UDP flood on {ipstr(victim)}:{dport}: ~{size}-byte datagrams split at MTU 1500 "
             f"({-(-(size + 8) // wire.FRAG_CHUNK)} fragments each), ~{rate:.0f} datagrams/s from {len(bots)} bots"
             f"{' with spoofed sources' if spoof else ''}")
@@ -369,10 +406,11 @@ def ddos_icmp_flood(net: Net, budget: int, k: int) -> str:
     rng = net.rng
     victim = _victim(net)
     bots = _bots(net, 2, 8)
-    size = _pick(k, (56, 0, 64, 120, 512, 1000))
+    size = _pick(k, (56, 0, 64, 120, 512, 1000, rng.randint(1, 1400)))
     rate = _rate(rng, 3000, 14000)
     reply = rng.uniform(0.3, 1.0)
-    ttl_mode = rng.choice(("64", "mixed", "128"))
+    ttl_mode = rng.choice(("fixed", "mixed"))
+    ttl_mode = str(_tool_ttl(net, rng.choice(bots))) if ttl_mode == "fixed" else ttl_mode
     macs = [net.mac(b) for b in bots]
     vmac = net.mac(victim)
     ident = rng.getrandbits(16)
@@ -397,8 +435,9 @@ def ddos_icmp_fragmentation(net: Net, budget: int, k: int) -> str:
     victim = _victim(net)
     bots = _bots(net, 2, 8)
     spoof = _pick(k, (False, True))
-    size = rng.choice((1500, 2000, 3000, 4000, 6000, 8972))
+    size = rng.choice((1500, 2000, 3000, 4000, 6000, 8972)) + rng.randint(-40, 40)
     rate = _rate(rng, 500, 2500)
+    ttls = {b: _tool_ttl(net, b) for b in bots}
     reply = rng.uniform(0.3, 0.9)
     vmac = net.mac(victim)
     ident = rng.getrandbits(16)
@@ -410,7 +449,8 @@ def ddos_icmp_fragmentation(net: Net, budget: int, k: int) -> str:
         seq += 1
         bot = rng.choice(bots)
         src = net.spoofed() if spoof else bot
-        net.ping(t, src, victim, 8, ident, seq, pay, ttl=64, ident=rng.getrandbits(16), l2src=net.mac(bot), l2dst=vmac)
+        net.ping(t, src, victim, 8, ident, seq, pay, ttl=ttls[bot], ident=rng.getrandbits(16), l2src=net.mac(bot),
+                 l2dst=vmac)
         if rng.random() < reply:
             net.ping(t + rng.uniform(0.0002, 0.002), victim, src, 0, ident, seq, pay)
     return (f"fragmented ICMP flood on {ipstr(victim)}: {size}-byte pings split at MTU 1500 "
@@ -424,7 +464,7 @@ _PATHS = ("/", "/index.html", "/login", "/api/status", "/?id=%d", "/search?q=%d"
 
 
 def _http_client(net: Net, cli: int, server: int, t: float, interval: float, body: int, per_conn: int,
-                 busy: float, sports: list[int] | None) -> Agent:
+                 busy: float, sports: list[int] | None, port: int = 80) -> Agent:
     rng = net.rng
     ua = rng.choice(P.USER_AGENTS)
     while True:
@@ -433,8 +473,8 @@ def _http_client(net: Net, cli: int, server: int, t: float, interval: float, bod
             sports[0] = sports[0] + 1 if sports[0] < 60999 else 32768
             sport = sports[0]
         else:
-            sport = ephemeral(rng)
-        c = Tcp(net, cli, server, sport, 80, rtt=rng.uniform(0.0003, 0.003), linux=True)
+            sport = net.eport(cli)
+        c = Tcp(net, cli, server, sport, port, rtt=rng.uniform(0.0003, 0.003))
         tt = c.connect(t)
         for _ in range(per_conn):
             path = rng.choice(_PATHS)
@@ -451,16 +491,18 @@ def _http_client(net: Net, cli: int, server: int, t: float, interval: float, bod
 def _http_flood(net: Net, budget: int, k: int, ddos: bool) -> str:
     rng = net.rng
     server = net.host(2, 30)
-    clients = _bots(net, 5, 40) if ddos else [net.host(10, 250)]
+    clients = _bots(net, 5, 40) if ddos else [_attacker(net)]
+    net.set_stack(server, "server")
+    port = 80 if rng.random() < 0.7 else rng.choice((8080, 8000, 8081, 8888))
     sessions = _rate(rng, 80, 500) if ddos else _rate(rng, 40, 250)
     body = rng.choice((120, 612, 1500, 4000, 10000))
     per_conn = _pick(k, (1, 1, 2, 4))
     busy = rng.uniform(0, 0.3)
     sports = None if ddos else [rng.randint(32768, 60999)]
     agents = [_http_client(net, c, server, net.t0 + rng.uniform(0, 0.05), len(clients) / sessions, body, per_conn,
-                           busy, sports) for c in clients]
+                           busy, sports, port) for c in clients]
     run_agents(net, agents, budget)
-    return (f"HTTP GET flood on {ipstr(server)}:80 from {len(clients)} client{'s' if ddos else ''}: ~{sessions:.0f} "
+    return (f"HTTP GET flood on {ipstr(server)}:{port} from {len(clients)} client{'s' if ddos else ''}: ~{sessions:.0f} "
             f"complete sessions/s (handshake, {per_conn} GET{'s' if per_conn > 1 else ''} per connection, "
             f"{body}-byte pages, {busy:.0%} 503s, FIN close), ~{len(net.pkts) / max(_dur(net), 1e-9):.0f} pkt/s")
 
@@ -473,12 +515,13 @@ def dos_http_flood(net: Net, budget: int, k: int) -> str:
     return _http_flood(net, budget, k, False)
 
 
-def _slowloris_conn(net: Net, bot: int, server: int, t: float, sleep: float, timeout: float | None) -> Agent:
+def _slowloris_conn(net: Net, bot: int, server: int, t: float, sleep: float, timeout: float | None,
+                    port: int = 80) -> Agent:
     rng = net.rng
     ua = rng.choice(P.USER_AGENTS)
     while True:
         yield t
-        c = Tcp(net, bot, server, ephemeral(rng), 80, linux=True)
+        c = Tcp(net, bot, server, net.eport(bot), port)
         opened = t = c.connect(t)
         for line in (f"GET /?{rng.randint(0, 2000)} HTTP/1.1\r\n", f"User-Agent: {ua}\r\n",
                      "Accept-language: en-US,en,q=0.5\r\n"):
@@ -506,14 +549,15 @@ def ddos_slowloris(net: Net, budget: int, k: int) -> str:
     server = net.host(2, 30)
     bots = _bots(net, 1, 5)
     conns = min(rng.randint(40, 200), max(4, budget // 25))  # leave budget for the slow phase
-    sleep = rng.choice((5.0, 10.0, 15.0))
+    sleep = rng.choice((5.0, 10.0, 15.0)) * rng.uniform(0.8, 1.2)
+    port = 80 if rng.random() < 0.7 else rng.choice((8080, 8000, 443))
     timeout = _pick(k, (None, float(rng.randint(20, 40))))
     agents = []
     for i in range(conns):
         bot = bots[i % len(bots)]
-        agents.append(_slowloris_conn(net, bot, server, net.t0 + i * rng.uniform(0.002, 0.02), sleep, timeout))
+        agents.append(_slowloris_conn(net, bot, server, net.t0 + i * rng.uniform(0.002, 0.02), sleep, timeout, port))
     run_agents(net, agents, budget)
-    return (f"SlowLoris on {ipstr(server)}:80 from {len(bots)} bots: {conns} connections held open with a partial "
+    return (f"SlowLoris on {ipstr(server)}:{port} from {len(bots)} bots: {conns} connections held open with a partial "
             f"GET, one 'X-a:' header line every {sleep:.0f} s"
             f"{f', server times requests out after {timeout:.0f} s (408) and the bots reconnect' if timeout else ''}; "
             f"~{len(net.pkts) / max(_dur(net), 1e-9):.1f} pkt/s")
@@ -526,9 +570,10 @@ def _mirai_flood(net: Net, budget: int, k: int, kind: str) -> str:
     rng = net.rng
     victim = _victim(net)
     bots = _bots(net, 3, 12)
-    size = _pick(k, (512, 512, 256, 768, 1024, 1400))
+    size = _pick(k, (512, 512, 256, 768, 1024, 1400, rng.randint(16, 1450)))
     rate = _rate(rng, 2500, 12000)
     const_ip = rng.random() < 0.3
+    ttls = {b: _tool_ttl(net, b) for b in bots}
     dport_fixed = rng.choice((None, None, 80, 53, 7547, rng.randint(1, 65535)))
     vmac = net.mac(victim)
     per_bot: dict[int, tuple[int, int]] = {b: (rng.randint(1024, 65535), dport_fixed or rng.randint(1, 65535))
@@ -544,7 +589,7 @@ def _mirai_flood(net: Net, budget: int, k: int, kind: str) -> str:
             sport, dport = per_bot[bot]
             d = wire.udp(bot, victim, sport, dport, data)
             ident[bot] = (ident[bot] + 1) & 0xFFFF
-            net.ip(t, bot, victim, wire.PROTO_UDP, d, ttl=64, ident=ident[bot], df=True, l2dst=vmac)
+            net.ip(t, bot, victim, wire.PROTO_UDP, d, ttl=ttls[bot], ident=ident[bot], df=True, l2dst=vmac)
             reply_type = 3  # port unreachable
         else:  # raw GRE: inner IP (or Ethernet + IP) with random source and UDP ports
             oid = rng.getrandbits(16)
@@ -558,7 +603,7 @@ def _mirai_flood(net: Net, budget: int, k: int, kind: str) -> str:
                 d = wire.gre(wire.ETH_P_TEB, inner)
             else:
                 d = wire.gre(wire.ETH_P_IP, inner)
-            net.ip(t, bot, victim, wire.PROTO_GRE, d, ttl=64, ident=oid, df=True, l2dst=vmac)
+            net.ip(t, bot, victim, wire.PROTO_GRE, d, ttl=ttls[bot], ident=oid, df=True, l2dst=vmac)
             reply_type = 2  # protocol unreachable
         # the victim speaks no GRE (protocol unreachable) / has no such UDP port (port unreachable), about 1/s per bot
         if t - last_err.get(bot, 0.0) > 1.0:
@@ -570,7 +615,7 @@ def _mirai_flood(net: Net, budget: int, k: int, kind: str) -> str:
             "greip": "GRE-IP flood (GRE proto 0x0800 around IP/UDP)",
             "greeth": "GRE-Ethernet flood (GRE proto 0x6558 around Ethernet/IP/UDP)"}[kind]
     return (f"Mirai {what} on {ipstr(victim)} from {len(bots)} bots at ~{rate:.0f} pkt/s, {size}-byte random "
-            f"payloads, ttl 64, DF{', inner destination = victim' if const_ip and kind != 'udpplain' else ''}; "
+            f"payloads, ttl {sorted(set(ttls.values()))}, DF{', inner destination = victim' if const_ip and kind != 'udpplain' else ''}; "
             f"victim ICMP unreachables ~1/s per bot")
 
 
@@ -632,13 +677,13 @@ def _syn_probe(net: Net, t: float, scanner: int, target: int, sport: int, dport:
 
 def recon_portscan(net: Net, budget: int, k: int) -> str:
     rng = net.rng
-    scanner = net.host(10, 250)
+    scanner = _attacker(net)
     targets = net.hosts(rng.randint(1, 4), 2, 250)
     style = _pick(k, ("syn", "syn", "connect"))
     rate = _rate(rng, 150, 1500)
     ttl = rng.choice((64, rng.randint(37, 59)))
     port_set = _pick(k, ("top", "range", "all"))
-    opens = {t: set(rng.sample(OPEN_TCP, rng.randint(1, 4))) for t in targets}
+    opens = {t: set(rng.sample(OPEN_TCP, rng.randint(1, 4))) | {rng.randint(1024, 65535)} for t in targets}
     firewalled = {t: rng.random() < 0.25 for t in targets}
     t = net.t0
     sweep = 0
@@ -746,7 +791,7 @@ def _os_probe_target(net: Net, t: float, scanner: int, target: int, open_port: i
 
 def recon_osscan(net: Net, budget: int, k: int) -> str:
     rng = net.rng
-    scanner = net.host(10, 250)
+    scanner = _attacker(net)
     candidates = net.hosts(rng.randint(5, 40), 2, 250)
     ttl = _pick(k, (rng.randint(37, 59), 64))
     t = net.t0
@@ -757,18 +802,18 @@ def recon_osscan(net: Net, budget: int, k: int) -> str:
                              rng.randint(30000, 60000), ttl)
         done += 1
     return (f"OS fingerprinting (nmap -O) from {ipstr(scanner)} over {min(done, len(candidates))} hosts of "
-            f"192.168.{net.subnet}.0/24: a short SYN scan, then SEQ (6 SYNs with odd windows/options), IE (ICMP echo "
+            f"{net.cidr}: a short SYN scan, then SEQ (6 SYNs with odd windows/options), IE (ICMP echo "
             f"code 9 / TOS 4), ECN (SYN+ECE+CWR), T2-T7 (null, SYN+FIN+URG+PSH, ACK, FIN+PSH+URG...) and U1 "
             f"(300-byte UDP to a closed port) probes with the targets' replies; ttl {ttl}")
 
 
 def recon_host_discovery(net: Net, budget: int, k: int) -> str:
     rng = net.rng
-    scanner = net.host(10, 250)
+    scanner = _attacker(net)
     live = set(net.hosts(rng.randint(10, 60), 2, 254)) | {net.gw}
     rate = _rate(rng, 150, 1200)
     remote_nets = [((10 << 24) | (rng.randint(0, 255) << 16) | (rng.randint(0, 255) << 8)) for _ in range(3)] + \
-                  [((192 << 24) | (168 << 16) | (((net.subnet + i) % 255) << 8)) for i in (1, 2)]
+                  [net.neighbour(i) for i in (1, 2)]
     remote_live = {n: set(rng.sample(range(1, 255), rng.randint(3, 40))) for n in remote_nets}
     rdns = _pick(k, (True, False))
     ident = rng.getrandbits(16)
@@ -778,7 +823,7 @@ def recon_host_discovery(net: Net, budget: int, k: int) -> str:
     while len(net.pkts) < budget:
         local = (sweeps % 2 == 0) == first_local
         base = net.prefix if local else remote_nets[(sweeps // 2) % len(remote_nets)]
-        order = list(range(1, 255))
+        order = list(range(1, min(net.size - 1, 1023) if local else 255))
         rng.shuffle(order)
         found = []
         for h in order:
@@ -823,14 +868,14 @@ def recon_host_discovery(net: Net, budget: int, k: int) -> str:
                         P.dns_response(qid, name, [ip] if known else [], qtype=12, rcode=0 if known else 3))
         sweeps += 1
         t += rng.uniform(0.5, 5)
-    return (f"host discovery (nmap -sn) from {ipstr(scanner)}: ARP sweeps of 192.168.{net.subnet}.0/24 "
+    return (f"host discovery (nmap -sn) from {ipstr(scanner)}: ARP sweeps of {net.cidr} "
             f"({len(live)} hosts answer) alternating with ICMP echo + TCP SYN/443 + TCP ACK/80 + ICMP timestamp "
             f"sweeps of remote /24s, ~{rate:.0f} hosts/s{', reverse-DNS lookups of the hosts found' if rdns else ''}")
 
 
 def recon_ping_sweep(net: Net, budget: int, k: int) -> str:
     rng = net.rng
-    scanner = net.host(10, 250)
+    scanner = _attacker(net)
     where = _pick(k, ("local", "remote"))
     rate = _rate(rng, 100, 1000)
     tool = rng.choice(("fping", "nmap -sn -PE"))
@@ -900,7 +945,7 @@ def _redirect_agent(net: Net, attacker: int, victim: int, t: float, period: floa
 
 def mitm_arp_spoofing(net: Net, budget: int, k: int) -> str:
     rng = net.rng
-    attacker = net.host(10, 250)
+    attacker = _attacker(net)
     victims = net.hosts(rng.randint(1, 4), 10, 250)
     broker = net.host(2, 9)
     tool = _pick(k, ("arpspoof", "ettercap"))
@@ -959,7 +1004,7 @@ def _dns_victim(net: Net, victim: int, attacker: int, names: list[str], spoofed:
 
 def dns_spoofing(net: Net, budget: int, k: int) -> str:
     rng = net.rng
-    attacker = net.host(10, 250)
+    attacker = _attacker(net)
     victims = net.hosts(rng.randint(2, 8), 10, 250)
     names = rng.sample(CLOUD_NAMES, rng.randint(4, 10)) + [f"www.{w}.com" for w in rng.sample(
         ("example", "bank", "news", "shop", "mail", "social", "video"), 3)]
@@ -1040,7 +1085,7 @@ def _bruteforce_task(net: Net, attacker: int, targets: list[tuple[int, str]], t:
 
 def dictionary_brute_force(net: Net, budget: int, k: int) -> str:
     rng = net.rng
-    attacker = net.host(10, 250)
+    attacker = _attacker(net)
     mix = _pick(k, ("telnet", "ssh", "telnet+ssh"))
     hosts = net.hosts(rng.randint(1, 4), 2, 250)
     protos = ("telnet", "ssh") if mix == "telnet+ssh" else (mix,)

@@ -219,3 +219,138 @@ def ssh_packet(rng: random.Random, n: int) -> bytes:
     """An SSH binary packet of about ``n`` bytes (length, padding length, random body)."""
     n = max(n, 16)
     return struct.pack("!I", n - 4) + bytes([rng.randint(4, 16)]) + rng.randbytes(n - 5)
+
+
+# ---- media: RTSP, RTP, RTCP, STUN -------------------------------------------------------------
+
+
+def rtsp_request(method: str, url: str, cseq: int, extra: str = "") -> bytes:
+    return f"{method} {url} RTSP/1.0\r\nCSeq: {cseq}\r\nUser-Agent: LibVLC/3.0.18\r\n{extra}\r\n".encode()
+
+
+def rtsp_response(cseq: int, extra: str = "", body: bytes = b"") -> bytes:
+    length = f"Content-Length: {len(body)}\r\n" if body else ""
+    return f"RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\n{extra}{length}\r\n".encode() + body
+
+
+def rtp(pt: int, seq: int, ts: int, ssrc: int, payload: bytes, marker: bool = False) -> bytes:
+    return struct.pack("!BBHII", 0x80, pt | (0x80 if marker else 0), seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc) + payload
+
+
+def rtcp_sr(ssrc: int, t: float, rtp_ts: int, packets: int, octets: int) -> bytes:
+    ntp = _ntp_ts(t)
+    return struct.pack("!BBHI", 0x80, 200, 6, ssrc) + ntp + struct.pack("!III", rtp_ts & 0xFFFFFFFF, packets, octets)
+
+
+def rtcp_rr(ssrc: int, src: int, highest: int, jitter: int) -> bytes:
+    return struct.pack("!BBHIIIIIII", 0x81, 201, 7, ssrc, src, 0, highest & 0xFFFFFFFF, jitter, 0, 0)
+
+
+def stun_binding(rng: random.Random, response: bool = False, addr: int = 0, port: int = 0) -> bytes:
+    attrs = b""
+    if response:
+        attrs = struct.pack("!HHBBHI", 0x0020, 8, 0, 1, port ^ 0x2112, addr ^ 0x2112A442)
+    return struct.pack("!HHI", 0x0101 if response else 0x0001, len(attrs), 0x2112A442) + rng.randbytes(12) + attrs
+
+
+# ---- industrial: Modbus/TCP, S7comm, EtherNet/IP ----------------------------------------------
+
+
+def modbus_request(tid: int, unit: int, fc: int, addr: int, count: int) -> bytes:
+    return struct.pack("!HHHBBHH", tid & 0xFFFF, 0, 6, unit, fc, addr, count)
+
+
+def modbus_response(rng: random.Random, tid: int, unit: int, fc: int, count: int) -> bytes:
+    data = rng.randbytes(2 * count) if fc in (3, 4) else rng.randbytes((count + 7) // 8)
+    return struct.pack("!HHHBBB", tid & 0xFFFF, 0, 3 + len(data), unit, fc, len(data)) + data
+
+
+def tpkt(payload: bytes) -> bytes:
+    return struct.pack("!BBH", 3, 0, 4 + len(payload)) + payload
+
+
+S7_COTP_CR = tpkt(b"\x11\xe0\x00\x00\x00\x01\x00\xc0\x01\x0a\xc1\x02\x01\x00\xc2\x02\x01\x02")
+S7_COTP_CC = tpkt(b"\x11\xd0\x00\x01\x00\x01\x00\xc0\x01\x0a\xc1\x02\x01\x00\xc2\x02\x01\x02")
+S7_SETUP = tpkt(b"\x02\xf0\x80\x32\x01\x00\x00\x00\x00\x00\x08\x00\x00\xf0\x00\x00\x01\x00\x01\x01\xe0")
+S7_SETUP_ACK = tpkt(b"\x02\xf0\x80\x32\x03\x00\x00\x00\x00\x00\x08\x00\x00\x00\x00\xf0\x00\x00\x01\x00\x01\x00\xf0")
+
+
+def s7_read(pdu: int, items: int) -> bytes:
+    item = b"\x12\x0a\x10\x02\x00\x10\x00\x01\x84\x00\x00\x00"
+    par = bytes([0x04, items]) + item * items
+    return tpkt(b"\x02\xf0\x80\x32\x01\x00\x00" + struct.pack("!HHH", pdu & 0xFFFF, len(par), 0) + par)
+
+
+def s7_read_ack(rng: random.Random, pdu: int, items: int) -> bytes:
+    data = b"".join(b"\xff\x04\x00\x80" + rng.randbytes(16) for _ in range(items))
+    return tpkt(b"\x02\xf0\x80\x32\x03\x00\x00" + struct.pack("!HHH", pdu & 0xFFFF, 2, len(data)) + b"\x00\x00"
+                + b"\x04" + bytes([items]) + data)
+
+
+def enip(command: int, session: int, data: bytes = b"") -> bytes:
+    return struct.pack("<HHII8sI", command, len(data), session, 0, b"\0" * 8, 0) + data
+
+
+def enip_io(conn: int, seq: int, data: bytes) -> bytes:
+    """A class-1 implicit I/O datagram (UDP 2222): sequenced address item + connected data item."""
+    return (struct.pack("<HHHII", 2, 0x8002, 8, conn, seq) + struct.pack("<HH", 0x00B1, 2 + len(data))
+            + struct.pack("<H", seq & 0xFFFF) + data)
+
+
+# ---- local discovery: mDNS, SSDP, DHCP --------------------------------------------------------
+
+
+def mdns_query(names: list[str], qtype: int = 12) -> bytes:
+    out = struct.pack("!HHHHHH", 0, 0, len(names), 0, 0, 0)
+    for n in names:
+        out += _qname(n) + struct.pack("!HH", qtype, 1)
+    return out
+
+
+def mdns_response(name: str, target: str, addr: int, ttl: int = 120) -> bytes:
+    tgt = _qname(target)
+    return (struct.pack("!HHHHHH", 0, 0x8400, 0, 2, 0, 0) + _qname(name)
+            + struct.pack("!HHIH", 12, 1, 4500, len(tgt)) + tgt
+            + tgt + struct.pack("!HHIHI", 1, 0x8001, ttl, 4, addr))
+
+
+def ssdp_msearch(st: str = "ssdp:all", mx: int = 3) -> bytes:
+    return (f"M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: \"ssdp:discover\"\r\nMX: {mx}\r\n"
+            f"ST: {st}\r\nUSER-AGENT: Android/13 UPnP/1.1 App/1.0\r\n\r\n").encode()
+
+
+def ssdp_notify(location: str, nt: str, usn: str) -> bytes:
+    return (f"NOTIFY * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nCACHE-CONTROL: max-age=1800\r\n"
+            f"LOCATION: {location}\r\nNT: {nt}\r\nNTS: ssdp:alive\r\nSERVER: Linux/4.9 UPnP/1.0 device/1.0\r\n"
+            f"USN: {usn}::{nt}\r\n\r\n").encode()
+
+
+def ssdp_reply(location: str, st: str, usn: str) -> bytes:
+    return (f"HTTP/1.1 200 OK\r\nCACHE-CONTROL: max-age=1800\r\nEXT:\r\nLOCATION: {location}\r\n"
+            f"SERVER: Linux/4.9 UPnP/1.0 device/1.0\r\nST: {st}\r\nUSN: {usn}::{st}\r\n\r\n").encode()
+
+
+def dhcp(op: int, msg_type: int, xid: int, mac: bytes, ciaddr: int = 0, yiaddr: int = 0, server: int = 0,
+         requested: int = 0, hostname: str = "") -> bytes:
+    """A BOOTP/DHCP message (op 1 request, 2 reply) with the message-type option and a few others."""
+    out = struct.pack("!BBBBIHHIIII", op, 1, 6, 0, xid, 0, 0x8000 if op == 1 and not ciaddr else 0, ciaddr, yiaddr,
+                      0, 0)
+    out += mac + bytes(10) + bytes(64) + bytes(128) + b"\x63\x82\x53\x63"
+    opts = bytes([53, 1, msg_type])
+    if server:
+        opts += bytes([54, 4]) + server.to_bytes(4, "big")
+    if requested:
+        opts += bytes([50, 4]) + requested.to_bytes(4, "big")
+    if hostname:
+        opts += bytes([12, len(hostname)]) + hostname.encode()
+    if op == 1:
+        opts += b"\x37\x07\x01\x03\x06\x0c\x0f\x1c\x2a"
+    else:
+        opts += b"\x33\x04\x00\x01\x51\x80\x01\x04\xff\xff\xff\x00"
+    return out + opts + b"\xff"
+
+
+def http_post(host: str, path: str, ua: str, body_len: int, ctype: str = "application/json") -> bytes:
+    body = (b'{"id":1,"data":"' + b"x" * max(0, body_len - 20) + b'"}')[:max(body_len, 2)]
+    return (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {ua}\r\nContent-Type: {ctype}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
