@@ -14,12 +14,15 @@ Paths are relative to the manifest. The same seed gives byte-identical files; ea
 file depends only on (seed, label, file number, packet budget), so restricting
 ``classes`` does not change the files of the classes kept (at equal budgets).
 
-The network model follows the CICIoT2023 testbed: IoT devices on a 192.168.x.0/24
-LAN behind a gateway (.1), MQTT brokers, hubs and cloud servers, with the attackers
-— Raspberry Pis and Mirai bots — inside the LAN. Every file draws its own subnet,
-hosts, MACs, TTLs, rates, sizes and ports, and the file number rotates each
-scenario's main variant (fixed or random ports, spoofed or real sources, tool), so
-a train/test split by file is meaningful. Benign files run at tens of packets per
+The network model follows the CICIoT2023 testbed (IoT devices, brokers, hubs and cloud
+servers, attackers and Mirai bots inside the LAN) but every file is its own site: it
+draws its LAN (a /22-/25 of 192.168/16, 10/8 or 172.16/12), the hosts' stacks (initial
+TTL, window, MSS, TCP options, ephemeral ports), hops, loss, service ports, rates, sizes
+and the benign device mix (IoT telemetry, cameras, video calls, app polling, browsing,
+SSH, industrial polling, ARP/mDNS/SSDP/DHCP chatter), so no TTL, subnet, port or size
+marks a class. The file number rotates each scenario's main variant (benign: the site
+kind; attacks: fixed or random ports, spoofed or real sources, tool), so a train/test
+split by file is meaningful. Benign files run at tens to hundreds of packets per
 second, scans at hundreds, floods at thousands.
 
 Classes (27 of the 34): BenignTraffic; DDoS-SYN_Flood, DDoS-ACK_Fragmentation,
