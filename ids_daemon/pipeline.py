@@ -28,6 +28,7 @@ import numpy as np
 
 from .config import Config
 from .features.meter import Meter
+from .features.window import POOL_PROTO_ARP
 from .model.artifacts import LoadedModel, load_model
 from .sequence import SequenceBatch, SequenceBuffer
 from .sinks.base import EncodedBatch, Sink
@@ -44,9 +45,14 @@ class PipelineStats:
 
     frames: int = 0
     windows: int = 0
+    arp_windows: int = 0  # ARP windows the model leaves to the ARP detector (not classified)
     sequences: int = 0
     predictions: int = 0
     dropped_sequences: int = 0  # live only: the worker could not keep up
+    detector_frames: int = 0  # frames a protocol-fact detector flagged
+    findings: dict[str, int] = field(default_factory=dict)  # detector findings per class (before the rate limit)
+    detector_predictions: int = 0  # findings published (after the rate limit)
+    dropped_findings: int = 0  # live only: the sink queue was full
     batches: int = 0
     batch_sizes: list[int] = field(default_factory=list)
     reloads: int = 0
@@ -86,6 +92,13 @@ class Pipeline:
                         meter_cfg.window, worker.window)
             meter_cfg = meter_cfg.model_copy(update={"window": worker.window})
         self.meter = Meter(meter_cfg)
+        self.detectors = None
+        if cfg.detectors.enabled:
+            from .detectors import DetectorSet
+            from .detectors.publish import RateLimiter
+
+            self.detectors = DetectorSet(cfg.detectors)
+            self._limiter = RateLimiter(cfg.detectors.repeat_s)
         self.seqbuf = SequenceBuffer(worker.seq_len, worker.columns, meter_cfg.max_flows)
         qn = cfg.inference.queue_batches
         self._q_seq: queue.Queue = queue.Queue(maxsize=qn)
@@ -199,6 +212,8 @@ class Pipeline:
                     self._stop.wait(lag)
             self.stats.frames += len(batch)
             t = time.perf_counter()
+            if self.detectors is not None:
+                self._detect(batch)
             self._emit(self.meter.process(batch).windows)
             self.stats.busy["meter"] += time.perf_counter() - t
             if self.status and time.monotonic() - last_status >= 1.0:
@@ -210,10 +225,37 @@ class Pipeline:
         if not len(windows):
             return
         self.stats.windows += len(windows)
+        if self.worker.skip_arp:
+            arp = windows.proto == POOL_PROTO_ARP
+            if arp.any():
+                self.stats.arp_windows += int(arp.sum())
+                windows = windows.take(~arp)
+                if not len(windows):
+                    return
         seq = self.seqbuf.push(windows)
         self.stats.sequences += len(seq)
         if not self._put(self._q_seq, seq, block=not self.live):
             self.stats.dropped_sequences += len(seq)
+
+    def _detect(self, batch: Any) -> None:
+        """Run the protocol-fact detectors and publish their findings (rate-limited) on the
+        sink queue, beside the model's predictions."""
+        from .detectors.publish import encode_findings
+
+        res = self.detectors.process(batch)
+        if not res.findings:
+            return
+        self.stats.detector_frames += res.flagged()
+        for f in res.findings:
+            self.stats.findings[f.cls] = self.stats.findings.get(f.cls, 0) + 1
+        keep = self._limiter.admit(res.findings)
+        if not keep:
+            return
+        enc = encode_findings(keep, sensor=self.worker.sensor, id_prefix=self.worker.id_prefix,
+                              first_id=self.stats.detector_predictions, now=time.time())
+        self.stats.detector_predictions += len(keep)
+        if not self._put(self._q_out, enc, block=not self.live):
+            self.stats.dropped_findings += len(keep)
 
     def _do_reload(self) -> None:
         from .notify import notify
