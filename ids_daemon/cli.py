@@ -276,7 +276,7 @@ def _run_pipeline(cfg: Config, read: Optional[str], interface: Optional[str], mo
         signal.signal(sig, lambda *_: early.update(stop=True))
     signal.signal(signal.SIGHUP, lambda *_: early.update(reload=True))
     worker = InferenceWorker(model or cfg.inference.model, cfg.inference.device, cfg.inference.half,
-                             cfg.inference.top_k, cfg.sensor)
+                             cfg.inference.top_k, cfg.sensor, threshold=cfg.inference.threshold)
     sink_objs = _make_sinks(cfg, sinks, output)
     if read is not None and speed:
         # pacing needs finer batches than the reader's default
@@ -317,7 +317,8 @@ def _run_pipeline(cfg: Config, read: Optional[str], interface: Optional[str], mo
         if metrics is not None:
             metrics.close()
     c = pipe.meter.counters
-    print(f"{st.frames} frames, {c.packets} metered, {st.windows} windows, {st.predictions} predictions "
+    arp = f" ({st.arp_windows} ARP windows left to the ARP detector)" if st.arp_windows else ""
+    print(f"{st.frames} frames, {c.packets} metered, {st.windows} windows{arp}, {st.predictions} predictions "
           f"in {st.batches} batches (mean {st.mean_batch:.0f}), {st.dropped_sequences} sequences dropped, "
           f"{st.seconds:.2f} s ({st.frames / max(st.seconds, 1e-9):,.0f} packets/s; busy "
           + ", ".join(f"{k} {v:.2f} s" for k, v in st.busy.items())
@@ -462,7 +463,8 @@ def demo(
         except Exception as e:  # noqa: BLE001 - the demo runs without a broker too
             print(f"(no local Kafka broker: {e}; predictions go to JSON lines only)")
             broker = None
-    worker = InferenceWorker(cfg.inference.model, "auto", top_k=cfg.inference.top_k, sensor="demo")
+    worker = InferenceWorker(cfg.inference.model, "auto", top_k=cfg.inference.top_k, sensor="demo",
+                             threshold=cfg.inference.threshold)
     from .capture.pcap import PcapSource
 
     path = sample_pcap()

@@ -70,6 +70,7 @@ class Prediction:
     window: WindowInfo
     model_name: str
     model_version: str
+    p_attack: float | None = None  # 1 - P(benign); absent in messages older than operating points
     # where it came from, when read from Kafka
     topic: str | None = None
     partition: int | None = None
@@ -116,7 +117,8 @@ class Prediction:
                               f.get("dst_ip"), f.get("dst_port")),
                 window=WindowInfo(float(w["first_ts"]), float(w["last_ts"]), int(w["packets"]), w.get("close_reason"),
                                   w.get("history")),
-                model_name=str(m["name"]), model_version=str(m["version"]), **origin,
+                model_name=str(m["name"]), model_version=str(m["version"]),
+                p_attack=_unit(d["p_attack"], "p_attack") if d.get("p_attack") is not None else None, **origin,
             )
         except MalformedPrediction:
             raise

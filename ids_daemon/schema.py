@@ -58,13 +58,14 @@ def _flows(w: Any) -> list[dict[str, Any]]:
 
 def encode_predictions(seq: Any, probs: np.ndarray, *, classes: list[str], families: list[str],
                        weights: np.ndarray, model: dict[str, str], sensor: str, id_prefix: str, first_id: int,
-                       top_k: int, now: float) -> EncodedBatch:
-    """One JSON object per sequence of ``seq`` (a SequenceBatch) and its probabilities."""
-    from .inference.risk import SEVERITIES, risk_scores, severity_index
+                       top_k: int, now: float, threshold: float | None = None) -> EncodedBatch:
+    """One JSON object per sequence of ``seq`` (a SequenceBatch) and its probabilities;
+    ``threshold`` is the operating point on p_attack (None: argmax)."""
+    from .inference.risk import SEVERITIES, decide, severity_index
 
     w = seq.windows
     n = len(w)
-    pred, conf, risk = risk_scores(probs, weights)
+    pred, conf, risk, p_attack, is_attack = decide(probs, weights, threshold)
     sev = severity_index(risk)
     k = min(top_k, probs.shape[1])
     top = np.argsort(-probs, axis=1)[:, :k]
@@ -75,7 +76,7 @@ def encode_predictions(seq: Any, probs: np.ndarray, *, classes: list[str], famil
     pred_l, conf_l, risk_l, sev_l = pred.tolist(), conf.tolist(), risk.tolist(), sev.tolist()
     top_l = top.tolist()
     tp = np.take_along_axis(probs, top, axis=1).tolist()
-    benign = (weights == 0.0).tolist()
+    pa_l, att_l = p_attack.tolist(), is_attack.tolist()
     values: list[bytes] = []
     kb: list[bytes] = []
     for i in range(n):  # one message per prediction; the model ran on the whole batch
@@ -88,7 +89,8 @@ def encode_predictions(seq: Any, probs: np.ndarray, *, classes: list[str], famil
             "sensor": sensor,
             "predicted_attack": classes[c],
             "family": families[c],
-            "is_attack": not benign[c],
+            "is_attack": att_l[i],
+            "p_attack": pa_l[i],
             "confidence": conf_l[i],
             "risk_score": risk_l[i],
             "severity": SEVERITIES[sev_l[i]],

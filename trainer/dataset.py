@@ -64,6 +64,13 @@ class Dataset:
     order: np.ndarray  # (n,) float64: position in time within its group
     source: str  # "csv" or "captures"
     summary: dict[str, Any] = field(default_factory=dict)
+    weights: np.ndarray | None = None  # (n,) packets in each sequence's last window (None: 1 each)
+
+    def weights_of(self, idx: np.ndarray) -> np.ndarray:
+        """Packet weights of rows ``idx`` (ones when the data has no packet counts)."""
+        if self.weights is None:
+            return np.ones(len(idx), dtype=np.float64)
+        return self.weights[idx].astype(np.float64)
 
 
 class _Reservoir:

@@ -48,6 +48,46 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list
     return out
 
 
+def benign_index(classes: list[str]) -> int | None:
+    """Index of the benign class, or None."""
+    return next((i for i, c in enumerate(classes) if is_benign(c)), None)
+
+
+def choose_threshold(p_attack: np.ndarray, weights: np.ndarray, target_fpr: float) -> float:
+    """The smallest threshold t (is_attack = p_attack >= t) at which at most
+    ``target_fpr`` of the benign weight (packets) is flagged.
+
+    Ties at the cut make it higher, never lower, so the rate on the data it was chosen
+    on never exceeds the target. No benign data: 0.5.
+    """
+    p = np.asarray(p_attack, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    if p.size == 0 or w.sum() <= 0:
+        return 0.5
+    order = np.argsort(-p, kind="stable")
+    ps, cw = p[order], np.cumsum(w[order])
+    allowed = target_fpr * w.sum()
+    # flagging everything with p >= ps[k] costs cw[last index with that value]
+    k = int(np.searchsorted(cw, allowed, side="right"))  # rows that fit in the budget
+    if k >= len(ps):
+        return float(np.nextafter(ps[-1], -np.inf)) if ps[-1] > 0 else 0.0
+    t = float(np.nextafter(ps[k], np.inf))  # just above the first row that does not fit
+    return min(max(t, 1e-6), 1.0)
+
+
+def binary_rates(y: np.ndarray, p_attack: np.ndarray, weights: np.ndarray, classes: list[str],
+                 threshold: float) -> dict[str, Any]:
+    """Shares of benign and attack weight (packets) flagged at ``threshold``."""
+    b = benign_index(classes)
+    flagged = np.asarray(p_attack) >= threshold
+    w = np.asarray(weights, dtype=np.float64)
+    benign = np.asarray(y) == b
+    bw, aw = w[benign].sum(), w[~benign].sum()
+    return {"threshold": float(threshold),
+            "benign_flagged": float(w[benign & flagged].sum() / bw) if bw else None,
+            "attack_flagged": float(w[~benign & flagged].sum() / aw) if aw else None}
+
+
 def write_json(path: Path, doc: dict[str, Any]) -> None:
     path.write_text(json.dumps(doc, indent=1) + "\n")
 

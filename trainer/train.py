@@ -22,7 +22,8 @@ from ids_daemon.model.encoding import FeatureEncoder
 from ids_daemon.model.lstm import RealDataLSTMPredictor
 
 from .dataset import Dataset, iter_batches
-from .metrics import classification_metrics, plot_confusion, plot_curves, write_json
+from .metrics import (benign_index, binary_rates, choose_threshold, classification_metrics, plot_confusion,
+                      plot_curves, write_json)
 from .split import Split, make_split
 
 ENCODER_FIT_ROWS = 500_000  # rows sampled to fit the encoder's quantiles on large data
@@ -77,15 +78,28 @@ def _evaluate(model: nn.Module, data: _Encoded, y: np.ndarray, device: torch.dev
 
 
 def train(ds: Dataset, cfg: Config, out: Path | None = None, *, progress: bool = True,
-          name: str = "ids-lstm", version: str = "1") -> TrainResult:
+          name: str = "ids-lstm", version: str = "1", split: Split | None = None,
+          extra: dict[str, Any] | None = None) -> TrainResult:
     """Train on ``ds`` with ``cfg.lstm``; evaluate on the held-out split; write the model
-    directory and report to ``out`` when given."""
+    directory and report to ``out`` when given.
+
+    ``split`` replaces the configured one (the by-source evaluation holds out a whole
+    repository). The operating point (the p_attack threshold for the target false-alarm
+    rate) is chosen on the validation part's benign sequences, weighted by packets.
+    """
     tc, fc = cfg.lstm.train, cfg.lstm.features
     seed_everything(tc.seed)
     device = pick_device(tc.device)
-    split = make_split(ds.y, ds.groups, ds.order, tc.split, tc.test_fraction, tc.val_fraction, tc.seed)
-    if len(split.train) == 0 or len(split.test) == 0:
+    if split is None:
+        split = make_split(ds.y, ds.groups, ds.order, tc.split, tc.test_fraction, tc.val_fraction, tc.seed)
+    if len(split.train) == 0 or (len(split.test) == 0 and len(split.val) == 0):
         raise ValueError("the split left no training or no test data; give more data")
+    # a final model trained on everything reports on its validation part (its honest
+    # figures come from the by-source evaluation)
+    evaluated_on = "held-out test part of the split"
+    if len(split.test) == 0:
+        split = Split(split.train, split.val, split.val, split.method, split.detail)
+        evaluated_on = "validation part (no test part: see the by-source figures)"
     rng = np.random.default_rng(tc.seed)
     fit_rows = ds.x[split.train].reshape(-1, ds.x.shape[2])
     if len(fit_rows) > ENCODER_FIT_ROWS:
@@ -162,6 +176,10 @@ def train(ds: Dataset, cfg: Config, out: Path | None = None, *, progress: bool =
         if bar is not None:
             bar.set_postfix(loss=f"{history['train_loss'][-1]:.3f}", val_f1=f"{vm['macro_f1']:.3f}")
             bar.update(1)
+        elif progress:  # not a terminal (a log, CI): one line per epoch
+            print(f"epoch {epoch + 1}/{tc.epochs}: loss {history['train_loss'][-1]:.4f}, "
+                  f"validation macro-F1 {vm['macro_f1']:.4f}{' (best)' if stale == 0 else ''}",
+                  file=sys.stderr, flush=True)
         if stale >= tc.patience and (swa is None or epoch < swa_start):
             break  # no early stop once averaging has begun: the average needs its epochs
     if bar is not None:
@@ -176,18 +194,25 @@ def train(ds: Dataset, cfg: Config, out: Path | None = None, *, progress: bool =
             best_f1, chosen = swa_f1, f"average of the last {swa_n} epochs"
     model.load_state_dict(best_state)
 
+    op = _operating_point(model, va, y_va, ds, split.val if len(split.val) else split.train, device, tc)
+
     te = _Encoded(ds, split.test, enc)
     _, tpred = _evaluate(model, te, ds.y[split.test], device, eval_loss, tc.batch_size)
     metrics = classification_metrics(ds.y[split.test], tpred, ds.classes)
     metrics["split"] = split.describe()
-    metrics["evaluated_on"] = "held-out test part of the split"
+    metrics["evaluated_on"] = evaluated_on
     training = {"epochs_run": len(history["train_loss"]), "best_epoch": best_epoch, "weights": chosen,
                 "best_val_macro_f1": best_f1, "seconds": round(time.time() - t0, 1), "device": str(device),
                 **tc.model_dump()}
     metrics["training"] = training
+    metrics["operating_point"] = op
+    if op.get("threshold") is not None:
+        pa = _p_attack(model, te, device, ds.classes)
+        metrics["binary_at_threshold"] = binary_rates(ds.y[split.test], pa, ds.weights_of(split.test), ds.classes,
+                                                      op["threshold"])
     result = TrainResult(model=model, encoder=enc, split=split, metrics=metrics, history=history, out=out)
     if out is not None:
-        write_model(result, ds, cfg, out, name=name, version=version)
+        write_model(result, ds, cfg, out, name=name, version=version, extra=extra)
         if mlflow is not None:
             mlflow.log_metrics({"test_macro_f1": metrics["macro_f1"], "test_accuracy": metrics["accuracy"]})
             mlflow.log_artifacts(str(out))
@@ -204,7 +229,8 @@ def _families(classes: list[str]) -> dict[str, str]:
     return out
 
 
-def write_model(result: TrainResult, ds: Dataset, cfg: Config, out: Path, *, name: str, version: str) -> None:
+def write_model(result: TrainResult, ds: Dataset, cfg: Config, out: Path, *, name: str, version: str,
+                extra: dict[str, Any] | None = None) -> None:
     """The model directory: weights, metadata, metrics.json and the PNGs."""
     out.mkdir(parents=True, exist_ok=True)
     data = {**ds.summary, "columns": ds.columns, "leaking_included": cfg.lstm.features.include_leaking,
@@ -213,7 +239,8 @@ def write_model(result: TrainResult, ds: Dataset, cfg: Config, out: Path, *, nam
                window=cfg.meter.window, seq_len=ds.x.shape[1], label_scheme=ds.summary.get("label_scheme", "34"),
                name=name, version=version, data=data,
                metrics={k: result.metrics[k] for k in ("accuracy", "macro_f1", "weighted_f1", "split")},
-               training=result.metrics.get("training"))
+               training=result.metrics.get("training"), operating_point=result.metrics.get("operating_point"),
+               extra=extra)
     write_json(out / "metrics.json", result.metrics)
     write_json(out / "history.json", result.history)
     plot_confusion(out / "confusion_matrix.png", result.metrics, f"{name}: held-out {result.split.method} split")
@@ -239,6 +266,35 @@ def evaluate(loaded: LoadedModel, ds: Dataset, device: str = "auto", batch: int 
     m = classification_metrics(y, np.concatenate(preds), classes)
     m["evaluated_on"] = "every sequence of the given data"
     return m
+
+
+def _p_attack(model: nn.Module, data: _Encoded, device: torch.device, classes: list[str]) -> np.ndarray:
+    """1 - P(benign) of every row of ``data`` (the benign class by name)."""
+    b = benign_index(classes)
+    n = len(data.idx)
+    out = np.zeros(n)
+    if b is None:
+        return out
+    model.eval()
+    with torch.inference_mode():
+        for pos in iter_batches(n, 4096, None):
+            p = torch.softmax(model(torch.from_numpy(data.batch(pos)).to(device)).float(), dim=1)
+            out[pos] = 1.0 - p[:, b].cpu().numpy()
+    return out
+
+
+def _operating_point(model: nn.Module, va: "_Encoded", y_va: np.ndarray, ds: Dataset, idx: np.ndarray,
+                     device: torch.device, tc: Any) -> dict[str, Any]:
+    """The p_attack threshold that flags ``target_fpr`` of the validation benign packets."""
+    b = benign_index(ds.classes)
+    if b is None:
+        return {"threshold": None, "why": "no benign class"}
+    pa = _p_attack(model, va, device, ds.classes)
+    w = ds.weights_of(idx)
+    benign = y_va == b
+    thr = choose_threshold(pa[benign], w[benign], tc.target_fpr)
+    return {"threshold": thr, "target_fpr": tc.target_fpr, "chosen_on": "validation benign sequences, by packets",
+            "benign_sequences": int(benign.sum()), **binary_rates(y_va, pa, w, ds.classes, thr)}
 
 
 def _start_mlflow(asked: bool, cfg: Config, ds: Dataset):

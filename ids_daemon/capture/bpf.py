@@ -14,6 +14,8 @@ import socket
 import struct
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..errors import CaptureError
 
 SOL_SOCKET = 1
@@ -91,6 +93,8 @@ def _libpcap() -> ctypes.CDLL:
     lib.pcap_geterr.restype = ctypes.c_char_p
     lib.pcap_close.argtypes = [ctypes.c_void_p]
     lib.pcap_close.restype = None
+    lib.bpf_filter.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
+    lib.bpf_filter.restype = ctypes.c_uint
     _lib = lib
     return lib
 
@@ -123,6 +127,25 @@ def compile_filter(expr: str, linktype: int = 1, snaplen: int = MAX_SNAPLEN) -> 
     finally:
         lib.pcap_close(handle)
     return BpfProgram(code=code, expression=expr, snaplen=snaplen)
+
+
+def match_frames(program: BpfProgram, buf: np.ndarray, off: np.ndarray, cap: np.ndarray,
+                 wire: np.ndarray) -> np.ndarray:
+    """Run ``program`` over frames held in ``buf`` (a uint8 array) at ``off`` with captured
+    length ``cap``; True where it accepts the frame.
+
+    Offline use (labelling captures by a tcpdump filter): libpcap's own interpreter
+    (``bpf_filter``), one call per frame, so the result is exactly tcpdump's.
+    """
+    lib = _libpcap()
+    insns = ctypes.create_string_buffer(program.code, len(program.code))
+    base = buf.ctypes.data
+    fn = lib.bpf_filter
+    pc = ctypes.addressof(insns)
+    out = np.zeros(len(off), dtype=bool)
+    for i, (o, c, w) in enumerate(zip(off.tolist(), cap.tolist(), wire.tolist())):
+        out[i] = fn(pc, base + o, w, c) != 0
+    return out
 
 
 def snaplen_program(snaplen: int) -> BpfProgram:

@@ -11,7 +11,7 @@ import os
 import struct
 import sys
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 from numba import njit
@@ -171,6 +171,10 @@ class PcapSource:
         self._ng_link: list[int] = []
         self._ng_last_ts = 0.0
         self._ng_arrays: tuple[np.ndarray, ...] = ()
+        # Called with (buffer, offsets, captured lengths, wire lengths, link type) before a
+        # batch is decoded: offline tools that need the raw bytes (the trainer's labelling
+        # by capture filter) read them here instead of parsing the file a second time.
+        self.frame_hook: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Any], None] | None = None
 
     # ---- interface -------------------------------------------------------------------------
     def open(self) -> None:
@@ -270,6 +274,8 @@ class PcapSource:
         return (np.empty(n, np.int64), np.empty(n, np.uint32), np.empty(n, np.uint32), np.empty(n, np.float64))
 
     def _emit(self, off, cap, wire, ts, n, linktype) -> PacketBatch:
+        if self.frame_hook is not None:
+            self.frame_hook(self._buf, off[:n], cap[:n], wire[:n], linktype)
         batch = decode_frames(self._buf, off[:n], cap[:n], wire[:n], ts[:n], linktype,
                               first_index=self._frames, source=self.name)
         self._frames += n

@@ -28,6 +28,32 @@ def risk_scores(probs: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.
     return pred, conf, np.clip(weights[pred] * conf, 0.0, 1.0)
 
 
+def decide(probs: np.ndarray, weights: np.ndarray, threshold: float | None
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(class, confidence, risk, p_attack, is_attack) under an operating point.
+
+    p_attack = 1 - P(benign). With a threshold, ``is_attack = p_attack >= threshold``
+    and the class named is the likeliest attack class when it is an attack, the benign
+    class otherwise; risk is the named family's weight times p_attack (0 when benign).
+    Without one (models older than operating points), the argmax rule of `risk_scores`.
+    """
+    benign = weights == 0.0
+    if not benign.any():
+        pred, conf, risk = risk_scores(probs, weights)
+        return pred, conf, risk, np.ones(len(pred)), np.ones(len(pred), dtype=bool)
+    b = int(np.flatnonzero(benign)[0])
+    p_attack = np.clip(1.0 - probs[:, b], 0.0, 1.0)
+    if threshold is None:
+        pred, conf, risk = risk_scores(probs, weights)
+        return pred, conf, risk, p_attack, ~benign[pred]
+    is_attack = p_attack >= threshold
+    masked = np.where(benign[None, :], -1.0, probs)
+    pred = np.where(is_attack, masked.argmax(axis=1), b)
+    conf = probs[np.arange(len(pred)), pred]
+    risk = np.where(is_attack, np.clip(weights[pred] * p_attack, 0.0, 1.0), 0.0)
+    return pred, conf, risk, p_attack, is_attack
+
+
 def severity_index(risk: np.ndarray) -> np.ndarray:
     """0 low (< 0.2), 1 medium (< 0.5), 2 high (< 0.8), 3 critical."""
     return np.searchsorted(_CUTS, risk, side="right")

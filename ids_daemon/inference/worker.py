@@ -18,7 +18,7 @@ from ..model.classes import family_of
 from ..model.encoding import TorchEncoder
 from ..sequence import SequenceBatch
 from ..sinks.base import EncodedBatch
-from .risk import family_weights, risk_scores, severity_index
+from .risk import decide, family_weights, severity_index
 
 log = logging.getLogger("ids_daemon.inference")
 
@@ -37,11 +37,12 @@ class InferenceWorker:
     """Runs a model directory (default: the bundled model) on sequences."""
 
     def __init__(self, model_dir: str | os.PathLike | None = None, device: str = "auto", half: bool = False,
-                 top_k: int = 3, sensor: str | None = None):
+                 top_k: int = 3, sensor: str | None = None, threshold: float | None = None):
         self.model_dir = Path(model_dir) if model_dir else None
         self.device = resolve_device(device)
         self.half = bool(half) and self.device.type == "cuda"
         self.top_k = int(top_k)
+        self.threshold_override = threshold  # inference.threshold: replaces the model's operating point
         self.sensor = sensor or socket.gethostname()
         self.id_prefix = f"{self.sensor}-{int(time.time() * 1000):x}"
         self.next_id = 0
@@ -67,6 +68,11 @@ class InferenceWorker:
         self.columns = np.array([INDEX[c] for c in loaded.columns], dtype=np.int64)
         self.encode = TorchEncoder(loaded.encoder, self.device)
         self.model_info = {"name": str(loaded.meta.get("name", "")), "version": str(loaded.meta.get("version", ""))}
+        op = loaded.meta.get("operating_point") or {}
+        self.threshold: float | None = (self.threshold_override if self.threshold_override is not None
+                                        else op.get("threshold"))
+        # a model trained without ARP windows leaves them to the ARP detector
+        self.skip_arp = bool(loaded.meta.get("lstm_skips_arp", False))
         # predictions per class and severity (exported as metrics); reset with the class list
         self.class_counts = np.zeros(len(self.classes), dtype=np.int64)
         self.severity_counts = np.zeros(4, dtype=np.int64)
@@ -111,11 +117,12 @@ class InferenceWorker:
         from ..schema import encode_predictions
 
         probs = self.probabilities(seq)
-        pred, _, risk = risk_scores(probs, self.weights)
+        pred, _, risk, _, _ = decide(probs, self.weights, self.threshold)
         self.class_counts += np.bincount(pred, minlength=len(self.classes))
         self.severity_counts += np.bincount(severity_index(risk), minlength=4)
         out = encode_predictions(seq, probs, classes=self.classes, families=self.families, weights=self.weights,
                                  model=self.model_info, sensor=self.sensor, id_prefix=self.id_prefix,
-                                 first_id=self.next_id, top_k=self.top_k, now=time.time())
+                                 first_id=self.next_id, top_k=self.top_k, now=time.time(),
+                                 threshold=self.threshold)
         self.next_id += len(seq)
         return out

@@ -84,7 +84,8 @@ def sha256_file(path: Path) -> str:
 def save_model(directory: str | os.PathLike, model: RealDataLSTMPredictor, encoder: FeatureEncoder,
                classes: list[str], *, families: dict[str, str], window: int, seq_len: int, label_scheme: str,
                name: str = "ids-lstm", version: str = "1", data: dict[str, Any] | None = None,
-               metrics: dict[str, Any] | None = None, training: dict[str, Any] | None = None) -> Path:
+               metrics: dict[str, Any] | None = None, training: dict[str, Any] | None = None,
+               operating_point: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Path:
     """Write weights and metadata into ``directory`` (created if needed)."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
@@ -108,6 +109,9 @@ def save_model(directory: str | os.PathLike, model: RealDataLSTMPredictor, encod
         "data": data or {},
         "training": training or {},
         "metrics": metrics or {},
+        # is_attack = p_attack >= threshold (p_attack = 1 - P(benign)); absent: argmax
+        "operating_point": operating_point or {},
+        **(extra or {}),
         "weights_sha256": sha256_file(d / WEIGHTS),
     }
     (d / METADATA).write_text(json.dumps(meta, indent=1, sort_keys=False) + "\n")

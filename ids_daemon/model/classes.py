@@ -44,6 +44,7 @@ _BY_SQUASHED.update({
     "uploadingattack": "Uploading_Attack",
     "mitmarpspoofing": "MITM-ArpSpoofing",
     "dnsspoofing": "DNS_Spoofing",
+    "reconvulnerabilityscan": "VulnerabilityScan",
 })
 
 

@@ -1,0 +1,186 @@
+"""Detection on real traffic: per-packet labels of the real corpus, the operating point
+(p_attack and its threshold), the by-source evaluation and site calibration."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+
+from ids_daemon.config import MeterConfig
+from ids_daemon.inference.risk import decide, family_weights
+from ids_daemon.model.artifacts import bundled_model_dir, load_model
+from ids_daemon.schema import json_schema
+from trainer.metrics import binary_rates, choose_threshold
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL = ROOT.parent / "shared" / "data" / "real"
+MANIFEST = REAL / "MANIFEST.tsv"
+EXE = str(Path(sys.executable).parent / "ids-daemon")
+TRAINER = str(Path(sys.executable).parent / "ids-trainer")
+needs_corpus = pytest.mark.skipif(not MANIFEST.is_file(), reason="the real corpus (../shared/data/real) is not here")
+
+
+# ---- the operating point -------------------------------------------------------------------
+def test_threshold_flags_at_most_the_target_share_of_benign_weight() -> None:
+    rng = np.random.default_rng(0)
+    p = rng.random(10_000)
+    w = rng.integers(1, 11, 10_000).astype(float)
+    for target in (0.001, 0.01, 0.05, 0.2):
+        t = choose_threshold(p, w, target)
+        share = w[p >= t].sum() / w.sum()
+        assert share <= target
+        # and not needlessly strict: the next lower score would exceed the target
+        below = p[p < t].max()
+        assert w[p >= below].sum() / w.sum() > target
+    # ties are never split: a block of equal scores is flagged whole or not at all
+    p = np.array([0.9] * 50 + [0.1] * 950)
+    assert choose_threshold(p, np.ones(1000), 0.01) > 0.9
+    assert choose_threshold(p, np.ones(1000), 0.06) <= 0.9
+
+
+def test_binary_rates_count_packets() -> None:
+    y = np.array([0, 0, 1, 1])
+    r = binary_rates(y, np.array([0.2, 0.8, 0.9, 0.1]), np.array([10, 1, 5, 5]), ["BenignTraffic", "X"], 0.5)
+    assert r["benign_flagged"] == pytest.approx(1 / 11) and r["attack_flagged"] == pytest.approx(0.5)
+
+
+def test_decide_uses_the_threshold_and_names_the_likeliest_attack() -> None:
+    classes = ["Benign", "DDoS", "Recon"]
+    w = family_weights(classes)
+    probs = np.array([[0.7, 0.2, 0.1],   # p_attack 0.3: attack at 0.25, benign at 0.5
+                      [0.4, 0.25, 0.35],  # argmax is benign, but p_attack 0.6
+                      [0.95, 0.01, 0.04]])
+    pred, conf, risk, pa, att = decide(probs, w, 0.25)
+    assert pa.tolist() == pytest.approx([0.3, 0.6, 0.05])
+    assert att.tolist() == [True, True, False]
+    assert [classes[i] for i in pred] == ["DDoS", "Recon", "Benign"]
+    assert conf.tolist() == pytest.approx([0.2, 0.35, 0.95])
+    assert risk[2] == 0.0 and risk[0] == pytest.approx(0.9 * 0.3)
+    _, _, _, _, att = decide(probs, w, 0.5)
+    assert att.tolist() == [False, True, False]
+    # no operating point (older models): argmax
+    pred, _, _, pa, att = decide(probs, w, None)
+    assert att.tolist() == [False, False, False] and pa[1] == pytest.approx(0.6)
+
+
+def test_bundled_model_has_an_operating_point_and_leaves_arp_to_the_detector() -> None:
+    meta = load_model().meta
+    op = meta["operating_point"]
+    assert 0.0 < op["threshold"] < 1.0 and op["target_fpr"] == pytest.approx(0.01)
+    assert meta["lstm_skips_arp"] is True
+
+
+def _replay(pcap: Path, out: Path, *extra: str) -> list[dict]:
+    p = subprocess.run([EXE, "replay", "-r", str(pcap), "-o", str(out), *extra], capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stderr
+    return [json.loads(x) for x in out.read_text().splitlines() if x]
+
+
+def test_predictions_carry_p_attack_and_follow_the_threshold(tmp_path: Path) -> None:
+    from ids_daemon.cli import sample_pcap
+
+    schema = json_schema()
+    thr = load_model().meta["operating_point"]["threshold"]
+    preds = _replay(sample_pcap(), tmp_path / "a.jsonl")
+    lstm = [m for m in preds if not m["model"]["name"].startswith("detector:")]
+    assert lstm
+    for m in preds[:500]:
+        jsonschema.validate(m, schema)
+    assert all(m["is_attack"] == (m["p_attack"] >= thr) for m in lstm)
+    assert any(m["is_attack"] for m in lstm) and any(not m["is_attack"] for m in lstm)
+    # the operator's override moves the operating point
+    cfg = tmp_path / "c.yml"
+    cfg.write_text("inference:\n  threshold: 1.0\n")
+    strict = _replay(sample_pcap(), tmp_path / "b.jsonl", "--config", str(cfg))
+    strict_lstm = [m for m in strict if not m["model"]["name"].startswith("detector:")]
+    assert len(strict_lstm) == len(lstm)
+    assert sum(m["is_attack"] for m in strict_lstm) < sum(m["is_attack"] for m in lstm)
+    assert all(m["is_attack"] == (m["p_attack"] >= 1.0) for m in strict_lstm)
+    cfg.write_text("inference:\n  threshold: 1.5\n")
+    p = subprocess.run([EXE, "replay", "-r", str(sample_pcap()), "-o", str(tmp_path / "x"), "--config", str(cfg)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0 and "inference.threshold" in p.stderr and "Traceback" not in p.stderr
+
+
+# ---- per-packet labels of real captures -----------------------------------------------------
+@needs_corpus
+def test_real_captures_are_labelled_per_packet_and_windows_by_their_packets() -> None:
+    from trainer.data.real import meter_labelled, read_tsv_manifest
+
+    entries = {e.name: e for e in read_tsv_manifest(MANIFEST)}
+    arp = meter_labelled(entries["SniperDZ-Pro_Cyber-Forensics-Workshop__arp_spoofing.pcap"], MeterConfig())
+    # the 18 spoofed replies the evidence names, nothing else
+    assert int(arp.row_attack.sum()) == 18
+    dns = meter_labelled(entries["shrutikulkar_ADF-Project__dns_spoofing.pcap"], MeterConfig())
+    # independent count with scapy: "arp or host 192.168.20.9" over the metered (IPv4/ARP) frames
+    from scapy.all import ARP, IP, rdpcap
+
+    want = [ARP in p or (IP in p and "192.168.20.9" in (p[IP].src, p[IP].dst))
+            for p in rdpcap(str(entries["shrutikulkar_ADF-Project__dns_spoofing.pcap"].path)) if ARP in p or IP in p]
+    assert dns.row_attack.tolist() == want
+    for lc in (arp, dns):
+        assert int(lc.windows.packets.sum()) == len(lc.row_attack) == len(lc.row_window)
+        assert int(lc.window_attack.sum()) == int(lc.row_attack.sum())
+        lab = lc.window_labels
+        mostly = lc.window_attack * 2 >= lc.windows.packets
+        assert ((lab != "BenignTraffic") == (mostly & (lc.window_attack > 0))).all()
+    benign = meter_labelled(entries["ITI_ICS-Security-Tools__ModbusTCP.pcap"], MeterConfig())
+    assert not benign.row_attack.any() and set(benign.window_labels) == {"BenignTraffic"}
+
+
+@needs_corpus
+def test_by_source_holds_a_repository_out_and_counts_packets(tmp_path: Path) -> None:
+    out = tmp_path / "bs.json"
+    p = subprocess.run([TRAINER, "evaluate", "--by-source", "--source", "zeek/zeek", "--source", "chrissanders/packets",
+                        "--epochs", "2", "--synthetic-packets", "0", "--out", str(out),
+                        "--compare", str(bundled_model_dir())], capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr
+    res = json.loads(out.read_text())
+    assert set(res["methods"]) >= {"lstm", "tree_0.5", "tree_at_target", f"model:{bundled_model_dir()}"}
+    from trainer.data.real import read_tsv_manifest
+
+    entries = read_tsv_manifest(MANIFEST)
+    for name in ("zeek/zeek", "chrissanders/packets"):
+        caps = [e for e in entries if e.repo == name]
+        rows = [r for r in res["captures"]["lstm"] if r["source"] == name]
+        assert sorted(r["capture"] for r in rows) == sorted(e.name for e in caps)
+        src = res["methods"]["lstm"]["per_source"][name]
+        assert src["benign_packets"] + src["attack_packets"] > 0
+        for k in ("benign_flagged_share", "attack_flagged_share"):
+            assert src[k] is None or 0.0 <= src[k] <= 1.0
+    # every fold trained without its repository: the test part is that repository alone
+    assert [f["source"] for f in res["folds"]] == ["chrissanders/packets", "zeek/zeek"]
+    assert all(f["test_sequences"] > 0 and f["train_sequences"] > 0 for f in res["folds"])
+    assert "OVERALL" in p.stdout and "tree_at_target" in p.stdout
+
+
+# ---- calibration ----------------------------------------------------------------------------
+@needs_corpus
+def test_calibration_fits_the_threshold_to_a_site(tmp_path: Path) -> None:
+    site = REAL / "benign" / "ITI_ICS-Security-Tools__ModbusTCP.pcap"
+    out = tmp_path / "m2"
+    p = subprocess.run([TRAINER, "calibrate", "--model", str(bundled_model_dir()), "--benign", str(site),
+                        "--target-fpr", "0.005", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    before = load_model().meta["operating_point"]["threshold"]
+    meta = load_model(out).meta
+    op = meta["operating_point"]
+    rec = op["calibration"]
+    assert op["threshold"] >= before and rec["threshold_before"] == pytest.approx(before)
+    assert rec["flagged_after"] <= 0.005 and rec["packets"] > 10_000
+    assert meta["version"].endswith("+site") and op["chosen_on"].startswith("site")
+    # the daemon runs the calibrated model with its new operating point
+    preds = _replay(site, tmp_path / "p.jsonl", "--model", str(out))
+    lstm = [m for m in preds if not m["model"]["name"].startswith("detector:")]
+    flagged = sum(m["window"]["packets"] for m in lstm if m["is_attack"])
+    assert flagged / sum(m["window"]["packets"] for m in lstm) <= 0.005 + 1e-9
+    bad = subprocess.run([TRAINER, "calibrate", "--model", str(bundled_model_dir()), "--benign", "/nonexistent.pcap",
+                          "--out", str(tmp_path / "m3")], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "no such capture" in bad.stderr and "Traceback" not in bad.stderr

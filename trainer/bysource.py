@@ -1,0 +1,372 @@
+"""Evaluation by source: leave one repository out over the real corpus.
+
+For every repository of the real-capture manifest, a model is trained on the other
+repositories' captures (plus the synthetic corpus, when given) and measured on the
+held-out repository's captures, packet by packet:
+
+- ``benign_flagged``: share of benign packets that fall in attack-flagged windows (or
+  that a protocol detector flagged);
+- ``attack_flagged``: share of attack packets flagged;
+- ``family_right``: share of attack packets whose verdict names the right family
+  (DDoS and DoS count as one), as the mean over attack captures and overall.
+
+A random split of windows is no evidence for traffic from another network: the
+neighbouring windows of one capture are near copies. Holding out whole repositories
+measures what a new site would see.
+
+The same run measures, on the same windows and folds, a gradient-boosted tree on the
+last window (the baseline to beat) and, optionally, a fixed model (the one before
+this work), so the figures compare like with like.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ids_daemon.config import Config, MeterConfig
+from ids_daemon.features.ciciot import INDEX
+from ids_daemon.features.window import POOL_PROTO_ARP, WindowBatch
+from ids_daemon.model.classes import BENIGN, FAMILY_OF, canonical_class, label_in_scheme
+from ids_daemon.model.sequences import last_t_index
+
+from .data.real import CaptureEntry, FrameDetector, LabelledCapture, meter_labelled, read_tsv_manifest
+from .dataset import Dataset, meter_capture, model_columns, read_manifest, _rule_labels
+from .metrics import benign_index, choose_threshold
+from .split import Split
+
+# DDoS and DoS differ by the number of sources, which one sensor often cannot see
+SAME_FAMILY = {"DDoS": "DoS"}
+
+
+def family_key(name: str | None) -> str:
+    """A family name with DDoS and DoS merged; '' for nothing."""
+    if not name:
+        return ""
+    fam = FAMILY_OF.get(canonical_class(name) or "", name)
+    return SAME_FAMILY.get(fam, fam)
+
+
+@dataclass
+class WindowSet:
+    """The windows of one capture with their labels, ready to become sequences."""
+
+    name: str
+    source: str  # repository (real) or "synthetic"
+    windows: WindowBatch
+    labels: np.ndarray  # (k,) 34-class label of each window
+    capture: LabelledCapture | None = None  # real captures: per-packet labels for the figures
+
+    @property
+    def lstm_mask(self) -> np.ndarray:
+        """Windows the sequence model classifies: ARP is left to the ARP detector."""
+        return self.windows.proto != POOL_PROTO_ARP
+
+
+def real_windowsets(manifest: Path, meter: MeterConfig, detector: FrameDetector | None = None,
+                    progress: bool = False) -> list[WindowSet]:
+    """Every capture of a real-capture manifest through the meter, labelled per packet."""
+    out = []
+    for e in read_tsv_manifest(manifest):
+        if progress:
+            print(f"metering {e.name}", file=sys.stderr, flush=True)
+        lc = meter_labelled(e, meter, detector)
+        out.append(WindowSet(e.name, e.repo, lc.windows, lc.window_labels, lc))
+    return out
+
+
+def synthetic_windowsets(manifest: Path, meter: MeterConfig) -> list[WindowSet]:
+    """The captures of a synthetic corpus (``ids-trainer synth``), labelled by its rules."""
+    out = []
+    for f in read_manifest(manifest):
+        wb = meter_capture(f["path"], meter)
+        lab = _rule_labels(wb, str(f["label"]), list(f.get("rules", [])))
+        lab = np.array([canonical_class(v) or v for v in lab], dtype=object)
+        out.append(WindowSet(Path(f["path"]).name, "synthetic", wb, lab))
+    return out
+
+
+def build_dataset(sets: list[WindowSet], seq_len: int, columns: list[str], scheme: str,
+                  classes: list[str] | None = None) -> tuple[Dataset, list[np.ndarray]]:
+    """Sequences (last T windows of a key) of the LSTM's windows of ``sets``; also, per set,
+    the positions of its windows in the dataset (-1 for windows left out)."""
+    ci = np.array([INDEX[c] for c in columns])
+    xs, ys, gs, os_, ws, where = [], [], [], [], [], []
+    n = 0
+    for g, s in enumerate(sets):
+        keep = s.lstm_mask
+        pos = np.full(len(s.windows), -1, np.int64)
+        wb = s.windows.take(keep)
+        if len(wb):
+            idx = last_t_index(wb.key, wb.first_ts, seq_len)
+            xs.append(wb.features[:, ci].astype(np.float32)[idx])
+            ys.append(np.array([label_in_scheme(v, scheme) for v in s.labels[keep]], dtype=object))
+            gs.append(np.full(len(wb), g, np.int64))
+            os_.append(wb.first_ts)
+            ws.append(wb.packets.astype(np.float64))
+            pos[keep] = np.arange(n, n + len(wb))
+            n += len(wb)
+        where.append(pos)
+    lab = np.concatenate(ys) if ys else np.zeros(0, object)
+    cls = sorted(set(lab.tolist())) if classes is None else list(classes)
+    lut = {c: i for i, c in enumerate(cls)}
+    y = np.array([lut[v] for v in lab], dtype=np.int64)
+    ds = Dataset(x=np.concatenate(xs) if xs else np.zeros((0, seq_len, len(columns)), np.float32), y=y,
+                 classes=cls, columns=list(columns), groups=np.concatenate(gs) if gs else np.zeros(0, np.int64),
+                 order=np.concatenate(os_) if os_ else np.zeros(0), source="captures",
+                 summary={"seq_len": seq_len, "label_scheme": scheme}, weights=np.concatenate(ws) if ws else None)
+    return ds, where
+
+
+def fold_split(ds: Dataset, test_groups: set[int], val_fraction: float, seed: int) -> Split:
+    """Train/validation from the other groups (validation: the last part of each
+    capture, so the threshold is chosen on traffic later than what was learnt), test:
+    the held-out groups."""
+    is_test = np.isin(ds.groups, sorted(test_groups))
+    val = np.zeros(len(ds.y), dtype=bool)
+    for g in np.unique(ds.groups[~is_test]):
+        idx = np.flatnonzero(ds.groups == g)
+        idx = idx[np.argsort(ds.order[idx], kind="stable")]
+        k = int(round(len(idx) * val_fraction))
+        if len(idx) >= 4 and k:
+            val[idx[len(idx) - k:]] = True
+    train = np.flatnonzero(~is_test & ~val)
+    return Split(train=train, val=np.flatnonzero(val), test=np.flatnonzero(is_test), method="by-source",
+                 detail={"held_out_groups": sorted(int(g) for g in test_groups)})
+
+
+# ---- verdicts and figures ------------------------------------------------------------------
+@dataclass
+class Verdicts:
+    """Per window of one capture: flagged or not, and the family named."""
+
+    flagged: np.ndarray  # (k,) bool
+    family: np.ndarray  # (k,) object: merged family names ('' when not flagged)
+
+
+def window_verdicts(probs: np.ndarray, classes: list[str], threshold: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """(flagged, family) from class probabilities: p_attack >= threshold (argmax when None);
+    the family is that of the likeliest attack class."""
+    b = benign_index(classes)
+    if b is None:
+        flagged = np.ones(len(probs), dtype=bool)
+        best = probs.argmax(1)
+    else:
+        pa = 1.0 - probs[:, b]
+        flagged = pa >= threshold if threshold is not None else probs.argmax(1) != b
+        masked = probs.copy()
+        masked[:, b] = -1.0
+        best = masked.argmax(1)
+    fams = np.array([family_key(c) for c in classes], dtype=object)
+    return flagged, np.where(flagged, fams[best], "")
+
+
+def packet_figures(s: WindowSet, v: Verdicts, detector_classes: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Packet counts of one real capture under window verdicts and the detectors."""
+    lc = s.capture
+    assert lc is not None
+    fl = v.flagged[lc.row_window]
+    fam = v.family[lc.row_window]
+    det = lc.row_detector
+    if detector_classes and (det >= 0).any():
+        dfam = np.array([family_key(c) for c in detector_classes] + [""], dtype=object)[det]
+        hit = det >= 0
+        fl = fl | hit
+        fam = np.where(hit, dfam, fam)
+    attack = lc.row_attack
+    want = family_key(lc.entry.label)
+    return {"capture": s.name, "source": s.source, "label": lc.entry.label,
+            "benign_packets": int((~attack).sum()), "benign_flagged": int((~attack & fl).sum()),
+            "attack_packets": int(attack.sum()), "attack_flagged": int((attack & fl).sum()),
+            "attack_family_right": int((attack & fl & (fam == want)).sum())}
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Totals and shares over capture rows (packets), with the per-capture family mean."""
+    tot = {k: sum(r[k] for r in rows) for k in ("benign_packets", "benign_flagged", "attack_packets",
+                                                  "attack_flagged", "attack_family_right")}
+    fam = [r["attack_family_right"] / r["attack_packets"] for r in rows if r["attack_packets"]]
+    return {**tot,
+            "benign_flagged_share": tot["benign_flagged"] / tot["benign_packets"] if tot["benign_packets"] else None,
+            "attack_flagged_share": tot["attack_flagged"] / tot["attack_packets"] if tot["attack_packets"] else None,
+            "family_right_share": tot["attack_family_right"] / tot["attack_packets"] if tot["attack_packets"] else None,
+            "family_right_mean_per_capture": float(np.mean(fam)) if fam else None,
+            "attack_captures": len(fam)}
+
+
+def by_source_table(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per source (repository) and overall."""
+    sources = sorted({r["source"] for r in rows})
+    return {"per_source": {s: summarise([r for r in rows if r["source"] == s]) for s in sources},
+            "overall": summarise(rows)}
+
+
+# ---- the run -------------------------------------------------------------------------------
+@dataclass
+class BySourceResult:
+    """Figures per method (lstm, tree, fixed model) and the details per capture."""
+
+    methods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    folds: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"evaluation": "leave-one-repository-out over the real corpus",
+                "methods": self.methods, "captures": self.rows, "folds": self.folds}
+
+
+def _probs_torch(model: Any, enc: Any, x: np.ndarray) -> np.ndarray:
+    import torch
+
+    out = []
+    model.eval()
+    with torch.inference_mode():
+        for i in range(0, len(x), 4096):
+            t = torch.from_numpy(enc.transform(x[i:i + 4096]))
+            out.append(torch.softmax(model(t).float(), dim=1).numpy())
+    return np.concatenate(out) if out else np.zeros((0, 1))
+
+
+def _tree(ds: Dataset, split: Split, target_fpr: float, seed: int) -> tuple[Callable[[np.ndarray], np.ndarray], float]:
+    """A gradient-boosted tree on the last window of each sequence (balanced classes)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    def feats(x: np.ndarray) -> np.ndarray:
+        last = x[:, -1, :].astype(np.float64)
+        return np.nan_to_num(last, nan=0.0, posinf=1e12, neginf=-1e12)
+
+    tr = split.train
+    counts = np.bincount(ds.y[tr], minlength=len(ds.classes)).astype(np.float64)
+    sw = (counts.sum() / (len(ds.classes) * np.maximum(counts, 1)))[ds.y[tr]]
+    clf = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.1, random_state=seed)
+    clf.fit(feats(ds.x[tr]), ds.y[tr], sample_weight=sw)
+    present = list(clf.classes_)
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        p = np.zeros((len(x), len(ds.classes)))
+        if len(x):
+            p[:, present] = clf.predict_proba(feats(x))
+        return p
+
+    b = benign_index(ds.classes)
+    va = split.val
+    pv = predict(ds.x[va])
+    benign = ds.y[va] == b
+    thr = choose_threshold(1.0 - pv[benign, b], ds.weights_of(va)[benign], target_fpr)
+    return predict, thr
+
+
+def run_by_source(real: list[WindowSet], synthetic: list[WindowSet], cfg: Config, *,
+                  detector_classes: tuple[str, ...] = (), baseline_tree: bool = True,
+                  fixed_models: dict[str, Any] | None = None, only: list[str] | None = None,
+                  log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)) -> BySourceResult:
+    """Leave each repository of ``real`` out in turn; see the module docstring."""
+    from .train import train
+
+    tc = cfg.lstm.train
+    scheme = tc.labels
+    cols = model_columns(list(INDEX), cfg.lstm.features.include_leaking)
+    sets = real + synthetic
+    ds, where = build_dataset(sets, tc.seq_len, cols, scheme)
+    res = BySourceResult()
+    sources = sorted({s.source for s in real})
+    if only:
+        sources = [s for s in sources if s in only]
+    methods: dict[str, list[dict[str, Any]]] = {"lstm": [], "lstm_argmax": []}
+    if baseline_tree:
+        methods.update({"tree_0.5": [], "tree_at_target": []})
+    for name in fixed_models or {}:
+        methods[name] = []
+    for k, src in enumerate(sources):
+        t0 = time.time()
+        held = {g for g, s in enumerate(sets) if s.source == src}
+        split = fold_split(ds, held, tc.val_fraction, tc.seed)
+        r = train(ds, cfg, None, progress=False, split=split)
+        thr = r.metrics["operating_point"]["threshold"]
+        fold = {"source": src, "threshold": thr, "epochs": r.metrics["training"]["epochs_run"],
+                "train_sequences": int(len(split.train)), "test_sequences": int(len(split.test))}
+        tree = _tree(ds, split, tc.target_fpr, tc.seed) if baseline_tree else None
+        if tree is not None:
+            fold["tree_threshold"] = tree[1]
+        for g in sorted(held):
+            s = sets[g]
+            pos = where[g]
+            keep = pos >= 0
+            x = ds.x[pos[keep]]
+            verdicts: dict[str, Verdicts] = {}
+            p = _probs_torch(r.model.cpu(), r.encoder, x)
+            for mname, t in (("lstm", thr), ("lstm_argmax", None)):
+                verdicts[mname] = _expand(len(s.windows), keep, *window_verdicts(p, ds.classes, t))
+            if tree is not None:
+                pt = tree[0](x)
+                verdicts["tree_0.5"] = _expand(len(s.windows), keep, *window_verdicts(pt, ds.classes, 0.5))
+                verdicts["tree_at_target"] = _expand(len(s.windows), keep, *window_verdicts(pt, ds.classes, tree[1]))
+            for mname, v in verdicts.items():
+                methods[mname].append(packet_figures(s, v, detector_classes))
+        fold["seconds"] = round(time.time() - t0, 1)
+        res.folds.append(fold)
+        lstm_rows = [x for x in methods["lstm"] if x["source"] == src]
+        sm = summarise(lstm_rows)
+        log(f"[{k + 1}/{len(sources)}] {src}: benign flagged {_pct(sm['benign_flagged_share'])}, attack flagged "
+            f"{_pct(sm['attack_flagged_share'])}, family right {_pct(sm['family_right_mean_per_capture'])} "
+            f"(threshold {thr:.3f}, {fold['seconds']} s)")
+    for name, fm in (fixed_models or {}).items():
+        for s in real:
+            if only and s.source not in only:
+                continue
+            methods[name].append(packet_figures(s, fm(s), detector_classes))
+    for name, rows in methods.items():
+        res.methods[name] = by_source_table(rows)
+        res.rows[name] = rows
+    return res
+
+
+def _expand(k: int, keep: np.ndarray, flagged: np.ndarray, family: np.ndarray) -> Verdicts:
+    f = np.zeros(k, dtype=bool)
+    fam = np.full(k, "", dtype=object)
+    f[keep] = flagged
+    fam[keep] = family
+    return Verdicts(f, fam)
+
+
+def fixed_model_verdicts(model_dir: Path) -> Callable[[WindowSet], Verdicts]:
+    """Verdicts of an already trained model directory (its own columns, T and rule:
+    the stored threshold, else argmax) on a capture's windows; every window, ARP included,
+    as the daemon ran it."""
+    from ids_daemon.model.artifacts import load_model
+
+    loaded = load_model(model_dir)
+    ci = np.array([INDEX[c] for c in loaded.columns])
+    thr = (loaded.meta.get("operating_point") or {}).get("threshold")
+
+    def run(s: WindowSet) -> Verdicts:
+        wb = s.windows
+        if not len(wb):
+            return Verdicts(np.zeros(0, bool), np.zeros(0, object))
+        idx = last_t_index(wb.key, wb.first_ts, loaded.seq_len)
+        x = wb.features[:, ci].astype(np.float32)[idx]
+        p = _probs_torch(loaded.model.cpu(), loaded.encoder, x)
+        return Verdicts(*window_verdicts(p, loaded.classes, thr))
+
+    return run
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f} %"
+
+
+def format_table(result: dict[str, Any], method: str) -> str:
+    """A plain-text table per source for one method."""
+    m = result["methods"][method]
+    lines = [f"{method}:", f"  {'source':<48} {'benign pkts':>11} {'flagged':>8} {'attack pkts':>11} "
+                           f"{'flagged':>8} {'family':>8}"]
+    for src, v in list(m["per_source"].items()) + [("OVERALL", m["overall"])]:
+        lines.append(f"  {src:<48} {v['benign_packets']:>11} {_pct(v['benign_flagged_share']):>8} "
+                     f"{v['attack_packets']:>11} {_pct(v['attack_flagged_share']):>8} "
+                     f"{_pct(v['family_right_mean_per_capture']):>8}")
+    return "\n".join(lines)

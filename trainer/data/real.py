@@ -1,0 +1,191 @@
+"""Labelled real captures (a ``MANIFEST.tsv``): per-packet labels, windows by their packets.
+
+A manifest row names a capture, the repository it came from, its label and an
+``attack_filter``: a tcpdump expression that selects the capture's attack packets
+(empty: every packet is the attack; a benign capture has none). Labels are given per
+packet by running that filter with libpcap's own interpreter, then the capture goes
+through the daemon's meter with per-packet rows, so each metered packet is tied to the
+window it was averaged into. A window is the attack when at least half of its packets
+are; the figures of the by-source evaluation count packets, not windows, so a window
+that mixes both kinds weighs by what it holds.
+
+Matching windows by attacker address would mislabel pool windows, which are keyed by
+the victim; labelling packets first avoids that.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ids_daemon.capture.batch import ETH_P_ARP, STATUS_OK, PacketBatch
+from ids_daemon.capture.bpf import BpfProgram, compile_filter, match_frames
+from ids_daemon.capture.pcap import PcapSource
+from ids_daemon.config import MeterConfig
+from ids_daemon.errors import IdsError
+from ids_daemon.features.meter import Meter
+from ids_daemon.features.window import WindowBatch
+from ids_daemon.model.classes import BENIGN, canonical_class
+
+# A detector hook: per-frame verdicts of a batch (-1: nothing, else a class index into
+# the names it was built with). The evaluation passes `ids_daemon.detectors` here.
+FrameDetector = Callable[[PacketBatch], np.ndarray]
+
+
+# Filters of the shipped manifest that do not select what its evidence describes, with
+# the correction and why. Keyed by file name.
+FILTER_CORRECTIONS: dict[str, tuple[str, str]] = {
+    "SniperDZ-Pro_Cyber-Forensics-Workshop__arp_spoofing.pcap": (
+        "arp and arp[8:4] = 0xb4b686fb and arp[12:2] = 0xdb07",
+        "the spoofed replies carry the foreign MAC as ARP sender hardware address; their "
+        "Ethernet source is 00:00:00:00:00:00, so 'ether src' selects none of them"),
+}
+
+
+class ManifestError(IdsError):
+    """A manifest row that cannot be used (one line, naming the row)."""
+
+
+@dataclass(frozen=True)
+class CaptureEntry:
+    """One row of a real-capture manifest."""
+
+    path: Path
+    repo: str
+    label: str  # 34-class name (BenignTraffic for benign captures)
+    attack_filter: str  # tcpdump expression selecting the attack packets; "" = all of them
+
+    @property
+    def benign(self) -> bool:
+        return self.label == BENIGN
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def read_tsv_manifest(path: str | Path) -> list[CaptureEntry]:
+    """Rows of ``MANIFEST.tsv`` (columns file, repo, label, attack_filter, ...), paths resolved."""
+    path = Path(path)
+    try:
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh, delimiter="\t"))
+    except OSError as e:
+        raise ManifestError(f"{path}: cannot read: {e.strerror}") from None
+    out = []
+    for k, r in enumerate(rows, start=2):
+        if not r.get("file") or not r.get("repo") or not r.get("label"):
+            raise ManifestError(f"{path}: line {k}: needs file, repo and label")
+        label = canonical_class(r["label"])
+        if label is None:
+            raise ManifestError(f"{path}: line {k}: {r['label']!r} is not a CICIoT2023 class")
+        p = (path.parent / r["file"]).resolve()
+        if not p.is_file():
+            raise ManifestError(f"{path}: line {k}: {r['file']} does not exist")
+        flt = (r.get("attack_filter") or "").strip()
+        flt = FILTER_CORRECTIONS.get(p.name, (flt, ""))[0]
+        out.append(CaptureEntry(path=p, repo=r["repo"], label=label, attack_filter=flt))
+    if not out:
+        raise ManifestError(f"{path}: no captures listed")
+    return out
+
+
+@dataclass
+class LabelledCapture:
+    """A capture through the meter: its windows and, per metered packet, its window and label."""
+
+    entry: CaptureEntry
+    windows: WindowBatch
+    window_attack: np.ndarray  # (k,) attack packets in each window
+    row_window: np.ndarray  # (m,) window index of each metered packet, capture order
+    row_attack: np.ndarray  # (m,) bool
+    row_detector: np.ndarray  # (m,) int16: the detector class that flagged the packet, -1 none
+    frames: int
+
+    @property
+    def window_labels(self) -> np.ndarray:
+        """The capture's class for windows that are mostly attack packets, else benign."""
+        attack = self.window_attack * 2 >= np.maximum(self.windows.packets, 1)
+        attack &= self.window_attack > 0
+        return np.where(attack, self.entry.label, BENIGN).astype(object)
+
+
+def meter_labelled(entry: CaptureEntry, meter_cfg: MeterConfig, detector: FrameDetector | None = None,
+                   batch_size: int = 65536) -> LabelledCapture:
+    """Meter one capture with per-packet labels (and detector verdicts when given)."""
+    meter = Meter(meter_cfg.model_copy(update={"prealloc": False}), per_packet=True)
+    programs: dict[int, BpfProgram] = {}
+    labels: list[np.ndarray] = []
+    pending: list[np.ndarray] = []
+
+    def on_frames(buf: np.ndarray, off: np.ndarray, cap: np.ndarray, wire: np.ndarray, linktype: object) -> None:
+        if entry.benign:
+            pending.append(np.zeros(len(off), dtype=bool))
+            return
+        if not entry.attack_filter:
+            pending.append(np.ones(len(off), dtype=bool))
+            return
+        lts = np.broadcast_to(np.asarray(linktype), off.shape)
+        out = np.zeros(len(off), dtype=bool)
+        for lt in np.unique(lts).tolist():
+            prog = programs.get(lt)
+            if prog is None:
+                prog = programs[lt] = compile_filter(entry.attack_filter, linktype=lt)
+            m = lts == lt
+            out[m] = match_frames(prog, buf, off[m], cap[m], wire[m])
+        pending.append(out)
+
+    row_keys: list[np.ndarray] = []
+    wparts: list[WindowBatch] = []
+    frames = 0
+    det_rows: list[np.ndarray] = []
+    src = PcapSource(entry.path, batch_size=batch_size)
+    src.frame_hook = on_frames
+    with src:
+        while (b := src.next_batch()) is not None:
+            if not len(b):
+                continue
+            frame_attack = pending.pop(0) if pending else np.zeros(len(b), dtype=bool)
+            frames += len(b)
+            sel = (b.status == STATUS_OK) & ((b.ip_version == 4) | (b.ethertype == ETH_P_ARP))
+            labels.append(frame_attack[sel])
+            if detector is not None:
+                det_rows.append(np.asarray(detector(b), dtype=np.int16)[sel])
+            out = meter.process(b)
+            wparts.append(out.windows)
+            assert out.rows is not None
+            row_keys.append(out.rows.key)
+    wparts.append(meter.flush().windows)
+    wb = WindowBatch.concat(wparts)
+    rk = np.concatenate(row_keys) if row_keys else np.zeros(0, np.uint64)
+    row_attack = np.concatenate(labels) if labels else np.zeros(0, bool)
+    if len(rk) != len(row_attack) or int(wb.packets.sum()) != len(rk):
+        raise ManifestError(f"{entry.path.name}: {len(rk)} metered rows, {len(row_attack)} labels and "
+                            f"{int(wb.packets.sum())} packets in windows do not agree")
+    row_window = _rows_to_windows(rk, wb.key, wb.packets)
+    window_attack = np.bincount(row_window, weights=row_attack, minlength=len(wb)).astype(np.int64)
+    row_det = np.concatenate(det_rows) if det_rows else np.full(len(rk), -1, np.int16)
+    return LabelledCapture(entry=entry, windows=wb, window_attack=window_attack, row_window=row_window,
+                           row_attack=row_attack, row_detector=row_det, frames=frames)
+
+
+def _rows_to_windows(row_key: np.ndarray, win_key: np.ndarray, win_packets: np.ndarray) -> np.ndarray:
+    """Window index of each per-packet row.
+
+    A key's windows leave the meter in order and each takes the key's next
+    ``packets`` rows (no row is lost, partial windows included), so after sorting
+    rows and windows by key (stably) the cumulative packet counts are the boundaries.
+    """
+    ro = np.argsort(row_key, kind="stable")
+    wo = np.argsort(win_key, kind="stable")
+    ends = np.cumsum(win_packets[wo].astype(np.int64))
+    pos = np.searchsorted(ends, np.arange(len(ro)), side="right")
+    out = np.empty(len(ro), dtype=np.int64)
+    out[ro] = wo[pos]
+    if len(ro) and not np.array_equal(win_key[out], row_key):
+        raise ManifestError("per-packet rows do not match the windows' keys")
+    return out
