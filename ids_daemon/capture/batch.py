@@ -103,6 +103,9 @@ class PacketBatch:
     dns_ancount: np.ndarray  # uint16
     dns_qhash: np.ndarray  # uint64: hash of the first question (name lower-cased, type, class)
     dns_ahash: np.ndarray  # uint64: order-independent hash of the A/AAAA answers and the rcode
+    # TCP payload facts for the web and brute-force detectors (decode.HTTP_SIGNATURES, AUTH_*)
+    http_sig: np.ndarray  # uint8: 0, or the code of the first attack signature an HTTP request matched
+    auth_sig: np.ndarray  # uint8: 0, AUTH_FAILURE (a cleartext login refused), AUTH_SSH_BANNER (an SSH server)
     first_index: int = 0  # number of the batch's first frame in its source (0-based)
     source: str = field(default="", compare=False)
 
@@ -117,7 +120,7 @@ class PacketBatch:
         "frame_len": np.uint32, "status": np.uint8, "reason": np.uint8,
         "eth_src": np.uint64, "arp_sha": np.uint64, "dns_ok": np.bool_, "dns_txid": np.uint16,
         "dns_qr": np.bool_, "dns_rcode": np.uint8, "dns_ancount": np.uint16, "dns_qhash": np.uint64,
-        "dns_ahash": np.uint64,
+        "dns_ahash": np.uint64, "http_sig": np.uint8, "auth_sig": np.uint8,
     }
 
     @classmethod

@@ -9,7 +9,9 @@ past the frame.
 from __future__ import annotations
 
 import hashlib
+import re
 import struct
+from urllib.parse import unquote_plus
 
 import numpy as np
 
@@ -265,6 +267,7 @@ def decode_frames(
         b.frame_len[i] = 14 + np.maximum(wire[i] - l2[i], 28)
 
     _decode_dns(buf, b, l3, avail)
+    _decode_tcp_payload(buf, rd, b, l3, avail)
 
     # Only ICMP types someone assigned: a fuzzed or garbage type is not a message.
     icmp4 = (b.ip_version == 4) & (b.proto == 1) & b.l4_ok
@@ -403,3 +406,114 @@ def _decode_dns(buf: np.ndarray, b: PacketBatch, l3: np.ndarray, avail: np.ndarr
         b.dns_ancount[i] = an
         b.dns_qhash[i] = qhash
         b.dns_ahash[i] = ahash
+
+
+# ---- TCP payload: HTTP request signatures and cleartext authentication replies ----------
+# The first 4 payload bytes of every TCP segment are compared at once (one u32 per frame);
+# only HTTP requests and the replies of cleartext login services reach the short Python
+# loops below, which look at no more than HTTP_INSPECT bytes of each.
+HTTP_INSPECT = 2048
+_HTTP_METHODS = np.array([int.from_bytes(m, "big") for m in (
+    b"GET ", b"POST", b"HEAD", b"PUT ", b"DELE", b"OPTI", b"PATC", b"TRAC", b"CONN", b"PROP", b"MKCO",
+    b"COPY", b"MOVE", b"LOCK", b"UNLO", b"SEAR")], dtype=np.uint32)
+_LT = ord("<")  # a request line whose method is markup (reflected by the server's error page)
+
+# (code, CICIoT2023 class, what, pattern): matched against the request head and the first body
+# segment, lower-cased, as sent and URL-decoded once and twice ('+' as space). The first
+# match in this order wins; a scanner's User-Agent outranks what its probes carry.
+_SIGS: list[tuple[str, str, str]] = [
+    ("VulnerabilityScan", "scanner user-agent",
+     r"\nuser-agent:[^\n]*(nikto|sqlmap|nmap scripting engine|nmap nse|acunetix|w3af|dirbuster|wpscan|masscan"
+     r"|zgrab|nessus|openvas|gobuster|wfuzz|nuclei|havij|netsparker|jaeles|arachni|skipfish|zmeu)"),
+    ("VulnerabilityScan", "scanner header", r"\n(acunetix-product|x-scanner):"),
+    # a command after a shell separator: alone (";id") or with a shell-like argument (";cat /etc/passwd")
+    ("CommandInjection", "shell command",
+     r"(;|\||&&|`)\s*(id|whoami|uname(\s+-a)?|ifconfig|ipconfig|netstat(\s+-\w+)?|pwd|dir|ls|set)\s*($|&|;|\||`|'|\"|\)|\s+http/)"),
+    ("CommandInjection", "shell command with arguments",
+     r"(;|\||&&|`)\s*(cat|ls|wget|curl|nc|ncat|bash|sh|echo|sleep|ping|dir|type|powershell|chmod|rm|more|head)"
+     r"\s+(-\w|/|\.\.?/|\\\\|[a-z]:\\\\|https?://|\d+\s*($|&|;|\||`))"),
+    ("CommandInjection", "shell path", r"(/bin/(ba)?sh\b|cmd(\.exe)?\s*/c\b|\bcmd\.exe\b|\bpowershell(\.exe)?\s+-)"),
+    ("CommandInjection", "download and run", r"\b(wget|curl|tftp|fetch)\s+(-\S+\s+)*(https?|ftp)://"),
+    ("CommandInjection", "shell substitution", r"(\$\(|`)\s*(cat|id|uname|whoami|ls|wget|curl|echo|sleep|nc|bash|sh)\b"),
+    ("SqlInjection", "tautology", r"['\"]\s*\)?\s*(or|and|\|\||&&)\s+\(?\s*['\"]?\w+['\"]?\s*(=|<|>|like\b)"),
+    ("SqlInjection", "union select", r"\bunion\b[\s/*()+]+(all[\s/*()]+|distinct[\s/*()]+)?select\b"),
+    ("SqlInjection", "select from",
+     r"\bselect\s+(\*|null\b|concat|count\s*\(|@@|[\w.()]+\s*,)[\s\S]{0,160}?\bfrom\b"),
+    ("SqlInjection", "time/blind function", r"\b(sleep|benchmark|pg_sleep|extractvalue|updatexml)\s*\(|\bwaitfor\s+delay\b"),
+    ("SqlInjection", "quote and comment", r"['\"]\s*\)?\s*(--|#|/\*)"),
+    ("SqlInjection", "string concatenation", r"'\s*(\+|\|\|)\s*'"),
+    ("SqlInjection", "schema probe", r"\binformation_schema\b|@@version\b|\bxp_cmdshell\b|\bsysobjects\b"),
+    ("SqlInjection", "order by probe", r"\border\s+by\s+\d+\s*(--|#|/\*)"),
+    ("XSS", "script tag", r"<\s*/?\s*script\b"),
+    ("XSS", "javascript: URL", r"(=|['\"(])\s*javascript\s*:"),
+    ("XSS", "event handler", r"<[^>]*\bon(error|load|mouseover|focus|click|mouseenter|toggle|animationstart)\s*="),
+    ("XSS", "script call", r"\b(alert|prompt|confirm)\s*\(|document\.cookie|document\.domain|string\.fromcharcode"),
+    ("XSS", "frame or svg", r"<\s*(iframe|svg|object|embed)\b"),
+    ("XSS", "markup method", r"^<[^\s]*>\s+\S+\s+http/1\.[01]"),
+    # CICIoT2023 has no path-traversal or file-inclusion class; these probes are what
+    # vulnerability scanners send (nikto, X-Scan), so they count as a VulnerabilityScan
+    ("VulnerabilityScan", "path traversal", r"(\.\.[/\\]){2,}|(/|\\)\.\.[/\\][^\n]*\b(etc|windows|boot\.ini|win\.ini)\b"),
+    ("VulnerabilityScan", "system file", r"/etc/(passwd|shadow|hosts|issue)\b|\b(boot|win)\.ini\b|/proc/self/"),
+    ("VulnerabilityScan", "php wrapper", r"\b(php|data|expect|zip|phar)://(input|filter|stdin|text|[a-z0-9+/=]{16})"),
+    ("VulnerabilityScan", "remote include", r"=\s*(https?|ftp)://[^\s&]+(\.txt|\.php|\.inc)?\?+(&|\s|$)"),
+    ("VulnerabilityScan", "null byte in URL", r"^[a-z]+ [^\s]*%00[^\n]* http/1\.[01]"),
+]
+HTTP_SIGNATURES: tuple[tuple[int, str, str], ...] = tuple((k + 1, c, w) for k, (c, w, _) in enumerate(_SIGS))
+_SIG_RES = [(k + 1, re.compile(rx.encode(), re.MULTILINE)) for k, (_, _, rx) in enumerate(_SIGS)]
+
+# auth_sig codes (cleartext login services, matched on the server's reply)
+AUTH_FAILURE, AUTH_SSH_BANNER = 1, 2
+_SSH = int.from_bytes(b"SSH-", "big")
+_FAIL_PREFIX = {21: (b"530 ",), 110: (b"-ERR",), 25: (b"535 ",), 587: (b"535 ",)}
+_IMAP_NO = re.compile(rb"^[\w.*]+ no ", re.IGNORECASE)
+_TELNET_FAIL = re.compile(rb"login incorrect|login failed|authentication fail|incorrect password|access denied",
+                          re.IGNORECASE)
+
+
+def http_signature(data: bytes) -> int:
+    """Code (index + 1 in HTTP_SIGNATURES) of the first signature an HTTP request matches, or 0."""
+    raw = data[:HTTP_INSPECT].lower()
+    texts = [raw]
+    if b"%" in raw or b"+" in raw:
+        once = unquote_plus(raw.decode("latin-1"), encoding="latin-1").encode("latin-1")
+        texts.append(once)
+        if b"%" in once:
+            texts.append(unquote_plus(once.decode("latin-1"), encoding="latin-1").encode("latin-1"))
+    # headers only for the scanner fingerprints; the request line, headers and body for the rest
+    text = b"\n".join(texts)
+    for code, rx in _SIG_RES:
+        if rx.search(text):
+            return code
+    return 0
+
+
+def _decode_tcp_payload(buf: np.ndarray, rd: _Reader, b: PacketBatch, l3: np.ndarray, avail: np.ndarray) -> None:
+    tcp = b.l4_ok & (b.proto == 6)
+    if not tcp.any():
+        return
+    idx = np.flatnonzero(tcp)
+    start = l3[idx] + b.ip_hdr_len[idx].astype(np.int64) + b.l4_hdr_len[idx].astype(np.int64)
+    stop = l3[idx] + np.minimum(b.ip_len[idx].astype(np.int64), avail[idx])
+    plen = stop - start
+    has = plen >= 4
+    idx, start, stop = idx[has], start[has], stop[has]
+    if not idx.size:
+        return
+    head = rd.u32(start)
+    first = (head >> 24).astype(np.uint8)
+    http = np.isin(head, _HTTP_METHODS) | ((first == _LT) & (stop - start >= 16))
+    for i, s0, s1 in zip(idx[http].tolist(), start[http].tolist(), stop[http].tolist()):
+        data = buf[s0:min(s1, s0 + HTTP_INSPECT)].tobytes()
+        if data[0] == _LT and b" HTTP/1." not in data.split(b"\n", 1)[0].upper():
+            continue
+        b.http_sig[i] = http_signature(data)
+    sport = b.sport[idx]
+    b.auth_sig[idx[head == _SSH]] = AUTH_SSH_BANNER
+    for port, prefixes in _FAIL_PREFIX.items():
+        for pre in prefixes:
+            b.auth_sig[idx[(sport == port) & (head == int.from_bytes(pre, "big"))]] = AUTH_FAILURE
+    loop = (sport == 143) | (sport == 23)
+    for i, s0, s1, sp in zip(idx[loop].tolist(), start[loop].tolist(), stop[loop].tolist(), sport[loop].tolist()):
+        data = buf[s0:min(s1, s0 + 512)].tobytes()
+        if (_IMAP_NO if sp == 143 else _TELNET_FAIL).search(data):
+            b.auth_sig[i] = AUTH_FAILURE

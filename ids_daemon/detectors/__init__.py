@@ -1,4 +1,5 @@
-"""Deterministic protocol-fact detectors beside the LSTM (ARP spoofing, DNS spoofing, scans).
+"""Deterministic protocol-fact detectors beside the LSTM (ARP spoofing, DNS spoofing, scans,
+web attacks, dictionary brute force).
 
 `DetectorSet(cfg).process(batch)` runs every enabled detector on one `PacketBatch`
 (batches in capture order) and returns a `DetectorResult`: ``frame_class[i]`` is the
@@ -18,8 +19,10 @@ from ..capture.batch import PacketBatch
 from ..config import DetectorsConfig
 from .arp import ArpDetector
 from .base import CLASS_INDEX, DETECTOR_CLASSES, Detector, Finding
+from .bruteforce import BruteForceDetector
 from .dns import DnsDetector
 from .scan import ScanDetector
+from .web import WebDetector
 
 __all__ = ["DETECTOR_CLASSES", "CLASS_INDEX", "Detector", "DetectorResult", "DetectorSet", "Finding"]
 
@@ -34,7 +37,7 @@ class DetectorResult:
 
 
 class DetectorSet:
-    """All enabled detectors, run in a fixed order (ARP, DNS, scans) on each batch; the
+    """All enabled detectors, run in a fixed order (ARP, DNS, scans, web, brute force) on each batch; the
     first detector to flag a frame gives it its class."""
 
     def __init__(self, cfg: DetectorsConfig | None = None):
@@ -47,6 +50,10 @@ class DetectorSet:
                 self.detectors.append(DnsDetector(self.cfg.dns))
             if self.cfg.scan.enabled:
                 self.detectors.append(ScanDetector(self.cfg.scan))
+            if self.cfg.web.enabled:
+                self.detectors.append(WebDetector(self.cfg.web))
+            if self.cfg.bruteforce.enabled:
+                self.detectors.append(BruteForceDetector(self.cfg.bruteforce))
 
     def process(self, batch: PacketBatch) -> DetectorResult:
         verdict = np.full(len(batch), -1, dtype=np.int16)

@@ -21,6 +21,8 @@ from ..model.classes import FAMILY_OF
 # Classes the detectors can report (index = value in DetectorResult.frame_class).
 DETECTOR_CLASSES: tuple[str, ...] = (
     "MITM-ArpSpoofing", "DNS_Spoofing", "Recon-PortScan", "Recon-PingSweep", "Recon-HostDiscovery",
+    # appended (earlier indices stay): the web and brute-force detectors
+    "SqlInjection", "XSS", "CommandInjection", "VulnerabilityScan", "DictionaryBruteForce",
 )
 CLASS_INDEX: dict[str, int] = {c: i for i, c in enumerate(DETECTOR_CLASSES)}
 
@@ -29,7 +31,7 @@ CLASS_INDEX: dict[str, int] = {c: i for i, c in enumerate(DETECTOR_CLASSES)}
 class Finding:
     """One protocol fact a detector established (one prediction once published)."""
 
-    detector: str  # "arp", "dns", "scan"
+    detector: str  # "arp", "dns", "scan", "web", "bruteforce"
     cls: str  # a CICIoT2023 class name (one of DETECTOR_CLASSES)
     first_ts: float
     last_ts: float
@@ -91,3 +93,88 @@ def first_ts(batch: PacketBatch, mask: np.ndarray) -> tuple[float, float]:
     ts = batch.ts[mask]
     return (float(ts.min()), float(ts.max())) if ts.size else (0.0, 0.0)
 
+
+
+# ---- (client, server, server port) holds shared by the web and brute-force detectors ----------
+_M1 = np.uint64(0x9E3779B97F4A7C15)
+_M2 = np.uint64(0xC2B2AE3D27D4EB4F)
+
+
+def pair_key(client: np.ndarray, server: np.ndarray, port: np.ndarray) -> np.ndarray:
+    """64-bit key of (client, server, server port) (a multiplicative mix: collisions are negligible)."""
+    with np.errstate(over="ignore"):
+        a = (client.astype(np.uint64) << np.uint64(32)) | server.astype(np.uint64)
+        return (a * _M1) ^ ((port.astype(np.uint64) + np.uint64(1)) * _M2)
+
+
+def tcp4_pairs(b: PacketBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(IPv4 TCP mask, key if the frame goes client→server, key if it goes server→client)."""
+    from ..capture.batch import STATUS_OK
+
+    tcp = (b.status == STATUS_OK) & (b.ip_version == 4) & b.l4_ok & (b.proto == 6)
+    return tcp, pair_key(b.src4, b.dst4, b.dport), pair_key(b.dst4, b.src4, b.sport)
+
+
+class HeldPairs:
+    """(client, server, port) pairs flagged until ``hold_s`` after their last flagged frame.
+
+    ``hold(key, ...)`` starts or renews a pair; ``flag(batch, ...)`` marks every IPv4 TCP
+    frame between a held client and its server port (both directions) from the frame that
+    started the hold on, and returns one `Finding` per pair seen in the batch."""
+
+    def __init__(self, detector: str, hold_s: float, cap: int, counters: dict[str, int]):
+        self.detector = detector
+        self.hold_s = hold_s
+        # key -> [until, cls, client, server, port, evidence]
+        self.active = LRU(cap, counters, "pair_evictions")
+        self.starts: dict[int, int] = {}  # pairs started in the current batch -> first frame
+
+    def hold(self, key: int, at: int, ts: float, cls: str, client: int, server: int, port: int,
+             evidence: str) -> list:
+        st = self.active.get_touch(key)
+        if st is None or st[0] < ts:
+            st = [ts + self.hold_s, cls, client, server, port, evidence]
+            self.active.touch(key, st)
+            self.starts[key] = at
+        else:
+            st[0] = max(st[0], ts + self.hold_s)
+        return st
+
+    def flag(self, b: PacketBatch, verdict: np.ndarray, tcp: np.ndarray, fwd: np.ndarray,
+             rev: np.ndarray) -> list[Finding]:
+        from ..capture.batch import ipv4_str
+
+        starts, self.starts = self.starts, {}
+        if not self.active:
+            return []
+        t0 = float(b.ts[0])
+        for k in [k for k, v in self.active.items() if v[0] < t0 and k not in starts]:
+            del self.active[k]
+        if not self.active:
+            return []
+        keys = np.fromiter(self.active.keys(), dtype=np.uint64, count=len(self.active))
+        keys.sort()
+        in_f = tcp & np.isin(fwd, keys)
+        in_r = tcp & ~in_f & np.isin(rev, keys)
+        sel = in_f | in_r
+        if not sel.any():
+            return []
+        rows = np.flatnonzero(sel)
+        rk = np.where(in_f[rows], fwd[rows], rev[rows])
+        findings = []
+        for k in np.unique(rk).tolist():
+            st = self.active[k]
+            r = rows[rk == k]
+            r = r[(r >= starts.get(k, 0)) & (b.ts[r] <= st[0])]
+            if not r.size:
+                continue
+            m = np.zeros(len(b), dtype=bool)
+            m[r] = True
+            mark(verdict, m, st[1])
+            last = float(b.ts[r].max())
+            st[0] = max(st[0], last + self.hold_s)
+            findings.append(Finding(
+                detector=self.detector, cls=st[1], first_ts=float(b.ts[r].min()), last_ts=last, packets=int(r.size),
+                attacker=ipv4_str(st[2]), victim=ipv4_str(st[3]), protocol="tcp",
+                evidence=f"{ipv4_str(st[2])} -> {ipv4_str(st[3])}:{st[4]}: {st[5]}"))
+        return findings
