@@ -278,6 +278,11 @@ def test_bad_detector_config_names_the_key() -> None:
         load_config(overrides={"detectors.scan.fail_ratio": 2})
     assert "detectors.scan.fail_ratio" in str(e.value) and "\n" not in str(e.value)
     assert DetectorSet(DetectorsConfig(enabled=False)).detectors == []
+    with pytest.raises(ConfigError) as e:
+        load_config(overrides={"detectors.bruteforce.ports": [22, 70000]})
+    assert "detectors.bruteforce.ports" in str(e.value) and "70000" in str(e.value)
+    names = [d.name for d in DetectorSet(load_config(Path(__file__).parents[1] / "config.yml").detectors).detectors]
+    assert names == ["arp", "dns", "scan", "web", "bruteforce"]
 
 
 # ---- web attacks -----------------------------------------------------------------------------
@@ -415,7 +420,7 @@ def test_ssh_on_another_port_is_learned_from_its_banner(tmp_path: Path) -> None:
 def test_ftp_bruteforce_by_refused_logins_on_one_connection(tmp_path: Path) -> None:
     reqs, reps = [], []
     for k in range(7):
-        reqs += [f"USER admin\r\n".encode(), f"PASS guess{k}\r\n".encode()]
+        reqs += [b"USER admin\r\n", f"PASS guess{k}\r\n".encode()]
         reps += [b"331 Please specify the password.\r\n", b"530 Login incorrect.\r\n"]
     pkts = tcp_conn(0, ATTACKER, SERVER, 50001, 21, reqs, reps, step=0.5)
     b, fc, findings = run(write(tmp_path, "ftp.pcap", pkts))

@@ -21,7 +21,7 @@ import numpy as np
 from ..capture.batch import TH_ACK, TH_SYN, PacketBatch
 from ..capture.decode import AUTH_FAILURE, AUTH_SSH_BANNER
 from ..config import BruteForceDetectorConfig
-from .base import LRU, Finding, HeldPairs, pair_key, tcp4_pairs
+from .base import LRU, Finding, HeldPairs, tcp4_pairs
 
 CLS = "DictionaryBruteForce"
 
@@ -54,7 +54,7 @@ class BruteForceDetector:
                 known = np.fromiter(self.ssh.keys(), dtype=np.uint64, count=len(self.ssh))
                 auth |= np.isin(sp, known)
             syn &= auth
-        events: list[tuple] = []  # (at, ts, key, client, server, port, is a failure, source port)
+        events: list[tuple[int, int]] = []  # (frame, 1 if a refused login else 0 for a SYN), in capture order
         for at in np.flatnonzero(syn).tolist():
             events.append((at, 0))
         for at in np.flatnonzero(tcp & (batch.auth_sig == AUTH_FAILURE)).tolist():
@@ -99,5 +99,3 @@ class BruteForceDetector:
                 self.pairs.hold(key, min(first, at), t, CLS, client, server, port, why)
         return self.pairs.flag(batch, verdict, tcp, fwd, rev)
 
-
-__all__ = ["BruteForceDetector", "pair_key"]
