@@ -69,6 +69,18 @@ class EncodingConfig(_Section):
     method: Literal["ple", "log"] = Field("ple", description="ple: log-standardised + piecewise-linear bins; log: log-standardised only")
     bins: int = Field(32, ge=2, le=256, description="quantile bins per column for ple")
     include_leaking: bool = Field(False, description="also train on IAT, Number, Weight, Drate, LLC, Srate (they leak the label)")
+    exclude: list[str] = Field(default_factory=list, description="columns left out of training (shortcuts that "
+                               "identify a capture rather than an attack, e.g. Duration = TTL)")
+
+    @field_validator("exclude")
+    @classmethod
+    def _known_columns(cls, v: list[str]) -> list[str]:
+        from .features.ciciot import COLUMNS
+
+        bad = [c for c in v if c not in COLUMNS]
+        if bad:
+            raise ValueError(f"not CICIoT2023 columns: {', '.join(bad)}")
+        return v
 
 
 class TrainConfig(_Section):

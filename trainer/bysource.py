@@ -123,13 +123,26 @@ def build_dataset(sets: list[WindowSet], seq_len: int, columns: list[str], schem
     return ds, where
 
 
-def fold_split(ds: Dataset, test_groups: set[int], val_fraction: float, seed: int) -> Split:
-    """Train/validation from the other groups (validation: the last part of each
-    capture, so the threshold is chosen on traffic later than what was learnt), test:
-    the held-out groups."""
+def fold_split(ds: Dataset, test_groups: set[int], val_fraction: float, seed: int,
+               benign_val_captures: float = 0.25) -> Split:
+    """Train/validation from the groups not held out, test: the held-out groups.
+
+    Validation holds out whole benign captures (``benign_val_captures`` of them, at
+    random), so the threshold is chosen on benign traffic the model never saw, as a new
+    site's will be; captures with attacks give the last ``val_fraction`` of their
+    sequences (there are too few to hold out whole) for early stopping.
+    """
+    rng = np.random.default_rng(seed)
     is_test = np.isin(ds.groups, sorted(test_groups))
+    b = benign_index(ds.classes)
     val = np.zeros(len(ds.y), dtype=bool)
-    for g in np.unique(ds.groups[~is_test]):
+    groups = np.unique(ds.groups[~is_test])
+    benign_only = [g for g in groups if b is not None and (ds.y[ds.groups == g] == b).all()]
+    pick = rng.permutation(benign_only)[:int(round(len(benign_only) * benign_val_captures))] if benign_only else []
+    val[np.isin(ds.groups, list(pick))] = True
+    for g in groups:
+        if g in set(benign_only):
+            continue
         idx = np.flatnonzero(ds.groups == g)
         idx = idx[np.argsort(ds.order[idx], kind="stable")]
         k = int(round(len(idx) * val_fraction))
@@ -137,7 +150,8 @@ def fold_split(ds: Dataset, test_groups: set[int], val_fraction: float, seed: in
             val[idx[len(idx) - k:]] = True
     train = np.flatnonzero(~is_test & ~val)
     return Split(train=train, val=np.flatnonzero(val), test=np.flatnonzero(is_test), method="by-source",
-                 detail={"held_out_groups": sorted(int(g) for g in test_groups)})
+                 detail={"held_out_groups": sorted(int(g) for g in test_groups),
+                         "validation_benign_captures": sorted(int(g) for g in pick)})
 
 
 # ---- verdicts and figures ------------------------------------------------------------------
@@ -214,10 +228,14 @@ class BySourceResult:
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)
     rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     folds: list[dict[str, Any]] = field(default_factory=list)
+    importance: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"evaluation": "leave-one-repository-out over the real corpus",
-                "methods": self.methods, "captures": self.rows, "folds": self.folds}
+        out = {"evaluation": "leave-one-repository-out over the real corpus",
+               "methods": self.methods, "captures": self.rows, "folds": self.folds}
+        if self.importance:
+            out["permutation_importance"] = self.importance
+        return out
 
 
 def _probs_torch(model: Any, enc: Any, x: np.ndarray) -> np.ndarray:
@@ -264,13 +282,14 @@ def _tree(ds: Dataset, split: Split, target_fpr: float, seed: int) -> tuple[Call
 def run_by_source(real: list[WindowSet], synthetic: list[WindowSet], cfg: Config, *,
                   detector_classes: tuple[str, ...] = (), baseline_tree: bool = True,
                   fixed_models: dict[str, Any] | None = None, only: list[str] | None = None,
-                  log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)) -> BySourceResult:
+                  importance: bool = False, calibration: float | None = None, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)) -> BySourceResult:
     """Leave each repository of ``real`` out in turn; see the module docstring."""
     from .train import train
 
     tc = cfg.lstm.train
     scheme = tc.labels
-    cols = model_columns(list(INDEX), cfg.lstm.features.include_leaking)
+    cols = [c for c in model_columns(list(INDEX), cfg.lstm.features.include_leaking)
+            if c not in cfg.lstm.features.exclude]
     sets = real + synthetic
     ds, where = build_dataset(sets, tc.seq_len, cols, scheme)
     res = BySourceResult()
@@ -293,6 +312,7 @@ def run_by_source(real: list[WindowSet], synthetic: list[WindowSet], cfg: Config
         tree = _tree(ds, split, tc.target_fpr, tc.seed) if baseline_tree else None
         if tree is not None:
             fold["tree_threshold"] = tree[1]
+        site_scores: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # benign windows: p_attack, packets, first half
         for g in sorted(held):
             s = sets[g]
             pos = where[g]
@@ -300,6 +320,10 @@ def run_by_source(real: list[WindowSet], synthetic: list[WindowSet], cfg: Config
             x = ds.x[pos[keep]]
             verdicts: dict[str, Verdicts] = {}
             p = _probs_torch(r.model.cpu(), r.encoder, x)
+            if calibration is not None and s.capture is not None and s.capture.entry.benign and len(p):
+                ts = s.windows.first_ts[keep]
+                site_scores.append((1.0 - p[:, benign_index(ds.classes)], s.windows.packets[keep].astype(float),
+                                    ts <= np.median(ts)))
             for mname, t in (("lstm", thr), ("lstm_argmax", None)):
                 verdicts[mname] = _expand(len(s.windows), keep, *window_verdicts(p, ds.classes, t))
             if tree is not None:
@@ -308,6 +332,10 @@ def run_by_source(real: list[WindowSet], synthetic: list[WindowSet], cfg: Config
                 verdicts["tree_at_target"] = _expand(len(s.windows), keep, *window_verdicts(pt, ds.classes, tree[1]))
             for mname, v in verdicts.items():
                 methods[mname].append(packet_figures(s, v, detector_classes))
+        if site_scores and calibration is not None:
+            fold["calibration"] = _calibration_figures(r, ds, split, site_scores, thr, calibration)
+        if importance:
+            fold["importance"] = permutation_importance(r.model.cpu(), r.encoder, ds, split.test, thr, tc.seed)
         fold["seconds"] = round(time.time() - t0, 1)
         res.folds.append(fold)
         lstm_rows = [x for x in methods["lstm"] if x["source"] == src]
@@ -323,7 +351,87 @@ def run_by_source(real: list[WindowSet], synthetic: list[WindowSet], cfg: Config
     for name, rows in methods.items():
         res.methods[name] = by_source_table(rows)
         res.rows[name] = rows
+    if importance:
+        res.importance = summarise_importance(res.folds, ds.columns)
     return res
+
+
+def _error(y: np.ndarray, pa: np.ndarray, w: np.ndarray, b: int, thr: float) -> float:
+    """Share of benign weight flagged plus share of attack weight missed (what is defined)."""
+    flagged = pa >= thr
+    benign = y == b
+    err = 0.0
+    if w[benign].sum():
+        err += w[benign & flagged].sum() / w[benign].sum()
+    if w[~benign].sum():
+        err += w[~benign & ~flagged].sum() / w[~benign].sum()
+    return float(err)
+
+
+def permutation_importance(model: Any, enc: Any, ds: Dataset, idx: np.ndarray, thr: float, seed: int,
+                           ) -> dict[str, float]:
+    """How much a held-out source's error (benign flagged + attack missed, by packets)
+    grows when one column's values are replaced by values drawn from the whole data.
+
+    A column the model leans on for this source but that carries no class evidence
+    elsewhere (TTL: a capture's operating system and hop count) shows as a large rise on
+    some sources and none on others; drawing from the whole data, not shuffling within
+    the source, also works for sources of one class."""
+    rng = np.random.default_rng(seed)
+    b = benign_index(ds.classes)
+    x = ds.x[idx]
+    y, w = ds.y[idx], ds.weights_of(idx)
+    base = _error(y, 1.0 - _probs_torch(model, enc, x)[:, b], w, b, thr)
+    donors = rng.integers(0, len(ds.y), len(idx))
+    out = {}
+    for j, c in enumerate(ds.columns):
+        xp = x.copy()
+        xp[:, :, j] = ds.x[donors][:, :, j]
+        out[c] = _error(y, 1.0 - _probs_torch(model, enc, xp)[:, b], w, b, thr) - base
+    return out
+
+
+def summarise_importance(folds: list[dict[str, Any]], columns: list[str]) -> dict[str, Any]:
+    """Per column: mean rise of the error over sources, the largest, and where."""
+    out = {}
+    for c in columns:
+        vals = [(f["importance"][c], f["source"]) for f in folds if "importance" in f]
+        if not vals:
+            continue
+        v = np.array([a for a, _ in vals])
+        top = max(vals)
+        out[c] = {"mean": float(v.mean()), "max": float(top[0]), "max_source": top[1],
+                  "sources_hurt": int((v > 0.01).sum())}
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]["mean"]))
+
+
+MIN_CALIBRATION_PACKETS = 2000
+
+
+def _calibration_figures(r: Any, ds: Dataset, split: Split, scores: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                         thr: float, target: float) -> dict[str, Any] | None:
+    """A site fitted on the first half (in time) of each of its benign captures and
+    measured on the second half, with the fold's model (it never saw the site); the
+    attack side is every attack sequence of the corpus under both thresholds."""
+    pa = np.concatenate([a for a, _, _ in scores])
+    w = np.concatenate([b for _, b, _ in scores])
+    first = np.concatenate([c for _, _, c in scores])
+    if w[first].sum() < MIN_CALIBRATION_PACKETS / 2 or w[~first].sum() < MIN_CALIBRATION_PACKETS / 2:
+        return None
+    site = max(choose_threshold(pa[first], w[first], target), thr)
+    b = benign_index(ds.classes)
+    att = np.flatnonzero(ds.y != b)
+    pat = 1.0 - _probs_torch(r.model.cpu(), r.encoder, ds.x[att])[:, b]
+    aw = ds.weights_of(att)
+
+    def share(p: np.ndarray, ww: np.ndarray, t: float) -> float:
+        return float(ww[p >= t].sum() / ww.sum()) if ww.sum() else 0.0
+
+    return {"target_fpr": target, "threshold_before": thr, "threshold_after": site,
+            "first_half_packets": int(w[first].sum()), "second_half_packets": int(w[~first].sum()),
+            "second_half_flagged_before": share(pa[~first], w[~first], thr),
+            "second_half_flagged_after": share(pa[~first], w[~first], site),
+            "corpus_attack_flagged_before": share(pat, aw, thr), "corpus_attack_flagged_after": share(pat, aw, site)}
 
 
 def _expand(k: int, keep: np.ndarray, flagged: np.ndarray, family: np.ndarray) -> Verdicts:
@@ -369,4 +477,20 @@ def format_table(result: dict[str, Any], method: str) -> str:
         lines.append(f"  {src:<48} {v['benign_packets']:>11} {_pct(v['benign_flagged_share']):>8} "
                      f"{v['attack_packets']:>11} {_pct(v['attack_flagged_share']):>8} "
                      f"{_pct(v['family_right_mean_per_capture']):>8}")
+    return "\n".join(lines)
+
+
+def format_calibration(result: dict[str, Any]) -> str:
+    """The calibration figures per benign source (fitted on the first half, measured on the second)."""
+    rows = [f for f in result["folds"] if f.get("calibration")]
+    if not rows:
+        return "calibration: no held-out benign source had enough traffic"
+    t = rows[0]["calibration"]["target_fpr"]
+    lines = [f"calibration (target {100 * t:g} %, first half of each benign source fits, second half measured):",
+             f"  {'source':<48} {'2nd half flagged':>18} {'corpus attacks flagged':>24}"]
+    for f in rows:
+        c = f["calibration"]
+        lines.append(f"  {f['source']:<48} {_pct(c['second_half_flagged_before']):>8} -> "
+                     f"{_pct(c['second_half_flagged_after']):>7} {_pct(c['corpus_attack_flagged_before']):>12} -> "
+                     f"{_pct(c['corpus_attack_flagged_after']):>8}")
     return "\n".join(lines)

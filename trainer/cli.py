@@ -147,10 +147,13 @@ def evaluate(
                               "windows and folds (the baseline; needs scikit-learn)"),
     source: list[str] = typer.Option(None, "--source", help="only hold out these repositories (repeatable)"),
     epochs: int = typer.Option(None, "--epochs", help="override the recipe's maximum epochs"),
+    importance: bool = typer.Option(False, "--importance", help="with --by-source: permutation importance of each "
+                                    "column per held-out source (which columns only identify a capture)"),
 ) -> None:
     """Evaluate a trained model on other data, or (--by-source) the training recipe by source."""
     if by_source:
-        _evaluate_by_source(out, real, synthetic_packets, compare or [], tree, source or [], epochs, config)
+        _evaluate_by_source(out, real, synthetic_packets, compare or [], tree, source or [], epochs, config,
+                            importance)
         return
     if model is None or not data:
         raise _user_error("evaluate needs --model and --data (or --by-source)")
@@ -196,8 +199,11 @@ def _real_manifest(real: Path | None) -> Path:
     return real
 
 
+CALIBRATION_TARGET = 0.005  # the site false-alarm rate the by-source run fits each benign source to
+
+
 def by_source_run(real: Path, synthetic_packets: int, compare: list[Path], tree: bool, sources: list[str],
-                  cfg: "Config", work: Path | None = None) -> dict:
+                  cfg: "Config", work: Path | None = None, importance: bool = False) -> dict:
     """Leave-one-repository-out with ``cfg`` on the real corpus plus a synthetic corpus."""
     import tempfile
 
@@ -221,15 +227,17 @@ def by_source_run(real: Path, synthetic_packets: int, compare: list[Path], tree:
             synth_sets = synthetic_windowsets(corpus / "manifest.json", cfg.meter)
     fixed = {f"model:{p}": fixed_model_verdicts(p) for p in compare}
     res = run_by_source(real_sets, synth_sets, cfg, detector_classes=DETECTOR_CLASSES, baseline_tree=tree,
-                        fixed_models=fixed, only=sources or None).as_dict()
+                        fixed_models=fixed, only=sources or None, importance=importance,
+                        calibration=CALIBRATION_TARGET).as_dict()
     res["recipe"] = {"lstm": cfg.lstm.model_dump(), "synthetic_packets": synthetic_packets,
                      "real_manifest": str(real), "detectors": cfg.detectors.model_dump()}
     return res
 
 
 def _evaluate_by_source(out: Path | None, real: Path | None, synthetic_packets: int | None, compare: list[Path],
-                        tree: bool, sources: list[str], epochs: int | None, config: Path | None) -> None:
-    from .bysource import format_table
+                        tree: bool, sources: list[str], epochs: int | None, config: Path | None,
+                        importance: bool) -> None:
+    from .bysource import format_calibration, format_table
     from .metrics import write_json
 
     manifest = _real_manifest(real)
@@ -238,11 +246,12 @@ def _evaluate_by_source(out: Path | None, real: Path | None, synthetic_packets: 
         over["lstm.train.epochs"] = epochs
     cfg = _load_cfg(config, over)
     res = by_source_run(manifest, BUNDLE_SYNTH_PACKETS if synthetic_packets is None else synthetic_packets,
-                        compare, tree, sources, cfg)
+                        compare, tree, sources, cfg, importance=importance)
     dest = out or Path("by_source.json")
     write_json(dest, res)
     for m in res["methods"]:
         print(format_table(res, m))
+    print(format_calibration(res))
     print(f"by-source figures written to {dest}")
 
 
@@ -318,6 +327,8 @@ def bundle(
     by_source: bool = typer.Option(True, "--by-source/--no-by-source", help="also run the leave-one-repository-out "
                                    "evaluation of the recipe and put its figures in metrics.json (about 10 minutes)"),
     version: str = typer.Option("2", "--version", help="model version recorded in the metadata"),
+    compare: list[Path] = typer.Option(None, "--compare", help="also measure this model directory in the by-source "
+                                       "run (e.g. the model being replaced)"),
 ) -> None:
     """Reproduce the bundled model: the real corpus plus a synthetic corpus (seed 0), fixed settings."""
     import tempfile
@@ -325,7 +336,8 @@ def bundle(
     from ids_daemon.features.ciciot import INDEX
     from ids_daemon.model.artifacts import bundled_model_dir
 
-    from .bysource import build_dataset, fold_split, format_table, real_windowsets, synthetic_windowsets
+    from .bysource import (build_dataset, fold_split, format_calibration, format_table, real_windowsets,
+                           synthetic_windowsets)
     from .dataset import model_columns
     from .metrics import write_json
     from .synth import generate_corpus
@@ -341,7 +353,8 @@ def bundle(
         corpus = work or Path(tmp) / "corpus"
         generate_corpus(corpus, seed=BUNDLE_SEED, packets=BUNDLE_SYNTH_PACKETS)
         sets = real_windowsets(manifest, cfg.meter) + synthetic_windowsets(corpus / "manifest.json", cfg.meter)
-    cols = model_columns(list(INDEX), cfg.lstm.features.include_leaking)
+    cols = [c for c in model_columns(list(INDEX), cfg.lstm.features.include_leaking)
+            if c not in cfg.lstm.features.exclude]
     ds, _ = build_dataset(sets, tc.seq_len, cols, tc.labels)
     ds.summary.update({"real_manifest": str(manifest), "synthetic_packets": BUNDLE_SYNTH_PACKETS,
                        "captures": {"real": sum(s.source != "synthetic" for s in sets),
@@ -355,7 +368,7 @@ def bundle(
     print(f"operating point: p_attack >= {res.metrics['operating_point']['threshold']:.4f} "
           f"(target {100 * tc.target_fpr:g} % of validation benign packets)")
     if by_source:
-        bs = by_source_run(manifest, BUNDLE_SYNTH_PACKETS, [], True, [], cfg)
+        bs = by_source_run(manifest, BUNDLE_SYNTH_PACKETS, list(compare or []), True, [], cfg)
         write_json(dest / "by_source.json", bs)
         metrics = json.loads((dest / "metrics.json").read_text())
         metrics["by_source"] = {m: v["overall"] for m, v in bs["methods"].items()}
@@ -363,6 +376,7 @@ def bundle(
         write_json(dest / "metrics.json", metrics)
         for m in bs["methods"]:
             print(format_table(bs, m))
+        print(format_calibration(bs))
     print(f"model written to {dest}")
 
 
