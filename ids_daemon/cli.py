@@ -323,6 +323,10 @@ def _run_pipeline(cfg: Config, read: Optional[str], interface: Optional[str], mo
           f"{st.seconds:.2f} s ({st.frames / max(st.seconds, 1e-9):,.0f} packets/s; busy "
           + ", ".join(f"{k} {v:.2f} s" for k, v in st.busy.items())
           + f"); peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB", file=sys.stderr)
+    if st.findings or st.detector_frames:
+        found = ", ".join(f"{k} {v}" for k, v in sorted(st.findings.items(), key=lambda kv: -kv[1]))
+        print(f"detectors: {st.detector_frames} frames flagged, {st.detector_predictions} findings published"
+              + (f" ({found})" if found else ""), file=sys.stderr)
     for s in sink_objs:
         ss = s.stats
         if ss.spooled or ss.dropped or ss.failed:

@@ -135,6 +135,7 @@ def test_real_captures_are_labelled_per_packet_and_windows_by_their_packets() ->
     assert not benign.row_attack.any() and set(benign.window_labels) == {"BenignTraffic"}
 
 
+@pytest.mark.slow
 @needs_corpus
 def test_by_source_holds_a_repository_out_and_counts_packets(tmp_path: Path) -> None:
     out = tmp_path / "bs.json"

@@ -171,6 +171,7 @@ def test_splits_keep_captures_and_time_apart() -> None:
 
 # ---- the trainer as a user runs it ------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_train_on_the_39_column_sample_beats_the_trees(tmp_path: Path) -> None:
     """The must-show: family labels, leak-free columns, stratified 70/30 (seed 0), T=1:
     macro-F1 >= 0.64 (random forest 0.63, gradient-boosted trees 0.64 on this split)."""
@@ -195,6 +196,7 @@ def test_train_on_the_39_column_sample_beats_the_trees(tmp_path: Path) -> None:
     assert METRIC_KEYS - {"split"} <= set(e) and e["samples"] == 19252 and "macro-F1" in ev.stdout
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_on_labelled_captures(tmp_path: Path) -> None:
     corpus = tmp_path / "corpus"
     p = trainer("synth", "--out", str(corpus), "--seed", "3", "--packets", "6000")

@@ -313,6 +313,7 @@ def run_by_source(real: list[WindowSet], synthetic: list[WindowSet], cfg: Config
         if tree is not None:
             fold["tree_threshold"] = tree[1]
         site_scores: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # benign windows: p_attack, packets, first half
+        site_x: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # their sequences and place in time
         for g in sorted(held):
             s = sets[g]
             pos = where[g]
@@ -322,8 +323,10 @@ def run_by_source(real: list[WindowSet], synthetic: list[WindowSet], cfg: Config
             p = _probs_torch(r.model.cpu(), r.encoder, x)
             if calibration is not None and s.capture is not None and s.capture.entry.benign and len(p):
                 ts = s.windows.first_ts[keep]
+                rk = (np.argsort(np.argsort(ts, kind="stable")) + 0.5) / len(ts)
                 site_scores.append((1.0 - p[:, benign_index(ds.classes)], s.windows.packets[keep].astype(float),
-                                    ts <= np.median(ts)))
+                                    rk <= 0.5))
+                site_x.append((x, rk, ts))
             for mname, t in (("lstm", thr), ("lstm_argmax", None)):
                 verdicts[mname] = _expand(len(s.windows), keep, *window_verdicts(p, ds.classes, t))
             if tree is not None:
@@ -333,7 +336,7 @@ def run_by_source(real: list[WindowSet], synthetic: list[WindowSet], cfg: Config
             for mname, v in verdicts.items():
                 methods[mname].append(packet_figures(s, v, detector_classes))
         if site_scores and calibration is not None:
-            fold["calibration"] = _calibration_figures(r, ds, split, site_scores, thr, calibration)
+            fold["calibration"] = _calibration_figures(r, ds, split, site_scores, thr, calibration, site_x)
         if importance:
             fold["importance"] = permutation_importance(r.model.cpu(), r.encoder, ds, split.test, thr, tc.seed)
         fold["seconds"] = round(time.time() - t0, 1)
@@ -409,13 +412,15 @@ MIN_CALIBRATION_PACKETS = 2000
 
 
 def _calibration_figures(r: Any, ds: Dataset, split: Split, scores: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
-                         thr: float, target: float) -> dict[str, Any] | None:
+                         thr: float, target: float, scores_x: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                         ) -> dict[str, Any] | None:
     """A site fitted on the first half (in time) of each of its benign captures and
     measured on the second half, with the fold's model (it never saw the site); the
     attack side is every attack sequence of the corpus under both thresholds."""
     pa = np.concatenate([a for a, _, _ in scores])
     w = np.concatenate([b for _, b, _ in scores])
     first = np.concatenate([c for _, _, c in scores])
+    rank = np.concatenate([rk for _, rk, _ in scores_x])  # position in time within its capture, 0..1
     if w[first].sum() < MIN_CALIBRATION_PACKETS / 2 or w[~first].sum() < MIN_CALIBRATION_PACKETS / 2:
         return None
     site = max(choose_threshold(pa[first], w[first], target), thr)
@@ -427,11 +432,33 @@ def _calibration_figures(r: Any, ds: Dataset, split: Split, scores: list[tuple[n
     def share(p: np.ndarray, ww: np.ndarray, t: float) -> float:
         return float(ww[p >= t].sum() / ww.sum()) if ww.sum() else 0.0
 
-    return {"target_fpr": target, "threshold_before": thr, "threshold_after": site,
-            "first_half_packets": int(w[first].sum()), "second_half_packets": int(w[~first].sum()),
-            "second_half_flagged_before": share(pa[~first], w[~first], thr),
-            "second_half_flagged_after": share(pa[~first], w[~first], site),
-            "corpus_attack_flagged_before": share(pat, aw, thr), "corpus_attack_flagged_after": share(pat, aw, site)}
+    out = {"target_fpr": target, "threshold_before": thr, "threshold_after": site,
+           "first_half_packets": int(w[first].sum()), "second_half_packets": int(w[~first].sum()),
+           "second_half_flagged_before": share(pa[~first], w[~first], thr),
+           "second_half_flagged_after": share(pa[~first], w[~first], site),
+           "corpus_attack_flagged_before": share(pat, aw, thr), "corpus_attack_flagged_after": share(pat, aw, site)}
+    # fine-tuning as `ids-trainer calibrate --fine-tune` does it: the first 70 % of the
+    # first half trains (with replayed training sequences), the rest of the first half
+    # chooses the threshold, the second half measures
+    import copy
+    from types import SimpleNamespace
+
+    from .calibrate import fine_tune
+
+    xs = np.concatenate([x for x, _, _ in scores_x])
+    cut = first & (rank <= 0.7 * 0.5 + 1e-9)
+    pick_thr = first & ~cut
+    if cut.sum() >= 10 and pick_thr.sum() >= 10:
+        tuned = SimpleNamespace(model=copy.deepcopy(r.model).cpu(), encoder=r.encoder, classes=ds.classes)
+        rng = np.random.default_rng(0)
+        rp = rng.choice(split.train, min(len(split.train), 20_000), replace=False)
+        fine_tune(tuned, xs[cut], ds.x[rp], ds.y[rp])
+        pa2 = 1.0 - _probs_torch(tuned.model, r.encoder, xs)[:, b]
+        t2 = choose_threshold(pa2[pick_thr], w[pick_thr], target)
+        pat2 = 1.0 - _probs_torch(tuned.model, r.encoder, ds.x[att])[:, b]
+        out.update({"fine_tuned_threshold": t2, "second_half_flagged_fine_tuned": share(pa2[~first], w[~first], t2),
+                    "corpus_attack_flagged_fine_tuned": share(pat2, aw, t2)})
+    return out
 
 
 def _expand(k: int, keep: np.ndarray, flagged: np.ndarray, family: np.ndarray) -> Verdicts:
@@ -487,10 +514,12 @@ def format_calibration(result: dict[str, Any]) -> str:
         return "calibration: no held-out benign source had enough traffic"
     t = rows[0]["calibration"]["target_fpr"]
     lines = [f"calibration (target {100 * t:g} %, first half of each benign source fits, second half measured):",
-             f"  {'source':<48} {'2nd half flagged':>18} {'corpus attacks flagged':>24}"]
+             f"  {'source':<48} {'2nd half flagged: before':>24} {'threshold':>10} {'fine-tuned':>10}"
+             f" {'corpus attacks flagged: before':>30} {'threshold':>10} {'fine-tuned':>10}"]
     for f in rows:
         c = f["calibration"]
-        lines.append(f"  {f['source']:<48} {_pct(c['second_half_flagged_before']):>8} -> "
-                     f"{_pct(c['second_half_flagged_after']):>7} {_pct(c['corpus_attack_flagged_before']):>12} -> "
-                     f"{_pct(c['corpus_attack_flagged_after']):>8}")
+        lines.append(f"  {f['source']:<48} {_pct(c['second_half_flagged_before']):>24} "
+                     f"{_pct(c['second_half_flagged_after']):>10} {_pct(c.get('second_half_flagged_fine_tuned')):>10} "
+                     f"{_pct(c['corpus_attack_flagged_before']):>30} {_pct(c['corpus_attack_flagged_after']):>10} "
+                     f"{_pct(c.get('corpus_attack_flagged_fine_tuned')):>10}")
     return "\n".join(lines)

@@ -3,11 +3,20 @@
 A site's normal traffic is not the corpus's: a camera that streams all day or a PLC
 polled ten times a second may sit higher on p_attack than anything the model was
 validated on. ``ids-trainer calibrate`` meters the site's benign captures exactly as
-the daemon will, scores every sequence, and raises the threshold until at most
-``target_fpr`` of the site's benign packets would be flagged. It never lowers the
-threshold below the model's own operating point, so detection on everything else stays
-what the by-source evaluation measured unless the site needs it stricter; what it did is
-recorded in the new model's metadata (``operating_point.calibration``).
+the daemon will and scores every sequence.
+
+- Threshold only (default): the threshold rises until at most ``target_fpr`` of the
+  site's benign packets would be flagged. It never falls below the model's own
+  operating point, so detection elsewhere only changes when the site needs it
+  stricter — but then it does: a site whose benign traffic sits where attacks sit costs
+  recall.
+- ``fine_tune``: the network itself learns the site's normal. It trains a few epochs at
+  a low rate on the first 70 % (in time) of the site's benign sequences, mixed with
+  attack sequences replayed from a labelled corpus (a synthetic one generated on the
+  spot, and the real corpus when given) so that it does not forget the attacks; the
+  threshold is then chosen on the last 30 %, which the network did not see.
+
+What it did is recorded in the new model's metadata (``operating_point.calibration``).
 """
 
 from __future__ import annotations
@@ -30,26 +39,27 @@ from .dataset import meter_capture
 from .metrics import benign_index, choose_threshold
 
 
-def site_scores(loaded: LoadedModel, windows: WindowBatch) -> tuple[np.ndarray, np.ndarray]:
-    """(p_attack, packets) of every sequence the daemon would classify in ``windows``."""
+def _p_attack(loaded: LoadedModel, x: np.ndarray) -> np.ndarray:
     import torch
 
-    wb = windows
-    if loaded.meta.get("lstm_skips_arp"):
-        wb = wb.take(wb.proto != POOL_PROTO_ARP)
-    if not len(wb):
-        return np.zeros(0), np.zeros(0)
-    ci = np.array([INDEX[c] for c in loaded.columns])
-    idx = last_t_index(wb.key, wb.first_ts, loaded.seq_len)
-    x = wb.features[:, ci].astype(np.float32)[idx]
     b = benign_index(loaded.classes)
     model = loaded.model.cpu().eval()
     out = []
     with torch.inference_mode():
         for i in range(0, len(x), 4096):
             p = torch.softmax(model(torch.from_numpy(loaded.encoder.transform(x[i:i + 4096]))).float(), dim=1)
-            out.append(1.0 - p[:, b].numpy() if b is not None else np.ones(len(p)))
-    return np.concatenate(out), wb.packets.astype(np.float64)
+            out.append(1.0 - p[:, b].numpy())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def torch_save(state: dict, path: Path) -> None:
+    import os
+
+    import torch
+
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
 
 
 def flagged_share(p_attack: np.ndarray, packets: np.ndarray, threshold: float | None) -> float:
@@ -61,35 +71,141 @@ def flagged_share(p_attack: np.ndarray, packets: np.ndarray, threshold: float | 
     return float(packets[p_attack >= t].sum() / tot)
 
 
+def _lstm_windows(loaded: LoadedModel, wb: WindowBatch) -> WindowBatch:
+    return wb.take(wb.proto != POOL_PROTO_ARP) if loaded.meta.get("lstm_skips_arp") else wb
+
+
+def sequences_of(loaded: LoadedModel, wb: WindowBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(raw sequences, packets, first_ts) of the windows the daemon would classify."""
+    wb = _lstm_windows(loaded, wb)
+    ci = np.array([INDEX[c] for c in loaded.columns])
+    idx = last_t_index(wb.key, wb.first_ts, loaded.seq_len)
+    return wb.features[:, ci].astype(np.float32)[idx], wb.packets.astype(np.float64), wb.first_ts
+
+
+def fine_tune(loaded: LoadedModel, site_x: np.ndarray, replay_x: np.ndarray, replay_y: np.ndarray,
+              epochs: int = 3, lr: float = 3e-4, seed: int = 0) -> None:
+    """Continue training ``loaded.model`` (in place) on site benign sequences plus replayed
+    labelled ones; the encoder stays as it was fitted."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    torch.set_flush_denormal(True)
+    rng = np.random.default_rng(seed)
+    b = benign_index(loaded.classes)
+    x = np.concatenate([site_x, replay_x])
+    y = np.concatenate([np.full(len(site_x), b, np.int64), replay_y])
+    counts = np.bincount(y, minlength=len(loaded.classes)).astype(np.float64)
+    w = np.where(counts > 0, np.sqrt(counts.sum() / (len(loaded.classes) * np.maximum(counts, 1))), 0.0)
+    loss_fn = nn.CrossEntropyLoss(weight=torch.tensor(w, dtype=torch.float32), label_smoothing=0.1)
+    model = loaded.model.cpu()
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-4)
+    enc = loaded.encoder.transform(x)
+    model.train()
+    for _ in range(epochs):
+        order = rng.permutation(len(y))
+        for i in range(0, len(y), 512):
+            pos = order[i:i + 512]
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(torch.from_numpy(enc[pos])), torch.from_numpy(y[pos]))
+            loss.backward()
+            opt.step()
+    model.eval()
+
+
+def replay_corpus(loaded: LoadedModel, meter: MeterConfig, real: Path | None, synthetic_packets: int,
+                  seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Labelled sequences to replay while fine-tuning: attacks (and benign) from a
+    synthetic corpus generated now, plus the real corpus when given."""
+    import tempfile
+
+    from .bysource import real_windowsets, synthetic_windowsets
+    from ids_daemon.model.classes import label_in_scheme
+
+    sets = []
+    if real is not None:
+        sets += real_windowsets(real, meter)
+    if synthetic_packets:
+        from .synth import generate_corpus
+
+        with tempfile.TemporaryDirectory() as tmp:
+            generate_corpus(Path(tmp), seed=seed, packets=synthetic_packets)
+            sets += synthetic_windowsets(Path(tmp) / "manifest.json", meter)
+    scheme = loaded.meta.get("label_scheme", "34")
+    lut = {c: i for i, c in enumerate(loaded.classes)}
+    xs, ys = [], []
+    for s in sets:
+        wb = s.windows
+        keep = wb.proto != POOL_PROTO_ARP if loaded.meta.get("lstm_skips_arp") else np.ones(len(wb), bool)
+        labels = [lut.get(label_in_scheme(v, scheme) if scheme != "as-is" else v, -1) for v in s.labels[keep]]
+        x, _, _ = sequences_of(loaded, wb)
+        y = np.array(labels, dtype=np.int64)
+        ok = y >= 0
+        xs.append(x[ok])
+        ys.append(y[ok])
+    if not xs:
+        return np.zeros((0, loaded.seq_len, len(loaded.columns)), np.float32), np.zeros(0, np.int64)
+    return np.concatenate(xs), np.concatenate(ys)
+
+
 def calibrate(model_dir: Path, benign: list[Path], out: Path, target_fpr: float,
-              meter: MeterConfig | None = None) -> dict[str, Any]:
-    """Write ``out``: the model of ``model_dir`` with its threshold fitted to ``benign``."""
+              meter: MeterConfig | None = None, *, tune: bool = False, real: Path | None = None,
+              synthetic_packets: int = 100_000, seed: int = 0) -> dict[str, Any]:
+    """Write ``out``: the model of ``model_dir`` fitted to the site's ``benign`` captures
+    (threshold only, or fine-tuning and threshold)."""
     loaded = load_model(model_dir)
-    if benign_index(loaded.classes) is None:
+    b = benign_index(loaded.classes)
+    if b is None:
         raise ValueError(f"{model_dir}: the model has no benign class; there is no p_attack to calibrate")
     mcfg = (meter or MeterConfig()).model_copy(update={"window": loaded.window})
-    scores, weights, files = [], [], []
+    xs, ws, ts, files = [], [], [], []
     for f in benign:
         wb = meter_capture(f, mcfg)
-        pa, w = site_scores(loaded, wb)
-        scores.append(pa)
-        weights.append(w)
+        x, w, t = sequences_of(loaded, wb)
+        xs.append(x)
+        ws.append(w)
+        # position in time within its own capture, so each file splits 70/30 on its own
+        ts.append((np.argsort(np.argsort(t, kind="stable")) + 0.5) / max(len(t), 1))
         files.append({"path": str(f), "windows": int(len(wb)), "packets": int(wb.packets.sum())})
-    pa = np.concatenate(scores) if scores else np.zeros(0)
-    w = np.concatenate(weights) if weights else np.zeros(0)
+    x = np.concatenate(xs)
+    w = np.concatenate(ws)
+    rel = np.concatenate(ts)
     if not w.sum():
         raise ValueError("the benign captures hold no traffic the model classifies")
     op = dict(loaded.meta.get("operating_point") or {})
     before = op.get("threshold")
-    site = choose_threshold(pa, w, target_fpr)
-    new = max(site, before) if before is not None else site
-    record = {
-        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "files": files, "sequences": int(len(pa)), "packets": int(w.sum()), "target_fpr": target_fpr,
-        "threshold_before": before, "site_threshold": site, "threshold": new,
-        "flagged_before": flagged_share(pa, w, before), "flagged_after": flagged_share(pa, w, new),
-        "rule": "the site's threshold for the target rate, never below the model's own",
-    }
+    pa = _p_attack(loaded, x)
+    record: dict[str, Any] = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "files": files,
+                              "sequences": int(len(x)), "packets": int(w.sum()), "target_fpr": target_fpr,
+                              "threshold_before": before, "flagged_before": flagged_share(pa, w, before)}
+    if tune:
+        fit = rel <= 0.7
+        if fit.sum() < 10 or (~fit).sum() < 10:
+            raise ValueError("fine-tuning needs more benign traffic (at least 20 classified windows)")
+        rx, ry = replay_corpus(loaded, mcfg, real, synthetic_packets, seed)
+        att_before = _p_attack(loaded, rx[ry != b]) if len(rx) else np.zeros(0)
+        fine_tune(loaded, x[fit], rx, ry, seed=seed)
+        pa = _p_attack(loaded, x)
+        site = choose_threshold(pa[~fit], w[~fit], target_fpr)
+        new = site
+        att_after = _p_attack(loaded, rx[ry != b]) if len(rx) else np.zeros(0)
+        aw = np.ones(len(att_after))
+        record.update({
+            "fine_tuned": {"epochs": 3, "learning_rate": 3e-4, "site_sequences": int(fit.sum()),
+                           "replayed_sequences": int(len(rx)), "replay": {"real": str(real) if real else None,
+                                                                          "synthetic_packets": synthetic_packets}},
+            "threshold_chosen_on": "the last 30 % (in time) of each benign capture, not trained on",
+            "held_out_flagged_after": flagged_share(pa[~fit], w[~fit], new),
+            "replayed_attacks_flagged_before": flagged_share(att_before, aw, before),
+            "replayed_attacks_flagged_after": flagged_share(att_after, aw, new),
+            "rule": "fine-tuned on the site's benign traffic with replayed attacks; the site's threshold",
+        })
+    else:
+        site = choose_threshold(pa, w, target_fpr)
+        new = max(site, before) if before is not None else site
+        record["rule"] = "the site's threshold for the target rate, never below the model's own"
+    record.update({"site_threshold": site, "threshold": new, "flagged_after": flagged_share(pa, w, new)})
     op.update({"threshold": new, "target_fpr": target_fpr, "chosen_on": "site benign traffic (ids-trainer calibrate)",
                "calibration": record})
     if out.resolve() != model_dir.resolve():
@@ -98,6 +214,12 @@ def calibrate(model_dir: Path, benign: list[Path], out: Path, target_fpr: float,
             if p.is_file():
                 shutil.copy2(p, out / p.name)
     meta = json.loads((model_dir / METADATA).read_text())
+    if tune:  # new weights: write them and their checksum
+        from ids_daemon.model.artifacts import sha256_file
+
+        state = {k: v.detach().cpu().contiguous() for k, v in loaded.model.state_dict().items()}
+        torch_save(state, out / WEIGHTS)
+        meta["weights_sha256"] = sha256_file(out / WEIGHTS)
     meta["operating_point"] = op
     meta["calibrated_from"] = {"name": meta.get("name"), "version": meta.get("version"), "path": str(model_dir)}
     meta["version"] = f"{meta.get('version', '1')}+site"

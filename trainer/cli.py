@@ -263,16 +263,26 @@ def calibrate(
     target_fpr: float = typer.Option(0.005, "--target-fpr", min=1e-6, max=0.5,
                                      help="share of the site's benign packets the threshold may flag"),
     config: Path = typer.Option(None, "--config", help="config.yml (meter section)"),
+    fine_tune: bool = typer.Option(False, "--fine-tune", help="also train the network a few epochs on the site's "
+                                   "benign traffic (with attacks replayed so it does not forget them); the threshold "
+                                   "is then chosen on the last 30 %% of the site's traffic"),
+    real: Path = typer.Option(None, "--real", help="with --fine-tune: a real-capture manifest (MANIFEST.tsv) to "
+                              "replay besides the synthetic corpus"),
+    synthetic_packets: int = typer.Option(100_000, "--synthetic-packets", help="with --fine-tune: packets of "
+                                          "synthetic traffic generated to replay"),
 ) -> None:
-    """Fit the model's operating point to a site from captures of its benign traffic."""
+    """Fit the model to a site from captures of its benign traffic (threshold, or --fine-tune)."""
     from .calibrate import calibrate as run_calibrate
 
     for b in benign:
         if not b.is_file():
             raise _user_error(f"{b}: no such capture")
+    if real is not None and not real.is_file():
+        raise _user_error(f"{real}: no such manifest")
     cfg = _load_cfg(config, {})
     try:
-        rec = run_calibrate(model, benign, out, target_fpr, cfg.meter)
+        rec = run_calibrate(model, benign, out, target_fpr, cfg.meter, tune=fine_tune, real=real,
+                            synthetic_packets=synthetic_packets)
     except ValueError as e:
         raise _user_error(str(e))
     before = rec["threshold_before"]
@@ -280,6 +290,10 @@ def calibrate(
     print(f"threshold {before if before is None else round(before, 4)} -> {rec['threshold']:.4f} "
           f"(site's own for {100 * target_fpr:g} %: {rec['site_threshold']:.4f}); site packets flagged "
           f"{100 * rec['flagged_before']:.2f} % -> {100 * rec['flagged_after']:.2f} %")
+    if fine_tune:
+        print(f"fine-tuned: site packets (last 30 %, not trained on) flagged {100 * rec['held_out_flagged_after']:.2f} %; "
+              f"replayed attack sequences flagged {100 * rec['replayed_attacks_flagged_before']:.1f} % -> "
+              f"{100 * rec['replayed_attacks_flagged_after']:.1f} %")
     print(f"calibrated model written to {out}")
 
 
