@@ -317,16 +317,15 @@ def _run_pipeline(cfg: Config, read: Optional[str], interface: Optional[str], mo
         if metrics is not None:
             metrics.close()
     c = pipe.meter.counters
-    arp = f" ({st.arp_windows} ARP windows left to the ARP detector)" if st.arp_windows else ""
-    print(f"{st.frames} frames, {c.packets} metered, {st.windows} windows{arp}, {st.predictions} predictions "
+    print(f"{st.frames} frames, {c.packets} metered, {st.windows} windows, {st.predictions} predictions "
           f"in {st.batches} batches (mean {st.mean_batch:.0f}), {st.dropped_sequences} sequences dropped, "
           f"{st.seconds:.2f} s ({st.frames / max(st.seconds, 1e-9):,.0f} packets/s; busy "
           + ", ".join(f"{k} {v:.2f} s" for k, v in st.busy.items())
           + f"); peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB", file=sys.stderr)
-    if st.findings or st.detector_frames:
-        found = ", ".join(f"{k} {v}" for k, v in sorted(st.findings.items(), key=lambda kv: -kv[1]))
-        print(f"detectors: {st.detector_frames} frames flagged, {st.detector_predictions} findings published"
-              + (f" ({found})" if found else ""), file=sys.stderr)
+    found = ", ".join(f"{k} {v}" for k, v in sorted(st.findings.items(), key=lambda kv: -kv[1]))
+    print(f"model: {st.windows - st.arp_windows} windows classified, {st.arp_windows} ARP windows left to the ARP "
+          f"detector; detectors: {st.detector_frames} frames flagged, {st.detector_predictions} findings published"
+          + (f" ({found})" if found else ""), file=sys.stderr)
     for s in sink_objs:
         ss = s.stats
         if ss.spooled or ss.dropped or ss.failed:

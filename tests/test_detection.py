@@ -185,3 +185,25 @@ def test_calibration_fits_the_threshold_to_a_site(tmp_path: Path) -> None:
     bad = subprocess.run([TRAINER, "calibrate", "--model", str(bundled_model_dir()), "--benign", "/nonexistent.pcap",
                           "--out", str(tmp_path / "m3")], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "no such capture" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.slow
+@needs_corpus
+def test_fine_tuning_learns_the_site_and_keeps_the_attacks(tmp_path: Path) -> None:
+    site = REAL / "benign" / "ITI_ICS-Security-Tools__modbusBig.pcap"
+    if not site.is_file():
+        site = REAL / "benign" / "ITI_ICS-Security-Tools__ModbusTCP.pcap"
+    out = tmp_path / "ft"
+    p = subprocess.run([TRAINER, "calibrate", "--model", str(bundled_model_dir()), "--benign", str(site),
+                        "--fine-tune", "--synthetic-packets", "30000", "--target-fpr", "0.005", "--out", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    before, after = load_model().meta, load_model(out).meta
+    assert after["weights_sha256"] != before["weights_sha256"]  # the network changed, and still loads
+    rec = after["operating_point"]["calibration"]
+    assert rec["fine_tuned"]["replayed_sequences"] > 1000
+    # the threshold was chosen on the last 30 % of the site, which was not trained on
+    assert rec["held_out_flagged_after"] <= 0.005
+    # replayed attacks are still flagged at the new operating point
+    assert rec["replayed_attacks_flagged_after"] >= 0.9 * rec["replayed_attacks_flagged_before"]
+    assert "fine-tuned" in p.stdout

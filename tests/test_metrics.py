@@ -10,6 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from ids_daemon.model.artifacts import load_model
 from trainer.synth import generate_file
 
 EXE = str(Path(sys.executable).parent / "ids-daemon")
@@ -62,7 +63,8 @@ def test_metrics_move_during_a_replay_and_agree_with_the_output(tmp_path: Path) 
     assert second["ids_packets_total"] > first["ids_packets_total"] > 0  # moving
     assert second["ids_windows_total"] >= first["ids_windows_total"]
     assert second["ids_inference_batch_size_count"] >= 1
-    assert 'ids_model_info{device="cpu",name="ids-lstm-synthetic",version="1"}' in second
+    meta = load_model().meta
+    assert f'ids_model_info{{device="cpu",name="{meta["name"]}",version="{meta["version"]}"}}' in second
     total = int(err.split(" frames,")[0].split()[-1])
     assert second["ids_packets_total"] <= total
     assert len(out.read_text().splitlines()) >= preds

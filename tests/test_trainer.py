@@ -115,10 +115,14 @@ def test_bundled_model_loads_and_fits_the_meter() -> None:
     loaded = load_model()
     assert loaded.path == bundled_model_dir()
     assert set(loaded.columns) <= set(COLUMNS) and not set(loaded.columns) & set(LEAKING)
-    assert "BenignTraffic" in loaded.classes and len(loaded.classes) == 27
-    assert loaded.families["DDoS-SYN_Flood"] == "DDoS"
-    ev = json.loads((bundled_model_dir() / "evaluation.json").read_text())
-    assert ev["macro_f1"] > 0.6 and ev["benign_false_positive_rate"] < 0.2  # on a corpus it never saw
+    # families, trained on the real corpus plus synthetic traffic, TTL left out (a shortcut)
+    assert loaded.classes[0] == "Benign" and {"DDoS", "DoS", "Recon", "Web", "BruteForce"} <= set(loaded.classes)
+    assert "Duration" not in loaded.columns and loaded.meta["lstm_skips_arp"] is True
+    # its report is the by-source evaluation on real captures, not a synthetic score
+    m = json.loads((bundled_model_dir() / "metrics.json").read_text())
+    overall = m["by_source"]["lstm"]
+    assert overall["benign_packets"] > 100_000 and overall["attack_packets"] > 50_000
+    assert overall["benign_flagged_share"] < 0.05 and overall["attack_flagged_share"] > 0.75
 
 
 # ---- encoding, sequences, splits ----------------------------------------------------------------

@@ -246,7 +246,7 @@ def _probs_torch(model: Any, enc: Any, x: np.ndarray) -> np.ndarray:
     with torch.inference_mode():
         for i in range(0, len(x), 4096):
             t = torch.from_numpy(enc.transform(x[i:i + 4096]))
-            out.append(torch.softmax(model(t).float(), dim=1).numpy())
+            out.append(torch.softmax(model(t).double(), dim=1).numpy())
     return np.concatenate(out) if out else np.zeros((0, 1))
 
 

@@ -47,7 +47,7 @@ def _p_attack(loaded: LoadedModel, x: np.ndarray) -> np.ndarray:
     out = []
     with torch.inference_mode():
         for i in range(0, len(x), 4096):
-            p = torch.softmax(model(torch.from_numpy(loaded.encoder.transform(x[i:i + 4096]))).float(), dim=1)
+            p = torch.softmax(model(torch.from_numpy(loaded.encoder.transform(x[i:i + 4096]))).double(), dim=1)
             out.append(1.0 - p[:, b].numpy())
     return np.concatenate(out) if out else np.zeros(0)
 

@@ -209,6 +209,8 @@ def train(ds: Dataset, cfg: Config, out: Path | None = None, *, progress: bool =
                 **tc.model_dump()}
     metrics["training"] = training
     metrics["operating_point"] = op
+    if ds.summary.get("sequences"):  # how sequences were built (T=1 when rows are not in capture order)
+        metrics["sequences"] = ds.summary["sequences"]
     if op.get("threshold") is not None:
         pa = _p_attack(model, te, device, ds.classes)
         metrics["binary_at_threshold"] = binary_rates(ds.y[split.test], pa, ds.weights_of(split.test), ds.classes,
@@ -281,7 +283,7 @@ def _p_attack(model: nn.Module, data: _Encoded, device: torch.device, classes: l
     model.eval()
     with torch.inference_mode():
         for pos in iter_batches(n, 4096, None):
-            p = torch.softmax(model(torch.from_numpy(data.batch(pos)).to(device)).float(), dim=1)
+            p = torch.softmax(model(torch.from_numpy(data.batch(pos)).to(device)).double(), dim=1)
             out[pos] = 1.0 - p[:, b].cpu().numpy()
     return out
 

@@ -107,7 +107,9 @@ class InferenceWorker:
             x = self.encode(t)
             if self.half:
                 x = x.half()
-            p = torch.softmax(self.loaded.model(x).float(), dim=1)
+            # in double precision: p_attack = 1 - P(benign) is compared with a threshold
+            # near 1, where float32 has no resolution left (1 - 6e-8 rounds to 1)
+            p = torch.softmax(self.loaded.model(x).double(), dim=1)
         self.batches += 1
         self.sequences += len(seq)
         return p.cpu().numpy()
