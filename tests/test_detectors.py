@@ -223,29 +223,31 @@ def test_benign_many_connections_are_not_scans(tmp_path: Path) -> None:
     assert (fc >= 0).sum() == 0 and not findings
 
 
+def spoofed_syns(rng: np.random.Generator, n: int, t0: float, dport: int) -> PacketBatch:
+    """A batch of ``n`` SYNs from random spoofed sources to 10.0.0.9:``dport`` over one second."""
+    b = PacketBatch.empty(n)
+    b.ts[:] = t0 + np.arange(n) / n
+    b.ethertype[:] = 0x0800
+    b.ip_version[:] = 4
+    b.proto[:] = 6
+    b.l4_ok[:] = True
+    b.src4[:] = rng.integers(1, 2**32 - 1, n, dtype=np.uint64).astype(np.uint32)
+    b.dst4[:] = 0x0A000009
+    b.sport[:] = rng.integers(1024, 65535, n).astype(np.uint16)
+    b.dport[:] = dport
+    b.tcp_flags[:] = 2
+    b.l4_hdr_len[:] = 20
+    b.ip_hdr_len[:] = 20
+    b.ip_len[:] = 40
+    return b
+
+
 def test_state_is_bounded_under_a_spoofed_flood() -> None:
     rng = np.random.default_rng(0)
     cfg = DetectorsConfig(scan=ScanDetectorConfig(max_pending=5000, max_groups=5000))
     ds = DetectorSet(cfg)
-    total = 0
     for k in range(10):  # 1M spoofed sources, SYNs to one port
-        n = 100_000
-        b = PacketBatch.empty(n)
-        b.ts[:] = 1_700_000_000.0 + k + np.arange(n) / n
-        b.ethertype[:] = 0x0800
-        b.ip_version[:] = 4
-        b.proto[:] = 6
-        b.l4_ok[:] = True
-        b.src4[:] = rng.integers(1, 2**32 - 1, n, dtype=np.uint64).astype(np.uint32)
-        b.dst4[:] = 0x0A000009
-        b.sport[:] = rng.integers(1024, 65535, n).astype(np.uint16)
-        b.dport[:] = 80
-        b.tcp_flags[:] = 2
-        b.l4_hdr_len[:] = 20
-        b.ip_hdr_len[:] = 20
-        b.ip_len[:] = 40
-        r = ds.process(b)
-        total += n
+        ds.process(spoofed_syns(rng, 100_000, 1_700_000_000.0 + k, 80))
     scan = next(d for d in ds.detectors if d.name == "scan")
     assert len(scan.pending) <= 5000 and len(scan.groups) <= 5000
     assert scan.counters["pending_evictions"] + scan.counters["group_evictions"] > 0
@@ -450,22 +452,7 @@ def test_bruteforce_state_is_bounded_under_a_spoofed_flood() -> None:
     rng = np.random.default_rng(1)
     ds = DetectorSet(DetectorsConfig(bruteforce=BruteForceDetectorConfig(max_keys=1000)))
     for k in range(3):
-        n = 50_000
-        b = PacketBatch.empty(n)
-        b.ts[:] = 1_700_000_000.0 + k + np.arange(n) / n
-        b.ethertype[:] = 0x0800
-        b.ip_version[:] = 4
-        b.proto[:] = 6
-        b.l4_ok[:] = True
-        b.src4[:] = rng.integers(1, 2**32 - 1, n, dtype=np.uint64).astype(np.uint32)
-        b.dst4[:] = 0x0A000009
-        b.sport[:] = rng.integers(1024, 65535, n).astype(np.uint16)
-        b.dport[:] = 22
-        b.tcp_flags[:] = 2
-        b.l4_hdr_len[:] = 20
-        b.ip_hdr_len[:] = 20
-        b.ip_len[:] = 40
-        r = ds.process(b)
+        ds.process(spoofed_syns(rng, 50_000, 1_700_000_000.0 + k, 22))
     bf = next(d for d in ds.detectors if d.name == "bruteforce")
     assert len(bf.syns) <= 1000 and bf.counters["syn_evictions"] > 0
     assert (r.frame_class >= 0).sum() == 0  # one SYN per source: a flood, not a brute force

@@ -32,10 +32,10 @@ import numpy as np
 from ids_daemon.config import Config, MeterConfig
 from ids_daemon.features.ciciot import INDEX
 from ids_daemon.features.window import POOL_PROTO_ARP, WindowBatch
-from ids_daemon.model.classes import BENIGN, FAMILY_OF, canonical_class, label_in_scheme
+from ids_daemon.model.classes import FAMILY_OF, canonical_class, label_in_scheme
 from ids_daemon.model.sequences import last_t_index
 
-from .data.real import CaptureEntry, FrameDetector, LabelledCapture, meter_labelled, read_tsv_manifest
+from .data.real import FrameDetector, LabelledCapture, meter_labelled, read_tsv_manifest
 from .dataset import Dataset, meter_capture, model_columns, read_manifest, _rule_labels
 from .metrics import benign_index, choose_threshold
 from .split import Split
