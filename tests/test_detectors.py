@@ -247,7 +247,7 @@ def test_state_is_bounded_under_a_spoofed_flood() -> None:
     cfg = DetectorsConfig(scan=ScanDetectorConfig(max_pending=5000, max_groups=5000))
     ds = DetectorSet(cfg)
     for k in range(10):  # 1M spoofed sources, SYNs to one port
-        ds.process(spoofed_syns(rng, 100_000, 1_700_000_000.0 + k, 80))
+        r = ds.process(spoofed_syns(rng, 100_000, 1_700_000_000.0 + k, 80))
     scan = next(d for d in ds.detectors if d.name == "scan")
     assert len(scan.pending) <= 5000 and len(scan.groups) <= 5000
     assert scan.counters["pending_evictions"] + scan.counters["group_evictions"] > 0
@@ -452,7 +452,7 @@ def test_bruteforce_state_is_bounded_under_a_spoofed_flood() -> None:
     rng = np.random.default_rng(1)
     ds = DetectorSet(DetectorsConfig(bruteforce=BruteForceDetectorConfig(max_keys=1000)))
     for k in range(3):
-        ds.process(spoofed_syns(rng, 50_000, 1_700_000_000.0 + k, 22))
+        r = ds.process(spoofed_syns(rng, 50_000, 1_700_000_000.0 + k, 22))
     bf = next(d for d in ds.detectors if d.name == "bruteforce")
     assert len(bf.syns) <= 1000 and bf.counters["syn_evictions"] > 0
     assert (r.frame_class >= 0).sum() == 0  # one SYN per source: a flood, not a brute force
