@@ -77,10 +77,7 @@ class ArpDetector:
             rec[1] = now
             if unsol:
                 rec[2] += 1
-                ips = self.unsolicited.get_touch(m)
-                if ips is None:
-                    ips = {}
-                    self.unsolicited.touch(m, ips)
+                ips = self.unsolicited.touch_new(m, dict)
                 ips[s] = now
                 for ip in [k for k, v in ips.items() if now - v > cfg.hold_s]:
                     del ips[ip]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
@@ -79,6 +79,14 @@ class LRU(OrderedDict):
         v = self.get(key, default)
         if key in self:
             self.move_to_end(key)
+        return v
+
+    def touch_new(self, key: Any, factory: Callable[[], Any]) -> Any:
+        """The entry for ``key`` (touched), inserting ``factory()`` when there is none."""
+        v = self.get_touch(key)
+        if v is None:
+            v = factory()
+            self.touch(key, v)
         return v
 
 

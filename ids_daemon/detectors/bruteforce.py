@@ -66,10 +66,7 @@ class BruteForceDetector:
             if fail:  # the server's reply: client = destination
                 self.counters["failures"] += 1
                 key, client, server, port = int(rev[at]), int(dst[at]), int(src[at]), int(sport[at])
-                lst = self.fails.get_touch(key)
-                if lst is None:
-                    lst = []
-                    self.fails.touch(key, lst)
+                lst = self.fails.touch_new(key, list)
                 lst.append(t)
                 del lst[:-cfg.failures]
                 crossed = len(lst) >= cfg.failures and t - lst[0] <= cfg.window_s
@@ -78,10 +75,7 @@ class BruteForceDetector:
             else:
                 self.counters["syns"] += 1
                 key, client, server, port = int(fwd[at]), int(src[at]), int(dst[at]), int(dport[at])
-                lst = self.syns.get_touch(key)
-                if lst is None:
-                    lst = []
-                    self.syns.touch(key, lst)
+                lst = self.syns.touch_new(key, list)
                 cp = int(sport[at])
                 if any(p == cp for _, p in lst):
                     continue  # a retransmitted SYN: the same connection
