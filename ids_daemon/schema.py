@@ -56,17 +56,17 @@ def _flows(w: Any) -> list[dict[str, Any]]:
     return [_FLOW_CACHE[h] for h in hashes]
 
 
-def encode_predictions(seq: Any, probs: np.ndarray, *, classes: list[str], families: list[str],
-                       weights: np.ndarray, model: dict[str, str], sensor: str, id_prefix: str, first_id: int,
-                       top_k: int, now: float, threshold: float | None = None) -> EncodedBatch:
-    """One JSON object per sequence of ``seq`` (a SequenceBatch) and its probabilities;
-    ``threshold`` is the operating point on p_attack (None: argmax)."""
-    from .inference.risk import SEVERITIES, decide, severity_index
+def encode_predictions(seq: Any, probs: np.ndarray, decision: tuple[np.ndarray, ...], severity: np.ndarray, *,
+                       classes: list[str], families: list[str], model: dict[str, str], sensor: str, id_prefix: str,
+                       first_id: int, top_k: int, now: float) -> EncodedBatch:
+    """One JSON object per sequence of ``seq`` (a SequenceBatch), from its probabilities
+    and the worker's ``decision`` (`ids_daemon.inference.risk.decide`) and severities."""
+    from .inference.risk import SEVERITIES
 
     w = seq.windows
     n = len(w)
-    pred, conf, risk, p_attack, is_attack = decide(probs, weights, threshold)
-    sev = severity_index(risk)
+    pred, conf, risk, p_attack, is_attack = decision
+    sev = severity
     k = min(top_k, probs.shape[1])
     top = np.argsort(-probs, axis=1)[:, :k]
     flows = _flows(w)

@@ -119,12 +119,13 @@ class InferenceWorker:
         from ..schema import encode_predictions
 
         probs = self.probabilities(seq)
-        pred, _, risk, _, _ = decide(probs, self.weights, self.threshold)
+        decision = decide(probs, self.weights, self.threshold)
+        pred, risk = decision[0], decision[2]
+        sev = severity_index(risk)
         self.class_counts += np.bincount(pred, minlength=len(self.classes))
-        self.severity_counts += np.bincount(severity_index(risk), minlength=4)
-        out = encode_predictions(seq, probs, classes=self.classes, families=self.families, weights=self.weights,
+        self.severity_counts += np.bincount(sev, minlength=4)
+        out = encode_predictions(seq, probs, decision, sev, classes=self.classes, families=self.families,
                                  model=self.model_info, sensor=self.sensor, id_prefix=self.id_prefix,
-                                 first_id=self.next_id, top_k=self.top_k, now=time.time(),
-                                 threshold=self.threshold)
+                                 first_id=self.next_id, top_k=self.top_k, now=time.time())
         self.next_id += len(seq)
         return out
