@@ -33,12 +33,13 @@ from ids_daemon.config import Config, MeterConfig
 from ids_daemon.features.ciciot import INDEX
 from ids_daemon.features.window import POOL_PROTO_ARP, WindowBatch
 from ids_daemon.model.classes import FAMILY_OF, canonical_class, label_in_scheme
-from ids_daemon.model.sequences import last_t_index
+from ids_daemon.model.sequences import window_sequences
 
 from .data.real import FrameDetector, LabelledCapture, meter_labelled, read_tsv_manifest
 from .dataset import Dataset, meter_capture, model_columns, read_manifest, _rule_labels
 from .metrics import benign_index, choose_threshold
 from .split import Split
+from .train import probabilities
 
 # DDoS and DoS differ by the number of sources, which one sensor often cannot see
 SAME_FAMILY = {"DDoS": "DoS"}
@@ -103,8 +104,7 @@ def build_dataset(sets: list[WindowSet], seq_len: int, columns: list[str], schem
         pos = np.full(len(s.windows), -1, np.int64)
         wb = s.windows.take(keep)
         if len(wb):
-            idx = last_t_index(wb.key, wb.first_ts, seq_len)
-            xs.append(wb.features[:, ci].astype(np.float32)[idx])
+            xs.append(window_sequences(wb, ci, seq_len))
             ys.append(np.array([label_in_scheme(v, scheme) for v in s.labels[keep]], dtype=object))
             gs.append(np.full(len(wb), g, np.int64))
             os_.append(wb.first_ts)
@@ -238,18 +238,6 @@ class BySourceResult:
         return out
 
 
-def _probs_torch(model: Any, enc: Any, x: np.ndarray) -> np.ndarray:
-    import torch
-
-    out = []
-    model.eval()
-    with torch.inference_mode():
-        for i in range(0, len(x), 4096):
-            t = torch.from_numpy(enc.transform(x[i:i + 4096]))
-            out.append(torch.softmax(model(t).double(), dim=1).numpy())
-    return np.concatenate(out) if out else np.zeros((0, 1))
-
-
 def _tree(ds: Dataset, split: Split, target_fpr: float, seed: int) -> tuple[Callable[[np.ndarray], np.ndarray], float]:
     """A gradient-boosted tree on the last window of each sequence (balanced classes)."""
     from sklearn.ensemble import HistGradientBoostingClassifier
@@ -320,7 +308,7 @@ def run_by_source(real: list[WindowSet], synthetic: list[WindowSet], cfg: Config
             keep = pos >= 0
             x = ds.x[pos[keep]]
             verdicts: dict[str, Verdicts] = {}
-            p = _probs_torch(r.model.cpu(), r.encoder, x)
+            p = probabilities(r.model.cpu(), r.encoder, x)
             if calibration is not None and s.capture is not None and s.capture.entry.benign and len(p):
                 ts = s.windows.first_ts[keep]
                 rk = (np.argsort(np.argsort(ts, kind="stable")) + 0.5) / len(ts)
@@ -384,13 +372,13 @@ def permutation_importance(model: Any, enc: Any, ds: Dataset, idx: np.ndarray, t
     b = benign_index(ds.classes)
     x = ds.x[idx]
     y, w = ds.y[idx], ds.weights_of(idx)
-    base = _error(y, 1.0 - _probs_torch(model, enc, x)[:, b], w, b, thr)
+    base = _error(y, 1.0 - probabilities(model, enc, x)[:, b], w, b, thr)
     donors = rng.integers(0, len(ds.y), len(idx))
     out = {}
     for j, c in enumerate(ds.columns):
         xp = x.copy()
         xp[:, :, j] = ds.x[donors][:, :, j]
-        out[c] = _error(y, 1.0 - _probs_torch(model, enc, xp)[:, b], w, b, thr) - base
+        out[c] = _error(y, 1.0 - probabilities(model, enc, xp)[:, b], w, b, thr) - base
     return out
 
 
@@ -426,7 +414,7 @@ def _calibration_figures(r: Any, ds: Dataset, split: Split, scores: list[tuple[n
     site = max(choose_threshold(pa[first], w[first], target), thr)
     b = benign_index(ds.classes)
     att = np.flatnonzero(ds.y != b)
-    pat = 1.0 - _probs_torch(r.model.cpu(), r.encoder, ds.x[att])[:, b]
+    pat = 1.0 - probabilities(r.model.cpu(), r.encoder, ds.x[att])[:, b]
     aw = ds.weights_of(att)
 
     def share(p: np.ndarray, ww: np.ndarray, t: float) -> float:
@@ -453,9 +441,9 @@ def _calibration_figures(r: Any, ds: Dataset, split: Split, scores: list[tuple[n
         rng = np.random.default_rng(0)
         rp = rng.choice(split.train, min(len(split.train), 20_000), replace=False)
         fine_tune(tuned, xs[cut], ds.x[rp], ds.y[rp])
-        pa2 = 1.0 - _probs_torch(tuned.model, r.encoder, xs)[:, b]
+        pa2 = 1.0 - probabilities(tuned.model, r.encoder, xs)[:, b]
         t2 = choose_threshold(pa2[pick_thr], w[pick_thr], target)
-        pat2 = 1.0 - _probs_torch(tuned.model, r.encoder, ds.x[att])[:, b]
+        pat2 = 1.0 - probabilities(tuned.model, r.encoder, ds.x[att])[:, b]
         out.update({"fine_tuned_threshold": t2, "second_half_flagged_fine_tuned": share(pa2[~first], w[~first], t2),
                     "corpus_attack_flagged_fine_tuned": share(pat2, aw, t2)})
     return out
@@ -483,9 +471,7 @@ def fixed_model_verdicts(model_dir: Path) -> Callable[[WindowSet], Verdicts]:
         wb = s.windows
         if not len(wb):
             return Verdicts(np.zeros(0, bool), np.zeros(0, object))
-        idx = last_t_index(wb.key, wb.first_ts, loaded.seq_len)
-        x = wb.features[:, ci].astype(np.float32)[idx]
-        p = _probs_torch(loaded.model.cpu(), loaded.encoder, x)
+        p = probabilities(loaded.model.cpu(), loaded.encoder, window_sequences(wb, ci, loaded.seq_len))
         return Verdicts(*window_verdicts(p, loaded.classes, thr))
 
     return run

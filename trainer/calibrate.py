@@ -32,34 +32,17 @@ import numpy as np
 from ids_daemon.config import MeterConfig
 from ids_daemon.features.ciciot import INDEX
 from ids_daemon.features.window import POOL_PROTO_ARP, WindowBatch
-from ids_daemon.model.artifacts import METADATA, WEIGHTS, LoadedModel, load_model
-from ids_daemon.model.sequences import last_t_index
+from ids_daemon.model.artifacts import METADATA, WEIGHTS, LoadedModel, load_model, write_weights
+from ids_daemon.model.sequences import window_sequences
 
 from .dataset import meter_capture
 from .metrics import benign_index, choose_threshold
+from .train import probabilities
 
 
 def _p_attack(loaded: LoadedModel, x: np.ndarray) -> np.ndarray:
-    import torch
-
-    b = benign_index(loaded.classes)
-    model = loaded.model.cpu().eval()
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(x), 4096):
-            p = torch.softmax(model(torch.from_numpy(loaded.encoder.transform(x[i:i + 4096]))).double(), dim=1)
-            out.append(1.0 - p[:, b].numpy())
-    return np.concatenate(out) if out else np.zeros(0)
-
-
-def torch_save(state: dict, path: Path) -> None:
-    import os
-
-    import torch
-
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    p = probabilities(loaded.model.cpu(), loaded.encoder, x)
+    return 1.0 - p[:, benign_index(loaded.classes)] if len(x) else np.zeros(0)
 
 
 def flagged_share(p_attack: np.ndarray, packets: np.ndarray, threshold: float | None) -> float:
@@ -79,8 +62,7 @@ def sequences_of(loaded: LoadedModel, wb: WindowBatch) -> tuple[np.ndarray, np.n
     """(raw sequences, packets, first_ts) of the windows the daemon would classify."""
     wb = _lstm_windows(loaded, wb)
     ci = np.array([INDEX[c] for c in loaded.columns])
-    idx = last_t_index(wb.key, wb.first_ts, loaded.seq_len)
-    return wb.features[:, ci].astype(np.float32)[idx], wb.packets.astype(np.float64), wb.first_ts
+    return window_sequences(wb, ci, loaded.seq_len), wb.packets.astype(np.float64), wb.first_ts
 
 
 def fine_tune(loaded: LoadedModel, site_x: np.ndarray, replay_x: np.ndarray, replay_y: np.ndarray,
@@ -215,11 +197,7 @@ def calibrate(model_dir: Path, benign: list[Path], out: Path, target_fpr: float,
                 shutil.copy2(p, out / p.name)
     meta = json.loads((model_dir / METADATA).read_text())
     if tune:  # new weights: write them and their checksum
-        from ids_daemon.model.artifacts import sha256_file
-
-        state = {k: v.detach().cpu().contiguous() for k, v in loaded.model.state_dict().items()}
-        torch_save(state, out / WEIGHTS)
-        meta["weights_sha256"] = sha256_file(out / WEIGHTS)
+        meta["weights_sha256"] = write_weights(out, loaded.model)
     meta["operating_point"] = op
     meta["calibrated_from"] = {"name": meta.get("name"), "version": meta.get("version"), "path": str(model_dir)}
     meta["version"] = f"{meta.get('version', '1')}+site"

@@ -33,7 +33,7 @@ from ids_daemon.features.ciciot import COLUMNS, INDEX, LEAKING
 from ids_daemon.features.meter import Meter
 from ids_daemon.features.window import WindowBatch
 from ids_daemon.model.classes import label_in_scheme
-from ids_daemon.model.sequences import last_t_index
+from ids_daemon.model.sequences import last_t_index, window_sequences
 
 from .data.ciciot import (
     MERGED_AGREES,
@@ -389,8 +389,7 @@ def _load_captures(manifests: list[Path], seq_len: int, scheme: str, as_is: bool
             if bad:
                 raise DataError(f"{man}: {f['path'].name}: label {bad[0]!r} is not a CICIoT2023 class "
                                 "(use --label-column to take labels as they are)")
-            idx = last_t_index(wb.key, wb.first_ts, seq_len)
-            seqs = wb.features[:, ci].astype(np.float32)[idx]
+            seqs = window_sequences(wb, ci, seq_len)
             for label in np.unique(lab):
                 m = lab == label
                 res.add(str(label), seqs[m], np.full(int(m.sum()), g, np.int64), wb.first_ts[m])

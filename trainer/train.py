@@ -252,6 +252,16 @@ def write_model(result: TrainResult, ds: Dataset, cfg: Config, out: Path, *, nam
     plot_curves(out / "training_curves.png", result.history)
 
 
+def probabilities(model: nn.Module, encoder: FeatureEncoder, x: np.ndarray, batch: int = 4096) -> np.ndarray:
+    """Class probabilities (double precision: p_attack is compared near 1) of raw sequences."""
+    out = []
+    model.eval()
+    with torch.inference_mode():
+        for pos in iter_batches(len(x), batch, None):
+            out.append(torch.softmax(model(torch.from_numpy(encoder.transform(x[pos]))).double(), dim=1).numpy())
+    return np.concatenate(out) if out else np.zeros((0, 1))
+
+
 def evaluate(loaded: LoadedModel, ds: Dataset, device: str = "auto", batch: int = 4096) -> dict[str, Any]:
     """Metrics of a trained model on every sequence of ``ds`` (classes mapped by name)."""
     classes = loaded.classes

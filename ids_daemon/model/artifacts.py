@@ -81,6 +81,15 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def write_weights(directory: Path, model: torch.nn.Module) -> str:
+    """Replace ``directory``'s weights.pt with the model's state_dict (atomically); its SHA-256."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = directory / (WEIGHTS + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, directory / WEIGHTS)
+    return sha256_file(directory / WEIGHTS)
+
+
 def save_model(directory: str | os.PathLike, model: RealDataLSTMPredictor, encoder: FeatureEncoder,
                classes: list[str], *, families: dict[str, str], window: int, seq_len: int, label_scheme: str,
                name: str = "ids-lstm", version: str = "1", data: dict[str, Any] | None = None,
@@ -89,10 +98,7 @@ def save_model(directory: str | os.PathLike, model: RealDataLSTMPredictor, encod
     """Write weights and metadata into ``directory`` (created if needed)."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = d / (WEIGHTS + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, d / WEIGHTS)
+    sha = write_weights(d, model)
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -112,7 +118,7 @@ def save_model(directory: str | os.PathLike, model: RealDataLSTMPredictor, encod
         # is_attack = p_attack >= threshold (p_attack = 1 - P(benign)); absent: argmax
         "operating_point": operating_point or {},
         **(extra or {}),
-        "weights_sha256": sha256_file(d / WEIGHTS),
+        "weights_sha256": sha,
     }
     (d / METADATA).write_text(json.dumps(meta, indent=1, sort_keys=False) + "\n")
     return d

@@ -28,3 +28,10 @@ def last_t_index(group: np.ndarray, order: np.ndarray, t: int) -> np.ndarray:
         src = np.maximum(pos - back, run_start)
         out[idx, k] = idx[src]
     return out
+
+
+def window_sequences(windows, columns: np.ndarray, t: int) -> np.ndarray:
+    """(n, t, len(columns)) float32: the last ``t`` windows of each window's key, model
+    columns ``columns`` (indices into the 46), as the daemon's sequence buffer builds them."""
+    idx = last_t_index(windows.key, windows.first_ts, t)
+    return windows.features[:, columns].astype(np.float32)[idx]
