@@ -1,6 +1,6 @@
 """The CICIoT2023 CSV loader (trainer.data): both releases, the meter's own CSV, bad input.
 
-Real data: the 39-column sample and the 46-column excerpt in ../shared/data. Small CSVs
+Real data: the 39-column sample and the 46-column excerpt in tests/data. Small CSVs
 written to tmp_path cover what the real files do not (upper-case labels, inf, bad cells).
 """
 
@@ -28,7 +28,7 @@ from trainer.data import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+from .paths import DATA, SHARED_DATA  # noqa: E402
 SAMPLE_39 = DATA / "ciciot2023_sample_39col.csv"
 EXCERPT_46 = DATA / "ciciot2023_excerpt_46col.csv"
 EXE = str(Path(sys.executable).parent / "ids-daemon")
@@ -493,11 +493,12 @@ def test_gzip_csv_reads_like_the_plain_file(tmp_path: Path) -> None:
         list(iter_chunks(broken))
 
 
-@pytest.mark.skipif(not (DATA / "ciciot2023_real_39col.csv.gz").exists(), reason="no real 39-column rows")
+@pytest.mark.skipif(not (SHARED_DATA / "ciciot2023_real_39col.csv.gz").exists(),
+                    reason="the real 39-column rows (../shared/data) are not here")
 def test_real_rows_in_capture_order_make_sequences_only_within_a_capture(capsys) -> None:
     from trainer.dataset import load_dataset
 
-    ds = load_dataset([DATA / "ciciot2023_real_39col.csv.gz"], seq_len=4, label_column="family")
+    ds = load_dataset([SHARED_DATA / "ciciot2023_real_39col.csv.gz"], seq_len=4, label_column="family")
     seq = ds.summary["sequences"]
     assert seq["seq_len_used"] == 4 and seq["rows_in_capture_order"] == 92029
     assert seq["rows_as_one_row_sequences"] == 105680 - 92029  # the two samples among the sources

@@ -16,7 +16,7 @@ from ids_daemon.features.ciciot import COLUMNS, IDENTITY_COLUMNS
 from .pcapgen import ethernet, ipv4_udp, write_pcap
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data" / "pcaps"
+from .paths import PCAPS as SHARED  # noqa: E402
 EXE = str(Path(sys.executable).parent / "ids-daemon")
 
 

@@ -12,7 +12,7 @@ from ids_daemon.config import Config, load_config
 from ids_daemon.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+from .paths import DATA  # noqa: E402
 TRAINER = str(Path(sys.executable).parent / "ids-trainer")
 
 

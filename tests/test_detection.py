@@ -19,7 +19,7 @@ from ids_daemon.schema import json_schema
 from trainer.metrics import binary_rates, choose_threshold
 
 ROOT = Path(__file__).resolve().parents[1]
-REAL = ROOT.parent / "shared" / "data" / "real"
+from .paths import REAL  # noqa: E402
 MANIFEST = REAL / "MANIFEST.tsv"
 EXE = str(Path(sys.executable).parent / "ids-daemon")
 TRAINER = str(Path(sys.executable).parent / "ids-trainer")

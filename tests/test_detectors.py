@@ -24,9 +24,7 @@ from ids_daemon.errors import ConfigError
 from ids_daemon.schema import json_schema
 
 EXE = str(Path(sys.executable).parent / "ids-daemon")
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
-if not REAL.exists():
-    REAL = Path("/work/shared/data/real")
+from .paths import REAL  # noqa: E402
 needs_real = pytest.mark.skipif(not REAL.exists(), reason="the real-capture corpus (../shared/data/real) is absent")
 
 GW, VICTIM, ATTACKER = "192.168.1.1", "192.168.1.20", "192.168.1.66"

@@ -14,7 +14,7 @@ from ids_daemon.errors import CaptureError
 
 from .pcapgen import ethernet, ipv4_udp, write_pcap, write_pcapng
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pcaps"
+from .paths import PCAPS as SHARED  # noqa: E402
 
 
 def read_all(path: Path, batch_size: int = 65536) -> PacketBatch:

@@ -21,7 +21,7 @@ from ids_daemon.model.sequences import last_t_index
 from trainer.split import make_split
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+from .paths import DATA  # noqa: E402
 TRAINER = str(Path(sys.executable).parent / "ids-trainer")
 METRIC_KEYS = {"accuracy", "macro_f1", "weighted_f1", "per_class", "confusion_matrix", "split"}
 
