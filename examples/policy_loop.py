@@ -46,6 +46,8 @@ def main() -> int:
     ap.add_argument("--group", default="policy-demo")
     ap.add_argument("--from", dest="start", default="earliest", help="earliest or committed")
     ap.add_argument("--seconds", type=float, default=None, help="stop after this long (default: until SIGINT)")
+    ap.add_argument("--until-idle", type=float, default=None,
+                    help="stop once records have arrived and none came for this many seconds (a replay's end)")
     ap.add_argument("--model", default=None, help="model directory, for its class list (default: bundled)")
     a = ap.parse_args()
 
@@ -58,9 +60,15 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
     deadline = time.monotonic() + a.seconds if a.seconds else None
     sent = 0
+    last_record = None  # monotonic time of the last record, once any arrived
     with PredictionSubscriber(a.kafka_bootstrap, a.topic, group_id=a.group, start=a.start, poll_timeout_ms=500) as sub:
         while not stop["now"] and (deadline is None or time.monotonic() < deadline):
             batch = sub.poll()
+            now = time.monotonic()
+            if batch:
+                last_record = now
+            elif a.until_idle is not None and last_record is not None and now - last_record >= a.until_idle:
+                break
             for p in batch:
                 host = obs.update(p)
                 action = decide(obs.observation(host, p.window.last_ts), obs.layout)

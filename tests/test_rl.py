@@ -76,8 +76,8 @@ def test_example_policy_loop_end_to_end(kafka_broker, kafka_topic: str, tmp_path
     actions_topic = kafka_topic + "-actions"
     agent = subprocess.run([sys.executable, str(ROOT / "examples" / "policy_loop.py"), "--kafka-bootstrap",
                             kafka_broker.bootstrap, "--topic", kafka_topic, "--actions-topic", actions_topic,
-                            "--group", "policy-" + kafka_topic[-8:], "--seconds", "12"],
-                           capture_output=True, text=True, timeout=120)
+                            "--group", "policy-" + kafka_topic[-8:], "--seconds", "90", "--until-idle", "4"],
+                           capture_output=True, text=True, timeout=150)
     assert agent.returncode == 0, agent.stderr
     c = KafkaConsumer(actions_topic, bootstrap_servers=kafka_broker.bootstrap, auto_offset_reset="earliest",
                       group_id=None, consumer_timeout_ms=4000)
