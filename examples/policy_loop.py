@@ -3,7 +3,7 @@
     python examples/policy_loop.py --kafka-bootstrap 127.0.0.1:9092 --topic ids.predictions \
         --actions-topic ids.actions [--seconds 30] [--group policy-demo]
 
-Each prediction updates the state of its target host (`ids_daemon.rl`); the policy
+Each prediction updates the state of its target host (`ids_daemon.consumers.rl`); the policy
 looks at that host's observation and decides: block (a high or critical attack),
 rate_limit (a medium one, or a low-confidence attack), or ignore. A decision is
 published to the actions topic only when it changes for the host, keyed by the host,
@@ -24,8 +24,8 @@ import orjson
 from kafka import KafkaProducer
 
 from ids_daemon.model.artifacts import load_model
-from ids_daemon.rl import ObservationBuilder
-from ids_daemon.subscribe import PredictionSubscriber
+from ids_daemon.consumers.rl import ObservationBuilder
+from ids_daemon.consumers.subscribe import PredictionSubscriber
 
 
 def decide(obs, layout: list[str]) -> str:

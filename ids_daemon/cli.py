@@ -405,7 +405,7 @@ def subscribe(
     min_severity: Optional[str] = typer.Option(None, "--min-severity", help="low, medium, high or critical"),
 ) -> None:
     """Print predictions from the topic (the same client RL agents use)."""
-    from .subscribe import run_subscribe
+    from .consumers.subscribe import run_subscribe
 
     raise typer.Exit(run_subscribe(kafka_bootstrap, topic, group, start, count, as_json, min_severity))
 
@@ -419,9 +419,9 @@ def alerts(
     start: str = typer.Option("committed", "--from", help="earliest, committed or a timestamp"),
 ) -> None:
     """Turn predictions into de-duplicated, rate-limited alerts (stdout, JSON lines, syslog, webhook)."""
-    from .alerts import run_alerts
+    from .consumers.alerts import run_alerts
     from .logs import setup_logging
-    from .subscribe import PredictionSubscriber
+    from .consumers.subscribe import PredictionSubscriber
 
     cfg = load_config(config, {})
     setup_logging(cfg.log_level, cfg.log_format)

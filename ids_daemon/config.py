@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
-from .alerts import AlertConfig
+from .consumers.alerts.config import AlertConfig
 from .model.config import LSTMConfig
 
 

@@ -102,7 +102,7 @@ class _Collector:
             byc.add_metric([name, w.families[i]], float(w.class_counts[i]))
         yield byc
         bys = CounterMetricFamily("ids_predictions_by_severity", "Predictions by severity", labels=["severity"])
-        from .inference.risk import SEVERITIES
+        from .predictions.vocabulary import SEVERITIES
 
         for i, name in enumerate(SEVERITIES):
             bys.add_metric([name], float(w.severity_counts[i]))

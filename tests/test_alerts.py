@@ -1,4 +1,4 @@
-"""Alerting (ids_daemon/alerts.py): dedupe windows, reopen, thresholds, rate limit and the
+"""Alerting (ids_daemon/consumers/alerts/): dedupe windows, reopen, thresholds, rate limit and the
 outputs (JSON lines, syslog over UDP/TCP, webhook against a local HTTP server). No broker:
 predictions are built with Prediction.from_dict from schema-valid dicts."""
 
@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import http.server
 import io
-import json
 import logging
 import math
 import re
@@ -20,7 +19,7 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from ids_daemon.alerts import (
+from ids_daemon.consumers.alerts import (
     AlertConfig,
     AlertEngine,
     JsonlOutput,
@@ -31,9 +30,9 @@ from ids_daemon.alerts import (
     format_rfc5424,
     run_alerts,
 )
-from ids_daemon.records import Prediction
+from ids_daemon.predictions import Prediction, json_schema
 
-SCHEMA = json.loads((Path(__file__).parents[1] / "ids_daemon" / "data" / "prediction.v1.schema.json").read_text())
+SCHEMA = json_schema()
 T0 = 1_700_000_000.0
 
 
@@ -465,7 +464,7 @@ def test_webhook_server_down_retries_then_counts_a_failure_and_the_engine_goes_o
     hook = WebhookOutput(url, timeout_s=1, retries=2, backoff_s=0.01)
     jl = JsonlOutput(tmp_path / "a.jsonl")
     eng = engine([hook, jl])
-    with caplog.at_level(logging.WARNING, logger="ids_daemon.alerts"):
+    with caplog.at_level(logging.WARNING, logger="ids_daemon.consumers.alerts"):
         assert len(eng.process(pred(0, T0))) == 1
         assert hook.flush(5)
         assert len(eng.process(pred(1, T0, host="10.0.0.5"))) == 1  # still going

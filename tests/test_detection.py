@@ -15,7 +15,7 @@ import pytest
 from ids_daemon.config import MeterConfig
 from ids_daemon.inference.risk import decide, family_weights
 from ids_daemon.model.artifacts import bundled_model_dir, load_model
-from ids_daemon.schema import json_schema
+from ids_daemon.predictions import json_schema
 from trainer.metrics import binary_rates, choose_threshold
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,7 +21,7 @@ from ids_daemon.config import BruteForceDetectorConfig, DetectorsConfig, ScanDet
 from ids_daemon.detectors import DETECTOR_CLASSES, DetectorSet
 from ids_daemon.detectors.publish import RateLimiter, encode_findings
 from ids_daemon.errors import ConfigError
-from ids_daemon.schema import json_schema
+from ids_daemon.predictions import json_schema
 
 EXE = str(Path(sys.executable).parent / "ids-daemon")
 from .paths import REAL  # noqa: E402

@@ -17,7 +17,7 @@ from ids_daemon.capture.pcap import PcapSource
 from ids_daemon.config import MeterConfig
 from ids_daemon.features.meter import Meter
 from ids_daemon.model.artifacts import load_model
-from ids_daemon.schema import json_schema
+from ids_daemon.predictions import json_schema
 from ids_daemon.sequence import SequenceBuffer
 from ids_daemon.features.window import WindowBatch, REASON_IDLE, REASON_FULL
 from trainer.synth import generate_corpus
@@ -115,8 +115,8 @@ def test_stdout_sink_and_bad_arguments(corpus: dict[str, Path]) -> None:
 
 def test_sigterm_classifies_partial_windows_and_exits_0(corpus: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "t.jsonl"
-    pcap = corpus["BenignTraffic"]  # tens of packets per second: paced, it lasts minutes
-    proc = subprocess.Popen([EXE, "replay", "-r", str(pcap), "--speed", "5", "-o", str(out)],
+    pcap = corpus["BenignTraffic"]  # about 10 s of traffic: paced at real speed, it is still running at the signal
+    proc = subprocess.Popen([EXE, "replay", "-r", str(pcap), "--speed", "1", "-o", str(out)],
                             stderr=subprocess.PIPE, text=True)
     assert "classifying" in proc.stderr.readline()
     time.sleep(2)
@@ -134,8 +134,8 @@ def test_sigterm_classifies_partial_windows_and_exits_0(corpus: dict[str, Path],
 
 def test_sighup_reloads_the_model_without_losing_a_sequence(corpus: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "h.jsonl"
-    pcap = corpus["BenignTraffic"]
-    proc = subprocess.Popen([EXE, "replay", "-r", str(pcap), "--speed", "5", "-o", str(out)],
+    pcap = corpus["BenignTraffic"]  # about 10 s of traffic: at 2x it outlasts both signals and keeps batches coming
+    proc = subprocess.Popen([EXE, "replay", "-r", str(pcap), "--speed", "2", "-o", str(out)],
                             stderr=subprocess.PIPE, text=True)
     assert "classifying" in proc.stderr.readline()
     time.sleep(1)

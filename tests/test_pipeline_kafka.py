@@ -16,7 +16,7 @@ import pytest
 from kafka import KafkaConsumer
 
 from ids_daemon.capture.pcap import PcapSource
-from ids_daemon.schema import json_schema
+from ids_daemon.predictions import json_schema
 from trainer.synth import generate_file
 
 from .test_pipeline import windows_of

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 from kafka import KafkaConsumer
 
-from ids_daemon.records import Prediction
-from ids_daemon.rl import FAMILIES, ObservationBuilder, make_env
+from ids_daemon.predictions import Prediction
+from ids_daemon.consumers.rl import FAMILIES, ObservationBuilder, make_env
 
 ROOT = Path(__file__).resolve().parents[1]
 EXE = str(Path(sys.executable).parent / "ids-daemon")

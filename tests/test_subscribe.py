@@ -1,4 +1,4 @@
-"""The subscriber RL agents use (ids_daemon/subscribe.py) against a real Kafka-protocol
+"""The subscriber RL agents use (ids_daemon/consumers/subscribe.py) against a real Kafka-protocol
 broker (tansu): consumer groups, resume at the committed offset, poison messages and the
 dead-letter topic, filters, timestamp starts, and the `subscribe` command's printer."""
 
@@ -13,8 +13,8 @@ from datetime import datetime
 import orjson
 import pytest
 
-from ids_daemon.records import Prediction
-from ids_daemon.subscribe import (
+from ids_daemon.predictions import Prediction
+from ids_daemon.consumers.subscribe import (
     PredictionSubscriber,
     SubscribeError,
     format_prediction,
@@ -107,7 +107,7 @@ def sub_for(broker, topic, **kw) -> PredictionSubscriber:
 
 def test_test_predictions_match_the_schema():
     jsonschema = pytest.importorskip("jsonschema")
-    from ids_daemon.schema import json_schema
+    from ids_daemon.predictions import json_schema
 
     for i in range(len(FAMILIES)):
         jsonschema.validate(make_prediction(i), json_schema())
@@ -292,7 +292,7 @@ def test_poison_messages_do_not_stop_the_stream(kafka_broker, kafka_topic, caplo
     stream = valid[:10] + [poison[0]] + valid[10:20] + [poison[1], poison[2], poison[3]] + valid[20:]
     publish(kafka_broker.bootstrap, kafka_topic, stream)
 
-    caplog.set_level(logging.WARNING, logger="ids_daemon.subscribe")
+    caplog.set_level(logging.WARNING, logger="ids_daemon.consumers.subscribe")
     with sub_for(kafka_broker, kafka_topic, dead_letter_topic=dlq) as sub:
         got = collect(sub, len(valid))
         offsets = [p.offset for p in got]

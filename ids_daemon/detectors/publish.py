@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 import orjson
 
-from ..inference.risk import FAMILY_WEIGHT, SEVERITIES, severity_index
-from ..schema import SCHEMA_ID
+from ..inference.risk import FAMILY_WEIGHT, severity_index
+from ..predictions.vocabulary import SEVERITIES
+from ..predictions.encode import SCHEMA_ID
 from ..sinks.base import EncodedBatch
 from .base import LRU, Finding
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..predictions.vocabulary import FAMILIES
+
 # How much damage a family of attack does to an IoT gateway's network, in [0, 1].
 FAMILY_WEIGHT: dict[str, float] = {
     "Benign": 0.0, "Recon": 0.4, "Spoofing": 0.7, "BruteForce": 0.7, "Web": 0.8,
     "DoS": 0.8, "DDoS": 0.9, "Mirai": 1.0,
 }
+assert set(FAMILY_WEIGHT) == set(FAMILIES), "a family without a weight"
 UNKNOWN_WEIGHT = 0.5  # a class outside the CICIoT2023 taxonomy (labels used as they are)
-SEVERITIES = ("low", "medium", "high", "critical")
 _CUTS = np.array([0.2, 0.5, 0.8])
 
 

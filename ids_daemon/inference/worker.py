@@ -116,7 +116,7 @@ class InferenceWorker:
 
     def predict(self, seq: SequenceBatch) -> EncodedBatch:
         """Predictions (schema v1, encoded) for a batch of sequences."""
-        from ..schema import encode_predictions
+        from ..predictions.encode import encode_predictions
 
         probs = self.probabilities(seq)
         decision = decide(probs, self.weights, self.threshold)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from ..predictions.vocabulary import FAMILIES as _VOCABULARY_FAMILIES
+
 BENIGN = "BenignTraffic"
 
 FAMILIES: dict[str, tuple[str, ...]] = {
@@ -28,6 +30,7 @@ CLASSES_34: tuple[str, ...] = tuple(c for members in FAMILIES.values() for c in 
 assert len(CLASSES_34) == 34
 FAMILY_OF: dict[str, str] = {c: fam for fam, members in FAMILIES.items() for c in members}
 FAMILIES_8: tuple[str, ...] = tuple(FAMILIES)
+assert set(FAMILIES_8) == set(_VOCABULARY_FAMILIES), "the prediction vocabulary and the taxonomy disagree"
 CLASSES_2: tuple[str, ...] = ("Benign", "Attack")
 
 

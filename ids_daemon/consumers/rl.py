@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .records import SEVERITY_RANK, Prediction
+from ..predictions.decode import Prediction
+from ..predictions.vocabulary import FAMILIES as _FAMILIES, SEVERITY_RANK
 
-FAMILIES = ("Benign", "DDoS", "DoS", "Mirai", "Recon", "Spoofing", "Web", "BruteForce", "other")
+FAMILIES = _FAMILIES + ("other",)  # the observation's one-hot: a family outside CICIoT2023 is "other"
 ACTIONS = ("ignore", "rate_limit", "block")
 
 

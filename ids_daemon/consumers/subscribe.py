@@ -1,10 +1,10 @@
 """The client RL agents (and ``ids-daemon subscribe``) use to read predictions from Kafka.
 
-    from ids_daemon.subscribe import PredictionSubscriber
+    from ids_daemon.consumers.subscribe import PredictionSubscriber
 
     with PredictionSubscriber(bootstrap="kafka:9092", topic="ids.predictions", group_id="agent-1",
                               min_severity="high") as sub:
-        for p in sub:                      # typed, validated ids_daemon.records.Prediction
+        for p in sub:                      # typed, validated ids_daemon.predictions.Prediction
             act(p)
             sub.commit()                   # or commit every N records / seconds
 
@@ -14,7 +14,7 @@ Delivery
   topic's partitions; each prediction goes to one member) or, with ``group_id=None``,
   from all partitions of the topic by manual assignment (``partitions_for_topic``, once
   the topic exists; partitions added later are read after a restart), without commits.
-* What the caller gets: :class:`~ids_daemon.records.Prediction` records, parsed and
+* What the caller gets: :class:`~ids_daemon.predictions.Prediction` records, parsed and
   checked, with ``topic``/``partition``/``offset`` set. One flow's predictions share
   a record key, hence a partition, hence arrive in order.
 * Commits cover only records already handed to the caller: :meth:`commit` commits,
@@ -65,7 +65,7 @@ Bad messages never stop the stream
 ----------------------------------
 * A message of another major schema version (``ids.prediction.v2`` ...) is skipped,
   counted in ``stats.unknown_schema``, and logged once per major version (logger
-  ``ids_daemon.subscribe``).
+  ``ids_daemon.consumers.subscribe``).
 * A malformed message (not JSON, missing or mistyped fields, an empty value) is
   skipped, counted in ``stats.malformed`` and logged (the first few, then at most one
   line a minute).
@@ -113,10 +113,11 @@ from typing import IO, Any, Iterable, Iterator, NamedTuple
 
 import orjson
 
-from .errors import ConfigError
-from .records import SEVERITY_RANK, MalformedPrediction, Prediction, UnknownSchema
+from ..errors import ConfigError
+from ..predictions.decode import MalformedPrediction, Prediction, UnknownSchema
+from ..predictions.vocabulary import SEVERITY_RANK
 
-log = logging.getLogger("ids_daemon.subscribe")
+log = logging.getLogger("ids_daemon.consumers.subscribe")
 
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _MALFORMED_LOG_FIRST = 5
@@ -370,7 +371,7 @@ class PredictionSubscriber:
         join_wait_ms: int = 30_000,
         client_id: str = "ids-subscriber",
     ):
-        from .sinks.kafka import KafkaSinkError, parse_bootstrap
+        from ..sinks.kafka import KafkaSinkError, parse_bootstrap
 
         try:
             self.servers = parse_bootstrap(bootstrap)

@@ -8,7 +8,8 @@ from typing import Any
 
 import orjson
 
-SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
+from .vocabulary import SEVERITY_RANK
+
 SUPPORTED_MAJOR = 1
 
 
@@ -53,7 +54,7 @@ class WindowInfo:
 
 @dataclass(frozen=True, slots=True)
 class Prediction:
-    """One classified sequence (see ids_daemon/data/prediction.v1.schema.json)."""
+    """One classified sequence (see ids_daemon/predictions/prediction.v1.schema.json)."""
 
     schema: str
     id: str

@@ -1,6 +1,6 @@
 """Prediction schema v1: building and encoding predictions (orjson), and the JSON Schema.
 
-The schema file ships with the package (``data/prediction.v1.schema.json``) so that
+The schema file ships with the package (``predictions/prediction.v1.schema.json``) so that
 subscribers can validate what they receive.
 """
 
@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 import orjson
 
-from .capture.batch import ipv4_to_str
-from .features.window import KIND_FLOW, KIND_POOL, REASON_NAMES, proto_name
-from .sinks.base import EncodedBatch
+from ..capture.batch import ipv4_to_str
+from ..features.window import KIND_FLOW, KIND_POOL, REASON_NAMES, proto_name
+from ..sinks.base import EncodedBatch
+from .vocabulary import SEVERITIES
 
 SCHEMA_ID = "ids.prediction.v1"
 _KIND_NAMES = {KIND_FLOW: "flow", KIND_POOL: "pool"}
@@ -25,7 +26,7 @@ _KIND_NAMES = {KIND_FLOW: "flow", KIND_POOL: "pool"}
 @lru_cache(maxsize=1)
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of prediction v1."""
-    text = (resources.files("ids_daemon") / "data" / "prediction.v1.schema.json").read_text()
+    text = (resources.files("ids_daemon.predictions") / "prediction.v1.schema.json").read_text()
     return json.loads(text)
 
 
@@ -61,8 +62,6 @@ def encode_predictions(seq: Any, probs: np.ndarray, decision: tuple[np.ndarray, 
                        first_id: int, top_k: int, now: float) -> EncodedBatch:
     """One JSON object per sequence of ``seq`` (a SequenceBatch), from its probabilities
     and the worker's ``decision`` (`ids_daemon.inference.risk.decide`) and severities."""
-    from .inference.risk import SEVERITIES
-
     w = seq.windows
     n = len(w)
     pred, conf, risk, p_attack, is_attack = decision
