@@ -262,12 +262,24 @@ def _make_sinks(cfg: Config, sinks: list[str], output: Optional[str]) -> list[An
     return out
 
 
+def instance_sensor(cfg: Config, interface: Optional[str]) -> Config:
+    """The config with `sensor` defaulted per instance: HOST/INTERFACE for a live capture,
+    so the daemons of one host (one per interface) tell their predictions apart."""
+    if cfg.sensor or not interface:
+        return cfg
+    import socket
+
+    return cfg.model_copy(update={"sensor": f"{socket.gethostname()}/{interface}"})
+
+
 def _run_pipeline(cfg: Config, read: Optional[str], interface: Optional[str], model: Optional[str],
                   sinks: list[str], output: Optional[str], speed: Optional[float]) -> None:
     from .inference.worker import InferenceWorker
     from .pipeline import Pipeline
 
     from .logs import setup_logging
+
+    cfg = instance_sensor(cfg, interface)
 
     setup_logging(cfg.log_level, cfg.log_format)
     # Signals that arrive while the model loads are kept and acted on once it runs.
@@ -293,7 +305,7 @@ def _run_pipeline(cfg: Config, read: Optional[str], interface: Optional[str], mo
     if cfg.metrics.listen:
         from .metrics import PipelineMetrics
 
-        metrics = PipelineMetrics()
+        metrics = PipelineMetrics(sensor=worker.sensor, interface=interface)
     pipe = Pipeline(cfg, source, live, sink_objs, worker, speed=speed, status=status, metrics=metrics)
 
     pipe.install_signal_handlers()
@@ -353,6 +365,11 @@ _OPT_BOOTSTRAP = typer.Option(None, "--kafka-bootstrap", help="HOST:PORT of the 
 _OPT_TOPIC = typer.Option(None, "--topic", help="Kafka topic for predictions")
 _OPT_DEVICE = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N")
 _OPT_CONFIG = typer.Option(None, "--config", "-c", help="config.yml")
+_OPT_SENSOR = typer.Option(None, "--sensor", help="this sensor's name in every prediction "
+                           "(default: sensor in the config, else HOST/INTERFACE live, the host name on replay)")
+_OPT_METRICS = typer.Option(None, "--metrics-listen", metavar="HOST:PORT",
+                            help="Prometheus /metrics endpoint, or off (default: metrics.listen, 127.0.0.1:9108); "
+                            "one per instance when several run on a host")
 
 
 @app.command()
@@ -367,13 +384,15 @@ def replay(
     topic: Optional[str] = _OPT_TOPIC,
     device: Optional[str] = _OPT_DEVICE,
     config: Optional[Path] = _OPT_CONFIG,
+    sensor: Optional[str] = _OPT_SENSOR,
+    metrics_listen: Optional[str] = _OPT_METRICS,
 ) -> None:
     """Classify a capture file: every window's sequence through the model, predictions to the sinks."""
     if fast and speed:
         raise IdsError("--fast and --speed exclude each other")
     if speed is not None and speed <= 0:
         raise IdsError("--speed must be positive")
-    cfg = _sink_options(config, kafka_bootstrap, topic, device, {})
+    cfg = _sink_options(config, kafka_bootstrap, topic, device, {"sensor": sensor, "metrics.listen": metrics_listen})
     _run_pipeline(cfg, read, None, model, sink, output, speed)
 
 
@@ -388,9 +407,12 @@ def run(
     topic: Optional[str] = _OPT_TOPIC,
     device: Optional[str] = _OPT_DEVICE,
     config: Optional[Path] = _OPT_CONFIG,
+    sensor: Optional[str] = _OPT_SENSOR,
+    metrics_listen: Optional[str] = _OPT_METRICS,
 ) -> None:
     """Classify live traffic on an interface until SIGINT/SIGTERM (SIGHUP reloads the model)."""
-    cfg = _sink_options(config, kafka_bootstrap, topic, device, {"capture.filter": bpf, "capture.interface": interface})
+    cfg = _sink_options(config, kafka_bootstrap, topic, device, {"capture.filter": bpf, "capture.interface": interface,
+                                                                 "sensor": sensor, "metrics.listen": metrics_listen})
     _run_pipeline(cfg, None, interface, model, sink, output, None)
 
 

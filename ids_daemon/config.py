@@ -235,7 +235,20 @@ class DetectorsConfig(_Section):
 class MetricsConfig(_Section):
     """The Prometheus endpoint."""
 
-    listen: str | None = Field("127.0.0.1:9108", description="host:port of /metrics (loopback by default; null: off)")
+    listen: str | None = Field("127.0.0.1:9108", description="host:port of /metrics (loopback by default; null or "
+                               "off: none); several daemons on one host need one each (--metrics-listen)")
+
+    @field_validator("listen", mode="before")
+    @classmethod
+    def _host_port(cls, v: Any) -> Any:
+        if v is None or (isinstance(v, str) and v.strip().lower() in ("", "off", "none", "null")):
+            return None
+        if isinstance(v, str):
+            host, sep, port = v.strip().rpartition(":")
+            if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError("expected HOST:PORT (e.g. 127.0.0.1:9109) or off")
+            return f"{host or '127.0.0.1'}:{int(port)}"
+        return v
 
 
 class Config(_Section):
@@ -243,7 +256,8 @@ class Config(_Section):
 
     metrics: MetricsConfig = MetricsConfig()
 
-    sensor: str | None = Field(None, description="name of this sensor in every prediction (default: host name)")
+    sensor: str | None = Field(None, description="name of this sensor in every prediction (default: the host name; "
+                               "live capture: HOST/INTERFACE, so the instances on one host differ) (--sensor)")
     alerts: AlertConfig = AlertConfig()
     inference: InferenceConfig = InferenceConfig()
     kafka: KafkaConfig = KafkaConfig()
