@@ -241,7 +241,8 @@ class MetricsConfig(_Section):
     @field_validator("listen", mode="before")
     @classmethod
     def _host_port(cls, v: Any) -> Any:
-        if v is None or (isinstance(v, str) and v.strip().lower() in ("", "off", "none", "null")):
+        # YAML reads a bare `off` as false
+        if v is None or v is False or (isinstance(v, str) and v.strip().lower() in ("", "off", "none", "null")):
             return None
         if isinstance(v, str):
             host, sep, port = v.strip().rpartition(":")
