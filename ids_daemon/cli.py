@@ -354,8 +354,14 @@ _SINK_HELP = "jsonl (default) or kafka; repeat for several"
 def _sink_options(config: Optional[Path], kafka_bootstrap: Optional[str], topic: Optional[str],
                   device: Optional[str], extra: dict[str, Any]) -> Config:
     """The config with the flags replay and run share."""
-    return load_config(config, {"kafka.bootstrap": kafka_bootstrap, "kafka.topic": topic,
-                                "inference.device": device, **extra})
+    metrics_off = extra.get("metrics.listen") == "off"  # an override of None would mean "not given"
+    if metrics_off:
+        extra = {**extra, "metrics.listen": None}
+    cfg = load_config(config, {"kafka.bootstrap": kafka_bootstrap, "kafka.topic": topic,
+                               "inference.device": device, **extra})
+    if metrics_off:
+        cfg.metrics.listen = None
+    return cfg
 
 
 _OPT_MODEL = typer.Option(None, "--model", help="model directory (default: the bundled model)")

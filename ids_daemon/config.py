@@ -235,21 +235,7 @@ class DetectorsConfig(_Section):
 class MetricsConfig(_Section):
     """The Prometheus endpoint."""
 
-    listen: str | None = Field("127.0.0.1:9108", description="host:port of /metrics (loopback by default; null or "
-                               "off: none); several daemons on one host need one each (--metrics-listen)")
-
-    @field_validator("listen", mode="before")
-    @classmethod
-    def _host_port(cls, v: Any) -> Any:
-        # YAML reads a bare `off` as false
-        if v is None or v is False or (isinstance(v, str) and v.strip().lower() in ("", "off", "none", "null")):
-            return None
-        if isinstance(v, str):
-            host, sep, port = v.strip().rpartition(":")
-            if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError("expected HOST:PORT (e.g. 127.0.0.1:9109) or off")
-            return f"{host or '127.0.0.1'}:{int(port)}"
-        return v
+    listen: str | None = Field("127.0.0.1:9108", description="host:port of /metrics (loopback by default; null: off)")
 
 
 class Config(_Section):
