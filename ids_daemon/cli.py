@@ -195,7 +195,9 @@ def _summary(run: FeatureRun, meter: Any, what: str) -> str:
     ]
     if run.kernel is not None:
         parts.append(f"kernel: {run.kernel[0]} received, {run.kernel[1]} dropped")
-    return "; ".join(parts)
+    from .text import agree
+
+    return agree("; ".join(parts))
 
 
 def _report_problems(meter: Any) -> None:
@@ -329,15 +331,17 @@ def _run_pipeline(cfg: Config, read: Optional[str], interface: Optional[str], mo
         if metrics is not None:
             metrics.close()
     c = pipe.meter.counters
-    print(f"{st.frames} frames, {c.packets} metered, {st.windows} windows, {st.predictions} predictions "
+    from .text import agree
+
+    print(agree(f"{st.frames} frames, {c.packets} metered, {st.windows} windows, {st.predictions} predictions "
           f"in {st.batches} batches (mean {st.mean_batch:.0f}), {st.dropped_sequences} sequences dropped, "
           f"{st.seconds:.2f} s ({st.frames / max(st.seconds, 1e-9):,.0f} packets/s; busy "
           + ", ".join(f"{k} {v:.2f} s" for k, v in st.busy.items())
-          + f"); peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB", file=sys.stderr)
+          + f"); peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"), file=sys.stderr)
     found = ", ".join(f"{k} {v}" for k, v in sorted(st.findings.items(), key=lambda kv: -kv[1]))
-    print(f"model: {st.windows - st.arp_windows} windows classified, {st.arp_windows} ARP windows left to the ARP "
-          f"detector; detectors: {st.detector_frames} frames flagged, {st.detector_predictions} findings published"
-          + (f" ({found})" if found else ""), file=sys.stderr)
+    print(agree(f"model: {st.windows - st.arp_windows} windows classified, {st.arp_windows} ARP windows left to the "
+          f"ARP detector; detectors: {st.detector_frames} frames flagged, {st.detector_predictions} findings published"
+          + (f" ({found})" if found else "")), file=sys.stderr)
     for s in sink_objs:
         ss = s.stats
         if ss.spooled or ss.dropped or ss.failed:
@@ -507,10 +511,12 @@ def demo(
     finally:
         src.close()
     preds = [json.loads(line) for line in Path(out).read_text().splitlines()]
+    from .text import plural
+
     c = pipe.meter.counters
     print(f"bundled capture {path.name}: {st.frames} packets, {c.flows_created} flows, {st.windows} windows")
     print(f"model {worker.model_info['name']} {worker.model_info['version']} on {worker.device}: "
-          f"{len(preds)} predictions in {st.batches} batches, {st.seconds:.2f} s")
+          + plural(len(preds), "prediction") + f" in {plural(st.batches, 'batch', 'batches')}, {st.seconds:.2f} s")
     fam = collections.Counter(p["family"] for p in preds)
     print("  by family:   " + ", ".join(f"{k} {v}" for k, v in fam.most_common()))
     sev = collections.Counter(p["severity"] for p in preds)
@@ -518,10 +524,15 @@ def demo(
     flagged = collections.Counter((p["flow"]["key"], p["predicted_attack"]) for p in preds if p["is_attack"])
     print("  most flagged keys:")
     for (key, cls), n in flagged.most_common(5):
-        print(f"    {key:<36} {cls:<24} {n:>4} windows")
+        print(f"    {key:<36} {cls:<24} {n:>4} {'window' if n == 1 else 'windows'}")
+    from .demo import report, sample_scenarios
+
+    print("  what the capture holds, and what was flagged in each part (by the time its window ended):")
+    for line in report(preds, sample_scenarios()):
+        print("    " + line)
     example = max(preds, key=lambda p: p["risk_score"])
     print("  the riskiest prediction, as published:")
-    print("    " + json.dumps(example, separators=(",", ":"))[:600])
+    print("    " + json.dumps(example, separators=(",", ":")))
     if output:
         print(f"  all predictions: {output}")
     if broker is not None:
