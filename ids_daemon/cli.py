@@ -20,6 +20,9 @@ from .errors import IdsError
 app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
+    # plain help, as click writes it: the rich tables put a "<bool>" placeholder on flags
+    # that take no value (--quiet, --help)
+    rich_markup_mode=None,
     no_args_is_help=True,
     help="Streaming network intrusion detection on CICIoT2023 flow features.",
 )

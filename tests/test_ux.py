@@ -128,3 +128,86 @@ def test_one_frame_summaries_are_singular(tmp_path: Path) -> None:
     assert "model: 1 window classified" in p.stderr
     for word in ("frames", "windows", "predictions", "batches"):
         assert not re.search(rf"(?<![\d.]){1} {word}\b", p.stderr), (word, p.stderr)
+
+
+# ---- command lines -------------------------------------------------------------------------
+
+def _help(exe: str, *cmd: str) -> str:
+    env = dict(os.environ, COLUMNS="200", TERM="dumb", NO_COLOR="1")
+    p = subprocess.run([exe, *cmd, "--help"], capture_output=True, text=True, env=env, timeout=120)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+def test_plain_flags_have_no_value_placeholder() -> None:
+    """A flag that takes no value shows none (it showed `<bool>`); options with a value do."""
+    helps = {f"ids-daemon {c}": _help(EXE, c) for c in ("features", "replay", "run", "subscribe", "alerts", "demo")}
+    helps.update({f"ids-trainer {c}": _help(TRAINER, c) for c in ("inspect", "train", "evaluate", "calibrate",
+                                                                  "synth", "bundle")})
+    for where, text in helps.items():
+        assert "<bool>" not in text and "BOOLEAN" not in text, (where, text)
+        assert re.search(r"^\s+--help\s+Show this message", text, re.M), (where, text)
+    assert re.search(r"^\s+-q, --quiet\s+no summary line$", helps["ids-daemon features"], re.M)
+    assert re.search(r"^\s+--per-packet\s+one row", helps["ids-daemon features"], re.M)
+    assert re.search(r"^\s+--count <int>\s+stop after", helps["ids-daemon features"], re.M)
+
+
+def test_train_help_shows_the_defaults() -> None:
+    from ids_daemon.config import Config
+
+    tc = Config().lstm.train
+    text = re.sub(r"\s+", " ", _help(TRAINER, "train"))
+    for flag, key, value in (("--labels", "labels", tc.labels), ("--split", "split", tc.split),
+                             ("--seq-len", "seq_len", tc.seq_len), ("--seed", "seed", tc.seed),
+                             ("--epochs", "epochs", tc.epochs), ("--device", "device", tc.device)):
+        # the default in the flag's own help, before the next option
+        assert re.search(rf" {flag} <\w+> [^\[]*\[default: {re.escape(str(value))}, lstm\.train\.{key} in --config\]",
+                         text), (flag, text)
+    assert "[default: false, lstm.features.include_leaking in --config]" in text
+    assert "[default: the UTC time of training" in text
+
+
+def test_labels_and_label_column_exclude_each_other(tmp_path: Path) -> None:
+    csv = ROOT / "tests" / "data" / "ciciot2023_excerpt_46col.csv"
+    p = subprocess.run([TRAINER, "train", "--data", str(csv), "--out", str(tmp_path / "m"), "--labels", "8",
+                        "--label-column", "label"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1
+    assert p.stderr.startswith("ids-trainer: error: --labels 8 and --label-column label exclude each other")
+    assert len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / "m").exists()
+
+
+def test_tiny_training_set_is_warned_about_and_the_model_gets_its_own_version(tmp_path: Path) -> None:
+    """13 CSV rows train (it is allowed), with warnings that say so; the model's version is
+    not the shipped model's "1"/"2" but the time of training, or --version."""
+    csv = ROOT / "tests" / "data" / "ciciot2023_excerpt_46col.csv"
+    assert len(csv.read_text().splitlines()) == 14  # header + 13 rows
+    base = [TRAINER, "train", "--data", str(csv), "--epochs", "1", "--seq-len", "2", "--device", "cpu"]
+    p = subprocess.run(base + ["--out", str(tmp_path / "a")], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    warnings = [ln for ln in p.stderr.splitlines() if ln.startswith("ids-trainer: warning: ")]
+    assert any("only 13 sequences to train on (fewer than 1000)" in w for w in warnings), p.stderr
+    assert any("11 of 11 classes have fewer than 10 sequences" in w for w in warnings), p.stderr
+    version = json.loads((tmp_path / "a" / "metadata.json").read_text())["version"]
+    assert re.fullmatch(r"\d{8}T\d{6}Z", version), version
+    assert f"(version {version})" in p.stdout
+    assert "attack detection rate n/a (none held out)" in p.stdout or "attack detection rate 0." in p.stdout \
+        or "attack detection rate 1." in p.stdout
+    p = subprocess.run(base + ["--out", str(tmp_path / "b"), "--version", "3-site"], capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert json.loads((tmp_path / "b" / "metadata.json").read_text())["version"] == "3-site"
+
+
+def test_bundle_does_not_overwrite_the_shipped_model_by_default() -> None:
+    import hashlib
+
+    from ids_daemon.model.artifacts import bundled_model_dir
+
+    def digest() -> dict[str, str]:
+        return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(bundled_model_dir().iterdir())}
+
+    before = digest()
+    p = subprocess.run([TRAINER, "bundle", "--no-by-source"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1
+    assert p.stderr.strip() == "ids-trainer: error: give --out DIR, or --replace-bundled to write over the shipped model"
+    assert digest() == before
