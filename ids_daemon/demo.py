@@ -1,7 +1,7 @@
 """What the demo's findings mean: each one set against the scenarios the bundled capture holds.
 
 The bundled capture (data/sample.pcap) is a few synthetic scenarios one after the
-other on one timeline, listed with their time spans in data/sample.json (written by
+other on one timeline, listed with their time spans in data/sample.yml (written by
 scripts/make_sample_pcap.py). A prediction belongs to the scenario its window ended
 in: flagged in an attack scenario it is an expected finding (in that scenario's
 family, or not), flagged in benign traffic it is a false alarm.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import bisect
 import collections
-import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -22,9 +21,11 @@ from .text import plural as _n
 
 
 def sample_scenarios() -> list[dict[str, Any]]:
-    """The scenarios of the bundled capture, in time order (from data/sample.json)."""
-    path = Path(str(resources.files("ids_daemon") / "data" / "sample.json"))
-    return json.loads(path.read_text())["scenarios"]
+    """The scenarios of the bundled capture, in time order (from data/sample.yml)."""
+    import yaml
+
+    path = Path(str(resources.files("ids_daemon") / "data" / "sample.yml"))
+    return yaml.safe_load(path.read_text())["scenarios"]
 
 
 @dataclass

@@ -2,18 +2,24 @@
 
 Four scenarios of the synthetic generator (`ids-trainer synth`), one after the other
 on one timeline: benign IoT traffic, then a spoofed-source SYN flood, a SYN port scan
-and an ICMP flood. Beside it, sample.json lists the scenarios (label, family, time span,
+and an ICMP flood. Beside it, sample.yml lists the scenarios (label, family, time span,
 packets, description): the demo says from it which of its findings are expected and
 which are false alarms. Run: python scripts/make_sample_pcap.py [OUT]
+
+The shipped sample.pcap (5401 packets) was made by an earlier version of the generator;
+this script now writes a different capture (5790 packets), so the shipped sample.yml was
+derived from the shipped capture itself (its scenarios are separated by exact GAP-second
+pauses); tests/test_ux.py checks that the two agree packet for packet.
 """
 
 from __future__ import annotations
 
-import json
 import struct
 import sys
 import tempfile
 from pathlib import Path
+
+import yaml
 
 from ids_daemon.model.classes import family_of
 from trainer.synth import generate_file
@@ -56,8 +62,10 @@ def main() -> None:
     # the timestamps as written (microseconds), so a packet's time lies inside its span
     for s in scenarios:
         s["start"], s["end"] = (round(s["start"], 6), round(s["end"], 6))
-    out.with_suffix(".json").write_text(json.dumps({"capture": out.name, "seed": SEED, "scenarios": scenarios},
-                                                   indent=1) + "\n")
+    out.with_suffix(".yml").write_text(
+        "# The scenarios of sample.pcap, one after the other on its timeline (written by\n"
+        "# scripts/make_sample_pcap.py; start/end: the first and last packet's time).\n"
+        + yaml.safe_dump({"capture": out.name, "seed": SEED, "scenarios": scenarios}, sort_keys=False, width=120))
     print(f"wrote {len(records)} packets ({', '.join(s for s, _ in SCENARIOS)}) to {out}")
 
 

@@ -35,7 +35,7 @@ def _pcap_times(path: Path) -> list[float]:
 # ---- the demo ------------------------------------------------------------------------------
 
 def test_sample_scenarios_partition_the_bundled_capture() -> None:
-    """sample.json describes sample.pcap: every packet lies in exactly one scenario's span,
+    """sample.yml describes sample.pcap: every packet lies in exactly one scenario's span,
     and each scenario holds the packets it says."""
     sc = sample_scenarios()
     assert [s["label"] for s in sc] == ["BenignTraffic", "DDoS-SYN_Flood", "Recon-PortScan", "DDoS-ICMP_Flood"]
