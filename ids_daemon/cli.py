@@ -20,6 +20,9 @@ from .errors import IdsError
 app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
+    # plain help, as click writes it: the rich tables put a "<bool>" placeholder on flags
+    # that take no value (--quiet, --help)
+    rich_markup_mode=None,
     no_args_is_help=True,
     help="Streaming network intrusion detection on CICIoT2023 flow features.",
 )
@@ -195,7 +198,9 @@ def _summary(run: FeatureRun, meter: Any, what: str) -> str:
     ]
     if run.kernel is not None:
         parts.append(f"kernel: {run.kernel[0]} received, {run.kernel[1]} dropped")
-    return "; ".join(parts)
+    from .text import agree
+
+    return agree("; ".join(parts))
 
 
 def _report_problems(meter: Any) -> None:
@@ -262,12 +267,24 @@ def _make_sinks(cfg: Config, sinks: list[str], output: Optional[str]) -> list[An
     return out
 
 
+def instance_sensor(cfg: Config, interface: Optional[str]) -> Config:
+    """The config with `sensor` defaulted per instance: HOST/INTERFACE for a live capture,
+    so the daemons of one host (one per interface) tell their predictions apart."""
+    if cfg.sensor or not interface:
+        return cfg
+    import socket
+
+    return cfg.model_copy(update={"sensor": f"{socket.gethostname()}/{interface}"})
+
+
 def _run_pipeline(cfg: Config, read: Optional[str], interface: Optional[str], model: Optional[str],
                   sinks: list[str], output: Optional[str], speed: Optional[float]) -> None:
     from .inference.worker import InferenceWorker
     from .pipeline import Pipeline
 
     from .logs import setup_logging
+
+    cfg = instance_sensor(cfg, interface)
 
     setup_logging(cfg.log_level, cfg.log_format)
     # Signals that arrive while the model loads are kept and acted on once it runs.
@@ -293,7 +310,7 @@ def _run_pipeline(cfg: Config, read: Optional[str], interface: Optional[str], mo
     if cfg.metrics.listen:
         from .metrics import PipelineMetrics
 
-        metrics = PipelineMetrics()
+        metrics = PipelineMetrics(sensor=worker.sensor, interface=interface)
     pipe = Pipeline(cfg, source, live, sink_objs, worker, speed=speed, status=status, metrics=metrics)
 
     pipe.install_signal_handlers()
@@ -317,15 +334,17 @@ def _run_pipeline(cfg: Config, read: Optional[str], interface: Optional[str], mo
         if metrics is not None:
             metrics.close()
     c = pipe.meter.counters
-    print(f"{st.frames} frames, {c.packets} metered, {st.windows} windows, {st.predictions} predictions "
+    from .text import agree
+
+    print(agree(f"{st.frames} frames, {c.packets} metered, {st.windows} windows, {st.predictions} predictions "
           f"in {st.batches} batches (mean {st.mean_batch:.0f}), {st.dropped_sequences} sequences dropped, "
           f"{st.seconds:.2f} s ({st.frames / max(st.seconds, 1e-9):,.0f} packets/s; busy "
           + ", ".join(f"{k} {v:.2f} s" for k, v in st.busy.items())
-          + f"); peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB", file=sys.stderr)
+          + f"); peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"), file=sys.stderr)
     found = ", ".join(f"{k} {v}" for k, v in sorted(st.findings.items(), key=lambda kv: -kv[1]))
-    print(f"model: {st.windows - st.arp_windows} windows classified, {st.arp_windows} ARP windows left to the ARP "
-          f"detector; detectors: {st.detector_frames} frames flagged, {st.detector_predictions} findings published"
-          + (f" ({found})" if found else ""), file=sys.stderr)
+    print(agree(f"model: {st.windows - st.arp_windows} windows classified, {st.arp_windows} ARP windows left to the "
+          f"ARP detector; detectors: {st.detector_frames} frames flagged, {st.detector_predictions} findings published"
+          + (f" ({found})" if found else "")), file=sys.stderr)
     for s in sink_objs:
         ss = s.stats
         if ss.spooled or ss.dropped or ss.failed:
@@ -342,8 +361,14 @@ _SINK_HELP = "jsonl (default) or kafka; repeat for several"
 def _sink_options(config: Optional[Path], kafka_bootstrap: Optional[str], topic: Optional[str],
                   device: Optional[str], extra: dict[str, Any]) -> Config:
     """The config with the flags replay and run share."""
-    return load_config(config, {"kafka.bootstrap": kafka_bootstrap, "kafka.topic": topic,
-                                "inference.device": device, **extra})
+    metrics_off = extra.get("metrics.listen") == "off"  # an override of None would mean "not given"
+    if metrics_off:
+        extra = {**extra, "metrics.listen": None}
+    cfg = load_config(config, {"kafka.bootstrap": kafka_bootstrap, "kafka.topic": topic,
+                               "inference.device": device, **extra})
+    if metrics_off:
+        cfg.metrics.listen = None
+    return cfg
 
 
 _OPT_MODEL = typer.Option(None, "--model", help="model directory (default: the bundled model)")
@@ -353,6 +378,11 @@ _OPT_BOOTSTRAP = typer.Option(None, "--kafka-bootstrap", help="HOST:PORT of the 
 _OPT_TOPIC = typer.Option(None, "--topic", help="Kafka topic for predictions")
 _OPT_DEVICE = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N")
 _OPT_CONFIG = typer.Option(None, "--config", "-c", help="config.yml")
+_OPT_SENSOR = typer.Option(None, "--sensor", help="this sensor's name in every prediction "
+                           "(default: sensor in the config, else HOST/INTERFACE live, the host name on replay)")
+_OPT_METRICS = typer.Option(None, "--metrics-listen", metavar="HOST:PORT",
+                            help="Prometheus /metrics endpoint, or off (default: metrics.listen, 127.0.0.1:9108); "
+                            "one per instance when several run on a host")
 
 
 @app.command()
@@ -367,13 +397,15 @@ def replay(
     topic: Optional[str] = _OPT_TOPIC,
     device: Optional[str] = _OPT_DEVICE,
     config: Optional[Path] = _OPT_CONFIG,
+    sensor: Optional[str] = _OPT_SENSOR,
+    metrics_listen: Optional[str] = _OPT_METRICS,
 ) -> None:
     """Classify a capture file: every window's sequence through the model, predictions to the sinks."""
     if fast and speed:
         raise IdsError("--fast and --speed exclude each other")
     if speed is not None and speed <= 0:
         raise IdsError("--speed must be positive")
-    cfg = _sink_options(config, kafka_bootstrap, topic, device, {})
+    cfg = _sink_options(config, kafka_bootstrap, topic, device, {"sensor": sensor, "metrics.listen": metrics_listen})
     _run_pipeline(cfg, read, None, model, sink, output, speed)
 
 
@@ -388,9 +420,12 @@ def run(
     topic: Optional[str] = _OPT_TOPIC,
     device: Optional[str] = _OPT_DEVICE,
     config: Optional[Path] = _OPT_CONFIG,
+    sensor: Optional[str] = _OPT_SENSOR,
+    metrics_listen: Optional[str] = _OPT_METRICS,
 ) -> None:
     """Classify live traffic on an interface until SIGINT/SIGTERM (SIGHUP reloads the model)."""
-    cfg = _sink_options(config, kafka_bootstrap, topic, device, {"capture.filter": bpf, "capture.interface": interface})
+    cfg = _sink_options(config, kafka_bootstrap, topic, device, {"capture.filter": bpf, "capture.interface": interface,
+                                                                 "sensor": sensor, "metrics.listen": metrics_listen})
     _run_pipeline(cfg, None, interface, model, sink, output, None)
 
 
@@ -479,10 +514,12 @@ def demo(
     finally:
         src.close()
     preds = [json.loads(line) for line in Path(out).read_text().splitlines()]
+    from .text import plural
+
     c = pipe.meter.counters
     print(f"bundled capture {path.name}: {st.frames} packets, {c.flows_created} flows, {st.windows} windows")
     print(f"model {worker.model_info['name']} {worker.model_info['version']} on {worker.device}: "
-          f"{len(preds)} predictions in {st.batches} batches, {st.seconds:.2f} s")
+          + plural(len(preds), "prediction") + f" in {plural(st.batches, 'batch', 'batches')}, {st.seconds:.2f} s")
     fam = collections.Counter(p["family"] for p in preds)
     print("  by family:   " + ", ".join(f"{k} {v}" for k, v in fam.most_common()))
     sev = collections.Counter(p["severity"] for p in preds)
@@ -490,10 +527,15 @@ def demo(
     flagged = collections.Counter((p["flow"]["key"], p["predicted_attack"]) for p in preds if p["is_attack"])
     print("  most flagged keys:")
     for (key, cls), n in flagged.most_common(5):
-        print(f"    {key:<36} {cls:<24} {n:>4} windows")
+        print(f"    {key:<36} {cls:<24} {n:>4} {'window' if n == 1 else 'windows'}")
+    from .demo import report, sample_scenarios
+
+    print("  what the capture holds, and what was flagged in each part (by the time its window ended):")
+    for line in report(preds, sample_scenarios()):
+        print("    " + line)
     example = max(preds, key=lambda p: p["risk_score"])
     print("  the riskiest prediction, as published:")
-    print("    " + json.dumps(example, separators=(",", ":"))[:600])
+    print("    " + json.dumps(example, separators=(",", ":")))
     if output:
         print(f"  all predictions: {output}")
     if broker is not None:

@@ -243,7 +243,8 @@ class Config(_Section):
 
     metrics: MetricsConfig = MetricsConfig()
 
-    sensor: str | None = Field(None, description="name of this sensor in every prediction (default: host name)")
+    sensor: str | None = Field(None, description="name of this sensor in every prediction (default: the host name; "
+                               "live capture: HOST/INTERFACE, so the instances on one host differ) (--sensor)")
     alerts: AlertConfig = AlertConfig()
     inference: InferenceConfig = InferenceConfig()
     kafka: KafkaConfig = KafkaConfig()

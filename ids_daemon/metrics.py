@@ -22,8 +22,10 @@ BATCH_BUCKETS = (1, 4, 16, 64, 128, 256, 512, 1024, 2048, 4096)
 class PipelineMetrics:
     """The registry of one pipeline; `observe_batch` is called by the worker stage."""
 
-    def __init__(self) -> None:
+    def __init__(self, sensor: str | None = None, interface: str | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        # which instance this endpoint belongs to, when several run on one host
+        self.instance = {"sensor": sensor or "", "interface": interface or ""}
         self.latency = Histogram("ids_inference_latency_seconds", "Time to classify one micro-batch",
                                  buckets=LATENCY_BUCKETS, registry=self.registry)
         self.batch_size = Histogram("ids_inference_batch_size", "Sequences per micro-batch",
@@ -40,9 +42,11 @@ class PipelineMetrics:
         """Start the HTTP endpoint at ``host:port``; a busy port is logged, not fatal."""
         host, _, port = listen.rpartition(":")
         try:
-            self._server, _ = start_http_server(int(port), addr=host or "127.0.0.1", registry=self.registry)
+            self._server, _ = start_http_server(int(port), addr=host.strip("[]") or "127.0.0.1",
+                                                registry=self.registry)
         except OSError as e:
-            log.warning("metrics endpoint %s not started: %s", listen, e.strerror or e)
+            log.warning("metrics endpoint %s not started: %s (several instances on one host: give each its own "
+                        "--metrics-listen HOST:PORT)", listen, e.strerror or e)
             return False
         return True
 
@@ -114,6 +118,9 @@ class _Collector:
                                ("dropped", "Predictions lost for good (spool full)")):
                 yield counter(f"ids_sink_{field}", doc, getattr(ss, field), {"sink": s.name})
             yield _gauge_l("ids_sink_spool_bytes", "Bytes in the sink's on-disk spool", ss.spool_bytes, s.name)
+        inst = InfoMetricFamily("ids_sensor", "The sensor this endpoint belongs to (name and capture interface)")
+        inst.add_metric([], self.owner.instance)
+        yield inst
         info = InfoMetricFamily("ids_model", "The model in use")
         info.add_metric([], {"name": w.model_info["name"], "version": w.model_info["version"],
                              "device": str(w.device)})

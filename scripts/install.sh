@@ -7,7 +7,8 @@
 #   scripts/install.sh --prefix DIR --no-venv # only the unit, sysusers/tmpfiles and config files
 #   scripts/install.sh --extras train         # also the trainer's dependencies (ids-trainer train)
 #
-# Then: systemctl enable --now ids-daemon@eth0 (one instance per interface).
+# Then: systemctl enable --now "$(systemd-escape --template ids-daemon@.service IFACE)"
+# (one instance per interface; the instance is the escaped name, e.g. br-lan -> br\x2dlan).
 # Safe to run again: the venv is updated, an existing /etc/ids-daemon/config.yml is kept.
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
@@ -114,8 +115,10 @@ else
             echo "# Under systemd every instance runs in /var/lib/ids-daemon/IFACE, so the relative"
             echo "# kafka.spool_dir below gives each interface its own spool there. An absolute"
             echo "# spool_dir must lie under /var/lib/ids-daemon (the rest of the system is read-only"
-            echo "# to the service) and must differ per instance. Sinks: IDS_DAEMON_ARGS=\"--sink kafka\""
-            echo "# in /etc/ids-daemon/ids-daemon.env (default: predictions to the journal)."
+            echo "# to the service) and must differ per instance. Predictions go to Kafka (set"
+            echo "# kafka.bootstrap) unless IDS_DAEMON_SINK=\"--sink jsonl\" in /etc/ids-daemon/ids-daemon.env"
+            echo "# sends them to the journal. A second instance needs its own metrics endpoint:"
+            echo "# IDS_DAEMON_ARGS=\"--metrics-listen 127.0.0.1:9109\" in /etc/ids-daemon/IFACE.env."
             echo
             cat "$REPO/config.yml"
         } > "$ETC/config.yml"
@@ -129,7 +132,7 @@ fi
 # ---- tell systemd ------------------------------------------------------------------------
 if [ -z "$prefix" ] && [ -d /run/systemd/system ]; then
     run systemctl daemon-reload
-    say "done: systemctl enable --now ids-daemon@IFACE"
+    say "done: systemctl enable --now \"\$(systemd-escape --template ids-daemon@.service IFACE)\""
 else
     say "systemd is not running here${prefix:+ (or --prefix given)}: no daemon-reload"
     say "done"

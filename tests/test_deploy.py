@@ -66,6 +66,25 @@ def _daemonset() -> dict:
     return next(d for d in _k8s() if d["kind"] == "DaemonSet")
 
 
+def _k8s_alerts() -> dict:
+    """The Deployment whose container runs `ids-daemon alerts`."""
+    deps = [d for d in _k8s() if d["kind"] == "Deployment"
+            and d["spec"]["template"]["spec"]["containers"][0]["args"][0] == "alerts"]
+    assert len(deps) == 1, "the Kubernetes manifest has no alert consumer"
+    return deps[0]
+
+
+def _k8s_configmap(name: str) -> dict:
+    return next(d for d in _k8s() if d["kind"] == "ConfigMap" and d["metadata"]["name"] == name)
+
+
+def _load_text_config(text: str, name: str) -> Config:
+    copy = DEPLOY.parent / ".pytest_cache" / name
+    copy.parent.mkdir(exist_ok=True)
+    copy.write_text(text)
+    return load_config(copy)
+
+
 def _dockerfile_cmd() -> list[str]:
     import json
 
@@ -81,6 +100,8 @@ def _invocations() -> list[tuple[str, list[str]]]:
         if svc.get("image", "").startswith("ids-daemon") or "build" in svc:
             out.append((f"compose {name}", list(svc["command"])))
     for c in _daemonset()["spec"]["template"]["spec"]["containers"]:
+        out.append((f"k8s {c['name']}", list(c["args"])))
+    for c in _k8s_alerts()["spec"]["template"]["spec"]["containers"]:
         out.append((f"k8s {c['name']}", list(c["args"])))
     return out
 
@@ -201,9 +222,12 @@ def test_kafka_ports_line_up():
     lname = next(n for n, p in listeners.items() if p == published[port])
     assert advertised[lname] == boot
 
+    # The alert consumer runs on the host network too (its syslog goes to the host's
+    # loopback) and so uses the same host listener.
+    assert svcs["alerts"]["network_mode"] == "host"
+    assert _opt(svcs["alerts"]["command"], "--kafka-bootstrap") == boot
     # Compose-network clients use an advertised in-network listener.
     internal = set(advertised.values())
-    assert _opt(svcs["alerts"]["command"], "--kafka-bootstrap") in internal
     assert svcs["topics"]["environment"]["BOOTSTRAP"] in internal
     assert load_config(PROD).kafka.bootstrap in internal
     assert env["KAFKA_INTER_BROKER_LISTENER_NAME"] in listeners
@@ -287,3 +311,106 @@ def test_create_topics_script():
         assert needle in text, needle
     svc = _compose()["services"]["topics"]
     assert "./create-topics.sh:/create-topics.sh:ro" in svc["volumes"]
+
+
+_LOOPBACK = re.compile(r"^(127\.|localhost$|::1$|\[::1\]$)")
+
+
+def _syslog_hosts(cfg: Config) -> list[str]:
+    return [o.host for o in cfg.alerts.outputs if o.type == "syslog"]
+
+
+def test_alert_consumers_send_syslog_off_their_own_loopback():
+    """A syslog output on 127.0.0.1 reaches a collector only where the consumer shares the
+    host's network namespace (where the host's syslog daemon listens); in a container or
+    pod of its own, UDP to its loopback "succeeds" into nothing."""
+    svcs = _compose()["services"]
+    alerts = [s for s in svcs.values() if s.get("command", [None])[0] == "alerts"]
+    assert alerts
+    for svc in alerts:
+        cfg = load_config(PROD)
+        hosts = _syslog_hosts(cfg)
+        assert hosts, "the production config sends alerts to syslog"
+        if any(_LOOPBACK.match(h) for h in hosts):
+            assert svc.get("network_mode") == "host", svc
+    spec = _k8s_alerts()["spec"]["template"]["spec"]
+    assert not spec.get("hostNetwork")
+    vol = next(v for v in spec["volumes"] if v["name"] == "config")["configMap"]["name"]
+    cfg = _load_text_config(_k8s_configmap(vol)["data"]["config.yml"], "alerts-configmap.yml")
+    hosts = _syslog_hosts(cfg)
+    assert hosts and not any(_LOOPBACK.match(h) for h in hosts), hosts
+    # otherwise the production alert policy
+    prod = load_config(PROD).alerts.model_dump()
+    mine = cfg.alerts.model_dump()
+    for o in prod["outputs"] + mine["outputs"]:
+        if o["type"] == "syslog":
+            o.pop("host")
+    assert mine == prod
+    assert (cfg.log_level, cfg.log_format) == (load_config(PROD).log_level, load_config(PROD).log_format)
+
+
+def test_k8s_alert_consumer():
+    dep = _k8s_alerts()
+    spec = dep["spec"]["template"]["spec"]
+    c = spec["containers"][0]
+    assert c["image"] == _daemonset()["spec"]["template"]["spec"]["containers"][0]["image"]
+    # the image's unprivileged user, nothing else
+    uid = int(re.search(r"useradd .*--uid (\d+)", DOCKERFILE.read_text()).group(1))
+    assert spec["securityContext"]["runAsUser"] == uid and spec["securityContext"]["runAsNonRoot"] is True
+    sc = c["securityContext"]
+    assert sc["capabilities"] == {"drop": ["ALL"]} and sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    argv = c["args"]
+    assert _opt(argv, "--group") == _opt(_compose()["services"]["alerts"]["command"], "--group")
+    env = {e["name"]: e["valueFrom"]["configMapKeyRef"] for e in c["env"]}
+    params = _k8s_configmap("ids-daemon-params")["data"]
+    for flag, var in (("--kafka-bootstrap", "KAFKA_BOOTSTRAP"), ("--topic", "KAFKA_TOPIC")):
+        assert _opt(argv, flag) == f"$({var})" and env[var] == {"name": "ids-daemon-params", "key": var}
+        assert params[var]
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    assert mounts["config"] == "/etc/ids-daemon" and _opt(argv, "--config") == "/etc/ids-daemon/config.yml"
+    assert dep["spec"]["selector"]["matchLabels"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_container_daemon_writes_its_spool(tmp_path):
+    """The compose daemon runs as uid 0 with NET_RAW only, so without CAP_DAC_OVERRIDE it
+    writes where ownership lets it. The state directory, owned and moded as the
+    Dockerfile leaves it (and a fresh volume copies), must take its spool: a replay whose
+    broker is away spools every prediction there and exits 0."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("setpriv (util-linux) not installed: cannot drop the capabilities as Docker does")
+    if os.geteuid() != 0:
+        pytest.skip("runs the daemon as uid 0 without CAP_DAC_OVERRIDE: needs root")
+    text = DOCKERFILE.read_text()
+    m = re.search(r"chown -R (\w+):(\w+) /var/lib/ids-daemon", text)
+    assert m, "the Dockerfile does not set the owner of /var/lib/ids-daemon"
+    uid = int(re.search(r"useradd .*--uid (\d+)", text).group(1))
+    assert m.group(1) == "ids" and m.group(2) == "0", m.group(0)  # group 0: the capturing uid 0's group
+    assert re.search(r"chmod -R g=u /var/lib/ids-daemon", text)
+    state = tmp_path / "var-lib-ids-daemon"
+    spool = state / "spool"
+    spool.mkdir(parents=True)
+    for d in (state, spool):
+        os.chown(d, uid, 0)
+        d.chmod(0o775)  # g=u of the 0755 mkdir leaves
+    cfg = tmp_path / "c.yml"
+    cfg.write_text(f"kafka:\n  spool_dir: {spool}\n  close_timeout_s: 1.0\n  request_timeout_ms: 500\n"
+                   f"  stall_timeout_s: 0.3\nmetrics:\n  listen: null\n")
+    sample = ROOT / "ids_daemon" / "data" / "sample.pcap"
+    # Docker's uid 0 with --cap-drop ALL --cap-add NET_RAW: the bounding set is all it keeps.
+    argv = [setpriv, "--bounding-set", "-all,+net_raw", "--inh-caps", "-all", *_ids_daemon(), "replay",
+            "-r", str(sample), "--sink", "kafka", "--kafka-bootstrap", "127.0.0.1:9", "--topic", "t",
+            "--config", str(cfg)]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    m = re.search(r"kafka: 0 delivered, (\d+) spooled, 0 dropped", r.stderr)
+    assert m and int(m.group(1)) > 0, r.stderr
+    assert sum(f.stat().st_size for f in spool.iterdir()) > 0
+    # the same with the ownership the image used to give (ids:ids 0755): the daemon cannot
+    os.chown(spool, uid, uid)
+    spool.chmod(0o755)
+    for f in spool.iterdir():
+        f.unlink()
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and f"spool directory {spool} is not writable" in r.stderr, r.stderr

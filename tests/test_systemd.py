@@ -43,9 +43,9 @@ def _settings(text: str) -> dict[str, list[str]]:
     return out
 
 
-def _instance_copy(tmp_path: Path) -> Path:
-    """The unit as ids-daemon@eth0.service in tmp_path, ExecStart pointed at an
-    executable that exists here (the venv's ids-daemon, else a stand-in)."""
+def _instance_copy(tmp_path: Path, unit_name: str = "ids-daemon@eth0.service") -> Path:
+    """The unit as ``unit_name`` in tmp_path, ExecStart pointed at an executable that
+    exists here (the venv's ids-daemon, else a stand-in)."""
     exe = Path(sys.executable).parent / "ids-daemon"
     if not os.access(exe, os.X_OK):
         exe = tmp_path / "ids-daemon"
@@ -53,7 +53,7 @@ def _instance_copy(tmp_path: Path) -> Path:
         exe.chmod(0o755)
     text = UNIT.read_text()
     assert text.count(f"ExecStart={EXEC} ") == 1
-    unit = tmp_path / "ids-daemon@eth0.service"
+    unit = tmp_path / unit_name
     unit.write_text(text.replace(f"ExecStart={EXEC} ", f"ExecStart={exe} "))
     return unit
 
@@ -62,14 +62,19 @@ def test_unit_settings():
     """What the unit promises, independent of systemd being installed."""
     s = _settings(UNIT.read_text())
     assert s["Type"] == ["notify"] and s["NotifyAccess"] == ["main"]
-    assert s["ExecStart"][0].startswith(f"{EXEC} run -i %i --config /etc/ids-daemon/config.yml")
+    # %i is the escaped instance (device unit names), %I the interface name itself
+    assert s["ExecStart"] == [f"{EXEC} run -i %I --config /etc/ids-daemon/config.yml $IDS_DAEMON_SINK $IDS_DAEMON_ARGS"]
+    assert s["BindsTo"] == ["sys-subsystem-net-devices-%i.device"]
+    # where predictions go is chosen explicitly: Kafka unless IDS_DAEMON_SINK says otherwise
+    assert '"IDS_DAEMON_SINK=--sink kafka"' in s["Environment"]
     assert s["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
     assert s["User"] == ["ids-daemon"] and s["Group"] == ["ids-daemon"]
     assert s["AmbientCapabilities"] == ["CAP_NET_RAW"]
     assert s["CapabilityBoundingSet"] == ["CAP_NET_RAW"]
     assert s["RestrictAddressFamilies"] == ["AF_PACKET AF_INET AF_INET6 AF_UNIX"]
-    assert s["StateDirectory"] == ["ids-daemon/%i"]
-    assert s["WorkingDirectory"] == ["%S/ids-daemon/%i"]
+    assert s["StateDirectory"] == ["ids-daemon/%I"]
+    assert s["WorkingDirectory"] == ["%S/ids-daemon/%I"]
+    assert "-/etc/ids-daemon/%I.env" in s["EnvironmentFile"]
     # numba and torch generate code at run time
     assert "MemoryDenyWriteExecute" not in s
     for key in ("ProtectSystem", "ProtectHome", "PrivateTmp", "NoNewPrivileges", "PrivateDevices"):
@@ -87,6 +92,37 @@ def test_unit_verifies(tmp_path):
     # verify exits 0 on settings it does not know (e.g. RestartSteps= before systemd
     # 254) and only says so: any such line fails here.
     assert not re.search(r"Unknown (key|section|lvalue)|ignoring|Failed to parse", out), out
+
+
+def test_escaped_instance_binds_to_its_device_and_captures_on_it(tmp_path):
+    """The instance systemd-escape names for br-lan verifies clean, binds to systemd's
+    device unit for br-lan and runs the daemon on br-lan (read from systemd's own dump
+    of the loaded unit, not from our reading of the specifiers)."""
+    escape = _need("systemd-escape")
+    analyze = _need("systemd-analyze")
+    name = subprocess.run([escape, "--template", "ids-daemon@.service", "br-lan"], capture_output=True,
+                          text=True, check=True, timeout=30).stdout.strip()
+    assert name == "ids-daemon@br\\x2dlan.service"
+    # systemd names a network interface's device after its sysfs alias (udev 99-systemd.rules)
+    device = subprocess.run([escape, "--path", "--suffix=device", "/sys/subsystem/net/devices/br-lan"],
+                            capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+    assert device == "sys-subsystem-net-devices-br\\x2dlan.device"
+    unit = _instance_copy(tmp_path, name)
+    r = subprocess.run([analyze, "verify", "--man=no", str(unit)], capture_output=True, text=True,
+                       timeout=120, cwd=tmp_path)
+    out = (r.stdout + r.stderr).strip()
+    assert r.returncode == 0 and not re.search(r"Unknown (key|section|lvalue)|ignoring|Failed to parse", out), out
+    # At debug level verify dumps the unit it loaded, specifiers resolved.
+    r = subprocess.run([analyze, "verify", "--man=no", str(unit)], capture_output=True, text=True, timeout=120,
+                       cwd=tmp_path, env=dict(os.environ, SYSTEMD_LOG_LEVEL="debug"))
+    dump = r.stdout + r.stderr
+    assert r.returncode == 0, dump
+    assert f"BindsTo: {device} " in dump, dump
+    cmd = re.search(r"Command Line: (\S+) run -i (\S+) --config /etc/ids-daemon/config.yml", dump)
+    assert cmd and cmd.group(2) == "br-lan", dump
+    assert "WorkingDirectory: /var/lib/ids-daemon/br-lan" in dump
+    assert "EnvironmentFile: -/etc/ids-daemon/br-lan.env" in dump
+    print(f"{name}: BindsTo {device}, ExecStart ... run -i {cmd.group(2)}")
 
 
 def test_unit_security_ok(tmp_path):

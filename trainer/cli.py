@@ -8,12 +8,16 @@ import json
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from ids_daemon.features.ciciot import COLUMNS, IDENTITY_COLUMNS, LEAKING
+from ids_daemon.text import plural
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+# rich_markup_mode=None: plain help, as click writes it; the rich tables put a "<bool>"
+# placeholder on flags that take no value (--quiet, --help)
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Train and evaluate the ids-daemon model (CICIoT2023 CSVs, labelled captures).")
 
 # columns of the newer (merged, 39-column) release that the original release names differently
@@ -91,25 +95,70 @@ def _load_cfg(config: Path | None, overrides: dict) -> "Config":
     return load_config(config, overrides)
 
 
+def _default(dotted: str) -> str:
+    """" [default: VALUE, lstm.train.x]": the built-in default of a config key, for a flag
+    whose own default is None (so that a value from --config is not overridden)."""
+    from ids_daemon.config import Config
+
+    node: Any = Config()
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    value = str(node).lower() if isinstance(node, bool) else node
+    return f" [default: {value}, {dotted} in --config]"
+
+
+MIN_SEQUENCES = 1000  # below this a model learns little and the held-out figures rest on a handful
+MIN_PER_CLASS = 10
+
+
+def small_data_warnings(ds: Any) -> list[str]:
+    """Warnings for a training set too small to learn from or to measure on."""
+    out = []
+    n = len(ds.y)
+    if n < MIN_SEQUENCES:
+        out.append(f"only {n} sequence{'s' if n != 1 else ''} to train on (fewer than {MIN_SEQUENCES}): the model "
+                   f"will learn little and the held-out figures rest on a handful of sequences")
+    counts = Counter(ds.classes[i] for i in ds.y)
+    few = sorted(c for c in ds.classes if counts.get(c, 0) < MIN_PER_CLASS)
+    if few:
+        out.append(f"{len(few)} of {len(ds.classes)} classes have fewer than {MIN_PER_CLASS} sequences: "
+                   + ", ".join(f"{c} {counts.get(c, 0)}" for c in few[:8]) + (" ..." if len(few) > 8 else ""))
+    return out
+
+
 @app.command()
 def train(
     data: list[Path] = typer.Option(..., "--data", help="CSV files/directories, or capture manifests (manifest.json or its directory)"),
     out: Path = typer.Option(..., "--out", help="model directory to write"),
-    label_column: str = typer.Option(None, "--label-column", help="label column (default: label or Label); its values are used as they are"),
-    labels: str = typer.Option(None, "--labels", help="34, 8 (families) or 2 (benign/attack) classes"),
-    split: str = typer.Option(None, "--split", help="capture, time or stratified (default: capture when possible, else time)"),
-    seq_len: int = typer.Option(None, "--seq-len", help="windows per sequence T"),
-    seed: int = typer.Option(None, "--seed", help="random seed"),
-    epochs: int = typer.Option(None, "--epochs", help="maximum epochs (early stopping may end sooner)"),
+    label_column: str = typer.Option(None, "--label-column", help="label column (default: label or Label); its values "
+                                     "are the classes as they are, so it excludes --labels"),
+    labels: str = typer.Option(None, "--labels", help="34, 8 (families) or 2 (benign/attack) classes"
+                               + _default("lstm.train.labels")),
+    split: str = typer.Option(None, "--split", help="auto (capture when possible, else time), capture, time or "
+                              "stratified" + _default("lstm.train.split")),
+    seq_len: int = typer.Option(None, "--seq-len", help="windows per sequence T" + _default("lstm.train.seq_len")),
+    seed: int = typer.Option(None, "--seed", help="random seed" + _default("lstm.train.seed")),
+    epochs: int = typer.Option(None, "--epochs", help="maximum epochs (early stopping may end sooner)"
+                               + _default("lstm.train.epochs")),
     config: Path = typer.Option(None, "--config", help="config.yml (lstm.* sections)"),
-    device: str = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N"),
-    include_leaking: bool = typer.Option(None, "--include-leaking/--no-leaking", help="train on the leaking columns too"),
-    mlflow: bool = typer.Option(None, "--mlflow", help="log the run to MLflow (when installed)"),
+    device: str = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N" + _default("lstm.train.device")),
+    include_leaking: bool = typer.Option(None, "--include-leaking/--no-leaking", help="train on the leaking columns too"
+                                         + _default("lstm.features.include_leaking")),
+    mlflow: bool = typer.Option(None, "--mlflow", help="log the run to MLflow (when installed)"
+                                + _default("lstm.train.mlflow")),
+    version: str = typer.Option(None, "--version", help="model version recorded in the metadata and in every "
+                                "prediction [default: the UTC time of training, e.g. 20261129T105400Z]"),
 ) -> None:
     """Train the LSTM; writes the model directory with metrics.json and PNGs of the held-out split."""
+    import time
+
     from .dataset import load_dataset
     from .train import train as run_train
 
+    if label_column is not None and labels is not None:
+        raise _user_error(f"--labels {labels} and --label-column {label_column} exclude each other: the values of "
+                          "a named label column are the classes as they are (drop --label-column to map CICIoT2023 "
+                          "labels to 34, 8 or 2 classes)")
     cfg = _load_cfg(config, {"lstm.train.labels": labels, "lstm.train.split": split, "lstm.train.seq_len": seq_len,
                              "lstm.train.seed": seed, "lstm.train.epochs": epochs, "lstm.train.device": device,
                              "lstm.features.include_leaking": include_leaking, "lstm.train.mlflow": mlflow})
@@ -118,12 +167,16 @@ def train(
                       tc.max_per_class, tc.seed, cfg.meter, progress=sys.stderr.isatty())
     print(f"{len(ds.y)} sequences of {ds.x.shape[1]} x {len(ds.columns)} features, {len(ds.classes)} classes "
           f"({ds.source})", file=sys.stderr)
+    for w in small_data_warnings(ds):
+        print(f"ids-trainer: warning: {w}", file=sys.stderr)
+    # a retrained model must not pass for the one it replaces (predictions carry the version)
+    version = version or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     try:
-        res = run_train(ds, cfg, out)
+        res = run_train(ds, cfg, out, version=version)
     except ValueError as e:
         raise _user_error(str(e))
     _print_metrics(res.metrics)
-    print(f"model written to {out}")
+    print(f"model written to {out} (version {version})")
 
 
 @app.command()
@@ -407,11 +460,15 @@ def _user_error(msg: str) -> typer.Exit:
 def _print_metrics(m: dict) -> None:
     split = m.get("split", {})
     where = f"held-out {split.get('method')} split" if split else m.get("evaluated_on", "")
-    print(f"{where}: {m['samples']} sequences, accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}, "
+    print(f"{where}: {plural(m['samples'], 'sequence')}, accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}, "
           f"weighted-F1 {m['weighted_f1']:.4f}")
-    if m.get("benign_false_positive_rate") is not None:
-        print(f"benign false-positive rate {m['benign_false_positive_rate']:.4f}, "
-              f"attack detection rate {m['attack_detection_rate']:.4f}")
+    if m.get("benign_false_positive_rate") is not None or m.get("attack_detection_rate") is not None:
+        # either is None when the held-out part has no benign, or no attack, sequence
+        def rate(v: float | None) -> str:
+            return "n/a (none held out)" if v is None else f"{v:.4f}"
+
+        print(f"benign false-positive rate {rate(m.get('benign_false_positive_rate'))}, "
+              f"attack detection rate {rate(m.get('attack_detection_rate'))}")
     width = max(len(c) for c in m["per_class"])
     print(f"  {'class':<{width}}  precision  recall     f1  support")
     for c, v in m["per_class"].items():
