@@ -37,7 +37,7 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
         "${pip[@]}" torch
     else
-        "${pip[@]}" --index-url "$cpu_index" "torch==2.13.0" || "${pip[@]}" "torch==2.13.0" || "${pip[@]}" torch
+        "${pip[@]}" --retries 1 --timeout 15 --index-url "$cpu_index" "torch==2.13.0" || "${pip[@]}" "torch==2.13.0" || "${pip[@]}" torch
     fi
 fi
 "${pip[@]}" -e ".${extras}"
