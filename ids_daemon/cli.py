@@ -430,7 +430,7 @@ def alerts(
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: sub.stop())
         st = run_alerts(sub, cfg.alerts)
-    print(f"ids-daemon: alerts: {st}", file=sys.stderr)
+    print("ids-daemon: alerts: " + st.summary().replace("\n", "\n  "), file=sys.stderr)
 
 
 @app.command()

@@ -160,9 +160,25 @@ class AlertStats:
     rate_limited: int = 0  # alerts held back by the rate limit and folded into a summary
     evicted: int = 0  # windows closed early because max_open was reached
     open: int = 0  # windows open now
+    clock_ahead: int = 0  # predictions stamped further ahead of this host's clock than max_clock_ahead_s
     outputs: dict[str, OutputStats] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def summary(self) -> str:
+        """What the engine did, for people (the end of ``ids-daemon alerts``): three lines
+        - what was read and why it did or did not alert, the alerts, the outputs."""
+        skipped = [(self.benign, "benign"), (self.filtered_family, "other families"),
+                   (self.below_severity, "below min_severity"), (self.below_risk, "below min_risk"),
+                   (self.duplicates, "redelivered duplicates"), (self.clock_ahead, "stamped in the future")]
+        why = ", ".join(f"{n:,} {what}" for n, what in skipped if n)
+        read = f"{self.predictions:,} predictions read, {self.alertable:,} alertable" + (f" ({why})" if why else "")
+        kinds = [(self.new, "new"), (self.updates, "updates"), (self.summaries, "rate-limit summaries")]
+        alerts = (f"{self.alerts:,} alerts ({', '.join(f'{n:,} {k}' for n, k in kinds)}); "
+                  f"{self.suppressed:,} predictions folded into updates, {self.rate_limited:,} alerts held back "
+                  f"by the rate limit" + (f", {self.evicted:,} incidents closed early (max_open)" if self.evicted else ""))
+        outs = "; ".join(f"{name}: {o.sent:,} sent, {o.failed:,} failed" + (f", {o.retries:,} retries" if o.retries else "")
+                         for name, o in self.outputs.items()) or "none"
+        return f"{read}\n{alerts}\noutputs: {outs}"
 
