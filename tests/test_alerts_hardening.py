@@ -164,3 +164,42 @@ def test_plain_http_webhook_needs_an_explicit_opt_in() -> None:
     cfg = AlertConfig(outputs=[{"type": "webhook", "url": "http://alerts.example/hook", "allow_http": True},
                                {"type": "webhook", "url": "https://alerts.example/hook"}])
     assert [type(o).__name__ for o in build_outputs(cfg.outputs)] == ["WebhookOutput", "WebhookOutput"]
+
+
+def test_alerts_command_ends_with_the_summary(kafka_broker, kafka_topic, tmp_path) -> None:
+    """`ids-daemon alerts` on a real (dev) broker, stopped with SIGINT: its last words are
+    the three-line summary, not ``AlertStats(predictions=..., ...)``."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.test_subscribe import make_prediction, publish
+
+    preds = [make_prediction(i, kind=3) for i in range(6)]  # DDoS, critical: alertable
+    publish(kafka_broker.bootstrap, kafka_topic, preds)
+    out = tmp_path / "alerts.jsonl"
+    cfg = tmp_path / "c.yml"
+    cfg.write_text(f"alerts:\n  outputs:\n    - {{type: jsonl, path: {out}}}\n")
+    exe = str(Path(sys.executable).parent / "ids-daemon")
+    proc = subprocess.Popen([exe, "alerts", "--kafka-bootstrap", kafka_broker.bootstrap, "--topic", kafka_topic,
+                             "--config", str(cfg), "--group", "alerts-" + kafka_topic[-8:], "--from", "earliest"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not (out.exists() and out.read_text()):
+            time.sleep(0.2)
+        time.sleep(1.0)  # the rest of the batch
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "AlertStats(" not in err and "OutputStats(" not in err
+    tail = err[err.index("ids-daemon: alerts: "):].splitlines()
+    assert tail[0] == "ids-daemon: alerts: 6 predictions read, 6 alertable", err
+    # one incident: new at once, its 5 suppressed predictions in one update at close
+    assert tail[1].strip() == ("2 alerts (1 new, 1 updates, 0 rate-limit summaries); 5 predictions folded into "
+                               "updates, 0 alerts held back by the rate limit")
+    assert tail[2].strip() == f"outputs: jsonl:{out}: 2 sent, 0 failed"
