@@ -73,8 +73,9 @@ def test_the_stats_read_as_a_summary_not_a_dataclass_repr() -> None:
     text = eng.stats.summary()
     lines = text.splitlines()
     assert len(lines) == 3 and "AlertStats(" not in text and "OutputStats(" not in text
-    assert lines[0] == "4 predictions read, 2 alertable (1 benign, 1 below min_severity)"
-    assert lines[1].startswith("2 alerts (1 new, 1 updates, 0 rate-limit summaries); 1 predictions folded")
+    assert lines[0] == "predictions read: 4, alertable: 2 (benign: 1, below min_severity: 1)"
+    assert lines[1] == ("alerts: 2 (new: 1, updates: 1, rate-limit summaries: 0); predictions folded into updates: 1; "
+                        "alerts held back by the rate limit: 0")
     assert lines[2] == "outputs: none"
 
 
@@ -197,9 +198,9 @@ def test_alerts_command_ends_with_the_summary(kafka_broker, kafka_topic, tmp_pat
             proc.kill()
     assert proc.returncode == 0, err
     assert "AlertStats(" not in err and "OutputStats(" not in err
-    tail = err[err.index("ids-daemon: alerts: "):].splitlines()
-    assert tail[0] == "ids-daemon: alerts: 6 predictions read, 6 alertable", err
+    tail = err[err.rindex("ids-daemon: alerts: predictions read"):].splitlines()
+    assert tail[0] == "ids-daemon: alerts: predictions read: 6, alertable: 6", err
     # one incident: new at once, its 5 suppressed predictions in one update at close
-    assert tail[1].strip() == ("2 alerts (1 new, 1 updates, 0 rate-limit summaries); 5 predictions folded into "
-                               "updates, 0 alerts held back by the rate limit")
-    assert tail[2].strip() == f"outputs: jsonl:{out}: 2 sent, 0 failed"
+    assert tail[1] == ("  alerts: 2 (new: 1, updates: 1, rate-limit summaries: 0); predictions folded into "
+                       "updates: 5; alerts held back by the rate limit: 0")
+    assert tail[2] == f"  outputs: jsonl:{out} sent 2, failed 0"

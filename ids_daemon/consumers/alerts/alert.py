@@ -168,17 +168,18 @@ class AlertStats:
 
     def summary(self) -> str:
         """What the engine did, for people (the end of ``ids-daemon alerts``): three lines
-        - what was read and why it did or did not alert, the alerts, the outputs."""
-        skipped = [(self.benign, "benign"), (self.filtered_family, "other families"),
-                   (self.below_severity, "below min_severity"), (self.below_risk, "below min_risk"),
-                   (self.duplicates, "redelivered duplicates"), (self.clock_ahead, "stamped in the future")]
-        why = ", ".join(f"{n:,} {what}" for n, what in skipped if n)
-        read = f"{self.predictions:,} predictions read, {self.alertable:,} alertable" + (f" ({why})" if why else "")
-        kinds = [(self.new, "new"), (self.updates, "updates"), (self.summaries, "rate-limit summaries")]
-        alerts = (f"{self.alerts:,} alerts ({', '.join(f'{n:,} {k}' for n, k in kinds)}); "
-                  f"{self.suppressed:,} predictions folded into updates, {self.rate_limited:,} alerts held back "
-                  f"by the rate limit" + (f", {self.evicted:,} incidents closed early (max_open)" if self.evicted else ""))
-        outs = "; ".join(f"{name}: {o.sent:,} sent, {o.failed:,} failed" + (f", {o.retries:,} retries" if o.retries else "")
+        - what was read and why it did or did not alert, the alerts, the outputs. Counts
+        follow their labels ("new: 1"), so no noun has to agree with a number."""
+        skipped = [("benign", self.benign), ("other families", self.filtered_family),
+                   ("below min_severity", self.below_severity), ("below min_risk", self.below_risk),
+                   ("redelivered duplicates", self.duplicates), ("stamped in the future", self.clock_ahead)]
+        why = ", ".join(f"{what}: {n:,}" for what, n in skipped if n)
+        read = f"predictions read: {self.predictions:,}, alertable: {self.alertable:,}" + (f" ({why})" if why else "")
+        alerts = (f"alerts: {self.alerts:,} (new: {self.new:,}, updates: {self.updates:,}, rate-limit summaries: "
+                  f"{self.summaries:,}); predictions folded into updates: {self.suppressed:,}; alerts held back by "
+                  f"the rate limit: {self.rate_limited:,}"
+                  + (f"; incidents closed early (max_open): {self.evicted:,}" if self.evicted else ""))
+        outs = "; ".join(f"{name} sent {o.sent:,}, failed {o.failed:,}" + (f", retries {o.retries:,}" if o.retries else "")
                          for name, o in self.outputs.items()) or "none"
         return f"{read}\n{alerts}\noutputs: {outs}"
 
