@@ -187,7 +187,7 @@ class AlertEngine:
         outputs."""
         out: list[Alert] = []
         if now is not None:
-            now = self._believable(float(now))
+            now = self._believable(float(now), record=False)
             if now > self.clock:
                 self._advance(now, out)
         else:
@@ -229,17 +229,19 @@ class AlertEngine:
 
     # -- internals ---------------------------------------------------------------------
 
-    def _believable(self, t: float) -> float:
+    def _believable(self, t: float, record: bool = True) -> float:
         """``t``, or this host's clock + max_clock_ahead_s when it is further ahead: the
-        engine clock never runs ahead of the real world on the word of one record."""
-        cap = time.time() + self.config.max_clock_ahead_s
+        engine clock never runs ahead of the real world on the word of one record.
+        Records that were capped are counted (``record``; the driver's ticks are not)."""
+        now = time.time()
+        cap = now + self.config.max_clock_ahead_s
         if t <= cap:
             return t
-        self.stats.clock_ahead += 1
-        if self.stats.clock_ahead == 1:
-            log.warning("alerts: a prediction is stamped %.0f s ahead of this host's clock; the engine clock "
-                        "moves at most %.0f s ahead (sensor clock skew?)", t - cap + self.config.max_clock_ahead_s,
-                        self.config.max_clock_ahead_s)
+        if record:
+            self.stats.clock_ahead += 1
+            if self.stats.clock_ahead == 1:
+                log.warning("alerts: a prediction is stamped %.6g s ahead of this host's clock; the engine clock "
+                            "moves at most %.0f s ahead (sensor clock skew?)", t - now, self.config.max_clock_ahead_s)
         return cap
 
     def _push(self, g: _Group) -> None:
