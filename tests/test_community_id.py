@@ -63,3 +63,10 @@ def test_address_forms_agree() -> None:
     assert address_bytes(np.array([0x0A000001], dtype=np.uint32)).tobytes() == bytes([10, 0, 0, 1])
     with pytest.raises(ValueError, match="4 or 16 bytes"):
         address_bytes(np.zeros((1, 3), dtype=np.uint8))
+
+
+def test_no_rows_no_ids() -> None:
+    """A batch of pool windows only hands the hash no flow."""
+    for width in (4, 16):
+        empty = np.zeros((0, width), dtype=np.uint8)
+        assert community_ids(empty, empty, [], [], []) == []
