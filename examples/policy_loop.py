@@ -5,9 +5,12 @@
 
 Each prediction updates the state of its target host (`ids_daemon.consumers.rl`); the policy
 looks at that host's observation and decides: block (a high or critical attack),
-rate_limit (a medium one, or a low-confidence attack), or ignore. A decision is
-published to the actions topic only when it changes for the host, keyed by the host,
-as JSON (`ids.action.v1`). A real deployment would replace `decide` with a trained
+rate_limit (a medium one, or a low-confidence attack), or ignore. `Hysteresis` keeps a
+host's action from flapping as the severities of a flood's windows alternate (it went
+between block and rate_limit 46 times in 40 s): a stronger action applies at once, a
+weaker one only after the host has given no reason for the current one for ``--hold``
+seconds of traffic time. An action is published to the actions topic only when it
+changes for the host, keyed by the host, as JSON (`ids.action.v1`). A real deployment would replace `decide` with a trained
 agent (the observation layout is in `ObservationBuilder.layout`).
 
 Run it against the demo: `ids-daemon replay -r ... --sink kafka ...` in one terminal,
@@ -38,6 +41,39 @@ def decide(obs, layout: list[str]) -> str:
     return "rate_limit" if risk >= 0.2 else "ignore"
 
 
+class Hysteresis:
+    """Per host: escalate at once, de-escalate only after a quiet hold.
+
+    ``step(host, wanted, t)`` takes what the policy wants for the host now (``t`` in the
+    traffic's time, seconds) and returns the host's new action when it changes, else
+    None. An observation that wants the current action or a stronger one renews the
+    hold; one that wants a weaker action gets it only when the current action has not
+    been asked for in the last ``hold_s`` seconds.
+    """
+
+    RANK = {"ignore": 0, "rate_limit": 1, "block": 2}
+
+    def __init__(self, hold_s: float = 30.0):
+        if hold_s < 0:
+            raise ValueError("hold_s must be >= 0")
+        self.hold_s = float(hold_s)
+        self.action: dict[str, str] = {}  # the host's current action
+        self._renewed: dict[str, float] = {}  # when it was last asked for (or a stronger one)
+
+    def step(self, host: str, wanted: str, t: float) -> str | None:
+        current = self.action.get(host, "ignore")
+        if self.RANK[wanted] >= self.RANK[current]:
+            self._renewed[host] = max(t, self._renewed.get(host, t))
+            if wanted == current:
+                return None
+        elif t - self._renewed.get(host, float("-inf")) < self.hold_s:
+            return None  # still within the hold: keep the stronger action
+        else:
+            self._renewed[host] = t
+        self.action[host] = wanted
+        return wanted
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kafka-bootstrap", required=True)
@@ -49,12 +85,15 @@ def main() -> int:
     ap.add_argument("--until-idle", type=float, default=None,
                     help="stop once records have arrived and none came for this many seconds (a replay's end)")
     ap.add_argument("--model", default=None, help="model directory, for its class list (default: bundled)")
+    ap.add_argument("--hold", type=float, default=30.0,
+                    help="seconds of traffic without reason for a host's action before a weaker one applies")
     a = ap.parse_args()
 
     classes = load_model(a.model).classes
     obs = ObservationBuilder(classes, key_by="host")
     producer = KafkaProducer(bootstrap_servers=a.kafka_bootstrap, acks="all")
-    decided: dict[str, str] = {}
+    policy = Hysteresis(a.hold)
+    decided = policy.action
     stop = {"now": False}
     signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
@@ -71,9 +110,9 @@ def main() -> int:
                 break
             for p in batch:
                 host = obs.update(p)
-                action = decide(obs.observation(host, p.window.last_ts), obs.layout)
-                if decided.get(host) != action:
-                    decided[host] = action
+                action = policy.step(host, decide(obs.observation(host, p.window.last_ts), obs.layout),
+                                     p.window.last_ts)
+                if action is not None:
                     msg = {"schema": "ids.action.v1", "time": time.time(), "host": host, "action": action,
                            "reason": f"{p.predicted_attack} ({p.family}) risk {p.risk_score:.2f} {p.severity}",
                            "prediction_id": p.id, "sensor": p.sensor}

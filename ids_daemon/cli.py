@@ -293,7 +293,8 @@ def _run_pipeline(cfg: Config, read: Optional[str], interface: Optional[str], mo
         signal.signal(sig, lambda *_: early.update(stop=True))
     signal.signal(signal.SIGHUP, lambda *_: early.update(reload=True))
     worker = InferenceWorker(model or cfg.inference.model, cfg.inference.device, cfg.inference.half,
-                             cfg.inference.top_k, cfg.sensor, threshold=cfg.inference.threshold)
+                             cfg.inference.top_k, cfg.sensor, threshold=cfg.inference.threshold,
+                             interface=None if read is not None else (interface or cfg.capture.interface))
     sink_objs = _make_sinks(cfg, sinks, output)
     if read is not None and speed:
         # pacing needs finer batches than the reader's default
@@ -464,7 +465,7 @@ def alerts(
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: sub.stop())
         st = run_alerts(sub, cfg.alerts)
-    print(f"ids-daemon: alerts: {st}", file=sys.stderr)
+    print("ids-daemon: alerts: " + st.summary().replace("\n", "\n  "), file=sys.stderr)
 
 
 @app.command()

@@ -262,7 +262,8 @@ def test_config_validation_and_output_building(tmp_path: Path) -> None:
         "min_severity": "medium", "dedupe_window_s": 300,
         "outputs": [{"type": "stdout"}, {"type": "jsonl", "path": str(tmp_path / "a.jsonl")},
                     {"type": "syslog", "host": "127.0.0.1", "port": 5514, "protocol": "tcp", "facility": "local3"},
-                    {"type": "webhook", "url": "http://127.0.0.1:9/hook", "headers": {"Authorization": "Bearer x"}}],
+                    {"type": "webhook", "url": "http://127.0.0.1:9/hook", "allow_http": True,
+                     "headers": {"Authorization": "Bearer x"}}],
     })
     outs = build_outputs(cfg.outputs)
     assert [type(o).__name__ for o in outs] == ["StdoutOutput", "JsonlOutput", "SyslogOutput", "WebhookOutput"]
@@ -428,7 +429,7 @@ class _Hook:
 
 def test_webhook_posts_each_alert_as_json() -> None:
     with _Hook() as hook:
-        out = WebhookOutput(hook.url, timeout_s=2, retries=1, backoff_s=0.01, headers={"Authorization": "Bearer t"})
+        out = WebhookOutput(hook.url, allow_http=True, timeout_s=2, retries=1, backoff_s=0.01, headers={"Authorization": "Bearer t"})
         eng = engine([out])
         sent = eng.process(pred(0, T0)) + eng.process(pred(1, T0 + 1))
         sent += eng.process(pred(2, T0 + 2, cls="Mirai-udpplain", family="Mirai")) + eng.close()
@@ -445,13 +446,13 @@ def test_webhook_posts_each_alert_as_json() -> None:
 
 def test_webhook_retries_a_5xx_and_does_not_retry_a_4xx() -> None:
     with _Hook("flaky") as hook:
-        out = WebhookOutput(hook.url, timeout_s=2, retries=2, backoff_s=0.01)
+        out = WebhookOutput(hook.url, allow_http=True, timeout_s=2, retries=2, backoff_s=0.01)
         eng = engine([out])
         eng.process(pred(0, T0))
         eng.close()
     assert (out.stats.sent, out.stats.retries, out.stats.failed, hook.calls) == (1, 1, 0, 2)
     with _Hook("reject") as hook:
-        out = WebhookOutput(hook.url, timeout_s=2, retries=3, backoff_s=0.01)
+        out = WebhookOutput(hook.url, allow_http=True, timeout_s=2, retries=3, backoff_s=0.01)
         eng = engine([out])
         eng.process(pred(0, T0))
         eng.close()
@@ -461,7 +462,7 @@ def test_webhook_retries_a_5xx_and_does_not_retry_a_4xx() -> None:
 def test_webhook_server_down_retries_then_counts_a_failure_and_the_engine_goes_on(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     url = f"http://127.0.0.1:{_free_port()}/alerts"
-    hook = WebhookOutput(url, timeout_s=1, retries=2, backoff_s=0.01)
+    hook = WebhookOutput(url, allow_http=True, timeout_s=1, retries=2, backoff_s=0.01)
     jl = JsonlOutput(tmp_path / "a.jsonl")
     eng = engine([hook, jl])
     with caplog.at_level(logging.WARNING, logger="ids_daemon.consumers.alerts"):
@@ -477,7 +478,7 @@ def test_webhook_server_down_retries_then_counts_a_failure_and_the_engine_goes_o
 
 def test_webhook_that_times_out_fails_within_bounded_time_without_blocking_the_engine() -> None:
     with _Hook("slow", delay=1.5) as hook:
-        out = WebhookOutput(hook.url, timeout_s=0.2, retries=1, backoff_s=0.01)
+        out = WebhookOutput(hook.url, allow_http=True, timeout_s=0.2, retries=1, backoff_s=0.01)
         eng = engine([out])
         t = time.monotonic()
         assert len(eng.process(pred(0, T0))) == 1
@@ -491,7 +492,7 @@ def test_webhook_that_times_out_fails_within_bounded_time_without_blocking_the_e
 
 def test_webhook_full_queue_counts_failures() -> None:
     with _Hook("slow", delay=0.3) as hook:
-        out = WebhookOutput(hook.url, timeout_s=2, retries=0, queue_size=1, close_timeout_s=5)
+        out = WebhookOutput(hook.url, allow_http=True, timeout_s=2, retries=0, queue_size=1, close_timeout_s=5)
         eng = engine([out], rate_limit_per_min=0)
         for i in range(4):
             eng.process(pred(i, T0, host=f"10.4.0.{i}"))

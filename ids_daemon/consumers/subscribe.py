@@ -907,12 +907,28 @@ class PredictionSubscriber:
 
 
 # ---------------------------------------------------------------------- the command line
+# What a terminal must not receive raw from a message: C0/C1 controls (escape sequences
+# can clear the screen or move the cursor; CR/LF forge lines), and the Unicode line
+# separators and direction overrides that reorder what is shown.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control and reordering characters shown as escapes (``\\x1b``, ``\\u202e``)."""
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
 def format_prediction(p: Prediction) -> str:
-    """One line: time (UTC), sensor, severity, risk, predicted class, family, flow key."""
-    t = datetime.fromtimestamp(p.time, tz=timezone.utc)
-    ts = t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
-    return (f"{ts}  {p.sensor:<12} {p.severity:<8} {p.risk_score:4.2f}  {p.predicted_attack:<24} "
-            f"{p.family:<10} {p.flow.key}")
+    """One line: time (UTC), sensor, severity, risk, predicted class, family, flow key;
+    the message's text fields with control characters escaped, and a time no calendar
+    can show (the decoder rejects those, but a Prediction may be built elsewhere) as its number."""
+    try:
+        t = datetime.fromtimestamp(p.time, tz=timezone.utc)
+        ts = t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+    except (OverflowError, OSError, ValueError):
+        ts = f"time={p.time!r}"
+    return (f"{ts}  {printable(p.sensor):<12} {printable(p.severity):<8} {p.risk_score:4.2f}  "
+            f"{printable(p.predicted_attack):<24} {printable(p.family):<10} {printable(p.flow.key)}")
 
 
 def run_subscribe(

@@ -37,13 +37,15 @@ class InferenceWorker:
     """Runs a model directory (default: the bundled model) on sequences."""
 
     def __init__(self, model_dir: str | os.PathLike | None = None, device: str = "auto", half: bool = False,
-                 top_k: int = 3, sensor: str | None = None, threshold: float | None = None):
+                 top_k: int = 3, sensor: str | None = None, threshold: float | None = None,
+                 interface: str | None = None):
         self.model_dir = Path(model_dir) if model_dir else None
         self.device = resolve_device(device)
         self.half = bool(half) and self.device.type == "cuda"
         self.top_k = int(top_k)
         self.threshold_override = threshold  # inference.threshold: replaces the model's operating point
         self.sensor = sensor or socket.gethostname()
+        self.interface = interface  # the live capture interface, in every prediction (None: a file)
         self.id_prefix = f"{self.sensor}-{int(time.time() * 1000):x}"
         self.next_id = 0
         self.batches = 0
@@ -126,6 +128,7 @@ class InferenceWorker:
         self.severity_counts += np.bincount(sev, minlength=4)
         out = encode_predictions(seq, probs, decision, sev, classes=self.classes, families=self.families,
                                  model=self.model_info, sensor=self.sensor, id_prefix=self.id_prefix,
-                                 first_id=self.next_id, top_k=self.top_k, now=time.time())
+                                 first_id=self.next_id, top_k=self.top_k, now=time.time(),
+                                 interface=self.interface)
         self.next_id += len(seq)
         return out

@@ -17,6 +17,8 @@ import orjson
 from ..capture.batch import ipv4_to_str
 from ..features.window import KIND_FLOW, KIND_POOL, REASON_NAMES, proto_name
 from ..sinks.base import EncodedBatch
+from .community_id import community_ids
+from .timestamps import iso8601
 from .vocabulary import SEVERITIES
 
 SCHEMA_ID = "ids.prediction.v1"
@@ -36,7 +38,8 @@ _FLOW_CACHE_MAX = 1 << 18
 
 def _flows(w: Any) -> list[dict[str, Any]]:
     """The ``flow`` object of each window, cached by key hash: a key predicts again and
-    again, and its identity (endpoints in initiator order, or the pool's host) is fixed."""
+    again, and its identity (endpoints in initiator order, or the pool's host, and a
+    flow's Community ID) is fixed."""
     hashes = w.key.tolist()
     missing = [i for i, h in enumerate(hashes) if h not in _FLOW_CACHE]
     if missing:
@@ -44,24 +47,29 @@ def _flows(w: Any) -> list[dict[str, Any]]:
             _FLOW_CACHE.clear()  # bounded: start over rather than grow
         m = w.take(np.array(missing))
         keys = m.key_strings().tolist()
-        flow = (m.kind == KIND_FLOW).tolist()
+        fm = m.kind == KIND_FLOW
+        flow = fm.tolist()
         src = ipv4_to_str(m.src).tolist()
-        dst = ipv4_to_str(np.where(m.kind == KIND_FLOW, m.dst, m.host)).tolist()
+        dst = ipv4_to_str(np.where(fm, m.dst, m.host)).tolist()
+        # only flows have a 5-tuple; a pool's or capture's window has no Community ID
+        cids = iter(community_ids(m.src[fm], m.dst[fm], m.proto[fm], m.sport[fm], m.dport[fm]))
         for j, i in enumerate(missing):
             fl = flow[j]
             _FLOW_CACHE[hashes[i]] = {
                 "key": keys[j], "kind": _KIND_NAMES.get(int(m.kind[j]), "capture"), "protocol": proto_name(m.proto[j]),
                 "src_ip": src[j] if fl else None, "src_port": int(m.sport[j]) if fl else None,
                 "dst_ip": dst[j], "dst_port": int(m.dport[j]) if fl else None,
+                "community_id": next(cids) if fl else None,
             }
     return [_FLOW_CACHE[h] for h in hashes]
 
 
 def encode_predictions(seq: Any, probs: np.ndarray, decision: tuple[np.ndarray, ...], severity: np.ndarray, *,
                        classes: list[str], families: list[str], model: dict[str, str], sensor: str, id_prefix: str,
-                       first_id: int, top_k: int, now: float) -> EncodedBatch:
+                       first_id: int, top_k: int, now: float, interface: str | None = None) -> EncodedBatch:
     """One JSON object per sequence of ``seq`` (a SequenceBatch), from its probabilities
-    and the worker's ``decision`` (`ids_daemon.inference.risk.decide`) and severities."""
+    and the worker's ``decision`` (`ids_daemon.inference.risk.decide`) and severities.
+    ``interface``: the live capture interface (None for a file: no interface saw it)."""
     w = seq.windows
     n = len(w)
     pred, conf, risk, p_attack, is_attack = decision
@@ -69,6 +77,7 @@ def encode_predictions(seq: Any, probs: np.ndarray, decision: tuple[np.ndarray, 
     k = min(top_k, probs.shape[1])
     top = np.argsort(-probs, axis=1)[:, :k]
     flows = _flows(w)
+    timestamp = iso8601(now)
     first, last, packets = w.first_ts.tolist(), w.last_ts.tolist(), w.packets.tolist()
     reasons = w.reason.tolist()
     hist = seq.lengths.tolist()
@@ -85,7 +94,9 @@ def encode_predictions(seq: Any, probs: np.ndarray, decision: tuple[np.ndarray, 
             "schema": SCHEMA_ID,
             "id": f"{id_prefix}-{first_id + i}",
             "time": now,
+            "timestamp": timestamp,
             "sensor": sensor,
+            "interface": interface,
             "predicted_attack": classes[c],
             "family": families[c],
             "is_attack": att_l[i],

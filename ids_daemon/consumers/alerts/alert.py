@@ -160,9 +160,26 @@ class AlertStats:
     rate_limited: int = 0  # alerts held back by the rate limit and folded into a summary
     evicted: int = 0  # windows closed early because max_open was reached
     open: int = 0  # windows open now
+    clock_ahead: int = 0  # predictions stamped further ahead of this host's clock than max_clock_ahead_s
     outputs: dict[str, OutputStats] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def summary(self) -> str:
+        """What the engine did, for people (the end of ``ids-daemon alerts``): three lines
+        - what was read and why it did or did not alert, the alerts, the outputs. Counts
+        follow their labels ("new: 1"), so no noun has to agree with a number."""
+        skipped = [("benign", self.benign), ("other families", self.filtered_family),
+                   ("below min_severity", self.below_severity), ("below min_risk", self.below_risk),
+                   ("redelivered duplicates", self.duplicates), ("stamped in the future", self.clock_ahead)]
+        why = ", ".join(f"{what}: {n:,}" for what, n in skipped if n)
+        read = f"predictions read: {self.predictions:,}, alertable: {self.alertable:,}" + (f" ({why})" if why else "")
+        alerts = (f"alerts: {self.alerts:,} (new: {self.new:,}, updates: {self.updates:,}, rate-limit summaries: "
+                  f"{self.summaries:,}); predictions folded into updates: {self.suppressed:,}; alerts held back by "
+                  f"the rate limit: {self.rate_limited:,}"
+                  + (f"; incidents closed early (max_open): {self.evicted:,}" if self.evicted else ""))
+        outs = "; ".join(f"{name} sent {o.sent:,}, failed {o.failed:,}" + (f", retries {o.retries:,}" if o.retries else "")
+                         for name, o in self.outputs.items()) or "none"
+        return f"{read}\n{alerts}\noutputs: {outs}"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import urllib.parse
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Model(BaseModel):
@@ -73,7 +73,9 @@ class WebhookOutputConfig(_Model):
     """HTTP POST of each alert's JSON, from a background thread (never blocks the engine)."""
 
     type: Literal["webhook"] = "webhook"
-    url: str = Field(..., description="http(s) URL the alerts are POSTed to")
+    url: str = Field(..., description="https URL the alerts are POSTed to (redirects are not followed)")
+    allow_http: bool = Field(False, description="allow a plain http:// URL: alerts and headers (Authorization) "
+                             "then cross the network unencrypted")
     timeout_s: float = Field(2.0, gt=0, description="per-request timeout")
     retries: int = Field(3, ge=0, le=20, description="further attempts after a failed one (5xx, 408, 429, network errors)")
     backoff_s: float = Field(0.5, ge=0, description="wait before the first retry, doubled for each next one")
@@ -88,6 +90,21 @@ class WebhookOutputConfig(_Model):
         if u.scheme not in ("http", "https") or not u.netloc:
             raise ValueError(f"not an http(s) URL: {_redact(v)!r}")
         return v
+
+    @model_validator(mode="after")
+    def _plain_http(self) -> "WebhookOutputConfig":
+        problem = plain_http_problem(self.url, self.allow_http)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+
+def plain_http_problem(url: str, allow_http: bool) -> str | None:
+    """Why ``url`` may not be used (a plain http:// URL without the opt-in), or None."""
+    if urllib.parse.urlsplit(url).scheme == "http" and not allow_http:
+        return (f"webhook {_redact(url)} is plain http://: alerts and their headers would cross the network "
+                "unencrypted; use https:// or set allow_http: true")
+    return None
 
 
 OutputConfig = Annotated[
@@ -116,6 +133,9 @@ class AlertConfig(_Model):
     duplicate_ids: int = Field(
         65536, ge=0, description="recent prediction ids remembered to drop redelivered duplicates (0: off)")
     tick_s: float = Field(1.0, gt=0, description="how often the driver closes windows that ended while predictions are quiet")
+    max_clock_ahead_s: float = Field(
+        300.0, gt=0, description="the engine clock (prediction time) moves at most this far ahead of this host's "
+        "clock, so one record stamped in the future cannot close every window or stamp later alerts")
     outputs: list[OutputConfig] = Field(
         default_factory=lambda: [StdoutOutputConfig()],
         description="where alerts go: stdout | jsonl (path) | syslog (host, port, protocol, ...) | webhook (url, ...)")

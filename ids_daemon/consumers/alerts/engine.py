@@ -51,7 +51,11 @@ sequence: its wall clock, increasing per sensor), never the alerting host's cloc
 same stream always gives the same alerts (tests are deterministic) and a backlog read
 from Kafka is judged by when things happened, not when it was read. The engine clock is
 the highest prediction time seen (a late prediction does not move it back). Windows and
-the rate limit expire on that clock. While predictions are quiet the driver
+the rate limit expire on that clock. One record cannot run the clock ahead: the decoder
+rejects a time more than a day ahead of this host's clock, and the engine moves its clock
+at most ``max_clock_ahead_s`` past this host's clock (the prediction still alerts, stamped
+with the engine clock; ``stats.clock_ahead`` counts such records, and the first is
+logged). While predictions are quiet the driver
 (`run_alerts`) moves the clock on by the real time elapsed since the last prediction
 (`AlertEngine.flush(now)` every ``tick_s``), so the last window of a flood that stopped
 is reported about ``dedupe_window_s`` later, not when the next prediction arrives.
@@ -152,8 +156,9 @@ class AlertEngine:
                 self._seen_ids.discard(self._seen_order.popleft())
         st.alertable += 1
         out: list[Alert] = []
-        if p.time > self.clock:
-            self._advance(p.time, out)
+        t = self._believable(p.time)
+        if t > self.clock:
+            self._advance(t, out)
         target = p.flow.host or p.flow.key
         key = (target, p.family)
         g = self._groups.get(key)
@@ -165,12 +170,12 @@ class AlertEngine:
         else:
             if len(self._groups) >= self.config.max_open:
                 self._evict_one(out)
-            g = _Group(key=key, window_end=max(self.clock, p.time) + self.window, pending=_Acc(self.config.examples))
+            g = _Group(key=key, window_end=self.clock + self.window, pending=_Acc(self.config.examples))
             g.pending.add(p)
             g.total = 1
             self._groups[key] = g
             self._push(g)
-            self._report(g, max(self.clock, p.time), out)
+            self._report(g, self.clock, out)
         st.open = len(self._groups)
         self._send(out)
         return out
@@ -182,8 +187,9 @@ class AlertEngine:
         outputs."""
         out: list[Alert] = []
         if now is not None:
+            now = self._believable(float(now), record=False)
             if now > self.clock:
-                self._advance(float(now), out)
+                self._advance(now, out)
         else:
             t = self.clock if self.clock != float("-inf") else time.time()
             for g in sorted(self._groups.values(), key=lambda g: g.window_end):
@@ -222,6 +228,21 @@ class AlertEngine:
         return len(self._groups)
 
     # -- internals ---------------------------------------------------------------------
+
+    def _believable(self, t: float, record: bool = True) -> float:
+        """``t``, or this host's clock + max_clock_ahead_s when it is further ahead: the
+        engine clock never runs ahead of the real world on the word of one record.
+        Records that were capped are counted (``record``; the driver's ticks are not)."""
+        now = time.time()
+        cap = now + self.config.max_clock_ahead_s
+        if t <= cap:
+            return t
+        if record:
+            self.stats.clock_ahead += 1
+            if self.stats.clock_ahead == 1:
+                log.warning("alerts: a prediction is stamped %.6g s ahead of this host's clock; the engine clock "
+                            "moves at most %.0f s ahead (sensor clock skew?)", t - now, self.config.max_clock_ahead_s)
+        return cap
 
     def _push(self, g: _Group) -> None:
         self._heap_seq += 1
@@ -378,17 +399,13 @@ def run_alerts(predictions: Iterable[Prediction | None], config: AlertConfig | N
                 continue
             with lock:
                 engine.process(p)
-                if not last or p.time >= last[0]:
-                    last[:] = [p.time, time.monotonic()]
+                if not last or engine.clock > last[0]:
+                    last[:] = [engine.clock, time.monotonic()]
     finally:
         done.set()
         ticker.join(cfg.tick_s + 1.0)
         with lock:
             engine.close()
-        st = engine.stats
-        log.info("alerts: %d predictions, %d alertable, %d alerts (%d new, %d updates, %d summaries), "
-                 "%d suppressed, %d rate-limited; outputs: %s", st.predictions, st.alertable, st.alerts, st.new,
-                 st.updates, st.summaries, st.suppressed, st.rate_limited,
-                 ", ".join(f"{n} sent {s.sent} failed {s.failed}" for n, s in st.outputs.items()) or "none")
+        log.info("alerts: %s", engine.stats.summary().replace("\n", "; "))
     return engine.stats
 

@@ -20,7 +20,7 @@ from typing import Any, BinaryIO, Iterable, Protocol
 from ...errors import ConfigError
 from .alert import Alert, OutputStats
 from .config import (SYSLOG_SEVERITY, JsonlOutputConfig, StdoutOutputConfig, SyslogOutputConfig, WebhookOutputConfig,
-                     _redact, facility_code)
+                     _redact, facility_code, plain_http_problem)
 
 log = logging.getLogger("ids_daemon.consumers.alerts")
 
@@ -270,15 +270,31 @@ class _Permanent(Exception):
     """An HTTP answer that retrying will not change (4xx other than 408 and 429)."""
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Refuses every redirect: urllib would follow it with the Authorization header to any
+    host and turn the POST into a body-less GET, and the alert would count as sent."""
+
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> None:
+        fp.close()
+        raise _Permanent(f"HTTP {code}: redirect to {_redact(newurl)} not followed (configure the final URL)")
+
+
 class WebhookOutput:
     """POST each alert's JSON to a URL from a background thread: a timeout per request,
     ``retries`` more attempts with exponential backoff on network errors, timeouts, 5xx,
     408 and 429, then one logged line and a counted failure. ``send`` only queues, so a
-    slow or dead endpoint never holds up the engine; a full queue counts as a failure."""
+    slow or dead endpoint never holds up the engine; a full queue counts as a failure.
+    Redirects are never followed (a failure, not retried), and a plain http:// URL needs
+    ``allow_http``."""
 
     def __init__(self, url: str, timeout_s: float = 2.0, retries: int = 3, backoff_s: float = 0.5,
-                 headers: dict[str, str] | None = None, queue_size: int = 1000, close_timeout_s: float = 10.0):
+                 headers: dict[str, str] | None = None, queue_size: int = 1000, close_timeout_s: float = 10.0,
+                 allow_http: bool = False):
+        problem = plain_http_problem(url, allow_http)
+        if problem:
+            raise ConfigError(f"alerts output {problem}")
         self.url = url
+        self._opener = urllib.request.build_opener(_NoRedirect())
         self.timeout_s, self.retries, self.backoff_s = float(timeout_s), int(retries), float(backoff_s)
         self.headers = {"Content-Type": "application/json", "User-Agent": "ids-daemon-alerts/1",
                         **(headers or {})}
@@ -360,7 +376,7 @@ class WebhookOutput:
     def _post(self, body: bytes) -> None:
         req = urllib.request.Request(self.url, data=body, headers=self.headers, method="POST")
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:  # noqa: S310 - http(s) checked in config
+            with self._opener.open(req, timeout=self.timeout_s) as resp:  # http(s) checked in __init__
                 resp.read()
         except urllib.error.HTTPError as e:
             e.close()
@@ -406,7 +422,7 @@ def build_outputs(configs: Iterable[Any]) -> list[AlertOutput]:
                                      c.timeout_s, c.retry_interval_s))
         elif isinstance(c, WebhookOutputConfig):
             outs.append(WebhookOutput(c.url, c.timeout_s, c.retries, c.backoff_s, dict(c.headers), c.queue_size,
-                                      c.close_timeout_s))
+                                      c.close_timeout_s, c.allow_http))
         else:
             raise ConfigError(f"unknown alert output {c!r}")
     return outs
