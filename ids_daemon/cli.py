@@ -317,9 +317,12 @@ def _run_pipeline(cfg: Config, read: Optional[str], interface: Optional[str], mo
         if metrics is not None:
             metrics.close()
     c = pipe.meter.counters
+    kd = pipe.kernel_drops()
+    kernel = (f"kernel: {source.stats.kernel_packets} received, {kd} dropped; " if kd is not None else "")
     print(f"{st.frames} frames, {c.packets} metered, {st.windows} windows, {st.predictions} predictions "
-          f"in {st.batches} batches (mean {st.mean_batch:.0f}), {st.dropped_sequences} sequences dropped, "
-          f"{st.seconds:.2f} s ({st.frames / max(st.seconds, 1e-9):,.0f} packets/s; busy "
+          f"in {st.batches} batches (mean {st.mean_batch:.0f}), {kernel}queue drops: "
+          f"{st.dropped_sequences} sequences, {st.dropped_findings} findings; refused (invalid under the schema): "
+          f"{pipe.worker.refused}; {st.seconds:.2f} s ({st.frames / max(st.seconds, 1e-9):,.0f} packets/s; busy "
           + ", ".join(f"{k} {v:.2f} s" for k, v in st.busy.items())
           + f"); peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB", file=sys.stderr)
     found = ", ".join(f"{k} {v}" for k, v in sorted(st.findings.items(), key=lambda kv: -kv[1]))
@@ -515,7 +518,7 @@ def main() -> None:
         app()
     except IdsError as e:
         _err(str(e))
-        sys.exit(1)
+        sys.exit(e.exit_code)  # 2: bad configuration or model metadata (nothing was run)
 
 
 if __name__ == "__main__":

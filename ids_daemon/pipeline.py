@@ -216,9 +216,11 @@ class Pipeline:
                 self._detect(batch)
             self._emit(self.meter.process(batch).windows)
             self.stats.busy["meter"] += time.perf_counter() - t
-            if self.status and time.monotonic() - last_status >= 1.0:
+            if time.monotonic() - last_status >= 1.0:
                 last_status = time.monotonic()
-                self._print_status()
+                self._read_kernel_stats()  # here, on the capture thread that owns the socket
+                if self.status:
+                    self._print_status()
         self._emit(self.meter.flush().windows)
 
     def _emit(self, windows: Any) -> None:
@@ -351,13 +353,26 @@ class Pipeline:
             self.stats.predictions += len(item)
 
     # ---- status --------------------------------------------------------------------------------
+    def _read_kernel_stats(self) -> None:
+        """Fold the kernel's capture counters into the source's stats (live only), so the
+        status line and the metrics show kernel drops as they happen, not only at the end."""
+        read = getattr(self.source, "read_kernel_stats", None)
+        if self.live and read is not None:
+            try:
+                read()
+            except OSError:
+                pass  # the interface went away: the capture loop reports that
+
+    def kernel_drops(self) -> int | None:
+        """Frames the kernel dropped (capture ring full); None when not capturing live."""
+        sstats = getattr(self.source, "stats", None)
+        return int(sstats.kernel_drops) if self.live and sstats is not None else None
+
     def _print_status(self, final: bool = False) -> None:
         c = self.meter.counters
         st = self.stats
-        kern = ""
-        sstats = getattr(self.source, "stats", None)
-        if self.live and sstats is not None:
-            kern = f" kdrop {sstats.kernel_drops}"
+        kd = self.kernel_drops()
         line = (f"packets {c.packets} flows {c.keys_tracked} windows {st.windows} predictions {st.predictions} "
-                f"drops {st.dropped_sequences}{kern} batch {st.mean_batch:.0f}")
+                f"queue drops {st.dropped_sequences + st.dropped_findings}"
+                + (f" kernel drops {kd}" if kd is not None else "") + f" batch {st.mean_batch:.0f}")
         print(("\r" + line + " " * 8) if not final else ("\r" + line + "\n"), end="", file=sys.stderr, flush=True)
