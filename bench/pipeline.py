@@ -19,7 +19,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -27,15 +26,13 @@ sys.path.insert(0, str(HERE.parent))
 
 import gen  # noqa: E402
 
+from ids_daemon.builder import build_pipeline, make_worker  # noqa: E402
 from ids_daemon.capture.pcap import PcapSource  # noqa: E402
-from ids_daemon.capture.prefetch import PrefetchSource  # noqa: E402
-from ids_daemon.config import Config, MeterConfig  # noqa: E402
+from ids_daemon.config import Config, MeterConfig, load_config  # noqa: E402
 from ids_daemon.features.meter import Meter  # noqa: E402
 from ids_daemon.features.window import WindowBatch  # noqa: E402
 from ids_daemon.inference.worker import InferenceWorker  # noqa: E402
-from ids_daemon.pipeline import Pipeline  # noqa: E402
 from ids_daemon.sequence import SequenceBuffer  # noqa: E402
-from ids_daemon.sinks.jsonl import JsonlSink  # noqa: E402
 
 
 def meter_alone(path: Path, window: int) -> float:
@@ -50,14 +47,14 @@ def meter_alone(path: Path, window: int) -> float:
     return n / (time.perf_counter() - t)
 
 
-def replay(path: Path, worker: InferenceWorker, sinks: list) -> tuple[float, int]:
-    src = PcapSource(path)
-    src.open()
-    ahead = PrefetchSource(src)
-    ahead.open()
-    pipe = Pipeline(Config(), ahead, False, sinks, worker)
-    st = pipe.run()
-    ahead.close()
+def replay(path: Path, worker: InferenceWorker, cfg: Config, sinks: list[str], output: str | None = None
+           ) -> tuple[float, int]:
+    """The daemon's replay, built as the CLI builds it (`ids_daemon.builder`)."""
+    pipe = build_pipeline(cfg, read=str(path), sinks=sinks, output=output, worker=worker)
+    try:
+        st = pipe.run()
+    finally:
+        pipe.source.close()
     return st.frames / st.seconds, st.predictions
 
 
@@ -93,7 +90,8 @@ def main() -> int:
         if not p.exists():
             writer(p, a.packets, seed)
         files.append((label, p))
-    worker = InferenceWorker(device="cpu")
+    cfg = load_config(None, {"inference.device": "cpu", "metrics.listen": None})
+    worker = make_worker(cfg)
     print(f"model {worker.model_info['name']} {worker.model_info['version']} (T={worker.seq_len}, "
           f"N={worker.window}, {len(worker.columns)} columns), device cpu, max_batch {Config().inference.max_batch}")
     broker = None
@@ -108,19 +106,19 @@ def main() -> int:
         except Exception as e:  # noqa: BLE001 - the bench still reports the rest
             print(f"kafka: no local broker ({e}); skipping (c)")
             broker = None
-    replay(files[0][1], worker, [JsonlSink(str(Path(tempfile.gettempdir()) / "warm.jsonl"))])  # warm-up
+    replay(files[0][1], worker, cfg, ["jsonl"], str(Path(tempfile.gettempdir()) / "warm.jsonl"))  # warm-up
     print(f"{'file':8s} {'(a) meter':>11s} {'(b) jsonl':>11s} {'b/a':>5s} {'(c) kafka':>11s} {'c/a':>5s} {'predictions':>12s}")
     ok_b = True
     for label, p in files:
         base = max(meter_alone(p, worker.window) for _ in range(2))
         with tempfile.TemporaryDirectory() as tmp:
-            rb, preds = max(replay(p, worker, [JsonlSink(str(Path(tmp) / "p.jsonl"))]) for _ in range(2))
+            rb, preds = max(replay(p, worker, cfg, ["jsonl"], str(Path(tmp) / "p.jsonl")) for _ in range(2))
             rc = None
             if broker is not None:
-                from ids_daemon.sinks.kafka import KafkaSink
-
-                sink = KafkaSink(broker.bootstrap, f"bench-{label}-{int(time.time())}", spool_dir=Path(tmp) / "spool")
-                rc, _ = replay(p, worker, [sink])
+                kcfg = cfg.model_copy(update={"kafka": cfg.kafka.model_copy(update={
+                    "bootstrap": broker.bootstrap, "topic": f"bench-{label}-{int(time.time())}",
+                    "spool_dir": str(Path(tmp) / "spool")})})
+                rc, _ = replay(p, worker, kcfg, ["kafka"])
         ok_b &= rb >= 300_000
         kc = f"{rc / 1e3:>10,.0f}k {rc / base:5.2f}" if rc else f"{'-':>11s} {'-':>5s}"
         print(f"{label:8s} {base / 1e3:>10,.0f}k {rb / 1e3:>10,.0f}k {rb / base:5.2f} {kc} {preds:>12,d}")

@@ -6,7 +6,6 @@ import csv
 import io
 import struct
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from .pcapgen import ethernet, ipv4_udp, write_pcap
 
 ROOT = Path(__file__).resolve().parents[1]
 from .paths import PCAPS as SHARED  # noqa: E402
-EXE = str(Path(sys.executable).parent / "ids-daemon")
+from .helpers import EXE  # noqa: E402
 
 
 def run(*args: str, stdin: bytes | None = None, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import jsonschema
@@ -23,9 +22,9 @@ from ids_daemon.detectors.publish import RateLimiter, encode_findings
 from ids_daemon.errors import ConfigError
 from ids_daemon.schema import json_schema
 
-EXE = str(Path(sys.executable).parent / "ids-daemon")
+from .helpers import EXE  # noqa: E402
 from .paths import REAL  # noqa: E402
-needs_real = pytest.mark.skipif(not REAL.exists(), reason="the real-capture corpus (../shared/data/real) is absent")
+needs_real = pytest.mark.shared_data("real")  # tests/conftest.py: skip or fail, and when
 
 GW, VICTIM, ATTACKER = "192.168.1.1", "192.168.1.20", "192.168.1.66"
 GW_MAC, VICTIM_MAC, ATT_MAC = "00:00:00:00:00:01", "00:00:00:00:00:20", "00:00:00:00:00:66"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from ids_daemon.sequence import SequenceBuffer
 from ids_daemon.features.window import WindowBatch, REASON_IDLE, REASON_FULL
 from trainer.synth import generate_corpus
 
-EXE = str(Path(sys.executable).parent / "ids-daemon")
+from .helpers import EXE  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -256,7 +255,7 @@ def test_json_logs(tmp_path: Path) -> None:
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     logs = [json.loads(line) for line in p.stderr.splitlines() if line.startswith("{")]
-    assert logs and logs[0]["level"] == "warning" and logs[0]["logger"] == "ids_daemon.pipeline"
+    assert logs and logs[0]["level"] == "warning" and logs[0]["logger"] == "ids_daemon.builder"
     assert "differs from the model's window" in logs[0]["message"] and logs[0]["time"].endswith("Z")
 
 
