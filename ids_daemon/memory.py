@@ -127,8 +127,15 @@ def check_table_memory(max_flows: int, seq_len: int, n_columns: int, limit: Memo
     if limit is None:
         return need  # nothing to compare with (not Linux): the OS has the last word
     if need + HEADROOM > limit.bytes:
-        per_key = need / max_flows
-        fits = max(int((limit.bytes - HEADROOM) / per_key), 0)
+        # the largest max_flows that fits (the hash index grows in powers of two: search)
+        lo, hi = 0, max_flows
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if meter_table_bytes(mid) + sequence_buffer_bytes(mid, seq_len, n_columns) + HEADROOM <= limit.bytes:
+                lo = mid
+            else:
+                hi = mid - 1
+        fits = lo
         raise ConfigError(
             f"meter.max_flows {max_flows} needs {need / GiB:.1f} GiB (meter table {meter / GiB:.1f} GiB + sequence "
             f"buffer {seqbuf / GiB:.1f} GiB = {max_flows} keys x {seq_len} windows x {n_columns} columns x 4 bytes) "
