@@ -180,6 +180,7 @@ class Pipeline:
                 bar.close()
             self.stats.seconds = time.perf_counter() - t0
             if self.status:
+                self._read_kernel_stats()
                 self._print_status(final=True)
         return self.stats
 
@@ -237,6 +238,11 @@ class Pipeline:
                 self._start_loader()
             if self._next_model is not None:
                 self._queue_model_switch()
+            if time.monotonic() - last_status >= 1.0:  # also while idle: drops show when they happen
+                last_status = time.monotonic()
+                self._read_kernel_stats()  # here, on the capture thread that owns the socket
+                if self.status:
+                    self._print_status()
             t = time.perf_counter()
             try:
                 batch = src.next_batch()
@@ -268,11 +274,6 @@ class Pipeline:
             self.stats.busy["meter"] += time.perf_counter() - t
             if bar is not None:
                 bar.update(src.bytes_read - bar.n)
-            if time.monotonic() - last_status >= 1.0:
-                last_status = time.monotonic()
-                self._read_kernel_stats()  # here, on the capture thread that owns the socket
-                if self.status:
-                    self._print_status()
             if self.count is not None and self.stats.frames >= self.count:
                 break
         self._meter_out(self.meter.flush())
