@@ -73,6 +73,7 @@ class PipelineStats:
     batched_sequences: int = 0  # sum of the micro-batch sizes (a count and a sum, not a list: runs last months)
     reloads: int = 0
     reload_failures: int = 0
+    reload_seconds: float = 0.0  # time the loader thread spent loading models (capture ran meanwhile)
     seconds: float = 0.0
     busy: dict[str, float] = field(default_factory=lambda: {"read": 0.0, "meter": 0.0, "model": 0.0, "sinks": 0.0})
     error: str = ""
@@ -339,6 +340,7 @@ class Pipeline:
 
         notify("RELOADING=1")
         w = self.worker
+        t = time.perf_counter()
         try:
             loaded = load_model(w.model_dir, w.device)
             if loaded.window != self.meter.config.window:
@@ -351,6 +353,7 @@ class Pipeline:
             log.error("model reload failed, keeping the current model: %s", e)
             return
         finally:
+            self.stats.reload_seconds += time.perf_counter() - t
             notify("READY=1")
         self._next_model = loaded
 
