@@ -45,6 +45,7 @@ from .features.window import POOL_PROTO_ARP
 from .inference.batcher import MicroBatcher
 from .inference.worker import InferenceWorker
 from .model.artifacts import LoadedModel, load_model
+from .notify import notify  # imported now: after a privilege drop the checkout may be unreadable
 from .sequence import SequenceBatch, SequenceBuffer
 from .sinks.base import EncodedBatch, Sink
 
@@ -336,8 +337,6 @@ class Pipeline:
 
     def _load_next(self) -> None:
         """Loader thread: the slow part of a reload (hash, torch.load, device, probe)."""
-        from .notify import notify
-
         notify("RELOADING=1")
         w = self.worker
         t = time.perf_counter()

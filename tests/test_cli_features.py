@@ -163,6 +163,7 @@ def test_capture_key_mode_pools_everything_like_the_dataset(tmp_path: Path) -> N
     assert [r["packets"] for r in rows] == ["10", "10", "10"]
 
 
+@pytest.mark.root
 def test_live_capture_on_loopback_finds_every_packet_once(tmp_path: Path) -> None:
     """features -i lo: known packets sent with scapy each appear once in the CSV; SIGTERM
     ends the capture cleanly (exit 0) after writing everything."""

@@ -173,6 +173,7 @@ def test_sequence_buffer_matches_the_training_rule() -> None:
     assert len(buf) == before - 1
 
 
+@pytest.mark.root
 def test_live_run_on_loopback_predicts_what_it_captured(tmp_path: Path) -> None:
     import random
 
@@ -214,6 +215,7 @@ def test_spoofed_syn_flood_is_flagged_within_a_memory_bound(tmp_path: Path) -> N
     print(f"spoofed flood: {n} packets, {len(preds)} predictions, peak RSS {peak_mib:.0f} MiB")
 
 
+@pytest.mark.root
 def test_privilege_drop_keeps_capturing_with_no_capabilities(tmp_path: Path) -> None:
     """Started as root with capture.user, the running daemon has that uid and no
     capability, and still captures."""
