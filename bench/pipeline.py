@@ -3,11 +3,12 @@
     .venv/bin/python bench/pipeline.py [--packets N] [--no-kafka]
 
 For the flood-heavy and benign-heavy captures of bench/gen.py it prints packets/s of
-  (a) the meter alone: read + decode + meter (the baseline),
+  (a) the meter alone: read + decode + meter, one thread, no pipeline (the baseline),
   (b) replay end to end with the JSON-lines sink (a file),
   (c) replay end to end with the Kafka sink into a local Tansu broker,
 and the inference worker's sequences/s with micro-batches against batch size 1, on
-the same sequences. Goals on the project's 2-core machine: (b) >= 300 k packets/s,
+the same sequences. (b) and (c) are built exactly as the CLI builds them
+(`ids_daemon.builder`). Goals on the project's 2-core machine: (b) >= 300 k packets/s,
 micro-batched worker >= 30x its batch-1 rate.
 """
 
@@ -26,11 +27,10 @@ sys.path.insert(0, str(HERE.parent))
 
 import gen  # noqa: E402
 
-from ids_daemon.builder import build_pipeline, make_worker  # noqa: E402
+from ids_daemon.builder import build_pipeline, make_worker, windows_of_file  # noqa: E402
 from ids_daemon.capture.pcap import PcapSource  # noqa: E402
 from ids_daemon.config import Config, MeterConfig, load_config  # noqa: E402
 from ids_daemon.features.meter import Meter  # noqa: E402
-from ids_daemon.features.window import WindowBatch  # noqa: E402
 from ids_daemon.inference.worker import InferenceWorker  # noqa: E402
 from ids_daemon.sequence import SequenceBuffer  # noqa: E402
 
@@ -58,13 +58,8 @@ def replay(path: Path, worker: InferenceWorker, cfg: Config, sinks: list[str], o
     return st.frames / st.seconds, st.predictions
 
 
-def worker_rates(path: Path, worker: InferenceWorker) -> dict[int, float]:
-    m = Meter(MeterConfig(window=worker.window))
-    parts = []
-    with PcapSource(path) as src:
-        while (b := src.next_batch()) is not None:
-            parts.append(m.process(b).windows)
-    wb = WindowBatch.concat(parts)
+def worker_rates(path: Path, worker: InferenceWorker, cfg: Config) -> dict[int, float]:
+    wb = windows_of_file(cfg, str(path))
     seq = SequenceBuffer(worker.seq_len, worker.columns, 1 << 18).push(wb)
     rates = {}
     for bs in (1, 16, 64, 256, 1024, 4096):
@@ -124,7 +119,7 @@ def main() -> int:
         print(f"{label:8s} {base / 1e3:>10,.0f}k {rb / 1e3:>10,.0f}k {rb / base:5.2f} {kc} {preds:>12,d}")
     if broker is not None:
         broker.stop()
-    rates = worker_rates(files[1][1], worker)
+    rates = worker_rates(files[1][1], worker, cfg)
     print("worker sequences/s by batch size (cpu): " + ", ".join(f"{bs}: {r:,.0f}" for bs, r in rates.items()))
     best = max(rates.values())
     ratio = best / rates[1]

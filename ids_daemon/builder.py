@@ -52,6 +52,36 @@ class CsvSink:
         self._open = False
 
 
+class WindowCollector:
+    """Keeps the windows in memory (benchmarks, tools that want the windows of a file)."""
+
+    name = "memory"
+
+    def __init__(self) -> None:
+        self.parts: list[Any] = []
+        self.stats = SinkStats()
+
+    def open(self) -> None:
+        pass
+
+    def write_batch(self, batch: Any) -> None:
+        self.parts.append(batch)
+        self.stats.received += len(batch)
+        self.stats.delivered += len(batch)
+
+    def flush(self, timeout: float | None = None) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def windows(self) -> Any:
+        """Every window written, in order, as one `WindowBatch`."""
+        from .features.window import WindowBatch
+
+        return WindowBatch.concat(self.parts)
+
+
 @dataclass(frozen=True)
 class SinkKind:
     """A sink the builder can make: what it takes (``predictions`` or ``windows``) and how."""
@@ -139,6 +169,19 @@ def open_source(cfg: Config, read: str | None, interface: str | None) -> tuple[A
     print(f"ids-daemon: capturing on {iface}" + (f" (filter: {c.filter})" if c.filter else ""),
           file=sys.stderr, flush=True)
     return src, True
+
+
+def windows_of_file(cfg: Config, path: str) -> Any:
+    """The meter's windows of a capture file (the ``features`` pipeline, kept in memory)."""
+    keep = WindowCollector()
+    pipe = build_pipeline(cfg, read=path, features=True, sink_objects=[keep])
+    try:
+        st = pipe.run()
+    finally:
+        pipe.source.close()
+    if st.error:
+        raise IdsError(st.error)
+    return keep.windows()
 
 
 def make_worker(cfg: Config, model: str | None = None, sensor: str | None = None) -> Any:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from ids_daemon.builder import SINKS, build_pipeline, make_sinks
+from ids_daemon.builder import SINKS, build_pipeline, make_sinks, windows_of_file
 from ids_daemon.config import load_config
 from ids_daemon.errors import IdsError
 from ids_daemon.model.artifacts import bundled_model_dir
@@ -81,6 +81,8 @@ def test_features_and_replay_are_one_pipeline(tmp_path: Path) -> None:
     assert ps.predictions == ps.sequences + ps.detector_predictions
     assert ps.batches >= 1 and ps.mean_batch == ps.batched_sequences / ps.batches
     assert not hasattr(ps, "batch_sizes")  # a count and a sum, not a list growing per batch
+    wb = windows_of_file(cfg, str(SAMPLE))  # the same pipeline, windows kept in memory (benchmarks)
+    assert len(wb) == fs.windows and int(wb.packets.sum()) == feats.meter.counters.packets
 
 
 def test_status_line_shows_queue_drops(tmp_path: Path, capfd) -> None:
