@@ -27,10 +27,8 @@ sys.path.insert(0, str(HERE.parent))
 
 import gen  # noqa: E402
 
-from ids_daemon.capture.pcap import PcapSource  # noqa: E402
-from ids_daemon.config import MeterConfig  # noqa: E402
-from ids_daemon.features.meter import Meter  # noqa: E402
-from ids_daemon.features.window import WindowBatch  # noqa: E402
+from ids_daemon.builder import windows_of_file  # noqa: E402
+from ids_daemon.config import load_config  # noqa: E402
 from ids_daemon.inference.worker import InferenceWorker  # noqa: E402
 from ids_daemon.sequence import SequenceBuffer  # noqa: E402
 
@@ -40,13 +38,8 @@ def real_sequences(worker: InferenceWorker, packets: int) -> np.ndarray:
     if not p.exists():
         p.parent.mkdir(exist_ok=True)
         gen.write_benign_pcap(p, packets, 2)
-    m = Meter(MeterConfig(window=worker.window))
-    parts = []
-    with PcapSource(p) as src:
-        while (b := src.next_batch()) is not None:
-            parts.append(m.process(b).windows)
-    parts.append(m.flush().windows)
-    return SequenceBuffer(worker.seq_len, worker.columns, 1 << 18).push(WindowBatch.concat(parts)).x
+    cfg = load_config(None, {"meter.window": worker.window, "metrics.listen": None})
+    return SequenceBuffer(worker.seq_len, worker.columns, 1 << 18).push(windows_of_file(cfg, str(p))).x
 
 
 def main() -> int:

@@ -3,11 +3,12 @@
     .venv/bin/python bench/pipeline.py [--packets N] [--no-kafka]
 
 For the flood-heavy and benign-heavy captures of bench/gen.py it prints packets/s of
-  (a) the meter alone: read + decode + meter (the baseline),
+  (a) the meter alone: read + decode + meter, one thread, no pipeline (the baseline),
   (b) replay end to end with the JSON-lines sink (a file),
   (c) replay end to end with the Kafka sink into a local Tansu broker,
 and the inference worker's sequences/s with micro-batches against batch size 1, on
-the same sequences. Goals on the project's 2-core machine: (b) >= 300 k packets/s,
+the same sequences. (b) and (c) are built exactly as the CLI builds them
+(`ids_daemon.builder`). Goals on the project's 2-core machine: (b) >= 300 k packets/s,
 micro-batched worker >= 30x its batch-1 rate.
 """
 
@@ -19,7 +20,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -27,15 +27,12 @@ sys.path.insert(0, str(HERE.parent))
 
 import gen  # noqa: E402
 
+from ids_daemon.builder import build_pipeline, make_worker, windows_of_file  # noqa: E402
 from ids_daemon.capture.pcap import PcapSource  # noqa: E402
-from ids_daemon.capture.prefetch import PrefetchSource  # noqa: E402
-from ids_daemon.config import Config, MeterConfig  # noqa: E402
+from ids_daemon.config import Config, MeterConfig, load_config  # noqa: E402
 from ids_daemon.features.meter import Meter  # noqa: E402
-from ids_daemon.features.window import WindowBatch  # noqa: E402
 from ids_daemon.inference.worker import InferenceWorker  # noqa: E402
-from ids_daemon.pipeline import Pipeline  # noqa: E402
 from ids_daemon.sequence import SequenceBuffer  # noqa: E402
-from ids_daemon.sinks.jsonl import JsonlSink  # noqa: E402
 
 
 def meter_alone(path: Path, window: int) -> float:
@@ -50,24 +47,19 @@ def meter_alone(path: Path, window: int) -> float:
     return n / (time.perf_counter() - t)
 
 
-def replay(path: Path, worker: InferenceWorker, sinks: list) -> tuple[float, int]:
-    src = PcapSource(path)
-    src.open()
-    ahead = PrefetchSource(src)
-    ahead.open()
-    pipe = Pipeline(Config(), ahead, False, sinks, worker)
-    st = pipe.run()
-    ahead.close()
+def replay(path: Path, worker: InferenceWorker, cfg: Config, sinks: list[str], output: str | None = None
+           ) -> tuple[float, int]:
+    """The daemon's replay, built as the CLI builds it (`ids_daemon.builder`)."""
+    pipe = build_pipeline(cfg, read=str(path), sinks=sinks, output=output, worker=worker)
+    try:
+        st = pipe.run()
+    finally:
+        pipe.source.close()
     return st.frames / st.seconds, st.predictions
 
 
-def worker_rates(path: Path, worker: InferenceWorker) -> dict[int, float]:
-    m = Meter(MeterConfig(window=worker.window))
-    parts = []
-    with PcapSource(path) as src:
-        while (b := src.next_batch()) is not None:
-            parts.append(m.process(b).windows)
-    wb = WindowBatch.concat(parts)
+def worker_rates(path: Path, worker: InferenceWorker, cfg: Config) -> dict[int, float]:
+    wb = windows_of_file(cfg, str(path))
     seq = SequenceBuffer(worker.seq_len, worker.columns, 1 << 18).push(wb)
     rates = {}
     for bs in (1, 16, 64, 256, 1024, 4096):
@@ -93,7 +85,8 @@ def main() -> int:
         if not p.exists():
             writer(p, a.packets, seed)
         files.append((label, p))
-    worker = InferenceWorker(device="cpu")
+    cfg = load_config(None, {"inference.device": "cpu", "metrics.listen": None})
+    worker = make_worker(cfg)
     print(f"model {worker.model_info['name']} {worker.model_info['version']} (T={worker.seq_len}, "
           f"N={worker.window}, {len(worker.columns)} columns), device cpu, max_batch {Config().inference.max_batch}")
     broker = None
@@ -108,25 +101,25 @@ def main() -> int:
         except Exception as e:  # noqa: BLE001 - the bench still reports the rest
             print(f"kafka: no local broker ({e}); skipping (c)")
             broker = None
-    replay(files[0][1], worker, [JsonlSink(str(Path(tempfile.gettempdir()) / "warm.jsonl"))])  # warm-up
+    replay(files[0][1], worker, cfg, ["jsonl"], str(Path(tempfile.gettempdir()) / "warm.jsonl"))  # warm-up
     print(f"{'file':8s} {'(a) meter':>11s} {'(b) jsonl':>11s} {'b/a':>5s} {'(c) kafka':>11s} {'c/a':>5s} {'predictions':>12s}")
     ok_b = True
     for label, p in files:
         base = max(meter_alone(p, worker.window) for _ in range(2))
         with tempfile.TemporaryDirectory() as tmp:
-            rb, preds = max(replay(p, worker, [JsonlSink(str(Path(tmp) / "p.jsonl"))]) for _ in range(2))
+            rb, preds = max(replay(p, worker, cfg, ["jsonl"], str(Path(tmp) / "p.jsonl")) for _ in range(2))
             rc = None
             if broker is not None:
-                from ids_daemon.sinks.kafka import KafkaSink
-
-                sink = KafkaSink(broker.bootstrap, f"bench-{label}-{int(time.time())}", spool_dir=Path(tmp) / "spool")
-                rc, _ = replay(p, worker, [sink])
+                kcfg = cfg.model_copy(update={"kafka": cfg.kafka.model_copy(update={
+                    "bootstrap": broker.bootstrap, "topic": f"bench-{label}-{int(time.time())}",
+                    "spool_dir": str(Path(tmp) / "spool")})})
+                rc, _ = replay(p, worker, kcfg, ["kafka"])
         ok_b &= rb >= 300_000
         kc = f"{rc / 1e3:>10,.0f}k {rc / base:5.2f}" if rc else f"{'-':>11s} {'-':>5s}"
         print(f"{label:8s} {base / 1e3:>10,.0f}k {rb / 1e3:>10,.0f}k {rb / base:5.2f} {kc} {preds:>12,d}")
     if broker is not None:
         broker.stop()
-    rates = worker_rates(files[1][1], worker)
+    rates = worker_rates(files[1][1], worker, cfg)
     print("worker sequences/s by batch size (cpu): " + ", ".join(f"{bs}: {r:,.0f}" for bs, r in rates.items()))
     best = max(rates.values())
     ratio = best / rates[1]

@@ -6,7 +6,6 @@ import os
 import resource
 import signal
 import sys
-import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -52,55 +51,30 @@ class FeatureRun:
     kernel: tuple[int, int] | None = None  # live: (received, dropped) by the kernel
 
 
-class _StopFlag:
-    """Set by SIGINT/SIGTERM so a capture loop ends cleanly and flushes what it holds."""
+class _EarlySignals:
+    """Signals that arrive while a run is being built (model loading, source opening) are
+    kept, and acted on once the pipeline runs: a SIGTERM then still ends it cleanly."""
 
     def __init__(self) -> None:
-        self.stopped = False
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> "_StopFlag":
+        self.stop = False
+        self.reload = False
         for sig in (signal.SIGINT, signal.SIGTERM):
-            self._old[sig] = signal.signal(sig, self._handle)
-        return self
+            signal.signal(sig, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_reload)
 
-    def _handle(self, signum: int, frame: object) -> None:
-        self.stopped = True
+    def _on_stop(self, *_: object) -> None:
+        self.stop = True
 
-    def __exit__(self, *exc: object) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
+    def _on_reload(self, *_: object) -> None:
+        self.reload = True
 
-
-def _open_source(cfg: Config, read: Optional[str], interface: Optional[str]):
-    from .capture.pcap import PcapSource
-
-    if read is not None and interface is not None:
-        raise IdsError("give either -r FILE or -i IFACE, not both")
-    if read is not None:
-        if cfg.capture.filter:
-            _warn("--filter applies to live capture only; ignored for -r")
-        from .capture.prefetch import PrefetchSource
-
-        src = PcapSource(read, batch_size=cfg.capture.batch_size)
-        src.open()
-        # decode the next batches while this one is metered (both release the GIL)
-        ahead = PrefetchSource(src)
-        ahead.open()
-        return ahead, False
-    iface = interface or cfg.capture.interface
-    if not iface:
-        raise IdsError("nothing to read: give -r FILE (or -r - for stdin) or -i IFACE")
-    from .capture.live import LiveSource
-
-    c = cfg.capture
-    src = LiveSource(iface, bpf_filter=c.filter, snaplen=c.snaplen, ring_mb=c.ring_mb,
-                     block_timeout_ms=c.block_timeout_ms, promiscuous=c.promiscuous, batch_size=c.batch_size)
-    src.open()
-    # tells a user (and a test harness) that packets are being captured from now on
-    print(f"ids-daemon: capturing on {iface}" + (f" (filter: {c.filter})" if c.filter else ""),
-          file=sys.stderr, flush=True)
-    return src, True
+    def hand_over(self, pipe: Any) -> None:
+        """Install the pipeline's handlers and replay what arrived before."""
+        pipe.install_signal_handlers()
+        if self.stop:
+            pipe.request_stop()
+        if self.reload:
+            pipe.request_reload()
 
 
 def run_features(cfg: Config, read: Optional[str], interface: Optional[str], output: Optional[str],
@@ -108,81 +82,22 @@ def run_features(cfg: Config, read: Optional[str], interface: Optional[str], out
                  progress: bool = True) -> tuple[FeatureRun, Any]:
     """Read packets, meter them and write CSV rows; returns the run totals and the meter.
 
-    SIGINT/SIGTERM end the run cleanly: what was captured is metered and written."""
-    # handlers first: a signal that arrives once capture has started must end it cleanly
-    with _StopFlag() as stop:
-        return _run_features(stop, cfg, read, interface, output, per_packet, count, duration, progress)
+    The daemon's pipeline with the CSV writer as its sink and no model. SIGINT/SIGTERM
+    end the run cleanly: what was captured is metered and written."""
+    from .builder import build_pipeline
 
-
-def _run_features(stop: _StopFlag, cfg: Config, read: Optional[str], interface: Optional[str],
-                  output: Optional[str], per_packet: bool, count: Optional[int], duration: Optional[float],
-                  progress: bool) -> tuple[FeatureRun, Any]:
-    from .errors import CaptureError
-    from .features.csvwriter import CsvWindowWriter
-    from .features.meter import Meter
-
-    source, live = _open_source(cfg, read, interface)
-    meter = Meter(cfg.meter, per_packet=per_packet)
-    writer = CsvWindowWriter(output, per_packet=per_packet)
-    run = FeatureRun()
-    bar = None
-    if progress and not live and sys.stderr.isatty() and getattr(source, "total_bytes", None):
-        from tqdm import tqdm
-
-        bar = tqdm(total=source.total_bytes, unit="B", unit_scale=True, desc="reading", file=sys.stderr, leave=False)
-    t0 = time.perf_counter()
-    writer.open()
-
-    def meter_batch(batch: Any) -> None:
-        if len(batch) == 0:  # live: nothing arrived; wall-clock time still expires idle keys
-            out = meter.advance(time.time()) if live else None
-        else:
-            if count is not None and run.frames + len(batch) > count:
-                batch = batch.take(slice(0, count - run.frames))
-            run.frames += len(batch)
-            out = meter.process(batch)
-        if out is not None:
-            writer.write_batch(out.rows if per_packet else out.windows)
-
+    early = _EarlySignals()  # first: a signal once capture has started must end it cleanly
+    pipe = build_pipeline(cfg, read=read, interface=interface, output=output, features=True,
+                          per_packet=per_packet, count=count, duration=duration, progress=progress)
+    early.hand_over(pipe)
     try:
-        deadline = time.monotonic() + duration if duration else None
-        drain = False
-        while True:
-            if stop.stopped or (deadline is not None and time.monotonic() >= deadline):
-                drain = live  # frames already in the ring were captured: read them too
-                break
-            try:
-                batch = source.next_batch()
-            except CaptureError as e:
-                run.error = str(e)  # keep what was read; report after the flush
-                break
-            if batch is None:
-                break
-            meter_batch(batch)
-            if bar is not None:
-                bar.update(source.bytes_read - bar.n)
-            if count is not None and run.frames >= count:
-                break
-        # The kernel hands over a partly filled ring block within block_timeout_ms:
-        # a few more reads collect what was captured before the stop.
-        for _ in range(3 if drain else 0):
-            batch = source.next_batch()
-            if not batch:
-                break
-            meter_batch(batch)
-        tail = meter.flush()
-        if not per_packet:
-            writer.write_batch(tail.windows)
+        st = pipe.run()
     finally:
-        writer.close()
-        if bar is not None:
-            bar.close()
-        source.close()
-    run.seconds = time.perf_counter() - t0
-    run.rows_written = writer.rows
-    if live:
-        run.kernel = (source.stats.kernel_packets, source.stats.kernel_drops)
-    return run, meter
+        pipe.source.close()
+    run = FeatureRun(frames=st.frames, seconds=st.seconds, rows_written=st.rows_written, error=st.error)
+    if pipe.live:
+        run.kernel = (pipe.source.stats.kernel_packets, pipe.source.stats.kernel_drops)
+    return run, pipe.meter
 
 
 def _summary(run: FeatureRun, meter: Any, what: str) -> str:
@@ -239,34 +154,6 @@ def features(
         raise typer.Exit(1)
 
 
-def _make_sinks(cfg: Config, sinks: list[str], output: Optional[str]) -> list[Any]:
-    from .sinks.jsonl import JsonlSink
-
-    names = sinks or ["jsonl"]
-    out: list[Any] = []
-    for name in names:
-        if name == "jsonl":
-            out.append(JsonlSink(output))
-        elif name == "kafka":
-            k = cfg.kafka
-            if not k.bootstrap:
-                raise IdsError("--sink kafka needs --kafka-bootstrap HOST:PORT (or kafka.bootstrap in the config)")
-            from .sinks.kafka import KafkaSink
-
-            out.append(KafkaSink(k.bootstrap, k.topic, spool_dir=k.spool_dir, spool_max_bytes=k.spool_max_mb << 20,
-                                 acks=k.acks, compression=k.compression, linger_ms=k.linger_ms,
-                                 batch_bytes=k.batch_bytes, retry_interval_s=k.retry_interval_s,
-                                 request_timeout_ms=k.request_timeout_ms, stall_timeout_s=k.stall_timeout_s,
-                                 close_timeout_s=k.close_timeout_s, client_id=k.client_id,
-                                 enable_idempotence=k.enable_idempotence, producer_config=dict(k.producer),
-                                 sensor=cfg.sensor))
-        else:
-            raise IdsError(f"unknown sink {name!r} (jsonl or kafka)")
-    if output and "jsonl" not in names:
-        raise IdsError("-o names the JSON-lines file: add --sink jsonl")
-    return out
-
-
 def instance_sensor(cfg: Config, interface: Optional[str]) -> Config:
     """The config with `sensor` defaulted per instance: HOST/INTERFACE for a live capture,
     so the daemons of one host (one per interface) tell their predictions apart."""
@@ -279,46 +166,30 @@ def instance_sensor(cfg: Config, interface: Optional[str]) -> Config:
 
 def _run_pipeline(cfg: Config, read: Optional[str], interface: Optional[str], model: Optional[str],
                   sinks: list[str], output: Optional[str], speed: Optional[float]) -> None:
-    from .inference.worker import InferenceWorker
-    from .pipeline import Pipeline
-
+    from .builder import build_pipeline
     from .logs import setup_logging
 
     cfg = instance_sensor(cfg, interface)
 
     setup_logging(cfg.log_level, cfg.log_format)
-    # Signals that arrive while the model loads are kept and acted on once it runs.
-    early = {"stop": False, "reload": False}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: early.update(stop=True))
-    signal.signal(signal.SIGHUP, lambda *_: early.update(reload=True))
-    worker = InferenceWorker(model or cfg.inference.model, cfg.inference.device, cfg.inference.half,
-                             cfg.inference.top_k, cfg.sensor, threshold=cfg.inference.threshold,
-                             interface=None if read is not None else (interface or cfg.capture.interface))
-    sink_objs = _make_sinks(cfg, sinks, output)
-    if read is not None and speed:
-        # pacing needs finer batches than the reader's default
-        cfg = cfg.model_copy(update={"capture": cfg.capture.model_copy(update={"batch_size": 256})})
-    source, live = _open_source(cfg, read, interface)
+    early = _EarlySignals()
+    metrics = None
+    if cfg.metrics.listen:
+        from .metrics import PipelineMetrics
+
+        metrics = PipelineMetrics(interface=interface)
+    pipe = build_pipeline(cfg, read=read, interface=interface, sinks=sinks, output=output, model=model,
+                          speed=speed, status=sys.stderr.isatty(), metrics=metrics)
+    source, live, worker, sink_objs = pipe.source, pipe.live, pipe.worker, pipe.sinks
+    if metrics is not None:
+        metrics.instance["sensor"] = worker.sensor  # the worker settles the default name
     if cfg.capture.user:
         from .privileges import drop_privileges
 
         for s in sink_objs:
             s.open()  # outputs (files, spool) are opened with the starting user's rights
         drop_privileges(cfg.capture.user)  # before a single packet is read
-    status = sys.stderr.isatty()
-    metrics = None
-    if cfg.metrics.listen:
-        from .metrics import PipelineMetrics
-
-        metrics = PipelineMetrics(sensor=worker.sensor, interface=interface)
-    pipe = Pipeline(cfg, source, live, sink_objs, worker, speed=speed, status=status, metrics=metrics)
-
-    pipe.install_signal_handlers()
-    if early["stop"]:
-        pipe.request_stop()
-    if early["reload"]:
-        pipe.request_reload()
+    early.hand_over(pipe)
     what = f"{interface} (live)" if live else str(read)
     print(f"ids-daemon: classifying {what} with {worker.model_info['name']} {worker.model_info['version']} "
           f"on {worker.device}", file=sys.stderr, flush=True)
@@ -335,11 +206,14 @@ def _run_pipeline(cfg: Config, read: Optional[str], interface: Optional[str], mo
         if metrics is not None:
             metrics.close()
     c = pipe.meter.counters
+    kd = pipe.kernel_drops()
+    kernel = (f"kernel: {source.stats.kernel_packets} received, {kd} dropped; " if kd is not None else "")
     from .text import agree
 
     print(agree(f"{st.frames} frames, {c.packets} metered, {st.windows} windows, {st.predictions} predictions "
-          f"in {st.batches} batches (mean {st.mean_batch:.0f}), {st.dropped_sequences} sequences dropped, "
-          f"{st.seconds:.2f} s ({st.frames / max(st.seconds, 1e-9):,.0f} packets/s; busy "
+          f"in {st.batches} batches (mean {st.mean_batch:.0f}), {kernel}queue drops: "
+          f"{st.dropped_sequences} sequences, {st.dropped_findings} findings; refused (invalid under the schema): "
+          f"{pipe.worker.refused}; {st.seconds:.2f} s ({st.frames / max(st.seconds, 1e-9):,.0f} packets/s; busy "
           + ", ".join(f"{k} {v:.2f} s" for k, v in st.busy.items())
           + f"); peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"), file=sys.stderr)
     found = ", ".join(f"{k} {v}" for k, v in sorted(st.findings.items(), key=lambda kv: -kv[1]))
@@ -390,7 +264,6 @@ _OPT_METRICS = typer.Option(None, "--metrics-listen", metavar="HOST:PORT",
 def replay(
     read: str = typer.Option(..., "-r", "--read", help="pcap/pcapng file, - for stdin"),
     model: Optional[str] = _OPT_MODEL,
-    fast: bool = typer.Option(False, "--fast", help="as fast as possible (the default)"),
     speed: Optional[float] = typer.Option(None, "--speed", help="pace by packet time, X times real time"),
     sink: list[str] = _OPT_SINK,
     output: Optional[str] = _OPT_OUTPUT,
@@ -401,9 +274,8 @@ def replay(
     sensor: Optional[str] = _OPT_SENSOR,
     metrics_listen: Optional[str] = _OPT_METRICS,
 ) -> None:
-    """Classify a capture file: every window's sequence through the model, predictions to the sinks."""
-    if fast and speed:
-        raise IdsError("--fast and --speed exclude each other")
+    """Classify a capture file: every window's sequence through the model, predictions to the sinks
+    (as fast as it can be read, or paced by packet time with --speed)."""
     if speed is not None and speed <= 0:
         raise IdsError("--speed must be positive")
     cfg = _sink_options(config, kafka_bootstrap, topic, device, {"sensor": sensor, "metrics.listen": metrics_listen})
@@ -481,39 +353,32 @@ def demo(
     import json
     import tempfile
 
-    from .inference.worker import InferenceWorker
-    from .pipeline import Pipeline
-    from .sinks.jsonl import JsonlSink
+    from .builder import build_pipeline
 
-    cfg = load_config(None, {})
+    cfg = load_config(None, {"sensor": "demo", "inference.device": "auto", "metrics.listen": None})
     tmp = tempfile.TemporaryDirectory()
     out = output or str(Path(tmp.name) / "predictions.jsonl")
-    sinks: list[Any] = [JsonlSink(out)]
     broker = None
     topic = "ids.predictions.demo"
+    names = ["jsonl"]
     if kafka:
         try:
             from .devbroker import TansuBroker
 
             broker = TansuBroker().start()
-            from .sinks.kafka import KafkaSink
-
-            sinks.append(KafkaSink(broker.bootstrap, topic, spool_dir=Path(tmp.name) / "spool"))
+            cfg = cfg.model_copy(update={"kafka": cfg.kafka.model_copy(update={
+                "bootstrap": broker.bootstrap, "topic": topic, "spool_dir": str(Path(tmp.name) / "spool")})})
+            names.append("kafka")
         except Exception as e:  # noqa: BLE001 - the demo runs without a broker too
             print(f"(no local Kafka broker: {e}; predictions go to JSON lines only)")
             broker = None
-    worker = InferenceWorker(cfg.inference.model, "auto", top_k=cfg.inference.top_k, sensor="demo",
-                             threshold=cfg.inference.threshold)
-    from .capture.pcap import PcapSource
-
     path = sample_pcap()
-    src = PcapSource(path)
-    src.open()
-    pipe = Pipeline(cfg, src, False, sinks, worker)
+    pipe = build_pipeline(cfg, read=str(path), sinks=names, output=out)
+    worker = pipe.worker
     try:
         st = pipe.run()
     finally:
-        src.close()
+        pipe.source.close()
     preds = [json.loads(line) for line in Path(out).read_text().splitlines()]
     from .text import plural
 
@@ -558,7 +423,7 @@ def main() -> None:
         app()
     except IdsError as e:
         _err(str(e))
-        sys.exit(1)
+        sys.exit(e.exit_code)  # 2: bad configuration or model metadata (nothing was run)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ of `Config` they need.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -117,6 +118,9 @@ class LSTMSection(_Section):
     train: TrainConfig = TrainConfig()
 
 
+_DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]{1,3})?")
+
+
 class InferenceConfig(_Section):
     """The inference worker."""
 
@@ -130,6 +134,14 @@ class InferenceConfig(_Section):
         None, ge=0, le=1, description="is_attack when p_attack = 1 - P(benign) reaches this (default: the model's "
         "operating point from its metadata; ids-trainer calibrate fits one to a site)")
     queue_batches: int = Field(64, ge=1, description="bound of each queue between stages (in batches)")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        # checked here, not when torch first sees it: torch.device("tpu") is a traceback
+        if not _DEVICE.fullmatch(v):
+            raise ValueError("must be auto, cpu, cuda or cuda:N")
+        return v
 
 
 class KafkaConfig(_Section):
@@ -237,6 +249,18 @@ class MetricsConfig(_Section):
 
     listen: str | None = Field("127.0.0.1:9108", description="host:port of /metrics (loopback by default; null: off)")
 
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        host, sep, port = v.rpartition(":")
+        if not sep or not host:
+            raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:9108")
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"port {port!r} is not a number from 1 to 65535")
+        return v
+
 
 class Config(_Section):
     """The whole daemon configuration."""
@@ -263,7 +287,8 @@ def _format_error(e: ValidationError, origin: str) -> str:
         loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
         val = err.get("input")
         shown = "" if isinstance(val, dict) else f" (got {val!r})"
-        parts.append(f"{loc}: {err['msg']}{shown}")
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}{shown}")
     return f"{origin}: invalid configuration: " + "; ".join(parts)
 
 
@@ -282,6 +307,8 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             text = Path(path).read_text()
         except OSError as e:
             raise ConfigError(f"{path}: cannot read configuration: {e.strerror}") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path}: not a text (YAML) file: undecodable byte at offset {e.start}") from None
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as e:

@@ -99,8 +99,16 @@ class _Collector:
         yield counter("ids_sequences", "Sequences built for the model", st.sequences)
         yield counter("ids_queue_drops", "Sequences dropped because the worker could not keep up (live)",
                       st.dropped_sequences)
+        yield counter("ids_findings_dropped", "Detector findings dropped because the sink queue was full (live)",
+                      st.dropped_findings)
         yield counter("ids_model_reloads", "Model reloads (SIGHUP)", st.reloads)
+        yield counter("ids_model_reload_failures", "Model reloads refused (bad model, other window N)",
+                      st.reload_failures)
         w = p.worker
+        if w is None:
+            return  # features: no model
+        yield counter("ids_predictions_refused", "Predictions not published: invalid under the v1 schema "
+                      "(non-finite model output)", w.refused)
         byc = CounterMetricFamily("ids_predictions", "Predictions by class", labels=["class", "family"])
         for i, name in enumerate(w.classes):
             byc.add_metric([name, w.families[i]], float(w.class_counts[i]))

@@ -1,16 +1,28 @@
-"""The daemon's pipeline: capture → meter → sequences → worker (micro-batches) → sinks.
+"""The one capture loop: source → meter → (sequences → worker in micro-batches) → sinks.
+
+Every run goes through it, built by `ids_daemon.builder`: the daemon (``run``,
+``replay``, ``demo``), where windows become sequences for the model and predictions go
+to the sinks, and ``features``, where the meter's windows (or per-packet rows) go
+straight to the CSV sink.
 
 Three threads joined by bounded queues, so a slow stage pushes back instead of growing
 memory: the calling thread captures, meters and builds sequences; a worker thread
-forms micro-batches (full at ``max_batch``, or when the oldest sequence waited
-``max_wait_ms``) and runs the model; a sink thread writes the predictions. Replaying a
-file, a full queue blocks the reader (nothing is dropped); capturing live, a full queue
-drops the sequences that do not fit and counts them (the kernel ring keeps the capture
-itself going).
+forms micro-batches (`ids_daemon.inference.batcher`) and runs the model; a sink thread
+writes. Replaying a file, a full queue blocks the reader (nothing is dropped);
+capturing live, a full sequence queue drops the sequences that do not fit and counts
+them (the kernel ring keeps the capture itself going). Windows for the CSV sink are
+never dropped.
 
-Stopping (SIGINT/SIGTERM, end of file): capture stops, what the ring still holds is
-read, every partial window and sequence goes through the model, the sinks are
-flushed. SIGHUP reloads the model between two batches; no sequence is lost.
+Stopping (SIGINT/SIGTERM, end of file, ``count``/``duration``, a capture error):
+capture stops, what the ring still holds is read, every partial window and sequence
+goes through the model, the sinks are flushed.
+
+SIGHUP reloads the model without stalling capture: a loader thread hashes, reads and
+probes the model directory and moves it to the device; the capture thread then only
+queues a marker behind the sequences built for the old model (switching the sequence
+buffer if the new model wants other columns or another length), and the worker
+switches models at that marker, between two batches. No sequence is lost. A model
+whose window N differs from the meter's is refused (the meter's N is fixed for the run).
 """
 
 from __future__ import annotations
@@ -27,16 +39,20 @@ from typing import Any
 import numpy as np
 
 from .config import Config
-from .features.meter import Meter
+from .errors import CaptureError
+from .features.meter import Meter, MeterOutput
 from .features.window import POOL_PROTO_ARP
+from .inference.batcher import MicroBatcher
+from .inference.worker import InferenceWorker
 from .model.artifacts import LoadedModel, load_model
+from .notify import notify  # imported now: after a privilege drop the checkout may be unreadable
 from .sequence import SequenceBatch, SequenceBuffer
 from .sinks.base import EncodedBatch, Sink
-from .inference.worker import InferenceWorker
 
 log = logging.getLogger("ids_daemon.pipeline")
 
 _END = object()
+_DRAIN_READS = 3  # live: the kernel hands over a partly filled ring block within its timeout
 
 
 @dataclass
@@ -48,21 +64,24 @@ class PipelineStats:
     arp_windows: int = 0  # ARP windows the model leaves to the ARP detector (not classified)
     sequences: int = 0
     predictions: int = 0
+    rows_written: int = 0  # features: windows (or per-packet rows) handed to the sinks
     dropped_sequences: int = 0  # live only: the worker could not keep up
     detector_frames: int = 0  # frames a protocol-fact detector flagged
     findings: dict[str, int] = field(default_factory=dict)  # detector findings per class (before the rate limit)
     detector_predictions: int = 0  # findings published (after the rate limit)
     dropped_findings: int = 0  # live only: the sink queue was full
     batches: int = 0
-    batch_sizes: list[int] = field(default_factory=list)
+    batched_sequences: int = 0  # sum of the micro-batch sizes (a count and a sum, not a list: runs last months)
     reloads: int = 0
+    reload_failures: int = 0
+    reload_seconds: float = 0.0  # time the loader thread spent loading models (capture ran meanwhile)
     seconds: float = 0.0
     busy: dict[str, float] = field(default_factory=lambda: {"read": 0.0, "meter": 0.0, "model": 0.0, "sinks": 0.0})
     error: str = ""
 
     @property
     def mean_batch(self) -> float:
-        return float(np.mean(self.batch_sizes)) if self.batch_sizes else 0.0
+        return self.batched_sequences / self.batches if self.batches else 0.0
 
 
 @dataclass
@@ -71,40 +90,48 @@ class _Reload:
 
 
 class Pipeline:
-    """Wires a packet source, the meter, the sequence buffer, the worker and the sinks."""
+    """Runs a packet source through the meter into the sinks, through the model when there
+    is a ``worker`` (predictions), straight when there is none (windows or rows, as the
+    meter was made: ``Meter(per_packet=...)``). Made by `ids_daemon.builder.build_pipeline`."""
 
-    def __init__(self, cfg: Config, source: Any, live: bool, sinks: list[Sink], worker: InferenceWorker,
-                 speed: float | None = None, status: bool = False, metrics: Any = None):
+    def __init__(self, cfg: Config, source: Any, live: bool, meter: Meter, sinks: list[Sink],
+                 worker: InferenceWorker | None = None, *, speed: float | None = None, status: bool = False,
+                 metrics: Any = None, count: int | None = None, duration: float | None = None,
+                 progress: bool = False):
         self.cfg = cfg
         self.source = source
         self.live = live
+        self.meter = meter
         self.sinks = sinks
         self.worker = worker
         self.speed = speed
         self.status = status
+        self.count = count
+        self.duration = duration
+        self.progress = progress
         self.stats = PipelineStats()
         self.metrics = metrics  # a PipelineMetrics, or None
         if metrics is not None:
             metrics.pipeline = self
-        meter_cfg = cfg.meter
-        if meter_cfg.window != worker.window:
-            log.warning("meter.window %d differs from the model's window %d: using the model's",
-                        meter_cfg.window, worker.window)
-            meter_cfg = meter_cfg.model_copy(update={"window": worker.window})
-        self.meter = Meter(meter_cfg)
         self.detectors = None
-        if cfg.detectors.enabled:
-            from .detectors import DetectorSet
-            from .detectors.publish import RateLimiter
+        self.seqbuf: SequenceBuffer | None = None
+        if worker is not None:
+            if meter.config.window != worker.window:
+                raise ValueError(f"meter window {meter.config.window} != model window {worker.window}")
+            self.seqbuf = SequenceBuffer(worker.seq_len, worker.columns, meter.config.max_flows)
+            if cfg.detectors.enabled:
+                from .detectors import DetectorSet
+                from .detectors.publish import RateLimiter
 
-            self.detectors = DetectorSet(cfg.detectors)
-            self._limiter = RateLimiter(cfg.detectors.repeat_s)
-        self.seqbuf = SequenceBuffer(worker.seq_len, worker.columns, meter_cfg.max_flows)
+                self.detectors = DetectorSet(cfg.detectors)
+                self._limiter = RateLimiter(cfg.detectors.repeat_s)
         qn = cfg.inference.queue_batches
         self._q_seq: queue.Queue = queue.Queue(maxsize=qn)
         self._q_out: queue.Queue = queue.Queue(maxsize=qn)
         self._stop = threading.Event()
         self._reload = threading.Event()
+        self._loader: threading.Thread | None = None
+        self._next_model: LoadedModel | None = None  # loaded by the loader, queued by the capture thread
         self._failure: BaseException | None = None
 
     # ---- control ---------------------------------------------------------------------------
@@ -113,7 +140,7 @@ class Pipeline:
         self._stop.set()
 
     def request_reload(self) -> None:
-        """Reload the model between two batches."""
+        """Load the model again (on a loader thread) and switch to it between two batches."""
         self._reload.set()
 
     def install_signal_handlers(self) -> None:
@@ -128,30 +155,38 @@ class Pipeline:
         t0 = time.perf_counter()
         for s in self.sinks:
             s.open()  # idempotent: the CLI may have opened them before dropping privileges
-        worker_t = threading.Thread(target=self._guard(self._work), name="ids-worker", daemon=True)
-        sink_t = threading.Thread(target=self._guard(self._write), name="ids-sinks", daemon=True)
-        worker_t.start()
-        sink_t.start()
+        threads = [threading.Thread(target=self._guard(self._write, self._q_out), name="ids-sinks", daemon=True)]
+        if self.worker is not None:
+            threads.append(threading.Thread(target=self._guard(self._work, self._q_seq), name="ids-worker",
+                                            daemon=True))
+        for t in threads:
+            t.start()
+        bar = self._progress_bar()
         try:
-            self._ingest()
+            self._ingest(bar)
         except BaseException as e:  # noqa: BLE001 - reported after the flush below
-            self.stats.error = str(e)
+            self.stats.error = self.stats.error or str(e)
             self._failure = self._failure or e
         finally:
-            self._put(self._q_seq, _END, block=True)
-            worker_t.join()
-            sink_t.join()
+            self._put(self._q_seq if self.worker is not None else self._q_out, _END, block=True)
+            for t in reversed(threads):
+                t.join()
+            if self._loader is not None:
+                self._loader.join()
             for s in self.sinks:
                 try:
                     s.flush(timeout=30)
                 finally:
                     s.close()
+            if bar is not None:
+                bar.close()
             self.stats.seconds = time.perf_counter() - t0
             if self.status:
+                self._read_kernel_stats()
                 self._print_status(final=True)
         return self.stats
 
-    def _guard(self, fn):
+    def _guard(self, fn, inbox: queue.Queue):
         def run() -> None:
             try:
                 fn()
@@ -160,10 +195,9 @@ class Pipeline:
                 self._stop.set()
                 log.exception("pipeline stage failed")
                 # keep draining so the other stages are never blocked on a full queue
-                q = self._q_seq if fn == self._work else self._q_out
-                while q.get() is not _END:
+                while inbox.get() is not _END:
                     pass
-                if fn == self._work:
+                if inbox is self._q_seq:
                     self._put(self._q_out, _END, block=True)
         return run
 
@@ -177,33 +211,57 @@ class Pipeline:
         except queue.Full:
             return False
 
+    def _progress_bar(self) -> Any:
+        if not self.progress or self.live or not sys.stderr.isatty() or not getattr(self.source, "total_bytes", None):
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=self.source.total_bytes, unit="B", unit_scale=True, desc="reading", file=sys.stderr,
+                    leave=False)
+
     # ---- stage 1: capture, meter, sequences (calling thread) -------------------------------
-    def _ingest(self) -> None:
+    def _ingest(self, bar: Any = None) -> None:
         src = self.source
         wall0 = ts0 = None
         last_status = time.monotonic()
+        deadline = time.monotonic() + self.duration if self.duration else None
         drain = 0
         while True:
             if self._failure is not None:
                 raise RuntimeError(f"pipeline stage failed: {self._failure}")
+            if deadline is not None and time.monotonic() >= deadline:
+                self._stop.set()
             if self._stop.is_set():
-                if not self.live or drain >= 3:
+                if not self.live or drain >= _DRAIN_READS:
                     break
-                drain += 1  # the kernel hands over a partly filled ring block within its timeout
+                drain += 1
             if self._reload.is_set():
                 self._reload.clear()
-                self._do_reload()
+                self._start_loader()
+            if self._next_model is not None:
+                self._queue_model_switch()
+            if time.monotonic() - last_status >= 1.0:  # also while idle: drops show when they happen
+                last_status = time.monotonic()
+                self._read_kernel_stats()  # here, on the capture thread that owns the socket
+                if self.status:
+                    self._print_status()
             t = time.perf_counter()
-            batch = src.next_batch()
+            try:
+                batch = src.next_batch()
+            except CaptureError as e:
+                self.stats.error = str(e)  # keep what was read: metered, classified and written below
+                break
             self.stats.busy["read"] += time.perf_counter() - t
             if batch is None:
                 break
             if len(batch) == 0:
                 if self._stop.is_set():
                     break
-                if self.live:
-                    self._emit(self.meter.advance(time.time()).windows)
+                if self.live:  # nothing arrived: wall-clock time still expires idle keys
+                    self._meter_out(self.meter.advance(time.time()))
                 continue
+            if self.count is not None and self.stats.frames + len(batch) > self.count:
+                batch = batch.take(slice(0, self.count - self.stats.frames))
             if self.speed:
                 if wall0 is None:
                     wall0, ts0 = time.monotonic(), float(batch.ts[0])
@@ -214,12 +272,31 @@ class Pipeline:
             t = time.perf_counter()
             if self.detectors is not None:
                 self._detect(batch)
-            self._emit(self.meter.process(batch).windows)
+            self._meter_out(self.meter.process(batch))
             self.stats.busy["meter"] += time.perf_counter() - t
-            if self.status and time.monotonic() - last_status >= 1.0:
-                last_status = time.monotonic()
-                self._print_status()
-        self._emit(self.meter.flush().windows)
+            if bar is not None:
+                bar.update(src.bytes_read - bar.n)
+            if self.count is not None and self.stats.frames >= self.count:
+                break
+        # a reload asked for before the end is honoured (even one that came with the stop, while
+        # the loop waited): the keys still open are classified by the new model
+        if self._reload.is_set():
+            self._reload.clear()
+            self._start_loader()
+        if self._loader is not None:
+            self._loader.join()
+        if self._next_model is not None:
+            self._queue_model_switch()
+        self._meter_out(self.meter.flush())
+
+    def _meter_out(self, out: MeterOutput) -> None:
+        if self.worker is not None:
+            self._emit(out.windows)
+            return
+        self.stats.windows += len(out.windows)
+        rows = out.rows if self.meter.per_packet else out.windows
+        if rows is not None and len(rows):
+            self._put(self._q_out, rows, block=True)  # features: nothing is dropped
 
     def _emit(self, windows: Any) -> None:
         if not len(windows):
@@ -252,79 +329,80 @@ class Pipeline:
         if not keep:
             return
         enc = encode_findings(keep, sensor=self.worker.sensor, id_prefix=self.worker.id_prefix,
-                              first_id=self.stats.detector_predictions, now=time.time())
+                              first_id=self.stats.detector_predictions, now=time.time(),
+                              interface=self.worker.interface)
         self.stats.detector_predictions += len(keep)
         if not self._put(self._q_out, enc, block=not self.live):
             self.stats.dropped_findings += len(keep)
 
-    def _do_reload(self) -> None:
-        from .notify import notify
-
-        notify("RELOADING=1")
-        try:
-            loaded = load_model(self.worker.model_dir, self.worker.device)
-        except Exception as e:  # noqa: BLE001 - a bad model file must not stop the daemon
-            log.error("model reload failed, keeping the current model: %s", e)
-            notify("READY=1")
+    # ---- model reload ------------------------------------------------------------------------
+    def _start_loader(self) -> None:
+        if self.worker is None:
             return
-        notify("READY=1")
-        if self.worker.half:
-            loaded.model.half()
-        # sequences already queued were built for the old model: the worker switches at
-        # this marker, after them
-        self._put(self._q_seq, _Reload(loaded), block=True)
+        if self._loader is not None and self._loader.is_alive():
+            log.warning("model reload already in progress: this SIGHUP is ignored")
+            return
+        self._loader = threading.Thread(target=self._load_next, name="ids-loader", daemon=True)
+        self._loader.start()
+
+    def _load_next(self) -> None:
+        """Loader thread: the slow part of a reload (hash, torch.load, device, probe)."""
+        notify("RELOADING=1")
+        w = self.worker
+        t = time.perf_counter()
+        try:
+            loaded = load_model(w.model_dir, w.device)
+            if loaded.window != self.meter.config.window:
+                raise ValueError(f"its window N {loaded.window} differs from the meter's {self.meter.config.window} "
+                                 "(the meter's N is fixed for a run: restart to change it)")
+            if w.half:
+                loaded.model.half()
+        except Exception as e:  # noqa: BLE001 - a bad model file must not stop the daemon
+            self.stats.reload_failures += 1
+            log.error("model reload failed, keeping the current model: %s", e)
+            return
+        finally:
+            self.stats.reload_seconds += time.perf_counter() - t
+            notify("READY=1")
+        self._next_model = loaded
+
+    def _queue_model_switch(self) -> None:
+        """Capture thread: queue the switch behind the sequences built for the old model."""
+        loaded = self._next_model
+        if not self._put(self._q_seq, _Reload(loaded), block=not self.live):
+            return  # live with a full queue: try again after the next batch
+        self._next_model = None
         from .features.ciciot import INDEX
 
         cols = np.array([INDEX[c] for c in loaded.columns])
         if loaded.seq_len != self.seqbuf.t or not np.array_equal(cols, self.seqbuf.cols):
             self.seqbuf = SequenceBuffer(loaded.seq_len, cols, self.seqbuf.max_keys)
-        self.stats.reloads += 1
 
     # ---- stage 2: micro-batches through the model ------------------------------------------
     def _work(self) -> None:
-        max_batch = self.cfg.inference.max_batch
-        max_wait = self.cfg.inference.max_wait_ms / 1000.0
-        pending: list[SequenceBatch] = []
-        n_pending = 0
-        oldest = 0.0
-        done = False
-        while not done:
-            timeout = None if not pending else max(0.0, oldest + max_wait - time.monotonic())
+        inf = self.cfg.inference
+        batcher = MicroBatcher(inf.max_batch, inf.max_wait_ms)
+        while True:
             try:
-                item = self._q_seq.get(timeout=timeout)
+                item = self._q_seq.get(timeout=batcher.timeout())
             except queue.Empty:
-                item = None
+                self._classify(batcher.expired())
+                continue
             if item is _END:
-                done = True
-            elif isinstance(item, _Reload):
-                self._run_batches(pending, max_batch, force=True)
-                pending, n_pending = [], 0
+                self._classify(batcher.flush())
+                break
+            if isinstance(item, _Reload):
+                self._classify(batcher.flush())  # built for the old model
                 self.worker.install(item.loaded)
                 self.worker.reloads += 1
+                self.stats.reloads += 1
                 log.info("model reloaded: %s", self.worker.model_info)
                 continue
-            elif item is not None:
-                if not pending:
-                    oldest = time.monotonic()
-                pending.append(item)
-                n_pending += len(item)
-            due = done or item is None or n_pending >= max_batch
-            if pending and due:
-                rest = self._run_batches(pending, max_batch, force=done or item is None)
-                pending = [rest] if rest is not None and len(rest) else []
-                n_pending = len(rest) if rest is not None else 0
-                oldest = time.monotonic()
+            self._classify(batcher.add(item))
         self._put(self._q_out, _END, block=True)
 
-    def _run_batches(self, pending: list[SequenceBatch], max_batch: int, force: bool) -> SequenceBatch | None:
-        """Classify full batches (and the remainder when ``force``); return what is left."""
-        if not pending:
-            return None
-        allseq = SequenceBatch.concat(pending)
-        n = len(allseq)
-        start = 0
-        while n - start >= max_batch or (force and start < n):
-            part = allseq.take(slice(start, min(start + max_batch, n)))
+    def _classify(self, batches: list[SequenceBatch]) -> None:
+        for part in batches:
             t = time.perf_counter()
             out = self.worker.predict(part)
             dt = time.perf_counter() - t
@@ -332,10 +410,8 @@ class Pipeline:
             if self.metrics is not None:
                 self.metrics.observe_batch(len(part), dt)
             self.stats.batches += 1
-            self.stats.batch_sizes.append(len(part))
+            self.stats.batched_sequences += len(part)
             self._put(self._q_out, out, block=True)
-            start += len(part)
-        return allseq.take(slice(start, n)) if start < n else None
 
     # ---- stage 3: sinks ----------------------------------------------------------------------
     def _write(self) -> None:
@@ -343,21 +419,36 @@ class Pipeline:
             item = self._q_out.get()
             if item is _END:
                 break
-            assert isinstance(item, EncodedBatch)
             t = time.perf_counter()
             for s in self.sinks:
                 s.write_batch(item)
             self.stats.busy["sinks"] += time.perf_counter() - t
-            self.stats.predictions += len(item)
+            if isinstance(item, EncodedBatch):
+                self.stats.predictions += len(item)
+            else:
+                self.stats.rows_written += len(item)
 
     # ---- status --------------------------------------------------------------------------------
+    def _read_kernel_stats(self) -> None:
+        """Fold the kernel's capture counters into the source's stats (live only), so the
+        status line and the metrics show kernel drops as they happen, not only at the end."""
+        read = getattr(self.source, "read_kernel_stats", None)
+        if self.live and read is not None:
+            try:
+                read()
+            except OSError:
+                pass  # the interface went away: the capture loop reports that
+
+    def kernel_drops(self) -> int | None:
+        """Frames the kernel dropped (capture ring full); None when not capturing live."""
+        sstats = getattr(self.source, "stats", None)
+        return int(sstats.kernel_drops) if self.live and sstats is not None else None
+
     def _print_status(self, final: bool = False) -> None:
         c = self.meter.counters
         st = self.stats
-        kern = ""
-        sstats = getattr(self.source, "stats", None)
-        if self.live and sstats is not None:
-            kern = f" kdrop {sstats.kernel_drops}"
+        kd = self.kernel_drops()
         line = (f"packets {c.packets} flows {c.keys_tracked} windows {st.windows} predictions {st.predictions} "
-                f"drops {st.dropped_sequences}{kern} batch {st.mean_batch:.0f}")
+                f"queue drops {st.dropped_sequences + st.dropped_findings}"
+                + (f" kernel drops {kd}" if kd is not None else "") + f" batch {st.mean_batch:.0f}")
         print(("\r" + line + " " * 8) if not final else ("\r" + line + "\n"), end="", file=sys.stderr, flush=True)

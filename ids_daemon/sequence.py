@@ -6,7 +6,9 @@ end of a flow is classified too. A key seen fewer than T times repeats its first
 window at the front, the same rule the trainer uses (`ids_daemon.model.sequences`).
 History is bounded like the flow table: at most ``max_keys`` keys, least recently
 used first out; a key whose last window was final (idle, active, evicted, end) is
-forgotten at once.
+forgotten at once. Its memory bound is max_keys × T × F float32 (the history) plus
+16 bytes a key, reserved at start (pages are touched as keys arrive); the daemon
+checks it against the memory it may use (`ids_daemon.memory`).
 """
 
 from __future__ import annotations
@@ -53,7 +55,10 @@ class SequenceBuffer:
         self._hist = np.zeros((self.max_keys, self.t, f), dtype=np.float32)
         self._count = np.zeros(self.max_keys, dtype=np.int64)
         self._slot: OrderedDict[int, int] = OrderedDict()
-        self._free = list(range(self.max_keys - 1, -1, -1))
+        # free slots as a stack in an array: a list of max_keys Python ints would cost
+        # 36 bytes a key up front (2.3 GiB at 2^26 keys)
+        self._free = np.arange(self.max_keys - 1, -1, -1, dtype=np.int64)
+        self._nfree = self.max_keys
         self.evicted = 0
         self.sequences = 0
 
@@ -96,16 +101,21 @@ class SequenceBuffer:
         return SequenceBatch(out, wb, lengths)
 
     def _new_slot(self, k: int) -> int:
-        if not self._free:
+        if not self._nfree:
             _, old_slot = self._slot.popitem(last=False)  # the least recently used key goes
-            self._free.append(old_slot)
+            self._push_free(old_slot)
             self.evicted += 1
-        s = self._free.pop()
+        self._nfree -= 1
+        s = int(self._free[self._nfree])
         self._count[s] = 0
         self._slot[k] = s
         return s
 
+    def _push_free(self, s: int) -> None:
+        self._free[self._nfree] = s
+        self._nfree += 1
+
     def _release(self, k: int) -> None:
         s = self._slot.pop(k, None)
         if s is not None:
-            self._free.append(s)
+            self._push_free(s)

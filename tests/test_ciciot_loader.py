@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 from .paths import DATA, SHARED_DATA  # noqa: E402
 SAMPLE_39 = DATA / "ciciot2023_sample_39col.csv"
 EXCERPT_46 = DATA / "ciciot2023_excerpt_46col.csv"
-EXE = str(Path(sys.executable).parent / "ids-daemon")
+from .helpers import EXE  # noqa: E402
 PCAP = ROOT / "ids_daemon" / "data" / "sample.pcap"
 
 MERGED_MISSING = ["flow_duration", "Srate", "Drate", "urg_count", "Magnitue", "Radius", "Covariance", "Weight"]
@@ -493,8 +492,7 @@ def test_gzip_csv_reads_like_the_plain_file(tmp_path: Path) -> None:
         list(iter_chunks(broken))
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "ciciot2023_real_39col.csv.gz").exists(),
-                    reason="the real 39-column rows (../shared/data) are not here")
+@pytest.mark.shared_data("ciciot2023_real_39col.csv.gz")
 def test_real_rows_in_capture_order_make_sequences_only_within_a_capture(capsys) -> None:
     from trainer.dataset import load_dataset
 

@@ -6,7 +6,6 @@ import csv
 import io
 import struct
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from .pcapgen import ethernet, ipv4_udp, write_pcap
 
 ROOT = Path(__file__).resolve().parents[1]
 from .paths import PCAPS as SHARED  # noqa: E402
-EXE = str(Path(sys.executable).parent / "ids-daemon")
+from .helpers import EXE  # noqa: E402
 
 
 def run(*args: str, stdin: bytes | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -31,9 +30,9 @@ def read_csv(text: str) -> tuple[list[str], list[dict[str, str]]]:
     return header, rows
 
 
-def assert_one_line_error(p: subprocess.CompletedProcess, words: str) -> None:
+def assert_one_line_error(p: subprocess.CompletedProcess, words: str, code: int = 1) -> None:
     err = p.stderr.decode()
-    assert p.returncode == 1, err
+    assert p.returncode == code, err
     assert "Traceback" not in err
     lines = [ln for ln in err.splitlines() if ln.startswith("ids-daemon: error:")]
     assert len(lines) == 1 and words in lines[0], err
@@ -125,10 +124,10 @@ def test_bad_config_is_one_line(tmp_path: Path) -> None:
     cfg = tmp_path / "c.yml"
     cfg.write_text("meter:\n  window: -3\n  idle_timout: 5\n")
     p = run("features", "-r", str(SHARED / "nats.pcap"), "--config", str(cfg))
-    assert_one_line_error(p, "meter.window")
+    assert_one_line_error(p, "meter.window", code=2)  # 2: a configuration error, nothing ran
     assert "meter.idle_timout" in p.stderr.decode()  # the misspelt key is named too
     p = run("features", "-r", str(SHARED / "nats.pcap"), "--window", "0")
-    assert_one_line_error(p, "meter.window")
+    assert_one_line_error(p, "meter.window", code=2)
 
 
 def test_demo_runs_on_the_bundled_capture() -> None:
@@ -164,6 +163,7 @@ def test_capture_key_mode_pools_everything_like_the_dataset(tmp_path: Path) -> N
     assert [r["packets"] for r in rows] == ["10", "10", "10"]
 
 
+@pytest.mark.root
 def test_live_capture_on_loopback_finds_every_packet_once(tmp_path: Path) -> None:
     """features -i lo: known packets sent with scapy each appear once in the CSV; SIGTERM
     ends the capture cleanly (exit 0) after writing everything."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from ids_daemon.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 from .paths import DATA  # noqa: E402
-TRAINER = str(Path(sys.executable).parent / "ids-trainer")
+from .helpers import TRAINER  # noqa: E402
 
 
 def test_repository_config_documents_exactly_the_defaults() -> None:

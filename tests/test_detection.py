@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import jsonschema
@@ -21,9 +20,9 @@ from trainer.metrics import binary_rates, choose_threshold
 ROOT = Path(__file__).resolve().parents[1]
 from .paths import REAL  # noqa: E402
 MANIFEST = REAL / "MANIFEST.tsv"
-EXE = str(Path(sys.executable).parent / "ids-daemon")
-TRAINER = str(Path(sys.executable).parent / "ids-trainer")
-needs_corpus = pytest.mark.skipif(not MANIFEST.is_file(), reason="the real corpus (../shared/data/real) is not here")
+from .helpers import EXE  # noqa: E402
+from .helpers import TRAINER  # noqa: E402
+needs_corpus = pytest.mark.shared_data("real/MANIFEST.tsv")  # tests/conftest.py: skip or fail, and when
 
 
 # ---- the operating point -------------------------------------------------------------------

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import jsonschema
@@ -23,9 +22,9 @@ from ids_daemon.detectors.publish import RateLimiter, encode_findings
 from ids_daemon.errors import ConfigError
 from ids_daemon.predictions import json_schema
 
-EXE = str(Path(sys.executable).parent / "ids-daemon")
+from .helpers import EXE  # noqa: E402
 from .paths import REAL  # noqa: E402
-needs_real = pytest.mark.skipif(not REAL.exists(), reason="the real-capture corpus (../shared/data/real) is absent")
+needs_real = pytest.mark.shared_data("real")  # tests/conftest.py: skip or fail, and when
 
 GW, VICTIM, ATTACKER = "192.168.1.1", "192.168.1.20", "192.168.1.66"
 GW_MAC, VICTIM_MAC, ATT_MAC = "00:00:00:00:00:01", "00:00:00:00:00:20", "00:00:00:00:00:66"
@@ -266,9 +265,11 @@ def test_rate_limit_and_encoding_validate_against_the_schema(tmp_path: Path) -> 
         f.first_ts += 100
     kept = rl.admit(again)
     assert len(kept) == 1 and kept[0].suppressed == 1
-    enc = encode_findings(kept, sensor="s", id_prefix="x", first_id=0, now=1.0)
+    enc = encode_findings(kept, sensor="s", id_prefix="x", first_id=0, now=1.0, interface="br-lan")
     rec = json.loads(enc.values[0])
     jsonschema.validate(rec, json_schema())
+    # the same join fields as the model's predictions
+    assert rec["timestamp"] == "1970-01-01T00:00:01.000000Z" and rec["interface"] == "br-lan"
     assert rec["model"]["name"] == "detector:arp" and rec["flow"]["kind"] == "detector"
     assert rec["risk_score"] == 0.7 and rec["severity"] == "high" and "evidence" in rec
 
@@ -586,3 +587,4 @@ def test_replay_publishes_detector_predictions(tmp_path: Path) -> None:
     assert {r["predicted_attack"] for r in det} == {"Recon-PortScan", "MITM-ArpSpoofing"}
     assert len(det) == 2  # one per (detector, attacker, victim, class): the rest is rate-limited
     assert len(recs) > len(det)  # the model's predictions are still there
+    assert all(r["timestamp"] and r["interface"] is None for r in det)  # a file was seen by no interface

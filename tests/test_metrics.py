@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -13,13 +11,7 @@ from pathlib import Path
 from ids_daemon.model.artifacts import load_model
 from trainer.synth import generate_file
 
-EXE = str(Path(sys.executable).parent / "ids-daemon")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from .helpers import EXE, free_port  # noqa: E402
 
 
 def scrape(port: int) -> dict[str, float]:

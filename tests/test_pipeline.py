@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from ids_daemon.sequence import SequenceBuffer
 from ids_daemon.features.window import WindowBatch, REASON_IDLE, REASON_FULL
 from trainer.synth import generate_corpus
 
-EXE = str(Path(sys.executable).parent / "ids-daemon")
+from .helpers import EXE  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +143,7 @@ def test_sighup_reloads_the_model_without_losing_a_sequence(corpus: dict[str, Pa
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
-    assert "model reloaded" in err
+    assert "model reloaded" in err, err
     assert len(model_predictions(read_jsonl(out))) == classified_windows(err) > 0
 
 
@@ -174,6 +173,7 @@ def test_sequence_buffer_matches_the_training_rule() -> None:
     assert len(buf) == before - 1
 
 
+@pytest.mark.root
 def test_live_run_on_loopback_predicts_what_it_captured(tmp_path: Path) -> None:
     import random
 
@@ -215,6 +215,7 @@ def test_spoofed_syn_flood_is_flagged_within_a_memory_bound(tmp_path: Path) -> N
     print(f"spoofed flood: {n} packets, {len(preds)} predictions, peak RSS {peak_mib:.0f} MiB")
 
 
+@pytest.mark.root
 def test_privilege_drop_keeps_capturing_with_no_capabilities(tmp_path: Path) -> None:
     """Started as root with capture.user, the running daemon has that uid and no
     capability, and still captures."""
@@ -256,7 +257,7 @@ def test_json_logs(tmp_path: Path) -> None:
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     logs = [json.loads(line) for line in p.stderr.splitlines() if line.startswith("{")]
-    assert logs and logs[0]["level"] == "warning" and logs[0]["logger"] == "ids_daemon.pipeline"
+    assert logs and logs[0]["level"] == "warning" and logs[0]["logger"] == "ids_daemon.builder"
     assert "differs from the model's window" in logs[0]["message"] and logs[0]["time"].endswith("Z")
 
 

@@ -6,7 +6,6 @@ import json
 import pickle
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ from trainer.split import make_split
 
 ROOT = Path(__file__).resolve().parents[1]
 from .paths import DATA  # noqa: E402
-TRAINER = str(Path(sys.executable).parent / "ids-trainer")
+from .helpers import TRAINER  # noqa: E402
 METRIC_KEYS = {"accuracy", "macro_f1", "weighted_f1", "per_class", "confusion_matrix", "split"}
 
 

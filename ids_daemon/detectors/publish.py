@@ -15,6 +15,7 @@ import orjson
 from ..inference.risk import FAMILY_WEIGHT, severity_index
 from ..predictions.vocabulary import SEVERITIES
 from ..predictions.encode import SCHEMA_ID
+from ..predictions.timestamps import iso8601
 from ..sinks.base import EncodedBatch
 from .base import LRU, Finding
 
@@ -51,6 +52,7 @@ def encode_findings(findings: list[Finding], *, sensor: str, id_prefix: str, fir
     sev = severity_index(risks).tolist() if findings else []
     values: list[bytes] = []
     keys: list[bytes] = []
+    timestamp = iso8601(now)
     for i, f in enumerate(findings):
         key = f"{f.detector} {f.attacker}" + (f" {f.victim}" if f.victim else "")
         evidence = f.evidence + (f" (+{f.suppressed} repeats)" if f.suppressed else "")
@@ -58,7 +60,9 @@ def encode_findings(findings: list[Finding], *, sensor: str, id_prefix: str, fir
             "schema": SCHEMA_ID,
             "id": f"{id_prefix}-d{first_id + i}",
             "time": now,
+            "timestamp": timestamp,
             "sensor": sensor,
+            "interface": interface,
             "predicted_attack": f.cls,
             "family": f.family,
             "is_attack": True,
@@ -74,8 +78,6 @@ def encode_findings(findings: list[Finding], *, sensor: str, id_prefix: str, fir
             "evidence": evidence,
             "suppressed": f.suppressed,
         }
-        if interface:
-            msg["interface"] = interface
         values.append(orjson.dumps(msg))
         keys.append(key.encode())
     return EncodedBatch(keys=keys, values=values, schema=SCHEMA_ID)

@@ -33,6 +33,16 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
+def schema_valid(probs: np.ndarray, decision: tuple[np.ndarray, ...]) -> np.ndarray:
+    """Rows whose numbers the v1 schema accepts: probabilities, confidence, risk and
+    p_attack finite and in [0, 1] (NaN is encoded as null, which the schema rejects)."""
+    _, conf, risk, p_attack, _ = decision
+    ok = ((probs >= 0) & (probs <= 1)).all(axis=1)  # False for NaN
+    for v in (conf, risk, p_attack):
+        ok &= (v >= 0) & (v <= 1)
+    return ok
+
+
 class InferenceWorker:
     """Runs a model directory (default: the bundled model) on sequences."""
 
@@ -51,6 +61,7 @@ class InferenceWorker:
         self.batches = 0
         self.sequences = 0
         self.reloads = 0
+        self.refused = 0  # predictions not published: they would fail the v1 schema (non-finite numbers)
         self.loaded: LoadedModel = self._load(self.model_dir)
         self.install(self.loaded)
 
@@ -87,19 +98,6 @@ class InferenceWorker:
     def window(self) -> int:
         return self.loaded.window
 
-    def reload(self, path: str | os.PathLike | None = None) -> bool:
-        """Load the model directory again (or another); keeps the old model on failure."""
-        target = Path(path) if path else self.model_dir
-        try:
-            loaded = self._load(target)
-        except ModelError as e:
-            log.error("model reload failed, keeping %s: %s", self.model_info, e)
-            return False
-        self.install(loaded)
-        self.reloads += 1
-        log.info("model reloaded: %s %s from %s", self.model_info["name"], self.model_info["version"], loaded.path)
-        return True
-
     def probabilities(self, seq: SequenceBatch) -> np.ndarray:
         """Class probabilities for a batch of sequences (raw feature values)."""
         t = torch.from_numpy(np.ascontiguousarray(seq.x, dtype=np.float32))
@@ -122,6 +120,18 @@ class InferenceWorker:
 
         probs = self.probabilities(seq)
         decision = decide(probs, self.weights, self.threshold)
+        ok = schema_valid(probs, decision)
+        if not ok.all():
+            # a model that passed its load probe can still overflow on some input (half
+            # precision): what would fail the schema is counted and logged, never published
+            n_bad = int((~ok).sum())
+            if not self.refused:
+                log.error("refusing predictions the v1 schema rejects (non-finite probabilities) from %s %s: "
+                          "%d of %d in this batch; later ones are only counted", self.model_info["name"],
+                          self.model_info["version"], n_bad, len(seq))
+            self.refused += n_bad
+            seq, probs = seq.take(ok), probs[ok]
+            decision = tuple(d[ok] for d in decision)
         pred, risk = decision[0], decision[2]
         sev = severity_index(risk)
         self.class_counts += np.bincount(pred, minlength=len(self.classes))

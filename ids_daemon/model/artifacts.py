@@ -21,6 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..errors import IdsError
@@ -36,6 +37,16 @@ METADATA = "metadata.json"
 
 class ModelError(IdsError):
     """A model directory is missing, damaged or does not fit this daemon."""
+
+
+class ModelMetadataError(ModelError):
+    """A key of a model's metadata.json has a value this daemon cannot use."""
+
+    exit_code = 2  # a configuration error: the run is refused before it starts
+
+
+# metadata keys whose values the daemon uses directly: (type, low, high) for the integers
+_INT_KEYS = {"format_version": (1, 1 << 30), "window": (1, 10000), "seq_len": (1, 1000)}
 
 
 @dataclass
@@ -138,12 +149,36 @@ def read_metadata(directory: str | os.PathLike) -> dict[str, Any]:
         raise ModelError(f"{mp}: unreadable metadata ({e})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelError(f"{mp}: not ids-daemon model metadata")
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-        raise ModelError(f"{mp}: model format {meta.get('format_version')} is newer than this daemon reads "
-                         f"({FORMAT_VERSION}); upgrade ids-daemon")
     for key in ("lstm", "features", "classes", "window", "seq_len", "weights_sha256"):
         if key not in meta:
-            raise ModelError(f"{mp}: metadata lacks {key!r}")
+            raise ModelMetadataError(f"{mp}: metadata lacks {key!r}")
+    # every value the daemon relies on is checked here, so that a bad one is a line
+    # naming its key at start, not a traceback (or a failure at the end of the run)
+    for key, (lo, hi) in _INT_KEYS.items():
+        if key not in meta:
+            continue  # format_version: absent in the first models (format 1)
+        v = meta[key]
+        if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+            raise ModelMetadataError(f"{mp}: {key}: must be an integer from {lo} to {hi} (got {v!r})")
+    if meta.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
+        raise ModelMetadataError(f"{mp}: format_version: model format {meta['format_version']} is newer than "
+                                 f"this daemon reads ({FORMAT_VERSION}); upgrade ids-daemon")
+    classes = meta["classes"]
+    if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) and c for c in classes):
+        raise ModelMetadataError(f"{mp}: classes: must be a list of two or more class names (got {classes!r:.80})")
+    if len(set(classes)) != len(classes):
+        raise ModelMetadataError(f"{mp}: classes: names repeat")
+    for key in ("lstm", "features"):
+        if not isinstance(meta[key], dict):
+            raise ModelMetadataError(f"{mp}: {key}: must be a mapping (got {meta[key]!r:.80})")
+    for key in ("families", "operating_point"):
+        if not isinstance(meta.get(key, {}), dict):
+            raise ModelMetadataError(f"{mp}: {key}: must be a mapping (got {meta[key]!r:.80})")
+    thr = (meta.get("operating_point") or {}).get("threshold")
+    if thr is not None and (not isinstance(thr, (int, float)) or isinstance(thr, bool) or not 0 <= thr <= 1):
+        raise ModelMetadataError(f"{mp}: operating_point.threshold: must be a number in [0, 1] (got {thr!r})")
+    if not isinstance(meta["weights_sha256"], str):
+        raise ModelMetadataError(f"{mp}: weights_sha256: must be a string")
     return meta
 
 
@@ -182,4 +217,29 @@ def load_model(directory: str | os.PathLike | None = None, device: str | torch.d
     except (RuntimeError, TypeError) as e:
         raise ModelError(f"{wp}: weights do not fit the recorded network: {str(e).splitlines()[0]}") from None
     model.to(torch.device(device)).eval()
-    return LoadedModel(model=model, encoder=encoder, meta=meta, path=d)
+    loaded = LoadedModel(model=model, encoder=encoder, meta=meta, path=d)
+    probe_model(loaded)
+    return loaded
+
+
+def probe_model(loaded: LoadedModel) -> None:
+    """Run a few sequences through the model; raise `ModelError` unless every output is a
+    finite probability distribution.
+
+    Weights or encoder statistics with NaN/inf pass every structural check yet make every
+    prediction NaN (null confidence, invalid under the v1 schema): refuse them at load."""
+    from .encoding import TorchEncoder
+
+    enc = loaded.encoder
+    dev = next(loaded.model.parameters()).device
+    # empty windows, the encoder's medians (a typical window) and its clip maxima (a huge one)
+    rows = np.stack([np.zeros(len(enc.median)), np.asarray(enc.median, dtype=np.float64),
+                     np.asarray(enc.clip_max, dtype=np.float64)]).astype(np.float32)
+    x = torch.from_numpy(np.repeat(rows[:, None, :], loaded.seq_len, axis=1)).to(dev)
+    dtype = next(loaded.model.parameters()).dtype
+    with torch.inference_mode():
+        p = torch.softmax(loaded.model(TorchEncoder(enc, dev)(x).to(dtype)).double(), dim=1)
+    bad = ~torch.isfinite(p).all(dim=1)
+    if bool(bad.any()):
+        raise ModelError(f"{loaded.path}: the model's outputs are not finite (NaN/inf) on {int(bad.sum())} of "
+                         f"{len(p)} probe sequences: damaged weights or encoder statistics; refusing it")

@@ -1,0 +1,268 @@
+"""The one place a run is put together from the configuration: source, meter, sinks,
+model worker and `ids_daemon.pipeline.Pipeline`.
+
+The daemon's ``run`` and ``replay``, ``features`` (the pipeline with the CSV sink and no
+model), ``demo`` and the benchmarks all call `build_pipeline`, so they share one capture
+loop with one stop and drain logic. Sinks are looked up by name in `SINKS`, the only
+place that imports sink classes: moving a sink to another module changes this table.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .config import Config
+from .errors import IdsError
+from .sinks.base import SinkStats
+
+log = logging.getLogger("ids_daemon.builder")
+
+
+class CsvSink:
+    """The CSV writer of ``features`` as a sink: windows (or per-packet rows) in, CSV rows out."""
+
+    def __init__(self, path: str | None, per_packet: bool):
+        from .features.csvwriter import CsvWindowWriter
+
+        self.writer = CsvWindowWriter(path, per_packet=per_packet)
+        self.name = f"csv:{path or 'stdout'}"
+        self.stats = SinkStats()
+        self._open = False
+
+    def open(self) -> None:
+        """Open the file and write the header; a second call does nothing."""
+        if not self._open:
+            self.writer.open()
+            self._open = True
+
+    def write_batch(self, batch: Any) -> None:
+        """Append a `WindowBatch` as CSV rows."""
+        self.writer.write_batch(batch)
+        self.stats.received += len(batch)
+        self.stats.delivered += len(batch)
+
+    def flush(self, timeout: float | None = None) -> None:
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+        self._open = False
+
+
+class WindowCollector:
+    """Keeps the windows in memory (benchmarks, tools that want the windows of a file)."""
+
+    name = "memory"
+
+    def __init__(self) -> None:
+        self.parts: list[Any] = []
+        self.stats = SinkStats()
+
+    def open(self) -> None:
+        pass
+
+    def write_batch(self, batch: Any) -> None:
+        self.parts.append(batch)
+        self.stats.received += len(batch)
+        self.stats.delivered += len(batch)
+
+    def flush(self, timeout: float | None = None) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def windows(self) -> Any:
+        """Every window written, in order, as one `WindowBatch`."""
+        from .features.window import WindowBatch
+
+        return WindowBatch.concat(self.parts)
+
+
+@dataclass(frozen=True)
+class SinkKind:
+    """A sink the builder can make: what it takes (``predictions`` or ``windows``) and how."""
+
+    takes: str
+    make: Callable[[Config, "str | None", bool], Any]
+
+
+def _jsonl(cfg: Config, output: str | None, per_packet: bool) -> Any:
+    from .sinks.jsonl import JsonlSink
+
+    return JsonlSink(output)
+
+
+def _kafka(cfg: Config, output: str | None, per_packet: bool) -> Any:
+    k = cfg.kafka
+    if not k.bootstrap:
+        raise IdsError("--sink kafka needs --kafka-bootstrap HOST:PORT (or kafka.bootstrap in the config)")
+    from .sinks.kafka import KafkaSink
+
+    return KafkaSink(k.bootstrap, k.topic, spool_dir=k.spool_dir, spool_max_bytes=k.spool_max_mb << 20,
+                     acks=k.acks, compression=k.compression, linger_ms=k.linger_ms,
+                     batch_bytes=k.batch_bytes, retry_interval_s=k.retry_interval_s,
+                     request_timeout_ms=k.request_timeout_ms, stall_timeout_s=k.stall_timeout_s,
+                     close_timeout_s=k.close_timeout_s, client_id=k.client_id,
+                     enable_idempotence=k.enable_idempotence, producer_config=dict(k.producer),
+                     sensor=cfg.sensor)
+
+
+def _csv(cfg: Config, output: str | None, per_packet: bool) -> Any:
+    return CsvSink(output, per_packet)
+
+
+# name → sink: the only place sink classes are imported
+SINKS: dict[str, SinkKind] = {
+    "jsonl": SinkKind("predictions", _jsonl),
+    "kafka": SinkKind("predictions", _kafka),
+    "csv": SinkKind("windows", _csv),
+}
+
+
+def make_sinks(cfg: Config, names: list[str], output: str | None, takes: str = "predictions",
+               per_packet: bool = False) -> list[Any]:
+    """The sinks named (``output`` is the file of the one that writes a file: jsonl or csv)."""
+    valid = [n for n, k in SINKS.items() if k.takes == takes]
+    out = []
+    for name in names:
+        kind = SINKS.get(name)
+        if kind is None or kind.takes != takes:
+            raise IdsError(f"unknown sink {name!r} ({' or '.join(valid)})")
+        out.append(kind.make(cfg, output, per_packet))
+    if output and not ({"jsonl", "csv"} & set(names)):
+        raise IdsError("-o names the JSON-lines file: add --sink jsonl")
+    return out
+
+
+def warm_up() -> None:
+    """Run the compiled decode and meter code once on the bundled capture, before a live
+    ring opens. The first frames through them load numba's compiled code (~0.4-0.8 s);
+    with the ring open that stall made a fresh daemon drop its first half second of
+    traffic (measured: 4,800 of 16,000 frames at 8 k packets/s into a 1 MiB ring; 0 after)."""
+    from importlib import resources
+
+    from .capture.pcap import PcapSource
+    from .config import MeterConfig
+    from .features.meter import Meter
+
+    sample = str(resources.files("ids_daemon") / "data" / "sample.pcap")
+    with PcapSource(sample, batch_size=256) as src:
+        batch = src.next_batch()
+    if batch is not None:
+        meter = Meter(MeterConfig(max_flows=16, prealloc=False))
+        meter.process(batch)
+        meter.flush()
+
+
+def open_source(cfg: Config, read: str | None, interface: str | None) -> tuple[Any, bool]:
+    """The packet source: a capture file read ahead in a thread, or a live interface
+    (announced on stderr once capturing); returns (source, live)."""
+    from .capture.pcap import PcapSource
+
+    if read is not None and interface is not None:
+        raise IdsError("give either -r FILE or -i IFACE, not both")
+    if read is not None:
+        if cfg.capture.filter:
+            print("ids-daemon: warning: --filter applies to live capture only; ignored for -r", file=sys.stderr)
+        from .capture.prefetch import PrefetchSource
+
+        src = PcapSource(read, batch_size=cfg.capture.batch_size)
+        src.open()
+        # decode the next batches while this one is metered (both release the GIL)
+        ahead = PrefetchSource(src)
+        ahead.open()
+        return ahead, False
+    iface = interface or cfg.capture.interface
+    if not iface:
+        raise IdsError("nothing to read: give -r FILE (or -r - for stdin) or -i IFACE")
+    from .capture.live import LiveSource
+
+    warm_up()
+
+    c = cfg.capture
+    src = LiveSource(iface, bpf_filter=c.filter, snaplen=c.snaplen, ring_mb=c.ring_mb,
+                     block_timeout_ms=c.block_timeout_ms, promiscuous=c.promiscuous, batch_size=c.batch_size)
+    src.open()
+    # tells a user (and a test harness) that packets are being captured from now on
+    print(f"ids-daemon: capturing on {iface}" + (f" (filter: {c.filter})" if c.filter else ""),
+          file=sys.stderr, flush=True)
+    return src, True
+
+
+def windows_of_file(cfg: Config, path: str) -> Any:
+    """The meter's windows of a capture file (the ``features`` pipeline, kept in memory)."""
+    keep = WindowCollector()
+    pipe = build_pipeline(cfg, read=path, features=True, sink_objects=[keep])
+    try:
+        st = pipe.run()
+    finally:
+        pipe.source.close()
+    if st.error:
+        raise IdsError(st.error)
+    return keep.windows()
+
+
+def make_worker(cfg: Config, model: str | None = None, sensor: str | None = None,
+                interface: str | None = None) -> Any:
+    """The inference worker with the configured model (``model`` overrides inference.model);
+    ``interface`` is the live capture's, named in every prediction (None for a file)."""
+    from .inference.worker import InferenceWorker
+
+    inf = cfg.inference
+    return InferenceWorker(model or inf.model, inf.device, inf.half, inf.top_k, sensor or cfg.sensor,
+                           threshold=inf.threshold, interface=interface)
+
+
+def build_pipeline(cfg: Config, *, read: str | None = None, interface: str | None = None,
+                   sinks: list[str] | None = None, output: str | None = None, model: str | None = None,
+                   worker: Any = None, features: bool = False, per_packet: bool = False,
+                   speed: float | None = None, status: bool = False, metrics: Any = None,
+                   count: int | None = None, duration: float | None = None, progress: bool = False,
+                   sink_objects: list[Any] | None = None, source: Any = None, live: bool = False) -> Any:
+    """Make a ready-to-run `Pipeline` from the config.
+
+    ``features``: no model; the meter's windows (``per_packet``: its rows) go to the
+    sinks (default ``csv``). Otherwise the model (``worker``, or one loaded from
+    ``model``/inference.model) classifies sequences and predictions go to the sinks
+    (default ``jsonl``). ``sink_objects`` are added to the named sinks (the demo's
+    broker); ``source``/``live`` replace the source made from ``read``/``interface``.
+    The tables' memory is checked before anything is allocated (`ids_daemon.memory`).
+    """
+    from .features.meter import Meter
+    from .memory import check_table_memory
+    from .pipeline import Pipeline
+
+    meter_cfg = cfg.meter
+    if features:
+        worker = None
+        seq_len = n_cols = 0
+    else:
+        if worker is None:
+            worker = make_worker(cfg, model,
+                                 interface=None if read is not None else (interface or cfg.capture.interface))
+        if meter_cfg.window != worker.window:
+            log.warning("meter.window %d differs from the model's window %d: using the model's",
+                        meter_cfg.window, worker.window)
+            meter_cfg = meter_cfg.model_copy(update={"window": worker.window})
+        seq_len, n_cols = worker.seq_len, len(worker.columns)
+    check_table_memory(meter_cfg.max_flows, seq_len, n_cols)
+    takes = "windows" if features else "predictions"
+    names = list(sinks) if sinks else ([] if sink_objects else ["csv" if features else "jsonl"])
+    sink_list = make_sinks(cfg, names, output, takes, per_packet) + list(sink_objects or [])
+    if source is None:
+        if read is not None and speed:
+            # pacing needs finer batches than the reader's default
+            cfg = cfg.model_copy(update={"capture": cfg.capture.model_copy(update={"batch_size": 256})})
+        source, live = open_source(cfg, read, interface)
+    try:
+        meter = Meter(meter_cfg, per_packet=per_packet)
+        return Pipeline(cfg, source, live, meter, sink_list, worker, speed=speed, status=status, metrics=metrics,
+                        count=count, duration=duration, progress=progress)
+    except BaseException:
+        source.close()
+        raise
+
