@@ -133,8 +133,8 @@ def test_sigterm_classifies_partial_windows_and_exits_0(corpus: dict[str, Path],
 
 def test_sighup_reloads_the_model_without_losing_a_sequence(corpus: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "h.jsonl"
-    pcap = corpus["BenignTraffic"]
-    proc = subprocess.Popen([EXE, "replay", "-r", str(pcap), "--speed", "5", "-o", str(out)],
+    pcap = corpus["BenignTraffic"]  # 14 s of packet time: at 2x it outlasts the signals below
+    proc = subprocess.Popen([EXE, "replay", "-r", str(pcap), "--speed", "2", "-o", str(out)],
                             stderr=subprocess.PIPE, text=True)
     assert "classifying" in proc.stderr.readline()
     time.sleep(1)
