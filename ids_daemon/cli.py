@@ -77,6 +77,15 @@ class _EarlySignals:
             pipe.request_reload()
 
 
+def _ignore_late_signals() -> None:
+    """The run is over and flushed: a SIGTERM/SIGINT that arrives now (say, a supervisor's
+    stop racing the end of a replay) must not turn the clean exit into death by signal
+    while the interpreter shuts down (Python restores the default handlers then, unless
+    they are set to ignore)."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def run_features(cfg: Config, read: Optional[str], interface: Optional[str], output: Optional[str],
                  per_packet: bool, count: Optional[int] = None, duration: Optional[float] = None,
                  progress: bool = True) -> tuple[FeatureRun, Any]:
@@ -94,6 +103,7 @@ def run_features(cfg: Config, read: Optional[str], interface: Optional[str], out
         st = pipe.run()
     finally:
         pipe.source.close()
+        _ignore_late_signals()
     run = FeatureRun(frames=st.frames, seconds=st.seconds, rows_written=st.rows_written, error=st.error)
     if pipe.live:
         run.kernel = (pipe.source.stats.kernel_packets, pipe.source.stats.kernel_drops)
@@ -205,6 +215,7 @@ def _run_pipeline(cfg: Config, read: Optional[str], interface: Optional[str], mo
         source.close()
         if metrics is not None:
             metrics.close()
+        _ignore_late_signals()
     c = pipe.meter.counters
     kd = pipe.kernel_drops()
     kernel = (f"kernel: {source.stats.kernel_packets} received, {kd} dropped; " if kd is not None else "")

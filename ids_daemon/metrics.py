@@ -110,8 +110,9 @@ class _Collector:
         yield counter("ids_predictions_refused", "Predictions not published: invalid under the v1 schema "
                       "(non-finite model output)", w.refused)
         byc = CounterMetricFamily("ids_predictions", "Predictions by class", labels=["class", "family"])
-        for i, name in enumerate(w.classes):
-            byc.add_metric([name, w.families[i]], float(w.class_counts[i]))
+        # zip, not indexing: a reload on the worker thread may be swapping these lists now
+        for name, fam, n in zip(w.classes, w.families, w.class_counts.tolist()):
+            byc.add_metric([name, fam], float(n))
         yield byc
         bys = CounterMetricFamily("ids_predictions_by_severity", "Predictions by severity", labels=["severity"])
         from .predictions.vocabulary import SEVERITIES

@@ -235,11 +235,7 @@ class Pipeline:
                 if not self.live or drain >= _DRAIN_READS:
                     break
                 drain += 1
-            if self._reload.is_set():
-                self._reload.clear()
-                self._start_loader()
-            if self._next_model is not None:
-                self._queue_model_switch()
+            self._control()
             if time.monotonic() - last_status >= 1.0:  # also while idle: drops show when they happen
                 last_status = time.monotonic()
                 self._read_kernel_stats()  # here, on the capture thread that owns the socket
@@ -265,9 +261,7 @@ class Pipeline:
             if self.speed:
                 if wall0 is None:
                     wall0, ts0 = time.monotonic(), float(batch.ts[0])
-                lag = (float(batch.ts[0]) - ts0) / self.speed - (time.monotonic() - wall0)
-                if lag > 0:
-                    self._stop.wait(lag)
+                self._pace(wall0 + (float(batch.ts[0]) - ts0) / self.speed)
             self.stats.frames += len(batch)
             t = time.perf_counter()
             if self.detectors is not None:
@@ -288,6 +282,24 @@ class Pipeline:
         if self._next_model is not None:
             self._queue_model_switch()
         self._meter_out(self.meter.flush())
+
+    def _control(self) -> None:
+        """Act on a reload request, and queue a model the loader has ready (capture thread)."""
+        if self._reload.is_set():
+            self._reload.clear()
+            self._start_loader()
+        if self._next_model is not None:
+            self._queue_model_switch()
+
+    def _pace(self, until: float) -> None:
+        """Wait (``--speed``) until ``until`` on the monotonic clock, still acting on stop and
+        reload: sparse traffic can mean seconds between two batches."""
+        while not self._stop.is_set():
+            left = until - time.monotonic()
+            if left <= 0:
+                return
+            self._stop.wait(min(left, 0.05))
+            self._control()
 
     def _meter_out(self, out: MeterOutput) -> None:
         if self.worker is not None:

@@ -133,7 +133,7 @@ def test_sigterm_classifies_partial_windows_and_exits_0(corpus: dict[str, Path],
 
 def test_sighup_reloads_the_model_without_losing_a_sequence(corpus: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "h.jsonl"
-    pcap = corpus["BenignTraffic"]  # about 10 s of traffic: at 2x it outlasts both signals and keeps batches coming
+    pcap = corpus["BenignTraffic"]  # 14 s of packet time: at 2x it outlasts the signals below
     proc = subprocess.Popen([EXE, "replay", "-r", str(pcap), "--speed", "2", "-o", str(out)],
                             stderr=subprocess.PIPE, text=True)
     assert "classifying" in proc.stderr.readline()

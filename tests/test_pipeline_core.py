@@ -268,6 +268,9 @@ def test_live_reload_under_traffic_drops_nothing_in_the_kernel(tmp_path: Path, v
         pipe.request_reload()
         sender.wait(timeout=60)
         marks["sent"] = time.monotonic()
+        deadline = time.monotonic() + 60  # a loaded machine may need longer than the traffic lasts
+        while pipe.stats.reloads + pipe.stats.reload_failures == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
         time.sleep(0.5)
         pipe.request_stop()
 
@@ -282,8 +285,9 @@ def test_live_reload_under_traffic_drops_nothing_in_the_kernel(tmp_path: Path, v
     assert st.reload_seconds > 0.15, st.reload_seconds  # the load took a while ...
     during = [w for w in reads if marks["hup"] <= w[0] <= marks["sent"]]
     gaps = [b[0] - a[0] for a, b in zip(during, during[1:])]
-    # ... and the capture thread kept reading (block timeout 20 ms) through it
-    assert gaps and max(gaps) < min(0.1, st.reload_seconds / 2), (max(gaps), st.reload_seconds)
+    # ... and the capture thread kept reading (block timeout 20 ms) through it; on the
+    # capture thread the longest gap was the whole load
+    assert gaps and max(gaps) < min(0.25, st.reload_seconds / 2), (max(gaps), st.reload_seconds)
     drops_at_hup = next(d for when, d in reads if when >= marks["hup"])
     assert src.stats.kernel_drops == drops_at_hup, (drops_at_hup, src.stats.kernel_drops)
     assert st.frames == src.stats.kernel_packets - src.stats.kernel_drops  # every delivered frame was read
@@ -335,3 +339,30 @@ def test_daemon_under_traffic_from_its_first_packet_reloads_without_a_kernel_dro
     assert m and int(m.group(1)) == n and int(m.group(2)) == 0 and int(m.group(3)) == 0, err
     preds = [json.loads(x) for x in out.read_text().splitlines()]
     assert sum(p["window"]["packets"] for p in preds) == n  # every packet, in exactly one window
+
+
+def test_a_stop_signal_after_the_run_ended_keeps_exit_0(tmp_path: Path) -> None:
+    """SIGTERM racing the end of a replay (the summary is printed, the interpreter is
+    shutting down) used to kill the finished process: exit -15 after a clean run."""
+    proc = subprocess.Popen([EXE, "replay", "-r", str(SAMPLE), "-o", str(tmp_path / "p.jsonl"), "--config",
+                             str(_no_metrics(tmp_path))], stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stderr:
+            if "windows classified" in line:  # the last summary line: the run is over
+                break
+        # a stop request every 2 ms until it exits: some land while the interpreter shuts down
+        deadline = time.monotonic() + 30
+        while proc.poll() is None and time.monotonic() < deadline:
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.002)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0
+
+
+def _no_metrics(tmp_path: Path) -> Path:
+    cfg = tmp_path / "c.yml"
+    cfg.write_text("metrics:\n  listen: null\n")
+    return cfg

@@ -24,7 +24,7 @@ from ids_daemon.features.meter import Meter
 from ids_daemon.memory import (MemoryLimit, available_memory, cgroup_limits, check_table_memory,
                                meter_table_bytes, sequence_buffer_bytes)
 from ids_daemon.model.artifacts import ModelError, bundled_model_dir, load_model, write_weights
-from ids_daemon.schema import json_schema
+from ids_daemon.predictions import json_schema
 from ids_daemon.sequence import SequenceBuffer
 
 from .helpers import EXE
