@@ -38,6 +38,10 @@ def _warn(msg: str) -> None:
     print(f"ids-daemon: warning: {msg}", file=sys.stderr)
 
 
+def _info(msg: str) -> None:
+    print(f"ids-daemon: {msg}", file=sys.stderr)
+
+
 @dataclass
 class FeatureRun:
     """Totals of one features run, for the summary line."""
@@ -248,13 +252,16 @@ def _make_sinks(cfg: Config, sinks: list[str], output: Optional[str]) -> list[An
                 raise IdsError("--sink kafka needs --kafka-bootstrap HOST:PORT (or kafka.bootstrap in the config)")
             from .sinks.kafka import KafkaSink
 
-            out.append(KafkaSink(k.bootstrap, k.topic, spool_dir=k.spool_dir, spool_max_bytes=k.spool_max_mb << 20,
-                                 acks=k.acks, compression=k.compression, linger_ms=k.linger_ms,
-                                 batch_bytes=k.batch_bytes, retry_interval_s=k.retry_interval_s,
-                                 request_timeout_ms=k.request_timeout_ms, stall_timeout_s=k.stall_timeout_s,
-                                 close_timeout_s=k.close_timeout_s, client_id=k.client_id,
-                                 enable_idempotence=k.enable_idempotence, producer_config=dict(k.producer),
-                                 sensor=cfg.sensor))
+            owner = None
+            if cfg.capture.user and os.geteuid() == 0:  # the spool is created for the user the daemon becomes
+                import pwd
+
+                try:
+                    pw = pwd.getpwnam(cfg.capture.user)
+                    owner = (pw.pw_uid, pw.pw_gid)
+                except KeyError:
+                    pass  # drop_privileges names the unknown user
+            out.append(KafkaSink(k, sensor=cfg.sensor, owner=owner))
         else:
             raise IdsError(f"unknown sink {name!r} (jsonl or kafka)")
     if output and "jsonl" not in names:
@@ -287,6 +294,11 @@ def _run_pipeline(cfg: Config, read: Optional[str], interface: Optional[str], mo
 
         for s in sink_objs:
             s.open()  # outputs (files, spool) are opened with the starting user's rights
+        # everything imported later must not depend on the target user reading the checkout
+        import http.server  # noqa: F401 - the metrics endpoint
+        from . import metrics as _metrics, notify as _notify  # noqa: F401
+        from .detectors import publish as _publish  # noqa: F401
+        from .features import ciciot as _ciciot  # noqa: F401
         drop_privileges(cfg.capture.user)  # before a single packet is read
     status = sys.stderr.isatty()
     metrics = None
@@ -328,8 +340,15 @@ def _run_pipeline(cfg: Config, read: Optional[str], interface: Optional[str], mo
           + (f" ({found})" if found else ""), file=sys.stderr)
     for s in sink_objs:
         ss = s.stats
-        if ss.spooled or ss.dropped or ss.failed:
+        if hasattr(s, "summary"):  # exact: delivered (some after the spool), kept in the spool, dropped
+            (_warn if ss.dropped or ss.extra.get("spool_records") else _info)(f"{s.name}: {s.summary()}")
+        elif ss.spooled or ss.dropped or ss.failed:
             _warn(f"{s.name}: {ss.delivered} delivered, {ss.spooled} spooled, {ss.dropped} dropped")
+    if read is not None and sink_objs and sum(s.stats.received for s in sink_objs) \
+            and not any(s.stats.delivered for s in sink_objs):
+        # a replay is a batch job: nothing reached any destination (it all waits in a spool)
+        _err("nothing was delivered to any sink")
+        raise typer.Exit(1)
     _report_problems(pipe.meter)
     if st.error:
         _err(st.error)
@@ -462,7 +481,7 @@ def demo(
             broker = TansuBroker().start()
             from .sinks.kafka import KafkaSink
 
-            sinks.append(KafkaSink(broker.bootstrap, topic, spool_dir=Path(tmp.name) / "spool"))
+            sinks.append(KafkaSink.create(broker.bootstrap, topic, Path(tmp.name) / "spool"))
         except Exception as e:  # noqa: BLE001 - the demo runs without a broker too
             print(f"(no local Kafka broker: {e}; predictions go to JSON lines only)")
             broker = None
@@ -497,12 +516,15 @@ def demo(
     if output:
         print(f"  all predictions: {output}")
     if broker is not None:
-        from kafka import KafkaConsumer
+        from .consumers.subscribe import PredictionSubscriber
 
-        consumer = KafkaConsumer(topic, bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest",
-                                 consumer_timeout_ms=3000, group_id=None)
-        got = sum(1 for _ in consumer)
-        consumer.close()
+        with PredictionSubscriber(broker.bootstrap, topic, start="earliest", poll_timeout_ms=500) as sub:
+            got = 0
+            while got < len(preds):
+                batch = sub.poll(timeout_ms=3000)
+                if not batch:
+                    break
+                got += len(batch)
         broker.stop()
         print(f"Kafka: published to topic {topic!r} on a local broker ({broker.bootstrap}); "
               f"a subscriber read back {got} of {len(preds)} predictions")
