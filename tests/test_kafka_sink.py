@@ -420,3 +420,72 @@ def test_spool_bound_drops_oldest(tmp_path):
     s = DiskSpool(tmp_path, 10 * size)
     assert len(s) == 0
     s.close()
+
+
+def test_spool_on_a_full_disk_drops_oldest_and_never_raises(tmp_path):
+    """A tmpfs far smaller than the bound: appends keep working, the oldest records go
+    (counted), the newest are kept, and what is kept reads back intact after reopening."""
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.fail("this test needs root (CI runs as root)")
+    fs = tmp_path / "fs"
+    fs.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(fs)], check=True)
+    try:
+        s = DiskSpool(fs, 256 << 20)  # the bound alone would never drop anything
+        dropped = 0
+        for start in range(0, 3000, 50):
+            dropped += s.append(recs(range(start, start + 50), pad=40))
+        assert s.disk_full and s.write_errors > 0 and "space" in s.last_error
+        assert dropped > 0 and dropped + len(s) == 3000 and s.dropped == dropped
+        kept = s.peek(len(s))
+        assert kept == recs(range(3000 - len(kept), 3000), pad=40)  # the newest, in order
+        s.close()
+        s = DiskSpool(fs, 256 << 20)
+        assert s.discarded == 0 and s.peek(len(s)) == kept
+        s.close()
+    finally:
+        subprocess.run(["umount", "-l", str(fs)], check=False)
+
+
+def test_spool_reads_the_previous_format(tmp_path):
+    import struct
+    import zlib
+
+    from ids_daemon.sinks.spool import MAGIC_V1
+
+    body = b"".join(struct.pack("<III", len(k), len(v), zlib.crc32(v, zlib.crc32(k))) + k + v
+                    for k, v in ((b"k1", b"v1"), (b"k2", b"v2")))
+    (tmp_path / f"{0:020d}.seg").write_bytes(MAGIC_V1 + body)
+    s = DiskSpool(tmp_path, 1 << 20)
+    assert s.peek(5) == [(b"k1", b"v1", b""), (b"k2", b"v2", b"")]
+    s.append([(b"k3", b"v3", b"m")])  # new records go to a segment of the new format
+    assert s.pop(5) == [(b"k1", b"v1", b""), (b"k2", b"v2", b""), (b"k3", b"v3", b"m")]
+    s.close()
+
+
+def test_spooled_records_keep_their_topic_and_headers(own_broker, kafka_topic, tmp_path):
+    """Spooled for t1 with the broker away; a later sink for t2 on the same spool delivers
+    them to t1 with their headers (issue 11, defect 12)."""
+    t1, t2 = kafka_topic + "-t1", kafka_topic + "-t2"
+    spool_dir = tmp_path / "spool"
+    a = sink_for(own_broker.bootstrap, t1, spool_dir, sensor="gw-a")
+    a.open()
+    a.write_batch(make_batch(range(50)))
+    a.write_batch(EncodedBatch(keys=[b"k"], values=[b'{"id":50,"x":1}'], schema="ids.prediction.v2"))
+    a.close()
+    own_broker.start()
+    b = sink_for(own_broker.bootstrap, t2, spool_dir, sensor="gw-b")
+    b.open()
+    drain_sink(b)
+    assert b.stats.respooled_delivered == 51 and "51 of them after waiting in the spool" in b.summary()
+    b.close()
+    got = consume(own_broker.bootstrap, t1, 51)
+    assert sorted(rec_id(r.value) for r in got) == list(range(51))
+    for r in got:
+        assert ("sensor", b"gw-a") in r.headers
+        schema = b"ids.prediction.v2" if rec_id(r.value) == 50 else SCHEMA.encode()
+        assert ("schema", schema) in r.headers
+    assert consume(own_broker.bootstrap, t2, 0, timeout=3) == []
