@@ -413,38 +413,59 @@ def run(
     _run_pipeline(cfg, None, interface, model, sink, output, None)
 
 
+_OPT_CONSUMER_BOOTSTRAP = typer.Option(None, "--kafka-bootstrap",
+                                       help="HOST:PORT of the Kafka cluster (default: kafka.bootstrap in the config)")
+
+
+def _consumer_config(config: Optional[Path], bootstrap: Optional[str]) -> tuple[Config, str]:
+    """The config (its kafka section's bootstrap and TLS/SASL settings, shared with the
+    producer) and the bootstrap to read from; logging set up so the consumer says what
+    it waits for (joining its group, partitions assigned)."""
+    from .logs import setup_logging
+
+    cfg = load_config(config, {"kafka.bootstrap": bootstrap})
+    setup_logging(cfg.log_level, cfg.log_format)
+    if not cfg.kafka.bootstrap:
+        raise IdsError("--kafka-bootstrap HOST:PORT is needed (or kafka.bootstrap in the config)")
+    return cfg, cfg.kafka.bootstrap
+
+
 @app.command()
 def subscribe(
-    kafka_bootstrap: str = typer.Option(..., "--kafka-bootstrap", help="HOST:PORT of the Kafka cluster"),
+    kafka_bootstrap: Optional[str] = _OPT_CONSUMER_BOOTSTRAP,
     topic: str = typer.Option(..., "--topic", help="predictions topic"),
     group: Optional[str] = typer.Option(None, "--group", help="consumer group (commits what was printed)"),
     start: str = typer.Option("committed", "--from", help="earliest, committed or a timestamp (epoch or ISO 8601)"),
     count: Optional[int] = typer.Option(None, "--count", help="stop after N predictions"),
     as_json: bool = typer.Option(False, "--json", help="one prediction per line, exactly as published"),
     min_severity: Optional[str] = typer.Option(None, "--min-severity", help="low, medium, high or critical"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="config.yml (its kafka section: bootstrap, "
+                                          "security)"),
 ) -> None:
     """Print predictions from the topic (the same client RL agents use)."""
     from .consumers.subscribe import run_subscribe
 
-    raise typer.Exit(run_subscribe(kafka_bootstrap, topic, group, start, count, as_json, min_severity))
+    cfg, bootstrap = _consumer_config(config, kafka_bootstrap)
+    raise typer.Exit(run_subscribe(bootstrap, topic, group, start, count, as_json, min_severity,
+                                   security=cfg.kafka.security))
 
 
 @app.command()
 def alerts(
-    kafka_bootstrap: str = typer.Option(..., "--kafka-bootstrap", help="HOST:PORT of the Kafka cluster"),
+    kafka_bootstrap: Optional[str] = _OPT_CONSUMER_BOOTSTRAP,
     topic: str = typer.Option(..., "--topic", help="predictions topic"),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="config.yml (its alerts section)"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="config.yml (its alerts section, and kafka: "
+                                          "bootstrap, security)"),
     group: str = typer.Option("ids-alerts", "--group", help="consumer group of the alerting consumer"),
     start: str = typer.Option("committed", "--from", help="earliest, committed or a timestamp"),
 ) -> None:
     """Turn predictions into de-duplicated, rate-limited alerts (stdout, JSON lines, syslog, webhook)."""
     from .consumers.alerts import run_alerts
-    from .logs import setup_logging
     from .consumers.subscribe import PredictionSubscriber
 
-    cfg = load_config(config, {})
-    setup_logging(cfg.log_level, cfg.log_format)
-    with PredictionSubscriber(kafka_bootstrap, topic, group_id=group, start=start, auto_commit=True) as sub:
+    cfg, bootstrap = _consumer_config(config, kafka_bootstrap)
+    with PredictionSubscriber(bootstrap, topic, group_id=group, start=start, auto_commit=True,
+                              security=cfg.kafka.security) as sub:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: sub.stop())
         st = run_alerts(sub, cfg.alerts)
