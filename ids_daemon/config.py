@@ -208,8 +208,8 @@ class KafkaConfig(_Section):
     compression: Literal["gzip", "none", "snappy", "lz4", "zstd"] = Field("lz4", description="record batch compression")
     linger_ms: int = Field(20, ge=0, le=900_000, description="wait up to this long to fill a batch (latency for throughput)")
     batch_bytes: int = Field(1 << 20, ge=1024, le=2_147_483_647, description="record batch size (librdkafka batch.size)")
-    state_dir: str = Field(default_factory=default_state_dir, description="state kept across runs (the spool lives "
-                           "in it unless spool_dir says otherwise)")
+    state_dir: str | None = Field(None, description="state kept across runs (the spool lives in it unless spool_dir "
+                                 "says otherwise); null: /var/lib/ids-daemon as root, else ~/.local/state/ids-daemon")
     spool_dir: str | None = Field(None, description="base of the on-disk spool while the broker is away; each sensor "
                                   "and topic spools in <spool_dir>/<sensor>/<topic> (default: <state_dir>/spool)")
     spool_max_mb: float = Field(256, gt=0, description="spool bound; beyond it (or when its disk is full) the oldest "
@@ -275,7 +275,7 @@ class KafkaConfig(_Section):
         import re
         import socket
 
-        base = Path(self.spool_dir) if self.spool_dir else Path(self.state_dir) / "spool"
+        base = Path(self.spool_dir) if self.spool_dir else Path(self.state_dir or default_state_dir()) / "spool"
         name = re.sub(r"[^A-Za-z0-9._-]", "_", sensor or socket.gethostname()).lstrip(".") or "sensor"
         return base / name / self.topic
 

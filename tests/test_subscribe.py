@@ -522,3 +522,21 @@ def test_security_settings_become_librdkafka_properties():
                               "ssl.endpoint.identification.algorithm": "https"}
     with pytest.raises(ValueError, match="ssl_cert and ssl_key"):
         KafkaSecurity(protocol="ssl", ssl_cert="/c.pem")
+
+
+def test_json_without_filters_checks_the_schema_only_and_still_skips_poison(kafka_broker, kafka_topic, capsys):
+    """`subscribe --json` with no filter prints records as published after a JSON + schema
+    check (the typed decode is what limits its rate); poison is still skipped and counted."""
+    good = [make_prediction(i, nkeys=1) for i in range(5)]
+    minor = dict(make_prediction(5, nkeys=1), schema="ids.prediction.v1.7")
+    stream = good[:2] + [b"{not json", orjson.dumps(make_prediction(9, nkeys=1, schema="ids.prediction.v2")),
+                         b"[1]"] + good[2:] + [minor]
+    sent = publish(kafka_broker.bootstrap, kafka_topic, stream)
+    rc = run_subscribe(kafka_broker.bootstrap, kafka_topic, None, "earliest", 6, True, None,
+                       consumer_config=FAST, poll_timeout_ms=200)
+    cap = capsys.readouterr()
+    assert rc == 0
+    assert cap.out.splitlines() == [v.decode() for v in sent[:2] + sent[5:]]  # in order, byte for byte
+    assert "2 malformed" in cap.err and "1 of an unknown schema" in cap.err
+    with pytest.raises(SubscribeError, match="filters need"):
+        PredictionSubscriber("127.0.0.1:1", "t", check="schema", min_severity="high")

@@ -154,7 +154,7 @@ class Message(NamedTuple):
     """A prediction with the Kafka record it came from (``value`` is the JSON exactly as
     published)."""
 
-    prediction: Prediction
+    prediction: Prediction | None  # None with check="schema" (the record was not decoded)
     key: bytes | None
     value: bytes
     headers: list[tuple[str, bytes]]
@@ -267,6 +267,24 @@ def parse_start(value: Any, now: float | None = None) -> str | float:
     return t
 
 
+def _check_schema_only(value: bytes) -> None:
+    """``check="schema"``: a JSON object whose ``schema`` is ids.prediction.v1[.x], nothing
+    more (about 6x faster than the typed decoder); raises like the decoder."""
+    try:
+        d = orjson.loads(value)
+    except orjson.JSONDecodeError as e:
+        raise MalformedPrediction(f"not JSON: {e}") from None
+    schema = d.get("schema") if isinstance(d, dict) else None
+    if isinstance(schema, str) and schema.startswith(_V1) and schema[len(_V1):len(_V1) + 1] in ("", "."):
+        return None
+    # not an object, no schema, another major version: the decoder's own error
+    Prediction.from_dict({"schema": schema} if isinstance(d, dict) else d)
+    raise MalformedPrediction(f"unreadable schema version {schema!r}")
+
+
+_V1 = "ids.prediction.v1"
+
+
 def _ck():
     import confluent_kafka  # noqa: F401 - imported lazily: the daemon runs without a subscriber
 
@@ -294,6 +312,7 @@ class PredictionSubscriber:
         consumer_config: dict | None = None,
         *,
         security: Any = None,
+        check: str = "full",
         use_offsets_for_times: bool = True,
         auto_commit_interval_ms: int = 5000,
         commit_on_rebalance: bool = True,
@@ -319,12 +338,17 @@ class PredictionSubscriber:
                         ("auto_commit_interval_ms", auto_commit_interval_ms)):
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise SubscribeError(f"{name} must be a positive integer, got {v!r}")
+        if check not in ("full", "schema"):
+            raise SubscribeError(f"check must be 'full' or 'schema', got {check!r}")
         self.topic = topic
         self.group_id = group_id
+        self.check = check
         self.start = parse_start(start)
         self.start_ms = None if isinstance(self.start, str) else int(math.ceil(self.start * 1000))
         self.auto_commit = bool(auto_commit) and group_id is not None
         self.filter = PredictionFilter(min_severity, min_risk, families, sensors, bool(attacks_only))
+        if check == "schema" and self.filter.active:
+            raise SubscribeError("filters need the typed prediction: use check='full'")
         self.poll_timeout_ms = poll_timeout_ms
         self.max_records = max_records
         self.dead_letter_topic = dead_letter_topic
@@ -614,7 +638,8 @@ class PredictionSubscriber:
         try:
             if not value:
                 raise MalformedPrediction("empty value")
-            p = Prediction.from_json(value, topic=topic, partition=partition, offset=offset)
+            p = _check_schema_only(value) if self.check == "schema" else \
+                Prediction.from_json(value, topic=topic, partition=partition, offset=offset)
         except UnknownSchema as e:
             st.unknown_schema += 1
             self._log_unknown(value, e)
@@ -626,7 +651,7 @@ class PredictionSubscriber:
             self._log_malformed(rec, text)
             self._dead_letter(rec, "malformed", text)
             return None
-        if not self.filter.accepts(p):
+        if p is not None and not self.filter.accepts(p):
             st.filtered += 1
             return None
         st.delivered += 1
@@ -827,6 +852,8 @@ def run_subscribe(
         min_severity=min_severity, min_risk=min_risk, families=families, sensors=sensors,
         attacks_only=attacks_only, poll_timeout_ms=poll_timeout_ms, dead_letter_topic=dead_letter_topic,
         consumer_config=consumer_config, connect_timeout_s=connect_timeout_s, security=security,
+        check="schema" if as_json and not PredictionFilter(min_severity, min_risk, families, sensors,
+                                                           attacks_only).active else "full",
     )
     previous: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
