@@ -203,9 +203,10 @@ class KafkaConfig(_Section):
     bootstrap: str | None = Field(None, description="host:port[,host:port] (--kafka-bootstrap)")
     topic: str = Field("ids.predictions", description="topic for predictions (--topic)")
     acks: Literal["all", "1", "0"] = Field("all", description="all (every in-sync replica), 1 (the leader) or 0 (none)")
-    # lz4 measured fastest here (bench/pipeline.py --codecs, docs/kafka.md): produce rate and
-    # compressed size both beat gzip; zstd compresses a little better at a lower rate
-    compression: Literal["gzip", "none", "snappy", "lz4", "zstd"] = Field("lz4", description="record batch compression")
+    # zstd, measured (docs/kafka.md): 86 bytes a prediction on the wire, as small as gzip (88)
+    # and half of lz4 (155) or snappy (163), at 117-347 k records/s against lz4's 135-468 k and
+    # gzip's 52-94 k: several times what the pipeline produces, so the bytes decide
+    compression: Literal["gzip", "none", "snappy", "lz4", "zstd"] = Field("zstd", description="record batch compression")
     linger_ms: int = Field(20, ge=0, le=900_000, description="wait up to this long to fill a batch (latency for throughput)")
     batch_bytes: int = Field(1 << 20, ge=1024, le=2_147_483_647, description="record batch size (librdkafka batch.size)")
     state_dir: str | None = Field(None, description="state kept across runs (the spool lives in it unless spool_dir "

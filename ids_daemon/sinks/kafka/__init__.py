@@ -163,6 +163,13 @@ class KafkaSink:
             self._spool.close()
             raise BrokerConfigError(f"kafka.producer: librdkafka refuses the settings: {e}") from None
         self._opened = True
+        if not n and tcp_probe(self.servers, 0.5) is None:
+            # the broker answers now: the first predictions go direct, not through the spool
+            try:
+                self._delivery.producer.list_topics(self.topic, timeout=2.0)
+                self._delivery.go(UP, "connected")
+            except Exception:  # noqa: BLE001 - the worker keeps trying
+                pass
         self._update_stats()
         self._thread = threading.Thread(target=self._run, name="ids-kafka-sink", daemon=True)
         self._thread.start()
