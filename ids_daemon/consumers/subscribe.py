@@ -467,13 +467,17 @@ class PredictionSubscriber:
         out: list[Message] = []
         fetched = False
         while not (self._stop_requested or self._closed):
-            rec = self._next_buffered()
-            if rec is not None:
-                msg = self._process(rec)
-                if msg is not None:
-                    out.append(msg)
-                    if len(out) >= limit:
-                        break
+            with self._state_lock:  # a run of records at once: at most what may still be handed out
+                buf = self._buffer
+                recs = [buf.popleft() for _ in range(min(len(buf), limit - len(out)))]
+            if recs:
+                process = self._process
+                for rec in recs:
+                    msg = process(rec)
+                    if msg is not None:
+                        out.append(msg)
+                if len(out) >= limit:
+                    break
                 continue
             if out:
                 break
@@ -626,14 +630,15 @@ class PredictionSubscriber:
         topic, partition, offset = rec.topic(), rec.partition(), rec.offset()
         tp = (topic, partition)
         ts = rec.timestamp()[1]
-        with self._state_lock:
-            self._handed[tp] = offset + 1
+        # no lock: the polling thread is the only writer (rebalance callbacks run inside its poll)
+        self._handed[tp] = offset + 1
+        if self._skip_before:
             skip = self._skip_before.get(tp)
             if skip is not None:
                 if 0 <= ts < skip:
                     st.before_start += 1
                     return None
-                del self._skip_before[tp]  # the first record at or after the start time
+                self._skip_before.pop(tp, None)  # the first record at or after the start time
         value = rec.value()
         try:
             if not value:
