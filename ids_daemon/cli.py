@@ -252,16 +252,7 @@ def _make_sinks(cfg: Config, sinks: list[str], output: Optional[str]) -> list[An
                 raise IdsError("--sink kafka needs --kafka-bootstrap HOST:PORT (or kafka.bootstrap in the config)")
             from .sinks.kafka import KafkaSink
 
-            owner = None
-            if cfg.capture.user and os.geteuid() == 0:  # the spool is created for the user the daemon becomes
-                import pwd
-
-                try:
-                    pw = pwd.getpwnam(cfg.capture.user)
-                    owner = (pw.pw_uid, pw.pw_gid)
-                except KeyError:
-                    pass  # drop_privileges names the unknown user
-            out.append(KafkaSink(k, sensor=cfg.sensor, owner=owner))
+            out.append(KafkaSink.from_config(cfg))  # its spool is created for capture.user
         else:
             raise IdsError(f"unknown sink {name!r} (jsonl or kafka)")
     if output and "jsonl" not in names:

@@ -250,3 +250,20 @@ def test_the_spool_belongs_to_capture_user(tmp_path: Path) -> None:
         assert sum(len(v) for v in _spooled(state / "spool").values()) == n
     finally:
         shutil.rmtree(state, ignore_errors=True)
+
+
+def test_a_replay_that_delivered_nothing_exits_non_zero(tmp_path: Path) -> None:
+    """Kafka the only sink and the broker away for the whole replay: nothing reached any
+    destination, the predictions wait in the spool, and the exit status says so; the
+    summary counts them exactly (issue 11, defect 12)."""
+    cfg = config(tmp_path)
+    sample = Path(__file__).resolve().parents[1] / "ids_daemon" / "data" / "sample.pcap"
+    p = subprocess.run([EXE, "replay", "-r", str(sample), "--sink", "kafka", "--kafka-bootstrap",
+                        f"127.0.0.1:{free_port()}", "--topic", "t-none", "--config", str(cfg)],
+                       capture_output=True, text=True, timeout=180)
+    assert p.returncode == 1, p.stderr
+    assert "nothing was delivered to any sink" in p.stderr
+    predictions = int(p.stderr.split(" predictions in ")[0].split()[-1])
+    kept = _spooled(tmp_path / "spool")
+    assert list(kept) == ["t-none"] and len(kept["t-none"]) == predictions > 0
+    assert f"0 delivered to 127.0.0.1:" in p.stderr and f"{predictions} kept in the spool" in p.stderr

@@ -124,6 +124,22 @@ class KafkaSink:
         self._closed = False
 
     @classmethod
+    def from_config(cls, cfg: Any) -> "KafkaSink":
+        """The sink a daemon run uses: ``cfg.kafka``, the sensor's name, and the spool
+        created for ``capture.user`` when started as root (it writes after the drop)."""
+        owner = None
+        user = getattr(cfg.capture, "user", None)
+        if user and os.geteuid() == 0:
+            import pwd
+
+            try:
+                pw = pwd.getpwnam(user)
+                owner = (pw.pw_uid, pw.pw_gid)
+            except KeyError:
+                pass  # the privilege drop names the unknown user
+        return cls(cfg.kafka, sensor=cfg.sensor, owner=owner)
+
+    @classmethod
     def create(cls, bootstrap: str, topic: str, spool_dir: str | Path, *, sensor: str | None = None,
                **settings: Any) -> "KafkaSink":
         """A sink from keyword settings (the ``kafka`` section's keys), validated like the
