@@ -204,7 +204,7 @@ class KafkaConfig(_Section):
     topic: str = Field("ids.predictions", description="topic for predictions (--topic)")
     acks: Literal["all", "1", "0"] = Field("all", description="all (every in-sync replica), 1 (the leader) or 0 (none)")
     # zstd, measured (docs/kafka.md): 86 bytes a prediction on the wire, as small as gzip (88)
-    # and half of lz4 (155) or snappy (163), at 117-347 k records/s against lz4's 135-468 k and
+    # and half of lz4 (155) or snappy (163), at 117-398 k records/s against lz4's 135-553 k and
     # gzip's 52-94 k: several times what the pipeline produces, so the bytes decide
     compression: Literal["gzip", "none", "snappy", "lz4", "zstd"] = Field("zstd", description="record batch compression")
     linger_ms: int = Field(20, ge=0, le=900_000, description="wait up to this long to fill a batch (latency for throughput)")

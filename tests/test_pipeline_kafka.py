@@ -266,4 +266,4 @@ def test_a_replay_that_delivered_nothing_exits_non_zero(tmp_path: Path) -> None:
     predictions = int(p.stderr.split(" predictions in ")[0].split()[-1])
     kept = _spooled(tmp_path / "spool")
     assert list(kept) == ["t-none"] and len(kept["t-none"]) == predictions > 0
-    assert f"0 delivered to 127.0.0.1:" in p.stderr and f"{predictions} kept in the spool" in p.stderr
+    assert "0 delivered to 127.0.0.1:" in p.stderr and f"{predictions} kept in the spool" in p.stderr
