@@ -267,3 +267,40 @@ def test_a_replay_that_delivered_nothing_exits_non_zero(tmp_path: Path) -> None:
     kept = _spooled(tmp_path / "spool")
     assert list(kept) == ["t-none"] and len(kept["t-none"]) == predictions > 0
     assert "0 delivered to 127.0.0.1:" in p.stderr and f"{predictions} kept in the spool" in p.stderr
+
+
+def test_live_capture_keeps_running_when_the_spool_disk_is_full(tmp_path: Path) -> None:
+    """`run -i` with the broker away and the spool on a 64 KiB filesystem: capture goes on,
+    JSON lines get every window, the spool's losses are counted, exit 0 (issue 11, defect 1)."""
+    import random
+
+    from .test_pipeline import read_jsonl, syns_then_sigterm
+
+    _need_root()
+    fs = tmp_path / "spoolfs"
+    fs.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(fs)], check=True)
+    try:
+        port = random.randint(30000, 60000)
+        cfg = tmp_path / "c.yml"
+        cfg.write_text(f"kafka:\n  spool_dir: {fs}\n  retry_interval_s: 0.5\nmetrics:\n  listen: null\n")
+        out = tmp_path / "live.jsonl"
+        proc = subprocess.Popen([EXE, "run", "-i", "lo", "--filter", f"tcp and dst port {port}", "--sink", "kafka",
+                                 "--kafka-bootstrap", f"127.0.0.1:{free_port()}", "--topic", "t-live", "--sink",
+                                 "jsonl", "-o", str(out), "--config", str(cfg)], stderr=subprocess.PIPE, text=True)
+        try:
+            assert "capturing on lo" in proc.stderr.readline()
+            assert "classifying" in proc.stderr.readline()
+            err = syns_then_sigterm(proc, port, 3000, "10.97")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        kept = sum(len(v) for v in _spooled(fs).values())
+    finally:
+        subprocess.run(["umount", "-l", str(fs)], check=False)
+    assert proc.returncode == 0, err
+    preds = read_jsonl(out)
+    assert sum(m["window"]["packets"] for m in preds) == 3000  # every packet's window, in JSON lines
+    line = next(ln for ln in err.splitlines() if "kafka:" in ln and "delivered" in ln)
+    dropped = int(line.split(" dropped (")[0].split()[-1])
+    assert dropped > 0 and dropped + kept == len(preds), line
