@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import time
 
 import orjson
-from kafka import KafkaProducer
+from confluent_kafka import Producer
 
 from ids_daemon.model.artifacts import load_model
 from ids_daemon.consumers.rl import ObservationBuilder
@@ -91,7 +92,7 @@ def main() -> int:
 
     classes = load_model(a.model).classes
     obs = ObservationBuilder(classes, key_by="host")
-    producer = KafkaProducer(bootstrap_servers=a.kafka_bootstrap, acks="all")
+    producer = Producer({"bootstrap.servers": a.kafka_bootstrap, "acks": "all", "linger.ms": 5})
     policy = Hysteresis(a.hold)
     decided = policy.action
     stop = {"now": False}
@@ -116,13 +117,14 @@ def main() -> int:
                     msg = {"schema": "ids.action.v1", "time": time.time(), "host": host, "action": action,
                            "reason": f"{p.predicted_attack} ({p.family}) risk {p.risk_score:.2f} {p.severity}",
                            "prediction_id": p.id, "sensor": p.sensor}
-                    producer.send(a.actions_topic, key=host.encode(), value=orjson.dumps(msg))
+                    producer.produce(a.actions_topic, orjson.dumps(msg), host.encode())
                     sent += 1
             if batch:
-                producer.flush()
+                if producer.flush(10):  # actions not acknowledged: do not commit the predictions behind them
+                    print("the actions topic did not acknowledge in time", file=sys.stderr)
+                    return 1
                 sub.commit()
-    producer.flush()
-    producer.close()
+    producer.flush(10)
     print(f"{sent} actions for {len(decided)} hosts: "
           + ", ".join(f"{h} {act}" for h, act in sorted(decided.items())))
     return 0

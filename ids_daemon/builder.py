@@ -102,13 +102,7 @@ def _kafka(cfg: Config, output: str | None, per_packet: bool) -> Any:
         raise IdsError("--sink kafka needs --kafka-bootstrap HOST:PORT (or kafka.bootstrap in the config)")
     from .sinks.kafka import KafkaSink
 
-    return KafkaSink(k.bootstrap, k.topic, spool_dir=k.spool_dir, spool_max_bytes=k.spool_max_mb << 20,
-                     acks=k.acks, compression=k.compression, linger_ms=k.linger_ms,
-                     batch_bytes=k.batch_bytes, retry_interval_s=k.retry_interval_s,
-                     request_timeout_ms=k.request_timeout_ms, stall_timeout_s=k.stall_timeout_s,
-                     close_timeout_s=k.close_timeout_s, client_id=k.client_id,
-                     enable_idempotence=k.enable_idempotence, producer_config=dict(k.producer),
-                     sensor=cfg.sensor)
+    return KafkaSink.from_config(cfg)  # its spool is created for capture.user
 
 
 def _csv(cfg: Config, output: str | None, per_packet: bool) -> Any:

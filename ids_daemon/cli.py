@@ -40,6 +40,10 @@ def _warn(msg: str) -> None:
     print(f"ids-daemon: warning: {msg}", file=sys.stderr)
 
 
+def _info(msg: str) -> None:
+    print(f"ids-daemon: {msg}", file=sys.stderr)
+
+
 @dataclass
 class FeatureRun:
     """Totals of one features run, for the summary line."""
@@ -198,6 +202,11 @@ def _run_pipeline(cfg: Config, read: Optional[str], interface: Optional[str], mo
 
         for s in sink_objs:
             s.open()  # outputs (files, spool) are opened with the starting user's rights
+        # everything imported later must not depend on the target user reading the checkout
+        import http.server  # noqa: F401 - the metrics endpoint
+        from . import metrics as _metrics, notify as _notify  # noqa: F401
+        from .detectors import publish as _publish  # noqa: F401
+        from .features import ciciot as _ciciot  # noqa: F401
         drop_privileges(cfg.capture.user)  # before a single packet is read
     early.hand_over(pipe)
     what = f"{interface} (live)" if live else str(read)
@@ -233,8 +242,15 @@ def _run_pipeline(cfg: Config, read: Optional[str], interface: Optional[str], mo
           + (f" ({found})" if found else "")), file=sys.stderr)
     for s in sink_objs:
         ss = s.stats
-        if ss.spooled or ss.dropped or ss.failed:
+        if hasattr(s, "summary"):  # exact: delivered (some after the spool), kept in the spool, dropped
+            (_warn if ss.dropped or ss.extra.get("spool_records") else _info)(f"{s.name}: {s.summary()}")
+        elif ss.spooled or ss.dropped or ss.failed:
             _warn(f"{s.name}: {ss.delivered} delivered, {ss.spooled} spooled, {ss.dropped} dropped")
+    if read is not None and sink_objs and sum(s.stats.received for s in sink_objs) \
+            and not any(s.stats.delivered for s in sink_objs):
+        # a replay is a batch job: nothing reached any destination (it all waits in a spool)
+        _err("nothing was delivered to any sink")
+        raise typer.Exit(1)
     _report_problems(pipe.meter)
     if st.error:
         _err(st.error)
@@ -313,38 +329,59 @@ def run(
     _run_pipeline(cfg, None, interface, model, sink, output, None)
 
 
+_OPT_CONSUMER_BOOTSTRAP = typer.Option(None, "--kafka-bootstrap",
+                                       help="HOST:PORT of the Kafka cluster (default: kafka.bootstrap in the config)")
+
+
+def _consumer_config(config: Optional[Path], bootstrap: Optional[str]) -> tuple[Config, str]:
+    """The config (its kafka section's bootstrap and TLS/SASL settings, shared with the
+    producer) and the bootstrap to read from; logging set up so the consumer says what
+    it waits for (joining its group, partitions assigned)."""
+    from .logs import setup_logging
+
+    cfg = load_config(config, {"kafka.bootstrap": bootstrap})
+    setup_logging(cfg.log_level, cfg.log_format)
+    if not cfg.kafka.bootstrap:
+        raise IdsError("--kafka-bootstrap HOST:PORT is needed (or kafka.bootstrap in the config)")
+    return cfg, cfg.kafka.bootstrap
+
+
 @app.command()
 def subscribe(
-    kafka_bootstrap: str = typer.Option(..., "--kafka-bootstrap", help="HOST:PORT of the Kafka cluster"),
+    kafka_bootstrap: Optional[str] = _OPT_CONSUMER_BOOTSTRAP,
     topic: str = typer.Option(..., "--topic", help="predictions topic"),
     group: Optional[str] = typer.Option(None, "--group", help="consumer group (commits what was printed)"),
     start: str = typer.Option("committed", "--from", help="earliest, committed or a timestamp (epoch or ISO 8601)"),
     count: Optional[int] = typer.Option(None, "--count", help="stop after N predictions"),
     as_json: bool = typer.Option(False, "--json", help="one prediction per line, exactly as published"),
     min_severity: Optional[str] = typer.Option(None, "--min-severity", help="low, medium, high or critical"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="config.yml (its kafka section: bootstrap, "
+                                          "security)"),
 ) -> None:
     """Print predictions from the topic (the same client RL agents use)."""
     from .consumers.subscribe import run_subscribe
 
-    raise typer.Exit(run_subscribe(kafka_bootstrap, topic, group, start, count, as_json, min_severity))
+    cfg, bootstrap = _consumer_config(config, kafka_bootstrap)
+    raise typer.Exit(run_subscribe(bootstrap, topic, group, start, count, as_json, min_severity,
+                                   security=cfg.kafka.security))
 
 
 @app.command()
 def alerts(
-    kafka_bootstrap: str = typer.Option(..., "--kafka-bootstrap", help="HOST:PORT of the Kafka cluster"),
+    kafka_bootstrap: Optional[str] = _OPT_CONSUMER_BOOTSTRAP,
     topic: str = typer.Option(..., "--topic", help="predictions topic"),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="config.yml (its alerts section)"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="config.yml (its alerts section, and kafka: "
+                                          "bootstrap, security)"),
     group: str = typer.Option("ids-alerts", "--group", help="consumer group of the alerting consumer"),
     start: str = typer.Option("committed", "--from", help="earliest, committed or a timestamp"),
 ) -> None:
     """Turn predictions into de-duplicated, rate-limited alerts (stdout, JSON lines, syslog, webhook)."""
     from .consumers.alerts import run_alerts
-    from .logs import setup_logging
     from .consumers.subscribe import PredictionSubscriber
 
-    cfg = load_config(config, {})
-    setup_logging(cfg.log_level, cfg.log_format)
-    with PredictionSubscriber(kafka_bootstrap, topic, group_id=group, start=start, auto_commit=True) as sub:
+    cfg, bootstrap = _consumer_config(config, kafka_bootstrap)
+    with PredictionSubscriber(bootstrap, topic, group_id=group, start=start, auto_commit=True,
+                              security=cfg.kafka.security) as sub:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: sub.stop())
         st = run_alerts(sub, cfg.alerts)
@@ -416,12 +453,15 @@ def demo(
     if output:
         print(f"  all predictions: {output}")
     if broker is not None:
-        from kafka import KafkaConsumer
+        from .consumers.subscribe import PredictionSubscriber
 
-        consumer = KafkaConsumer(topic, bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest",
-                                 consumer_timeout_ms=3000, group_id=None)
-        got = sum(1 for _ in consumer)
-        consumer.close()
+        with PredictionSubscriber(broker.bootstrap, topic, start="earliest", poll_timeout_ms=500) as sub:
+            got = 0
+            while got < len(preds):
+                batch = sub.poll(timeout_ms=3000)
+                if not batch:
+                    break
+                got += len(batch)
         broker.stop()
         print(f"Kafka: published to topic {topic!r} on a local broker ({broker.bootstrap}); "
               f"a subscriber read back {got} of {len(preds)} predictions")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 from .consumers.alerts.config import AlertConfig
@@ -144,24 +144,153 @@ class InferenceConfig(_Section):
         return v
 
 
+def default_state_dir() -> str:
+    """Where the daemon keeps state across runs (the Kafka spool): /var/lib/ids-daemon
+    for root (systemd's StateDirectory), else $XDG_STATE_HOME/ids-daemon
+    (~/.local/state/ids-daemon)."""
+    import os
+
+    if os.geteuid() == 0:
+        return "/var/lib/ids-daemon"
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return str(Path(base) / "ids-daemon")
+
+
+class KafkaSecurity(_Section):
+    """TLS and SASL for every Kafka client (the sink, ``subscribe``, ``alerts``, the
+    dead-letter producer): one set of settings, librdkafka's meaning."""
+
+    protocol: Literal["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"] = Field(
+        "plaintext", description="security.protocol")
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OAUTHBEARER"] | None = Field(
+        None, description="sasl.mechanism (sasl_* protocols)")
+    sasl_username: str | None = Field(None, description="sasl.username (PLAIN, SCRAM)")
+    sasl_password: str | None = Field(None, description="sasl.password (PLAIN, SCRAM)")
+    ssl_ca: str | None = Field(None, description="CA bundle (PEM file) the broker certificates are checked against")
+    ssl_cert: str | None = Field(None, description="client certificate (PEM file), for mutual TLS")
+    ssl_key: str | None = Field(None, description="client private key (PEM file), for mutual TLS")
+    ssl_key_password: str | None = Field(None, description="password of ssl_key")
+    ssl_check_hostname: bool = Field(True, description="check that the broker certificate names the host")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "KafkaSecurity":
+        sasl = self.protocol.startswith("sasl_")
+        if sasl and self.sasl_mechanism is None:
+            raise ValueError(f"protocol {self.protocol} needs sasl_mechanism")
+        if not sasl and self.sasl_mechanism is not None:
+            raise ValueError(f"sasl_mechanism is set but protocol {self.protocol} does not use SASL")
+        if sasl and self.sasl_mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512") and not (
+                self.sasl_username and self.sasl_password):
+            raise ValueError(f"sasl_mechanism {self.sasl_mechanism} needs sasl_username and sasl_password")
+        if (self.ssl_cert is None) != (self.ssl_key is None):
+            raise ValueError("ssl_cert and ssl_key go together (mutual TLS)")
+        return self
+
+    def librdkafka(self) -> dict[str, Any]:
+        """These settings as librdkafka properties."""
+        out: dict[str, Any] = {"security.protocol": self.protocol}
+        for key, val in (("sasl.mechanism", self.sasl_mechanism), ("sasl.username", self.sasl_username),
+                         ("sasl.password", self.sasl_password), ("ssl.ca.location", self.ssl_ca),
+                         ("ssl.certificate.location", self.ssl_cert), ("ssl.key.location", self.ssl_key),
+                         ("ssl.key.password", self.ssl_key_password)):
+            if val is not None:
+                out[key] = val
+        if self.protocol in ("ssl", "sasl_ssl"):
+            out["ssl.endpoint.identification.algorithm"] = "https" if self.ssl_check_hostname else "none"
+        return out
+
+
+# librdkafka settings the sink sets itself from the fields above (its guarantees depend on them)
+_OWNED_PRODUCER_SETTINGS = {
+    "bootstrap.servers": "bootstrap", "acks": "acks", "request.required.acks": "acks",
+    "compression.type": "compression", "compression.codec": "compression", "linger.ms": "linger_ms",
+    "queue.buffering.max.ms": "linger_ms", "batch.size": "batch_bytes", "enable.idempotence": "enable_idempotence",
+    "on_delivery": "nothing (the sink counts deliveries)", "error_cb": "nothing", "security.protocol": "security",
+}
+
+
 class KafkaConfig(_Section):
-    """The Kafka sink."""
+    """Kafka: the sink (producer) and the settings the consumers share (bootstrap, security)."""
 
     bootstrap: str | None = Field(None, description="host:port[,host:port] (--kafka-bootstrap)")
     topic: str = Field("ids.predictions", description="topic for predictions (--topic)")
-    acks: str = Field("all", description="all, 1 or 0")
-    compression: Literal["gzip", "none", "snappy", "lz4", "zstd"] = Field("gzip", description="record batch compression")
-    linger_ms: int = Field(20, ge=0, description="wait this long to fill a batch")
-    batch_bytes: int = Field(262144, ge=1024, description="record batch size")
-    spool_dir: str = Field("ids-spool", description="on-disk spool while the broker is away")
-    spool_max_mb: int = Field(256, ge=1, description="spool bound; beyond it the oldest predictions are dropped (counted)")
+    acks: Literal["all", "1", "0"] = Field("all", description="all (every in-sync replica), 1 (the leader) or 0 (none)")
+    # zstd, measured (docs/kafka.md): 86 bytes a prediction on the wire, as small as gzip (88)
+    # and half of lz4 (155) or snappy (163), at 117-398 k records/s against lz4's 135-553 k and
+    # gzip's 52-94 k: several times what the pipeline produces, so the bytes decide
+    compression: Literal["gzip", "none", "snappy", "lz4", "zstd"] = Field("zstd", description="record batch compression")
+    linger_ms: int = Field(20, ge=0, le=900_000, description="wait up to this long to fill a batch (latency for throughput)")
+    batch_bytes: int = Field(1 << 20, ge=1024, le=2_147_483_647, description="record batch size (librdkafka batch.size)")
+    state_dir: str | None = Field(None, description="state kept across runs (the spool lives in it unless spool_dir "
+                                 "says otherwise); null: /var/lib/ids-daemon as root, else ~/.local/state/ids-daemon")
+    spool_dir: str | None = Field(None, description="base of the on-disk spool while the broker is away; each sensor "
+                                  "and topic spools in <spool_dir>/<sensor>/<topic> (default: <state_dir>/spool)")
+    spool_max_mb: float = Field(256, gt=0, description="spool bound; beyond it (or when its disk is full) the oldest "
+                              "predictions are dropped (counted)")
     retry_interval_s: float = Field(2.0, gt=0, description="how often to try an unreachable broker again")
-    request_timeout_ms: int = Field(5000, ge=1, description="a produce request without an answer after this fails")
+    request_timeout_ms: int = Field(5000, ge=100, description="a produce request without an answer after this fails")
     stall_timeout_s: float = Field(1.5, gt=0, description="no acknowledgement for this long with records pending: broker away")
     close_timeout_s: float = Field(10.0, gt=0, description="at shutdown, wait this long for deliveries (the rest stays spooled)")
-    client_id: str = Field("ids-daemon", description="Kafka client id")
-    enable_idempotence: bool = Field(False, description="idempotent producer (needs a broker that supports it)")
-    producer: dict[str, Any] = Field(default_factory=dict, description="extra kafka-python producer settings (SSL/SASL)")
+    client_id: str = Field("ids-daemon", min_length=1, description="Kafka client id")
+    enable_idempotence: bool = Field(True, description="idempotent producer (no duplicates from retries; librdkafka "
+                                     "recovers when the broker forgets the producer id)")
+    security: KafkaSecurity = KafkaSecurity()
+    producer: dict[str, Any] = Field(default_factory=dict, description="extra librdkafka producer properties "
+                                     "(e.g. queue.buffering.max.kbytes); TLS/SASL go in kafka.security")
+
+    @model_validator(mode="after")
+    def _idempotence_needs_acks_all(self) -> "KafkaConfig":
+        if self.enable_idempotence and self.acks != "all":
+            raise ValueError(f"enable_idempotence needs acks 'all' (got {self.acks!r}): set enable_idempotence: false")
+        return self
+
+    @field_validator("bootstrap")
+    @classmethod
+    def _bootstrap(cls, v: str | None) -> str | None:
+        from .broker import BrokerConfigError, parse_bootstrap
+
+        if v is None:
+            return None
+        try:
+            return ",".join(parse_bootstrap(v))
+        except BrokerConfigError as e:
+            raise ValueError(str(e)) from None
+
+    @field_validator("topic")
+    @classmethod
+    def _topic(cls, v: str) -> str:
+        from .broker import BrokerConfigError, check_topic
+
+        try:
+            return check_topic(v)
+        except BrokerConfigError as e:
+            raise ValueError(str(e)) from None
+
+    @field_validator("acks", mode="before")
+    @classmethod
+    def _acks(cls, v: Any) -> Any:
+        return {-1: "all", "-1": "all", 1: "1", 0: "0"}.get(v, v) if not isinstance(v, bool) else v
+
+    @field_validator("producer")
+    @classmethod
+    def _producer(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for k in v:
+            if k in _OWNED_PRODUCER_SETTINGS:
+                raise ValueError(f"{k!r} is set by the sink: use kafka.{_OWNED_PRODUCER_SETTINGS[k]}")
+            if k.startswith(("sasl.", "ssl.")):
+                raise ValueError(f"{k!r}: TLS and SASL go in kafka.security (shared with the consumers)")
+            if "." not in k:
+                raise ValueError(f"{k!r} is not a librdkafka property (they read like queue.buffering.max.kbytes)")
+        return v
+
+    def spool_path(self, sensor: str | None) -> Path:
+        """The spool of one sensor and topic: ``<spool_dir>/<sensor>/<topic>``."""
+        import re
+        import socket
+
+        base = Path(self.spool_dir) if self.spool_dir else Path(self.state_dir or default_state_dir()) / "spool"
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", sensor or socket.gethostname()).lstrip(".") or "sensor"
+        return base / name / self.topic
 
 
 class ArpDetectorConfig(_Section):

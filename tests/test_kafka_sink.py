@@ -14,7 +14,7 @@ from ids_daemon.sinks.base import EncodedBatch
 from ids_daemon.sinks.kafka import KafkaSink, KafkaSinkError, parse_bootstrap
 from ids_daemon.sinks.spool import HEADER_BYTES, MAGIC, DiskSpool, SpoolError
 
-from .kafka_broker import TansuBroker, TansuNotFound
+from .kafka_broker import TansuBroker, TansuNotFound, open_reader, poll_records, read_topic
 from .waiting import wait_until
 
 SCHEMA = "ids.prediction.v1"
@@ -40,45 +40,16 @@ def drain_sink(sink: KafkaSink, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         sink.flush(timeout=max(0.1, deadline - time.monotonic()))
-        if len(sink.spool) == 0 and not sink._inflight:
+        if len(sink.spool) == 0 and sink._delivery.pending() <= 0:
             return
         time.sleep(0.05)
     raise AssertionError(f"spool not drained after {timeout} s: {len(sink.spool)} left, stats {sink.stats}")
 
 
-def new_consumer(bootstrap: str, topic: str):
-    from kafka import KafkaConsumer
-
-    return KafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=None,
-        session_timeout_ms=6000,
-        heartbeat_interval_ms=1000,
-        fetch_max_wait_ms=100,
-    )
-
-
 def consume(bootstrap: str, topic: str, expected: int, timeout: float = 20.0, idle: float = 0.5) -> list:
     """Read from earliest until ``expected`` records arrived (then ``idle`` seconds more
     to catch duplicates or strays) or ``timeout``."""
-    c = new_consumer(bootstrap, topic)
-    out = []
-    deadline = time.monotonic() + timeout
-    reached = None
-    try:
-        while time.monotonic() < deadline:
-            for recs in c.poll(timeout_ms=100).values():
-                out.extend(recs)
-            if len(out) >= expected:
-                reached = reached or time.monotonic()
-                if time.monotonic() - reached >= idle:
-                    break
-    finally:
-        c.close()
-    return out
+    return read_topic(bootstrap, topic, expected, timeout, idle)
 
 
 @pytest.fixture
@@ -95,7 +66,7 @@ def own_broker():
 def sink_for(bootstrap, topic, spool_dir, **kw) -> KafkaSink:
     kw.setdefault("retry_interval_s", 0.3)
     kw.setdefault("sensor", "test-gw")
-    return KafkaSink(bootstrap, topic, spool_dir, **kw)
+    return KafkaSink.create(bootstrap, topic, spool_dir, **kw)
 
 
 # ---------------------------------------------------------------- configuration
@@ -103,21 +74,38 @@ def sink_for(bootstrap, topic, spool_dir, **kw) -> KafkaSink:
     "bad", ["", "localhost:abc", "tcp://127.0.0.1:9092", "host:70000", "a b:9092", "h1:9092,,h2:9092", "::1:9092"]
 )
 def test_malformed_bootstrap_is_one_line_error(tmp_path, bad):
-    with pytest.raises(KafkaSinkError) as ei:
-        KafkaSink(bad, "topic", tmp_path)
-    assert isinstance(ei.value, IdsError)
-    assert "\n" not in str(ei.value) and "bootstrap" in str(ei.value)
+    with pytest.raises(IdsError) as ei:
+        KafkaSink.create(bad, "topic", tmp_path)
+    assert "\n" not in str(ei.value) and "kafka.bootstrap" in str(ei.value)
 
 
 def test_bootstrap_parsing_and_other_checks(tmp_path):
     assert parse_bootstrap("a:1, b.example.com:9093,[::1]:9094,c") == [
         "a:1", "b.example.com:9093", "[::1]:9094", "c:9092"]
-    with pytest.raises(KafkaSinkError, match="topic"):
-        KafkaSink("a:1", "bad topic", tmp_path)
-    with pytest.raises(KafkaSinkError, match="acks"):
-        KafkaSink("a:1", "t", tmp_path, acks="some")
-    with pytest.raises(KafkaSinkError, match="compression"):
-        KafkaSink("a:1", "t", tmp_path, compression="brotli")
+    for kw, key in (({"topic": "bad topic"}, "kafka.topic"), ({"acks": "some"}, "kafka.acks"),
+                    ({"compression": "brotli"}, "kafka.compression"),
+                    ({"acks": 1}, "enable_idempotence needs acks"),
+                    ({"producer": {"sasl.username": "u"}}, "kafka.security"),
+                    ({"producer": {"linger_ms": 5}}, "not a librdkafka property"),
+                    ({"security": {"protocol": "sasl_ssl"}}, "needs sasl_mechanism")):
+        args = {"topic": "t", **kw}
+        with pytest.raises(IdsError, match=key):
+            KafkaSink.create("a:1", spool_dir=tmp_path, **args)
+    # validation lives in the config: the sink takes the validated section
+    from ids_daemon.config import load_config
+
+    with pytest.raises(KafkaSinkError, match="bootstrap"):
+        KafkaSink(load_config(None).kafka)
+
+
+def test_spool_path_is_per_sensor_and_topic_in_the_state_directory(tmp_path):
+    from ids_daemon.config import load_config
+
+    k = load_config(None, {"kafka.state_dir": str(tmp_path), "kafka.topic": "t1"}).kafka
+    assert k.spool_path("gw/1") == tmp_path / "spool" / "gw_1" / "t1"
+    assert k.spool_path("gw-2") != k.spool_path("gw/1")
+    k2 = load_config(None, {"kafka.spool_dir": str(tmp_path / "s"), "kafka.topic": "t2"}).kafka
+    assert k2.spool_path("gw") == tmp_path / "s" / "gw" / "t2"
 
 
 # ---------------------------------------------------------------- against the broker
@@ -200,11 +188,10 @@ def test_outage_mid_stream_loses_nothing(own_broker, kafka_topic, tmp_path):
     stop_consumer = threading.Event()
 
     def consumer_loop():
-        c = new_consumer(own_broker.bootstrap, kafka_topic)
+        c = open_reader(own_broker.bootstrap, kafka_topic)
         try:
             while not stop_consumer.is_set():
-                for recs in c.poll(timeout_ms=100).values():
-                    seen_before.update(rec_id(r.value) for r in recs)
+                seen_before.update(rec_id(r.value) for r in poll_records(c))
         finally:
             c.close()
 
@@ -314,7 +301,7 @@ def test_hung_broker_is_detected_and_nothing_lost(own_broker, kafka_topic, tmp_p
 
 def test_spool_overflow_drops_oldest_and_logs(own_broker, kafka_topic, tmp_path, caplog):
     caplog.set_level(logging.WARNING, logger="ids_daemon.sinks")
-    sink = sink_for(own_broker.bootstrap, kafka_topic, tmp_path / "spool", spool_max_bytes=4000)
+    sink = sink_for(own_broker.bootstrap, kafka_topic, tmp_path / "spool", spool_max_mb=8000 / (1 << 20))
     sink.open()
     n = 300
     for start in range(0, n, 10):
@@ -322,10 +309,10 @@ def test_spool_overflow_drops_oldest_and_logs(own_broker, kafka_topic, tmp_path,
     st = sink.stats
     kept = len(sink.spool)
     assert st.dropped > 0 and st.dropped + kept == n
-    assert st.spool_bytes <= 4000
+    assert st.spool_bytes <= 8000
     drops = [r for r in caplog.records if r.name == "ids_daemon.sinks" and "dropped" in r.getMessage()]
     assert drops and drops[0].levelno == logging.WARNING
-    kept_ids = [rec_id(v) for _, v in sink.spool.peek(kept)]
+    kept_ids = [rec_id(v) for _, v, _ in sink.spool.peek(kept)]
     assert kept_ids == list(range(n - kept, n)), "the newest predictions must be the ones kept"
 
     own_broker.start()
@@ -361,7 +348,7 @@ def test_spool_survives_restart_of_the_daemon(own_broker, kafka_topic, tmp_path,
 
 # ---------------------------------------------------------------- DiskSpool
 def recs(ids, pad: int = 20):
-    return [(b"k%d" % i, b"v%d-" % i + b"p" * pad) for i in ids]
+    return [(b"k%d" % i, b"v%d-" % i + b"p" * pad, b"m%d" % (i % 3)) for i in ids]
 
 
 def test_spool_fifo_across_segments_and_reopen(tmp_path):
@@ -402,7 +389,7 @@ def test_spool_truncated_tail_is_discarded_and_counted(tmp_path):
     s.close()
     (seg,) = tmp_path.glob("*.seg")
     data = bytearray(seg.read_bytes())
-    size = HEADER_BYTES + len(recs([0])[0][0]) + len(recs([0])[0][1])
+    size = HEADER_BYTES + sum(map(len, recs([0])[0]))
     data[len(MAGIC) + 2 * size + HEADER_BYTES + 1] ^= 0xFF  # third record's key
     seg.write_bytes(bytes(data))
     s = DiskSpool(tmp_path, 1 << 20)
@@ -427,9 +414,78 @@ def test_spool_bound_drops_oldest(tmp_path):
     assert s.commit(start + len(got)) == 0
     assert s.peek(100) == recs(range(211, 215)) + recs(range(300, 306))
     # a record larger than the bound cannot be kept
-    assert s.append([(b"k", b"x" * (20 * size))]) == 1 + 10
+    assert s.append([(b"k", b"x" * (20 * size), b"")]) == 1 + 10
     assert len(s) == 0
     s.close()
     s = DiskSpool(tmp_path, 10 * size)
     assert len(s) == 0
     s.close()
+
+
+def test_spool_on_a_full_disk_drops_oldest_and_never_raises(tmp_path):
+    """A tmpfs far smaller than the bound: appends keep working, the oldest records go
+    (counted), the newest are kept, and what is kept reads back intact after reopening."""
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.fail("this test needs root (CI runs as root)")
+    fs = tmp_path / "fs"
+    fs.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(fs)], check=True)
+    try:
+        s = DiskSpool(fs, 256 << 20)  # the bound alone would never drop anything
+        dropped = 0
+        for start in range(0, 3000, 50):
+            dropped += s.append(recs(range(start, start + 50), pad=40))
+        assert s.disk_full and s.write_errors > 0 and "space" in s.last_error
+        assert dropped > 0 and dropped + len(s) == 3000 and s.dropped == dropped
+        kept = s.peek(len(s))
+        assert kept == recs(range(3000 - len(kept), 3000), pad=40)  # the newest, in order
+        s.close()
+        s = DiskSpool(fs, 256 << 20)
+        assert s.discarded == 0 and s.peek(len(s)) == kept
+        s.close()
+    finally:
+        subprocess.run(["umount", "-l", str(fs)], check=False)
+
+
+def test_spool_reads_the_previous_format(tmp_path):
+    import struct
+    import zlib
+
+    from ids_daemon.sinks.spool import MAGIC_V1
+
+    body = b"".join(struct.pack("<III", len(k), len(v), zlib.crc32(v, zlib.crc32(k))) + k + v
+                    for k, v in ((b"k1", b"v1"), (b"k2", b"v2")))
+    (tmp_path / f"{0:020d}.seg").write_bytes(MAGIC_V1 + body)
+    s = DiskSpool(tmp_path, 1 << 20)
+    assert s.peek(5) == [(b"k1", b"v1", b""), (b"k2", b"v2", b"")]
+    s.append([(b"k3", b"v3", b"m")])  # new records go to a segment of the new format
+    assert s.pop(5) == [(b"k1", b"v1", b""), (b"k2", b"v2", b""), (b"k3", b"v3", b"m")]
+    s.close()
+
+
+def test_spooled_records_keep_their_topic_and_headers(own_broker, kafka_topic, tmp_path):
+    """Spooled for t1 with the broker away; a later sink for t2 on the same spool delivers
+    them to t1 with their headers (issue 11, defect 12)."""
+    t1, t2 = kafka_topic + "-t1", kafka_topic + "-t2"
+    spool_dir = tmp_path / "spool"
+    a = sink_for(own_broker.bootstrap, t1, spool_dir, sensor="gw-a")
+    a.open()
+    a.write_batch(make_batch(range(50)))
+    a.write_batch(EncodedBatch(keys=[b"k"], values=[b'{"id":50,"x":1}'], schema="ids.prediction.v2"))
+    a.close()
+    own_broker.start()
+    b = sink_for(own_broker.bootstrap, t2, spool_dir, sensor="gw-b")
+    b.open()
+    drain_sink(b)
+    assert b.stats.respooled_delivered == 51 and "51 of them after waiting in the spool" in b.summary()
+    b.close()
+    got = consume(own_broker.bootstrap, t1, 51)
+    assert sorted(rec_id(r.value) for r in got) == list(range(51))
+    for r in got:
+        assert ("sensor", b"gw-a") in r.headers
+        schema = b"ids.prediction.v2" if rec_id(r.value) == 50 else SCHEMA.encode()
+        assert ("schema", schema) in r.headers
+    assert consume(own_broker.bootstrap, t2, 0, timeout=3) == []

@@ -13,24 +13,19 @@ from pathlib import Path
 import jsonschema
 import numpy as np
 import pytest
-from kafka import KafkaConsumer
 
 from ids_daemon.capture.pcap import PcapSource
 from ids_daemon.predictions import json_schema
 from trainer.synth import generate_file
 
+from .kafka_broker import TansuBroker, free_port, open_reader, poll_records, read_topic
 from .test_pipeline import windows_of
 
 EXE = str(Path(sys.executable).parent / "ids-daemon")
 
 
-def consume_all(bootstrap: str, topic: str, idle_ms: int = 4000) -> list:
-    c = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None,
-                      consumer_timeout_ms=idle_ms, session_timeout_ms=6000, heartbeat_interval_ms=1000)
-    try:
-        return list(c)
-    finally:
-        c.close()
+def consume_all(bootstrap: str, topic: str, idle_s: float = 4.0) -> list:
+    return read_topic(bootstrap, topic, None, timeout=120, idle=idle_s)
 
 
 def config(tmp_path: Path) -> Path:
@@ -79,22 +74,13 @@ def test_broker_outage_mid_replay_loses_nothing(kafka_broker, kafka_topic: str, 
     stop_reading = threading.Event()
 
     def reader() -> None:
-        c = KafkaConsumer(kafka_topic, bootstrap_servers=kafka_broker.bootstrap, auto_offset_reset="earliest",
-                          group_id=None, consumer_timeout_ms=500, session_timeout_ms=6000,
-                          heartbeat_interval_ms=1000)
+        c = open_reader(kafka_broker.bootstrap, kafka_topic)
         try:
-            while not stop_reading.is_set():
-                for r in c:
-                    seen_before.add(json.loads(r.value)["id"])
-                    if stop_reading.is_set():
-                        break
-        except Exception:  # the broker goes away under it: that is the point
-            pass
+            while c is not None and not stop_reading.is_set():
+                seen_before.update(json.loads(r.value)["id"] for r in poll_records(c))
         finally:
-            try:
+            if c is not None:
                 c.close()
-            except Exception:
-                pass
 
     # paced so that the replay lasts about 20 s whatever the generated site's rate: the
     # outage begins after 3 s and lasts 4
@@ -139,3 +125,182 @@ def test_broker_outage_mid_replay_loses_nothing(kafka_broker, kafka_topic: str, 
     assert produced - seen_before, "nothing was predicted after the outage began"
     missing = produced - (seen_before | after)
     assert not missing, f"{len(missing)} of {len(produced)} predictions never reached the topic"
+
+
+def _spooled(spool_base: Path) -> dict[str, list]:
+    """Every record in the spools under ``spool_base`` (``<sensor>/<topic>`` each), by the
+    topic its meta names."""
+    from ids_daemon.sinks.kafka.replay import MetaCodec
+    from ids_daemon.sinks.spool import DiskSpool
+
+    out: dict[str, list] = {}
+    for d in sorted(p.parent for p in spool_base.rglob("lock")):
+        with DiskSpool(d, 1 << 30) as s:
+            codec = MetaCodec(d.name, [])
+            for _, value, meta in s.peek(len(s)):
+                out.setdefault(codec.decode(meta)[0], []).append(json.loads(value)["id"])
+    return out
+
+
+def test_a_sigkilled_daemons_spool_is_delivered_by_the_next_start(kafka_topic: str, tmp_path: Path) -> None:
+    """The broker is away; the daemon spools and is SIGKILLed mid-replay. The next start
+    (broker back) delivers every spooled prediction to the topic it was meant for."""
+    broker = TansuBroker()  # not started: its port refuses connections
+    pcap = tmp_path / "scan.pcap"
+    generate_file(pcap, "Recon-PortScan", 0, 3000, seed=2)
+    with PcapSource(pcap) as src:
+        ts = np.concatenate([b.ts for b in iter(src.next_batch, None)])
+    speed = f"{max((ts[-1] - ts[0]) / 30.0, 0.05):.3f}"  # lasts ~30 s: killed long before the end
+    cfg = config(tmp_path)
+    args = ["--sink", "kafka", "--kafka-bootstrap", broker.bootstrap, "--topic", kafka_topic, "--config", str(cfg)]
+    proc = subprocess.Popen([EXE, "replay", "-r", str(pcap), "--speed", speed, *args],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    spool_base = tmp_path / "spool"
+    try:
+        assert "classifying" in proc.stderr.readline()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and sum(p.stat().st_size for p in spool_base.rglob("*.seg")) < 20_000:
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    spooled = _spooled(spool_base)
+    assert list(spooled) == [kafka_topic] and len(spooled[kafka_topic]) > 20, spooled.keys()
+    broker.start()
+    try:
+        sample = Path(__file__).resolve().parents[1] / "ids_daemon" / "data" / "sample.pcap"
+        p = subprocess.run([EXE, "replay", "-r", str(sample), *args[:2], "--kafka-bootstrap", broker.bootstrap,
+                            "--topic", kafka_topic, "--config", str(cfg)], capture_output=True, text=True, timeout=180)
+        assert p.returncode == 0, p.stderr
+        assert "after waiting in the spool" in p.stderr, p.stderr
+        got = {json.loads(r.value)["id"] for r in consume_all(broker.bootstrap, kafka_topic)}
+    finally:
+        broker.stop()
+    missing = set(spooled[kafka_topic]) - got
+    assert not missing, f"{len(missing)} of {len(spooled[kafka_topic])} spooled predictions never delivered"
+    assert not _spooled(spool_base)  # the spool is empty
+
+
+def _need_root() -> None:
+    import os
+
+    if os.geteuid() != 0:
+        pytest.fail("this test needs root (CI runs as root)")
+
+
+def test_a_full_spool_disk_stops_nothing(tmp_path: Path) -> None:
+    """Broker away, the spool on a 2 MB filesystem: every window still reaches JSON lines,
+    what the spool could not keep is counted in the summary, exit 0 (issue 11, defect 1)."""
+    _need_root()
+    fs = tmp_path / "spoolfs"
+    fs.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(fs)], check=True)
+    try:
+        pcap = tmp_path / "flood.pcap"
+        generate_file(pcap, "DDoS-UDP_Flood", 0, 60000, seed=3)
+        cfg = tmp_path / "c.yml"
+        cfg.write_text(f"kafka:\n  spool_dir: {fs}\n  retry_interval_s: 0.5\nmetrics:\n  listen: null\n")
+        out = tmp_path / "p.jsonl"
+        p = subprocess.run([EXE, "replay", "-r", str(pcap), "--sink", "kafka", "--kafka-bootstrap",
+                            f"127.0.0.1:{free_port()}", "--topic", "t-full", "--sink", "jsonl", "-o", str(out),
+                            "--config", str(cfg)], capture_output=True, text=True, timeout=300)
+        kept = sum(len(v) for v in _spooled(fs).values())
+    finally:
+        subprocess.run(["umount", "-l", str(fs)], check=False)
+    assert p.returncode == 0, p.stderr
+    predictions = int(p.stderr.split(" predictions in ")[0].split()[-1])
+    assert predictions > 4000
+    assert len(out.read_text().splitlines()) == predictions  # every window, in JSON lines
+    line = next(ln for ln in p.stderr.splitlines() if "kafka:" in ln and "delivered" in ln)
+    dropped = int(line.split(" dropped (")[0].split()[-1])
+    assert "its disk full" in line and f"{kept} kept in the spool" in line
+    assert dropped > 0 and dropped + kept == predictions, line
+    assert p.stderr.count("its disk is full") == 1  # logged once
+
+
+def test_the_spool_belongs_to_capture_user(tmp_path: Path) -> None:
+    """Started as root with capture.user, the spool is created for that user: the first
+    outage is spooled, not lost to EACCES (issue 11, defect 2)."""
+    import os
+    import pwd
+    import shutil
+    import tempfile
+
+    _need_root()
+    nobody = pwd.getpwnam("nobody")
+    state = Path(tempfile.mkdtemp(prefix="ids-state-", dir="/tmp"))  # like /var/lib: root's, readable
+    os.chmod(state, 0o755)
+    try:
+        cfg = tmp_path / "c.yml"
+        cfg.write_text(f"capture:\n  user: nobody\nkafka:\n  state_dir: {state}\n  retry_interval_s: 0.5\n"
+                       "metrics:\n  listen: null\n")
+        sample = Path(__file__).resolve().parents[1] / "ids_daemon" / "data" / "sample.pcap"
+        out = tmp_path / "p.jsonl"
+        p = subprocess.run([EXE, "replay", "-r", str(sample), "--sink", "kafka", "--kafka-bootstrap",
+                            f"127.0.0.1:{free_port()}", "--topic", "t-user", "--sink", "jsonl", "-o", str(out),
+                            "--config", str(cfg)], capture_output=True, text=True, timeout=180)
+        assert p.returncode == 0, p.stderr
+        n = len(out.read_text().splitlines())
+        assert f"{n} kept in the spool" in p.stderr and "dropped" not in p.stderr.split("kafka:")[-1], p.stderr
+        segs = list((state / "spool").rglob("*.seg"))
+        assert segs and all(s.stat().st_uid == nobody.pw_uid for s in segs)
+        assert (state / "spool").stat().st_uid == nobody.pw_uid
+        assert sum(len(v) for v in _spooled(state / "spool").values()) == n
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def test_a_replay_that_delivered_nothing_exits_non_zero(tmp_path: Path) -> None:
+    """Kafka the only sink and the broker away for the whole replay: nothing reached any
+    destination, the predictions wait in the spool, and the exit status says so; the
+    summary counts them exactly (issue 11, defect 12)."""
+    cfg = config(tmp_path)
+    sample = Path(__file__).resolve().parents[1] / "ids_daemon" / "data" / "sample.pcap"
+    p = subprocess.run([EXE, "replay", "-r", str(sample), "--sink", "kafka", "--kafka-bootstrap",
+                        f"127.0.0.1:{free_port()}", "--topic", "t-none", "--config", str(cfg)],
+                       capture_output=True, text=True, timeout=180)
+    assert p.returncode == 1, p.stderr
+    assert "nothing was delivered to any sink" in p.stderr
+    predictions = int(p.stderr.split(" predictions in ")[0].split()[-1])
+    kept = _spooled(tmp_path / "spool")
+    assert list(kept) == ["t-none"] and len(kept["t-none"]) == predictions > 0
+    assert "0 delivered to 127.0.0.1:" in p.stderr and f"{predictions} kept in the spool" in p.stderr
+
+
+def test_live_capture_keeps_running_when_the_spool_disk_is_full(tmp_path: Path) -> None:
+    """`run -i` with the broker away and the spool on a 64 KiB filesystem: capture goes on,
+    JSON lines get every window, the spool's losses are counted, exit 0 (issue 11, defect 1)."""
+    import random
+
+    from .test_pipeline import read_jsonl, syns_then_sigterm
+
+    _need_root()
+    fs = tmp_path / "spoolfs"
+    fs.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(fs)], check=True)
+    try:
+        port = random.randint(30000, 60000)
+        cfg = tmp_path / "c.yml"
+        cfg.write_text(f"kafka:\n  spool_dir: {fs}\n  retry_interval_s: 0.5\nmetrics:\n  listen: null\n")
+        out = tmp_path / "live.jsonl"
+        proc = subprocess.Popen([EXE, "run", "-i", "lo", "--filter", f"tcp and dst port {port}", "--sink", "kafka",
+                                 "--kafka-bootstrap", f"127.0.0.1:{free_port()}", "--topic", "t-live", "--sink",
+                                 "jsonl", "-o", str(out), "--config", str(cfg)], stderr=subprocess.PIPE, text=True)
+        try:
+            assert "capturing on lo" in proc.stderr.readline()
+            assert "classifying" in proc.stderr.readline()
+            err = syns_then_sigterm(proc, port, 3000, "10.97")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        kept = sum(len(v) for v in _spooled(fs).values())
+    finally:
+        subprocess.run(["umount", "-l", str(fs)], check=False)
+    assert proc.returncode == 0, err
+    preds = read_jsonl(out)
+    assert sum(m["window"]["packets"] for m in preds) == 3000  # every packet's window, in JSON lines
+    line = next(ln for ln in err.splitlines() if "kafka:" in ln and "delivered" in ln)
+    dropped = int(line.split(" dropped (")[0].split()[-1])
+    assert dropped > 0 and dropped + kept == len(preds), line

@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from kafka import KafkaConsumer
 
 from ids_daemon.predictions import Prediction
 from ids_daemon.consumers.rl import FAMILIES, ObservationBuilder, make_env
+
+from .kafka_broker import read_topic
 
 ROOT = Path(__file__).resolve().parents[1]
 EXE = str(Path(sys.executable).parent / "ids-daemon")
@@ -79,10 +80,7 @@ def test_example_policy_loop_end_to_end(kafka_broker, kafka_topic: str, tmp_path
                             "--group", "policy-" + kafka_topic[-8:], "--seconds", "90", "--until-idle", "4"],
                            capture_output=True, text=True, timeout=150)
     assert agent.returncode == 0, agent.stderr
-    c = KafkaConsumer(actions_topic, bootstrap_servers=kafka_broker.bootstrap, auto_offset_reset="earliest",
-                      group_id=None, consumer_timeout_ms=4000)
-    acts = [json.loads(r.value) for r in c]
-    c.close()
+    acts = [json.loads(r.value) for r in read_topic(kafka_broker.bootstrap, actions_topic, None, idle=4.0)]
     assert acts and all(a["schema"] == "ids.action.v1" for a in acts)
     blocked = {a["host"] for a in acts if a["action"] == "block"}
     # the capture's SYN flood target and ICMP flood target get blocked

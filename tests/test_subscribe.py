@@ -22,10 +22,11 @@ from ids_daemon.consumers.subscribe import (
     run_subscribe,
 )
 
+from .kafka_broker import read_topic
 from .waiting import wait_until
 
 # group joins on tansu take about half the session timeout
-FAST = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "fetch_max_wait_ms": 100}
+FAST = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000, "fetch.wait.max.ms": 100}
 SEVERITY_OF = [(0.0, "low"), (0.2, "medium"), (0.5, "high"), (0.8, "critical")]
 FAMILIES = [("BenignTraffic", "Benign", 0.0), ("Recon-PortScan", "Recon", 0.4), ("DoS-UDP_Flood", "DoS", 0.8),
             ("DDoS-SYN_Flood", "DDoS", 0.9), ("Mirai-greeth_flood", "Mirai", 1.0)]
@@ -54,10 +55,27 @@ def make_prediction(i: int, *, nkeys: int = 40, sensor: str = "gw-1", kind: int 
     }
 
 
-def producer(bootstrap: str):
-    from kafka import KafkaProducer
+class _Producer:
+    """A confluent-kafka producer with the send/flush/close the tests use."""
 
-    return KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    def __init__(self, bootstrap: str):
+        from confluent_kafka import Producer
+
+        self.p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5})
+
+    def send(self, topic, value, key, headers):
+        self.p.produce(topic, value, key, headers=headers)
+        self.p.poll(0)
+
+    def flush(self, timeout: float) -> None:
+        assert self.p.flush(timeout) == 0, "records not acknowledged"
+
+    def close(self) -> None:
+        self.p.flush(10)
+
+
+def producer(bootstrap: str):
+    return _Producer(bootstrap)
 
 
 def publish(bootstrap: str, topic: str, preds: list, prod=None) -> list[bytes]:
@@ -235,8 +253,7 @@ def test_a_second_group_sees_every_prediction(kafka_broker, kafka_topic):
     got1: list[Prediction] = []
     got2: list[Prediction] = []
     # one thread polls both with short timeouts, like an agent that works between polls:
-    # each still joins (kafka-python 3.0.12 drops a join completing outside a poll; the
-    # subscriber keeps polling while its member joins)
+    # each still joins (librdkafka joins in its own thread, whatever the caller does)
     try:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and (len(got1) < len(sent) or len(got2) < len(sent)):
@@ -281,8 +298,6 @@ def test_a_restarted_agent_resumes_at_the_committed_offset(kafka_broker, kafka_t
 
 # ---------------------------------------------------------------- bad messages
 def test_poison_messages_do_not_stop_the_stream(kafka_broker, kafka_topic, caplog):
-    from kafka import KafkaConsumer
-
     dlq = kafka_topic + ".dlq"
     valid = [make_prediction(i, nkeys=1) for i in range(30)]  # one key: one partition, in order
     v2 = orjson.dumps(make_prediction(100, schema="ids.prediction.v2"))
@@ -305,10 +320,7 @@ def test_poison_messages_do_not_stop_the_stream(kafka_broker, kafka_topic, caplo
     v2_lines = [r for r in caplog.records if "ids.prediction.v2" in r.getMessage()]
     assert len(v2_lines) == 1  # one line per unknown version, not per message
 
-    c = KafkaConsumer(dlq, bootstrap_servers=kafka_broker.bootstrap, auto_offset_reset="earliest",
-                      group_id=None, consumer_timeout_ms=1500, fetch_max_wait_ms=100)
-    dead = list(c)
-    c.close()
+    dead = read_topic(kafka_broker.bootstrap, dlq, 4, timeout=20, idle=1.0)
     assert [r.value for r in dead] == poison
     h = [dict(r.headers) for r in dead]
     assert [x["dlq.reason"] for x in h] == [b"malformed", b"unknown_schema", b"malformed", b"unknown_schema"]
@@ -358,16 +370,16 @@ def test_start_at_a_time_skips_older_records(kafka_broker, kafka_topic):
     new = [make_prediction(i) for i in range(40, 90)]
     publish(bootstrap, kafka_topic, new, prod)
     prod.close()
-    for start in (t, datetime.fromtimestamp(t)):
+    for start in (t, datetime.fromtimestamp(t)):  # offsets_for_times: nothing older is fetched
         with sub_for(kafka_broker, kafka_topic, start=start) as sub:
             got = collect(sub, len(new))
         assert ids(got) == sorted(p["id"] for p in new), start
-        assert sub.stats.before_start == len(old)
-    # the opt-in for clusters whose ListOffsets-by-time works (tansu answers this case right)
-    with sub_for(kafka_broker, kafka_topic, start=t, use_offsets_for_times=True) as sub:
+        assert sub.stats.before_start == 0
+    # the scan fallback (a broker without ListOffsets by time): older records skipped client-side
+    with sub_for(kafka_broker, kafka_topic, start=t, use_offsets_for_times=False) as sub:
         got = collect(sub, len(new))
     assert ids(got) == sorted(p["id"] for p in new)
-    assert sub.stats.before_start == 0  # nothing older was fetched
+    assert sub.stats.before_start == len(old)
     # with a group, the same on its first assignment
     with sub_for(kafka_broker, kafka_topic, group_id="from-t", start=t) as sub:
         got = collect(sub, len(new))
@@ -437,7 +449,8 @@ def test_parse_start():
 
 def test_bad_arguments_are_one_line_errors():
     for kw in ({"min_severity": "huge"}, {"min_risk": 1.5}, {"topic": "bad topic"}, {"group_id": ""},
-               {"dead_letter_topic": "t"}, {"consumer_config": {"enable_auto_commit": True}},
+               {"dead_letter_topic": "t"}, {"consumer_config": {"enable.auto.commit": True}},
+               {"consumer_config": {"session_timeout_ms": 6000}},
                {"max_records": 0}, {"start": "soon"}):
         args = {"topic": "t", **kw}
         with pytest.raises(SubscribeError):
@@ -458,3 +471,71 @@ def test_format_prediction():
     line = format_prediction(p)
     assert line.startswith("2023-11-14T22:13:23.000Z")
     assert "DDoS-SYN_Flood" in line and "critical" in line and p.flow.key in line and "0.81" in line
+
+
+def test_a_group_member_says_what_it_waits_for(kafka_broker, kafka_topic, caplog):
+    """issue 9: "joining group X", then "assigned N partitions", at info level."""
+    publish(kafka_broker.bootstrap, kafka_topic, [make_prediction(i) for i in range(8)])
+    caplog.set_level(logging.INFO, logger="ids_daemon.consumers.subscribe")
+    with sub_for(kafka_broker, kafka_topic, group_id="says") as sub:
+        got = collect(sub, 8)
+    assert ids(got) == sorted(f"gw-1-run1-{i}" for i in range(8))
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    join = next(i for i, m in enumerate(lines) if m.startswith("joining group says"))
+    assigned = next(i for i, m in enumerate(lines) if "group says: assigned" in m)
+    assert join < assigned and "assigned 4 partitions" in lines[assigned]
+
+
+def test_the_subscribe_command_takes_bootstrap_and_security_from_the_config(kafka_broker, kafka_topic, tmp_path):
+    """`subscribe` and `alerts` share the producer's kafka settings (bootstrap, TLS/SASL)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = str(Path(sys.executable).parent / "ids-daemon")
+    sent = publish(kafka_broker.bootstrap, kafka_topic, [make_prediction(i) for i in range(6)])
+    cfg = tmp_path / "c.yml"
+    cfg.write_text(f"kafka:\n  bootstrap: {kafka_broker.bootstrap}\n  security:\n    protocol: plaintext\n")
+    p = subprocess.run([exe, "subscribe", "--config", str(cfg), "--topic", kafka_topic, "--from", "earliest",
+                        "--count", "6", "--json"], capture_output=True, text=True, timeout=60, env=dict(os.environ))
+    assert p.returncode == 0, p.stderr
+    assert sorted(p.stdout.splitlines()) == sorted(v.decode() for v in sent)
+    assert "assigned 4 partitions" in p.stderr  # says what it reads (info level)
+    # a SASL protocol without its settings: one line naming the key, before any connection
+    cfg.write_text(f"kafka:\n  bootstrap: {kafka_broker.bootstrap}\n  security:\n    protocol: sasl_ssl\n")
+    for cmd in ("subscribe", "alerts"):
+        p = subprocess.run([exe, cmd, "--config", str(cfg), "--topic", kafka_topic], capture_output=True,
+                           text=True, timeout=60)
+        assert p.returncode == 1 and "kafka.security" in p.stderr and "sasl_mechanism" in p.stderr, p.stderr
+        assert len(p.stderr.strip().splitlines()) == 1
+
+
+def test_security_settings_become_librdkafka_properties():
+    from ids_daemon.config import KafkaSecurity
+
+    s = KafkaSecurity(protocol="sasl_ssl", sasl_mechanism="SCRAM-SHA-512", sasl_username="u", sasl_password="p",
+                      ssl_ca="/etc/ca.pem")
+    assert s.librdkafka() == {"security.protocol": "sasl_ssl", "sasl.mechanism": "SCRAM-SHA-512",
+                              "sasl.username": "u", "sasl.password": "p", "ssl.ca.location": "/etc/ca.pem",
+                              "ssl.endpoint.identification.algorithm": "https"}
+    with pytest.raises(ValueError, match="ssl_cert and ssl_key"):
+        KafkaSecurity(protocol="ssl", ssl_cert="/c.pem")
+
+
+def test_json_without_filters_checks_the_schema_only_and_still_skips_poison(kafka_broker, kafka_topic, capsys):
+    """`subscribe --json` with no filter prints records as published after a JSON + schema
+    check (the typed decode is what limits its rate); poison is still skipped and counted."""
+    good = [make_prediction(i, nkeys=1) for i in range(5)]
+    minor = dict(make_prediction(5, nkeys=1), schema="ids.prediction.v1.7")
+    stream = good[:2] + [b"{not json", orjson.dumps(make_prediction(9, nkeys=1, schema="ids.prediction.v2")),
+                         b"[1]"] + good[2:] + [minor]
+    sent = publish(kafka_broker.bootstrap, kafka_topic, stream)
+    rc = run_subscribe(kafka_broker.bootstrap, kafka_topic, None, "earliest", 6, True, None,
+                       consumer_config=FAST, poll_timeout_ms=200)
+    cap = capsys.readouterr()
+    assert rc == 0
+    assert cap.out.splitlines() == [v.decode() for v in sent[:2] + sent[5:]]  # in order, byte for byte
+    assert "2 malformed" in cap.err and "1 of an unknown schema" in cap.err
+    with pytest.raises(SubscribeError, match="filters need"):
+        PredictionSubscriber("127.0.0.1:1", "t", check="schema", min_severity="high")

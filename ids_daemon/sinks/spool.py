@@ -1,5 +1,7 @@
-"""A bounded on-disk FIFO of (key, value) records: where predictions wait while the
-broker is away.
+"""A bounded on-disk FIFO of (key, value, meta) records: where predictions wait while
+the broker is away. ``meta`` is opaque to the spool; the Kafka sink keeps each
+record's topic and headers in it, so a record goes where it was meant to go whichever
+run replays it.
 
 Layout of the spool directory::
 
@@ -8,9 +10,11 @@ Layout of the spool directory::
     cursor                     sequence number of the first record not yet consumed
     lock                       flock()ed while open: one spool, one process
 
-A segment starts with the 8-byte magic ``IDSSPL01``; then records, each a 12-byte
-header (little-endian u32 key length, u32 value length, u32 CRC-32 of key+value)
-followed by the key and the value. Appends are written and flushed to the OS (no
+A segment starts with the 8-byte magic ``IDSSPL02``; then records, each a 16-byte
+header (little-endian u32 key length, u32 value length, u32 meta length, u32 CRC-32
+of key+value+meta) followed by the key, the value and the meta. Segments of the
+previous format (``IDSSPL01``: 12-byte header, no meta) are still read; their records
+have an empty meta. Appends are written and flushed to the OS (no
 fsync): a killed process loses nothing that was appended, a power cut may lose the
 tail. A record cut short or failing its CRC is detected when the directory is opened;
 it and whatever follows it in that segment are cut off (``discarded`` counts such
@@ -21,6 +25,12 @@ When an append would exceed it, the OLDEST records go first (the newest predicti
 matter most to a defender); every record dropped is counted (``dropped``). The disk
 may hold up to one segment more than the bound: the consumed head of the oldest
 segment stays on disk until the whole segment is consumed or dropped.
+
+A full disk (``ENOSPC``, a quota) is handled like the bound: the write is cut back to
+the last whole record, the oldest segments are dropped (counted) until it fits, the
+bound shrinks to what the disk holds and segments get smaller so later drops free
+space a little at a time (``disk_full`` says it happened). If nothing spooled is
+left to drop, the new records are dropped (counted). ``append`` never raises for it.
 
 Readers consume with :meth:`peek` (returns the sequence number of the first record)
 and :meth:`commit` (everything before a sequence number is consumed), so a record
@@ -43,9 +53,12 @@ from pathlib import Path
 
 from ..errors import IdsError
 
-MAGIC = b"IDSSPL01"
-_HDR = struct.Struct("<III")
+MAGIC = b"IDSSPL02"
+MAGIC_V1 = b"IDSSPL01"
+_HDR = struct.Struct("<IIII")
+_HDR_V1 = struct.Struct("<III")
 HEADER_BYTES = _HDR.size  # per-record overhead
+Record = tuple  # (key: bytes, value: bytes, meta: bytes)
 _SEG_SUFFIX = ".seg"
 _CURSOR = "cursor"
 _LOCK = "lock"
@@ -55,9 +68,9 @@ class SpoolError(IdsError):
     """The spool directory cannot be used (not writable, not a directory)."""
 
 
-def record_size(key: bytes, value: bytes) -> int:
+def record_size(key: bytes, value: bytes, meta: bytes = b"") -> int:
     """Bytes one record takes in the spool, header included."""
-    return HEADER_BYTES + len(key) + len(value)
+    return HEADER_BYTES + len(key) + len(value) + len(meta)
 
 
 @dataclass
@@ -66,10 +79,33 @@ class _Segment:
     path: Path
     count: int  # records in the file
     size: int  # file size in bytes (magic included)
+    v1: bool = False  # the previous format: no meta
+
+
+def _read_record(f, v1: bool) -> tuple[int, tuple[bytes, bytes, bytes]]:
+    """(bytes taken, record) at the file position."""
+    if v1:
+        klen, vlen, _ = _HDR_V1.unpack(f.read(_HDR_V1.size))
+        body = f.read(klen + vlen)
+        return _HDR_V1.size + klen + vlen, (body[:klen], body[klen:], b"")
+    klen, vlen, mlen, _ = _HDR.unpack(f.read(HEADER_BYTES))
+    body = f.read(klen + vlen + mlen)
+    return HEADER_BYTES + klen + vlen + mlen, (body[:klen], body[klen : klen + vlen], body[klen + vlen :])
+
+
+def _skip_record(f, v1: bool) -> int:
+    """Skip the record at the file position; its size."""
+    if v1:
+        klen, vlen, _ = _HDR_V1.unpack(f.read(_HDR_V1.size))
+        f.seek(klen + vlen, os.SEEK_CUR)
+        return _HDR_V1.size + klen + vlen
+    klen, vlen, mlen, _ = _HDR.unpack(f.read(HEADER_BYTES))
+    f.seek(klen + vlen + mlen, os.SEEK_CUR)
+    return HEADER_BYTES + klen + vlen + mlen
 
 
 class DiskSpool:
-    """A bounded, restart-surviving FIFO of ``(key, value)`` byte records."""
+    """A bounded, restart-surviving FIFO of ``(key, value, meta)`` byte records."""
 
     def __init__(self, directory: str | os.PathLike, max_bytes: int, segment_bytes: int | None = None):
         if max_bytes <= 0:
@@ -81,6 +117,9 @@ class DiskSpool:
         self.segment_bytes = int(segment_bytes)
         self.dropped = 0  # records dropped for space, for life of this object
         self.discarded = 0  # damaged records found (and removed) when opening
+        self.disk_full = False  # a write failed for space: the bound was shrunk to what the disk holds
+        self.write_errors = 0  # writes that failed (each one dropped records, counted in dropped)
+        self.last_error: str | None = None
         self._lock = threading.RLock()
         self._segments: list[_Segment] = []
         self._head_seq = 0  # first record not consumed
@@ -90,6 +129,7 @@ class DiskSpool:
         self._wfile = None  # append handle of the last segment
         self._rfile = None  # read handle of the head segment
         self._rfile_seq = -1
+        self._pending_written = 0
         self._lockf = None
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -164,10 +204,9 @@ class DiskSpool:
             with open(seg0.path, "rb") as f:
                 f.seek(self._head_off)
                 while self._head_seq < head:
-                    klen, vlen, _ = _HDR.unpack(f.read(HEADER_BYTES))
-                    f.seek(klen + vlen, os.SEEK_CUR)
-                    self._head_off += HEADER_BYTES + klen + vlen
-                    self._live_bytes -= HEADER_BYTES + klen + vlen
+                    sz = _skip_record(f, seg0.v1)
+                    self._head_off += sz
+                    self._live_bytes -= sz
                     self._head_seq += 1
 
     def _scan_segment(self, first: int, path: Path) -> _Segment | None:
@@ -178,24 +217,27 @@ class DiskSpool:
             return None
         with f:
             data = f.read()
-            if data[: len(MAGIC)] != MAGIC:
+            v1 = data[: len(MAGIC_V1)] == MAGIC_V1
+            if data[: len(MAGIC)] != MAGIC and not v1:
                 # not one of ours, or its first bytes never reached the disk
                 if len(data) > 0 and not data.startswith(MAGIC[: len(data)]):
                     self.discarded += 1
                 f.close()
                 path.unlink(missing_ok=True)
                 return None
+            hdr = _HDR_V1 if v1 else _HDR
             off = len(MAGIC)
             count = 0
             n = len(data)
             while off < n:
-                if off + HEADER_BYTES > n:
+                if off + hdr.size > n:
                     break
-                klen, vlen, crc = _HDR.unpack_from(data, off)
-                end = off + HEADER_BYTES + klen + vlen
+                fields = hdr.unpack_from(data, off)
+                crc = fields[-1]
+                end = off + hdr.size + sum(fields[:-1])
                 if end > n:
                     break
-                body = memoryview(data)[off + HEADER_BYTES : end]
+                body = memoryview(data)[off + hdr.size : end]
                 if zlib.crc32(body) != crc:
                     break
                 off = end
@@ -203,7 +245,7 @@ class DiskSpool:
             if off < n:
                 self.discarded += 1  # the damaged record; what follows it cannot be framed
                 f.truncate(off)
-        return _Segment(first, path, count, off)
+        return _Segment(first, path, count, off, v1)
 
     def _read_cursor(self) -> int | None:
         try:
@@ -214,8 +256,14 @@ class DiskSpool:
 
     def _write_cursor(self) -> None:
         tmp = self.directory / (_CURSOR + ".tmp")
-        tmp.write_text(f"{self._head_seq}\n")
-        os.replace(tmp, self.directory / _CURSOR)
+        try:
+            tmp.write_text(f"{self._head_seq}\n")
+            os.replace(tmp, self.directory / _CURSOR)
+        except OSError as e:
+            # a full disk: the old cursor stays, so a restart may send consumed records
+            # again (at-least-once), never skip one
+            self.last_error = f"cannot write the spool cursor: {e.strerror or e}"
+            tmp.unlink(missing_ok=True)
 
     def _remove_cursor(self) -> None:
         (self.directory / _CURSOR).unlink(missing_ok=True)
@@ -243,13 +291,14 @@ class DiskSpool:
             return self._tail_seq
 
     # ------------------------------------------------------------------ writing
-    def append(self, records: list[tuple[bytes, bytes]]) -> int:
-        """Append records at the tail; return how many records were dropped for space
-        (oldest first: spooled ones before the oldest of ``records``)."""
+    def append(self, records: list[Record]) -> int:
+        """Append ``(key, value, meta)`` records at the tail; return how many records
+        were dropped for space (oldest first: spooled ones before the oldest of
+        ``records``), by the bound or by a full disk. Never raises for a full disk."""
         if not records:
             return 0
         with self._lock:
-            sizes = [HEADER_BYTES + len(k) + len(v) for k, v in records]
+            sizes = [HEADER_BYTES + len(k) + len(v) + len(m) for k, v, m in records]
             total = sum(sizes)
             dropped = 0
             start = 0
@@ -265,13 +314,67 @@ class DiskSpool:
                 excess = self._live_bytes + total - self.max_bytes
                 if excess > 0:
                     dropped += self._drop_head_bytes(excess)
-            if start < len(records):
-                self._write(records[start:], sizes[start:])
+            while start < len(records):
+                try:
+                    self._write(records[start:], sizes[start:])
+                    break
+                except OSError as e:
+                    written = self._recover_write(e)
+                    start += written
+                    if start >= len(records):
+                        break
+                    # make room: the oldest whole segment goes; nothing left to drop:
+                    # the oldest of the new records go
+                    if self._segments and self._tail_seq > self._head_seq:
+                        dropped += self._drop_head_segment()
+                    else:
+                        dropped += len(records) - start
+                        break
             self.dropped += dropped
             return dropped
 
+    def _recover_write(self, e: OSError) -> int:
+        """A write failed (full disk, quota, I/O error): cut the tail segment back to its
+        last whole record, shrink the bound to what is on disk, make segments small. Returns
+        how many of the records being written are in the spool."""
+        self.write_errors += 1
+        self.last_error = f"{e.strerror or e}"
+        self.disk_full = True
+        written = self._pending_written
+        if self._wfile is not None:
+            try:
+                self._wfile.close()
+            except OSError:
+                pass  # its buffer could not be written either: cut below
+            self._wfile = None
+        if self._segments:
+            seg = self._segments[-1]
+            try:
+                os.truncate(seg.path, seg.size)
+            except OSError:
+                pass
+            if seg.count == 0 and (len(self._segments) > 1 or self._head_seq >= self._tail_seq):
+                self._segments.pop()
+                seg.path.unlink(missing_ok=True)
+        self.max_bytes = max(4096, min(self.max_bytes, self._live_bytes))
+        self.segment_bytes = max(4096, min(self.segment_bytes, self.max_bytes // 8))
+        return written
+
+    def _drop_head_segment(self) -> int:
+        """Drop what is left of the oldest segment; how many records that was."""
+        seg = self._segments[0]
+        remaining = seg.first_seq + seg.count - self._head_seq
+        self._live_bytes -= seg.size - self._head_off
+        self._head_seq += remaining
+        self._discard_head_segment()
+        self._after_consume()
+        return remaining
+
     def _write(self, records, sizes) -> None:
+        """Append records; on an OSError ``_pending_written`` says how many made it
+        (whole segments' worth written and flushed before the failing one)."""
         i = 0
+        self._pending_written = 0
         while i < len(records):
             if self._wfile is None or self._segments[-1].size >= self.segment_bytes:
                 self._roll()
@@ -280,35 +383,38 @@ class DiskSpool:
             parts = []
             n = 0
             used = 0
-            while i < len(records) and (n == 0 or used + sizes[i] <= room):
-                k, v = records[i]
-                parts.append(_HDR.pack(len(k), len(v), zlib.crc32(v, zlib.crc32(k))))
+            while i + n < len(records) and (n == 0 or used + sizes[i + n] <= room):
+                k, v, m = records[i + n]
+                parts.append(_HDR.pack(len(k), len(v), len(m), zlib.crc32(m, zlib.crc32(v, zlib.crc32(k)))))
                 parts.append(k)
                 parts.append(v)
-                used += sizes[i]
+                parts.append(m)
+                used += sizes[i + n]
                 n += 1
-                i += 1
             self._wfile.write(b"".join(parts))
+            self._wfile.flush()  # a full disk shows here, before the records are counted
             seg.size += used
             seg.count += n
             self._tail_seq += n
             self._live_bytes += used
-        self._wfile.flush()
+            i += n
+            self._pending_written = i
 
     def _roll(self) -> None:
         if self._wfile is not None:
             self._wfile.close()
             self._wfile = None
-        elif self._segments and self._segments[-1].size < self.segment_bytes:
-            # first append after opening a directory: continue its last segment
+        elif self._segments and self._segments[-1].size < self.segment_bytes and not self._segments[-1].v1:
+            # first append after opening a directory (or after a failed write): continue its last segment
             self._wfile = open(self._segments[-1].path, "ab")
             return
         path = self.directory / f"{self._tail_seq:020d}{_SEG_SUFFIX}"
         f = open(path, "wb")
+        self._segments.append(_Segment(self._tail_seq, path, 0, 0))
+        self._wfile = f
         f.write(MAGIC)
         f.flush()
-        self._segments.append(_Segment(self._tail_seq, path, 0, len(MAGIC)))
-        self._wfile = f
+        self._segments[-1].size = len(MAGIC)
 
     def _drop_head_bytes(self, need: int) -> int:
         """Drop records from the head until at least ``need`` bytes are freed."""
@@ -329,9 +435,7 @@ class DiskSpool:
             with open(seg.path, "rb") as f:
                 f.seek(self._head_off)
                 while need > 0:
-                    klen, vlen, _ = _HDR.unpack(f.read(HEADER_BYTES))
-                    sz = HEADER_BYTES + klen + vlen
-                    f.seek(klen + vlen, os.SEEK_CUR)
+                    sz = _skip_record(f, seg.v1)
                     self._head_off += sz
                     self._head_seq += 1
                     self._live_bytes -= sz
@@ -364,11 +468,11 @@ class DiskSpool:
             self._write_cursor()
 
     # ------------------------------------------------------------------ reading
-    def peek_seq(self, n: int) -> tuple[int, list[tuple[bytes, bytes]]]:
+    def peek_seq(self, n: int) -> tuple[int, list[Record]]:
         """Up to ``n`` records from the head, without consuming them, and the sequence
         number of the first one (for :meth:`commit`)."""
         with self._lock:
-            out: list[tuple[bytes, bytes]] = []
+            out: list[Record] = []
             start = self._head_seq
             seq = self._head_seq
             off = self._head_off
@@ -379,23 +483,21 @@ class DiskSpool:
                     off = len(MAGIC)
                 end_seq = seg.first_seq + seg.count
                 if idx == 0:
-                    seq = self._read_into(self._head_reader(), off, seq, end_seq, n, out)
+                    seq = self._read_into(self._head_reader(), off, seq, end_seq, n, out, seg.v1)
                 else:
                     with open(seg.path, "rb") as f:
-                        seq = self._read_into(f, off, seq, end_seq, n, out)
+                        seq = self._read_into(f, off, seq, end_seq, n, out, seg.v1)
             return start, out
 
     @staticmethod
-    def _read_into(f, off: int, seq: int, end_seq: int, n: int, out: list) -> int:
+    def _read_into(f, off: int, seq: int, end_seq: int, n: int, out: list, v1: bool) -> int:
         f.seek(off)
         while seq < end_seq and len(out) < n:
-            klen, vlen, _ = _HDR.unpack(f.read(HEADER_BYTES))
-            body = f.read(klen + vlen)
-            out.append((body[:klen], body[klen:]))
+            out.append(_read_record(f, v1)[1])
             seq += 1
         return seq
 
-    def peek(self, n: int) -> list[tuple[bytes, bytes]]:
+    def peek(self, n: int) -> list[Record]:
         return self.peek_seq(n)[1]
 
     def _head_reader(self):
@@ -426,9 +528,7 @@ class DiskSpool:
                 f = self._head_reader()
                 f.seek(self._head_off)
                 while self._head_seq < upto:
-                    klen, vlen, _ = _HDR.unpack(f.read(HEADER_BYTES))
-                    f.seek(klen + vlen, os.SEEK_CUR)
-                    sz = HEADER_BYTES + klen + vlen
+                    sz = _skip_record(f, seg.v1)
                     self._head_off += sz
                     self._live_bytes -= sz
                     self._head_seq += 1
@@ -437,7 +537,7 @@ class DiskSpool:
                 self._after_consume()
             return consumed
 
-    def pop(self, n: int) -> list[tuple[bytes, bytes]]:
+    def pop(self, n: int) -> list[Record]:
         """Take up to ``n`` records from the head."""
         with self._lock:
             start, recs = self.peek_seq(n)
@@ -448,12 +548,18 @@ class DiskSpool:
     def flush(self) -> None:
         with self._lock:
             if self._wfile is not None:
-                self._wfile.flush()
+                try:
+                    self._wfile.flush()
+                except OSError as e:
+                    self._recover_write(e)
 
     def close(self) -> None:
         with self._lock:
             if self._wfile is not None:
-                self._wfile.close()
+                try:
+                    self._wfile.close()
+                except OSError:
+                    pass  # everything counted was flushed by _write
                 self._wfile = None
             if self._rfile is not None:
                 self._rfile.close()
