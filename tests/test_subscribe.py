@@ -507,7 +507,7 @@ def test_the_subscribe_command_takes_bootstrap_and_security_from_the_config(kafk
     for cmd in ("subscribe", "alerts"):
         p = subprocess.run([exe, cmd, "--config", str(cfg), "--topic", kafka_topic], capture_output=True,
                            text=True, timeout=60)
-        assert p.returncode == 1 and "kafka.security" in p.stderr and "sasl_mechanism" in p.stderr, p.stderr
+        assert p.returncode == 2 and "kafka.security" in p.stderr and "sasl_mechanism" in p.stderr, p.stderr
         assert len(p.stderr.strip().splitlines()) == 1
 
 
