@@ -49,6 +49,19 @@ def edit_meta(d: Path, **changes) -> None:
 
 # ---- one builder -----------------------------------------------------------------------------
 
+def paced_udp_sender(host: str, port: int, rate: int, n: int, flows: int) -> str:
+    """Python source that sends ``n`` 40-byte UDP datagrams to host:port from ``flows``
+    sockets at ``rate`` per second (run in the test's namespace with ``python -c``)."""
+    return ("import socket, time\n"
+            f"socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range({flows})]\n"
+            "t0 = time.monotonic()\n"
+            f"for i in range({n}):\n"
+            f"    socks[i % {flows}].sendto(b'r' * 40, ({host!r}, {port}))\n"
+            "    if i % 100 == 99:\n"
+            f"        lag = t0 + (i + 1) / {rate} - time.monotonic()\n"
+            "        if lag > 0: time.sleep(lag)\n")
+
+
 def test_sinks_are_looked_up_by_name() -> None:
     cfg = cfg_()
     assert set(SINKS) == {"jsonl", "kafka", "csv"}
@@ -251,14 +264,7 @@ def test_live_reload_under_traffic_drops_nothing_in_the_kernel(tmp_path: Path, v
     src.next_batch = timed_read  # the real source, timed: when did the capture thread read?
     rate, seconds, flows = 8000, 4.0, 64
     n = int(rate * seconds)
-    code = ("import socket, time\n"
-            f"socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range({flows})]\n"
-            "t0 = time.monotonic()\n"
-            f"for i in range({n}):\n"
-            f"    socks[i % {flows}].sendto(b'r' * 40, ({veth_ns['host_ip']!r}, {port}))\n"
-            "    if i % 100 == 99:\n"
-            f"        lag = t0 + (i + 1) / {rate} - time.monotonic()\n"
-            "        if lag > 0: time.sleep(lag)\n")
+    code = paced_udp_sender(veth_ns["host_ip"], port, rate, n, flows)
     marks: dict[str, float] = {}
 
     def drive() -> None:
@@ -311,14 +317,7 @@ def test_daemon_under_traffic_from_its_first_packet_reloads_without_a_kernel_dro
                              str(out), "--config", str(cfg)], stderr=subprocess.PIPE, text=True)
     rate, seconds, flows = 8000, 4.0, 64
     n = int(rate * seconds)
-    code = ("import socket, time\n"
-            f"socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range({flows})]\n"
-            "t0 = time.monotonic()\n"
-            f"for i in range({n}):\n"
-            f"    socks[i % {flows}].sendto(b'r' * 40, ({veth_ns['host_ip']!r}, {port}))\n"
-            "    if i % 100 == 99:\n"
-            f"        lag = t0 + (i + 1) / {rate} - time.monotonic()\n"
-            "        if lag > 0: time.sleep(lag)\n")
+    code = paced_udp_sender(veth_ns["host_ip"], port, rate, n, flows)
     try:
         assert "capturing on" in proc.stderr.readline()
         assert "classifying" in proc.stderr.readline()

@@ -315,11 +315,7 @@ class KafkaSink:
                 self._thread.join(self._msg_timeout_s + 5)
             self._closed = True
             if d.producer is not None:
-                d.purge_queued(in_flight=True)  # their reports put them in d.failed
-                try:
-                    d.producer.flush(1.0)
-                except Exception:  # noqa: BLE001
-                    pass
+                self._purge_producer()
             with self._lock:
                 self._spool_failed()
                 self._log_drops(force=True)
@@ -397,14 +393,19 @@ class KafkaSink:
         for key, value, topic, headers in self._delivery.take_failed():
             self._spool_records([key], [value], self._meta.encode(topic, headers))
 
+    def _purge_producer(self) -> None:
+        """Take back what the producer still holds: the delivery reports of purged records
+        put them in the delivery state's failed list, which the caller spools."""
+        self._delivery.purge_queued(in_flight=True)
+        try:
+            self._delivery.producer.flush(1.0)
+        except Exception:  # noqa: BLE001 - a producer being replaced or closed may refuse
+            pass
+
     def _replace_producer(self) -> None:
         d = self._delivery
         log.info("Kafka at %s: starting a fresh producer (%s)", self.bootstrap, d.reason)
-        d.purge_queued(in_flight=True)
-        try:
-            d.producer.flush(1.0)
-        except Exception:  # noqa: BLE001
-            pass
+        self._purge_producer()
         with self._lock:
             self._spool_failed()
             self._chunk = None  # its records are still in the spool
