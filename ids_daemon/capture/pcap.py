@@ -27,6 +27,7 @@ PCAPNG_SHB = 0x0A0D0D0A
 PCAPNG_BOM = 0x1A2B3C4D
 _MAX_RECORD = 1 << 24  # no real frame is 16 MiB: a larger length means a corrupt file
 _MAX_BLOCK = 1 << 26
+_MAX_TS_UNITS = 10**18  # if_tsresol: finer than an attosecond does not fit 64-bit tick arithmetic
 
 # walker exit codes
 _W_MORE = 0  # batch full or the chunk needs more bytes
@@ -117,6 +118,9 @@ def _walk_pcapng(buf, pos, end, big, max_n, if_units, if_tsoff, if_snap,
             last_ts = t
             n += 1
         elif btype == 3:  # simple packet block: no timestamp, interface 0
+            if blen < 16:  # no room for its original-length field
+                status = _W_CORRUPT
+                break
             if n_if == 0:
                 status = _W_BAD_IFACE
                 break
@@ -339,6 +343,9 @@ class PcapSource:
 
     def _read_idb(self, p: int, blen: int) -> None:
         fmt = ">" if self._big else "<"
+        if blen < 20:  # type, length, link type, reserved, snap length, trailing length
+            raise CaptureError(f"{self.name}: corrupt pcapng interface block ({blen} bytes, at least 20 needed) "
+                               f"after {self._frames} packets")
         link, _, snap = struct.unpack(fmt + "HHI", self._buf[p + 8:p + 16].tobytes())
         if link not in SUPPORTED_LINKTYPES:
             raise CaptureError(
@@ -351,10 +358,18 @@ class PcapSource:
             code, olen = struct.unpack(fmt + "HH", self._buf[q:q + 4].tobytes())
             if code == 0:
                 break
+            if q + 4 + olen > end:
+                raise CaptureError(f"{self.name}: corrupt pcapng interface block: option {code} runs past the "
+                                   f"block's end (after {self._frames} packets)")
             val = self._buf[q + 4:q + 4 + olen].tobytes()
             if code == 9 and olen >= 1:  # if_tsresol
                 r = val[0]
                 units = 2 ** (r & 0x7F) if r & 0x80 else 10 ** r
+                # the walker divides 64-bit tick counts: a unit beyond that cannot be meant
+                if units > _MAX_TS_UNITS:
+                    raise CaptureError(f"{self.name}: pcapng interface {len(self._ng_link)} has an invalid "
+                                       f"timestamp resolution (if_tsresol 0x{r:02x}: more than 10^18 units "
+                                       f"per second)")
             elif code == 14 and olen >= 8:  # if_tsoffset, seconds
                 tsoff = float(struct.unpack(fmt + "q", val[:8])[0])
             q += 4 + ((olen + 3) & ~3)
