@@ -186,8 +186,7 @@ def _summary(run: FeatureRun, meter: Any, what: str) -> str:
     c = meter.counters
     rate = c.frames / run.seconds if run.seconds > 0 else 0.0
     parts = [
-        f"{c.frames} frames: {c.packets} metered (IPv4/ARP), {c.skipped} skipped "
-        f"({c.skipped_ipv6} IPv6), {c.malformed} malformed",
+        f"{c.frames} frames: {c.packets} metered ({c.packets_ipv6} IPv6), {c.skipped_text()}",
         f"{run.rows_written} {what} written ({c.windows} windows, {c.partial_windows} partial)",
         f"{c.flows_created} flows, {c.pools_created} pools, {c.promoted} promoted, "
         f"{c.evicted} evicted, {c.expired_idle} idle-expired, {c.expired_active} active-expired",
@@ -317,7 +316,7 @@ def _run_pipeline(cfg: Config, read: Optional[str], interface: Optional[str], mo
         if metrics is not None:
             metrics.close()
     c = pipe.meter.counters
-    print(f"{st.frames} frames, {c.packets} metered, {st.windows} windows, {st.predictions} predictions "
+    print(f"{st.frames} frames, {c.packets} metered ({c.packets_ipv6} IPv6), {c.skipped_text()}, {st.windows} windows, {st.predictions} predictions "
           f"in {st.batches} batches (mean {st.mean_batch:.0f}), {st.dropped_sequences} sequences dropped, "
           f"{st.seconds:.2f} s ({st.frames / max(st.seconds, 1e-9):,.0f} packets/s; busy "
           + ", ".join(f"{k} {v:.2f} s" for k, v in st.busy.items())

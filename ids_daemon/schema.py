@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import orjson
 
-from .capture.batch import ipv4_to_str
 from .features.window import KIND_FLOW, KIND_POOL, REASON_NAMES, proto_name
 from .sinks.base import EncodedBatch
 
@@ -44,8 +43,7 @@ def _flows(w: Any) -> list[dict[str, Any]]:
         m = w.take(np.array(missing))
         keys = m.key_strings().tolist()
         flow = (m.kind == KIND_FLOW).tolist()
-        src = ipv4_to_str(m.src).tolist()
-        dst = ipv4_to_str(np.where(m.kind == KIND_FLOW, m.dst, m.host)).tolist()
+        src, dst = (a.tolist() for a in m.endpoint_strings())  # IPv4 or IPv6
         for j, i in enumerate(missing):
             fl = flow[j]
             _FLOW_CACHE[hashes[i]] = {

@@ -5,6 +5,7 @@ Every field is a numpy column of the same length; nothing is created per packet.
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, field, fields
 
 import numpy as np
@@ -172,4 +173,18 @@ def ipv4_to_str(addr: np.ndarray) -> np.ndarray:
     out = parts[0]
     for p in parts[1:]:
         out = np.char.add(np.char.add(out, "."), p)
+    return out
+
+
+def ipv6_str(addr: bytes | np.ndarray) -> str:
+    """One IPv6 address (16 bytes) as RFC 5952 writes it (output only)."""
+    return socket.inet_ntop(socket.AF_INET6, bytes(addr))
+
+
+def ip_strings(v4: np.ndarray, v6: np.ndarray, is6: np.ndarray) -> np.ndarray:
+    """Address strings of a column pair: dotted quads where ``is6`` is False, IPv6 text
+    from the (n, 16) ``v6`` bytes where it is True (output only)."""
+    out = ipv4_to_str(v4).astype(object)
+    for i in np.flatnonzero(is6).tolist():
+        out[i] = ipv6_str(v6[i])
     return out
