@@ -1,0 +1,206 @@
+"""IPv6 is metered like IPv4 (issue 9, build item 1): the same columns, flow/window/pool
+rules with /64 or /128 pools, the detectors, and a dual-stack capture replayed end to end
+where each IPv6 attack is flagged like its IPv4 twin."""
+
+from __future__ import annotations
+
+import collections
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scapy.all import (ICMP, IP, TCP, UDP, Ether, ICMPv6EchoRequest, ICMPv6ND_NS, IPv6, IPv6ExtHdrDestOpt,
+                       IPv6ExtHdrHopByHop, Raw, wrpcap)
+
+from ids_daemon.capture.pcap import PcapSource
+from ids_daemon.config import DetectorsConfig, MeterConfig
+from ids_daemon.detectors import DETECTOR_CLASSES, DetectorSet
+from ids_daemon.features.ciciot import COLUMNS
+from ids_daemon.features.meter import Meter
+from ids_daemon.features.window import KIND_FLOW, KIND_POOL, WindowBatch
+
+EXE = str(Path(sys.executable).parent / "ids-daemon")
+COL = {c: i for i, c in enumerate(COLUMNS)}
+MAC = {"src": "02:00:00:00:00:01", "dst": "02:00:00:00:00:02"}
+T0 = 1_700_000_000.0
+
+
+def _write(path: Path, pkts: list, step: float = 0.001) -> Path:
+    for i, p in enumerate(pkts):
+        p.time = T0 + i * step
+    wrpcap(str(path), pkts)
+    return path
+
+
+def _meter(path: Path, cfg: MeterConfig | None = None, per_packet: bool = False) -> tuple[Meter, WindowBatch]:
+    m = Meter(cfg or MeterConfig(window=10, idle_timeout=0), per_packet=per_packet)
+    outs = []
+    with PcapSource(path) as src:
+        while (b := src.next_batch()) is not None:
+            o = m.process(b)
+            outs.append(o.rows if per_packet else o.windows)
+    if not per_packet:
+        outs.append(m.flush().windows)
+    return m, WindowBatch.concat(outs)
+
+
+def test_ipv6_rows_have_the_ipv4_columns(tmp_path: Path) -> None:
+    """Protocol Type is the upper layer after extension headers, Duration the hop limit,
+    ICMPv6 counts as ICMP, IPv/LLC are 1; the twin IPv4 packet gives the same row."""
+    six = [Ether(**MAC) / IPv6(src="2001:db8::1", dst="2001:db8::2", hlim=57) / IPv6ExtHdrHopByHop()
+           / IPv6ExtHdrDestOpt() / TCP(sport=40000, dport=80, flags="S"),
+           Ether(**MAC) / IPv6(src="2001:db8::1", dst="2001:db8::2", hlim=57) / ICMPv6EchoRequest()]
+    four = [Ether(**MAC) / IP(src="10.0.0.1", dst="10.0.0.2", ttl=57) / TCP(sport=40000, dport=80, flags="S"),
+            Ether(**MAC) / IP(src="10.0.0.1", dst="10.0.0.2", ttl=57) / ICMP()]
+    m6, r6 = _meter(_write(tmp_path / "six.pcap", six), per_packet=True)
+    _, r4 = _meter(_write(tmp_path / "four.pcap", four), per_packet=True)
+    assert m6.counters.packets == 2 and m6.counters.packets_ipv6 == 2 and m6.counters.skipped == 0
+    f6, f4 = r6.features, r4.features
+    assert f6[0, COL["Protocol Type"]] == 6 and f6[1, COL["Protocol Type"]] == 58
+    assert f6[0, COL["Duration"]] == 57
+    assert f6[0, COL["TCP"]] == 1 and f6[0, COL["syn_flag_number"]] == 1
+    assert f6[1, COL["ICMP"]] == 1 and f6[1, COL["IPv"]] == 1 and f6[1, COL["LLC"]] == 1
+    # the IPv6 rows differ from their IPv4 twins only where the packets differ: the header
+    # sizes (Tot size, Header_Length, ...) and ICMPv6's protocol number
+    same = [c for c in COLUMNS if c not in ("Header_Length", "Tot sum", "Min", "Max", "AVG", "Tot size", "Magnitue",
+                                            "Protocol Type")]
+    for c in same:
+        assert f6[0, COL[c]] == f4[0, COL[c]], c
+    # 14 Ethernet + 40 IPv6 + 8 hop-by-hop + 8 destination options + 20 TCP
+    assert f6[0, COL["Tot size"]] == 90
+    assert r6.ip_version.tolist() == [6, 6]
+    assert bytes(r6.src6[0]) == bytes.fromhex("20010db8000000000000000000000001")
+
+
+def test_flows_pools_and_prefixes(tmp_path: Path) -> None:
+    """Both directions of an IPv6 flow are one key; short flows pool per /64 of the served
+    host by default, per address with pool_prefix6 128; IPv4 and IPv6 never share a key."""
+    pkts = []
+    for i in range(12):  # one long flow, both directions
+        fwd = i % 2 == 0
+        a, b = ("2001:db8:1::10", "2001:db8:2::20") if fwd else ("2001:db8:2::20", "2001:db8:1::10")
+        pkts.append(Ether(**MAC) / IPv6(src=a, dst=b) / TCP(sport=5000 if fwd else 443, dport=443 if fwd else 5000))
+    for i in range(10):  # one-packet flows to two hosts of one /64
+        pkts.append(Ether(**MAC) / IPv6(src=f"2001:db8:9::{i + 1:x}", dst=f"2001:db8:2::{20 + i % 2}")
+                    / TCP(sport=6000 + i, dport=22, flags="S"))
+    for i in range(10):  # the IPv4 twin of those
+        pkts.append(Ether(**MAC) / IP(src=f"10.9.0.{i + 1}", dst=f"10.2.0.{20 + i % 2}") / TCP(sport=6000 + i, dport=22))
+    path = _write(tmp_path / "p.pcap", pkts)
+    m, w = _meter(path)
+    keys = collections.Counter(w.key_strings().tolist())
+    # the flow's first 9 packets join its responder's pool; from the 10th it has its own key
+    assert keys["tcp [2001:db8:1::10]:5000-[2001:db8:2::20]:443"] == 1
+    assert keys["pool tcp 2001:db8:2::/64"] == 2  # 9 + 10 rows: both hosts of the /64
+    assert keys["pool tcp 10.2.0.20/32"] == 1 and keys["pool tcp 10.2.0.21/32"] == 1
+    flow = (w.kind == KIND_FLOW) & (w.ip_version == 6)
+    assert set(w.endpoint_strings()[0][flow]) == {"2001:db8:1::10"}
+    assert m.counters.flows_created == 1 + 10 + 10 and m.counters.packets_ipv6 == 22
+    _, w128 = _meter(path, MeterConfig(window=10, idle_timeout=0, pool_prefix6=128))
+    pools = [k for k in w128.key_strings().tolist() if k.startswith("pool tcp 2001")]
+    assert sorted(set(pools)) == ["pool tcp 2001:db8:2::20/128", "pool tcp 2001:db8:2::21/128"]
+    pool = w128.kind == KIND_POOL
+    assert set(w128.prefix[pool & (w128.ip_version == 6)].tolist()) == {128}
+
+
+def test_neighbour_discovery_pools_by_its_sender(tmp_path: Path) -> None:
+    """Neighbour solicitations go to a solicited-node multicast address; like ARP they are
+    pooled by the address that sends them, not by the multicast group."""
+    pkts = [Ether(**MAC) / IPv6(src="fe80::1", dst="ff02::1:ff00:2", hlim=255) / ICMPv6ND_NS(tgt="fe80::2")
+            for _ in range(4)]
+    _, w = _meter(_write(tmp_path / "nd.pcap", pkts))
+    assert w.key_strings().tolist() == ["pool icmpv6 fe80::/64"]
+    assert w.features[0, COL["Duration"]] == 255
+
+
+def _dual_stack(path: Path) -> dict[str, int]:
+    """IPv4 and IPv6 twins: a SYN flood and a UDP flood from spoofed sources, and a vertical
+    SYN scan answered by resets; plus LLDP frames the meter skips. Returns frame counts."""
+    pkts = []
+    fam = {4: (IP, lambda i: f"10.9.0.{100 + i % 150}", "10.9.0.80", "10.9.0.5", "ttl"),
+           6: (IPv6, lambda i: f"2001:db8:9::{100 + i % 150:x}", "2001:db8:9::80", "2001:db8:9::5", "hlim")}
+    n = collections.Counter()
+    for v, (L3, spoof, victim, scanner, hop) in fam.items():
+        for i in range(300):
+            pkts.append(Ether(**MAC) / L3(src=spoof(i), dst=victim, **{hop: 64}) / TCP(sport=1024 + i, dport=80, flags="S"))
+        for i in range(300):
+            pkts.append(Ether(**MAC) / L3(src=spoof(i), dst=victim, **{hop: 64}) / UDP(sport=2000 + i, dport=53 + i)
+                        / Raw(b"x" * 64))
+        for port in range(1, 201):
+            pkts.append(Ether(**MAC) / L3(src=scanner, dst=victim, **{hop: 64}) / TCP(sport=55555, dport=port, flags="S"))
+            pkts.append(Ether(**MAC) / L3(src=victim, dst=scanner, **{hop: 64}) / TCP(sport=port, dport=55555, flags="RA"))
+        n[v] = 1000
+    lldp = Ether(src=MAC["src"], dst="01:80:c2:00:00:0e", type=0x88CC) / Raw(b"\x02\x07\x04" + b"\x00" * 20)
+    pkts += [lldp.copy() for _ in range(3)]
+    n["lldp"] = 3
+    _write(path, pkts, step=0.0005)
+    return n
+
+
+def test_dual_stack_detectors_flag_the_ipv6_scan_like_the_ipv4_one(tmp_path: Path) -> None:
+    path = tmp_path / "dual.pcap"
+    _dual_stack(path)
+    ds = DetectorSet(DetectorsConfig())
+    findings, flagged = [], collections.Counter()
+    with PcapSource(path) as src:
+        while (b := src.next_batch()) is not None:
+            r = ds.process(b)
+            findings += r.findings
+            for v in (4, 6):
+                flagged[v] += int(np.count_nonzero((r.frame_class == DETECTOR_CLASSES.index("Recon-PortScan"))
+                                                   & (b.ip_version == v)))
+    scans = {(f.attacker, f.victim) for f in findings if f.cls == "Recon-PortScan"}
+    assert scans == {("10.9.0.5", "10.9.0.80"), ("2001:db8:9::5", "2001:db8:9::80")}
+    assert flagged[6] == flagged[4] >= 300  # most of the 400 scan frames of each family
+
+
+def test_dual_stack_replay_flags_ipv6_like_its_ipv4_twin(tmp_path: Path) -> None:
+    """`ids-daemon replay` of a dual-stack capture: the IPv6 windows are metered, classified
+    as their IPv4 twins are, the IPv6 scan is found, and the summary counts both."""
+    path = tmp_path / "dual.pcap"
+    n = _dual_stack(path)
+    out = tmp_path / "p.jsonl"
+    cfg = tmp_path / "c.yml"
+    cfg.write_text("metrics:\n  listen: null\n")
+    r = subprocess.run([EXE, "replay", "-r", str(path), "-o", str(out), "--device", "cpu", "-c", str(cfg)],
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr
+    frames = n[4] + n[6] + n["lldp"]
+    assert f"{frames} frames, {n[4] + n[6]} metered ({n[6]} IPv6), 3 skipped (LLDP 3), 0 malformed" in r.stderr
+    preds = [json.loads(line) for line in out.read_text().splitlines()]
+    by_fam: dict[int, collections.Counter] = {4: collections.Counter(), 6: collections.Counter()}
+    for p in preds:
+        if p["model"]["name"].startswith("detector:"):
+            continue
+        v = 6 if ":" in p["flow"]["dst_ip"] else 4
+        by_fam[v][(p["flow"]["protocol"], p["predicted_attack"])] += 1
+    assert sum(by_fam[6].values()) == sum(by_fam[4].values()) > 0
+    # the same attack classes, window for window within a few (sequence order differs)
+    assert set(by_fam[6]) - set(by_fam[4]) <= {k for k in by_fam[6] if by_fam[6][k] <= 3}
+    for key, c4 in by_fam[4].items():
+        assert abs(by_fam[6][key] - c4) <= max(3, 0.1 * c4), (key, by_fam)
+    attack4 = sum(c for (_, cls), c in by_fam[4].items() if cls != "BenignTraffic")
+    attack6 = sum(c for (_, cls), c in by_fam[6].items() if cls != "BenignTraffic")
+    assert attack6 >= 0.9 * attack4 > 0
+    scans = {(p["flow"]["src_ip"], p["flow"]["dst_ip"]) for p in preds if p["predicted_attack"] == "Recon-PortScan"
+             and p["model"]["name"] == "detector:scan"}
+    assert ("2001:db8:9::5", "2001:db8:9::80") in scans and ("10.9.0.5", "10.9.0.80") in scans
+
+
+def test_features_csv_names_ipv6_endpoints_and_counts_skipped_kinds(tmp_path: Path) -> None:
+    path = tmp_path / "dual.pcap"
+    n = _dual_stack(path)
+    out = tmp_path / "f.csv"
+    r = subprocess.run([EXE, "features", "-r", str(path), "-o", str(out), "--per-packet"], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert f"metered ({n[6]} IPv6), 3 skipped (LLDP 3), 0 malformed" in r.stderr
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == n[4] + n[6]
+    six = [row for row in rows if ":" in row["src_ip"]]
+    assert len(six) == n[6]
+    assert {row["dst_ip"] for row in six if row["src_ip"] == "2001:db8:9::5"} == {"2001:db8:9::80"}
+    assert all(row["Duration"] == "64.0" for row in six)
