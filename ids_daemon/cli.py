@@ -30,6 +30,33 @@ def sample_pcap() -> Path:
     return Path(str(resources.files("ids_daemon") / "data" / "sample.pcap"))
 
 
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        print(f"ids-daemon {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print the version and exit")) -> None:
+    """Streaming network intrusion detection on CICIoT2023 flow features."""
+
+
+def _filter_expr(option: Optional[str], words: Optional[list[str]]) -> Optional[str]:
+    """The capture filter from ``--filter`` or from the words after the options, as tcpdump,
+    Suricata and Zeek take it (``ids-daemon run -i eth0 not port 22``)."""
+    positional = " ".join(words) if words else None
+    if option and positional:
+        raise IdsError(f"two capture filters: --filter {option!r} and {positional!r}; give one")
+    return option or positional
+
+
+_ARG_FILTER = typer.Argument(None, metavar="[EXPRESSION]...",
+                             help="capture filter (tcpdump syntax), instead of --filter")
+
+
 def _err(msg: str) -> None:
     print(f"ids-daemon: error: {msg}", file=sys.stderr)
 
@@ -75,11 +102,10 @@ def _open_source(cfg: Config, read: Optional[str], interface: Optional[str]):
     if read is not None and interface is not None:
         raise IdsError("give either -r FILE or -i IFACE, not both")
     if read is not None:
-        if cfg.capture.filter:
-            _warn("--filter applies to live capture only; ignored for -r")
         from .capture.prefetch import PrefetchSource
 
-        src = PcapSource(read, batch_size=cfg.capture.batch_size)
+        # a filter applies to a file as it would on the interface (libpcap's interpreter)
+        src = PcapSource(read, batch_size=cfg.capture.batch_size, bpf_filter=cfg.capture.filter)
         src.open()
         # decode the next batches while this one is metered (both release the GIL)
         ahead = PrefetchSource(src)
@@ -211,7 +237,7 @@ def _report_problems(meter: Any) -> None:
 def features(
     read: Optional[str] = typer.Option(None, "-r", "--read", help="pcap/pcapng file to read, - for stdin"),
     interface: Optional[str] = typer.Option(None, "-i", "--interface", help="capture live on this interface"),
-    bpf: Optional[str] = typer.Option(None, "--filter", "-f", help="capture filter (tcpdump syntax), live only"),
+    bpf: Optional[str] = typer.Option(None, "--filter", "-f", help="capture filter (tcpdump syntax)"),
     output: Optional[str] = typer.Option(None, "-o", "--output", help="CSV file to write (default: stdout)"),
     per_packet: bool = typer.Option(False, "--per-packet", help="one row per IPv4/ARP packet, before averaging"),
     window: Optional[int] = typer.Option(None, "--window", "-N", help="packets averaged per window (default 10)"),
@@ -220,8 +246,10 @@ def features(
     count: Optional[int] = typer.Option(None, "--count", help="stop after this many frames"),
     duration: Optional[float] = typer.Option(None, "--duration", help="stop after this many seconds"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no summary line"),
+    expression: Optional[list[str]] = _ARG_FILTER,
 ) -> None:
     """Extract CICIoT2023 features from a capture file or a live interface into CSV."""
+    bpf = _filter_expr(bpf, expression)
     cfg = load_config(config, {"meter.window": window, "meter.key_mode": key_mode, "capture.filter": bpf,
                            "capture.interface": interface})
     run, meter = run_features(cfg, read, interface, output, per_packet, count=count, duration=duration)
@@ -262,7 +290,8 @@ def _make_sinks(cfg: Config, sinks: list[str], output: Optional[str]) -> list[An
 
 
 def _run_pipeline(cfg: Config, read: Optional[str], interface: Optional[str], model: Optional[str],
-                  sinks: list[str], output: Optional[str], speed: Optional[float]) -> None:
+                  sinks: list[str], output: Optional[str], speed: Optional[float],
+                  count: Optional[int] = None, duration: Optional[float] = None) -> None:
     from .inference.worker import InferenceWorker
     from .pipeline import Pipeline
 
@@ -281,6 +310,10 @@ def _run_pipeline(cfg: Config, read: Optional[str], interface: Optional[str], mo
         # pacing needs finer batches than the reader's default
         cfg = cfg.model_copy(update={"capture": cfg.capture.model_copy(update={"batch_size": 256})})
     source, live = _open_source(cfg, read, interface)
+    if count is not None or duration is not None:
+        from .capture.limit import LimitedSource
+
+        source = LimitedSource(source, count=count, duration=duration)
     if cfg.capture.user:
         from .privileges import drop_privileges
 
@@ -366,13 +399,15 @@ def replay(
     topic: Optional[str] = _OPT_TOPIC,
     device: Optional[str] = _OPT_DEVICE,
     config: Optional[Path] = _OPT_CONFIG,
+    bpf: Optional[str] = typer.Option(None, "--filter", "-f", help="capture filter (tcpdump syntax)"),
+    expression: Optional[list[str]] = _ARG_FILTER,
 ) -> None:
     """Classify a capture file: every window's sequence through the model, predictions to the sinks."""
     if fast and speed:
         raise IdsError("--fast and --speed exclude each other")
     if speed is not None and speed <= 0:
         raise IdsError("--speed must be positive")
-    cfg = _sink_options(config, kafka_bootstrap, topic, device, {})
+    cfg = _sink_options(config, kafka_bootstrap, topic, device, {"capture.filter": _filter_expr(bpf, expression)})
     _run_pipeline(cfg, read, None, model, sink, output, speed)
 
 
@@ -387,10 +422,15 @@ def run(
     topic: Optional[str] = _OPT_TOPIC,
     device: Optional[str] = _OPT_DEVICE,
     config: Optional[Path] = _OPT_CONFIG,
+    count: Optional[int] = typer.Option(None, "--count", min=1, help="stop after this many frames"),
+    duration: Optional[float] = typer.Option(None, "--duration", min=0.0, help="stop after this many seconds"),
+    expression: Optional[list[str]] = _ARG_FILTER,
 ) -> None:
-    """Classify live traffic on an interface until SIGINT/SIGTERM (SIGHUP reloads the model)."""
+    """Classify live traffic on an interface until SIGINT/SIGTERM, --count or --duration
+    (SIGHUP reloads the model)."""
+    bpf = _filter_expr(bpf, expression)
     cfg = _sink_options(config, kafka_bootstrap, topic, device, {"capture.filter": bpf, "capture.interface": interface})
-    _run_pipeline(cfg, None, interface, model, sink, output, None)
+    _run_pipeline(cfg, None, interface, model, sink, output, None, count=count, duration=duration)
 
 
 @app.command()
