@@ -7,15 +7,15 @@ preallocated numpy state: a fixed-size entry table (one row per tracked key), an
 open-addressing hash index and an LRU list, so memory is bounded by ``max_flows`` and
 nothing is allocated per packet.
 
-Layout per entry (bytes): EI 17 x int32 (68) + EK 7 x uint64 (56)
+Layout per entry (bytes): EI 17 x int32 (68) + EK 3 x uint64 (24) + E6 4 x uint64 (32)
 + EF 9 x float64 (72) + SUMS 42 x float64 (336) = 532, plus 1.5 to 3 hash slots x int32
 (6 to 12; 8 when max_flows is a power of two): at most 544.
 
 IPv6 packets go through the same loop: a flow's key word K_1 is a 64-bit hash of its two
 sorted 128-bit endpoints (collisions need two flows with the same ports, protocol and
 hash: about 2^-64 per pair), K_2 carries KEY_V6 so the two families never share a key,
-and the endpoints themselves (or a pool's /64 or /128 host prefix) are kept in EK for
-output.
+and the endpoints themselves (or a pool's /64 or /128 host prefix) are kept in E6 for
+output (a table of their own: the IPv4 hot path touches the same bytes as before).
 """
 
 from __future__ import annotations
@@ -31,13 +31,15 @@ I_CFIN, I_CSYN, I_CRST, I_CPSH, I_CACK = 5, 6, 7, 8, 9
 I_WIN_N, I_BUF_N, I_BUF_MIN, I_BUF_MAX, I_PREV, I_NEXT, I_FLAGS = 10, 11, 12, 13, 14, 15, 16
 FLAG_OWN = 1  # the flow is its own window key (promoted)
 FLAG_PROBATION = 2  # on the probation list: a flow seen once so far
-FLAG_V6 = 4  # an IPv6 flow or pool (its addresses are in EK[K_S6:])
+FLAG_V6 = 4  # an IPv6 flow or pool (its addresses are in E6)
 NI = 17
 # ---- uint64 key words (EK): the two key words, then the addresses (initiator << 32 |
-# responder for a flow, the host for a pool); IPv6: initiator (2 words) and responder
-# (2 words) of a flow, the host prefix (2 words) of a pool ----
-K_1, K_2, K_ADDR, K_S6, K_D6 = 0, 1, 2, 3, 5
-NK = 7
+# responder for a flow, the host for a pool) ----
+K_1, K_2, K_ADDR = 0, 1, 2
+NK = 3
+# ---- IPv6 addresses (E6, uint64 words), a table of their own so that IPv4 keys stay
+# compact: initiator (2 words) and responder (2 words) of a flow, the host prefix of a pool ----
+K_S6, K_D6 = 0, 2
 KEY_V6 = 1 << 16  # in K_2: an IPv6 key
 # ---- float64 entry fields (EF) ----
 F_FIRST, F_LAST, F_WFIRST, F_WLAST, F_PREV_TS, F_RATE, F_BYTES, F_BSUM, F_BSQ = 0, 1, 2, 3, 4, 5, 6, 7, 8
@@ -112,6 +114,7 @@ def allocate(capacity: int, populate: bool = False) -> dict[str, np.ndarray]:
     st = {
         "ei": _zeros((capacity, NI), np.int32, populate),
         "ek": _zeros((capacity, NK), np.uint64, populate),
+        "e6": _zeros((capacity, 4), np.uint64, populate),
         "ef": _zeros((capacity, NF), np.float64, populate),
         "sums": _zeros((capacity, NS), np.float64, populate),
         "ht": np.full(slots, -1, dtype=np.int32),
@@ -236,7 +239,7 @@ def _oldest(ef, g):
 
 
 @njit(cache=True, nogil=True)
-def _emit(e, reason, ei, ek, ef, sums, g, cnt, wf, wi):
+def _emit(e, reason, ei, ek, e6, ef, sums, g, cnt, wf, wi):
     """Average entry e's partial window into the output and reset it."""
     o = g[G_OUT]
     n = ei[e, I_WIN_N]
@@ -272,7 +275,7 @@ def _emit(e, reason, ei, ek, ef, sums, g, cnt, wf, wi):
     if ei[e, I_FLAGS] & FLAG_V6:
         wi[o, OI_V6] = 1
         for j in range(4):
-            wi[o, OI_S6 + j] = np.int64(ek[e, K_S6 + j])
+            wi[o, OI_S6 + j] = np.int64(e6[e, K_S6 + j])
     else:
         for j in range(5):
             wi[o, OI_V6 + j] = 0
@@ -284,10 +287,10 @@ def _emit(e, reason, ei, ek, ef, sums, g, cnt, wf, wi):
 
 
 @njit(cache=True, nogil=True)
-def _release(e, reason, ei, ek, ef, sums, ht, g, cnt, wf, wi):
+def _release(e, reason, ei, ek, e6, ef, sums, ht, g, cnt, wf, wi):
     """Drop entry e: its partial window (if any) goes out first, nothing is lost."""
     if ei[e, I_WIN_N] > 0:
-        _emit(e, reason, ei, ek, ef, sums, g, cnt, wf, wi)
+        _emit(e, reason, ei, ek, e6, ef, sums, g, cnt, wf, wi)
     _, slot = _find(ek, ht, ek[e, K_1], ek[e, K_2])
     _ht_remove(ek, ht, slot)
     _unlink(ei, g, e)
@@ -298,12 +301,12 @@ def _release(e, reason, ei, ek, ef, sums, ht, g, cnt, wf, wi):
 
 
 @njit(cache=True, nogil=True)
-def _evict(ei, ek, ef, sums, ht, g, cnt, wf, wi):
+def _evict(ei, ek, e6, ef, sums, ht, g, cnt, wf, wi):
     """Make room for one key: drop the probation tail, else the main list's tail."""
     victim = g[G_PTAIL] if g[G_PTAIL] >= 0 else g[G_TAIL]
     if not ei[victim, I_FLAGS] & FLAG_PROBATION:
         cnt[C_EVICTED_EST] += 1
-    _release(victim, REASON_EVICTED, ei, ek, ef, sums, ht, g, cnt, wf, wi)
+    _release(victim, REASON_EVICTED, ei, ek, e6, ef, sums, ht, g, cnt, wf, wi)
     cnt[C_EVICTED] += 1
 
 
@@ -316,8 +319,7 @@ def _insert(k1, k2, slot, t, ei, ek, ef, ht, g, probation):
     ht[slot] = e
     ek[e, K_1] = k1
     ek[e, K_2] = k2
-    for j in range(K_ADDR, NK):
-        ek[e, j] = 0
+    ek[e, K_ADDR] = 0  # the IPv6 words are written whenever FLAG_V6 is set, and read only then
     for j in range(NI):
         ei[e, j] = 0
     for j in range(NF):
@@ -329,20 +331,20 @@ def _insert(k1, k2, slot, t, ei, ek, ef, ht, g, probation):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _flow_endpoints(ek, e, i, v6, src, dst, src6, dst6):
+def _flow_endpoints(ek, e6, e, i, v6, src, dst, src6, dst6):
     """Record flow e's endpoints as packet i has them (initiator first)."""
     if v6:
         ek[e, K_ADDR] = 0
-        ek[e, K_S6] = src6[i, 0]
-        ek[e, K_S6 + 1] = src6[i, 1]
-        ek[e, K_D6] = dst6[i, 0]
-        ek[e, K_D6 + 1] = dst6[i, 1]
+        e6[e, K_S6] = src6[i, 0]
+        e6[e, K_S6 + 1] = src6[i, 1]
+        e6[e, K_D6] = dst6[i, 0]
+        e6[e, K_D6 + 1] = dst6[i, 1]
     else:
         ek[e, K_ADDR] = (np.uint64(src[i]) << np.uint64(32)) | np.uint64(dst[i])
 
 
 @njit(cache=True, nogil=True)
-def expire_idle(now, params, ei, ek, ef, sums, ht, g, gf, cnt, wf, wi, out_cap):
+def expire_idle(now, params, ei, ek, e6, ef, sums, ht, g, gf, cnt, wf, wi, out_cap):
     """Expire keys idle for longer than the idle timeout (oldest first). Returns True
     when the scan finished, False when it stopped for lack of output room."""
     idle = params[P_IDLE]
@@ -358,14 +360,14 @@ def expire_idle(now, params, ei, ek, ef, sums, ht, g, gf, cnt, wf, wi, out_cap):
             break
         if g[G_OUT] >= out_cap:
             return False
-        _release(e, REASON_IDLE, ei, ek, ef, sums, ht, g, cnt, wf, wi)
+        _release(e, REASON_IDLE, ei, ek, e6, ef, sums, ht, g, cnt, wf, wi)
         cnt[C_IDLE] += 1
     gf[GF_NEXT_SCAN] = gf[GF_NOW] + params[P_SCAN]
     return True
 
 
 @njit(cache=True, nogil=True)
-def flush_all(ei, ek, ef, sums, g, cnt, wf, wi, start):
+def flush_all(ei, ek, e6, ef, sums, g, cnt, wf, wi, start):
     """Emit every partial window (end of stream), from entry ``start``; returns the next
     entry to visit (== capacity when done)."""
     cap = ei.shape[0]
@@ -375,14 +377,14 @@ def flush_all(ei, ek, ef, sums, g, cnt, wf, wi, start):
         if ei[e, I_KIND] != 0 and ei[e, I_WIN_N] > 0:
             if g[G_OUT] >= out_cap:
                 return e
-            _emit(e, REASON_END, ei, ek, ef, sums, g, cnt, wf, wi)
+            _emit(e, REASON_END, ei, ek, e6, ef, sums, g, cnt, wf, wi)
         e += 1
     return e
 
 
 @njit(cache=True, nogil=True)
 def meter_packets(start, sel, ts, flen, is_arp, proto, l4ok, src, dst, sport, dport, flags, ttl, icmp_type,
-                  is6, src6, dst6, params, ei, ek, ef, sums, ht, g, gf, cnt, wf, wi, pf, pi, pp_row):
+                  is6, src6, dst6, params, ei, ek, e6, ef, sums, ht, g, gf, cnt, wf, wi, pf, pi, pp_row):
     """Meter packets ``start..`` of the batch; returns the index of the first packet not
     processed (the caller drains the output and calls again when it is short of room)."""
     n = ts.shape[0]
@@ -405,7 +407,7 @@ def meter_packets(start, sel, ts, flen, is_arp, proto, l4ok, src, dst, sport, dp
         if t > gf[GF_NOW]:
             gf[GF_NOW] = t
         if params[P_IDLE] > 0 and gf[GF_NOW] >= gf[GF_NEXT_SCAN]:
-            if not expire_idle(gf[GF_NOW], params, ei, ek, ef, sums, ht, g, gf, cnt, wf, wi,
+            if not expire_idle(gf[GF_NOW], params, ei, ek, e6, ef, sums, ht, g, gf, cnt, wf, wi,
                                out_cap - MAX_EMIT_PER_PACKET):
                 return i, r
         size = np.int64(flen[i])
@@ -440,21 +442,21 @@ def meter_packets(start, sel, ts, flen, is_arp, proto, l4ok, src, dst, sport, dp
             fe, slot = _find(ek, ht, k1, k2)
             if fe < 0:
                 if g[G_FREE] < 0:
-                    _evict(ei, ek, ef, sums, ht, g, cnt, wf, wi)
+                    _evict(ei, ek, e6, ef, sums, ht, g, cnt, wf, wi)
                     _, slot = _find(ek, ht, k1, k2)  # the removal may have shifted slots
                 fe = _insert(k1, k2, slot, t, ei, ek, ef, ht, g, True)
                 ei[fe, I_KIND] = KIND_FLOW
                 ei[fe, I_PROTO] = p
                 if v6:
                     ei[fe, I_FLAGS] |= FLAG_V6
-                _flow_endpoints(ek, fe, i, v6, src, dst, src6, dst6)
+                _flow_endpoints(ek, e6, fe, i, v6, src, dst, src6, dst6)
                 ei[fe, I_APORT] = sp
                 ei[fe, I_BPORT] = dp
                 cnt[C_FLOWS] += 1
             elif active > 0 and t - ef[fe, F_FIRST] > active:
                 # a long flow restarts: its state (and own window) begin again
                 if ei[fe, I_WIN_N] > 0:
-                    _emit(fe, REASON_ACTIVE, ei, ek, ef, sums, g, cnt, wf, wi)
+                    _emit(fe, REASON_ACTIVE, ei, ek, e6, ef, sums, g, cnt, wf, wi)
                 for j in range(I_PKTS, I_BUF_MAX + 1):
                     ei[fe, j] = 0
                 ei[fe, I_FLAGS] &= ~FLAG_OWN
@@ -462,7 +464,7 @@ def meter_packets(start, sel, ts, flen, is_arp, proto, l4ok, src, dst, sport, dp
                     if j != F_LAST:
                         ef[fe, j] = 0.0
                 ef[fe, F_FIRST] = t
-                _flow_endpoints(ek, fe, i, v6, src, dst, src6, dst6)
+                _flow_endpoints(ek, e6, fe, i, v6, src, dst, src6, dst6)
                 ei[fe, I_APORT] = sp
                 ei[fe, I_BPORT] = dp
                 cnt[C_ACTIVE] += 1
@@ -499,7 +501,7 @@ def meter_packets(start, sel, ts, flen, is_arp, proto, l4ok, src, dst, sport, dp
                 pp_proto = p
                 if v6:
                     if fe >= 0:
-                        h0, h1 = ek[fe, K_D6], ek[fe, K_D6 + 1]
+                        h0, h1 = e6[fe, K_D6], e6[fe, K_D6 + 1]
                     elif p == 58 and l4ok[i] and _ICMP6_FROM_SERVED[icmp_type[i]]:
                         h0, h1 = src6[i, 0], src6[i, 1]
                     else:
@@ -530,7 +532,7 @@ def meter_packets(start, sel, ts, flen, is_arp, proto, l4ok, src, dst, sport, dp
             wk, slot = _find(ek, ht, k1, k2)
             if wk < 0:
                 if g[G_FREE] < 0:
-                    _evict(ei, ek, ef, sums, ht, g, cnt, wf, wi)
+                    _evict(ei, ek, e6, ef, sums, ht, g, cnt, wf, wi)
                     _, slot = _find(ek, ht, k1, k2)
                 wk = _insert(k1, k2, slot, t, ei, ek, ef, ht, g, False)
                 ei[wk, I_KIND] = kind
@@ -538,8 +540,8 @@ def meter_packets(start, sel, ts, flen, is_arp, proto, l4ok, src, dst, sport, dp
                 ek[wk, K_ADDR] = np.uint64(host)
                 if pool6:
                     ei[wk, I_FLAGS] |= FLAG_V6
-                    ek[wk, K_S6] = h0
-                    ek[wk, K_S6 + 1] = h1
+                    e6[wk, K_S6] = h0
+                    e6[wk, K_S6 + 1] = h1
                 if kind == KIND_POOL:
                     cnt[C_POOLS] += 1
         _touch(ei, ef, g, wk, t)
@@ -673,5 +675,5 @@ def meter_packets(start, sel, ts, flen, is_arp, proto, l4ok, src, dst, sport, dp
         for j in range(NS):
             sums[wk, j] += row[SUM_COL[j]]
         if wn >= window:
-            _emit(wk, REASON_FULL, ei, ek, ef, sums, g, cnt, wf, wi)
+            _emit(wk, REASON_FULL, ei, ek, e6, ef, sums, g, cnt, wf, wi)
     return n, r

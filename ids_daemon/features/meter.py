@@ -151,12 +151,12 @@ class Meter:
         start, row = 0, 0
         st = self._st
         while True:
-            start, row = K.meter_packets(start, *cols, self._params, st["ei"], st["ek"], st["ef"], st["sums"],
+            start, row = K.meter_packets(start, *cols, self._params, st["ei"], st["ek"], st["e6"], st["ef"], st["sums"],
                                          st["ht"], st["g"], st["gf"], st["cnt"], self._wf, self._wi, pf, pi, row)
             parts.append(self._drain())
             if start >= n:
                 break
-        rows = self._to_batch(pf, pi, m) if self.per_packet else None
+        rows = self._to_batch(pf, pi, m, rows=True) if self.per_packet else None
         return MeterOutput(WindowBatch.concat(parts), rows)
 
     def advance(self, now: float) -> MeterOutput:
@@ -165,7 +165,7 @@ class Meter:
         parts = []
         st = self._st
         while True:
-            done = K.expire_idle(float(now), self._params, st["ei"], st["ek"], st["ef"], st["sums"],
+            done = K.expire_idle(float(now), self._params, st["ei"], st["ek"], st["e6"], st["ef"], st["sums"],
                                  st["ht"], st["g"], st["gf"], st["cnt"], self._wf, self._wi, self._out_cap)
             parts.append(self._drain())
             if done:
@@ -180,7 +180,7 @@ class Meter:
         e = 0
         cap = st["ei"].shape[0]
         while e < cap:
-            e = K.flush_all(st["ei"], st["ek"], st["ef"], st["sums"], st["g"], st["cnt"], self._wf, self._wi, e)
+            e = K.flush_all(st["ei"], st["ek"], st["e6"], st["ef"], st["sums"], st["g"], st["cnt"], self._wf, self._wi, e)
             parts.append(self._drain())
         return MeterOutput(WindowBatch.concat(parts), WindowBatch.empty() if self.per_packet else None)
 
@@ -222,16 +222,23 @@ class Meter:
             return WindowBatch.empty()
         return self._to_batch(self._wf, self._wi, k)
 
-    def _to_batch(self, wf: np.ndarray, wi: np.ndarray, k: int) -> WindowBatch:
-        """Column arrays (copies) from the first k output rows."""
+    def _to_batch(self, wf: np.ndarray, wi: np.ndarray, k: int, rows: bool = False) -> WindowBatch:
+        """Column arrays (copies) from the first k output rows (``rows``: per-packet rows, which
+        name their packet's own addresses)."""
         ints = wi[:k]
         kind = ints[:, K.OI_KIND].astype(np.uint8)
         v6 = ints[:, K.OI_V6] != 0
-        a6 = np.ascontiguousarray(ints[:, K.OI_S6:K.OI_S6 + 2]).view(np.uint8)  # back to the 16 address bytes
-        b6 = np.ascontiguousarray(ints[:, K.OI_D6:K.OI_D6 + 2]).view(np.uint8)
-        pool = (kind == K.KIND_POOL)[:, None]
-        per_pkt = self.per_packet and wi is not self._wi
-        zero = np.zeros_like(a6)
+        zero = np.zeros((k, 16), dtype=np.uint8)
+        if v6.any():
+            a6 = np.ascontiguousarray(ints[:, K.OI_S6:K.OI_S6 + 2]).view(np.uint8)  # back to the 16 address bytes
+            b6 = np.ascontiguousarray(ints[:, K.OI_D6:K.OI_D6 + 2]).view(np.uint8)
+            pool = (kind == K.KIND_POOL)[:, None]
+            if rows:  # a row names its packet's own addresses
+                src6, dst6, host6 = a6, b6, zero
+            else:  # a pool window's IPv6 host prefix is held where a flow's initiator is
+                src6, dst6, host6 = np.where(pool, zero, a6), np.where(pool, zero, b6), np.where(pool, a6, zero)
+        else:  # IPv4 only (the common case): nothing to convert
+            src6 = dst6 = host6 = zero
         return WindowBatch(
             features=wf[:k, :46].copy(), first_ts=wf[:k, K.OF_FIRST].copy(), last_ts=wf[:k, K.OF_LAST].copy(),
             packets=ints[:, K.OI_N].astype(np.uint32), key=ints[:, K.OI_KEY].view(np.uint64).copy(), kind=kind,
@@ -242,9 +249,7 @@ class Meter:
                             ).astype(np.uint8),
             reason=ints[:, K.OI_REASON].astype(np.uint8),
             ip_version=np.where(v6, 6, 4).astype(np.uint8),
-            # a pool window's IPv6 host prefix is held where a flow's initiator is
-            src6=a6 if per_pkt else np.where(pool, zero, a6), dst6=b6 if per_pkt else np.where(pool, zero, b6),
-            host6=zero if per_pkt else np.where(pool, a6, zero))
+            src6=src6, dst6=dst6, host6=host6)
 
 
 def _words(addr6: np.ndarray) -> np.ndarray:
