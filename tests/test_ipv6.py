@@ -204,3 +204,16 @@ def test_features_csv_names_ipv6_endpoints_and_counts_skipped_kinds(tmp_path: Pa
     assert len(six) == n[6]
     assert {row["dst_ip"] for row in six if row["src_ip"] == "2001:db8:9::5"} == {"2001:db8:9::80"}
     assert all(row["Duration"] == "64.0" for row in six)
+
+
+def test_capture_mode_skips_ipv6_as_the_dataset_did(tmp_path: Path) -> None:
+    """key_mode capture reproduces the released extractor, which never saw IPv6: IPv6
+    frames are counted as skipped, by kind, and the IPv4 rows are unchanged."""
+    pkts = [Ether(**MAC) / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=1, dport=2),
+            Ether(**MAC) / IPv6(src="2001:db8::1", dst="2001:db8::2") / UDP(sport=1, dport=2),
+            Ether(**MAC) / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=1, dport=2)]
+    m, rows = _meter(_write(tmp_path / "c.pcap", pkts), MeterConfig(key_mode="capture", idle_timeout=0),
+                     per_packet=True)
+    assert len(rows) == 2 and m.counters.packets == 2 and m.counters.packets_ipv6 == 0
+    assert m.counters.skipped_by_kind == {"IPv6, key_mode capture": 1}
+    assert rows.features[1, COL["Number"]] == 2  # the IPv6 frame took no place in the buffer

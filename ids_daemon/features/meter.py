@@ -60,6 +60,9 @@ _ETHERTYPE_NAMES = {
 }
 
 
+_IPV6_CAPTURE = "IPv6, key_mode capture"  # skipped as the dataset's extractor did
+
+
 def ethertype_name(et: int) -> str:
     """A short name for a skipped frame's link-layer protocol."""
     return _ETHERTYPE_NAMES.get(int(et), f"ethertype 0x{int(et):04x}")
@@ -91,6 +94,7 @@ class Meter:
         p[K.P_ACTIVE] = c.active_timeout
         p[K.P_SCAN] = c.scan_interval
         p[K.P_CAPTURE] = 1.0 if c.key_mode == "capture" else 0.0
+        self._capture_mode = c.key_mode == "capture"
         p[K.P_PER_PACKET] = 1.0 if per_packet else 0.0
         p[K.P_PREFIX6] = c.pool_prefix6
         self._params = p
@@ -134,9 +138,16 @@ class Meter:
         is_arp = batch.ethertype == ETH_P_ARP
         # every decoded IP packet and ARP frame (the decoder sets ip_version for IPv4/IPv6 only)
         sel = batch.status == STATUS_OK
+        is6 = batch.ip_version == 6
+        if self._capture_mode:
+            # key_mode capture reproduces the released extractor, which never saw IPv6
+            skip6 = int(np.count_nonzero(sel & is6))
+            if skip6:
+                sel = sel & ~is6
+                c.skipped += skip6
+                c.skipped_by_kind[_IPV6_CAPTURE] = c.skipped_by_kind.get(_IPV6_CAPTURE, 0) + skip6
         m = int(np.count_nonzero(sel))
         c.packets += m
-        is6 = batch.ip_version == 6
         c.packets_ipv6 += int(np.count_nonzero(is6 & sel))
         inc = sel & ~is_arp & ((batch.proto == 6) | (batch.proto == 17)) & (batch.frag_offset == 0) & ~batch.l4_ok
         c.l4_incomplete += int(np.count_nonzero(inc))
