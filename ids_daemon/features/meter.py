@@ -136,14 +136,11 @@ class Meter:
             return MeterOutput(WindowBatch.empty(), WindowBatch.empty() if self.per_packet else None)
         self._count_skipped(batch)
         is_arp = batch.ethertype == ETH_P_ARP
-        # every decoded IP packet and ARP frame (the decoder sets ip_version for IPv4/IPv6 only)
-        sel = batch.status == STATUS_OK
+        sel = self.metered_mask(batch)
         is6 = batch.ip_version == 6
         if self._capture_mode:
-            # key_mode capture reproduces the released extractor, which never saw IPv6
-            skip6 = int(np.count_nonzero(sel & is6))
+            skip6 = int(np.count_nonzero((batch.status == STATUS_OK) & is6))
             if skip6:
-                sel = sel & ~is6
                 c.skipped += skip6
                 c.skipped_by_kind[_IPV6_CAPTURE] = c.skipped_by_kind.get(_IPV6_CAPTURE, 0) + skip6
         m = int(np.count_nonzero(sel))
@@ -169,6 +166,14 @@ class Meter:
                 break
         rows = self._to_batch(pf, pi, m, rows=True) if self.per_packet else None
         return MeterOutput(WindowBatch.concat(parts), rows)
+
+    def metered_mask(self, batch: PacketBatch) -> np.ndarray:
+        """The frames of ``batch`` that get a row, in capture order: every decoded IPv4, IPv6
+        and ARP frame; in key_mode capture not IPv6, which the released extractor never saw."""
+        sel = batch.status == STATUS_OK
+        if self._capture_mode:
+            sel = sel & (batch.ip_version != 6)
+        return sel
 
     def advance(self, now: float) -> MeterOutput:
         """Expire keys idle at wall-clock time ``now`` (live capture with no traffic)."""
