@@ -74,6 +74,7 @@ class FeatureRun:
     rows_written: int = 0
     error: str = ""
     kernel: tuple[int, int] | None = None  # live: (received, dropped) by the kernel
+    filtered: int = 0  # files: frames the capture filter did not match
 
 
 class _StopFlag:
@@ -203,6 +204,7 @@ def _run_features(stop: _StopFlag, cfg: Config, read: Optional[str], interface: 
         source.close()
     run.seconds = time.perf_counter() - t0
     run.rows_written = writer.rows
+    run.filtered = source.stats.filtered
     if live:
         run.kernel = (source.stats.kernel_packets, source.stats.kernel_drops)
     return run, meter
@@ -212,7 +214,8 @@ def _summary(run: FeatureRun, meter: Any, what: str) -> str:
     c = meter.counters
     rate = c.frames / run.seconds if run.seconds > 0 else 0.0
     parts = [
-        f"{c.frames} frames: {c.packets} metered ({c.packets_ipv6} IPv6), {c.skipped_text()}",
+        f"{c.frames} frames: {c.packets} metered ({c.packets_ipv6} IPv6), {c.skipped_text()}"
+        + (f" ({run.filtered} more did not match the filter)" if run.filtered else ""),
         f"{run.rows_written} {what} written ({c.windows} windows, {c.partial_windows} partial)",
         f"{c.flows_created} flows, {c.pools_created} pools, {c.promoted} promoted, "
         f"{c.evicted} evicted, {c.expired_idle} idle-expired, {c.expired_active} active-expired",

@@ -59,7 +59,7 @@ def test_filter_applies_to_files_and_may_be_positional(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     rows = _rows(r.stdout)
     assert len(rows) == 30 and all(",80," in row for row in rows)
-    assert "30 frames: 30 metered" in r.stderr
+    assert "30 frames: 30 metered" in r.stderr and "(60 more did not match the filter)" in r.stderr
     # as tcpdump takes it: the words after the options
     r2 = _features(*base, "tcp", "port", "80")
     assert r2.returncode == 0 and _rows(r2.stdout) == rows
