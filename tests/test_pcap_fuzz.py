@@ -44,7 +44,7 @@ def _read(path: Path) -> tuple[int, str]:
 
 def test_tsresol_beyond_64_bit_ticks_is_a_named_error(tmp_path: Path) -> None:
     # 10**19 units per second overflowed the walker's int64 table (OverflowError)
-    p = write_pcapng(tmp_path / "tsresol19.pcapng", _frames(t0=0.0), tsresol=19)
+    p = write_pcapng(tmp_path / "tsresol19.pcapng", _frames(n=1, t0=0.0), tsresol=19)  # tick 0 fits 64 bits
     n, err = _read(p)
     assert n == 0
     assert err.startswith(str(p) + ": ") and "if_tsresol" in err, err
