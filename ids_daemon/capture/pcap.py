@@ -176,6 +176,7 @@ class PcapSource:
         self.bytes_read = 0
         self.format = ""
         self._fh: BinaryIO | None = None
+        self._raw: BinaryIO | None = None  # the file under a decompressor
         self._buf = np.zeros(0, dtype=np.uint8)
         self._pos = 0
         self._eof = False
@@ -253,6 +254,7 @@ class PcapSource:
     def _decompress(self, head: bytes) -> None:
         """Read through gzip or zstd when the stream starts with their magic bytes."""
         assert self._fh is not None
+        self._raw = self._fh  # closed as well: a GzipFile leaves its file open
         if head[:2] == _GZIP_MAGIC:
             self.compression = "gzip"
             self._fh = gzip.GzipFile(fileobj=self._fh, mode="rb")
@@ -284,9 +286,12 @@ class PcapSource:
 
     def close(self) -> None:
         """Close the file (stdin is left open)."""
-        if self._fh is not None and self._fh is not sys.stdin.buffer and self.path != "-":
+        if self._fh is not None and self.path != "-":
             self._fh.close()
+            if self._raw is not None and self._raw is not self._fh:
+                self._raw.close()
         self._fh = None
+        self._raw = None
 
     def __enter__(self) -> "PcapSource":
         self.open()
