@@ -242,7 +242,7 @@ def features(
     interface: Optional[str] = typer.Option(None, "-i", "--interface", help="capture live on this interface"),
     bpf: Optional[str] = typer.Option(None, "--filter", "-f", help="capture filter (tcpdump syntax)"),
     output: Optional[str] = typer.Option(None, "-o", "--output", help="CSV file to write (default: stdout)"),
-    per_packet: bool = typer.Option(False, "--per-packet", help="one row per IPv4/ARP packet, before averaging"),
+    per_packet: bool = typer.Option(False, "--per-packet", help="one row per IP/ARP packet, before averaging"),
     window: Optional[int] = typer.Option(None, "--window", "-N", help="packets averaged per window (default 10)"),
     key_mode: Optional[str] = typer.Option(None, "--key-mode", help="flow (default) or capture (as the dataset)"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="config.yml"),
@@ -352,7 +352,8 @@ def _run_pipeline(cfg: Config, read: Optional[str], interface: Optional[str], mo
         if metrics is not None:
             metrics.close()
     c = pipe.meter.counters
-    print(f"{st.frames} frames, {c.packets} metered ({c.packets_ipv6} IPv6), {c.skipped_text()}, {st.windows} windows, {st.predictions} predictions "
+    print(f"{st.frames} frames, {c.packets} metered ({c.packets_ipv6} IPv6), {c.skipped_text()}, "
+          f"{st.windows} windows, {st.predictions} predictions "
           f"in {st.batches} batches (mean {st.mean_batch:.0f}), {st.dropped_sequences} sequences dropped, "
           f"{st.seconds:.2f} s ({st.frames / max(st.seconds, 1e-9):,.0f} packets/s; busy "
           + ", ".join(f"{k} {v:.2f} s" for k, v in st.busy.items())
