@@ -11,8 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema
 import numpy as np
-import pytest
 from scapy.all import (ICMP, IP, TCP, UDP, Ether, ICMPv6EchoRequest, ICMPv6ND_NS, IPv6, IPv6ExtHdrDestOpt,
                        IPv6ExtHdrHopByHop, Raw, wrpcap)
 
@@ -22,6 +22,7 @@ from ids_daemon.detectors import DETECTOR_CLASSES, DetectorSet
 from ids_daemon.features.ciciot import COLUMNS
 from ids_daemon.features.meter import Meter
 from ids_daemon.features.window import KIND_FLOW, KIND_POOL, WindowBatch
+from ids_daemon.schema import json_schema
 
 EXE = str(Path(sys.executable).parent / "ids-daemon")
 COL = {c: i for i, c in enumerate(COLUMNS)}
@@ -171,6 +172,10 @@ def test_dual_stack_replay_flags_ipv6_like_its_ipv4_twin(tmp_path: Path) -> None
     frames = n[4] + n[6] + n["lldp"]
     assert f"{frames} frames, {n[4] + n[6]} metered ({n[6]} IPv6), 3 skipped (LLDP 3), 0 malformed" in r.stderr
     preds = [json.loads(line) for line in out.read_text().splitlines()]
+    schema = json_schema()
+    for p in preds:
+        if ":" in (p["flow"]["dst_ip"] or ""):
+            jsonschema.validate(p, schema)  # IPv6 predictions are valid v1 records
     by_fam: dict[int, collections.Counter] = {4: collections.Counter(), 6: collections.Counter()}
     for p in preds:
         if p["model"]["name"].startswith("detector:"):
