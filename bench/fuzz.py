@@ -7,7 +7,7 @@ Seeds are the small real captures in tests/data/pcaps and files written by tests
 two interfaces, simple packet blocks and options). Each mutated file is a seed with one to
 four changes: bit flips, bytes or 32-bit words set to boundary values, a record or block
 header's length/type/interface field overwritten, a cut, a slice deleted, repeated or
-inserted. Every file goes through the command line in-process (``ids_daemon.cli.main``,
+inserted, a short block appended to a pcapng file, its if_tsresol set to any value. Every file goes through the command line in-process (``ids_daemon.cli.main``,
 exactly what ``ids-daemon features -r F`` and ``ids-daemon replay -r F`` run), so the
 model is imported once. A run passes when nothing raised past ``main``, nothing printed a
 traceback, no run outlived ``--timeout`` seconds, and every run that exited non-zero
@@ -107,7 +107,7 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
     for _ in range(rng.randint(1, 4)):
         if not b:
             break
-        op = rng.randrange(9)
+        op = rng.randrange(11)
         n = len(b)
         if op == 0:  # bit flips
             for _ in range(rng.randint(1, 8)):
@@ -131,9 +131,18 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
         elif op == 7:  # repeat a slice (a block or record twice)
             i = rng.randrange(n)
             b[i:i] = b[i:i + rng.randint(1, 256)]
-        else:  # insert random bytes
+        elif op == 8:  # insert random bytes
             i = rng.randrange(n)
             b[i:i] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 32)))
+        elif op == 9 and b[:4] == b"\x0a\x0d\x0d\x0a":  # a short block at the end (IDB, SPB, EPB, ...)
+            e = "<" if b[8:12] == b"\x4d\x3c\x2b\x1a" else ">"
+            size = rng.choice((12, 16, 20, 24, 28, 32))
+            b += struct.pack(e + "II", rng.choice((1, 2, 3, 5, 6)), size) + bytes(size - 12) + struct.pack(e + "I", size)
+        elif op == 10:  # a pcapng timestamp resolution (if_tsresol) to any value
+            i = b.find(b"\x09\x00\x01\x00")
+            i = i if i >= 0 else b.find(b"\x00\x09\x00\x01")
+            if i >= 0 and i + 4 < n:
+                b[i + 4] = rng.randrange(256)
     return bytes(b)
 
 
