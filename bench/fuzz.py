@@ -7,7 +7,8 @@ Seeds are the small real captures in tests/data/pcaps and files written by tests
 two interfaces, simple packet blocks and options). Each mutated file is a seed with one to
 four changes: bit flips, bytes or 32-bit words set to boundary values, a record or block
 header's length/type/interface field overwritten, a cut, a slice deleted, repeated or
-inserted, a short block appended to a pcapng file, its if_tsresol set to any value. Every file goes through the command line in-process (``ids_daemon.cli.main``,
+inserted, a short block appended to a pcapng file, its if_tsresol set to any value.
+Every file goes through the command line in-process (``ids_daemon.cli.main``,
 exactly what ``ids-daemon features -r F`` and ``ids-daemon replay -r F`` run), so the
 model is imported once. A run passes when nothing raised past ``main``, nothing printed a
 traceback, no run outlived ``--timeout`` seconds, and every run that exited non-zero
