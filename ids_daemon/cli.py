@@ -352,7 +352,9 @@ def _run_pipeline(cfg: Config, read: Optional[str], interface: Optional[str], mo
         if metrics is not None:
             metrics.close()
     c = pipe.meter.counters
-    print(f"{st.frames} frames, {c.packets} metered ({c.packets_ipv6} IPv6), {c.skipped_text()}, "
+    filtered = getattr(source.stats, "filtered", 0)  # a file read through a capture filter
+    print(f"{st.frames} frames" + (f" ({filtered} more did not match the filter)" if filtered else "")
+          + f", {c.packets} metered ({c.packets_ipv6} IPv6), {c.skipped_text()}, "
           f"{st.windows} windows, {st.predictions} predictions "
           f"in {st.batches} batches (mean {st.mean_batch:.0f}), {st.dropped_sequences} sequences dropped, "
           f"{st.seconds:.2f} s ({st.frames / max(st.seconds, 1e-9):,.0f} packets/s; busy "

@@ -95,7 +95,7 @@ def test_replay_takes_a_filter(tmp_path: Path) -> None:
     r = subprocess.run([EXE, "replay", "-r", str(path), "-o", str(out), "--device", "cpu", "-c", str(cfg), "ip6"],
                        capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr
-    assert r.stderr.count("20 frames, 20 metered (20 IPv6)") == 1, r.stderr
+    assert r.stderr.count("20 frames (70 more did not match the filter), 20 metered (20 IPv6)") == 1, r.stderr
     preds = [json.loads(line) for line in out.read_text().splitlines()]
     assert preds and all(":" in p["flow"]["dst_ip"] for p in preds)
 
