@@ -432,8 +432,7 @@ def run(
     duration: Optional[float] = typer.Option(None, "--duration", min=0.0, help="stop after this many seconds"),
     expression: Optional[list[str]] = _ARG_FILTER,
 ) -> None:
-    """Classify live traffic on an interface until SIGINT/SIGTERM, --count or --duration
-    (SIGHUP reloads the model)."""
+    """Classify live traffic on an interface until SIGINT/SIGTERM, --count or --duration (SIGHUP reloads)."""
     bpf = _filter_expr(bpf, expression)
     cfg = _sink_options(config, kafka_bootstrap, topic, device, {"capture.filter": bpf, "capture.interface": interface})
     _run_pipeline(cfg, None, interface, model, sink, output, None, count=count, duration=duration)
