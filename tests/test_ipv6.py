@@ -222,3 +222,39 @@ def test_capture_mode_skips_ipv6_as_the_dataset_did(tmp_path: Path) -> None:
     assert len(rows) == 2 and m.counters.packets == 2 and m.counters.packets_ipv6 == 0
     assert m.counters.skipped_by_kind == {"IPv6, key_mode capture": 1}
     assert rows.features[1, COL["Number"]] == 2  # the IPv6 frame took no place in the buffer
+
+
+def test_web_dns_and_bruteforce_detectors_over_ipv6(tmp_path: Path) -> None:
+    """The web, DNS-spoofing and brute-force detectors see IPv6 as they see IPv4, and name
+    IPv6 addresses in their findings."""
+    from scapy.all import DNS, DNSQR, DNSRR
+
+    client, server, dns = "2001:db8::7", "2001:db8::50", "2001:4860:4860::8888"
+    six = lambda a, b: Ether(**MAC) / IPv6(src=a, dst=b)  # noqa: E731
+    sqli = b"GET /item.php?id=1+union+all+select+user,password+from+users HTTP/1.1\r\nHost: h\r\n\r\n"
+    pkts = [six(client, server) / TCP(sport=40001, dport=80, flags="S"),
+            six(server, client) / TCP(sport=80, dport=40001, flags="SA"),
+            six(client, server) / TCP(sport=40001, dport=80, flags="A"),
+            six(client, server) / TCP(sport=40001, dport=80, flags="PA") / Raw(sqli),
+            six(server, client) / TCP(sport=80, dport=40001, flags="PA") / Raw(b"HTTP/1.1 200 OK\r\n\r\n")]
+    q = DNSQR(qname="example.com", qtype="AAAA")
+    pkts += [six(client, dns) / UDP(sport=40000, dport=53) / DNS(id=7, rd=1, qd=q),
+             six(dns, client) / UDP(sport=53, dport=40000) / DNS(id=7, qr=1, qd=q, an=DNSRR(
+                 rrname="example.com", type="AAAA", rdata="2606:2800:220:1::1")),
+             six(dns, client) / UDP(sport=53, dport=40000) / DNS(id=7, qr=1, qd=q, an=DNSRR(
+                 rrname="example.com", type="AAAA", rdata="2001:db8:666::6"))]
+    pkts += [six("2001:db8::66", server) / TCP(sport=50000 + k, dport=22, flags="S") for k in range(12)]
+    path = _write(tmp_path / "d6.pcap", pkts, step=0.5)
+    ds = DetectorSet(DetectorsConfig())
+    with PcapSource(path) as src:
+        b = src.next_batch()
+        r = ds.process(b)
+    cls = [DETECTOR_CLASSES[c] if c >= 0 else None for c in r.frame_class.tolist()]
+    assert cls[3] == cls[4] == "SqlInjection" and cls[:3] == [None] * 3
+    assert cls[5:8] == [None, None, "DNS_Spoofing"]
+    assert cls[-1] == "DictionaryBruteForce"
+    found = {f.cls: f for f in r.findings}
+    assert (found["SqlInjection"].attacker, found["SqlInjection"].victim) == (client, server)
+    assert f"[{client}] -> [{server}]:80" in found["SqlInjection"].evidence
+    assert found["DNS_Spoofing"].victim == client and dns in found["DNS_Spoofing"].evidence
+    assert found["DictionaryBruteForce"].attacker == "2001:db8::66"
