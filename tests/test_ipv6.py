@@ -258,3 +258,48 @@ def test_web_dns_and_bruteforce_detectors_over_ipv6(tmp_path: Path) -> None:
     assert f"[{client}] -> [{server}]:80" in found["SqlInjection"].evidence
     assert found["DNS_Spoofing"].victim == client and dns in found["DNS_Spoofing"].evidence
     assert found["DictionaryBruteForce"].attacker == "2001:db8::66"
+
+
+def test_the_mdns_capture_is_metered_whole() -> None:
+    """The issue's example: 216 of this capture's 292 frames are IPv6 and were skipped."""
+    from .paths import PCAPS
+
+    r = subprocess.run([EXE, "features", "-r", str(PCAPS / "mdns.pcap"), "-o", "/dev/null"], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "292 frames: 292 metered (216 IPv6), 0 skipped, 0 malformed" in r.stderr
+
+
+def test_live_ipv6_on_loopback(tmp_path: Path) -> None:
+    """Live capture meters IPv6 too (UDP to ::1 on lo)."""
+    import socket
+    import threading
+    import time
+
+    try:
+        socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0).close()
+        s6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    except (PermissionError, AttributeError, OSError):
+        import pytest
+
+        pytest.skip("needs root (packet socket) and IPv6 on lo")
+    stop = threading.Event()
+
+    def send() -> None:
+        while not stop.is_set():
+            s6.sendto(b"x" * 40, ("::1", 39999))
+            time.sleep(0.005)
+
+    proc = subprocess.Popen([EXE, "features", "-i", "lo", "--duration", "3", "-o", str(tmp_path / "l.csv"),
+                             "ip6 and udp port 39999"], stderr=subprocess.PIPE, text=True)
+    t = threading.Thread(target=send, daemon=True)
+    try:
+        t.start()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        stop.set()
+        s6.close()
+    assert proc.returncode == 0, err
+    head = err.split(" frames: ")
+    frames = int(head[0].split()[-1])
+    assert frames > 50 and f"{frames} metered ({frames} IPv6)" in err, err
