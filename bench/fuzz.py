@@ -4,7 +4,7 @@
 
 Seeds are the small real captures in tests/data/pcaps and files written by tests/pcapgen.py
 (classic pcap in both byte orders and with ns timestamps, pcapng in both byte orders with
-two interfaces, simple packet blocks and options). Each mutated file is a seed with one to
+two interfaces, simple packet blocks and options, a gzip and a zstd one). Each mutated file is a seed with one to
 four changes: bit flips, bytes or 32-bit words set to boundary values, a record or block
 header's length/type/interface field overwritten, a cut, a slice deleted, repeated or
 inserted, a short block appended to a pcapng file, its if_tsresol set to any value.
@@ -75,6 +75,14 @@ def seeds(tmp: Path) -> list[tuple[str, bytes]]:
     spb = b"".join(_block("<", 3, struct.pack("<I", len(f)) + f) for _, f in frames[4:])
     out.append(("gen-spb.pcapng", ng + spb))
     gen.unlink()
+    # compressed captures: a damaged stream must end in one named error too
+    import gzip
+
+    import zstandard
+
+    by_name = dict(out)
+    out.append(("gen.pcap.gz", gzip.compress(by_name["gen.pcap"])))
+    out.append(("gen.pcapng.zst", zstandard.ZstdCompressor().compress(by_name["gen.pcapng"])))
     return out
 
 

@@ -116,6 +116,19 @@ def test_compressed_stream_broken_before_the_header(tmp_path: Path) -> None:
     assert f"{p}: corrupt gzip stream" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_corrupt_zstd_data_is_one_named_error(tmp_path: Path) -> None:
+    # zstandard raises its own ZstdError (not an OSError): it ended in a traceback
+    data = bytearray(_zstd(_mixed(tmp_path / "m.pcap").read_bytes()))
+    for i in range(len(data) // 2, len(data) // 2 + 64):
+        data[i] ^= 0xA5
+    p = tmp_path / "bad.pcap.zst"
+    p.write_bytes(bytes(data))
+    r = _features("-r", str(p), "--per-packet")
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("ids-daemon: error:")]
+    assert len(errors) == 1 and str(p) in errors[0], r.stderr
+
+
 @pytest.mark.parametrize("suffix", [".pcap.gz", ".pcapng.gz", ".pcap.zst", ".pcapng.zst"])
 def test_compressed_captures_read_as_plain_ones(tmp_path: Path, suffix: str) -> None:
     plain = _mixed(tmp_path / "m.pcap")

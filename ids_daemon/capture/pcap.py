@@ -168,6 +168,7 @@ class PcapSource:
         self._programs: dict[int, BpfProgram] = {}  # compiled filter per link type
         self.compression = ""  # "", "gzip" or "zstd"
         self._stream_error = ""  # a damaged compressed stream, reported once the packets before it are out
+        self._stream_errors: tuple[type[BaseException], ...] = (OSError, EOFError, zlib.error, ValueError)
         self.name = "stdin" if self.path == "-" else self.path
         self.batch_size = int(batch_size)
         self.chunk_bytes = max(int(chunk_bytes), 1 << 16)
@@ -263,6 +264,7 @@ class PcapSource:
             import zstandard
 
             self._fh = zstandard.ZstdDecompressor().stream_reader(self._fh, read_across_frames=True)
+            self._stream_errors += (zstandard.ZstdError,)  # not an OSError
         else:
             return
         self.total_bytes = None  # the file's size is not the capture's: no progress bar
@@ -330,7 +332,7 @@ class PcapSource:
         try:
             # read1: what one step of decompression gives, so a damaged stream loses nothing before the damage
             return self._fh.read1(n)
-        except (OSError, EOFError, zlib.error, ValueError) as e:
+        except self._stream_errors as e:
             # the packets decompressed so far are still read; the error comes after them (as end of file)
             what = str(e) or type(e).__name__
             self._stream_error = f"{self.name}: corrupt {self.compression} stream ({what})"
