@@ -18,7 +18,13 @@ A group also needs ``fail_ratio`` of its probes to have failed, so a busy client
 connections mostly succeed is never a scanner. Once a source crosses a threshold it
 is a scanner for ``hold_s`` after its last probe: its probes and the replies to it
 (RST, SYN-ACK, ICMP errors and echo replies, UDP and ARP replies) are flagged, from
-the probe that crossed the threshold on.
+the probe that crossed the threshold on, and so is everything it exchanges with the
+hosts it probed: a vulnerability scanner's banner grabs and exploit checks on the ports
+it found open (X-Scan: two thirds of its packets) are the scan too.
+
+Connection attempts of an operating system's stack (SYNs with more options than an
+MSS) count for vertical scans only: a P2P client fails to reach many peers on one port
+(Gnutella: 20 hosts on 6346 in a second), and so does a browser whose network broke.
 """
 
 from __future__ import annotations
@@ -68,6 +74,7 @@ class ScanDetector:
         self.pending = LRU(self.cfg.max_pending, self.counters, "pending_evictions")  # key -> (ts, src, host, port, kind)
         self.groups = LRU(self.cfg.max_groups, self.counters, "group_evictions")  # gkey -> _Group
         self.active = LRU(self.cfg.max_groups, self.counters, "scanner_evictions")  # src -> [until, cls, victim, why]
+        self.targets = LRU(self.cfg.max_groups, self.counters, "target_evictions")  # (scanner, host) it probed -> None
 
     # -- probes and answers of one batch, as arrays ------------------------------------------
     def _probes(self, b: PacketBatch):
@@ -188,6 +195,8 @@ class ScanDetector:
             if k != K_ACK and not os_:  # connection attempts of an OS stack: vertical only
                 groups.append(((s, 0, p_, kk), h, cfg.hosts, "Recon-PortScan",
                                f"failed {_KIND_NAME[k]} probes to hosts on port {p_}"))
+        if s in self.active:
+            self.targets.touch((s, h), None)
         for gkey, member, limit, cls, what in groups:
             g = self.groups.get_touch(gkey)
             if g is None or t - g.t0 > cfg.window_s:
@@ -201,6 +210,8 @@ class ScanDetector:
                 g.members.add(member)
             if len(g.members) >= limit and g.failed >= cfg.fail_ratio * (g.failed + g.answered):
                 victim = address_name(gkey[1]) if gkey[1] else (f"*:{gkey[2]}" if gkey[2] else "*")
+                for host in ((gkey[1],) if gkey[1] else g.members if k != K_ARP else ()):
+                    self.targets.touch((s, host), None)
                 st = self.active.get(s)
                 if st is None:
                     self.counters["scanners"] += 1
@@ -239,7 +250,12 @@ class ScanDetector:
                  | ((b.ethertype == ETH_P_ARP) & (b.arp_op == 2)))
         findings = []
         mask = np.zeros(len(b), dtype=bool)
-        for who, col, sel in ((0, src, from_s & probe), (1, dst, to_s & reply)):
+        # everything else exchanged with a host the scanner probed (a handful of rows: its traffic only)
+        conv = np.zeros(len(b), dtype=bool)
+        if self.targets:
+            for i in np.flatnonzero((from_s | to_s) & ~(from_s & probe) & ~(to_s & reply)).tolist():
+                conv[i] = (int(src[i]), int(dst[i])) in self.targets or (int(dst[i]), int(src[i])) in self.targets
+        for who, col, sel in ((0, src, from_s & (probe | conv)), (1, dst, to_s & (reply | conv))):
             if not sel.any():
                 continue
             j = np.searchsorted(scanners, col[sel])
