@@ -160,11 +160,10 @@ def open_source(cfg: Config, read: str | None, interface: str | None) -> tuple[A
     if read is not None and interface is not None:
         raise IdsError("give either -r FILE or -i IFACE, not both")
     if read is not None:
-        if cfg.capture.filter:
-            print("ids-daemon: warning: --filter applies to live capture only; ignored for -r", file=sys.stderr)
         from .capture.prefetch import PrefetchSource
 
-        src = PcapSource(read, batch_size=cfg.capture.batch_size)
+        # a filter applies to a file as it would on the interface (libpcap's interpreter)
+        src = PcapSource(read, batch_size=cfg.capture.batch_size, bpf_filter=cfg.capture.filter)
         src.open()
         # decode the next batches while this one is metered (both release the GIL)
         ahead = PrefetchSource(src)

@@ -32,6 +32,33 @@ def sample_pcap() -> Path:
     return Path(str(resources.files("ids_daemon") / "data" / "sample.pcap"))
 
 
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        print(f"ids-daemon {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print the version and exit")) -> None:
+    """Streaming network intrusion detection on CICIoT2023 flow features."""
+
+
+def _filter_expr(option: Optional[str], words: Optional[list[str]]) -> Optional[str]:
+    """The capture filter from ``--filter`` or from the words after the options, as tcpdump,
+    Suricata and Zeek take it (``ids-daemon run -i eth0 not port 22``)."""
+    positional = " ".join(words) if words else None
+    if option and positional:
+        raise IdsError(f"two capture filters: --filter {option!r} and {positional!r}; give one")
+    return option or positional
+
+
+_ARG_FILTER = typer.Argument(None, metavar="[EXPRESSION]...",
+                             help="capture filter (tcpdump syntax), instead of --filter")
+
+
 def _err(msg: str) -> None:
     print(f"ids-daemon: error: {msg}", file=sys.stderr)
 
@@ -53,6 +80,7 @@ class FeatureRun:
     rows_written: int = 0
     error: str = ""
     kernel: tuple[int, int] | None = None  # live: (received, dropped) by the kernel
+    filtered: int = 0  # files: frames the capture filter did not match
 
 
 class _EarlySignals:
@@ -108,7 +136,8 @@ def run_features(cfg: Config, read: Optional[str], interface: Optional[str], out
     finally:
         pipe.source.close()
         _ignore_late_signals()
-    run = FeatureRun(frames=st.frames, seconds=st.seconds, rows_written=st.rows_written, error=st.error)
+    run = FeatureRun(frames=st.frames, seconds=st.seconds, rows_written=st.rows_written, error=st.error,
+                     filtered=getattr(pipe.source.stats, "filtered", 0))
     if pipe.live:
         run.kernel = (pipe.source.stats.kernel_packets, pipe.source.stats.kernel_drops)
     return run, pipe.meter
@@ -118,8 +147,8 @@ def _summary(run: FeatureRun, meter: Any, what: str) -> str:
     c = meter.counters
     rate = c.frames / run.seconds if run.seconds > 0 else 0.0
     parts = [
-        f"{c.frames} frames: {c.packets} metered (IPv4/ARP), {c.skipped} skipped "
-        f"({c.skipped_ipv6} IPv6), {c.malformed} malformed",
+        f"{c.frames} frames: {c.packets} metered ({c.packets_ipv6} IPv6), {c.skipped_text()}"
+        + (f" ({run.filtered} more did not match the filter)" if run.filtered else ""),
         f"{run.rows_written} {what} written ({c.windows} windows, {c.partial_windows} partial)",
         f"{c.flows_created} flows, {c.pools_created} pools, {c.promoted} promoted, "
         f"{c.evicted} evicted, {c.expired_idle} idle-expired, {c.expired_active} active-expired",
@@ -146,17 +175,19 @@ def _report_problems(meter: Any) -> None:
 def features(
     read: Optional[str] = typer.Option(None, "-r", "--read", help="pcap/pcapng file to read, - for stdin"),
     interface: Optional[str] = typer.Option(None, "-i", "--interface", help="capture live on this interface"),
-    bpf: Optional[str] = typer.Option(None, "--filter", "-f", help="capture filter (tcpdump syntax), live only"),
+    bpf: Optional[str] = typer.Option(None, "--filter", "-f", help="capture filter (tcpdump syntax)"),
     output: Optional[str] = typer.Option(None, "-o", "--output", help="CSV file to write (default: stdout)"),
-    per_packet: bool = typer.Option(False, "--per-packet", help="one row per IPv4/ARP packet, before averaging"),
+    per_packet: bool = typer.Option(False, "--per-packet", help="one row per IP/ARP packet, before averaging"),
     window: Optional[int] = typer.Option(None, "--window", "-N", help="packets averaged per window (default 10)"),
     key_mode: Optional[str] = typer.Option(None, "--key-mode", help="flow (default) or capture (as the dataset)"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="config.yml"),
     count: Optional[int] = typer.Option(None, "--count", help="stop after this many frames"),
     duration: Optional[float] = typer.Option(None, "--duration", help="stop after this many seconds"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no summary line"),
+    expression: Optional[list[str]] = _ARG_FILTER,
 ) -> None:
     """Extract CICIoT2023 features from a capture file or a live interface into CSV."""
+    bpf = _filter_expr(bpf, expression)
     cfg = load_config(config, {"meter.window": window, "meter.key_mode": key_mode, "capture.filter": bpf,
                            "capture.interface": interface})
     run, meter = run_features(cfg, read, interface, output, per_packet, count=count, duration=duration)
@@ -179,7 +210,8 @@ def instance_sensor(cfg: Config, interface: Optional[str]) -> Config:
 
 
 def _run_pipeline(cfg: Config, read: Optional[str], interface: Optional[str], model: Optional[str],
-                  sinks: list[str], output: Optional[str], speed: Optional[float]) -> None:
+                  sinks: list[str], output: Optional[str], speed: Optional[float],
+                  count: Optional[int] = None, duration: Optional[float] = None) -> None:
     from .builder import build_pipeline
     from .logs import setup_logging
 
@@ -193,7 +225,8 @@ def _run_pipeline(cfg: Config, read: Optional[str], interface: Optional[str], mo
 
         metrics = PipelineMetrics(interface=interface)
     pipe = build_pipeline(cfg, read=read, interface=interface, sinks=sinks, output=output, model=model,
-                          speed=speed, status=sys.stderr.isatty(), metrics=metrics)
+                          speed=speed, status=sys.stderr.isatty(), metrics=metrics,
+                          count=count, duration=duration)
     source, live, worker, sink_objs = pipe.source, pipe.live, pipe.worker, pipe.sinks
     if metrics is not None:
         metrics.instance["sensor"] = worker.sensor  # the worker settles the default name
@@ -228,9 +261,12 @@ def _run_pipeline(cfg: Config, read: Optional[str], interface: Optional[str], mo
     c = pipe.meter.counters
     kd = pipe.kernel_drops()
     kernel = (f"kernel: {source.stats.kernel_packets} received, {kd} dropped; " if kd is not None else "")
+    filtered = getattr(source.stats, "filtered", 0)  # a file read through a capture filter
     from .text import agree
 
-    print(agree(f"{st.frames} frames, {c.packets} metered, {st.windows} windows, {st.predictions} predictions "
+    print(agree(f"{st.frames} frames" + (f" ({filtered} more did not match the filter)" if filtered else "")
+          + f", {c.packets} metered ({c.packets_ipv6} IPv6), {c.skipped_text()}, "
+          f"{st.windows} windows, {st.predictions} predictions "
           f"in {st.batches} batches (mean {st.mean_batch:.0f}), {kernel}queue drops: "
           f"{st.dropped_sequences} sequences, {st.dropped_findings} findings; refused (invalid under the schema): "
           f"{pipe.worker.refused}; {st.seconds:.2f} s ({st.frames / max(st.seconds, 1e-9):,.0f} packets/s; busy "
@@ -300,12 +336,15 @@ def replay(
     config: Optional[Path] = _OPT_CONFIG,
     sensor: Optional[str] = _OPT_SENSOR,
     metrics_listen: Optional[str] = _OPT_METRICS,
+    bpf: Optional[str] = typer.Option(None, "--filter", "-f", help="capture filter (tcpdump syntax)"),
+    expression: Optional[list[str]] = _ARG_FILTER,
 ) -> None:
     """Classify a capture file: every window's sequence through the model, predictions to the sinks
     (as fast as it can be read, or paced by packet time with --speed)."""
     if speed is not None and speed <= 0:
         raise IdsError("--speed must be positive")
-    cfg = _sink_options(config, kafka_bootstrap, topic, device, {"sensor": sensor, "metrics.listen": metrics_listen})
+    cfg = _sink_options(config, kafka_bootstrap, topic, device, {"sensor": sensor, "metrics.listen": metrics_listen,
+                                                                 "capture.filter": _filter_expr(bpf, expression)})
     _run_pipeline(cfg, read, None, model, sink, output, speed)
 
 
@@ -322,11 +361,15 @@ def run(
     config: Optional[Path] = _OPT_CONFIG,
     sensor: Optional[str] = _OPT_SENSOR,
     metrics_listen: Optional[str] = _OPT_METRICS,
+    count: Optional[int] = typer.Option(None, "--count", min=1, help="stop after this many frames"),
+    duration: Optional[float] = typer.Option(None, "--duration", min=0.0, help="stop after this many seconds"),
+    expression: Optional[list[str]] = _ARG_FILTER,
 ) -> None:
-    """Classify live traffic on an interface until SIGINT/SIGTERM (SIGHUP reloads the model)."""
+    """Classify live traffic on an interface until SIGINT/SIGTERM, --count or --duration (SIGHUP reloads)."""
+    bpf = _filter_expr(bpf, expression)
     cfg = _sink_options(config, kafka_bootstrap, topic, device, {"capture.filter": bpf, "capture.interface": interface,
                                                                  "sensor": sensor, "metrics.listen": metrics_listen})
-    _run_pipeline(cfg, None, interface, model, sink, output, None)
+    _run_pipeline(cfg, None, interface, model, sink, output, None, count=count, duration=duration)
 
 
 _OPT_CONSUMER_BOOTSTRAP = typer.Option(None, "--kafka-bootstrap",

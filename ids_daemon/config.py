@@ -49,6 +49,9 @@ class MeterConfig(_Section):
         None, ge=1, description="packets a flow needs before it gets its own windows (default: window)"
     )
     pool_prefix: int = Field(32, ge=0, le=32, description="IPv4 prefix length of the per-host pools (32: one pool per host)")
+    pool_prefix6: Literal[64, 128] = Field(
+        64, description="IPv6 prefix length of the per-host pools: 64 (one per subnet; hosts rotate privacy "
+        "addresses within it) or 128 (one per address)")
     idle_timeout: float = Field(120.0, ge=0, description="seconds without packets before a key expires (0: never)")
     active_timeout: float = Field(1800.0, ge=0, description="seconds after which a long flow restarts (0: never)")
     max_flows: int = Field(262144, ge=16, le=1 << 26, description="hard cap on tracked keys; LRU eviction beyond it")

@@ -87,8 +87,8 @@ class _Collector:
             yield counter("ids_kernel_packets", "Frames the kernel delivered to the capture socket (live)",
                           src.kernel_packets)
             yield counter("ids_kernel_drops", "Frames the kernel dropped: capture ring full (live)", src.kernel_drops)
-        yield counter("ids_meter_packets", "IPv4/ARP packets metered (one row each)", c.packets)
-        yield counter("ids_meter_skipped", "Frames not metered (IPv6, non-IP)", c.skipped)
+        yield counter("ids_meter_packets", "IPv4, IPv6 and ARP packets metered (one row each)", c.packets)
+        yield counter("ids_meter_skipped", "Frames not metered (neither IP nor ARP: LLDP, STP, ...)", c.skipped)
         yield counter("ids_meter_malformed", "Malformed frames skipped", c.malformed)
         yield gauge("ids_flows_tracked", "Keys in the flow table", c.keys_tracked)
         yield counter("ids_flows_created", "Flows created", c.flows_created)

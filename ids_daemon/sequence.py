@@ -71,7 +71,7 @@ class SequenceBuffer:
         f = len(self.cols)
         out = np.empty((n, self.t, f), dtype=np.float32)
         lengths = np.empty(n, dtype=np.int64)
-        feats = wb.features[:, self.cols].astype(np.float32)
+        feats = wb.model_features()[:, self.cols].astype(np.float32)
         keys = wb.key.tolist()
         final = (wb.reason != REASON_FULL).tolist()
         t = self.t

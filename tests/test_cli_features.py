@@ -46,9 +46,9 @@ def test_csv_header_is_the_dataset_columns_then_identity(tmp_path: Path) -> None
     assert header == list(COLUMNS) + list(IDENTITY_COLUMNS)
     assert header[:46][12] == "ece_flag_number" and header[45] == "Weight"
     # every metered packet is in exactly one window
-    assert sum(int(r["packets"]) for r in rows) == 8497
+    assert sum(int(r["packets"]) for r in rows) == 8516  # IPv4, IPv6 (19) and ARP: every frame
     assert all(1 <= int(r["packets"]) <= 10 for r in rows)
-    assert "8516 frames: 8497 metered" in p.stderr.decode()
+    assert "8516 frames: 8516 metered (19 IPv6), 0 skipped" in p.stderr.decode()
 
 
 def test_per_packet_rows_in_capture_order_and_window_option(tmp_path: Path) -> None:
@@ -204,6 +204,6 @@ def test_count_stops_after_exactly_n_frames(tmp_path: Path) -> None:
     out = tmp_path / "n.csv"
     p = run("features", "-r", str(SHARED / "coap_mqtt.pcap"), "--per-packet", "--count", "100", "-o", str(out))
     assert p.returncode == 0
-    assert "100 frames: 81 metered" in p.stderr.decode()  # the capture opens with 19 IPv6 frames
+    assert "100 frames: 100 metered (19 IPv6)" in p.stderr.decode()  # the capture opens with 19 IPv6 frames
     _, rows = read_csv(out.read_text())
-    assert len(rows) == 81
+    assert len(rows) == 100

@@ -26,8 +26,17 @@ MERGED_ONLY = {"IGMP"}
 LABEL_NAMES = ("label", "Label")
 
 
+def _version(value: bool) -> None:
+    if value:
+        from ids_daemon import __version__
+
+        print(f"ids-trainer {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print the version and exit")) -> None:
     """Train and evaluate the ids-daemon model."""
 
 

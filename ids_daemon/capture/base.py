@@ -17,6 +17,7 @@ class SourceStats:
     kernel_packets: int = 0  # live only: frames the kernel saw for this socket
     kernel_drops: int = 0  # live only: frames the kernel dropped (ring full)
     kernel_freeze: int = 0  # live only: times the ring was frozen
+    filtered: int = 0  # files: frames the capture filter did not match (the kernel drops them live)
 
 
 class PacketSource(Protocol):

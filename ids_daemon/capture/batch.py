@@ -5,6 +5,8 @@ Every field is a numpy column of the same length; nothing is created per packet.
 
 from __future__ import annotations
 
+import socket
+from collections import OrderedDict
 from dataclasses import dataclass, field, fields
 
 import numpy as np
@@ -173,3 +175,76 @@ def ipv4_to_str(addr: np.ndarray) -> np.ndarray:
     for p in parts[1:]:
         out = np.char.add(np.char.add(out, "."), p)
     return out
+
+
+def ipv6_str(addr: bytes | np.ndarray) -> str:
+    """One IPv6 address (16 bytes) as RFC 5952 writes it (output only)."""
+    return socket.inet_ntop(socket.AF_INET6, bytes(addr))
+
+
+def ip_strings(v4: np.ndarray, v6: np.ndarray, is6: np.ndarray) -> np.ndarray:
+    """Address strings of a column pair: dotted quads where ``is6`` is False, IPv6 text
+    from the (n, 16) ``v6`` bytes where it is True (output only)."""
+    out = ipv4_to_str(v4).astype(object)
+    for i in np.flatnonzero(is6).tolist():
+        out[i] = ipv6_str(v6[i])
+    return out
+
+
+# ---- one integer per address, for the detectors' tables ------------------------------------
+# An IPv4 address is its own id (below 2^32); an IPv6 address is a 63-bit hash of its 16
+# bytes with the top bit set, so the families never share an id. The hash is one-way: the
+# text of the IPv6 addresses seen recently is kept in a bounded table for the findings.
+ID_V6 = np.uint64(1 << 63)
+_H1, _H2, _H3 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x94D049BB133111EB)
+_V6_NAMES: OrderedDict[int, bytes] = OrderedDict()
+_V6_NAMES_MAX = 1 << 16
+
+
+def _ids(v4: np.ndarray, v6: np.ndarray, is6: np.ndarray) -> np.ndarray:
+    out = v4.astype(np.uint64)
+    if is6.any():
+        rows = np.flatnonzero(is6)
+        w = np.ascontiguousarray(v6[rows]).view(np.uint64)
+        with np.errstate(over="ignore"):
+            h = (w[:, 0] * _H1) ^ ((w[:, 1] + np.uint64(1)) * _H2)
+            h ^= h >> np.uint64(31)
+            h *= _H3
+            h ^= h >> np.uint64(29)
+        h |= ID_V6
+        out[rows] = h
+        uniq, first = np.unique(h, return_index=True)
+        for aid, j in zip(uniq.tolist(), first.tolist()):
+            if aid in _V6_NAMES:
+                _V6_NAMES.move_to_end(aid)
+            else:
+                _V6_NAMES[aid] = v6[rows[j]].tobytes()
+        while len(_V6_NAMES) > _V6_NAMES_MAX:
+            _V6_NAMES.popitem(last=False)
+    return out
+
+
+def address_ids(b: PacketBatch) -> tuple[np.ndarray, np.ndarray]:
+    """(source, destination) of each frame as one uint64 id (IPv4: the address; IPv6: a
+    hash with the top bit set; ARP: the protocol addresses). Computed once per batch."""
+    got = b.__dict__.get("_address_ids")
+    if got is None:
+        is6 = b.ip_version == 6
+        got = (_ids(b.src4, b.src6, is6), _ids(b.dst4, b.dst6, is6))
+        b.__dict__["_address_ids"] = got
+    return got
+
+
+def address_name(aid: int) -> str:
+    """The text of an address id (`address_ids`): dotted quad or IPv6 (output only)."""
+    aid = int(aid)
+    if aid < (1 << 32):
+        return ipv4_str(aid)
+    raw = _V6_NAMES.get(aid)
+    return ipv6_str(raw) if raw is not None else f"ipv6#{aid & ((1 << 63) - 1):016x}"
+
+
+def multicast_dst(b: PacketBatch) -> np.ndarray:
+    """True where the destination is a multicast or broadcast address (either family)."""
+    v4 = (b.dst4 >> 28 == 0xE) | (b.dst4 == 0xFFFFFFFF)
+    return np.where(b.ip_version == 6, b.dst6[:, 0] == 0xFF, v4)

@@ -1,5 +1,10 @@
 """pcap and pcapng files (or stdin) → `PacketBatch`es.
 
+Files compressed with gzip (``.pcap.gz``, ``.pcapng.gz``) or zstd (``.zst``) are read as
+they are, recognised by their magic bytes whatever their name. A capture filter
+(tcpdump syntax) keeps only the frames it matches, as it would on a live interface:
+libpcap's own interpreter runs it on each frame before decoding.
+
 The file is read in large chunks; a small compiled loop walks the record headers of a
 chunk (the only part that is inherently sequential: each record's length gives the
 next record's offset) and the headers of the whole batch are then decoded with numpy.
@@ -7,9 +12,11 @@ next record's offset) and the headers of the whole batch are then decoded with n
 
 from __future__ import annotations
 
+import gzip
 import os
 import struct
 import sys
+import zlib
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
@@ -19,6 +26,7 @@ from numba import njit
 from ..errors import CaptureError
 from .base import SourceStats
 from .batch import SUPPORTED_LINKTYPES, PacketBatch
+from .bpf import BpfProgram, compile_filter, match_frames
 from .decode import decode_frames
 
 PCAP_MAGIC_US = 0xA1B2C3D4
@@ -27,6 +35,9 @@ PCAPNG_SHB = 0x0A0D0D0A
 PCAPNG_BOM = 0x1A2B3C4D
 _MAX_RECORD = 1 << 24  # no real frame is 16 MiB: a larger length means a corrupt file
 _MAX_BLOCK = 1 << 26
+_MAX_TS_UNITS = 10**18  # if_tsresol: finer than an attosecond does not fit 64-bit tick arithmetic
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 # walker exit codes
 _W_MORE = 0  # batch full or the chunk needs more bytes
@@ -117,6 +128,9 @@ def _walk_pcapng(buf, pos, end, big, max_n, if_units, if_tsoff, if_snap,
             last_ts = t
             n += 1
         elif btype == 3:  # simple packet block: no timestamp, interface 0
+            if blen < 16:  # no room for its original-length field
+                status = _W_CORRUPT
+                break
             if n_if == 0:
                 status = _W_BAD_IFACE
                 break
@@ -140,13 +154,21 @@ def _walk_pcapng(buf, pos, end, big, max_n, if_units, if_tsoff, if_snap,
 class PcapSource:
     """Reads a classic pcap (either byte order, µs or ns) or a pcapng file.
 
-    ``path`` may be ``-`` for stdin. Frames come out in batches of at most
-    ``batch_size``. A problem with the file raises `CaptureError` with a one-line
-    message, after every complete packet before it has been returned.
+    ``path`` may be ``-`` for stdin; gzip and zstd compression are undone on the fly.
+    Frames come out in batches of at most ``batch_size``; with ``bpf_filter`` only the
+    frames it matches (``stats.filtered`` counts the others). A problem with the file
+    raises `CaptureError` with a one-line message naming it, after every complete packet
+    before it has been returned.
     """
 
-    def __init__(self, path: str | os.PathLike, batch_size: int = 65536, chunk_bytes: int = 8 << 20):
+    def __init__(self, path: str | os.PathLike, batch_size: int = 65536, chunk_bytes: int = 8 << 20,
+                 bpf_filter: str | None = None):
         self.path = str(path)
+        self.bpf_filter = bpf_filter or None
+        self._programs: dict[int, BpfProgram] = {}  # compiled filter per link type
+        self.compression = ""  # "", "gzip" or "zstd"
+        self._stream_error = ""  # a damaged compressed stream, reported once the packets before it are out
+        self._stream_errors: tuple[type[BaseException], ...] = (OSError, EOFError, zlib.error, ValueError)
         self.name = "stdin" if self.path == "-" else self.path
         self.batch_size = int(batch_size)
         self.chunk_bytes = max(int(chunk_bytes), 1 << 16)
@@ -155,6 +177,7 @@ class PcapSource:
         self.bytes_read = 0
         self.format = ""
         self._fh: BinaryIO | None = None
+        self._raw: BinaryIO | None = None  # the file under a decompressor
         self._buf = np.zeros(0, dtype=np.uint8)
         self._pos = 0
         self._eof = False
@@ -181,14 +204,22 @@ class PcapSource:
         """Open the file and read its header; raises `CaptureError` when it is not a capture."""
         if self.path == "-":
             self._fh = sys.stdin.buffer
+            head = self._fh.peek(4)[:4] if hasattr(self._fh, "peek") else b""
         else:
             try:
                 self._fh = open(self.path, "rb")
                 self.total_bytes = os.fstat(self._fh.fileno()).st_size
+                head = self._fh.read(4)
+                self._fh.seek(0)
             except OSError as e:
                 raise CaptureError(f"{self.path}: cannot open: {e.strerror}") from None
+        self._decompress(head)
+        if self.bpf_filter:  # a bad expression is reported before anything is read
+            compile_filter(self.bpf_filter)
         self._fill(24)
         avail = self._buf.shape[0]
+        if avail < 24 and self._stream_error:
+            raise CaptureError(self._stream_error + ", before the capture header")
         if avail == 0:
             raise CaptureError(f"{self.name}: empty file, not a pcap or pcapng capture")
         if avail < 4:
@@ -221,6 +252,23 @@ class PcapSource:
             )
         self._pos = 24
 
+    def _decompress(self, head: bytes) -> None:
+        """Read through gzip or zstd when the stream starts with their magic bytes."""
+        assert self._fh is not None
+        self._raw = self._fh  # closed as well: a GzipFile leaves its file open
+        if head[:2] == _GZIP_MAGIC:
+            self.compression = "gzip"
+            self._fh = gzip.GzipFile(fileobj=self._fh, mode="rb")
+        elif head[:4] == _ZSTD_MAGIC:
+            self.compression = "zstd"
+            import zstandard
+
+            self._fh = zstandard.ZstdDecompressor().stream_reader(self._fh, read_across_frames=True)
+            self._stream_errors += (zstandard.ZstdError,)  # not an OSError
+        else:
+            return
+        self.total_bytes = None  # the file's size is not the capture's: no progress bar
+
     def next_batch(self) -> PacketBatch | None:
         """The next batch of frames, or None at the end of the file."""
         if self._fh is None:
@@ -233,13 +281,19 @@ class PcapSource:
             if batch is not None and len(batch):
                 return batch
             if batch is None:
+                if self._stream_error:
+                    msg, self._stream_error = self._stream_error, ""
+                    raise CaptureError(msg)
                 return None
 
     def close(self) -> None:
         """Close the file (stdin is left open)."""
-        if self._fh is not None and self._fh is not sys.stdin.buffer:
+        if self._fh is not None and self.path != "-":
             self._fh.close()
+            if self._raw is not None and self._raw is not self._fh:
+                self._raw.close()
         self._fh = None
+        self._raw = None
 
     def __enter__(self) -> "PcapSource":
         self.open()
@@ -259,7 +313,7 @@ class PcapSource:
         got = 0
         assert self._fh is not None
         while got < want:
-            data = self._fh.read(want - got)
+            data = self._read(want - got)
             if not data:
                 self._eof = True
                 break
@@ -269,21 +323,59 @@ class PcapSource:
         self._buf = np.frombuffer(b"".join(parts), dtype=np.uint8)
         self._pos = 0
 
+    def _read(self, n: int) -> bytes:
+        assert self._fh is not None
+        if not self.compression:
+            return self._fh.read(n)
+        if self._stream_error:
+            return b""
+        try:
+            # read1: what one step of decompression gives, so a damaged stream loses nothing before the damage
+            return self._fh.read1(n)
+        except self._stream_errors as e:
+            # the packets decompressed so far are still read; the error comes after them (as end of file)
+            what = str(e) or type(e).__name__
+            self._stream_error = f"{self.name}: corrupt {self.compression} stream ({what})"
+            return b""
+
     def _alloc(self) -> tuple[np.ndarray, ...]:
         n = self.batch_size
         return (np.empty(n, np.int64), np.empty(n, np.uint32), np.empty(n, np.uint32), np.empty(n, np.float64))
 
     def _emit(self, off, cap, wire, ts, n, linktype) -> PacketBatch:
+        first = self._frames
+        if self.bpf_filter:
+            off, cap, wire, ts, linktype, n = self._apply_filter(off[:n], cap[:n], wire[:n], ts[:n], linktype)
         if self.frame_hook is not None:
             self.frame_hook(self._buf, off[:n], cap[:n], wire[:n], linktype)
         batch = decode_frames(self._buf, off[:n], cap[:n], wire[:n], ts[:n], linktype,
-                              first_index=self._frames, source=self.name)
+                              first_index=first, source=self.name)
         self._frames += n
         self.stats.frames += n
         self.stats.bytes += int(cap[:n].sum())
         return batch
 
+    def _apply_filter(self, off, cap, wire, ts, linktype):
+        """Keep the frames the capture filter matches (per link type: pcapng files can mix them)."""
+        lt = np.broadcast_to(np.asarray(linktype, dtype=np.uint16), off.shape)
+        keep = np.zeros(off.shape[0], dtype=bool)
+        for code in np.unique(lt).tolist():
+            prog = self._programs.get(code)
+            if prog is None:
+                prog = self._programs[code] = compile_filter(self.bpf_filter, linktype=code)
+            sel = lt == code
+            keep[sel] = match_frames(prog, self._buf, off[sel], cap[sel], wire[sel])
+        k = int(np.count_nonzero(keep))
+        self.stats.filtered += keep.shape[0] - k
+        self._frames += keep.shape[0] - k  # frame numbers stay those of the file
+        lt_k = lt[keep]
+        linktype = lt_k if (k and not (lt_k == lt_k[0]).all()) else (lt_k[0] if k else linktype)
+        return off[keep], cap[keep], wire[keep], ts[keep], linktype, k
+
     def _truncated(self, what: str) -> str:
+        if self._stream_error:  # the stream broke: that is the cause, not the cut record
+            msg, self._stream_error = self._stream_error, ""
+            return f"{msg} after {self._frames} complete packets"
         return (f"{self.name}: truncated: the file ends inside {what} "
                 f"(after {self._frames} complete packets, byte {self.bytes_read - (self._buf.shape[0] - self._pos)})")
 
@@ -339,6 +431,9 @@ class PcapSource:
 
     def _read_idb(self, p: int, blen: int) -> None:
         fmt = ">" if self._big else "<"
+        if blen < 20:  # type, length, link type, reserved, snap length, trailing length
+            raise CaptureError(f"{self.name}: corrupt pcapng interface block ({blen} bytes, at least 20 needed) "
+                               f"after {self._frames} packets")
         link, _, snap = struct.unpack(fmt + "HHI", self._buf[p + 8:p + 16].tobytes())
         if link not in SUPPORTED_LINKTYPES:
             raise CaptureError(
@@ -351,10 +446,18 @@ class PcapSource:
             code, olen = struct.unpack(fmt + "HH", self._buf[q:q + 4].tobytes())
             if code == 0:
                 break
+            if q + 4 + olen > end:
+                raise CaptureError(f"{self.name}: corrupt pcapng interface block: option {code} runs past the "
+                                   f"block's end (after {self._frames} packets)")
             val = self._buf[q + 4:q + 4 + olen].tobytes()
             if code == 9 and olen >= 1:  # if_tsresol
                 r = val[0]
                 units = 2 ** (r & 0x7F) if r & 0x80 else 10 ** r
+                # the walker divides 64-bit tick counts: a unit beyond that cannot be meant
+                if units > _MAX_TS_UNITS:
+                    raise CaptureError(f"{self.name}: pcapng interface {len(self._ng_link)} has an invalid "
+                                       f"timestamp resolution (if_tsresol 0x{r:02x}: more than 10^18 units "
+                                       f"per second)")
             elif code == 14 and olen >= 8:  # if_tsoffset, seconds
                 tsoff = float(struct.unpack(fmt + "q", val[:8])[0])
             q += 4 + ((olen + 3) & ~3)

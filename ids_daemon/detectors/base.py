@@ -108,19 +108,28 @@ _M1 = np.uint64(0x9E3779B97F4A7C15)
 _M2 = np.uint64(0xC2B2AE3D27D4EB4F)
 
 
+_M3 = np.uint64(0x94D049BB133111EB)
+
+
 def pair_key(client: np.ndarray, server: np.ndarray, port: np.ndarray) -> np.ndarray:
-    """64-bit key of (client, server, server port) (a multiplicative mix: collisions are negligible)."""
+    """64-bit key of (client, server, server port), addresses as `address_ids` (a multiplicative
+    mix: collisions are negligible)."""
     with np.errstate(over="ignore"):
-        a = (client.astype(np.uint64) << np.uint64(32)) | server.astype(np.uint64)
-        return (a * _M1) ^ ((port.astype(np.uint64) + np.uint64(1)) * _M2)
+        a = client.astype(np.uint64) * _M1
+        a ^= a >> np.uint64(29)
+        a ^= server.astype(np.uint64)
+        a *= _M3
+        a ^= a >> np.uint64(32)
+        return a ^ ((port.astype(np.uint64) + np.uint64(1)) * _M2)
 
 
-def tcp4_pairs(b: PacketBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(IPv4 TCP mask, key if the frame goes client→server, key if it goes server→client)."""
-    from ..capture.batch import STATUS_OK
+def tcp_pairs(b: PacketBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(TCP mask, IPv4 or IPv6, key if the frame goes client→server, key if it goes server→client)."""
+    from ..capture.batch import STATUS_OK, address_ids
 
-    tcp = (b.status == STATUS_OK) & (b.ip_version == 4) & b.l4_ok & (b.proto == 6)
-    return tcp, pair_key(b.src4, b.dst4, b.dport), pair_key(b.dst4, b.src4, b.sport)
+    src, dst = address_ids(b)
+    tcp = (b.status == STATUS_OK) & (b.ip_version > 0) & b.l4_ok & (b.proto == 6)
+    return tcp, pair_key(src, dst, b.dport), pair_key(dst, src, b.sport)
 
 
 class HeldPairs:
@@ -128,7 +137,8 @@ class HeldPairs:
 
     ``hold(key, ...)`` starts or renews a pair; ``flag(batch, ...)`` marks every IPv4 TCP
     frame between a held client and its server port (both directions) from the frame that
-    started the hold on, and returns one `Finding` per pair seen in the batch."""
+    started the hold on, and returns one `Finding` per pair seen in the batch. Clients and
+    servers are address ids (`capture.batch.address_ids`)."""
 
     def __init__(self, detector: str, hold_s: float, cap: int, counters: dict[str, int]):
         self.detector = detector
@@ -150,7 +160,7 @@ class HeldPairs:
 
     def flag(self, b: PacketBatch, verdict: np.ndarray, tcp: np.ndarray, fwd: np.ndarray,
              rev: np.ndarray) -> list[Finding]:
-        from ..capture.batch import ipv4_str
+        from ..capture.batch import address_name
 
         starts, self.starts = self.starts, {}
         if not self.active:
@@ -183,6 +193,14 @@ class HeldPairs:
             st[0] = max(st[0], last + self.hold_s)
             findings.append(Finding(
                 detector=self.detector, cls=st[1], first_ts=float(b.ts[r].min()), last_ts=last, packets=int(r.size),
-                attacker=ipv4_str(st[2]), victim=ipv4_str(st[3]), protocol="tcp",
-                evidence=f"{ipv4_str(st[2])} -> {ipv4_str(st[3])}:{st[4]}: {st[5]}"))
+                attacker=address_name(st[2]), victim=address_name(st[3]), protocol="tcp",
+                evidence=f"{_ep(st[2])} -> {_ep(st[3])}:{st[4]}: {st[5]}"))
         return findings
+
+
+def _ep(aid: int) -> str:
+    """An address as it comes before ``:port``: IPv6 in brackets."""
+    from ..capture.batch import address_name
+
+    name = address_name(aid)
+    return f"[{name}]" if ":" in name else name

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..capture.batch import TH_ACK, TH_SYN, PacketBatch
+from ..capture.batch import TH_ACK, TH_SYN, PacketBatch, address_ids
 from ..capture.decode import AUTH_FAILURE, AUTH_SSH_BANNER
 from ..config import BruteForceDetectorConfig
-from .base import LRU, Finding, HeldPairs, tcp4_pairs
+from .base import LRU, Finding, HeldPairs, pair_key, tcp_pairs
 
 CLS = "DictionaryBruteForce"
 
@@ -33,24 +33,25 @@ class BruteForceDetector:
         self.cfg = cfg or BruteForceDetectorConfig()
         self.counters: dict[str, int] = {"syns": 0, "failures": 0, "attackers": 0}
         self.ports = np.array(sorted(set(self.cfg.ports)), dtype=np.uint16)
-        self.ssh = LRU(self.cfg.max_keys, self.counters, "ssh_evictions")  # (server << 16 | port) -> True
+        self.ssh = LRU(self.cfg.max_keys, self.counters, "ssh_evictions")  # pair_key(server, server, port) -> True
         self.syns = LRU(self.cfg.max_keys, self.counters, "syn_evictions")  # pair key -> [(ts, sport)]
         self.fails = LRU(self.cfg.max_keys, self.counters, "failure_evictions")  # pair key -> [ts]
         self.pairs = HeldPairs(self.name, self.cfg.hold_s, self.cfg.max_keys, self.counters)
 
     def process(self, batch: PacketBatch, verdict: np.ndarray) -> list[Finding]:
         cfg = self.cfg
-        tcp, fwd, rev = tcp4_pairs(batch)
+        tcp, fwd, rev = tcp_pairs(batch)
+        src, dst = address_ids(batch)
         # SSH servers announce themselves: their port is a login service whatever its number
         ban = np.flatnonzero(tcp & (batch.auth_sig == AUTH_SSH_BANNER))
         if ban.size:
-            for sp in np.unique((batch.src4[ban].astype(np.uint64) << np.uint64(16)) | batch.sport[ban]).tolist():
+            for sp in np.unique(pair_key(src[ban], src[ban], batch.sport[ban])).tolist():
                 self.ssh.touch(sp, True)
         syn = tcp & ((batch.tcp_flags & (TH_SYN | TH_ACK)) == TH_SYN)
         if syn.any():
             auth = np.isin(batch.dport, self.ports)
             if self.ssh:
-                sp = (batch.dst4.astype(np.uint64) << np.uint64(16)) | batch.dport
+                sp = pair_key(dst, dst, batch.dport)
                 known = np.fromiter(self.ssh.keys(), dtype=np.uint64, count=len(self.ssh))
                 auth |= np.isin(sp, known)
             syn &= auth
@@ -60,7 +61,7 @@ class BruteForceDetector:
         for at in np.flatnonzero(tcp & (batch.auth_sig == AUTH_FAILURE)).tolist():
             events.append((at, 1))
         events.sort()
-        ts, src, dst, sport, dport = batch.ts, batch.src4, batch.dst4, batch.sport, batch.dport
+        ts, sport, dport = batch.ts, batch.sport, batch.dport
         for at, fail in events:
             t = float(ts[at])
             if fail:  # the server's reply: client = destination

@@ -12,15 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..capture.batch import PacketBatch, ipv4_str, mac_to_str
+from ..capture.batch import PacketBatch, address_ids, address_name, mac_to_str, multicast_dst
 from ..config import DnsDetectorConfig
 from .base import LRU, Finding, mark
 
 CLS = "DNS_Spoofing"
-
-
-def _multicast(ip: int) -> bool:
-    return ip >> 28 == 0xE or ip == 0xFFFFFFFF
 
 
 class DnsDetector:
@@ -29,31 +25,33 @@ class DnsDetector:
     def __init__(self, cfg: DnsDetectorConfig | None = None):
         self.cfg = cfg or DnsDetectorConfig()
         self.counters: dict[str, int] = {"dns_frames": 0, "conflicts": 0}
-        self.queries = LRU(self.cfg.max_queries, self.counters, "query_evictions")  # qkey -> (server, ts)
+        self.queries = LRU(self.cfg.max_queries, self.counters, "query_evictions")  # qkey -> (server, ts, multicast)
         self.responses = LRU(self.cfg.max_queries, self.counters, "response_evictions")  # rkey -> [ahash, ts, bad]
 
     def process(self, batch: PacketBatch, verdict: np.ndarray) -> list[Finding]:
-        sel = batch.dns_ok & (batch.ip_version == 4)
+        sel = batch.dns_ok & (batch.ip_version > 0)  # over IPv4 or IPv6
         idx = np.flatnonzero(sel)
         if idx.size == 0:
             return []
         self.counters["dns_frames"] += int(idx.size)
         win = self.cfg.window_s
-        cols = zip(idx.tolist(), batch.ts[idx].tolist(), batch.src4[idx].tolist(), batch.dst4[idx].tolist(),
+        s_id, d_id = address_ids(batch)
+        mc = multicast_dst(batch)
+        cols = zip(idx.tolist(), batch.ts[idx].tolist(), s_id[idx].tolist(), d_id[idx].tolist(), mc[idx].tolist(),
                    batch.sport[idx].tolist(), batch.dport[idx].tolist(), batch.dns_txid[idx].tolist(),
                    batch.dns_qr[idx].tolist(), batch.dns_qhash[idx].tolist(), batch.dns_ahash[idx].tolist())
         flagged: dict[tuple[int, int, int], list] = {}  # (mac, client, server) -> [rows, why]
-        for i, now, src, dst, sp, dp, txid, qr, qh, ah in cols:
+        for i, now, src, dst, dst_mc, sp, dp, txid, qr, qh, ah in cols:
             if not qr:
                 if dp == 53:
-                    self.queries.touch((src, sp, txid, qh), (dst, now))
+                    self.queries.touch((src, sp, txid, qh), (dst, now, dst_mc))
                 continue
             if sp != 53:
                 continue
             why = None
             q = self.queries.get((dst, dp, txid, qh))
-            if q is not None and q[0] != src and not _multicast(q[0]) and now - q[1] <= win:
-                why = f"response from {ipv4_str(src)} to a query sent to {ipv4_str(q[0])}"
+            if q is not None and q[0] != src and not q[2] and now - q[1] <= win:
+                why = f"response from {address_name(src)} to a query sent to {address_name(q[0])}"
             rkey = (dst, dp, src, txid, qh)
             r = self.responses.get_touch(rkey)
             if r is None or now - r[1] > win:
@@ -75,10 +73,10 @@ class DnsDetector:
         for (mac, client, server), (rows, why) in flagged.items():
             r = np.asarray(rows)
             mask[r] = True
-            who = mac_to_str(mac) if mac else ipv4_str(server)
+            who = mac_to_str(mac) if mac else address_name(server)
             findings.append(Finding(
                 detector=self.name, cls=CLS, first_ts=float(batch.ts[r].min()), last_ts=float(batch.ts[r].max()),
-                packets=int(r.size), attacker=who, victim=ipv4_str(client), protocol="udp",
-                evidence=f"{why} (server address {ipv4_str(server)}, sender {who})"))
+                packets=int(r.size), attacker=who, victim=address_name(client), protocol="udp",
+                evidence=f"{why} (server address {address_name(server)}, sender {who})"))
         mark(verdict, mask, CLS)
         return findings

@@ -2,8 +2,9 @@
 
 A probe is a TCP segment that opens or pokes a connection without acknowledging
 anything (SYN, FIN, NULL, XMAS), a UDP datagram to a port not above its source port
-(a client's request; a server's reply goes to a higher, ephemeral port), an ICMP echo
-request or an ARP request. The probed (source, host, port) is answered when the host
+(a client's request; a server's reply goes to a higher, ephemeral port), an ICMP or
+ICMPv6 echo request or an ARP request. IPv4 and IPv6 are handled alike (addresses as
+`capture.batch.address_ids`); ARP is IPv4's alone. The probed (source, host, port) is answered when the host
 sends anything back from that port (SYN-ACK, data, a UDP reply, an echo or ARP
 reply) and failed when the host resets it or stays silent for ``answer_s``. Bare
 ACKs (nmap -sA) count only when reset.
@@ -17,16 +18,22 @@ A group also needs ``fail_ratio`` of its probes to have failed, so a busy client
 connections mostly succeed is never a scanner. Once a source crosses a threshold it
 is a scanner for ``hold_s`` after its last probe: its probes and the replies to it
 (RST, SYN-ACK, ICMP errors and echo replies, UDP and ARP replies) are flagged, from
-the probe that crossed the threshold on.
+the probe that crossed the threshold on, and so is everything it exchanges with the
+hosts it probed: a vulnerability scanner's banner grabs and exploit checks on the ports
+it found open (X-Scan: two thirds of its packets) are the scan too.
+
+Connection attempts of an operating system's stack (SYNs with more options than an
+MSS) count for vertical scans only: a P2P client fails to reach many peers on one port
+(Gnutella: 20 hosts on 6346 in a second), and so does a browser whose network broke.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..capture.batch import ETH_P_ARP, STATUS_OK, TH_ACK, TH_RST, TH_SYN, PacketBatch, ipv4_str
+from ..capture.batch import ETH_P_ARP, STATUS_OK, TH_ACK, TH_RST, TH_SYN, PacketBatch, address_ids, address_name
 from ..config import ScanDetectorConfig
-from .base import LRU, Finding, mark
+from .base import LRU, Finding, mark, pair_key
 
 K_TCP, K_UDP, K_ACK, K_ICMP, K_ARP = 0, 1, 2, 3, 4
 _KIND_NAME = {K_TCP: "tcp", K_UDP: "udp", K_ACK: "tcp", K_ICMP: "icmp", K_ARP: "arp"}
@@ -36,14 +43,16 @@ _C2 = np.uint64(0xC2B2AE3D27D4EB4F)
 
 def _key(src: np.ndarray, host: np.ndarray, port: np.ndarray, kind: np.ndarray | int) -> np.ndarray:
     """64-bit key of (source, host, port, kind) (a multiplicative mix: collisions are negligible)."""
-    with np.errstate(over="ignore"):
-        a = (src.astype(np.uint64) << np.uint64(32)) | host.astype(np.uint64)
-        b = (port.astype(np.uint64) << np.uint64(8)) | np.asarray(kind, dtype=np.uint64)
-        return (a * _C1) ^ ((b + np.uint64(1)) * _C2)
+    b = (port.astype(np.uint64) << np.uint64(8)) | np.asarray(kind, dtype=np.uint64)
+    return pair_key(src, host, b)
 
 
-def _public_unicast(ip: np.ndarray) -> np.ndarray:
-    return (ip >> 28 != 0xE) & (ip != 0xFFFFFFFF) & (ip & 0xFF != 0xFF) & (ip != 0)
+def _public_unicast(b: PacketBatch) -> np.ndarray:
+    """Destinations a probe can go to: not multicast, broadcast or unspecified."""
+    ip = b.dst4
+    v4 = (ip >> 28 != 0xE) & (ip != 0xFFFFFFFF) & (ip & 0xFF != 0xFF) & (ip != 0)
+    v6 = (b.dst6[:, 0] != 0xFF) & b.dst6.any(axis=1)
+    return np.where(b.ip_version == 6, v6, v4)
 
 
 class _Group:
@@ -65,20 +74,24 @@ class ScanDetector:
         self.pending = LRU(self.cfg.max_pending, self.counters, "pending_evictions")  # key -> (ts, src, host, port, kind)
         self.groups = LRU(self.cfg.max_groups, self.counters, "group_evictions")  # gkey -> _Group
         self.active = LRU(self.cfg.max_groups, self.counters, "scanner_evictions")  # src -> [until, cls, victim, why]
+        self.targets = LRU(self.cfg.max_groups, self.counters, "target_evictions")  # (scanner, host) it probed -> None
 
     # -- probes and answers of one batch, as arrays ------------------------------------------
     def _probes(self, b: PacketBatch):
-        ok = (b.status == STATUS_OK) & (b.ip_version == 4) & b.l4_ok
+        ok = (b.status == STATUS_OK) & (b.ip_version > 0) & b.l4_ok
         f = b.tcp_flags
         tcp = ok & (b.proto == 6)
         udp = ok & (b.proto == 17)
-        icmp = ok & (b.proto == 1)
+        v6 = b.ip_version == 6
+        icmp = ok & np.where(v6, b.proto == 58, b.proto == 1)
+        echo_req = np.where(v6, b.icmp_type == 128, b.icmp_type == 8)
+        echo_rep = np.where(v6, b.icmp_type == 129, b.icmp_type == 0)
         pay = b.ip_len.astype(np.int64) - b.ip_hdr_len - b.l4_hdr_len
-        dst_ok = _public_unicast(b.dst4)
+        dst_ok = _public_unicast(b)
         p_tcp = tcp & (f & (TH_ACK | TH_RST) == 0) & dst_ok
         p_ack = tcp & (f & 0x3F == TH_ACK) & (pay <= 0) & dst_ok
         p_udp = udp & (b.dport <= b.sport) & dst_ok
-        p_icmp = icmp & (b.icmp_type == 8) & dst_ok
+        p_icmp = icmp & echo_req & dst_ok
         arp = (b.ethertype == ETH_P_ARP) & (b.status == STATUS_OK)
         p_arp = arp & (b.arp_op == 1) & (b.src4 != 0) & (b.src4 != b.dst4)
         kind = np.full(len(b), -1, dtype=np.int8)
@@ -88,10 +101,11 @@ class ScanDetector:
         a_tcp = tcp & (f & TH_RST == 0) & (f & TH_ACK != 0)
         rst = tcp & (f & TH_RST != 0)
         a_udp = udp
-        a_icmp = icmp & (b.icmp_type == 0)
+        a_icmp = icmp & echo_rep
         a_arp = arp & (b.arp_op == 2)
         zero = np.zeros(len(b), dtype=np.uint16)
-        rev = lambda port_, kind_: _key(b.dst4, b.src4, port_, kind_)  # noqa: E731
+        src, dst = address_ids(b)
+        rev = lambda port_, kind_: _key(dst, src, port_, kind_)  # noqa: E731
         answers = np.concatenate([rev(b.sport, K_TCP)[a_tcp], rev(b.sport, K_UDP)[a_udp],
                                   rev(zero, K_ICMP)[a_icmp], rev(zero, K_ARP)[a_arp]])
         resets = np.concatenate([rev(b.sport, K_TCP)[rst], rev(b.sport, K_ACK)[rst]])
@@ -115,7 +129,8 @@ class ScanDetector:
         events: list[tuple] = []  # (at, ts, src, host, port, kind, failed, from an OS stack)
         if pi.size:
             self.counters["probes"] += int(pi.size)
-            keys = _key(batch.src4[pi], batch.dst4[pi], port[pi], kind[pi].astype(np.uint64))
+            src, dst = address_ids(batch)
+            keys = _key(src[pi], dst[pi], port[pi], kind[pi].astype(np.uint64))
             uk, first = np.unique(keys, return_index=True)
             at = pi[first]
             # answered within the batch: by a reply at or after the probe
@@ -133,7 +148,7 @@ class ScanDetector:
             timed = ~answered & ~reset & (end - ts[at] >= cfg.answer_s) & (k_u != K_ACK)
             failed = reset | timed
             pend = ~answered & ~failed & (k_u != K_ACK)
-            cols = (at.tolist(), ts[at].tolist(), batch.src4[at].tolist(), batch.dst4[at].tolist(),
+            cols = (at.tolist(), ts[at].tolist(), src[at].tolist(), dst[at].tolist(),
                     port[at].tolist(), k_u.tolist(), stack[at].tolist())
             for j, (a, t, s, h, p_, k, os_) in enumerate(zip(*cols)):
                 if failed[j] or k == K_ICMP:
@@ -176,10 +191,12 @@ class ScanDetector:
             groups = [((s, 0, 0, K_ARP), h, cfg.arp_hosts, "Recon-HostDiscovery", "unanswered ARP requests")]
         else:
             kk = K_TCP if k == K_ACK else k
-            groups = [((s, h, 0, kk), p_, cfg.ports, "Recon-PortScan", f"failed {_KIND_NAME[k]} probes to ports of {ipv4_str(h)}")]
+            groups = [((s, h, 0, kk), p_, cfg.ports, "Recon-PortScan", f"failed {_KIND_NAME[k]} probes to ports of {address_name(h)}")]
             if k != K_ACK and not os_:  # connection attempts of an OS stack: vertical only
                 groups.append(((s, 0, p_, kk), h, cfg.hosts, "Recon-PortScan",
                                f"failed {_KIND_NAME[k]} probes to hosts on port {p_}"))
+        if s in self.active:
+            self.targets.touch((s, h), None)
         for gkey, member, limit, cls, what in groups:
             g = self.groups.get_touch(gkey)
             if g is None or t - g.t0 > cfg.window_s:
@@ -192,7 +209,9 @@ class ScanDetector:
             if len(g.members) < 4 * limit:
                 g.members.add(member)
             if len(g.members) >= limit and g.failed >= cfg.fail_ratio * (g.failed + g.answered):
-                victim = ipv4_str(gkey[1]) if gkey[1] else (f"*:{gkey[2]}" if gkey[2] else "*")
+                victim = address_name(gkey[1]) if gkey[1] else (f"*:{gkey[2]}" if gkey[2] else "*")
+                for host in ((gkey[1],) if gkey[1] else g.members if k != K_ARP else ()):
+                    self.targets.touch((s, host), None)
                 st = self.active.get(s)
                 if st is None:
                     self.counters["scanners"] += 1
@@ -209,26 +228,34 @@ class ScanDetector:
             del self.active[s]
         if not self.active:
             return []
-        scanners = np.fromiter(self.active.keys(), dtype=np.uint32, count=len(self.active))
+        scanners = np.fromiter(self.active.keys(), dtype=np.uint64, count=len(self.active))
         order = np.argsort(scanners)
         scanners = scanners[order]
         start = np.array([started.get(int(s), 0) for s in scanners], dtype=np.int64)
         ok = (b.status == STATUS_OK)
         f = b.tcp_flags
-        tcp = ok & (b.ip_version == 4) & (b.proto == 6)
-        from_s = np.isin(b.src4, scanners) & ok
-        to_s = np.isin(b.dst4, scanners) & ok
+        v6 = b.ip_version == 6
+        tcp = ok & (b.ip_version > 0) & (b.proto == 6)
+        src, dst = address_ids(b)
+        from_s = np.isin(src, scanners) & ok
+        to_s = np.isin(dst, scanners) & ok
         idx = np.arange(len(b))
         # the scanner's probes (and the ACK/RST that close a connect scan)
         probe = (kind >= 0) | (tcp & ((f & TH_RST != 0) | ((f & 0x3F) == TH_ACK)))
         # the replies to it
         reply = ((tcp & ((f & TH_RST != 0) | ((f & (TH_SYN | TH_ACK)) == (TH_SYN | TH_ACK))))
                  | ((b.proto == 1) & (b.ip_version == 4) & np.isin(b.icmp_type, (0, 3, 11)))
-                 | ((b.proto == 17) & (b.ip_version == 4))
+                 | ((b.proto == 58) & v6 & np.isin(b.icmp_type, (129, 1, 3)))
+                 | ((b.proto == 17) & (b.ip_version > 0))
                  | ((b.ethertype == ETH_P_ARP) & (b.arp_op == 2)))
         findings = []
         mask = np.zeros(len(b), dtype=bool)
-        for who, col, sel in ((0, b.src4, from_s & probe), (1, b.dst4, to_s & reply)):
+        # everything else exchanged with a host the scanner probed (a handful of rows: its traffic only)
+        conv = np.zeros(len(b), dtype=bool)
+        if self.targets:
+            for i in np.flatnonzero((from_s | to_s) & ~(from_s & probe) & ~(to_s & reply)).tolist():
+                conv[i] = (int(src[i]), int(dst[i])) in self.targets or (int(dst[i]), int(src[i])) in self.targets
+        for who, col, sel in ((0, src, from_s & (probe | conv)), (1, dst, to_s & (reply | conv))):
             if not sel.any():
                 continue
             j = np.searchsorted(scanners, col[sel])
@@ -237,7 +264,7 @@ class ScanDetector:
         if not mask.any():
             return []
         cls_rows: dict[int, np.ndarray] = {}
-        src_of = np.where(np.isin(b.src4[mask], scanners), b.src4[mask], b.dst4[mask])
+        src_of = np.where(np.isin(src[mask], scanners), src[mask], dst[mask])
         rows_all = np.flatnonzero(mask)
         for s in np.unique(src_of).tolist():
             cls_rows[s] = rows_all[src_of == s]
@@ -250,7 +277,7 @@ class ScanDetector:
             st[0] = max(st[0], last + self.cfg.hold_s)
             findings.append(Finding(
                 detector=self.name, cls=st[1], first_ts=float(b.ts[rows].min()), last_ts=last,
-                packets=int(rows.size), attacker=ipv4_str(s), victim=st[2],
+                packets=int(rows.size), attacker=address_name(s), victim=st[2],
                 protocol="arp" if st[1] == "Recon-HostDiscovery" else ("icmp" if st[1] == "Recon-PingSweep" else "tcp"),
-                evidence=f"{ipv4_str(s)}: {st[3]}"))
+                evidence=f"{address_name(s)}: {st[3]}"))
         return findings

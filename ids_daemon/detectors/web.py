@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..capture.batch import PacketBatch
+from ..capture.batch import PacketBatch, address_ids
 from ..capture.decode import HTTP_SIGNATURES
 from ..config import WebDetectorConfig
-from .base import Finding, HeldPairs, tcp4_pairs
+from .base import Finding, HeldPairs, tcp_pairs
 
 _SCANNER = {code for code, _cls, what in HTTP_SIGNATURES if what.startswith("scanner")}
 
@@ -34,12 +34,13 @@ class WebDetector:
         self.scanners: set[int] = set()  # pair keys whose requests carried a scanner fingerprint (pruned with pairs)
 
     def process(self, batch: PacketBatch, verdict: np.ndarray) -> list[Finding]:
-        tcp, fwd, rev = tcp4_pairs(batch)
+        tcp, fwd, rev = tcp_pairs(batch)
+        src, dst = address_ids(batch)
         hits = np.flatnonzero(tcp & (batch.http_sig > 0))
         if hits.size:
             self.counters["requests_matched"] += int(hits.size)
             cols = (hits.tolist(), batch.http_sig[hits].tolist(), batch.ts[hits].tolist(), fwd[hits].tolist(),
-                    batch.src4[hits].tolist(), batch.dst4[hits].tolist(), batch.dport[hits].tolist())
+                    src[hits].tolist(), dst[hits].tolist(), batch.dport[hits].tolist())
             for i, code, t, key, client, server, port in zip(*cols):
                 _, cls, what = HTTP_SIGNATURES[code - 1]
                 known = key in self.pairs.active

@@ -7,9 +7,15 @@ preallocated numpy state: a fixed-size entry table (one row per tracked key), an
 open-addressing hash index and an LRU list, so memory is bounded by ``max_flows`` and
 nothing is allocated per packet.
 
-Layout per entry (bytes): EI 17 x int32 (68) + EK 3 x uint64 (24)
-+ EF 9 x float64 (72) + SUMS 42 x float64 (336) = 500, plus 1.5 to 3 hash slots x int32
-(6 to 12; 8 when max_flows is a power of two): at most 512.
+Layout per entry (bytes): EI 17 x int32 (68) + EK 3 x uint64 (24) + E6 4 x uint64 (32)
++ EF 9 x float64 (72) + SUMS 42 x float64 (336) = 532, plus 1.5 to 3 hash slots x int32
+(6 to 12; 8 when max_flows is a power of two): at most 544.
+
+IPv6 packets go through the same loop: a flow's key word K_1 is a 64-bit hash of its two
+sorted 128-bit endpoints (collisions need two flows with the same ports, protocol and
+hash: about 2^-64 per pair), K_2 carries KEY_V6 so the two families never share a key,
+and the endpoints themselves (or a pool's /64 or /128 host prefix) are kept in E6 for
+output (a table of their own: the IPv4 hot path touches the same bytes as before).
 """
 
 from __future__ import annotations
@@ -25,10 +31,16 @@ I_CFIN, I_CSYN, I_CRST, I_CPSH, I_CACK = 5, 6, 7, 8, 9
 I_WIN_N, I_BUF_N, I_BUF_MIN, I_BUF_MAX, I_PREV, I_NEXT, I_FLAGS = 10, 11, 12, 13, 14, 15, 16
 FLAG_OWN = 1  # the flow is its own window key (promoted)
 FLAG_PROBATION = 2  # on the probation list: a flow seen once so far
+FLAG_V6 = 4  # an IPv6 flow or pool (its addresses are in E6)
 NI = 17
 # ---- uint64 key words (EK): the two key words, then the addresses (initiator << 32 |
 # responder for a flow, the host for a pool) ----
 K_1, K_2, K_ADDR = 0, 1, 2
+NK = 3
+# ---- IPv6 addresses (E6, uint64 words), a table of their own so that IPv4 keys stay
+# compact: initiator (2 words) and responder (2 words) of a flow, the host prefix of a pool ----
+K_S6, K_D6 = 0, 2
+KEY_V6 = 1 << 16  # in K_2: an IPv6 key
 # ---- float64 entry fields (EF) ----
 F_FIRST, F_LAST, F_WFIRST, F_WLAST, F_PREV_TS, F_RATE, F_BYTES, F_BSUM, F_BSQ = 0, 1, 2, 3, 4, 5, 6, 7, 8
 NF = 9
@@ -45,8 +57,8 @@ GF_NOW, GF_NEXT_SCAN = 0, 1
 C_ROWS, C_WINDOWS, C_PARTIAL, C_FLOWS, C_POOLS, C_EVICTED, C_IDLE, C_ACTIVE, C_PROMOTED, C_EVICTED_EST = range(10)
 NC = 10
 # ---- parameters (P, float64) ----
-P_WINDOW, P_PROMOTE, P_PREFIX_MASK, P_PREFIX_LEN, P_IDLE, P_ACTIVE, P_SCAN, P_CAPTURE, P_PER_PACKET = range(9)
-NP_ = 9
+P_WINDOW, P_PROMOTE, P_PREFIX_MASK, P_PREFIX_LEN, P_IDLE, P_ACTIVE, P_SCAN, P_CAPTURE, P_PER_PACKET, P_PREFIX6 = range(10)
+NP_ = 10
 
 KIND_FLOW, KIND_POOL, KIND_CAPTURE = 1, 2, 3
 REASON_FULL, REASON_IDLE, REASON_ACTIVE, REASON_EVICTED, REASON_END = 0, 1, 2, 3, 4
@@ -63,6 +75,11 @@ COL_SUM[SUM_COL] = np.arange(NS)
 # ICMP types sent by the host being talked to (replies and errors): pooled by source.
 _ICMP_FROM_SERVED = np.zeros(256, dtype=np.bool_)
 _ICMP_FROM_SERVED[[0, 3, 4, 5, 11, 12, 14, 16, 18]] = True
+# ICMPv6: errors (1-4) and echo replies come from the host being talked to; neighbour and
+# router discovery (133-137) are pooled by their sender, as ARP is: the address that
+# solicits or announces itself
+_ICMP6_FROM_SERVED = np.zeros(256, dtype=np.bool_)
+_ICMP6_FROM_SERVED[[1, 2, 3, 4, 129, 133, 134, 135, 136, 137]] = True
 
 MAX_EMIT_PER_PACKET = 4  # full window + active restart + two evictions
 
@@ -72,7 +89,10 @@ MAX_EMIT_PER_PACKET = 4  # full window + active restart + two evictions
 OF_FIRST, OF_LAST = 46, 47
 NOF = 48
 OI_N, OI_KEY, OI_KIND, OI_PROTO, OI_SRC, OI_DST, OI_SPORT, OI_DPORT, OI_HOST, OI_REASON = range(10)
-NOI = 10
+# IPv6 identity: a flag, then the source/initiator (2 words) and the destination/responder
+# or pool host prefix (2 words), as the uint64 words of the address bytes
+OI_V6, OI_S6, OI_D6 = 10, 11, 13
+NOI = 15
 
 
 def _zeros(shape: tuple[int, ...], dtype: type, populate: bool) -> np.ndarray:
@@ -93,7 +113,8 @@ def allocate(capacity: int, populate: bool = False) -> dict[str, np.ndarray]:
         slots <<= 1
     st = {
         "ei": _zeros((capacity, NI), np.int32, populate),
-        "ek": _zeros((capacity, 3), np.uint64, populate),
+        "ek": _zeros((capacity, NK), np.uint64, populate),
+        "e6": _zeros((capacity, 4), np.uint64, populate),
         "ef": _zeros((capacity, NF), np.float64, populate),
         "sums": _zeros((capacity, NS), np.float64, populate),
         "ht": np.full(slots, -1, dtype=np.int32),
@@ -218,7 +239,7 @@ def _oldest(ef, g):
 
 
 @njit(cache=True, nogil=True)
-def _emit(e, reason, ei, ek, ef, sums, g, cnt, wf, wi):
+def _emit(e, reason, ei, ek, e6, ef, sums, g, cnt, wf, wi):
     """Average entry e's partial window into the output and reset it."""
     o = g[G_OUT]
     n = ei[e, I_WIN_N]
@@ -251,6 +272,13 @@ def _emit(e, reason, ei, ek, ef, sums, g, cnt, wf, wi):
         wi[o, OI_DPORT] = 0
         wi[o, OI_HOST] = np.int64(addr)
     wi[o, OI_REASON] = reason
+    if ei[e, I_FLAGS] & FLAG_V6:
+        wi[o, OI_V6] = 1
+        for j in range(4):
+            wi[o, OI_S6 + j] = np.int64(e6[e, K_S6 + j])
+    else:
+        for j in range(5):
+            wi[o, OI_V6 + j] = 0
     ei[e, I_WIN_N] = 0
     g[G_OUT] = o + 1
     cnt[C_WINDOWS] += 1
@@ -259,10 +287,10 @@ def _emit(e, reason, ei, ek, ef, sums, g, cnt, wf, wi):
 
 
 @njit(cache=True, nogil=True)
-def _release(e, reason, ei, ek, ef, sums, ht, g, cnt, wf, wi):
+def _release(e, reason, ei, ek, e6, ef, sums, ht, g, cnt, wf, wi):
     """Drop entry e: its partial window (if any) goes out first, nothing is lost."""
     if ei[e, I_WIN_N] > 0:
-        _emit(e, reason, ei, ek, ef, sums, g, cnt, wf, wi)
+        _emit(e, reason, ei, ek, e6, ef, sums, g, cnt, wf, wi)
     _, slot = _find(ek, ht, ek[e, K_1], ek[e, K_2])
     _ht_remove(ek, ht, slot)
     _unlink(ei, g, e)
@@ -273,12 +301,12 @@ def _release(e, reason, ei, ek, ef, sums, ht, g, cnt, wf, wi):
 
 
 @njit(cache=True, nogil=True)
-def _evict(ei, ek, ef, sums, ht, g, cnt, wf, wi):
+def _evict(ei, ek, e6, ef, sums, ht, g, cnt, wf, wi):
     """Make room for one key: drop the probation tail, else the main list's tail."""
     victim = g[G_PTAIL] if g[G_PTAIL] >= 0 else g[G_TAIL]
     if not ei[victim, I_FLAGS] & FLAG_PROBATION:
         cnt[C_EVICTED_EST] += 1
-    _release(victim, REASON_EVICTED, ei, ek, ef, sums, ht, g, cnt, wf, wi)
+    _release(victim, REASON_EVICTED, ei, ek, e6, ef, sums, ht, g, cnt, wf, wi)
     cnt[C_EVICTED] += 1
 
 
@@ -291,7 +319,7 @@ def _insert(k1, k2, slot, t, ei, ek, ef, ht, g, probation):
     ht[slot] = e
     ek[e, K_1] = k1
     ek[e, K_2] = k2
-    ek[e, K_ADDR] = 0
+    ek[e, K_ADDR] = 0  # the IPv6 words are written whenever FLAG_V6 is set, and read only then
     for j in range(NI):
         ei[e, j] = 0
     for j in range(NF):
@@ -302,8 +330,21 @@ def _insert(k1, k2, slot, t, ei, ek, ef, ht, g, probation):
     return e
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _flow_endpoints(ek, e6, e, i, v6, src, dst, src6, dst6):
+    """Record flow e's endpoints as packet i has them (initiator first)."""
+    if v6:
+        ek[e, K_ADDR] = 0
+        e6[e, K_S6] = src6[i, 0]
+        e6[e, K_S6 + 1] = src6[i, 1]
+        e6[e, K_D6] = dst6[i, 0]
+        e6[e, K_D6 + 1] = dst6[i, 1]
+    else:
+        ek[e, K_ADDR] = (np.uint64(src[i]) << np.uint64(32)) | np.uint64(dst[i])
+
+
 @njit(cache=True, nogil=True)
-def expire_idle(now, params, ei, ek, ef, sums, ht, g, gf, cnt, wf, wi, out_cap):
+def expire_idle(now, params, ei, ek, e6, ef, sums, ht, g, gf, cnt, wf, wi, out_cap):
     """Expire keys idle for longer than the idle timeout (oldest first). Returns True
     when the scan finished, False when it stopped for lack of output room."""
     idle = params[P_IDLE]
@@ -319,14 +360,14 @@ def expire_idle(now, params, ei, ek, ef, sums, ht, g, gf, cnt, wf, wi, out_cap):
             break
         if g[G_OUT] >= out_cap:
             return False
-        _release(e, REASON_IDLE, ei, ek, ef, sums, ht, g, cnt, wf, wi)
+        _release(e, REASON_IDLE, ei, ek, e6, ef, sums, ht, g, cnt, wf, wi)
         cnt[C_IDLE] += 1
     gf[GF_NEXT_SCAN] = gf[GF_NOW] + params[P_SCAN]
     return True
 
 
 @njit(cache=True, nogil=True)
-def flush_all(ei, ek, ef, sums, g, cnt, wf, wi, start):
+def flush_all(ei, ek, e6, ef, sums, g, cnt, wf, wi, start):
     """Emit every partial window (end of stream), from entry ``start``; returns the next
     entry to visit (== capacity when done)."""
     cap = ei.shape[0]
@@ -336,20 +377,21 @@ def flush_all(ei, ek, ef, sums, g, cnt, wf, wi, start):
         if ei[e, I_KIND] != 0 and ei[e, I_WIN_N] > 0:
             if g[G_OUT] >= out_cap:
                 return e
-            _emit(e, REASON_END, ei, ek, ef, sums, g, cnt, wf, wi)
+            _emit(e, REASON_END, ei, ek, e6, ef, sums, g, cnt, wf, wi)
         e += 1
     return e
 
 
 @njit(cache=True, nogil=True)
 def meter_packets(start, sel, ts, flen, is_arp, proto, l4ok, src, dst, sport, dport, flags, ttl, icmp_type,
-                  params, ei, ek, ef, sums, ht, g, gf, cnt, wf, wi, pf, pi, pp_row):
+                  is6, src6, dst6, params, ei, ek, e6, ef, sums, ht, g, gf, cnt, wf, wi, pf, pi, pp_row):
     """Meter packets ``start..`` of the batch; returns the index of the first packet not
     processed (the caller drains the output and calls again when it is short of room)."""
     n = ts.shape[0]
     window = np.int64(params[P_WINDOW])
     promote = np.int64(params[P_PROMOTE])
     pmask = np.uint32(np.int64(params[P_PREFIX_MASK]))
+    host128 = params[P_PREFIX6] >= 128  # IPv6 pools: /128 (one per address) or /64
     active = params[P_ACTIVE]
     capture = params[P_CAPTURE] > 0
     per_packet = params[P_PER_PACKET] > 0
@@ -357,7 +399,7 @@ def meter_packets(start, sel, ts, flen, is_arp, proto, l4ok, src, dst, sport, dp
     out_cap = wf.shape[0]
     r = pp_row
     for i in range(start, n):
-        if not sel[i]:  # not an IPv4/ARP packet: counted by the caller, no row
+        if not sel[i]:  # not an IP/ARP packet: counted by the caller, no row
             continue
         if g[G_OUT] + MAX_EMIT_PER_PACKET > out_cap:
             return i, r
@@ -365,11 +407,12 @@ def meter_packets(start, sel, ts, flen, is_arp, proto, l4ok, src, dst, sport, dp
         if t > gf[GF_NOW]:
             gf[GF_NOW] = t
         if params[P_IDLE] > 0 and gf[GF_NOW] >= gf[GF_NEXT_SCAN]:
-            if not expire_idle(gf[GF_NOW], params, ei, ek, ef, sums, ht, g, gf, cnt, wf, wi,
+            if not expire_idle(gf[GF_NOW], params, ei, ek, e6, ef, sums, ht, g, gf, cnt, wf, wi,
                                out_cap - MAX_EMIT_PER_PACKET):
                 return i, r
         size = np.int64(flen[i])
         arp = is_arp[i]
+        v6 = is6[i]
         p = np.int64(proto[i])
         tcp = (not arp) and l4ok[i] and p == 6
         udp = (not arp) and l4ok[i] and p == 17
@@ -380,29 +423,40 @@ def meter_packets(start, sel, ts, flen, is_arp, proto, l4ok, src, dst, sport, dp
         hl = 0.0
         fe = -1
         if tcp or udp:
-            a_ip, b_ip = src[i], dst[i]
             a_pt, b_pt = sp, dp
-            if (a_ip > b_ip) or (a_ip == b_ip and a_pt > b_pt):
-                a_ip, b_ip, a_pt, b_pt = b_ip, a_ip, b_pt, a_pt
-            k1 = (np.uint64(a_ip) << np.uint64(32)) | np.uint64(b_ip)
-            k2 = (np.uint64(a_pt) << np.uint64(48)) | (np.uint64(b_pt) << np.uint64(32)) | \
+            if v6:
+                # endpoints in a fixed order, then one hash of both (see the module docstring)
+                a0, a1, b0, b1 = src6[i, 0], src6[i, 1], dst6[i, 0], dst6[i, 1]
+                if (a0 > b0) or (a0 == b0 and (a1 > b1 or (a1 == b1 and a_pt > b_pt))):
+                    a0, a1, b0, b1, a_pt, b_pt = b0, b1, a0, a1, b_pt, a_pt
+                k1 = _mix(_mix(a0, a1) ^ b0, b1)
+                vbit = np.uint64(KEY_V6)
+            else:
+                a_ip, b_ip = src[i], dst[i]
+                if (a_ip > b_ip) or (a_ip == b_ip and a_pt > b_pt):
+                    a_ip, b_ip, a_pt, b_pt = b_ip, a_ip, b_pt, a_pt
+                k1 = (np.uint64(a_ip) << np.uint64(32)) | np.uint64(b_ip)
+                vbit = np.uint64(0)
+            k2 = (np.uint64(a_pt) << np.uint64(48)) | (np.uint64(b_pt) << np.uint64(32)) | vbit | \
                 (np.uint64(p) << np.uint64(8)) | np.uint64(KIND_FLOW)
             fe, slot = _find(ek, ht, k1, k2)
             if fe < 0:
                 if g[G_FREE] < 0:
-                    _evict(ei, ek, ef, sums, ht, g, cnt, wf, wi)
+                    _evict(ei, ek, e6, ef, sums, ht, g, cnt, wf, wi)
                     _, slot = _find(ek, ht, k1, k2)  # the removal may have shifted slots
                 fe = _insert(k1, k2, slot, t, ei, ek, ef, ht, g, True)
                 ei[fe, I_KIND] = KIND_FLOW
                 ei[fe, I_PROTO] = p
-                ek[fe, K_ADDR] = (np.uint64(src[i]) << np.uint64(32)) | np.uint64(dst[i])
+                if v6:
+                    ei[fe, I_FLAGS] |= FLAG_V6
+                _flow_endpoints(ek, e6, fe, i, v6, src, dst, src6, dst6)
                 ei[fe, I_APORT] = sp
                 ei[fe, I_BPORT] = dp
                 cnt[C_FLOWS] += 1
             elif active > 0 and t - ef[fe, F_FIRST] > active:
                 # a long flow restarts: its state (and own window) begin again
                 if ei[fe, I_WIN_N] > 0:
-                    _emit(fe, REASON_ACTIVE, ei, ek, ef, sums, g, cnt, wf, wi)
+                    _emit(fe, REASON_ACTIVE, ei, ek, e6, ef, sums, g, cnt, wf, wi)
                 for j in range(I_PKTS, I_BUF_MAX + 1):
                     ei[fe, j] = 0
                 ei[fe, I_FLAGS] &= ~FLAG_OWN
@@ -410,7 +464,7 @@ def meter_packets(start, sel, ts, flen, is_arp, proto, l4ok, src, dst, sport, dp
                     if j != F_LAST:
                         ef[fe, j] = 0.0
                 ef[fe, F_FIRST] = t
-                ek[fe, K_ADDR] = (np.uint64(src[i]) << np.uint64(32)) | np.uint64(dst[i])
+                _flow_endpoints(ek, e6, fe, i, v6, src, dst, src6, dst6)
                 ei[fe, I_APORT] = sp
                 ei[fe, I_BPORT] = dp
                 cnt[C_ACTIVE] += 1
@@ -429,6 +483,8 @@ def meter_packets(start, sel, ts, flen, is_arp, proto, l4ok, src, dst, sport, dp
                 _touch(ei, ef, g, fe, t)
 
         # ---- which key's window this row joins ----
+        h0 = np.uint64(0)  # IPv6 pool host prefix (two words)
+        h1 = np.uint64(0)
         if fe >= 0 and not capture and ei[fe, I_PKTS] >= promote:
             wk = fe
             if not ei[fe, I_FLAGS] & FLAG_OWN:
@@ -441,7 +497,18 @@ def meter_packets(start, sel, ts, flen, is_arp, proto, l4ok, src, dst, sport, dp
                 pp_proto = 0
             else:
                 kind = KIND_POOL
-                if fe >= 0:
+                host = np.uint32(0)
+                pp_proto = p
+                if v6:
+                    if fe >= 0:
+                        h0, h1 = e6[fe, K_D6], e6[fe, K_D6 + 1]
+                    elif p == 58 and l4ok[i] and _ICMP6_FROM_SERVED[icmp_type[i]]:
+                        h0, h1 = src6[i, 0], src6[i, 1]
+                    else:
+                        h0, h1 = dst6[i, 0], dst6[i, 1]
+                    if not host128:
+                        h1 = np.uint64(0)
+                elif fe >= 0:
                     # the flow's responder: the host being served or attacked
                     host = np.uint32(ek[fe, K_ADDR] & np.uint64(0xFFFFFFFF))
                     pp_proto = p
@@ -455,17 +522,26 @@ def meter_packets(start, sel, ts, flen, is_arp, proto, l4ok, src, dst, sport, dp
                     host = dst[i]
                     pp_proto = p
                 host = host & pmask
-            k1 = np.uint64(host)
-            k2 = (np.uint64(pp_proto) << np.uint64(8)) | np.uint64(kind)
+            pool6 = v6 and not capture
+            if pool6:
+                k1 = _mix(h0, h1)
+                k2 = (np.uint64(pp_proto) << np.uint64(8)) | np.uint64(KEY_V6) | np.uint64(kind)
+            else:
+                k1 = np.uint64(host)
+                k2 = (np.uint64(pp_proto) << np.uint64(8)) | np.uint64(kind)
             wk, slot = _find(ek, ht, k1, k2)
             if wk < 0:
                 if g[G_FREE] < 0:
-                    _evict(ei, ek, ef, sums, ht, g, cnt, wf, wi)
+                    _evict(ei, ek, e6, ef, sums, ht, g, cnt, wf, wi)
                     _, slot = _find(ek, ht, k1, k2)
                 wk = _insert(k1, k2, slot, t, ei, ek, ef, ht, g, False)
                 ei[wk, I_KIND] = kind
                 ei[wk, I_PROTO] = pp_proto
                 ek[wk, K_ADDR] = np.uint64(host)
+                if pool6:
+                    ei[wk, I_FLAGS] |= FLAG_V6
+                    e6[wk, K_S6] = h0
+                    e6[wk, K_S6 + 1] = h1
                 if kind == KIND_POOL:
                     cnt[C_POOLS] += 1
         _touch(ei, ef, g, wk, t)
@@ -545,9 +621,12 @@ def meter_packets(start, sel, ts, flen, is_arp, proto, l4ok, src, dst, sport, dp
         row[25] = 1.0 if tcp and (sp == 21 or dp == 21) else 0.0
         row[26] = 1.0 if tcp else 0.0
         row[27] = 1.0 if udp else 0.0
-        row[28] = 1.0 if udp and (sp == 67 or dp == 68) else 0.0
+        if v6:  # DHCPv6, the released rule's direction (server port as source or client port as destination)
+            row[28] = 1.0 if udp and (sp == 547 or dp == 546) else 0.0
+        else:
+            row[28] = 1.0 if udp and (sp == 67 or dp == 68) else 0.0
         row[29] = 1.0 if arp else 0.0
-        row[30] = 1.0 if (not arp) and p == 1 else 0.0
+        row[30] = 1.0 if (not arp) and (p == 1 or (v6 and p == 58)) else 0.0  # ICMP, or ICMPv6
         row[31] = 0.0 if arp else 1.0
         row[32] = row[31]
         row[33] = bsum
@@ -579,6 +658,11 @@ def meter_packets(start, sel, ts, flen, is_arp, proto, l4ok, src, dst, sport, dp
             pi[r, OI_DPORT] = dp
             pi[r, OI_HOST] = np.int64(ek[wk, K_ADDR]) if ei[wk, I_KIND] == KIND_POOL else 0
             pi[r, OI_REASON] = REASON_FULL
+            pi[r, OI_V6] = 1 if v6 else 0
+            pi[r, OI_S6] = np.int64(src6[i, 0])
+            pi[r, OI_S6 + 1] = np.int64(src6[i, 1])
+            pi[r, OI_D6] = np.int64(dst6[i, 0])
+            pi[r, OI_D6 + 1] = np.int64(dst6[i, 1])
             r += 1
         cnt[C_ROWS] += 1
 
@@ -591,5 +675,5 @@ def meter_packets(start, sel, ts, flen, is_arp, proto, l4ok, src, dst, sport, dp
         for j in range(NS):
             sums[wk, j] += row[SUM_COL[j]]
         if wn >= window:
-            _emit(wk, REASON_FULL, ei, ek, ef, sums, g, cnt, wf, wi)
+            _emit(wk, REASON_FULL, ei, ek, e6, ef, sums, g, cnt, wf, wi)
     return n, r

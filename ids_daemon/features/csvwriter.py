@@ -7,7 +7,7 @@ from typing import TextIO
 
 import numpy as np
 
-from ..capture.batch import ipv4_to_str
+from ..capture.batch import ip_strings
 from .ciciot import COLUMNS, IDENTITY_COLUMNS
 from .window import KIND_FLOW, REASON_NAMES, WindowBatch, proto_name
 
@@ -46,8 +46,11 @@ class CsvWindowWriter:
         keys = wb.key_strings()
         # per-packet rows name their own packet; a pool window has only its host
         flow = np.full(n, True) if self.per_packet else wb.kind == KIND_FLOW
-        src = np.where(flow, ipv4_to_str(wb.src), "")
-        dst = np.where(flow, ipv4_to_str(wb.dst), ipv4_to_str(wb.host))
+        if self.per_packet:  # a row names its own packet's addresses
+            v6 = wb.ip_version == 6
+            src, dst = ip_strings(wb.src, wb.src6, v6), ip_strings(wb.dst, wb.dst6, v6)
+        else:
+            src, dst = wb.endpoint_strings()
         sport = np.where(flow, wb.sport.astype(str), "")
         dport = np.where(flow, wb.dport.astype(str), "")
         protos = [proto_name(p) for p in wb.proto.tolist()]

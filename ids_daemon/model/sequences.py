@@ -34,4 +34,4 @@ def window_sequences(windows, columns: np.ndarray, t: int) -> np.ndarray:
     """(n, t, len(columns)) float32: the last ``t`` windows of each window's key, model
     columns ``columns`` (indices into the 46), as the daemon's sequence buffer builds them."""
     idx = last_t_index(windows.key, windows.first_ts, t)
-    return windows.features[:, columns].astype(np.float32)[idx]
+    return windows.model_features()[:, columns].astype(np.float32)[idx]

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import orjson
 
-from ..capture.batch import ipv4_to_str
 from ..features.window import KIND_FLOW, KIND_POOL, REASON_NAMES, proto_name
 from ..sinks.base import EncodedBatch
 from .community_id import community_ids
@@ -49,17 +48,22 @@ def _flows(w: Any) -> list[dict[str, Any]]:
         keys = m.key_strings().tolist()
         fm = m.kind == KIND_FLOW
         flow = fm.tolist()
-        src = ipv4_to_str(m.src).tolist()
-        dst = ipv4_to_str(np.where(fm, m.dst, m.host)).tolist()
-        # only flows have a 5-tuple; a pool's or capture's window has no Community ID
-        cids = iter(community_ids(m.src[fm], m.dst[fm], m.proto[fm], m.sport[fm], m.dport[fm]))
+        src, dst = (a.tolist() for a in m.endpoint_strings())  # IPv4 or IPv6
+        # only flows have a 5-tuple (a pool's or capture's window has no Community ID); one family per call
+        cid: list[str | None] = [None] * len(m)
+        v6 = m.ip_version == 6
+        for rows, (a, b) in ((np.flatnonzero(fm & ~v6), (m.src, m.dst)), (np.flatnonzero(fm & v6), (m.src6, m.dst6))):
+            if len(rows):
+                ids = community_ids(a[rows], b[rows], m.proto[rows], m.sport[rows], m.dport[rows])
+                for r, c in zip(rows.tolist(), ids):
+                    cid[r] = c
         for j, i in enumerate(missing):
             fl = flow[j]
             _FLOW_CACHE[hashes[i]] = {
                 "key": keys[j], "kind": _KIND_NAMES.get(int(m.kind[j]), "capture"), "protocol": proto_name(m.proto[j]),
                 "src_ip": src[j] if fl else None, "src_port": int(m.sport[j]) if fl else None,
                 "dst_ip": dst[j], "dst_port": int(m.dport[j]) if fl else None,
-                "community_id": next(cids) if fl else None,
+                "community_id": cid[j],
             }
     return [_FLOW_CACHE[h] for h in hashes]
 

@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from ids_daemon.capture.batch import ETH_P_ARP, STATUS_OK, PacketBatch
+from ids_daemon.capture.batch import PacketBatch
 from ids_daemon.capture.bpf import BpfProgram, compile_filter, match_frames
 from ids_daemon.capture.pcap import PcapSource
 from ids_daemon.config import MeterConfig
@@ -151,7 +151,7 @@ def meter_labelled(entry: CaptureEntry, meter_cfg: MeterConfig, detector: FrameD
                 continue
             frame_attack = pending.pop(0) if pending else np.zeros(len(b), dtype=bool)
             frames += len(b)
-            sel = (b.status == STATUS_OK) & ((b.ip_version == 4) | (b.ethertype == ETH_P_ARP))
+            sel = meter.metered_mask(b)  # the frames that get a row (IPv4, IPv6, ARP)
             labels.append(frame_attack[sel])
             if detector is not None:
                 det_rows.append(np.asarray(detector(b), dtype=np.int16)[sel])
