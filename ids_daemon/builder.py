@@ -180,6 +180,7 @@ def open_source(cfg: Config, read: str | None, interface: str | None) -> tuple[A
     src = LiveSource(iface, bpf_filter=c.filter, snaplen=c.snaplen, ring_mb=c.ring_mb,
                      block_timeout_ms=c.block_timeout_ms, promiscuous=c.promiscuous, batch_size=c.batch_size)
     src.open()
+    src.warm_up()  # compiled before a privilege drop, which may leave the code's cache unwritable
     # tells a user (and a test harness) that packets are being captured from now on
     print(f"ids-daemon: capturing on {iface}" + (f" (filter: {c.filter})" if c.filter else ""),
           file=sys.stderr, flush=True)

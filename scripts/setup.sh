@@ -29,15 +29,18 @@ pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 # torch: without a GPU take the pinned CPU build (small, fast); with one, keep or get
 # the default CUDA build. The project's range (torch>=2.2) accepts either, so the
 # install below never replaces the one chosen here. PyPI's torch for Linux x86_64 is
-# the CUDA build (several GB of CUDA libraries); the CPU build comes from PyTorch's CPU
-# index (TORCH_CPU_INDEX to use a mirror). Without that index (offline, a local wheel
-# in pip's configuration) the pinned version from the configured index, then any.
+# the CUDA build (several GB of CUDA libraries); the CPU build, torch==2.13.0+cpu, is
+# taken first from pip's configured sources (a local wheel or mirror: no network), then
+# from PyTorch's CPU index (TORCH_CPU_INDEX to use a mirror) with the dependencies from
+# PyPI, then the pinned version, then any.
 cpu_index="${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}"
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
         "${pip[@]}" torch
     else
-        "${pip[@]}" --retries 1 --timeout 15 --index-url "$cpu_index" "torch==2.13.0" || "${pip[@]}" "torch==2.13.0" || "${pip[@]}" torch
+        "${pip[@]}" "torch==2.13.0+cpu" 2>/dev/null \
+            || "${pip[@]}" --retries 1 --timeout 15 --extra-index-url "$cpu_index" "torch==2.13.0+cpu" \
+            || "${pip[@]}" "torch==2.13.0" || "${pip[@]}" torch
     fi
 fi
 "${pip[@]}" -e ".${extras}"

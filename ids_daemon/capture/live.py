@@ -346,6 +346,21 @@ class LiveSource:
             pass
 
     # ---- ring ------------------------------------------------------------------------------
+    def warm_up(self) -> None:
+        """Compile the ring walker and the decoder for this ring's array types now, before
+        a privilege drop: numba compiles on first call and caches beside the code, which
+        the dropped user may not write (a fresh checkout owned by root: the first packet
+        would fail). Walks nothing (no block is the user's yet) and decodes one throwaway
+        frame from the ring's first bytes."""
+        assert self._ring8 is not None and self._ring16 is not None and self._ring32 is not None
+        off, cap, wire, ts, vlan, done = self._scratch
+        cursor = self._cursor.copy()
+        _walk_ring(self._ring8, self._ring16, self._ring32, self._block_size, self._block_nr, cursor, 0,
+                   self._drop_outgoing, off, cap, wire, ts, vlan, done)
+        o, c, w, t = off[:1].copy(), cap[:1].copy(), wire[:1].copy(), ts[:1].copy()
+        o[0], c[0], w[0], t[0] = 0, 64, 64, 0.0
+        decode_frames(self._ring8, o, c, w, t, self.linktype, first_index=0, source=self.name)
+
     def _collect(self) -> PacketBatch | None:
         """Decode the frames of the ready blocks, or None when no block is ready."""
         assert self._ring8 is not None and self._ring16 is not None and self._ring32 is not None
