@@ -251,8 +251,10 @@ class Pipeline:
             if batch is None:
                 break
             if len(batch) == 0:
-                if self._stop.is_set():
+                if self._stop.is_set() and not self.live:
                     break
+                # live and stopping: an empty read may come before the kernel retires the block
+                # that holds the last frames (block_timeout_ms); the drain count above ends it
                 if self.live:  # nothing arrived: wall-clock time still expires idle keys
                     self._meter_out(self.meter.advance(time.time()))
                 continue

@@ -246,7 +246,7 @@ def test_privilege_drop_keeps_capturing_with_no_capabilities(tmp_path: Path) -> 
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, err
-    assert sum(m["window"]["packets"] for m in read_jsonl(out)) == 50
+    assert sum(m["window"]["packets"] for m in read_jsonl(out)) == 50, err
 
 
 def test_json_logs(tmp_path: Path) -> None:
