@@ -32,6 +32,8 @@ from ids_daemon.consumers.alerts import (
 )
 from ids_daemon.predictions import Prediction, json_schema
 
+from .helpers import free_port
+
 SCHEMA = json_schema()
 T0 = 1_700_000_000.0
 
@@ -363,7 +365,7 @@ def test_syslog_tcp_uses_octet_counting_frames() -> None:
 
 
 def test_syslog_tcp_receiver_down_is_counted_not_raised() -> None:
-    port = _free_port()
+    port = free_port()
     out = SyslogOutput("127.0.0.1", port, "tcp", timeout_s=0.5)
     eng = engine([out])
     assert len(eng.process(pred(0, T0))) == 1
@@ -373,14 +375,6 @@ def test_syslog_tcp_receiver_down_is_counted_not_raised() -> None:
 
 
 # --- webhook ----------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class _Hook:
@@ -461,7 +455,7 @@ def test_webhook_retries_a_5xx_and_does_not_retry_a_4xx() -> None:
 
 def test_webhook_server_down_retries_then_counts_a_failure_and_the_engine_goes_on(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    url = f"http://127.0.0.1:{_free_port()}/alerts"
+    url = f"http://127.0.0.1:{free_port()}/alerts"
     hook = WebhookOutput(url, allow_http=True, timeout_s=1, retries=2, backoff_s=0.01)
     jl = JsonlOutput(tmp_path / "a.jsonl")
     eng = engine([hook, jl])

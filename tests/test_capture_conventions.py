@@ -9,7 +9,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -24,8 +23,7 @@ from ids_daemon.errors import CaptureError
 
 from .pcapgen import write_pcapng
 
-BIN = Path(sys.executable).parent
-EXE = str(BIN / "ids-daemon")
+from .helpers import EXE, TRAINER
 MAC = {"src": "02:00:00:00:00:01", "dst": "02:00:00:00:00:02"}
 
 
@@ -158,8 +156,8 @@ def test_compressed_captures_read_as_plain_ones(tmp_path: Path, suffix: str) -> 
 
 
 def test_version_on_both_commands() -> None:
-    for exe, name in (("ids-daemon", "ids-daemon"), ("ids-trainer", "ids-trainer")):
-        r = subprocess.run([str(BIN / exe), "--version"], capture_output=True, text=True, timeout=60)
+    for exe, name in ((EXE, "ids-daemon"), (TRAINER, "ids-trainer")):
+        r = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=60)
         assert r.returncode == 0 and r.stdout.strip() == f"{name} {__version__}", r
 
 

@@ -8,7 +8,6 @@ import collections
 import csv
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import jsonschema
@@ -24,7 +23,7 @@ from ids_daemon.features.meter import Meter
 from ids_daemon.features.window import KIND_FLOW, KIND_POOL, WindowBatch
 from ids_daemon.predictions import json_schema
 
-EXE = str(Path(sys.executable).parent / "ids-daemon")
+from .helpers import EXE  # noqa: E402
 COL = {c: i for i, c in enumerate(COLUMNS)}
 MAC = {"src": "02:00:00:00:00:01", "dst": "02:00:00:00:00:02"}
 T0 = 1_700_000_000.0

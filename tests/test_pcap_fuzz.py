@@ -17,7 +17,7 @@ from ids_daemon.errors import CaptureError
 from .pcapgen import ethernet, ipv4_udp, write_pcapng
 
 ROOT = Path(__file__).resolve().parents[1]
-EXE = str(Path(sys.executable).parent / "ids-daemon")
+from .helpers import EXE  # noqa: E402
 sys.path.insert(0, str(ROOT / "bench"))
 
 import fuzz  # noqa: E402

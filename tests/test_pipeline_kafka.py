@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from trainer.synth import generate_file
 from .kafka_broker import TansuBroker, free_port, open_reader, poll_records, read_topic
 from .test_pipeline import windows_of
 
-EXE = str(Path(sys.executable).parent / "ids-daemon")
+from .helpers import EXE  # noqa: E402
 
 
 def consume_all(bootstrap: str, topic: str, idle_s: float = 4.0) -> list:

@@ -9,7 +9,6 @@ import json
 import random
 import signal
 import subprocess
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -21,7 +20,7 @@ from ids_daemon.predictions import MalformedPrediction, Prediction, json_schema
 from ids_daemon.predictions.community_id import community_id
 from tests.paths import PCAPS
 
-EXE = str(Path(sys.executable).parent / "ids-daemon")
+from .helpers import EXE  # noqa: E402
 PROTO = {"tcp": 6, "udp": 17, "sctp": 132}
 
 

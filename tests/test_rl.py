@@ -15,7 +15,7 @@ from ids_daemon.consumers.rl import FAMILIES, ObservationBuilder, make_env
 from .kafka_broker import read_topic
 
 ROOT = Path(__file__).resolve().parents[1]
-EXE = str(Path(sys.executable).parent / "ids-daemon")
+from .helpers import EXE  # noqa: E402
 CLASSES = ["BenignTraffic", "DDoS-SYN_Flood", "Recon-PortScan"]
 
 

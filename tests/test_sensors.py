@@ -25,9 +25,9 @@ from pathlib import Path
 import pytest
 
 from tests.test_live import _ip, _need_raw_socket
-from tests.test_metrics import free_port, scrape
+from tests.test_metrics import scrape
 
-EXE = str(Path(sys.executable).parent / "ids-daemon")
+from tests.helpers import EXE, free_port  # noqa: E402
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="AF_PACKET capture is Linux only")
 

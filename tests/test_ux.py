@@ -8,7 +8,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 from ids_daemon.demo import attribute, report, sample_scenarios
@@ -17,8 +16,7 @@ from ids_daemon.text import agree, plural
 from .pcapgen import ethernet, ipv4_udp, write_pcap
 
 ROOT = Path(__file__).resolve().parents[1]
-EXE = str(Path(sys.executable).parent / "ids-daemon")
-TRAINER = str(Path(sys.executable).parent / "ids-trainer")
+from .helpers import EXE, TRAINER  # noqa: E402
 SAMPLE = ROOT / "ids_daemon" / "data" / "sample.pcap"
 
 
