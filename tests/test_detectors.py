@@ -167,6 +167,22 @@ def test_vertical_tcp_scans(tmp_path: Path, flags: str, answer: str | None) -> N
     assert findings[0].attacker == SCANNER and findings[0].victim == TARGET
 
 
+def test_a_held_scanner_exchange_with_its_target_is_flagged_its_other_traffic_not(tmp_path: Path) -> None:
+    """After a vertical scan, the scanner's banner grab on an open port of its target is the
+    scan too (a vulnerability scanner's checks), data included. Not flagged: a session
+    another host opens to the scanner, and a connection to the target once the hold ended."""
+    pkts = syn_scan(0, range(1, 61))
+    grab = tcp_conn(1.0, SCANNER, TARGET, 40001, 445, [b"\x00\x00\x00\x85\xffSMB" + b"r" * 40], [b"banner" * 8])
+    admin = tcp_conn(1.5, "10.0.0.77", SCANNER, 40002, 22, [b"SSH-2.0-OpenSSH_9.6\r\n"], [b"SSH-2.0-OpenSSH_9.6\r\n"])
+    later = tcp_conn(300.0, SCANNER, TARGET, 40003, 445, [b"\x00\x00\x00\x85\xffSMB" + b"q" * 40], [b"banner"])
+    b, fc, _ = run(write(tmp_path, "grab.pcap", sorted(pkts + grab + admin + later, key=lambda p: p.time)))
+    port = np.array([max(int(s_), int(d)) for s_, d in zip(b.sport, b.dport)])
+    for p_, conn, flagged in ((40001, grab, True), (40002, admin, False), (40003, later, False)):
+        rows = port == p_
+        assert rows.sum() == len(conn)
+        assert ((fc[rows] == C["Recon-PortScan"]) if flagged else (fc[rows] == -1)).all(), (p_, fc[rows])
+
+
 def test_udp_scan_with_icmp_unreachable(tmp_path: Path) -> None:
     pkts = []
     for i, p in enumerate(range(100, 160)):
@@ -489,6 +505,15 @@ def test_real_port_scans(suffix: str) -> None:
     b, fc, findings = run(path)
     assert (fc == C["Recon-PortScan"]).mean() >= 0.5
     assert {f.cls for f in findings} == {"Recon-PortScan"}
+
+
+@needs_real
+def test_real_vulnerability_scan_is_flagged_whole() -> None:
+    """X-Scan: after its port scan, its checks on the open ports (two thirds of the capture)
+    are held with the scan: 27 % of the packets were flagged before, 99.5 % now."""
+    b, fc, findings = run(REAL / "attack/Recon-VulnerabilityScan/markofu_pcaps__EvilFingers_xscan_capture.pcap")
+    assert (fc == C["Recon-PortScan"]).mean() >= 0.95
+    assert {f.attacker for f in findings} == {"192.168.1.125"}
 
 
 @needs_real

@@ -270,6 +270,13 @@ class ScanDetector:
             cls_rows[s] = rows_all[src_of == s]
         for s, rows in cls_rows.items():
             st = self.active[s]
+            # the hold lapses inside a batch too: rows count while each comes within hold_s of
+            # the one before (or of the hold the scanner had), the first longer gap ends it
+            t = b.ts[rows]
+            gap = np.flatnonzero(np.diff(t) > self.cfg.hold_s)
+            rows = rows[: gap[0] + 1] if gap.size else rows
+            if t[0] > st[0]:
+                continue
             sub = np.zeros(len(b), dtype=bool)
             sub[rows] = True
             mark(verdict, sub, st[1])
