@@ -25,7 +25,7 @@ def meter_table_bytes(max_flows: int) -> int:
     """Bytes of the meter's key table for ``max_flows`` keys (`ids_daemon.features._kernel.allocate`)."""
     from .features import _kernel as K
 
-    per_key = K.NI * 4 + 3 * 8 + (K.NF + K.NS) * 8
+    per_key = K.NI * 4 + K.NK * 8 + 4 * 8 + (K.NF + K.NS) * 8  # ei, ek, e6 (IPv6 endpoints), ef, sums
     slots = 1
     while slots < (3 * max_flows + 1) // 2:  # the hash index, at most 2/3 full
         slots <<= 1

@@ -122,7 +122,8 @@ def test_one_frame_summaries_are_singular(tmp_path: Path) -> None:
     p = subprocess.run([EXE, "replay", "-r", str(pcap), "-o", str(tmp_path / "p.jsonl"), "--metrics-listen", "off"],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
-    assert "1 frame, 1 metered, 1 window, 1 prediction in 1 batch " in p.stderr, p.stderr
+    assert "1 frame, 1 metered (0 IPv6), 0 skipped, 0 malformed, 1 window, 1 prediction in 1 batch " in p.stderr, \
+        p.stderr
     assert "model: 1 window classified" in p.stderr
     for word in ("frames", "windows", "predictions", "batches"):
         assert not re.search(rf"(?<![\d.]){1} {word}\b", p.stderr), (word, p.stderr)
