@@ -191,10 +191,11 @@ class ScanDetector:
             groups = [((s, 0, 0, K_ARP), h, cfg.arp_hosts, "Recon-HostDiscovery", "unanswered ARP requests")]
         else:
             kk = K_TCP if k == K_ACK else k
-            groups = [((s, h, 0, kk), p_, cfg.ports, "Recon-PortScan", f"failed {_KIND_NAME[k]} probes to ports of {address_name(h)}")]
+            # the evidence text is written only when a group crosses its threshold: under a
+            # spoofed flood every packet is a probe, and formatting it each time cost a fifth
+            groups = [((s, h, 0, kk), p_, cfg.ports, "Recon-PortScan", "ports")]
             if k != K_ACK and not os_:  # connection attempts of an OS stack: vertical only
-                groups.append(((s, 0, p_, kk), h, cfg.hosts, "Recon-PortScan",
-                               f"failed {_KIND_NAME[k]} probes to hosts on port {p_}"))
+                groups.append(((s, 0, p_, kk), h, cfg.hosts, "Recon-PortScan", "hosts"))
         if s in self.active:
             self.targets.touch((s, h), None)
         for gkey, member, limit, cls, what in groups:
@@ -215,6 +216,10 @@ class ScanDetector:
                 st = self.active.get(s)
                 if st is None:
                     self.counters["scanners"] += 1
+                    if what == "ports":
+                        what = f"failed {_KIND_NAME[k]} probes to ports of {address_name(h)}"
+                    elif what == "hosts":
+                        what = f"failed {_KIND_NAME[k]} probes to hosts on port {p_}"
                     self.active.touch(s, [t + cfg.hold_s, cls, victim, f"{len(g.members)} {what} in "
                                           f"{t - g.t0:.1f} s"])
                     started[s] = a
