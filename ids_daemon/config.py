@@ -363,6 +363,18 @@ class BruteForceDetectorConfig(_Section):
         return v
 
 
+class FloodDetectorConfig(_Section):
+    """Floods from a crowd: one host receiving SYNs, UDP or ICMP from many distinct sources a second."""
+
+    enabled: bool = True
+    sources: int = Field(256, ge=16, description="distinct sources sending one kind (SYN, UDP, ICMP) to one host "
+                         "within window_s: a flood (a public server with that many new clients a second: raise it)")
+    window_s: float = Field(1.0, gt=0, description="sources are counted per bucket of this much packet time")
+    hold_s: float = Field(10.0, gt=0, description="a flooded host's packets of that kind stay flagged this long "
+                          "after the last bucket that crossed the threshold")
+    max_targets: int = Field(16384, ge=16, le=1 << 24, description="(host, kind) counters kept (LRU beyond)")
+
+
 class DetectorsConfig(_Section):
     """Deterministic protocol-fact detectors beside the model (docs/detectors.md)."""
 
@@ -374,6 +386,7 @@ class DetectorsConfig(_Section):
     scan: ScanDetectorConfig = ScanDetectorConfig()
     web: WebDetectorConfig = WebDetectorConfig()
     bruteforce: BruteForceDetectorConfig = BruteForceDetectorConfig()
+    flood: FloodDetectorConfig = FloodDetectorConfig()
 
 
 class MetricsConfig(_Section):

@@ -1,4 +1,5 @@
-"""Protocol-fact detectors (ARP spoofing, DNS spoofing, scans, web attacks, brute force): crafted captures for each
+"""Protocol-fact detectors (ARP spoofing, DNS spoofing, scans, web attacks, brute force, floods from a crowd):
+crafted captures for each
 rule's positive and negative cases, the real attack and benign captures of ../shared,
 bounded state under a spoofed flood, and the predictions they publish through the daemon."""
 
@@ -16,7 +17,8 @@ from scapy.all import ARP, DNS, DNSQR, DNSRR, ICMP, IP, TCP, UDP, Ether, Raw, wr
 from ids_daemon.capture.batch import PacketBatch, mac_to_str
 from ids_daemon.capture.pcap import PcapSource
 from ids_daemon.capture.decode import HTTP_SIGNATURES, http_signature
-from ids_daemon.config import BruteForceDetectorConfig, DetectorsConfig, ScanDetectorConfig, load_config
+from ids_daemon.config import (BruteForceDetectorConfig, DetectorsConfig, FloodDetectorConfig, ScanDetectorConfig,
+                               load_config)
 from ids_daemon.detectors import DETECTOR_CLASSES, DetectorSet
 from ids_daemon.detectors.publish import RateLimiter, encode_findings
 from ids_daemon.errors import ConfigError
@@ -264,7 +266,8 @@ def test_state_is_bounded_under_a_spoofed_flood() -> None:
     scan = next(d for d in ds.detectors if d.name == "scan")
     assert len(scan.pending) <= 5000 and len(scan.groups) <= 5000
     assert scan.counters["pending_evictions"] + scan.counters["group_evictions"] > 0
-    assert (r.frame_class >= 0).sum() == 0  # one SYN per source: a flood, not a scan
+    # one SYN per source: a flood (the flood detector's), not a scan
+    assert set(np.unique(r.frame_class).tolist()) == {C["DDoS-SYN_Flood"]}
 
 
 def test_rate_limit_and_encoding_validate_against_the_schema(tmp_path: Path) -> None:
@@ -299,7 +302,10 @@ def test_bad_detector_config_names_the_key() -> None:
         load_config(overrides={"detectors.bruteforce.ports": [22, 70000]})
     assert "detectors.bruteforce.ports" in str(e.value) and "70000" in str(e.value)
     names = [d.name for d in DetectorSet(load_config(Path(__file__).parents[1] / "config.yml").detectors).detectors]
-    assert names == ["arp", "dns", "scan", "web", "bruteforce"]
+    assert names == ["arp", "dns", "scan", "web", "bruteforce", "flood"]
+    with pytest.raises(ConfigError) as e:
+        load_config(overrides={"detectors.flood.sources": 3})
+    assert "detectors.flood.sources" in str(e.value) and "\n" not in str(e.value)
 
 
 # ---- web attacks -----------------------------------------------------------------------------
@@ -470,10 +476,82 @@ def test_bruteforce_state_is_bounded_under_a_spoofed_flood() -> None:
         r = ds.process(spoofed_syns(rng, 50_000, 1_700_000_000.0 + k, 22))
     bf = next(d for d in ds.detectors if d.name == "bruteforce")
     assert len(bf.syns) <= 1000 and bf.counters["syn_evictions"] > 0
-    assert (r.frame_class >= 0).sum() == 0  # one SYN per source: a flood, not a brute force
+    # one SYN per source: a flood, not a brute force
+    assert set(np.unique(r.frame_class).tolist()) == {C["DDoS-SYN_Flood"]}
+
+
+# ---- floods from a crowd ---------------------------------------------------------------------
+def test_spoofed_floods_are_flagged_the_victims_replies_and_busy_servers_not(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    spoofed = [f"{a}.{b}.{c}.{d}" for a, b, c, d in rng.integers(1, 224, (700, 4)).tolist()]
+    pkts = []
+    for i, s in enumerate(spoofed[:400]):  # 400 sources in 0.8 s: a SYN flood on VICTIM:80
+        pkts.append(at(IP(src=s, dst=VICTIM) / TCP(sport=1024 + i, dport=80, flags="S"), 10 + i * 0.002))
+        pkts.append(at(IP(src=VICTIM, dst=s) / TCP(sport=80, dport=1024 + i, flags="SA"), 10 + i * 0.002 + 0.0005))
+    for i, s in enumerate(spoofed[400:700]):  # 300 sources at another host, UDP, over 0.6 s
+        pkts.append(at(IP(src=s, dst=SERVER) / UDP(sport=2000 + i, dport=9999) / Raw(b"x" * 20), 20 + i * 0.002))
+    for i in range(200):  # a busy host: 200 clients a second is not a flood at the default 256
+        pkts.append(at(IP(src=f"10.9.{i // 100}.{i % 100 + 1}", dst=GW) / TCP(sport=3000 + i, dport=443, flags="S"),
+                       30 + i * 0.004))
+    for i in range(100):  # a trickle from few sources to the flooded host after the hold: not flagged
+        pkts.append(at(IP(src=ATTACKER, dst=VICTIM) / TCP(sport=5000 + i, dport=80, flags="S"), 40 + i * 0.001))
+    pkts.sort(key=lambda p: p.time)
+    b, fc, findings = run(write(tmp_path, "floods.pcap", pkts))
+    syn_to_victim = (b.dport == 80) & (b.tcp_flags == 2) & (b.ts < 1_700_000_030.0)
+    assert (fc[syn_to_victim] == C["DDoS-SYN_Flood"]).all()  # from the first SYN of the bucket on
+    assert (fc[(b.sport == 80) & (b.tcp_flags == 0x12)] == -1).all()  # the victim's SYN-ACKs are not the flood
+    udp = b.proto == 17
+    assert (fc[udp] == C["DDoS-UDP_Flood"]).all()
+    assert (fc[~syn_to_victim & ~udp] == -1).all()  # the busy host and the late trickle
+    by = {(f.cls, f.victim) for f in findings}
+    assert by == {("DDoS-SYN_Flood", VICTIM), ("DDoS-UDP_Flood", SERVER)}
+    f = next(f for f in findings if f.cls == "DDoS-SYN_Flood")
+    assert f.attacker == "" and "400 sources" in f.evidence and f.packets == 400
+    enc = encode_findings(findings, sensor="s", id_prefix="p", first_id=0, now=1.0)
+    rec = json.loads(enc.values[0])
+    jsonschema.validate(rec, json_schema())
+    assert rec["flow"]["src_ip"] is None and rec["family"] == "DDoS" and rec["model"]["name"] == "detector:flood"
+    # a lower threshold makes the busy host a flood too; a higher one ignores the UDP crowd
+    _, fc2, _ = run(tmp_path / "floods.pcap", DetectorsConfig(flood=FloodDetectorConfig(sources=150)))
+    assert (fc2[b.dport == 443] == C["DDoS-SYN_Flood"]).all()
+    _, fc3, _ = run(tmp_path / "floods.pcap", DetectorsConfig(flood=FloodDetectorConfig(sources=350)))
+    assert (fc3[udp] == -1).all() and (fc3[syn_to_victim] == C["DDoS-SYN_Flood"]).all()
+
+
+def test_flood_counted_across_small_batches_and_bounded() -> None:
+    from ids_daemon.detectors.flood import FloodDetector
+
+    rng = np.random.default_rng(4)
+    d = FloodDetector(FloodDetectorConfig(max_targets=500))
+    big = spoofed_syns(rng, 1000, 1_700_000_000.0, 80)
+    flagged = 0
+    for k in range(0, 1000, 10):  # a live capture's batches: 10 packets each (10 ms)
+        part = big.take(np.arange(k, k + 10))
+        v = np.full(10, -1, np.int16)
+        d.process(part, v)
+        flagged += int((v >= 0).sum())
+    assert d.counters["floods"] == 1 and 1000 - 260 <= flagged < 1000  # from the 256th source on
+    rand = spoofed_syns(rng, 100_000, 1_700_000_002.0, 80)
+    rand.dst4[:] = rng.integers(1, 2**32 - 1, len(rand), dtype=np.uint64).astype(np.uint32)
+    rand.src4[:] = rand.src4 & 0xFF  # few sources to 100k hosts: no flood, and the state stays bounded
+    v = np.full(len(rand), -1, np.int16)
+    d.process(rand, v)
+    assert len(d.buckets) <= 500 and (v == -1).all()
 
 
 # ---- real captures ---------------------------------------------------------------------------
+@needs_real
+def test_real_spoofed_floods() -> None:
+    b, fc, findings = run(REAL / "attack/DDoS-UDP_Flood/marcosValle_netlyzer__ddos.pcap")
+    udp = b.proto == 17
+    assert (fc[udp] == C["DDoS-UDP_Flood"]).mean() >= 0.95  # 6697 datagrams from 3371 addresses in 1.1 s
+    b, fc, findings = run(REAL / "attack/DoS-SYN_Flood/SniperDZ-Pro_Cyber-Forensics-Workshop__tcp_syn_flood.pcap")
+    syn = (b.tcp_flags & 0x12 == 2) & (b.dst4 == 0xC0A80101)
+    assert (fc[syn] == C["DDoS-SYN_Flood"]).mean() >= 0.9
+    assert (fc[~syn] == -1).all()  # the router's other traffic and its replies
+
+
+
 @needs_real
 def test_real_arp_spoofing() -> None:
     b, fc, findings = run(REAL / "attack/MITM-ArpSpoofing/SniperDZ-Pro_Cyber-Forensics-Workshop__arp_spoofing.pcap")
@@ -533,7 +611,7 @@ def test_real_benign_corpus_is_not_flagged() -> None:
     new_classes = np.array([C[c] for c in NEW_CLASSES])
     for f in files:
         b, fc, _ = run(f)
-        assert not np.isin(fc, new_classes).any(), f.name  # web and brute force: none at all
+        assert not np.isin(fc, new_classes).any(), f.name  # web, brute force and floods: none at all
         k = int((fc >= 0).sum())
         total += len(b)
         flagged += k
@@ -546,7 +624,8 @@ def test_real_benign_corpus_is_not_flagged() -> None:
 
 
 WEB_CLASSES = {"SqlInjection", "XSS", "CommandInjection", "VulnerabilityScan"}
-NEW_CLASSES = WEB_CLASSES | {"DictionaryBruteForce"}
+FLOOD_CLASSES = {"DDoS-SYN_Flood", "DDoS-UDP_Flood", "DDoS-ICMP_Flood"}
+NEW_CLASSES = WEB_CLASSES | {"DictionaryBruteForce"} | FLOOD_CLASSES
 # (directory, file name start, class, least share of the capture's packets flagged with it);
 # measured shares are in docs/detectors.md (the handshake before the first attack request is not flagged)
 REAL_WEB = [
@@ -586,14 +665,15 @@ def test_real_dictionary_brute_force(start: str) -> None:
 
 
 @needs_real
-def test_real_other_attacks_are_not_web_or_brute_force() -> None:
+def test_real_other_attacks_are_not_web_brute_force_or_floods() -> None:
     skip = {"SqlInjection", "XSS", "Recon-VulnerabilityScan", "DictionaryBruteForce", "Backdoor_Malware"}
     files = [p for d in sorted((REAL / "attack").iterdir()) if d.name not in skip for p in sorted(d.iterdir())]
     assert len(files) >= 30
     for f in files:
         _, fc, _ = run(f)
-        new = {DETECTOR_CLASSES[c] for c in np.unique(fc[fc >= 0])} & NEW_CLASSES
-        assert not new, (f.name, new)
+        got = {DETECTOR_CLASSES[c] for c in np.unique(fc[fc >= 0])}
+        assert not got & (NEW_CLASSES - FLOOD_CLASSES), (f.name, got)
+        assert not got & FLOOD_CLASSES or f.parent.name.endswith("Flood"), (f.name, got)
 
 
 # ---- through the daemon ------------------------------------------------------------------------

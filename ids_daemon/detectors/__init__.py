@@ -1,5 +1,5 @@
 """Deterministic protocol-fact detectors beside the LSTM (ARP spoofing, DNS spoofing, scans,
-web attacks, dictionary brute force).
+web attacks, dictionary brute force, floods from a crowd of sources).
 
 `DetectorSet(cfg).process(batch)` runs every enabled detector on one `PacketBatch`
 (batches in capture order) and returns a `DetectorResult`: ``frame_class[i]`` is the
@@ -21,6 +21,7 @@ from .arp import ArpDetector
 from .base import CLASS_INDEX, DETECTOR_CLASSES, Detector, Finding
 from .bruteforce import BruteForceDetector
 from .dns import DnsDetector
+from .flood import FloodDetector
 from .scan import ScanDetector
 from .web import WebDetector
 
@@ -37,7 +38,7 @@ class DetectorResult:
 
 
 class DetectorSet:
-    """All enabled detectors, run in a fixed order (ARP, DNS, scans, web, brute force) on each batch; the
+    """All enabled detectors, run in a fixed order (ARP, DNS, scans, web, brute force, floods) on each batch; the
     first detector to flag a frame gives it its class."""
 
     def __init__(self, cfg: DetectorsConfig | None = None):
@@ -54,6 +55,8 @@ class DetectorSet:
                 self.detectors.append(WebDetector(self.cfg.web))
             if self.cfg.bruteforce.enabled:
                 self.detectors.append(BruteForceDetector(self.cfg.bruteforce))
+            if self.cfg.flood.enabled:
+                self.detectors.append(FloodDetector(self.cfg.flood))
 
     def process(self, batch: PacketBatch) -> DetectorResult:
         verdict = np.full(len(batch), -1, dtype=np.int16)

@@ -23,6 +23,8 @@ DETECTOR_CLASSES: tuple[str, ...] = (
     "MITM-ArpSpoofing", "DNS_Spoofing", "Recon-PortScan", "Recon-PingSweep", "Recon-HostDiscovery",
     # appended (earlier indices stay): the web and brute-force detectors
     "SqlInjection", "XSS", "CommandInjection", "VulnerabilityScan", "DictionaryBruteForce",
+    # the flood detector
+    "DDoS-SYN_Flood", "DDoS-UDP_Flood", "DDoS-ICMP_Flood",
 )
 CLASS_INDEX: dict[str, int] = {c: i for i, c in enumerate(DETECTOR_CLASSES)}
 
@@ -31,12 +33,12 @@ CLASS_INDEX: dict[str, int] = {c: i for i, c in enumerate(DETECTOR_CLASSES)}
 class Finding:
     """One protocol fact a detector established (one prediction once published)."""
 
-    detector: str  # "arp", "dns", "scan", "web", "bruteforce"
+    detector: str  # "arp", "dns", "scan", "web", "bruteforce", "flood"
     cls: str  # a CICIoT2023 class name (one of DETECTOR_CLASSES)
     first_ts: float
     last_ts: float
     packets: int  # frames of this finding flagged in the batch that reported it
-    attacker: str  # IP or MAC of the party the evidence points at
+    attacker: str  # IP or MAC of the party the evidence points at ("" for a crowd: a flood's sources)
     victim: str | None
     protocol: str  # "arp", "udp", "tcp", "icmp"
     evidence: str

@@ -54,7 +54,8 @@ def encode_findings(findings: list[Finding], *, sensor: str, id_prefix: str, fir
     keys: list[bytes] = []
     timestamp = iso8601(now)
     for i, f in enumerate(findings):
-        key = f"{f.detector} {f.attacker}" + (f" {f.victim}" if f.victim else "")
+        # a flood from a crowd has no one attacker: its key is the victim's
+        key = f"{f.detector} {f.attacker or '*'}" + (f" {f.victim}" if f.victim else "")
         evidence = f.evidence + (f" (+{f.suppressed} repeats)" if f.suppressed else "")
         msg: dict[str, Any] = {
             "schema": SCHEMA_ID,
@@ -70,7 +71,7 @@ def encode_findings(findings: list[Finding], *, sensor: str, id_prefix: str, fir
             "risk_score": float(risks[i]),
             "severity": SEVERITIES[sev[i]],
             "probabilities": [{"class": f.cls, "p": 1.0}],
-            "flow": {"key": key, "kind": "detector", "protocol": f.protocol, "src_ip": f.attacker, "src_port": None,
+            "flow": {"key": key, "kind": "detector", "protocol": f.protocol, "src_ip": f.attacker or None, "src_port": None,
                      "dst_ip": f.victim, "dst_port": None},
             "window": {"first_ts": f.first_ts, "last_ts": f.last_ts, "packets": max(1, f.packets),
                        "close_reason": "detector", "history": 1},

@@ -1,0 +1,148 @@
+"""Floods from a crowd: one host receiving SYNs, UDP datagrams or ICMP from hundreds of
+distinct source addresses within a second.
+
+That many sources a second is what makes a flood distributed (or source-spoofed: each
+packet from a random address, so no per-flow window ever holds more than one or two
+of them, and a pool window's averages depend on whatever else the victim carries). No
+client population of a gateway's site opens connections from ``sources`` (default 256)
+distinct addresses to one host within ``window_s`` (1 s); a public server that does
+should raise ``sources`` or switch the detector off.
+
+Per (destination, kind) with kind SYN (a TCP SYN without ACK), UDP or ICMP/ICMPv6, the
+distinct sources of each ``window_s`` bucket are counted. Once a bucket reaches
+``sources``, the destination is flooded by that kind until ``hold_s`` after that
+bucket: every packet of that kind to it is flagged (DDoS-SYN_Flood, DDoS-UDP_Flood,
+DDoS-ICMP_Flood), from the bucket's first packet when it lies in the same batch. The
+victim's own replies are not flagged: they answer the flood, they are not it.
+
+Only destinations that received from two or more sources within one batch start being
+counted, so ordinary traffic costs one ``numpy.unique`` per batch; a flood of
+``sources`` a second gives two in any batch longer than 8 ms.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..capture.batch import STATUS_OK, TH_ACK, TH_SYN, PacketBatch, address_ids, address_name
+from ..config import FloodDetectorConfig
+from .base import LRU, Finding, mark
+
+K_SYN, K_UDP, K_ICMP = 0, 1, 2
+CLASS_OF = {K_SYN: "DDoS-SYN_Flood", K_UDP: "DDoS-UDP_Flood", K_ICMP: "DDoS-ICMP_Flood"}
+_PROTO_NAME = {K_SYN: "tcp", K_UDP: "udp", K_ICMP: "icmp"}
+_M = np.uint64(0x9E3779B97F4A7C15)
+
+
+class _Bucket:
+    __slots__ = ("bucket", "sources", "first_ts")
+
+    def __init__(self, bucket: int, first_ts: float):
+        self.bucket = bucket
+        self.sources: set[int] = set()
+        self.first_ts = first_ts
+
+
+def _target_key(dst: np.ndarray, kind: np.ndarray) -> np.ndarray:
+    """64-bit key of (destination, kind) (a multiplicative mix: collisions are negligible)."""
+    with np.errstate(over="ignore"):
+        return dst.astype(np.uint64) ^ ((kind.astype(np.uint64) + np.uint64(1)) * _M)
+
+
+class FloodDetector:
+    name = "flood"
+
+    def __init__(self, cfg: FloodDetectorConfig | None = None):
+        self.cfg = cfg or FloodDetectorConfig()
+        self.counters: dict[str, int] = {"floods": 0}
+        self.buckets = LRU(self.cfg.max_targets, self.counters, "target_evictions")  # target key -> _Bucket
+        # target key -> [flag from, flag until, victim id, kind]
+        self.held = LRU(self.cfg.max_targets, self.counters, "flood_evictions")
+
+    def _kinds(self, b: PacketBatch) -> np.ndarray:
+        ok = (b.status == STATUS_OK) & (b.ip_version > 0) & b.l4_ok
+        v6 = b.ip_version == 6
+        kind = np.full(len(b), -1, dtype=np.int8)
+        kind[ok & np.where(v6, b.proto == 58, b.proto == 1)] = K_ICMP
+        kind[ok & (b.proto == 17)] = K_UDP
+        kind[ok & (b.proto == 6) & (b.tcp_flags & (TH_SYN | TH_ACK) == TH_SYN)] = K_SYN
+        return kind
+
+    def process(self, b: PacketBatch, verdict: np.ndarray) -> list[Finding]:
+        kind = self._kinds(b)
+        rows = np.flatnonzero(kind >= 0)
+        if not rows.size:
+            return []
+        src, dst = address_ids(b)
+        tkey = _target_key(dst[rows], kind[rows])
+        bucket = np.floor(b.ts[rows] / self.cfg.window_s).astype(np.int64)
+        with np.errstate(over="ignore"):
+            tb = tkey * _M + bucket.astype(np.uint64)
+        # distinct (target, bucket, source) triples, sorted by (target, bucket)
+        trip, first_row = np.unique(np.stack([tb, src[rows].astype(np.uint64)], axis=1), axis=0, return_index=True)
+        _, start, counts = np.unique(trip[:, 0], return_index=True, return_counts=True)
+        head = np.minimum.reduceat(first_row, start)  # the first row (index into rows) of each (target, bucket)
+        cand = counts >= 2
+        if self.buckets:
+            known = np.fromiter(self.buckets.keys(), dtype=np.uint64, count=len(self.buckets))
+            cand |= np.isin(tkey[head], known)
+        for j in np.flatnonzero(cand).tolist():
+            h = int(head[j])
+            key = int(tkey[h])
+            bk = int(bucket[h])
+            st = self.buckets.get_touch(key)
+            if st is None or st.bucket != bk:
+                st = _Bucket(bk, float(b.ts[rows[h]]))
+                self.buckets.touch(key, st)
+            crossed = len(st.sources) >= self.cfg.sources
+            if not crossed:
+                i0 = int(start[j])
+                st.sources.update(trip[i0:i0 + int(counts[j]), 1].tolist())
+                if len(st.sources) >= self.cfg.sources:
+                    self.counters["floods"] += 1
+                    crossed = True
+            if crossed:
+                self._hold(key, st, float(b.ts[rows[h]]), int(dst[rows[h]]), int(kind[rows[h]]))
+        return self._flag(b, verdict, rows, tkey, src)
+
+    def _hold(self, key: int, st: _Bucket, ts: float, victim: int, kind: int) -> None:
+        until = (st.bucket + 1) * self.cfg.window_s + self.cfg.hold_s
+        h = self.held.get_touch(key)
+        if h is None or h[1] < ts:
+            self.held.touch(key, [st.first_ts, until, victim, kind])
+        else:
+            h[1] = max(h[1], until)
+
+    def _flag(self, b: PacketBatch, verdict: np.ndarray, rows: np.ndarray, tkey: np.ndarray,
+              src: np.ndarray) -> list[Finding]:
+        if not self.held:
+            return []
+        t0 = float(b.ts[0])
+        for k in [k for k, v in self.held.items() if v[1] < t0]:
+            del self.held[k]
+        if not self.held:
+            return []
+        keys = np.fromiter(self.held.keys(), dtype=np.uint64, count=len(self.held))
+        hit = np.isin(tkey, keys)
+        if not hit.any():
+            return []
+        findings = []
+        for k in np.unique(tkey[hit]).tolist():
+            lo, hi, victim_id, kd = self.held[k]
+            r = rows[tkey == k]
+            r = r[(b.ts[r] >= lo) & (b.ts[r] <= hi)]
+            if not r.size:
+                continue
+            m = np.zeros(len(b), dtype=bool)
+            m[r] = True
+            cls = CLASS_OF[kd]
+            mark(verdict, m, cls)
+            n_src = int(np.unique(src[r]).size)
+            victim = address_name(victim_id)
+            what = "TCP SYN" if kd == K_SYN else _PROTO_NAME[kd].upper()
+            findings.append(Finding(
+                detector=self.name, cls=cls, first_ts=float(b.ts[r].min()), last_ts=float(b.ts[r].max()),
+                packets=int(r.size), attacker="", victim=victim, protocol=_PROTO_NAME[kd],
+                evidence=f"{victim} flooded with {what} from {self.cfg.sources}+ distinct sources within "
+                         f"{self.cfg.window_s:g} s ({r.size} packets from {n_src} sources here)"))
+        return findings
