@@ -274,8 +274,9 @@ def _run_pipeline(cfg: Config, read: Optional[str], interface: Optional[str], mo
           + f"); peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"), file=sys.stderr)
     found = ", ".join(f"{k} {v}" for k, v in sorted(st.findings.items(), key=lambda kv: -kv[1]))
     print(agree(f"model: {st.windows - st.arp_windows} windows classified, {st.arp_windows} ARP windows left to the "
-          f"ARP detector; detectors: {st.detector_frames} frames flagged, {st.detector_predictions} findings published"
-          + (f" ({found})" if found else "")), file=sys.stderr)
+          f"ARP detector; detectors: {st.detector_frames} frames flagged"
+          + (f" ({st.claimed_frames} left to them, not metered)" if st.claimed_frames else "")
+          + f", {st.detector_predictions} findings published" + (f" ({found})" if found else "")), file=sys.stderr)
     for s in sink_objs:
         ss = s.stats
         if hasattr(s, "summary"):  # exact: delivered (some after the spool), kept in the spool, dropped

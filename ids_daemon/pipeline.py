@@ -67,6 +67,7 @@ class PipelineStats:
     rows_written: int = 0  # features: windows (or per-packet rows) handed to the sinks
     dropped_sequences: int = 0  # live only: the worker could not keep up
     detector_frames: int = 0  # frames a protocol-fact detector flagged
+    claimed_frames: int = 0  # of those, frames kept out of the model's windows (the model's detector_claims)
     findings: dict[str, int] = field(default_factory=dict)  # detector findings per class (before the rate limit)
     detector_predictions: int = 0  # findings published (after the rate limit)
     dropped_findings: int = 0  # live only: the sink queue was full
@@ -267,7 +268,10 @@ class Pipeline:
             self.stats.frames += len(batch)
             t = time.perf_counter()
             if self.detectors is not None:
-                self._detect(batch)
+                flagged = self._detect(batch)
+                if self.worker.detector_claims and flagged.any():
+                    self.stats.claimed_frames += int(flagged.sum())
+                    batch = batch.take(~flagged)
             self._meter_out(self.meter.process(batch))
             self.stats.busy["meter"] += time.perf_counter() - t
             if bar is not None:
@@ -328,26 +332,28 @@ class Pipeline:
         if not self._put(self._q_seq, seq, block=not self.live):
             self.stats.dropped_sequences += len(seq)
 
-    def _detect(self, batch: Any) -> None:
+    def _detect(self, batch: Any) -> np.ndarray:
         """Run the protocol-fact detectors and publish their findings (rate-limited) on the
-        sink queue, beside the model's predictions."""
+        sink queue, beside the model's predictions; returns which frames they flagged."""
         from .detectors.publish import encode_findings
 
         res = self.detectors.process(batch)
+        flagged = res.frame_class >= 0
         if not res.findings:
-            return
+            return flagged
         self.stats.detector_frames += res.flagged()
         for f in res.findings:
             self.stats.findings[f.cls] = self.stats.findings.get(f.cls, 0) + 1
         keep = self._limiter.admit(res.findings)
         if not keep:
-            return
+            return flagged
         enc = encode_findings(keep, sensor=self.worker.sensor, id_prefix=self.worker.id_prefix,
                               first_id=self.stats.detector_predictions, now=time.time(),
                               interface=self.worker.interface)
         self.stats.detector_predictions += len(keep)
         if not self._put(self._q_out, enc, block=not self.live):
             self.stats.dropped_findings += len(keep)
+        return flagged
 
     # ---- model reload ------------------------------------------------------------------------
     def _start_loader(self) -> None:

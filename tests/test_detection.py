@@ -108,6 +108,51 @@ def test_predictions_carry_p_attack_and_follow_the_threshold(tmp_path: Path) -> 
     assert p.returncode != 0 and "inference.threshold" in p.stderr and "Traceback" not in p.stderr
 
 
+def _model_copy(tmp_path: Path, **meta: object) -> Path:
+    import shutil
+
+    d = tmp_path / "model"
+    shutil.copytree(bundled_model_dir(), d)
+    md = json.loads((d / "metadata.json").read_text())
+    md.update(meta)
+    (d / "metadata.json").write_text(json.dumps(md))
+    return d
+
+
+def test_frames_a_detector_claims_stay_out_of_the_models_windows(tmp_path: Path) -> None:
+    from scapy.all import IP, TCP, wrpcap
+
+    rng = np.random.default_rng(5)
+    t0 = 1_700_000_000.0
+    pkts = []
+    for i, (a, b, c, d) in enumerate(rng.integers(1, 224, (400, 4)).tolist()):  # spoofed SYN flood
+        p = IP(src=f"{a}.{b}.{c}.{d}", dst="10.0.0.9") / TCP(sport=1024 + i, dport=80, flags="S")
+        p.time = t0 + i * 0.002
+        pkts.append(p)
+    for i in range(30):  # a client of the same host, during the flood
+        p = IP(src="10.0.0.5", dst="10.0.0.9") / TCP(sport=40000, dport=80, flags="A" if i else "S")
+        p.time = t0 + 0.1 + i * 0.02
+        pkts.append(p)
+    pkts.sort(key=lambda p: p.time)
+    pcap = tmp_path / "flood.pcap"
+    wrpcap(str(pcap), pkts)
+    counts = {}
+    for claims in (True, False):
+        model = _model_copy(tmp_path / str(claims), detector_claims=claims)
+        p = subprocess.run([EXE, "replay", "-r", str(pcap), "-o", str(tmp_path / f"{claims}.jsonl"), "--model",
+                            str(model)], capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr
+        preds = [json.loads(x) for x in (tmp_path / f"{claims}.jsonl").read_text().splitlines()]
+        lstm = [m for m in preds if not m["model"]["name"].startswith("detector:")]
+        flood = [m for m in preds if m["model"]["name"] == "detector:flood"]
+        assert flood and flood[0]["predicted_attack"] == "DDoS-SYN_Flood" and flood[0]["flow"]["dst_ip"] == "10.0.0.9"
+        counts[claims] = sum(m["window"]["packets"] for m in lstm)
+        # the flood's 400 SYNs and the client's own SYN, sent to the host while it was flooded
+        assert ("401 left to them, not metered" in p.stderr) == claims, p.stderr
+    # a detector_claims model sees the client's 29 other packets only; another sees all 430
+    assert counts == {True: 29, False: 430}
+
+
 # ---- per-packet labels of real captures -----------------------------------------------------
 @needs_corpus
 def test_real_captures_are_labelled_per_packet_and_windows_by_their_packets() -> None:
@@ -132,6 +177,34 @@ def test_real_captures_are_labelled_per_packet_and_windows_by_their_packets() ->
         assert ((lab != "BenignTraffic") == (mostly & (lc.window_attack > 0))).all()
     benign = meter_labelled(entries["ITI_ICS-Security-Tools__ModbusTCP.pcap"], MeterConfig())
     assert not benign.row_attack.any() and set(benign.window_labels) == {"BenignTraffic"}
+
+
+@needs_corpus
+def test_claimed_packets_keep_their_labels_and_count_as_the_detectors() -> None:
+    from ids_daemon.config import DetectorsConfig
+    from ids_daemon.detectors import DETECTOR_CLASSES
+    from trainer.bysource import Verdicts, WindowSet, detector_hooks, packet_figures
+    from trainer.data.real import meter_labelled, read_tsv_manifest
+
+    entries = {e.name: e for e in read_tsv_manifest(MANIFEST)}
+    e = entries["SniperDZ-Pro_Cyber-Forensics-Workshop__tcp_syn_flood.pcap"]
+    hooks = detector_hooks(DetectorsConfig())
+    whole = meter_labelled(e, MeterConfig(), hooks())
+    part = meter_labelled(e, MeterConfig(), hooks(), claim=True)
+    claimed = part.row_window < 0
+    # every metered packet keeps its row and label; the claimed ones are the detectors' and in no window
+    assert part.row_attack.tolist() == whole.row_attack.tolist()
+    assert (claimed == (part.row_detector >= 0)).all() and claimed.sum() > 8000
+    assert int(part.windows.packets.sum()) == int((~claimed).sum())
+    assert int(part.window_attack.sum()) == int(part.row_attack[~claimed].sum())
+    # the flood's victim's other traffic is no longer outvoted by the flood in its windows
+    benign_in_attack_windows = lambda lc: int(((lc.window_labels != "BenignTraffic")[lc.row_window]  # noqa: E731
+                                               & ~lc.row_attack & (lc.row_window >= 0)).sum())
+    assert benign_in_attack_windows(part) < benign_in_attack_windows(whole) / 4
+    # figures: a claimed packet counts as flagged by its detector, whatever the windows say
+    none = Verdicts(np.zeros(len(part.windows), bool), np.full(len(part.windows), "", dtype=object))
+    r = packet_figures(WindowSet(e.name, e.repo, part.windows, part.window_labels, part), none, DETECTOR_CLASSES)
+    assert r["attack_flagged"] == int((part.row_attack & claimed).sum()) and r["benign_flagged"] == 0
 
 
 @pytest.mark.slow

@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ids_daemon.config import Config, MeterConfig
+from ids_daemon.config import Config, DetectorsConfig, MeterConfig
 from ids_daemon.features.ciciot import INDEX
 from ids_daemon.features.window import POOL_PROTO_ARP, WindowBatch
 from ids_daemon.model.classes import FAMILY_OF, canonical_class, label_in_scheme
@@ -69,23 +69,39 @@ class WindowSet:
         return self.windows.proto != POOL_PROTO_ARP
 
 
-def real_windowsets(manifest: Path, meter: MeterConfig, detector: FrameDetector | None = None,
-                    progress: bool = False) -> list[WindowSet]:
-    """Every capture of a real-capture manifest through the meter, labelled per packet."""
+def detector_hooks(cfg: DetectorsConfig) -> Callable[[], FrameDetector]:
+    """A factory of detector hooks, one fresh `DetectorSet` each (no state carried from one
+    capture into the next)."""
+    from ids_daemon.detectors import DetectorSet
+
+    def make() -> FrameDetector:
+        ds = DetectorSet(cfg)
+        return lambda b: ds.process(b).frame_class
+
+    return make
+
+
+def real_windowsets(manifest: Path, meter: MeterConfig, detector: Callable[[], FrameDetector] | None = None,
+                    progress: bool = False, claim: bool = False) -> list[WindowSet]:
+    """Every capture of a real-capture manifest through the meter, labelled per packet;
+    ``detector`` makes a fresh detector hook per capture (``claim``: its frames stay out
+    of the windows)."""
     out = []
     for e in read_tsv_manifest(manifest):
         if progress:
             print(f"metering {e.name}", file=sys.stderr, flush=True)
-        lc = meter_labelled(e, meter, detector)
+        lc = meter_labelled(e, meter, detector() if detector is not None else None, claim=claim)
         out.append(WindowSet(e.name, e.repo, lc.windows, lc.window_labels, lc))
     return out
 
 
-def synthetic_windowsets(manifest: Path, meter: MeterConfig) -> list[WindowSet]:
-    """The captures of a synthetic corpus (``ids-trainer synth``), labelled by its rules."""
+def synthetic_windowsets(manifest: Path, meter: MeterConfig, claim: Callable[[], FrameDetector] | None = None
+                         ) -> list[WindowSet]:
+    """The captures of a synthetic corpus (``ids-trainer synth``), labelled by its rules
+    (``claim``: a fresh detector hook per capture, whose frames stay out of the windows)."""
     out = []
     for f in read_manifest(manifest):
-        wb = meter_capture(f["path"], meter)
+        wb = meter_capture(f["path"], meter, claim() if claim is not None else None)
         lab = _rule_labels(wb, str(f["label"]), list(f.get("rules", [])))
         lab = np.array([canonical_class(v) or v for v in lab], dtype=object)
         out.append(WindowSet(Path(f["path"]).name, "synthetic", wb, lab))
@@ -184,8 +200,9 @@ def packet_figures(s: WindowSet, v: Verdicts, detector_classes: tuple[str, ...] 
     """Packet counts of one real capture under window verdicts and the detectors."""
     lc = s.capture
     assert lc is not None
-    fl = v.flagged[lc.row_window]
-    fam = v.family[lc.row_window]
+    claimed = lc.row_window < 0  # left to a detector: flagged by it below
+    fl = np.where(claimed, False, v.flagged[lc.row_window])
+    fam = np.where(claimed, "", v.family[lc.row_window])
     det = lc.row_detector
     if detector_classes and (det >= 0).any():
         dfam = np.array([family_key(c) for c in detector_classes] + [""], dtype=object)[det]
@@ -269,7 +286,8 @@ def _tree(ds: Dataset, split: Split, target_fpr: float, seed: int) -> tuple[Call
 
 def run_by_source(real: list[WindowSet], synthetic: list[WindowSet], cfg: Config, *,
                   detector_classes: tuple[str, ...] = (), baseline_tree: bool = True,
-                  fixed_models: dict[str, Any] | None = None, only: list[str] | None = None,
+                  fixed_models: dict[str, Any] | None = None, fixed_sets: dict[str, list[WindowSet]] | None = None,
+                  only: list[str] | None = None,
                   importance: bool = False, calibration: float | None = None, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)) -> BySourceResult:
     """Leave each repository of ``real`` out in turn; see the module docstring."""
     from .train import train
@@ -335,7 +353,7 @@ def run_by_source(real: list[WindowSet], synthetic: list[WindowSet], cfg: Config
             f"{_pct(sm['attack_flagged_share'])}, family right {_pct(sm['family_right_mean_per_capture'])} "
             f"(threshold {thr:.3f}, {fold['seconds']} s)")
     for name, fm in (fixed_models or {}).items():
-        for s in real:
+        for s in (fixed_sets or {}).get(name, real):
             if only and s.source not in only:
                 continue
             methods[name].append(packet_figures(s, fm(s), detector_classes))

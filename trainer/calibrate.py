@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ids_daemon.config import MeterConfig
+from ids_daemon.config import DetectorsConfig, MeterConfig
 from ids_daemon.features.ciciot import INDEX
 from ids_daemon.features.window import POOL_PROTO_ARP, WindowBatch
 from ids_daemon.model.artifacts import METADATA, WEIGHTS, LoadedModel, load_model, write_weights
@@ -96,8 +96,18 @@ def fine_tune(loaded: LoadedModel, site_x: np.ndarray, replay_x: np.ndarray, rep
     model.eval()
 
 
+def claims_of(loaded: LoadedModel, detectors: DetectorsConfig | None) -> Any:
+    """The detector-hook factory a model trained with ``detector_claims`` is metered with
+    (the frames the detectors flag stay out of its windows, as in the daemon), else None."""
+    if not loaded.meta.get("detector_claims"):
+        return None
+    from .bysource import detector_hooks
+
+    return detector_hooks(detectors or DetectorsConfig())
+
+
 def replay_corpus(loaded: LoadedModel, meter: MeterConfig, real: Path | None, synthetic_packets: int,
-                  seed: int) -> tuple[np.ndarray, np.ndarray]:
+                  seed: int, detectors: DetectorsConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Labelled sequences to replay while fine-tuning: attacks (and benign) from a
     synthetic corpus generated now, plus the real corpus when given."""
     import tempfile
@@ -106,14 +116,15 @@ def replay_corpus(loaded: LoadedModel, meter: MeterConfig, real: Path | None, sy
     from ids_daemon.model.classes import label_in_scheme
 
     sets = []
+    hooks = claims_of(loaded, detectors)
     if real is not None:
-        sets += real_windowsets(real, meter)
+        sets += real_windowsets(real, meter, hooks, claim=hooks is not None)
     if synthetic_packets:
         from .synth import generate_corpus
 
         with tempfile.TemporaryDirectory() as tmp:
             generate_corpus(Path(tmp), seed=seed, packets=synthetic_packets)
-            sets += synthetic_windowsets(Path(tmp) / "manifest.json", meter)
+            sets += synthetic_windowsets(Path(tmp) / "manifest.json", meter, hooks)
     scheme = loaded.meta.get("label_scheme", "34")
     lut = {c: i for i, c in enumerate(loaded.classes)}
     xs, ys = [], []
@@ -133,7 +144,8 @@ def replay_corpus(loaded: LoadedModel, meter: MeterConfig, real: Path | None, sy
 
 def calibrate(model_dir: Path, benign: list[Path], out: Path, target_fpr: float,
               meter: MeterConfig | None = None, *, tune: bool = False, real: Path | None = None,
-              synthetic_packets: int = 100_000, seed: int = 0) -> dict[str, Any]:
+              synthetic_packets: int = 100_000, seed: int = 0,
+              detectors: DetectorsConfig | None = None) -> dict[str, Any]:
     """Write ``out``: the model of ``model_dir`` fitted to the site's ``benign`` captures
     (threshold only, or fine-tuning and threshold)."""
     loaded = load_model(model_dir)
@@ -142,8 +154,9 @@ def calibrate(model_dir: Path, benign: list[Path], out: Path, target_fpr: float,
         raise ValueError(f"{model_dir}: the model has no benign class; there is no p_attack to calibrate")
     mcfg = (meter or MeterConfig()).model_copy(update={"window": loaded.window})
     xs, ws, ts, files = [], [], [], []
+    hooks = claims_of(loaded, detectors)
     for f in benign:
-        wb = meter_capture(f, mcfg)
+        wb = meter_capture(f, mcfg, hooks() if hooks is not None else None)
         x, w, t = sequences_of(loaded, wb)
         xs.append(x)
         ws.append(w)
@@ -165,7 +178,7 @@ def calibrate(model_dir: Path, benign: list[Path], out: Path, target_fpr: float,
         fit = rel <= 0.7
         if fit.sum() < 10 or (~fit).sum() < 10:
             raise ValueError("fine-tuning needs more benign traffic (at least 20 classified windows)")
-        rx, ry = replay_corpus(loaded, mcfg, real, synthetic_packets, seed)
+        rx, ry = replay_corpus(loaded, mcfg, real, synthetic_packets, seed, detectors)
         att_before = _p_attack(loaded, rx[ry != b]) if len(rx) else np.zeros(0)
         fine_tune(loaded, x[fit], rx, ry, seed=seed)
         pa = _p_attack(loaded, x)

@@ -269,9 +269,9 @@ def by_source_run(real: Path, synthetic_packets: int, compare: list[Path], tree:
     """Leave-one-repository-out with ``cfg`` on the real corpus plus a synthetic corpus."""
     import tempfile
 
-    from ids_daemon.detectors import DETECTOR_CLASSES, DetectorSet
+    from ids_daemon.detectors import DETECTOR_CLASSES
 
-    from .bysource import fixed_model_verdicts, real_windowsets, run_by_source, synthetic_windowsets
+    from .bysource import detector_hooks, fixed_model_verdicts, real_windowsets, run_by_source, synthetic_windowsets
     from .synth import generate_corpus
 
     if tree:
@@ -279,21 +279,34 @@ def by_source_run(real: Path, synthetic_packets: int, compare: list[Path], tree:
             import sklearn  # noqa: F401
         except ImportError:
             raise _user_error("the tree baseline needs scikit-learn (pip install scikit-learn), or pass --no-tree")
-    dets = DetectorSet(cfg.detectors)
-    real_sets = real_windowsets(real, cfg.meter, lambda b: dets.process(b).frame_class)
+    hooks = detector_hooks(cfg.detectors)
+    # the recipe's windows leave out what the detectors flag (its models say detector_claims)
+    real_sets = real_windowsets(real, cfg.meter, hooks, claim=BUNDLE_CLAIMS)
     synth_sets = []
     with tempfile.TemporaryDirectory() as tmp:
         if synthetic_packets:
             corpus = (work or Path(tmp)) / "synthetic"
             generate_corpus(corpus, seed=BUNDLE_SEED, packets=synthetic_packets)
-            synth_sets = synthetic_windowsets(corpus / "manifest.json", cfg.meter)
+            synth_sets = synthetic_windowsets(corpus / "manifest.json", cfg.meter, hooks if BUNDLE_CLAIMS else None)
     fixed = {f"model:{p}": fixed_model_verdicts(p) for p in compare}
+    # a model compared as it was shipped sees the windows the daemon gave it: with the
+    # detectors' frames when it does not claim them
+    fixed_sets = {f"model:{p}": real_sets if _claims(p) == BUNDLE_CLAIMS else
+                  real_windowsets(real, cfg.meter, hooks, claim=_claims(p)) for p in compare}
     res = run_by_source(real_sets, synth_sets, cfg, detector_classes=DETECTOR_CLASSES, baseline_tree=tree,
-                        fixed_models=fixed, only=sources or None, importance=importance,
+                        fixed_models=fixed, fixed_sets=fixed_sets, only=sources or None, importance=importance,
                         calibration=CALIBRATION_TARGET).as_dict()
     res["recipe"] = {"lstm": cfg.lstm.model_dump(), "synthetic_packets": synthetic_packets,
                      "real_manifest": str(real), "detectors": cfg.detectors.model_dump()}
     return res
+
+
+def _claims(model_dir: Path) -> bool:
+    """Whether a model directory's metadata says its windows leave out the detectors' frames."""
+    try:
+        return bool(json.loads((Path(model_dir) / "metadata.json").read_text()).get("detector_claims"))
+    except (OSError, ValueError):
+        return False
 
 
 def _evaluate_by_source(out: Path | None, real: Path | None, synthetic_packets: int | None, compare: list[Path],
@@ -344,7 +357,7 @@ def calibrate(
     cfg = _load_cfg(config, {})
     try:
         rec = run_calibrate(model, benign, out, target_fpr, cfg.meter, tune=fine_tune, real=real,
-                            synthetic_packets=synthetic_packets)
+                            synthetic_packets=synthetic_packets, detectors=cfg.detectors)
     except ValueError as e:
         raise _user_error(str(e))
     before = rec["threshold_before"]
@@ -382,6 +395,10 @@ def synth(
 
 BUNDLE_SEED = 0
 BUNDLE_SYNTH_PACKETS = 200_000
+# the frames the protocol-fact detectors flag stay out of the recipe's windows (and of the
+# daemon's, for its models: metadata detector_claims): the detector's prediction covers
+# them, and a flood's victim's other traffic is then classified on its own
+BUNDLE_CLAIMS = True
 BUNDLE_OVERRIDES = {
     # small enough for the daemon to classify every window of a gateway's traffic on a CPU
     "lstm.model.hidden_size": 64, "lstm.model.num_layers": 1, "lstm.features.bins": 8, "lstm.train.seq_len": 4,
@@ -417,8 +434,8 @@ def bundle(
     from ids_daemon.features.ciciot import INDEX
     from ids_daemon.model.artifacts import bundled_model_dir
 
-    from .bysource import (build_dataset, fold_split, format_calibration, format_table, real_windowsets,
-                           synthetic_windowsets)
+    from .bysource import (build_dataset, detector_hooks, fold_split, format_calibration, format_table,
+                           real_windowsets, synthetic_windowsets)
     from .dataset import model_columns
     from .metrics import write_json
     from .synth import generate_corpus
@@ -433,7 +450,9 @@ def bundle(
     with tempfile.TemporaryDirectory() as tmp:
         corpus = work or Path(tmp) / "corpus"
         generate_corpus(corpus, seed=BUNDLE_SEED, packets=BUNDLE_SYNTH_PACKETS)
-        sets = real_windowsets(manifest, cfg.meter) + synthetic_windowsets(corpus / "manifest.json", cfg.meter)
+        hooks = detector_hooks(cfg.detectors)
+        sets = (real_windowsets(manifest, cfg.meter, hooks, claim=BUNDLE_CLAIMS)
+                + synthetic_windowsets(corpus / "manifest.json", cfg.meter, hooks if BUNDLE_CLAIMS else None))
     cols = [c for c in model_columns(list(INDEX), cfg.lstm.features.include_leaking)
             if c not in cfg.lstm.features.exclude]
     ds, _ = build_dataset(sets, tc.seq_len, cols, tc.labels)
@@ -445,7 +464,7 @@ def bundle(
     print(f"{len(ds.y)} sequences ({len(split.train)} training, {len(split.val)} validation), classes "
           f"{', '.join(ds.classes)}", file=sys.stderr)
     res = run_train(ds, cfg, dest, name="ids-lstm", version=version, split=split,
-                    extra={"lstm_skips_arp": True, "recipe": "ids-trainer bundle"})
+                    extra={"lstm_skips_arp": True, "detector_claims": BUNDLE_CLAIMS, "recipe": "ids-trainer bundle"})
     print(f"operating point: p_attack >= {res.metrics['operating_point']['threshold']:.4f} "
           f"(target {100 * tc.target_fpr:g} % of validation benign packets)")
     if by_source:

@@ -22,10 +22,11 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from ids_daemon.capture.batch import PacketBatch
 from ids_daemon.capture.pcap import PcapSource
 from ids_daemon.config import MeterConfig
 from ids_daemon.errors import IdsError
@@ -341,12 +342,16 @@ def read_manifest(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def meter_capture(path: Path, meter_cfg: MeterConfig) -> WindowBatch:
-    """All windows of one capture, through the daemon's meter (flushed at the end)."""
+def meter_capture(path: Path, meter_cfg: MeterConfig,
+                  claim: Callable[[PacketBatch], np.ndarray] | None = None) -> WindowBatch:
+    """All windows of one capture, through the daemon's meter (flushed at the end);
+    frames ``claim`` flags (a detector hook: class index or -1 per frame) stay out."""
     m = Meter(meter_cfg.model_copy(update={"prealloc": False}))
     parts = []
     with PcapSource(path) as src:
         while (b := src.next_batch()) is not None:
+            if claim is not None and len(b):
+                b = b.take(np.asarray(claim(b)) < 0)
             parts.append(m.process(b).windows)
     parts.append(m.flush().windows)
     return WindowBatch.concat(parts)

@@ -86,6 +86,9 @@ class InferenceWorker:
                                         else op.get("threshold"))
         # a model trained without ARP windows leaves them to the ARP detector
         self.skip_arp = bool(loaded.meta.get("lstm_skips_arp", False))
+        # a model trained without the frames the protocol-fact detectors flag is never shown
+        # them: the detector's prediction covers them (a spoofed flood, a held scanner)
+        self.detector_claims = bool(loaded.meta.get("detector_claims", False))
         # predictions per class and severity (exported as metrics); reset with the class list
         self.class_counts = np.zeros(len(self.classes), dtype=np.int64)
         self.severity_counts = np.zeros(4, dtype=np.int64)

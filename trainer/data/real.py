@@ -11,6 +11,10 @@ that mixes both kinds weighs by what it holds.
 
 Matching windows by attacker address would mislabel pool windows, which are keyed by
 the victim; labelling packets first avoids that.
+
+With ``claim``, the frames a protocol-fact detector flagged are not metered (as the
+daemon does for a model whose metadata says ``detector_claims``): their rows keep
+their labels and detector verdicts, with window -1.
 """
 
 from __future__ import annotations
@@ -101,7 +105,7 @@ class LabelledCapture:
     entry: CaptureEntry
     windows: WindowBatch
     window_attack: np.ndarray  # (k,) attack packets in each window
-    row_window: np.ndarray  # (m,) window index of each metered packet, capture order
+    row_window: np.ndarray  # (m,) window index of each metered packet, capture order (-1: claimed by a detector)
     row_attack: np.ndarray  # (m,) bool
     row_detector: np.ndarray  # (m,) int16: the detector class that flagged the packet, -1 none
     frames: int
@@ -115,8 +119,9 @@ class LabelledCapture:
 
 
 def meter_labelled(entry: CaptureEntry, meter_cfg: MeterConfig, detector: FrameDetector | None = None,
-                   batch_size: int = 65536) -> LabelledCapture:
-    """Meter one capture with per-packet labels (and detector verdicts when given)."""
+                   batch_size: int = 65536, claim: bool = False) -> LabelledCapture:
+    """Meter one capture with per-packet labels (and detector verdicts when given); with
+    ``claim``, frames a detector flagged stay out of the windows."""
     meter = Meter(meter_cfg.model_copy(update={"prealloc": False}), per_packet=True)
     programs: dict[int, BpfProgram] = {}
     labels: list[np.ndarray] = []
@@ -154,7 +159,10 @@ def meter_labelled(entry: CaptureEntry, meter_cfg: MeterConfig, detector: FrameD
             sel = meter.metered_mask(b)  # the frames that get a row (IPv4, IPv6, ARP)
             labels.append(frame_attack[sel])
             if detector is not None:
-                det_rows.append(np.asarray(detector(b), dtype=np.int16)[sel])
+                det = np.asarray(detector(b), dtype=np.int16)
+                det_rows.append(det[sel])
+                if claim and (det >= 0).any():
+                    b = b.take(det < 0)
             out = meter.process(b)
             wparts.append(out.windows)
             assert out.rows is not None
@@ -163,12 +171,15 @@ def meter_labelled(entry: CaptureEntry, meter_cfg: MeterConfig, detector: FrameD
     wb = WindowBatch.concat(wparts)
     rk = np.concatenate(row_keys) if row_keys else np.zeros(0, np.uint64)
     row_attack = np.concatenate(labels) if labels else np.zeros(0, bool)
-    if len(rk) != len(row_attack) or int(wb.packets.sum()) != len(rk):
-        raise ManifestError(f"{entry.path.name}: {len(rk)} metered rows, {len(row_attack)} labels and "
+    row_det = np.concatenate(det_rows) if det_rows else np.full(len(row_attack), -1, np.int16)
+    in_window = row_det < 0 if claim else np.ones(len(row_attack), dtype=bool)
+    if int(in_window.sum()) != len(rk) or int(wb.packets.sum()) != len(rk):
+        raise ManifestError(f"{entry.path.name}: {len(rk)} metered rows, {int(in_window.sum())} labels and "
                             f"{int(wb.packets.sum())} packets in windows do not agree")
-    row_window = _rows_to_windows(rk, wb.key, wb.packets)
-    window_attack = np.bincount(row_window, weights=row_attack, minlength=len(wb)).astype(np.int64)
-    row_det = np.concatenate(det_rows) if det_rows else np.full(len(rk), -1, np.int16)
+    row_window = np.full(len(row_attack), -1, np.int64)
+    row_window[in_window] = _rows_to_windows(rk, wb.key, wb.packets)
+    window_attack = np.bincount(row_window[in_window], weights=row_attack[in_window],
+                                minlength=len(wb)).astype(np.int64)
     return LabelledCapture(entry=entry, windows=wb, window_attack=window_attack, row_window=row_window,
                            row_attack=row_attack, row_detector=row_det, frames=frames)
 
