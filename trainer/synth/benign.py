@@ -410,6 +410,47 @@ def retry_agent(net: Net, dev: int, server: int, port: int, t: float, period: fl
         t += _jitter(rng, period, 0.5)
 
 
+def p2p_agent(net: Net, pc: int, t: float, port: int, pace: float) -> Agent:
+    """A peer-to-peer client (BitTorrent, Gnutella, a game launcher) working through its peer
+    list: its OS's connect() to a new peer every ``pace`` seconds or so, on the network's port;
+    most peers are gone (RST, or no answer and the SYN retried after 3 and 6 s), some accept and
+    exchange a handshake and a little data; DHT-style UDP queries to peers, some answered.
+    A scanner's probes look the same per packet; what differs is the pace and that real
+    peers answer."""
+    rng = net.rng
+    peers = [net.public() for _ in range(rng.randint(40, 200))]
+    alive = set(rng.sample(range(len(peers)), max(1, int(len(peers) * rng.uniform(0.1, 0.35)))))
+    dht = rng.random() < 0.5
+    while True:
+        yield t
+        i = rng.randrange(len(peers))
+        peer = peers[i]
+        if dht and rng.random() < 0.3:
+            q = rng.randbytes(rng.randint(60, 110))
+            net.udp(t, pc, peer, port, port if rng.random() < 0.5 else rng.randint(1025, 65000), q)
+            if i in alive:
+                net.udp(t + rng.uniform(0.03, 0.3), peer, pc, port, port, rng.randbytes(rng.randint(150, 400)))
+        else:
+            c = Tcp(net, pc, peer, net.eport(pc), port if rng.random() < 0.8 else rng.randint(1025, 65000))
+            if i in alive:
+                end = c.connect(t)
+                end = c.exchange(end + 0.01, rng.randbytes(rng.randint(60, 300)), rng.randbytes(rng.randint(60, 600)))
+                if rng.random() < 0.5:
+                    end = c.transfer(end + 0.02, False, rng.randbytes(rng.randint(1000, 20000)))
+                c.close(end + rng.uniform(0.05, 2.0), rng.random() < 0.5)
+            else:
+                refused = rng.random() < 0.4
+                at, back = t, 3.0  # the retries run beside the next attempts (frames are sorted on write)
+                for _ in range(1 if refused else rng.randint(2, 3)):
+                    c.seg(at, True, SYN, options=c.syn_options(at, True))
+                    if refused:
+                        c.seg(at + c.rtt / 2, False, RA, options=b"", win=0)
+                    at += back
+                    back *= 2
+                    c.cseq -= 1
+        t += rng.expovariate(1.0 / pace)
+
+
 # ---- industrial polling -----------------------------------------------------------------------
 
 
@@ -621,11 +662,11 @@ def benign(net: Net, budget: int, k: int) -> str:
     """
     rng = net.rng
     kind = SITE_KINDS[k % len(SITE_KINDS)]
-    P_ = {"home": dict(cam=0.5, poll=1.0, browse=0.6, call=0.3, ssh=0.2, ics=0.0),
-          "office": dict(cam=0.2, poll=0.8, browse=1.0, call=0.7, ssh=0.6, ics=0.0),
-          "industrial": dict(cam=0.3, poll=0.4, browse=0.4, call=0.1, ssh=0.4, ics=1.0),
-          "cameras": dict(cam=1.0, poll=0.6, browse=0.3, call=0.1, ssh=0.2, ics=0.1),
-          "mixed": dict(cam=0.5, poll=0.8, browse=0.7, call=0.4, ssh=0.3, ics=0.5)}[kind]
+    P_ = {"home": dict(cam=0.5, poll=1.0, browse=0.6, call=0.3, ssh=0.2, ics=0.0, p2p=0.4),
+          "office": dict(cam=0.2, poll=0.8, browse=1.0, call=0.7, ssh=0.6, ics=0.0, p2p=0.2),
+          "industrial": dict(cam=0.3, poll=0.4, browse=0.4, call=0.1, ssh=0.4, ics=1.0, p2p=0.0),
+          "cameras": dict(cam=1.0, poll=0.6, browse=0.3, call=0.1, ssh=0.2, ics=0.1, p2p=0.1),
+          "mixed": dict(cam=0.5, poll=0.8, browse=0.7, call=0.4, ssh=0.3, ics=0.5, p2p=0.4)}[kind]
     n_dev = rng.randint(6, 30)
     scale = rng.uniform(0.5, 2.0)  # how chatty this site is
     broker_local = rng.random() < 0.7
@@ -708,6 +749,12 @@ def benign(net: Net, budget: int, k: int) -> str:
         for pc in [admin] + rng.sample(phones, rng.randint(0, len(phones))):
             agents.append(browse_agent(net, pc, resolver, cdn, t0 + rng.uniform(0, 30), rng.uniform(10, 90)))
         what.append("browsing (DNS, HTTPS to many servers, QUIC)")
+    if rng.random() < P_["p2p"]:
+        pc = rng.choice(phones + [admin])
+        net.set_stack(pc, "desktop")
+        port = rng.choice((6881, 6882, 6889, 6346, 4662, 51413, rng.randint(10000, 60000)))
+        agents.append(p2p_agent(net, pc, t0 + rng.uniform(0, 10), port, rng.uniform(0.1, 2.0)))
+        what.append(f"a P2P client working through its peers on :{port}")
     if rng.random() < P_["call"]:
         agents.append(video_call_agent(net, admin, t0))
         what.append("a video call (STUN, RTP both ways)")
