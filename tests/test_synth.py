@@ -542,6 +542,39 @@ def test_benign_sites_carry_arp_media_polling_and_industrial_traffic(benign_corp
     assert TH_RST in flags or RA in flags  # resets
 
 
+def test_a_p2p_client_works_through_its_peers() -> None:
+    """Many peers on one port, most gone (refused, or SYNs retried after 3 and 6 s), some answering
+    with a real exchange: benign traffic a horizontal-scan rule would also see."""
+    import random
+
+    from trainer.synth.benign import p2p_agent
+    from trainer.synth.net import Net, run_agents
+
+    net = Net(random.Random(7))
+    pc = net.host(2, 250)
+    net.set_stack(pc, "desktop")
+    run_agents(net, [p2p_agent(net, pc, net.t0, 6346, 0.3)], 3000)
+    pkts = sorted(net.pkts, key=lambda p: p[0])
+    syns: dict[tuple[bytes, int], list[float]] = {}
+    refused = answered = data = 0
+    for t, fr in pkts:
+        tcp = _tcp(fr)
+        if not tcp:
+            continue
+        sp, dp, fl, pay = tcp
+        if fl == TH_SYN:
+            syns.setdefault((fr[30:34], sp), []).append(t)
+        refused += fl == RA
+        answered += fl == 0x12
+        data += bool(pay) and sp == 6346
+    peers = {k[0] for k in syns}
+    assert len(peers) >= 30 and all(k[1] != 6346 for k in syns)
+    gaps = {round(b - a) for ts in syns.values() for a, b in zip(ts, ts[1:])}
+    assert {3, 6} <= gaps  # an OS's SYN retransmission schedule
+    assert refused >= 10 and answered >= 5 and data >= 5
+    assert answered < 0.5 * len(syns)  # most peers are gone
+
+
 def test_benign_sites_differ_in_ttl_subnet_and_stack(benign_corpus: list[list[bytes]]) -> None:
     ttls = set()
     nets = set()
