@@ -200,9 +200,12 @@ def packet_figures(s: WindowSet, v: Verdicts, detector_classes: tuple[str, ...] 
     """Packet counts of one real capture under window verdicts and the detectors."""
     lc = s.capture
     assert lc is not None
-    claimed = lc.row_window < 0  # left to a detector: flagged by it below
-    fl = np.where(claimed, False, v.flagged[lc.row_window])
-    fam = np.where(claimed, "", v.family[lc.row_window])
+    rw = lc.row_window
+    inw = rw >= 0  # the rest were left to a detector: flagged by it below
+    fl = np.zeros(len(rw), dtype=bool)
+    fl[inw] = v.flagged[rw[inw]]
+    fam = np.full(len(rw), "", dtype=object)
+    fam[inw] = v.family[rw[inw]]
     det = lc.row_detector
     if detector_classes and (det >= 0).any():
         dfam = np.array([family_key(c) for c in detector_classes] + [""], dtype=object)[det]
