@@ -108,6 +108,9 @@ class TrainConfig(_Section):
     max_per_class: int = Field(50000, ge=10, description="sequences kept per class (uniform sample beyond): bounds memory")
     target_fpr: float = Field(0.01, gt=0, lt=1, description="share of validation benign packets the stored "
                               "p_attack threshold may flag (the model's operating point)")
+    threshold_by: Literal["packets", "captures"] = Field(
+        "packets", description="target_fpr counts validation benign packets pooled (packets), or the mean share "
+        "over validation benign captures, each counting the same whatever its size (captures)")
     seed: int = Field(0, description="seeds every random choice (split, init, batches)")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     mlflow: bool = Field(False, description="log to MLflow when it is installed")

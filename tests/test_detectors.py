@@ -185,6 +185,37 @@ def test_a_held_scanner_exchange_with_its_target_is_flagged_its_other_traffic_no
         assert ((fc[rows] == C["Recon-PortScan"]) if flagged else (fc[rows] == -1)).all(), (p_, fc[rows])
 
 
+def test_unanswered_ack_and_crafted_flag_scans(tmp_path: Path) -> None:
+    # hping3 -A against a filtering host: bare ACKs to 30 ports, no answer at all
+    acks = [at(IP(src=ATTACKER, dst=VICTIM) / TCP(sport=2000 + i, dport=20 + i, flags="A"), i * 0.05) for i in range(30)]
+    b, fc, _ = run(write(tmp_path, "ack.pcap", acks))
+    assert (fc == C["Recon-PortScan"]).sum() >= 10
+    # unicornscan's all-six-flags probes (SYN+FIN+RST+PSH+ACK+URG) to 30 ports
+    odd = [at(IP(src=ATTACKER, dst=VICTIM) / TCP(sport=3000 + i, dport=20 + i, flags="FSRPAU"), i * 0.05)
+           for i in range(30)]
+    b, fc, _ = run(write(tmp_path, "odd.pcap", odd))
+    assert (fc == C["Recon-PortScan"]).sum() >= 10
+    # a client closing connections to 30 web servers (each last ACK unanswered) is no scan,
+    # nor is one downloading from 25 ports of one host (its ACKs are answered by more data)
+    pkts = []
+    for i in range(30):
+        srv = f"10.2.0.{i + 1}"
+        pkts += [at(IP(src=CLIENT, dst=srv) / TCP(sport=40000 + i, dport=443, flags="S"), i * 0.1),
+                 at(IP(src=srv, dst=CLIENT) / TCP(sport=443, dport=40000 + i, flags="SA"), i * 0.1 + 0.01),
+                 at(IP(src=CLIENT, dst=srv) / TCP(sport=40000 + i, dport=443, flags="A"), i * 0.1 + 0.02),
+                 at(IP(src=CLIENT, dst=srv) / TCP(sport=40000 + i, dport=443, flags="FA"), i * 0.1 + 0.03),
+                 at(IP(src=srv, dst=CLIENT) / TCP(sport=443, dport=40000 + i, flags="FA"), i * 0.1 + 0.04),
+                 at(IP(src=CLIENT, dst=srv) / TCP(sport=40000 + i, dport=443, flags="A"), i * 0.1 + 0.05)]
+    for i in range(25):
+        for k in range(4):
+            t = 5 + i * 0.1 + k * 0.02
+            pkts += [at(IP(src=SERVER, dst=CLIENT) / TCP(sport=8000 + i, dport=50000 + i, flags="PA") / Raw(b"d" * 500), t),
+                     at(IP(src=CLIENT, dst=SERVER) / TCP(sport=50000 + i, dport=8000 + i, flags="A"), t + 0.005)]
+    pkts.sort(key=lambda p: p.time)
+    b, fc, findings = run(write(tmp_path, "closes.pcap", pkts))
+    assert (fc == -1).all() and not findings
+
+
 def test_udp_scan_with_icmp_unreachable(tmp_path: Path) -> None:
     pkts = []
     for i, p in enumerate(range(100, 160)):

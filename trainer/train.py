@@ -307,8 +307,15 @@ def _operating_point(model: nn.Module, va: "_Encoded", y_va: np.ndarray, ds: Dat
     pa = _p_attack(model, va, device, ds.classes)
     w = ds.weights_of(idx)
     benign = y_va == b
-    thr = choose_threshold(pa[benign], w[benign], tc.target_fpr)
-    return {"threshold": thr, "target_fpr": tc.target_fpr, "chosen_on": "validation benign sequences, by packets",
+    wb = w[benign]
+    by = getattr(tc, "threshold_by", "packets")
+    if by == "captures" and wb.size:
+        # each validation capture weighs the same: a big easy one (a PLC polled all day) must
+        # not buy a threshold that flags a small site's traffic wholesale
+        _, g = np.unique(ds.groups[idx][benign], return_inverse=True)
+        wb = wb / np.bincount(g, weights=wb)[g]
+    thr = choose_threshold(pa[benign], wb, tc.target_fpr)
+    return {"threshold": thr, "target_fpr": tc.target_fpr, "chosen_on": f"validation benign sequences, by {by}",
             "benign_sequences": int(benign.sum()), **binary_rates(y_va, pa, w, ds.classes, thr)}
 
 

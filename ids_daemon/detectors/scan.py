@@ -6,8 +6,12 @@ anything (SYN, FIN, NULL, XMAS), a UDP datagram to a port not above its source p
 ICMPv6 echo request or an ARP request. IPv4 and IPv6 are handled alike (addresses as
 `capture.batch.address_ids`); ARP is IPv4's alone. The probed (source, host, port) is answered when the host
 sends anything back from that port (SYN-ACK, data, a UDP reply, an echo or ARP
-reply) and failed when the host resets it or stays silent for ``answer_s``. Bare
-ACKs (nmap -sA) count only when reset.
+reply) and failed when the host resets it or stays silent for ``answer_s``. Segments
+with flags no stack sends together (SYN+FIN, SYN+RST, FIN+RST) are probes too. Bare
+ACKs (nmap -sA, hping3 -A) count for vertical scans only, failed when reset or never
+answered: a connection's last ACK is never answered, so one client closing connections
+to many hosts on 443 must not look like a sweep, while twenty unanswered ACKs to twenty
+ports of one host are no connection's.
 
 * vertical: failed probes to ``ports`` distinct ports of one host within ``window_s``;
 * horizontal: failed probes to ``hosts`` distinct hosts on one port;
@@ -31,7 +35,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..capture.batch import ETH_P_ARP, STATUS_OK, TH_ACK, TH_RST, TH_SYN, PacketBatch, address_ids, address_name
+from ..capture.batch import ETH_P_ARP, STATUS_OK, TH_ACK, TH_FIN, TH_RST, TH_SYN, PacketBatch, address_ids, address_name
 from ..config import ScanDetectorConfig
 from .base import LRU, Finding, mark, pair_key
 
@@ -88,7 +92,11 @@ class ScanDetector:
         echo_rep = np.where(v6, b.icmp_type == 129, b.icmp_type == 0)
         pay = b.ip_len.astype(np.int64) - b.ip_hdr_len - b.l4_hdr_len
         dst_ok = _public_unicast(b)
-        p_tcp = tcp & (f & (TH_ACK | TH_RST) == 0) & dst_ok
+        # flag sets no stack sends (SYN with FIN or RST, FIN with RST: unicornscan's all-six) are
+        # crafted probes whatever else they carry
+        crafted = tcp & ((f & (TH_SYN | TH_FIN) == TH_SYN | TH_FIN) | (f & (TH_SYN | TH_RST) == TH_SYN | TH_RST)
+                         | (f & (TH_FIN | TH_RST) == TH_FIN | TH_RST))
+        p_tcp = tcp & ((f & (TH_ACK | TH_RST) == 0) | crafted) & dst_ok
         p_ack = tcp & (f & 0x3F == TH_ACK) & (pay <= 0) & dst_ok
         p_udp = udp & (b.dport <= b.sport) & dst_ok
         p_icmp = icmp & echo_req & dst_ok
@@ -106,11 +114,11 @@ class ScanDetector:
         zero = np.zeros(len(b), dtype=np.uint16)
         src, dst = address_ids(b)
         rev = lambda port_, kind_: _key(dst, src, port_, kind_)  # noqa: E731
-        answers = np.concatenate([rev(b.sport, K_TCP)[a_tcp], rev(b.sport, K_UDP)[a_udp],
+        answers = np.concatenate([rev(b.sport, K_TCP)[a_tcp], rev(b.sport, K_ACK)[a_tcp], rev(b.sport, K_UDP)[a_udp],
                                   rev(zero, K_ICMP)[a_icmp], rev(zero, K_ARP)[a_arp]])
         resets = np.concatenate([rev(b.sport, K_TCP)[rst], rev(b.sport, K_ACK)[rst]])
-        ans_at = np.concatenate([np.flatnonzero(a_tcp), np.flatnonzero(a_udp), np.flatnonzero(a_icmp),
-                                 np.flatnonzero(a_arp)])
+        ans_at = np.concatenate([np.flatnonzero(a_tcp), np.flatnonzero(a_tcp), np.flatnonzero(a_udp),
+                                 np.flatnonzero(a_icmp), np.flatnonzero(a_arp)])
         rst_at = np.concatenate([np.flatnonzero(rst), np.flatnonzero(rst)])
         # a SYN carrying more TCP options than an MSS came from an operating system's stack
         # (browsers, P2P clients, nmap -sT); address-sweeping scanners craft their probes
@@ -145,9 +153,9 @@ class ScanDetector:
             answered = a_last >= at
             reset = np.isin(uk, resets)
             k_u = kind[at]
-            timed = ~answered & ~reset & (end - ts[at] >= cfg.answer_s) & (k_u != K_ACK)
+            timed = ~answered & ~reset & (end - ts[at] >= cfg.answer_s)
             failed = reset | timed
-            pend = ~answered & ~failed & (k_u != K_ACK)
+            pend = ~answered & ~failed
             cols = (at.tolist(), ts[at].tolist(), src[at].tolist(), dst[at].tolist(),
                     port[at].tolist(), k_u.tolist(), stack[at].tolist())
             for j, (a, t, s, h, p_, k, os_) in enumerate(zip(*cols)):
