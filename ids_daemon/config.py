@@ -367,12 +367,12 @@ class BruteForceDetectorConfig(_Section):
 
 
 class FloodDetectorConfig(_Section):
-    """Floods from a crowd: one host receiving SYNs, UDP or ICMP from many distinct sources a second."""
+    """Floods from a crowd: one host receiving SYNs, UDP or ICMP from many distinct sources within seconds."""
 
     enabled: bool = True
     sources: int = Field(256, ge=16, description="distinct sources sending one kind (SYN, UDP, ICMP) to one host "
-                         "within window_s: a flood (a public server with that many new clients a second: raise it)")
-    window_s: float = Field(1.0, gt=0, description="sources are counted per bucket of this much packet time")
+                         "within window_s: a flood (a public server with that many new clients: raise it)")
+    window_s: float = Field(10.0, gt=0, description="sources are counted per bucket of this much packet time")
     hold_s: float = Field(10.0, gt=0, description="a flooded host's packets of that kind stay flagged this long "
                           "after the last bucket that crossed the threshold")
     max_targets: int = Field(16384, ge=16, le=1 << 24, description="(host, kind) counters kept (LRU beyond)")

@@ -516,12 +516,12 @@ def test_spoofed_floods_are_flagged_the_victims_replies_and_busy_servers_not(tmp
     rng = np.random.default_rng(3)
     spoofed = [f"{a}.{b}.{c}.{d}" for a, b, c, d in rng.integers(1, 224, (700, 4)).tolist()]
     pkts = []
-    for i, s in enumerate(spoofed[:400]):  # 400 sources in 0.8 s: a SYN flood on VICTIM:80
+    for i, s in enumerate(spoofed[:400]):  # 400 sources in 0.8 s (one 10 s bucket): a SYN flood on VICTIM:80
         pkts.append(at(IP(src=s, dst=VICTIM) / TCP(sport=1024 + i, dport=80, flags="S"), 10 + i * 0.002))
         pkts.append(at(IP(src=VICTIM, dst=s) / TCP(sport=80, dport=1024 + i, flags="SA"), 10 + i * 0.002 + 0.0005))
     for i, s in enumerate(spoofed[400:700]):  # 300 sources at another host, UDP, over 0.6 s
         pkts.append(at(IP(src=s, dst=SERVER) / UDP(sport=2000 + i, dport=9999) / Raw(b"x" * 20), 20 + i * 0.002))
-    for i in range(200):  # a busy host: 200 clients a second is not a flood at the default 256
+    for i in range(200):  # a busy host: 200 clients in 10 s is not a flood at the default 256
         pkts.append(at(IP(src=f"10.9.{i // 100}.{i % 100 + 1}", dst=GW) / TCP(sport=3000 + i, dport=443, flags="S"),
                        30 + i * 0.004))
     for i in range(100):  # a trickle from few sources to the flooded host after the hold: not flagged
@@ -580,6 +580,11 @@ def test_real_spoofed_floods() -> None:
     syn = (b.tcp_flags & 0x12 == 2) & (b.dst4 == 0xC0A80101)
     assert (fc[syn] == C["DDoS-SYN_Flood"]).mean() >= 0.9
     assert (fc[~syn] == -1).all()  # the router's other traffic and its replies
+    # scapy floods from random sources at ~200 a second, in bursts over 3 minutes: 10 s buckets hold 2,000+
+    for d, name, cls in (("DoS-SYN_Flood", "syn_flood", "DDoS-SYN_Flood"), ("DoS-UDP_Flood", "udp_flood", "DDoS-UDP_Flood")):
+        b, fc, _ = run(REAL / f"attack/{d}/thekrishnanand_Assignment1_NetworkSecurity_Ddos_Simulation__{name}.pcapng")
+        to_victim = (b.dst4 == 0x7F000001) & (b.proto == (6 if name == "syn_flood" else 17))
+        assert (fc[to_victim] == C[cls]).mean() >= 0.8
 
 
 

@@ -1,12 +1,12 @@
 """Floods from a crowd: one host receiving SYNs, UDP datagrams or ICMP from hundreds of
-distinct source addresses within a second.
+distinct source addresses within seconds.
 
-That many sources a second is what makes a flood distributed (or source-spoofed: each
-packet from a random address, so no per-flow window ever holds more than one or two
-of them, and a pool window's averages depend on whatever else the victim carries). No
-client population of a gateway's site opens connections from ``sources`` (default 256)
-distinct addresses to one host within ``window_s`` (1 s); a public server that does
-should raise ``sources`` or switch the detector off.
+That many sources is what makes a flood distributed (or source-spoofed: each packet
+from a random address, so no per-flow window ever holds more than one or two of them,
+and a pool window's averages depend on whatever else the victim carries). No client
+population of a gateway's site reaches one host from ``sources`` (default 256) distinct
+addresses within ``window_s`` (10 s; the benign corpus's busiest host: 32); a public
+server that does should raise ``sources`` or switch the detector off.
 
 Per (destination, kind) with kind SYN (a TCP SYN without ACK), UDP or ICMP/ICMPv6, the
 distinct sources of each ``window_s`` bucket are counted. Once a bucket reaches
@@ -17,7 +17,7 @@ victim's own replies are not flagged: they answer the flood, they are not it.
 
 Only destinations that received from two or more sources within one batch start being
 counted, so ordinary traffic costs one ``numpy.unique`` per batch; a flood of
-``sources`` a second gives two in any batch longer than 8 ms.
+``sources`` per ``window_s`` gives two in any batch longer than 2 x window_s / sources.
 """
 
 from __future__ import annotations
