@@ -1,7 +1,7 @@
 """An example policy loop: subscribe to predictions, build observations, emit actions.
 
     python examples/policy_loop.py --kafka-bootstrap 127.0.0.1:9092 --topic ids.predictions \
-        --actions-topic ids.actions [--seconds 30] [--group policy-demo]
+        --actions-topic ids.actions [--seconds 30] [--group policy-demo] [--consumer KEY=VALUE ...]
 
 Each prediction updates the state of its target host (`ids_daemon.consumers.rl`); the policy
 looks at that host's observation and decides: block (a high or critical attack),
@@ -86,9 +86,14 @@ def main() -> int:
     ap.add_argument("--until-idle", type=float, default=None,
                     help="stop once records have arrived and none came for this many seconds (a replay's end)")
     ap.add_argument("--model", default=None, help="model directory, for its class list (default: bundled)")
+    ap.add_argument("--consumer", action="append", default=[], metavar="KEY=VALUE",
+                    help="a librdkafka consumer property, e.g. session.timeout.ms=10000 (repeatable)")
     ap.add_argument("--hold", type=float, default=30.0,
                     help="seconds of traffic without reason for a host's action before a weaker one applies")
     a = ap.parse_args()
+    if any("=" not in kv for kv in a.consumer):
+        ap.error("--consumer takes KEY=VALUE")
+    consumer_config = dict(kv.split("=", 1) for kv in a.consumer)
 
     classes = load_model(a.model).classes
     obs = ObservationBuilder(classes, key_by="host")
@@ -101,7 +106,8 @@ def main() -> int:
     deadline = time.monotonic() + a.seconds if a.seconds else None
     sent = 0
     last_record = None  # monotonic time of the last record, once any arrived
-    with PredictionSubscriber(a.kafka_bootstrap, a.topic, group_id=a.group, start=a.start, poll_timeout_ms=500) as sub:
+    with PredictionSubscriber(a.kafka_bootstrap, a.topic, group_id=a.group, start=a.start, poll_timeout_ms=500,
+                              consumer_config=consumer_config) as sub:
         while not stop["now"] and (deadline is None or time.monotonic() < deadline):
             batch = sub.poll()
             now = time.monotonic()

@@ -407,7 +407,7 @@ def subscribe(
 
     cfg, bootstrap = _consumer_config(config, kafka_bootstrap)
     raise typer.Exit(run_subscribe(bootstrap, topic, group, start, count, as_json, min_severity,
-                                   security=cfg.kafka.security))
+                                   security=cfg.kafka.security, consumer_config=cfg.kafka.consumer))
 
 
 @app.command()
@@ -425,7 +425,7 @@ def alerts(
 
     cfg, bootstrap = _consumer_config(config, kafka_bootstrap)
     with PredictionSubscriber(bootstrap, topic, group_id=group, start=start, auto_commit=True,
-                              security=cfg.kafka.security) as sub:
+                              security=cfg.kafka.security, consumer_config=cfg.kafka.consumer) as sub:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: sub.stop())
         st = run_alerts(sub, cfg.alerts)

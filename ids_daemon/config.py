@@ -243,6 +243,8 @@ class KafkaConfig(_Section):
     security: KafkaSecurity = KafkaSecurity()
     producer: dict[str, Any] = Field(default_factory=dict, description="extra librdkafka producer properties "
                                      "(e.g. queue.buffering.max.kbytes); TLS/SASL go in kafka.security")
+    consumer: dict[str, Any] = Field(default_factory=dict, description="extra librdkafka consumer properties of "
+                                     "subscribe and alerts (e.g. session.timeout.ms); TLS/SASL go in kafka.security")
 
     @model_validator(mode="after")
     def _idempotence_needs_acks_all(self) -> "KafkaConfig":
@@ -276,6 +278,17 @@ class KafkaConfig(_Section):
     @classmethod
     def _acks(cls, v: Any) -> Any:
         return {-1: "all", "-1": "all", 1: "1", 0: "0"}.get(v, v) if not isinstance(v, bool) else v
+
+    @field_validator("consumer")
+    @classmethod
+    def _consumer(cls, v: dict[str, Any]) -> dict[str, Any]:
+        # the settings the subscriber owns (group.id ...) it refuses itself, by name
+        for k in v:
+            if k.startswith(("sasl.", "ssl.")) or k == "security.protocol":
+                raise ValueError(f"{k!r}: TLS and SASL go in kafka.security (shared with the producer)")
+            if "." not in k:
+                raise ValueError(f"{k!r} is not a librdkafka property (they read like session.timeout.ms)")
+        return v
 
     @field_validator("producer")
     @classmethod

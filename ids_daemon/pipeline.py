@@ -34,7 +34,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -43,11 +43,13 @@ from .errors import CaptureError
 from .features.meter import Meter, MeterOutput
 from .features.window import POOL_PROTO_ARP
 from .inference.batcher import MicroBatcher
-from .inference.worker import InferenceWorker
-from .model.artifacts import LoadedModel, load_model
 from .notify import notify  # imported now: after a privilege drop the checkout may be unreadable
 from .sequence import SequenceBatch, SequenceBuffer
 from .sinks.base import EncodedBatch, Sink
+
+if TYPE_CHECKING:  # torch comes with them: `features` (no model) starts 2 s sooner without it
+    from .inference.worker import InferenceWorker
+    from .model.artifacts import LoadedModel
 
 log = logging.getLogger("ids_daemon.pipeline")
 
@@ -368,6 +370,8 @@ class Pipeline:
     def _load_next(self) -> None:
         """Loader thread: the slow part of a reload (hash, torch.load, device, probe)."""
         notify("RELOADING=1")
+        from .model.artifacts import load_model  # imported with the worker: reads no file after a privilege drop
+
         w = self.worker
         t = time.perf_counter()
         try:

@@ -182,7 +182,9 @@ def test_alerts_command_ends_with_the_summary(kafka_broker, kafka_topic, tmp_pat
     publish(kafka_broker.bootstrap, kafka_topic, preds)
     out = tmp_path / "alerts.jsonl"
     cfg = tmp_path / "c.yml"
-    cfg.write_text(f"alerts:\n  outputs:\n    - {{type: jsonl, path: {out}}}\n")
+    # a fresh group's join on tansu takes half the session timeout (22 s at librdkafka's 45 s)
+    cfg.write_text(f"alerts:\n  outputs:\n    - {{type: jsonl, path: {out}}}\n"
+                   "kafka:\n  consumer: {session.timeout.ms: 6000, heartbeat.interval.ms: 1000}\n")
     exe = str(Path(sys.executable).parent / "ids-daemon")
     proc = subprocess.Popen([exe, "alerts", "--kafka-bootstrap", kafka_broker.bootstrap, "--topic", kafka_topic,
                              "--config", str(cfg), "--group", "alerts-" + kafka_topic[-8:], "--from", "earliest"],

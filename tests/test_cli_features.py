@@ -67,6 +67,19 @@ def test_per_packet_rows_in_capture_order_and_window_option(tmp_path: Path) -> N
     assert sum(int(r["packets"]) for r in wins) == 102
 
 
+def test_features_runs_without_loading_torch(tmp_path: Path) -> None:
+    """`features` has no model: it must not import torch (two seconds of every start)."""
+    import sys
+
+    code = ("import sys; from ids_daemon.cli import main; sys.argv = ['ids-daemon'] + sys.argv[1:]\n"
+            "try:\n    main()\nfinally:\n    print('torch loaded' if 'torch' in sys.modules else 'no torch', "
+            "file=sys.stderr)\n")
+    p = subprocess.run([sys.executable, "-c", code, "features", "-r", str(SHARED / "modbus.pcap"), "-o",
+                        str(tmp_path / "w.csv")], capture_output=True, text=True, timeout=120)
+    assert "102 frames: 102 metered" in p.stderr, p.stderr
+    assert p.stderr.rstrip().endswith("no torch"), p.stderr
+
+
 def test_stdin_gives_the_same_output_as_the_file(tmp_path: Path) -> None:
     f = SHARED / "nats.pcap"
     a = run("features", "-r", str(f), "-q")

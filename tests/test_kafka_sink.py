@@ -86,6 +86,8 @@ def test_bootstrap_parsing_and_other_checks(tmp_path):
                     ({"acks": 1}, "enable_idempotence needs acks"),
                     ({"producer": {"sasl.username": "u"}}, "kafka.security"),
                     ({"producer": {"linger_ms": 5}}, "not a librdkafka property"),
+                    ({"consumer": {"ssl.key.location": "k"}}, "kafka.security"),
+                    ({"consumer": {"session_timeout_ms": 6000}}, "not a librdkafka property"),
                     ({"security": {"protocol": "sasl_ssl"}}, "needs sasl_mechanism")):
         args = {"topic": "t", **kw}
         with pytest.raises(IdsError, match=key):

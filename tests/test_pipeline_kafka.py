@@ -23,8 +23,11 @@ from .test_pipeline import windows_of
 from .helpers import EXE  # noqa: E402
 
 
-def consume_all(bootstrap: str, topic: str, idle_s: float = 4.0) -> list:
-    return read_topic(bootstrap, topic, None, timeout=120, idle=idle_s)
+def consume_all(bootstrap: str, topic: str, at_least: int) -> list:
+    """Every record of the topic: at least ``at_least`` of them (the test knows how many
+    must be there), then until nothing new came for a second (so duplicates and extras
+    are read too); at most 2 minutes."""
+    return read_topic(bootstrap, topic, at_least, timeout=120, idle=1.0)
 
 
 def config(tmp_path: Path) -> Path:
@@ -41,10 +44,10 @@ def test_replay_into_the_broker_every_prediction_read_back(kafka_broker, kafka_t
                         "--topic", kafka_topic, "--sink", "jsonl", "-o", str(out), "--config", str(config(tmp_path))],
                        capture_output=True, text=True, timeout=180)
     assert p.returncode == 0, p.stderr
-    records = consume_all(kafka_broker.bootstrap, kafka_topic)
+    written = out.read_text().splitlines()
+    records = consume_all(kafka_broker.bootstrap, kafka_topic, len(written))
     # every prediction written to JSON lines (the model's, one per window it classifies,
     # and the detectors' findings) was read back from the topic
-    written = out.read_text().splitlines()
     assert len(records) == len(written) > 20
     model_preds = [x for x in written if '"detector:' not in x]
     assert len(model_preds) == int(p.stderr.split(" windows classified,")[0].split()[-1]) <= windows_of(pcap)
@@ -81,11 +84,11 @@ def test_broker_outage_mid_replay_loses_nothing(kafka_broker, kafka_topic: str, 
             if c is not None:
                 c.close()
 
-    # paced so that the replay lasts about 20 s whatever the generated site's rate: the
-    # outage begins after 3 s and lasts 4
+    # paced so that the replay lasts about 14 s whatever the generated site's rate: the
+    # outage begins after 3-5 s and lasts 4, and the replay goes on for 5 s after it
     with PcapSource(pcap) as src:
         ts = np.concatenate([b.ts for b in iter(src.next_batch, None)])
-    speed = f"{max((ts[-1] - ts[0]) / 20.0, 0.05):.3f}"
+    speed = f"{max((ts[-1] - ts[0]) / 14.0, 0.05):.3f}"
     proc = subprocess.Popen([EXE, "replay", "-r", str(pcap), "--speed", speed, "--sink", "kafka", "--kafka-bootstrap",
                              kafka_broker.bootstrap, "--topic", kafka_topic, "--sink", "jsonl", "-o", str(out),
                              "--config", str(config(tmp_path))], stderr=subprocess.PIPE, text=True)
@@ -119,7 +122,9 @@ def test_broker_outage_mid_replay_loses_nothing(kafka_broker, kafka_topic: str, 
             kafka_broker.start()
     assert proc.returncode == 0, err
     produced = {json.loads(x)["id"] for x in out.read_text().splitlines()}
-    after = {json.loads(r.value)["id"] for r in consume_all(kafka_broker.bootstrap, kafka_topic)}
+    # what was not read before the outage must be in the restarted broker
+    after = {json.loads(r.value)["id"] for r in consume_all(kafka_broker.bootstrap, kafka_topic,
+                                                               len(produced - seen_before))}
     assert seen_before, "the consumer read nothing before the outage"
     assert produced - seen_before, "nothing was predicted after the outage began"
     missing = produced - (seen_before | after)
@@ -174,7 +179,8 @@ def test_a_sigkilled_daemons_spool_is_delivered_by_the_next_start(kafka_topic: s
                             "--topic", kafka_topic, "--config", str(cfg)], capture_output=True, text=True, timeout=180)
         assert p.returncode == 0, p.stderr
         assert "after waiting in the spool" in p.stderr, p.stderr
-        got = {json.loads(r.value)["id"] for r in consume_all(broker.bootstrap, kafka_topic)}
+        got = {json.loads(r.value)["id"] for r in consume_all(broker.bootstrap, kafka_topic,
+                                                              len(spooled[kafka_topic]))}
     finally:
         broker.stop()
     missing = set(spooled[kafka_topic]) - got

@@ -153,7 +153,10 @@ def test_mistyped_fields_are_rejected_not_coerced(path: str, value, why: str) ->
         Prediction.from_dict(with_(path, value))
 
 
-@pytest.mark.parametrize("t", [1e300, 1e18, time.time() + 2 * 86400, -1.0, float("inf"), float("nan")])
+# ids fixed: a parameter computed from the clock must name the test the same way in every
+# process (pytest-xdist workers collect separately and must agree)
+@pytest.mark.parametrize("t", [1e300, 1e18, time.time() + 2 * 86400, -1.0, float("inf"), float("nan")],
+                         ids=["1e300", "1e18", "two-days-ahead", "-1", "inf", "nan"])
 def test_an_unbelievable_time_is_rejected(t: float) -> None:
     """Issue 11 defect 3: one record with time 1e300 set the alert engine's clock."""
     with pytest.raises(MalformedPrediction, match="time"):

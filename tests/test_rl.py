@@ -77,11 +77,15 @@ def test_example_policy_loop_end_to_end(kafka_broker, kafka_topic: str, tmp_path
     actions_topic = kafka_topic + "-actions"
     agent = subprocess.run([sys.executable, str(ROOT / "examples" / "policy_loop.py"), "--kafka-bootstrap",
                             kafka_broker.bootstrap, "--topic", kafka_topic, "--actions-topic", actions_topic,
-                            "--group", "policy-" + kafka_topic[-8:], "--seconds", "90", "--until-idle", "4"],
+                            "--group", "policy-" + kafka_topic[-8:], "--seconds", "90", "--until-idle", "2",
+                            # a fresh group's join on tansu takes half the session timeout (22 s at 45 s)
+                            "--consumer", "session.timeout.ms=6000", "--consumer", "heartbeat.interval.ms=1000"],
                            capture_output=True, text=True, timeout=150)
     assert agent.returncode == 0, agent.stderr
-    acts = [json.loads(r.value) for r in read_topic(kafka_broker.bootstrap, actions_topic, None, idle=4.0)]
-    assert acts and all(a["schema"] == "ids.action.v1" for a in acts)
+    # the agent flushed its actions before it said how many it sent: read exactly those
+    sent = int(agent.stdout.split(" actions for ")[0].split()[-1])
+    acts = [json.loads(r.value) for r in read_topic(kafka_broker.bootstrap, actions_topic, sent)]
+    assert len(acts) == sent and acts and all(a["schema"] == "ids.action.v1" for a in acts)
     blocked = {a["host"] for a in acts if a["action"] == "block"}
     # the capture's SYN flood target and ICMP flood target get blocked
     assert {"192.168.39.65", "192.168.60.97"} <= blocked, acts
