@@ -204,7 +204,8 @@ def test_claimed_packets_keep_their_labels_and_count_as_the_detectors() -> None:
     # figures: a claimed packet counts as flagged by its detector, whatever the windows say
     none = Verdicts(np.zeros(len(part.windows), bool), np.full(len(part.windows), "", dtype=object))
     r = packet_figures(WindowSet(e.name, e.repo, part.windows, part.window_labels, part), none, DETECTOR_CLASSES)
-    assert r["attack_flagged"] == int((part.row_attack & claimed).sum()) and r["benign_flagged"] == 0
+    assert r["attack_flagged"] == int((part.row_attack & claimed).sum())
+    assert r["benign_flagged"] == int((~part.row_attack & claimed).sum()) <= 100  # the router's SYN-ACKs and resets
 
 
 @pytest.mark.slow

@@ -12,8 +12,9 @@ Per (destination, kind) with kind SYN (a TCP SYN without ACK), UDP or ICMP/ICMPv
 distinct sources of each ``window_s`` bucket are counted. Once a bucket reaches
 ``sources``, the destination is flooded by that kind until ``hold_s`` after that
 bucket: every packet of that kind to it is flagged (DDoS-SYN_Flood, DDoS-UDP_Flood,
-DDoS-ICMP_Flood), from the bucket's first packet when it lies in the same batch. The
-victim's own replies are not flagged: they answer the flood, they are not it.
+DDoS-ICMP_Flood), from the bucket's first packet when it lies in the same batch, and so
+are the host's answers of the matching kind (SYN-ACKs and resets, ICMP errors, echo
+replies): backscatter to the spoofed sources exists only because of the flood.
 
 Only destinations that received from two or more sources within one batch start being
 counted, so ordinary traffic costs one ``numpy.unique`` per batch; a flood of
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..capture.batch import STATUS_OK, TH_ACK, TH_SYN, PacketBatch, address_ids, address_name
+from ..capture.batch import STATUS_OK, TH_ACK, TH_RST, TH_SYN, PacketBatch, address_ids, address_name
 from ..config import FloodDetectorConfig
 from .base import LRU, Finding, mark
 
@@ -103,7 +104,7 @@ class FloodDetector:
                     crossed = True
             if crossed:
                 self._hold(key, st, float(b.ts[rows[h]]), int(dst[rows[h]]), int(kind[rows[h]]))
-        return self._flag(b, verdict, rows, tkey, src)
+        return self._flag(b, verdict, rows, tkey, src, dst)
 
     def _hold(self, key: int, st: _Bucket, ts: float, victim: int, kind: int) -> None:
         until = (st.bucket + 1) * self.cfg.window_s + self.cfg.hold_s
@@ -113,8 +114,21 @@ class FloodDetector:
         else:
             h[1] = max(h[1], until)
 
+    def _replies(self, b: PacketBatch) -> np.ndarray:
+        """Per frame, the kind of flood it answers (-1 none): SYN-ACKs and resets answer SYNs,
+        ICMP errors answer UDP, echo replies answer pings."""
+        ok = (b.status == STATUS_OK) & (b.ip_version > 0) & b.l4_ok
+        v6 = b.ip_version == 6
+        icmp = ok & np.where(v6, b.proto == 58, b.proto == 1)
+        rk = np.full(len(b), -1, dtype=np.int8)
+        rk[icmp & np.where(v6, b.icmp_type == 1, b.icmp_type == 3)] = K_UDP
+        rk[icmp & np.where(v6, b.icmp_type == 129, b.icmp_type == 0)] = K_ICMP
+        f = b.tcp_flags
+        rk[ok & (b.proto == 6) & (((f & (TH_SYN | TH_ACK)) == (TH_SYN | TH_ACK)) | (f & TH_RST != 0))] = K_SYN
+        return rk
+
     def _flag(self, b: PacketBatch, verdict: np.ndarray, rows: np.ndarray, tkey: np.ndarray,
-              src: np.ndarray) -> list[Finding]:
+              src: np.ndarray, dst: np.ndarray) -> list[Finding]:
         if not self.held:
             return []
         t0 = float(b.ts[0])
@@ -124,12 +138,18 @@ class FloodDetector:
             return []
         keys = np.fromiter(self.held.keys(), dtype=np.uint64, count=len(self.held))
         hit = np.isin(tkey, keys)
-        if not hit.any():
+        # the flooded host's answers to the flood (SYN-ACKs and resets to the spoofed sources):
+        # backscatter exists only because of the flood
+        rk = self._replies(b)
+        back = np.flatnonzero(rk >= 0)
+        bkey = _target_key(src[back], rk[back])
+        bhit = np.isin(bkey, keys)
+        if not hit.any() and not bhit.any():
             return []
         findings = []
-        for k in np.unique(tkey[hit]).tolist():
+        for k in np.unique(np.concatenate([tkey[hit], bkey[bhit]])).tolist():
             lo, hi, victim_id, kd = self.held[k]
-            r = rows[tkey == k]
+            r = np.concatenate([rows[tkey == k], back[bkey == k]])
             r = r[(b.ts[r] >= lo) & (b.ts[r] <= hi)]
             if not r.size:
                 continue
@@ -137,7 +157,7 @@ class FloodDetector:
             m[r] = True
             cls = CLASS_OF[kd]
             mark(verdict, m, cls)
-            n_src = int(np.unique(src[r]).size)
+            n_src = int(np.unique(src[r][src[r] != victim_id]).size)
             victim = address_name(victim_id)
             what = "TCP SYN" if kd == K_SYN else _PROTO_NAME[kd].upper()
             findings.append(Finding(
