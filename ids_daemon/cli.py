@@ -482,10 +482,16 @@ def demo(
     print("  by family:   " + ", ".join(f"{k} {v}" for k, v in fam.most_common()))
     sev = collections.Counter(p["severity"] for p in preds)
     print("  by severity: " + ", ".join(f"{k} {sev.get(k, 0)}" for k in ("low", "medium", "high", "critical")))
-    flagged = collections.Counter((p["flow"]["key"], p["predicted_attack"]) for p in preds if p["is_attack"])
-    print("  most flagged keys:")
+    # ranked by packets: a detector's finding covers a whole flood in one prediction
+    flagged: collections.Counter = collections.Counter()
+    count: collections.Counter = collections.Counter()
+    for p in preds:
+        if p["is_attack"]:
+            flagged[(p["flow"]["key"], p["predicted_attack"])] += p["window"]["packets"]
+            count[(p["flow"]["key"], p["predicted_attack"])] += 1
+    print("  most flagged keys (packets):")
     for (key, cls), n in flagged.most_common(5):
-        print(f"    {key:<36} {cls:<24} {n:>4} {'window' if n == 1 else 'windows'}")
+        print(f"    {key:<36} {cls:<24} {n:>5} in {plural(count[(key, cls)], 'prediction')}")
     from .demo import report, sample_scenarios
 
     print("  what the capture holds, and what was flagged in each part (by the time its window ended):")

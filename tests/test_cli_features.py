@@ -149,13 +149,12 @@ def test_demo_runs_on_the_bundled_capture() -> None:
     assert p.returncode == 0, p.stderr.decode()
     assert "sample.pcap" in out and "predictions" in out
     # the bundled capture holds a spoofed SYN flood on 192.168.39.65 (telnet): the most
-    # flagged key. Its family is not asserted: a flood of SYNs to port 23 and a telnet
-    # dictionary attack look alike in a pool window, and the model trained on real
-    # captures names it BruteForce (spoofed sources are what tell them apart)
-    flagged = out.split("most flagged keys:")[1].splitlines()[1]
-    assert "pool tcp 192.168.39.65/32" in flagged
+    # flagged key, by packets, named by the flood detector (947 sources in 0.3 s)
+    flagged = out.split("most flagged keys (packets):")[1].splitlines()[1]
+    assert "flood * 192.168.39.65" in flagged and "DDoS-SYN_Flood" in flagged and "1500 in 1 prediction" in flagged
     # the port scan is established by the scan detector
-    assert "Recon-PortScan" in out.split("most flagged keys:")[1]
+    assert "Recon-PortScan" in out.split("most flagged keys (packets):")[1]
+    assert "0 false alarms" in out
 
 
 def _syn(src: str, dst: str, sport: int, dport: int) -> bytes:
