@@ -90,6 +90,8 @@ class _Collector:
         yield counter("ids_meter_packets", "IPv4, IPv6 and ARP packets metered (one row each)", c.packets)
         yield counter("ids_meter_skipped", "Frames not metered (neither IP nor ARP: LLDP, STP, ...)", c.skipped)
         yield counter("ids_meter_malformed", "Malformed frames skipped", c.malformed)
+        yield counter("ids_detector_claimed", "Frames a protocol-fact detector flagged and the model leaves to it "
+                      "(not metered; models with detector_claims)", st.claimed_frames)
         yield gauge("ids_flows_tracked", "Keys in the flow table", c.keys_tracked)
         yield counter("ids_flows_created", "Flows created", c.flows_created)
         yield counter("ids_flows_evicted", "Keys evicted by the table cap", c.evicted)

@@ -267,14 +267,20 @@ class Pipeline:
                 if wall0 is None:
                     wall0, ts0 = time.monotonic(), float(batch.ts[0])
                 self._pace(wall0 + (float(batch.ts[0]) - ts0) / self.speed)
-            self.stats.frames += len(batch)
+            n = len(batch)
             t = time.perf_counter()
+            claimed = 0
             if self.detectors is not None:
                 flagged = self._detect(batch)
                 if self.worker.detector_claims and flagged.any():
-                    self.stats.claimed_frames += int(flagged.sum())
+                    claimed = int(flagged.sum())
                     batch = batch.take(~flagged)
-            self._meter_out(self.meter.process(batch))
+            out = self.meter.process(batch)
+            # counted together after the meter: a /metrics scrape between two batches sees every
+            # frame read as metered, skipped, malformed or claimed
+            self.stats.frames += n
+            self.stats.claimed_frames += claimed
+            self._meter_out(out)
             self.stats.busy["meter"] += time.perf_counter() - t
             if bar is not None:
                 bar.update(src.bytes_read - bar.n)

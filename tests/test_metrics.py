@@ -46,9 +46,9 @@ def test_metrics_move_during_a_replay_and_agree_with_the_output(tmp_path: Path) 
             proc.kill()
     assert proc.returncode == 0, err
     for m in (first, second):
-        # packets in = packets counted: every frame read is metered, skipped or malformed
+        # packets in = packets counted: every frame read is metered, skipped, malformed or left to a detector
         assert m["ids_packets_total"] == m["ids_meter_packets_total"] + m["ids_meter_skipped_total"] + \
-            m["ids_meter_malformed_total"]
+            m["ids_meter_malformed_total"] + m["ids_detector_claimed_total"]
         preds = sum(v for k, v in m.items() if k.startswith("ids_predictions_total{"))
         assert preds <= m["ids_sequences_total"] <= m["ids_windows_total"] + 0
         assert sum(v for k, v in m.items() if k.startswith("ids_predictions_by_severity_total{")) == preds
