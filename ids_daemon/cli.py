@@ -483,15 +483,15 @@ def demo(
     sev = collections.Counter(p["severity"] for p in preds)
     print("  by severity: " + ", ".join(f"{k} {sev.get(k, 0)}" for k in ("low", "medium", "high", "critical")))
     # ranked by packets: a detector's finding covers a whole flood in one prediction
-    flagged: collections.Counter = collections.Counter()
-    count: collections.Counter = collections.Counter()
+    flagged: dict[tuple[str, str], list[int]] = {}  # (key, class) -> [packets, predictions]
     for p in preds:
         if p["is_attack"]:
-            flagged[(p["flow"]["key"], p["predicted_attack"])] += p["window"]["packets"]
-            count[(p["flow"]["key"], p["predicted_attack"])] += 1
+            acc = flagged.setdefault((p["flow"]["key"], p["predicted_attack"]), [0, 0])
+            acc[0] += p["window"]["packets"]
+            acc[1] += 1
     print("  most flagged keys (packets):")
-    for (key, cls), n in flagged.most_common(5):
-        print(f"    {key:<36} {cls:<24} {n:>5} in {plural(count[(key, cls)], 'prediction')}")
+    for (key, cls), (n, k) in sorted(flagged.items(), key=lambda kv: -kv[1][0])[:5]:
+        print(f"    {key:<36} {cls:<24} {n:>5} in {plural(k, 'prediction')}")
     from .demo import report, sample_scenarios
 
     print("  what the capture holds, and what was flagged in each part (by the time its window ended):")

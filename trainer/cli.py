@@ -291,8 +291,9 @@ def by_source_run(real: Path, synthetic_packets: int, compare: list[Path], tree:
     fixed = {f"model:{p}": fixed_model_verdicts(p) for p in compare}
     # a model compared as it was shipped sees the windows the daemon gave it: with the
     # detectors' frames when it does not claim them
-    fixed_sets = {f"model:{p}": real_sets if _claims(p) == BUNDLE_CLAIMS else
-                  real_windowsets(real, cfg.meter, hooks, claim=_claims(p)) for p in compare}
+    claims = {p: _claims(p) for p in compare}
+    fixed_sets = {f"model:{p}": real_sets if c == BUNDLE_CLAIMS else real_windowsets(real, cfg.meter, hooks, claim=c)
+                  for p, c in claims.items()}
     res = run_by_source(real_sets, synth_sets, cfg, detector_classes=DETECTOR_CLASSES, baseline_tree=tree,
                         fixed_models=fixed, fixed_sets=fixed_sets, only=sources or None, importance=importance,
                         calibration=CALIBRATION_TARGET).as_dict()

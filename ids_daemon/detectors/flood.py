@@ -60,17 +60,27 @@ class FloodDetector:
         # target key -> [flag from, flag until, victim id, kind]
         self.held = LRU(self.cfg.max_targets, self.counters, "flood_evictions")
 
-    def _kinds(self, b: PacketBatch) -> np.ndarray:
+    @staticmethod
+    def _kinds(b: PacketBatch) -> tuple[np.ndarray, np.ndarray]:
+        """Per frame, the flood kind it would be part of, and the kind of flood it answers
+        (-1 none): SYN-ACKs and resets answer SYNs, ICMP errors UDP, echo replies pings."""
         ok = (b.status == STATUS_OK) & (b.ip_version > 0) & b.l4_ok
         v6 = b.ip_version == 6
+        icmp = ok & np.where(v6, b.proto == 58, b.proto == 1)
+        tcp = ok & (b.proto == 6)
+        f = b.tcp_flags
         kind = np.full(len(b), -1, dtype=np.int8)
-        kind[ok & np.where(v6, b.proto == 58, b.proto == 1)] = K_ICMP
+        kind[icmp] = K_ICMP
         kind[ok & (b.proto == 17)] = K_UDP
-        kind[ok & (b.proto == 6) & (b.tcp_flags & (TH_SYN | TH_ACK) == TH_SYN)] = K_SYN
-        return kind
+        kind[tcp & (f & (TH_SYN | TH_ACK) == TH_SYN)] = K_SYN
+        answers = np.full(len(b), -1, dtype=np.int8)
+        answers[icmp & np.where(v6, b.icmp_type == 1, b.icmp_type == 3)] = K_UDP
+        answers[icmp & np.where(v6, b.icmp_type == 129, b.icmp_type == 0)] = K_ICMP
+        answers[tcp & ((f & (TH_SYN | TH_ACK) == TH_SYN | TH_ACK) | (f & TH_RST != 0))] = K_SYN
+        return kind, answers
 
     def process(self, b: PacketBatch, verdict: np.ndarray) -> list[Finding]:
-        kind = self._kinds(b)
+        kind, answers = self._kinds(b)
         rows = np.flatnonzero(kind >= 0)
         if not rows.size:
             return []
@@ -104,7 +114,7 @@ class FloodDetector:
                     crossed = True
             if crossed:
                 self._hold(key, st, float(b.ts[rows[h]]), int(dst[rows[h]]), int(kind[rows[h]]))
-        return self._flag(b, verdict, rows, tkey, src, dst)
+        return self._flag(b, verdict, rows, tkey, src, answers)
 
     def _hold(self, key: int, st: _Bucket, ts: float, victim: int, kind: int) -> None:
         until = (st.bucket + 1) * self.cfg.window_s + self.cfg.hold_s
@@ -114,21 +124,8 @@ class FloodDetector:
         else:
             h[1] = max(h[1], until)
 
-    def _replies(self, b: PacketBatch) -> np.ndarray:
-        """Per frame, the kind of flood it answers (-1 none): SYN-ACKs and resets answer SYNs,
-        ICMP errors answer UDP, echo replies answer pings."""
-        ok = (b.status == STATUS_OK) & (b.ip_version > 0) & b.l4_ok
-        v6 = b.ip_version == 6
-        icmp = ok & np.where(v6, b.proto == 58, b.proto == 1)
-        rk = np.full(len(b), -1, dtype=np.int8)
-        rk[icmp & np.where(v6, b.icmp_type == 1, b.icmp_type == 3)] = K_UDP
-        rk[icmp & np.where(v6, b.icmp_type == 129, b.icmp_type == 0)] = K_ICMP
-        f = b.tcp_flags
-        rk[ok & (b.proto == 6) & (((f & (TH_SYN | TH_ACK)) == (TH_SYN | TH_ACK)) | (f & TH_RST != 0))] = K_SYN
-        return rk
-
     def _flag(self, b: PacketBatch, verdict: np.ndarray, rows: np.ndarray, tkey: np.ndarray,
-              src: np.ndarray, dst: np.ndarray) -> list[Finding]:
+              src: np.ndarray, answers: np.ndarray) -> list[Finding]:
         if not self.held:
             return []
         t0 = float(b.ts[0])
@@ -140,9 +137,8 @@ class FloodDetector:
         hit = np.isin(tkey, keys)
         # the flooded host's answers to the flood (SYN-ACKs and resets to the spoofed sources):
         # backscatter exists only because of the flood
-        rk = self._replies(b)
-        back = np.flatnonzero(rk >= 0)
-        bkey = _target_key(src[back], rk[back])
+        back = np.flatnonzero(answers >= 0)
+        bkey = _target_key(src[back], answers[back])
         bhit = np.isin(bkey, keys)
         if not hit.any() and not bhit.any():
             return []
