@@ -388,7 +388,18 @@ class FloodDetectorConfig(_Section):
     window_s: float = Field(10.0, gt=0, description="sources are counted per bucket of this much packet time")
     hold_s: float = Field(10.0, gt=0, description="a flooded host's packets of that kind stay flagged this long "
                           "after the last bucket that crossed the threshold")
+    burst_sources: int = Field(32, ge=0, description="distinct sources sending SYNs or ICMP to one host within "
+                               "burst_s: a short flood (0: off)")
+    burst_s: float = Field(0.1, gt=0, description="burst sources are counted per bucket of this much packet time")
     max_targets: int = Field(16384, ge=16, le=1 << 24, description="(host, kind) counters kept (LRU beyond)")
+
+
+class OsScanDetectorConfig(_Section):
+    """OS fingerprinting: ICMP timestamp, information and address-mask requests, coded echo requests."""
+
+    enabled: bool = True
+    hold_s: float = Field(60.0, gt=0, description="a (prober, host) pair stays flagged this long after its last probe")
+    max_pairs: int = Field(65536, ge=16, le=1 << 24, description="flagged (prober, host) pairs kept (LRU beyond)")
 
 
 class DetectorsConfig(_Section):
@@ -403,6 +414,7 @@ class DetectorsConfig(_Section):
     web: WebDetectorConfig = WebDetectorConfig()
     bruteforce: BruteForceDetectorConfig = BruteForceDetectorConfig()
     flood: FloodDetectorConfig = FloodDetectorConfig()
+    osscan: OsScanDetectorConfig = OsScanDetectorConfig()
 
 
 class MetricsConfig(_Section):

@@ -170,12 +170,19 @@ def test_real_captures_are_labelled_per_packet_and_windows_by_their_packets() ->
     # the 18 spoofed replies the evidence names, nothing else
     assert int(arp.row_attack.sum()) == 18
     dns = meter_labelled(entries["shrutikulkar_ADF-Project__dns_spoofing.pcap"], MeterConfig())
-    # independent count with scapy: "arp or host 192.168.20.9" over the metered (IPv4/ARP) frames
-    from scapy.all import ARP, IP, rdpcap
+    # independent count with scapy of the corrected filter over the metered (IPv4/ARP) frames: the
+    # manifest's "arp or host 192.168.20.9" plus every frame the attacker's MAC sends or receives
+    # (its spoofed DNS answers carry the server's address; the frames its poisoning redirects)
+    from scapy.all import ARP, DNS, IP, Ether, rdpcap
 
-    want = [ARP in p or (IP in p and "192.168.20.9" in (p[IP].src, p[IP].dst))
-            for p in rdpcap(str(entries["shrutikulkar_ADF-Project__dns_spoofing.pcap"].path)) if ARP in p or IP in p]
+    mac = "08:00:27:96:18:a9"
+    pkts = [p for p in rdpcap(str(entries["shrutikulkar_ADF-Project__dns_spoofing.pcap"].path)) if ARP in p or IP in p]
+    want = [ARP in p or (IP in p and "192.168.20.9" in (p[IP].src, p[IP].dst)) or mac in (p[Ether].src, p[Ether].dst)
+            for p in pkts]
     assert dns.row_attack.tolist() == want
+    spoofed = [i for i, p in enumerate(pkts) if DNS in p and p[DNS].qr and p[DNS].ancount
+               and b"umass" in bytes(p[DNS]) and b"\xc0\xa8\x14\x0e" in bytes(p[DNS])]  # answered 192.168.20.14
+    assert len(spoofed) >= 5 and dns.row_attack[spoofed].all()  # the forged answers are the attack
     for lc in (arp, dns):
         assert int(lc.windows.packets.sum()) == len(lc.row_attack) == len(lc.row_window)
         assert int(lc.window_attack.sum()) == int(lc.row_attack.sum())

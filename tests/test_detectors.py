@@ -17,7 +17,8 @@ from scapy.all import ARP, DNS, DNSQR, DNSRR, ICMP, IP, TCP, UDP, Ether, Raw, wr
 from ids_daemon.capture.batch import PacketBatch, mac_to_str
 from ids_daemon.capture.pcap import PcapSource
 from ids_daemon.capture.decode import HTTP_SIGNATURES, http_signature
-from ids_daemon.config import (BruteForceDetectorConfig, DetectorsConfig, FloodDetectorConfig, ScanDetectorConfig,
+from ids_daemon.config import (BruteForceDetectorConfig, DetectorsConfig, FloodDetectorConfig, OsScanDetectorConfig,
+                               ScanDetectorConfig,
                                load_config)
 from ids_daemon.detectors import DETECTOR_CLASSES, DetectorSet
 from ids_daemon.detectors.publish import RateLimiter, encode_findings
@@ -333,7 +334,7 @@ def test_bad_detector_config_names_the_key() -> None:
         load_config(overrides={"detectors.bruteforce.ports": [22, 70000]})
     assert "detectors.bruteforce.ports" in str(e.value) and "70000" in str(e.value)
     names = [d.name for d in DetectorSet(load_config(Path(__file__).parents[1] / "config.yml").detectors).detectors]
-    assert names == ["arp", "dns", "scan", "web", "bruteforce", "flood"]
+    assert names == ["arp", "dns", "osscan", "scan", "web", "bruteforce", "flood"]
     with pytest.raises(ConfigError) as e:
         load_config(overrides={"detectors.flood.sources": 3})
     assert "detectors.flood.sources" in str(e.value) and "\n" not in str(e.value)
@@ -384,11 +385,12 @@ def test_web_attack_signatures(tmp_path: Path, request_: bytes, cls: str) -> Non
     code = http_signature(request_)
     assert code and HTTP_SIGNATURES[code - 1][1] == cls
     # through decode and the detector, on a non-standard port: the request and the rest of
-    # the connection (both directions) are flagged, the handshake before it is not
+    # the connection (both directions) are flagged, and so is what the pair exchanged up to
+    # LOOKBACK_S before it in the same batch (the handshake, an earlier request)
     pkts = tcp_conn(0, CLIENT, SERVER, 40001, 8080, [get("/index.html"), request_])
     b, fc, findings = run(write(tmp_path, "web.pcap", pkts))
     assert b.http_sig[5] > 0 and b.http_sig[3] == 0
-    assert (fc[:5] == -1).all() and (fc[5:] == C[cls]).all()
+    assert (fc == C[cls]).all()
     assert findings[0].cls == cls and findings[0].attacker == CLIENT and findings[0].victim == SERVER
 
 
@@ -399,9 +401,29 @@ def test_web_hold_covers_further_connections_then_expires(tmp_path: Path) -> Non
     expired = tcp_conn(1000, CLIENT, SERVER, 40004, 80, [get("/index.html")])  # hold_s after the last flagged frame
     b, fc, _ = run(write(tmp_path, "hold.pcap", attack + later + other + expired))
     n1, n2, n3 = len(attack), len(later), len(other)
-    assert (fc[3:n1] == C["SqlInjection"]).all()
+    assert (fc[:n1] == C["SqlInjection"]).all()  # the handshake too
     assert (fc[n1:n1 + n2] == C["SqlInjection"]).all()
     assert (fc[n1 + n2:] == -1).all()
+
+
+def test_lookback_covers_the_pair_seconds_before_in_the_batch_only(tmp_path: Path) -> None:
+    """The frames of a pair more than LOOKBACK_S before the attack request, and those of an
+    earlier batch (already metered), are not flagged."""
+    from ids_daemon.detectors.base import LOOKBACK_S
+
+    early = tcp_conn(0, CLIENT, SERVER, 40001, 80, [get("/index.html")])
+    attack = tcp_conn(LOOKBACK_S + 5, CLIENT, SERVER, 40002, 80, [get("/x?id=1%27+union+select+1,2--")])
+    path = write(tmp_path, "lookback.pcap", early + attack)
+    _, fc, _ = run(path)
+    assert (fc[:len(early)] == -1).all() and (fc[len(early):] == C["SqlInjection"]).all()
+    ds = DetectorSet()
+    with PcapSource(path, batch_size=5) as src:  # the attack's SYN and SYN-ACK in the batch before its request
+        got = []
+        while (b := src.next_batch()) is not None:
+            got.append(ds.process(b).frame_class)
+    fc5 = np.concatenate(got)
+    n = len(early)
+    assert (fc5[:n + 2] == -1).all() and (fc5[n + 2:] == C["SqlInjection"]).all()
 
 
 def test_a_scanner_stays_a_vulnerability_scan(tmp_path: Path) -> None:
@@ -571,6 +593,76 @@ def test_flood_counted_across_small_batches_and_bounded() -> None:
     assert len(d.buckets) <= 500 and (v == -1).all()
 
 
+def test_a_short_syn_burst_from_a_crowd_is_a_flood(tmp_path: Path) -> None:
+    """40 spoofed SYNs within a millisecond (a flood's first instant, or a short one): a
+    burst of 32+ sources in 0.1 s. 31 sources in 0.1 s, or 40 spread over 10 s, or a UDP
+    burst are not (benign multicast replies reach 23 sources in 0.1 s)."""
+    rng = np.random.default_rng(5)
+    src = [f"{a}.{b}.{c}.{d}" for a, b, c, d in rng.integers(1, 224, (200, 4)).tolist()]
+    pkts = [at(IP(src=s, dst=VICTIM) / TCP(sport=2000 + i, dport=80, flags="S"), 1 + i * 0.00002)
+            for i, s in enumerate(src[:40])]
+    pkts += [at(IP(src=s, dst=SERVER) / TCP(sport=2000 + i, dport=80, flags="S"), 30 + i * 0.003)
+             for i, s in enumerate(src[40:71])]  # 31 sources within 0.1 s
+    pkts += [at(IP(src=s, dst=GW) / TCP(sport=2000 + i, dport=443, flags="S"), 40 + i * 0.25)
+             for i, s in enumerate(src[71:111])]  # 40 sources over 10 s
+    pkts += [at(IP(src=s, dst=TARGET) / UDP(sport=5353, dport=5353), 60 + i * 0.001)
+             for i, s in enumerate(src[111:161])]  # a UDP burst
+    path = write(tmp_path, "burst.pcap", pkts)
+    b, fc, findings = run(path)
+    to_victim = b.dst4 == 0xC0A80114
+    assert (fc[to_victim] == C["DDoS-SYN_Flood"]).all()  # from the burst's first SYN (same batch)
+    assert (fc[~to_victim] == -1).all()
+    assert [f.victim for f in findings] == [VICTIM] and "32+ distinct sources within 0.1 s" in findings[0].evidence
+    _, fc_off, _ = run(path, DetectorsConfig(flood=FloodDetectorConfig(burst_sources=0)))
+    assert (fc_off == -1).all()
+
+
+# ---- OS fingerprinting and IP protocol scans --------------------------------------------------
+def test_os_fingerprinting_probes_flag_the_pair(tmp_path: Path) -> None:
+    """An ICMP timestamp request (or address-mask request, or an echo request with a code)
+    makes (prober, host) an OS scan: the probe, the replies and the TCP probes that follow
+    between the two are Recon-OSScan until hold_s after the last probe. Ordinary pings
+    (code 0) and the prober's traffic with other hosts are not flagged."""
+    pkts = [at(IP(src=ATTACKER, dst=VICTIM) / ICMP(type=8, code=0), -9),  # LOOKBACK_S before any probe
+            at(IP(src=VICTIM, dst=ATTACKER) / ICMP(type=0), -8.999),
+            at(IP(src=ATTACKER, dst=VICTIM) / ICMP(type=13), 1),  # timestamp request
+            at(IP(src=VICTIM, dst=ATTACKER) / ICMP(type=14), 1.001),
+            at(IP(src=ATTACKER, dst=VICTIM) / ICMP(type=8, code=123), 2),  # xprobe2's coded echo
+            at(IP(src=VICTIM, dst=ATTACKER) / ICMP(type=0), 2.001),
+            at(IP(src=ATTACKER, dst=VICTIM) / TCP(sport=4000, dport=139, flags="S"), 3),
+            at(IP(src=VICTIM, dst=ATTACKER) / TCP(sport=139, dport=4000, flags="SA"), 3.001),
+            at(IP(src=ATTACKER, dst=SERVER) / TCP(sport=4001, dport=443, flags="S"), 4),  # another host
+            at(IP(src="10.0.0.7", dst=VICTIM) / ICMP(type=8), 5),  # an ordinary ping from elsewhere
+            at(IP(src=VICTIM, dst="10.0.0.7") / ICMP(type=0), 5.001),
+            at(IP(src=ATTACKER, dst=VICTIM) / TCP(sport=4002, dport=80, flags="S"), 200)]  # after the hold
+    b, fc, findings = run(write(tmp_path, "osscan.pcap", pkts))
+    want = np.array([-1, -1] + [C["Recon-OSScan"]] * 6 + [-1, -1, -1, -1])
+    assert fc.tolist() == want.tolist()
+    assert {(f.cls, f.attacker, f.victim, f.detector) for f in findings} == {("Recon-OSScan", ATTACKER, VICTIM, "osscan")}
+    assert "timestamp request" in findings[0].evidence
+    _, fc_off, _ = run(tmp_path / "osscan.pcap", DetectorsConfig(osscan=OsScanDetectorConfig(enabled=False)))
+    assert (fc_off == -1).all()
+
+
+def test_ip_protocol_scan(tmp_path: Path) -> None:
+    """nmap -sO: one datagram per IP protocol number to one host, answered by ICMP
+    protocol-unreachable errors whose quoted header is not decoded: every protocol tried
+    counts. A GRE tunnel and an ESP flow between two other hosts (two protocols) are not a scan."""
+    skip = {1, 6, 17, 58}
+    pkts = []
+    for i, proto in enumerate(p for p in range(0, 60) if p not in skip):
+        pkts.append(at(IP(src=SCANNER, dst=TARGET, proto=proto) / Raw(b"\0" * 8), i * 0.001))
+        pkts.append(at(IP(src=TARGET, dst=SCANNER) / ICMP(type=3, code=2) / IP(src=SCANNER, dst=TARGET, proto=proto),
+                       i * 0.001 + 0.0005))
+    for i in range(40):
+        pkts.append(at(IP(src=GW, dst=SERVER, proto=47 if i % 2 else 50) / Raw(b"\0" * 40), 1 + i * 0.01))
+    b, fc, findings = run(write(tmp_path, "protoscan.pcap", pkts))
+    scan = (b.src4 == 0x0A000005) | (b.dst4 == 0x0A000005)
+    assert (fc[scan] == C["Recon-PortScan"]).mean() >= 0.6  # from the 20th protocol on
+    assert (fc[~scan] == -1).all()
+    assert any("IP protocols" in f.evidence for f in findings)
+
+
 # ---- real captures ---------------------------------------------------------------------------
 @needs_real
 def test_real_spoofed_floods() -> None:
@@ -588,7 +680,20 @@ def test_real_spoofed_floods() -> None:
         b, fc, _ = run(REAL / f"attack/{d}/thekrishnanand_Assignment1_NetworkSecurity_Ddos_Simulation__{name}.pcapng")
         to_victim = (b.dst4 == 0x7F000001) & (b.proto == (6 if name == "syn_flood" else 17))
         assert (fc[to_victim] == C[cls]).mean() >= 0.8
+    # 40 SYNs (a few resets) from 38 spoofed sources within a millisecond: the burst rule
+    _, fc, _ = run(REAL / "attack/DoS-SYN_Flood/carvalhomariana_learnITgirl__synflood.pcap")
+    assert (fc == C["DDoS-SYN_Flood"]).mean() >= 0.9
 
+
+@needs_real
+def test_real_os_fingerprinting_and_ip_protocol_scan() -> None:
+    for name, least in (("markofu_pcaps__EvilFingers_xprobe_icmp_d.pcap", 0.8),  # xprobe2: code-123 echo first
+                        ("chrissanders_packets__ppa1e_osfingerprinting.pcap", 0.6)):  # five plain pings first
+        _, fc, findings = run(REAL / "attack/Recon-OSScan" / name)
+        assert (fc == C["Recon-OSScan"]).mean() >= least, name
+        assert {f.cls for f in findings} == {"Recon-OSScan"}
+    _, fc, findings = run(REAL / "attack/Recon-PortScan/markofu_pcaps__EvilFingers_IP_PROTOCOL_SCAN.pcap")
+    assert (fc == C["Recon-PortScan"]).mean() >= 0.9  # 252 protocols in 0.1 s; the first 20 are not flagged
 
 
 @needs_real
@@ -664,7 +769,7 @@ def test_real_benign_corpus_is_not_flagged() -> None:
 
 WEB_CLASSES = {"SqlInjection", "XSS", "CommandInjection", "VulnerabilityScan"}
 FLOOD_CLASSES = {"DDoS-SYN_Flood", "DDoS-UDP_Flood", "DDoS-ICMP_Flood"}
-NEW_CLASSES = WEB_CLASSES | {"DictionaryBruteForce"} | FLOOD_CLASSES
+NEW_CLASSES = WEB_CLASSES | {"DictionaryBruteForce", "Recon-OSScan"} | FLOOD_CLASSES
 # (directory, file name start, class, least share of the capture's packets flagged with it);
 # measured shares are in docs/detectors.md (the handshake before the first attack request is not flagged)
 REAL_WEB = [
@@ -711,7 +816,8 @@ def test_real_other_attacks_are_not_web_brute_force_or_floods() -> None:
     for f in files:
         _, fc, _ = run(f)
         got = {DETECTOR_CLASSES[c] for c in np.unique(fc[fc >= 0])}
-        assert not got & (NEW_CLASSES - FLOOD_CLASSES), (f.name, got)
+        assert not got & (NEW_CLASSES - FLOOD_CLASSES - {"Recon-OSScan"}), (f.name, got)
+        assert "Recon-OSScan" not in got or f.parent.name == "Recon-OSScan", (f.name, got)
         assert not got & FLOOD_CLASSES or f.parent.name.endswith("Flood"), (f.name, got)
 
 

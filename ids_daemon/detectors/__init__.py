@@ -1,5 +1,5 @@
 """Deterministic protocol-fact detectors beside the LSTM (ARP spoofing, DNS spoofing, scans,
-web attacks, dictionary brute force, floods from a crowd of sources).
+web attacks, dictionary brute force, floods from a crowd of sources, OS fingerprinting).
 
 `DetectorSet(cfg).process(batch)` runs every enabled detector on one `PacketBatch`
 (batches in capture order) and returns a `DetectorResult`: ``frame_class[i]`` is the
@@ -22,6 +22,7 @@ from .base import CLASS_INDEX, DETECTOR_CLASSES, Detector, Finding
 from .bruteforce import BruteForceDetector
 from .dns import DnsDetector
 from .flood import FloodDetector
+from .osscan import OsScanDetector
 from .scan import ScanDetector
 from .web import WebDetector
 
@@ -38,8 +39,8 @@ class DetectorResult:
 
 
 class DetectorSet:
-    """All enabled detectors, run in a fixed order (ARP, DNS, scans, web, brute force, floods) on each batch; the
-    first detector to flag a frame gives it its class."""
+    """All enabled detectors, run in a fixed order (ARP, DNS, OS fingerprinting, scans, web, brute
+    force, floods) on each batch; the first detector to flag a frame gives it its class."""
 
     def __init__(self, cfg: DetectorsConfig | None = None):
         self.cfg = cfg or DetectorsConfig()
@@ -49,6 +50,8 @@ class DetectorSet:
                 self.detectors.append(ArpDetector(self.cfg.arp))
             if self.cfg.dns.enabled:
                 self.detectors.append(DnsDetector(self.cfg.dns))
+            if self.cfg.osscan.enabled:  # before the scan detector: a fingerprinting run's TCP probes are its
+                self.detectors.append(OsScanDetector(self.cfg.osscan))
             if self.cfg.scan.enabled:
                 self.detectors.append(ScanDetector(self.cfg.scan))
             if self.cfg.web.enabled:

@@ -25,6 +25,8 @@ DETECTOR_CLASSES: tuple[str, ...] = (
     "SqlInjection", "XSS", "CommandInjection", "VulnerabilityScan", "DictionaryBruteForce",
     # the flood detector
     "DDoS-SYN_Flood", "DDoS-UDP_Flood", "DDoS-ICMP_Flood",
+    # the OS-fingerprinting detector
+    "Recon-OSScan",
 )
 CLASS_INDEX: dict[str, int] = {c: i for i, c in enumerate(DETECTOR_CLASSES)}
 
@@ -134,17 +136,28 @@ def tcp_pairs(b: PacketBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return tcp, pair_key(src, dst, b.dport), pair_key(dst, src, b.sport)
 
 
+# A pair's frames this long before the one that started its hold are flagged with it when they
+# are in the same batch: the handshake of the connection that carried the attack request (a
+# third of a short web attack's packets), a fingerprinting run's first pings. Frames of earlier
+# batches have gone to the meter already (live batches span up to capture.block_timeout_ms),
+# as the flood detector's bucket start does.
+LOOKBACK_S = 5.0
+
+
 class HeldPairs:
     """(client, server, port) pairs flagged until ``hold_s`` after their last flagged frame.
 
-    ``hold(key, ...)`` starts or renews a pair; ``flag(batch, ...)`` marks every IPv4 TCP
-    frame between a held client and its server port (both directions) from the frame that
-    started the hold on, and returns one `Finding` per pair seen in the batch. Clients and
-    servers are address ids (`capture.batch.address_ids`)."""
+    ``hold(key, ...)`` starts or renews a pair; ``flag(batch, ...)`` marks every frame of
+    the caller's mask (TCP for the web and brute-force detectors) between a held client
+    and its server port (both directions) from ``LOOKBACK_S`` before the frame that started
+    the hold on, and returns one `Finding` per pair seen in the batch. Clients and servers are address ids
+    (`capture.batch.address_ids`); a port of -1 means the pair is two hosts, whatever the
+    ports (the keys are then built with port 0)."""
 
-    def __init__(self, detector: str, hold_s: float, cap: int, counters: dict[str, int]):
+    def __init__(self, detector: str, hold_s: float, cap: int, counters: dict[str, int], protocol: str = "tcp"):
         self.detector = detector
         self.hold_s = hold_s
+        self.protocol = protocol
         # key -> [until, cls, client, server, port, evidence]
         self.active = LRU(cap, counters, "pair_evictions")
         self.starts: dict[int, int] = {}  # pairs started in the current batch -> first frame
@@ -185,7 +198,9 @@ class HeldPairs:
         for k in np.unique(rk).tolist():
             st = self.active[k]
             r = rows[rk == k]
-            r = r[(r >= starts.get(k, 0)) & (b.ts[r] <= st[0])]
+            s0 = starts.get(k)
+            lo = 0 if s0 is None else int(np.searchsorted(b.ts, b.ts[s0] - LOOKBACK_S))
+            r = r[(r >= lo) & (b.ts[r] <= st[0])]
             if not r.size:
                 continue
             m = np.zeros(len(b), dtype=bool)
@@ -195,8 +210,9 @@ class HeldPairs:
             st[0] = max(st[0], last + self.hold_s)
             findings.append(Finding(
                 detector=self.detector, cls=st[1], first_ts=float(b.ts[r].min()), last_ts=last, packets=int(r.size),
-                attacker=address_name(st[2]), victim=address_name(st[3]), protocol="tcp",
-                evidence=f"{_ep(st[2])} -> {_ep(st[3])}:{st[4]}: {st[5]}"))
+                attacker=address_name(st[2]), victim=address_name(st[3]), protocol=self.protocol,
+                evidence=(f"{_ep(st[2])} -> {_ep(st[3])}:{st[4]}: {st[5]}" if st[4] >= 0
+                          else f"{address_name(st[2])} -> {address_name(st[3])}: {st[5]}")))
         return findings
 
 

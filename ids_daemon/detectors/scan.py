@@ -3,7 +3,9 @@
 A probe is a TCP segment that opens or pokes a connection without acknowledging
 anything (SYN, FIN, NULL, XMAS), a UDP datagram to a port not above its source port
 (a client's request; a server's reply goes to a higher, ephemeral port), an ICMP or
-ICMPv6 echo request or an ARP request. IPv4 and IPv6 are handled alike (addresses as
+ICMPv6 echo request, an ARP request, or an IP datagram of any other protocol (nmap -sO
+tries each protocol number in turn; its "port" is the protocol, and it counts whether
+answered or not: the answer is an ICMP error). IPv4 and IPv6 are handled alike (addresses as
 `capture.batch.address_ids`); ARP is IPv4's alone. The probed (source, host, port) is answered when the host
 sends anything back from that port (SYN-ACK, data, a UDP reply, an echo or ARP
 reply) and failed when the host resets it or stays silent for ``answer_s``. Segments
@@ -13,7 +15,8 @@ answered: a connection's last ACK is never answered, so one client closing conne
 to many hosts on 443 must not look like a sweep, while twenty unanswered ACKs to twenty
 ports of one host are no connection's.
 
-* vertical: failed probes to ``ports`` distinct ports of one host within ``window_s``;
+* vertical: failed probes to ``ports`` distinct ports (or IP protocols) of one host within
+  ``window_s``;
 * horizontal: failed probes to ``hosts`` distinct hosts on one port;
 * ping sweep: echo requests to ``ping_hosts`` distinct hosts (answered or not);
 * host discovery: unanswered ARP requests for ``arp_hosts`` distinct addresses.
@@ -39,8 +42,8 @@ from ..capture.batch import ETH_P_ARP, STATUS_OK, TH_ACK, TH_FIN, TH_RST, TH_SYN
 from ..config import ScanDetectorConfig
 from .base import LRU, Finding, mark, pair_key
 
-K_TCP, K_UDP, K_ACK, K_ICMP, K_ARP = 0, 1, 2, 3, 4
-_KIND_NAME = {K_TCP: "tcp", K_UDP: "udp", K_ACK: "tcp", K_ICMP: "icmp", K_ARP: "arp"}
+K_TCP, K_UDP, K_ACK, K_ICMP, K_ARP, K_PROTO = 0, 1, 2, 3, 4, 5
+_KIND_NAME = {K_TCP: "tcp", K_UDP: "udp", K_ACK: "tcp", K_ICMP: "icmp", K_ARP: "arp", K_PROTO: "ip"}
 _C1 = np.uint64(0x9E3779B97F4A7C15)
 _C2 = np.uint64(0xC2B2AE3D27D4EB4F)
 
@@ -100,11 +103,15 @@ class ScanDetector:
         p_ack = tcp & (f & 0x3F == TH_ACK) & (pay <= 0) & dst_ok
         p_udp = udp & (b.dport <= b.sport) & dst_ok
         p_icmp = icmp & echo_req & dst_ok
+        # other IP protocols (a benign capture carries at most one besides TCP, UDP and ICMP: GRE, IGMP, ESP...)
+        p_proto = ((b.status == STATUS_OK) & (b.ip_version > 0) & ~np.isin(b.proto, (1, 6, 17, 58)) & dst_ok)
         arp = (b.ethertype == ETH_P_ARP) & (b.status == STATUS_OK)
         p_arp = arp & (b.arp_op == 1) & (b.src4 != 0) & (b.src4 != b.dst4)
         kind = np.full(len(b), -1, dtype=np.int8)
         kind[p_arp], kind[p_icmp], kind[p_udp], kind[p_ack], kind[p_tcp] = K_ARP, K_ICMP, K_UDP, K_ACK, K_TCP
-        port = np.where((kind == K_ICMP) | (kind == K_ARP), 0, b.dport).astype(np.uint16)
+        kind[p_proto] = K_PROTO
+        port = np.where((kind == K_ICMP) | (kind == K_ARP), 0, np.where(kind == K_PROTO, b.proto, b.dport))
+        port = port.astype(np.uint16)
         # answers: what the host sends back, keyed as the probe it answers
         a_tcp = tcp & (f & TH_RST == 0) & (f & TH_ACK != 0)
         rst = tcp & (f & TH_RST != 0)
@@ -159,7 +166,7 @@ class ScanDetector:
             cols = (at.tolist(), ts[at].tolist(), src[at].tolist(), dst[at].tolist(),
                     port[at].tolist(), k_u.tolist(), stack[at].tolist())
             for j, (a, t, s, h, p_, k, os_) in enumerate(zip(*cols)):
-                if failed[j] or k == K_ICMP:
+                if failed[j] or k == K_ICMP or k == K_PROTO:
                     events.append((a, t, s, h, p_, k, bool(failed[j]), os_))
                 elif answered[j]:
                     events.append((a, t, s, h, p_, k, False, os_))
@@ -197,6 +204,11 @@ class ScanDetector:
             bad = True  # every echo request counts: answered or not
         elif k == K_ARP:
             groups = [((s, 0, 0, K_ARP), h, cfg.arp_hosts, "Recon-HostDiscovery", "unanswered ARP requests")]
+        elif k == K_PROTO:
+            # the answer to a protocol probe is an ICMP error whose quoted header is not decoded, so every
+            # protocol tried counts; no benign source uses more than one besides TCP, UDP and ICMP
+            groups = [((s, h, 0, K_PROTO), p_, cfg.ports, "Recon-PortScan", "ports")]
+            bad = True
         else:
             kk = K_TCP if k == K_ACK else k
             # the evidence text is written only when a group crosses its threshold: under a
@@ -224,7 +236,9 @@ class ScanDetector:
                 st = self.active.get(s)
                 if st is None:
                     self.counters["scanners"] += 1
-                    if what == "ports":
+                    if what == "ports" and k == K_PROTO:
+                        what = f"IP protocols of {address_name(h)} probed without an answer"
+                    elif what == "ports":
                         what = f"failed {_KIND_NAME[k]} probes to ports of {address_name(h)}"
                     elif what == "hosts":
                         what = f"failed {_KIND_NAME[k]} probes to hosts on port {p_}"

@@ -1,0 +1,60 @@
+"""OS fingerprinting: ICMP probes that no ordinary stack or application sends.
+
+xprobe2, nmap -O and ICMP fingerprinting tools tell operating systems apart by how they
+answer ICMP messages that ping and the network stack never emit: timestamp (type 13),
+information (15) and address-mask (17) requests, and echo requests with a non-zero code
+(xprobe2 sends code 123, nmap's IE probes code 9; ``ping`` always sends 0). ICMPv6 has
+the node-information query (139) and coded echo requests. In the real corpus, none of
+the 199,673 benign packets is one of these; every ICMP fingerprinting capture holds
+several.
+
+One such probe makes its (prober, host) pair an OS scan for ``hold_s`` after the last
+probe: the probe, and everything the two exchange from it on in either direction (the
+host's replies, and the TCP and UDP probes a fingerprinting run sends to the same host),
+is flagged Recon-OSScan.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..capture.batch import STATUS_OK, PacketBatch, address_ids
+from ..config import OsScanDetectorConfig
+from .base import Finding, HeldPairs, pair_key
+
+_V4_QUERIES = (13, 15, 17)  # timestamp, information, address-mask requests
+_V6_QUERIES = (139,)  # node-information query
+_WHAT = {13: "ICMP timestamp request", 15: "ICMP information request", 17: "ICMP address-mask request",
+         139: "ICMPv6 node-information query"}
+
+
+class OsScanDetector:
+    name = "osscan"
+
+    def __init__(self, cfg: OsScanDetectorConfig | None = None):
+        self.cfg = cfg or OsScanDetectorConfig()
+        self.counters: dict[str, int] = {"probes": 0, "pairs": 0}
+        self.pairs = HeldPairs(self.name, self.cfg.hold_s, self.cfg.max_pairs, self.counters, protocol="icmp")
+
+    def process(self, batch: PacketBatch, verdict: np.ndarray) -> list[Finding]:
+        ok = (batch.status == STATUS_OK) & (batch.ip_version > 0)
+        v6 = batch.ip_version == 6
+        t, c = batch.icmp_type, batch.icmp_code
+        icmp4 = ok & ~v6 & (batch.proto == 1)
+        icmp6 = ok & v6 & (batch.proto == 58)
+        probe = ((icmp4 & (np.isin(t, _V4_QUERIES) | ((t == 8) & (c != 0))))
+                 | (icmp6 & (np.isin(t, _V6_QUERIES) | ((t == 128) & (c != 0)))))
+        src, dst = address_ids(batch)
+        zero = np.zeros(len(batch), dtype=np.uint16)
+        fwd, rev = pair_key(src, dst, zero), pair_key(dst, src, zero)
+        hits = np.flatnonzero(probe)
+        if hits.size:
+            self.counters["probes"] += int(hits.size)
+            cols = (hits.tolist(), batch.ts[hits].tolist(), fwd[hits].tolist(), src[hits].tolist(),
+                    dst[hits].tolist(), t[hits].tolist(), c[hits].tolist())
+            for i, ts, key, prober, host, typ, code in zip(*cols):
+                if key not in self.pairs.active:
+                    self.counters["pairs"] += 1
+                what = _WHAT.get(typ) or f"ICMP{'v6' if typ == 128 else ''} echo request with code {code}"
+                self.pairs.hold(key, i, ts, "Recon-OSScan", prober, host, -1, f"fingerprinting probe ({what})")
+        return self.pairs.flag(batch, verdict, ok, fwd, rev)
