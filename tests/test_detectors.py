@@ -541,6 +541,8 @@ def test_spoofed_floods_and_their_backscatter_are_flagged_busy_servers_not(tmp_p
     for i, s in enumerate(spoofed[:400]):  # 400 sources in 0.8 s (one 10 s bucket): a SYN flood on VICTIM:80
         pkts.append(at(IP(src=s, dst=VICTIM) / TCP(sport=1024 + i, dport=80, flags="S"), 10 + i * 0.002))
         pkts.append(at(IP(src=VICTIM, dst=s) / TCP(sport=80, dport=1024 + i, flags="SA"), 10 + i * 0.002 + 0.0005))
+        if i % 8 == 0:  # the owner of the spoofed address refuses the SYN-ACK
+            pkts.append(at(IP(src=s, dst=VICTIM) / TCP(sport=1024 + i, dport=80, flags="R"), 10 + i * 0.002 + 0.001))
     for i, s in enumerate(spoofed[400:700]):  # 300 sources at another host, UDP, over 0.6 s
         pkts.append(at(IP(src=s, dst=SERVER) / UDP(sport=2000 + i, dport=9999) / Raw(b"x" * 20), 20 + i * 0.002))
     for i in range(200):  # a busy host: 200 clients in 10 s is not a flood at the default 256
@@ -554,13 +556,16 @@ def test_spoofed_floods_and_their_backscatter_are_flagged_busy_servers_not(tmp_p
     assert (fc[syn_to_victim] == C["DDoS-SYN_Flood"]).all()  # from the first SYN of the bucket on
     backscatter = (b.sport == 80) & (b.tcp_flags == 0x12)  # the victim's SYN-ACKs to the spoofed sources
     assert (fc[backscatter] == C["DDoS-SYN_Flood"]).all()
+    refused = (b.dport == 80) & (b.tcp_flags == 4)
+    assert refused.sum() == 50 and (fc[refused] == C["DDoS-SYN_Flood"]).all()
+    backscatter |= refused
     udp = b.proto == 17
     assert (fc[udp] == C["DDoS-UDP_Flood"]).all()
     assert (fc[~syn_to_victim & ~backscatter & ~udp] == -1).all()  # the busy host and the late trickle
     by = {(f.cls, f.victim) for f in findings}
     assert by == {("DDoS-SYN_Flood", VICTIM), ("DDoS-UDP_Flood", SERVER)}
     f = next(f for f in findings if f.cls == "DDoS-SYN_Flood")
-    assert f.attacker == "" and "400 sources" in f.evidence and f.packets == 800
+    assert f.attacker == "" and "400 sources" in f.evidence and f.packets == 850
     enc = encode_findings(findings, sensor="s", id_prefix="p", first_id=0, now=1.0)
     rec = json.loads(enc.values[0])
     jsonschema.validate(rec, json_schema())
@@ -669,6 +674,9 @@ def test_real_spoofed_floods() -> None:
     b, fc, findings = run(REAL / "attack/DDoS-UDP_Flood/marcosValle_netlyzer__ddos.pcap")
     udp = b.proto == 17
     assert (fc[udp] == C["DDoS-UDP_Flood"]).mean() >= 0.95  # 6697 datagrams from 3371 addresses in 1.1 s
+    # 880 spoofed SYNs at 100 a second and, a third of the capture, resets to the victim from the spoofed addresses
+    _, fc, _ = run(REAL / "attack/DoS-SYN_Flood/GrigorDimitrov_sop__syn_flood.pcapng")
+    assert (fc == C["DDoS-SYN_Flood"]).mean() >= 0.95
     b, fc, findings = run(REAL / "attack/DoS-SYN_Flood/SniperDZ-Pro_Cyber-Forensics-Workshop__tcp_syn_flood.pcap")
     syn = (b.tcp_flags & 0x12 == 2) & (b.dst4 == 0xC0A80101)
     assert (fc[syn] == C["DDoS-SYN_Flood"]).mean() >= 0.9

@@ -14,7 +14,9 @@ distinct sources of each ``window_s`` bucket are counted. Once a bucket reaches
 bucket: every packet of that kind to it is flagged (DDoS-SYN_Flood, DDoS-UDP_Flood,
 DDoS-ICMP_Flood), from the bucket's first packet when it lies in the same batch, and so
 are the host's answers of the matching kind (SYN-ACKs and resets, ICMP errors, echo
-replies): backscatter to the spoofed sources exists only because of the flood.
+replies): backscatter to the spoofed sources exists only because of the flood. So are
+the resets a SYN-flooded host receives (the owners of the spoofed addresses refusing its
+SYN-ACKs), which never count as sources.
 
 A short flood reaches fewer sources but in a burst: ``burst_sources`` (32) distinct sources
 within ``burst_s`` (0.1 s) is a flood too, for SYNs and ICMP. In the benign corpus no
@@ -100,6 +102,14 @@ class FloodDetector:
             if burst.any():
                 self._count(b, rows[burst], tkey[burst], src, dst, kind, self.bursts, self.cfg.burst_s,
                             self.cfg.burst_sources)
+        # resets from the crowd to a SYN-flooded host: the owners of the spoofed addresses refusing
+        # the SYN-ACKs they never asked for (a third of GrigorDimitrov's capture); never counted as sources
+        f = b.tcp_flags
+        rst = np.flatnonzero((kind < 0) & (b.status == STATUS_OK) & (b.ip_version > 0) & b.l4_ok & (b.proto == 6)
+                             & (f & TH_RST != 0) & (f & TH_SYN == 0))
+        if rst.size:
+            rows = np.concatenate([rows, rst])
+            tkey = np.concatenate([tkey, _target_key(dst[rst], np.full(rst.size, K_SYN, dtype=np.int8))])
         return self._flag(b, verdict, rows, tkey, src, answers)
 
     def _count(self, b: PacketBatch, rows: np.ndarray, tkey: np.ndarray, src: np.ndarray, dst: np.ndarray,
