@@ -1,7 +1,7 @@
-"""Protocol-fact detectors (ARP spoofing, DNS spoofing, scans, web attacks, brute force, floods from a crowd):
-crafted captures for each
-rule's positive and negative cases, the real attack and benign captures of ../shared,
-bounded state under a spoofed flood, and the predictions they publish through the daemon."""
+"""Protocol-fact detectors (ARP spoofing, DNS spoofing, OS fingerprinting, scans, web attacks, brute force,
+floods from a crowd): crafted captures for each rule's positive and negative cases, the real attack and
+benign captures of ../shared, bounded state under a spoofed flood, and the predictions they publish
+through the daemon."""
 
 from __future__ import annotations
 
@@ -645,6 +645,9 @@ def test_os_fingerprinting_probes_flag_the_pair(tmp_path: Path) -> None:
     assert fc.tolist() == want.tolist()
     assert {(f.cls, f.attacker, f.victim, f.detector) for f in findings} == {("Recon-OSScan", ATTACKER, VICTIM, "osscan")}
     assert "timestamp request" in findings[0].evidence
+    rec = json.loads(encode_findings(findings, sensor="s", id_prefix="p", first_id=0, now=1.0).values[0])
+    jsonschema.validate(rec, json_schema())
+    assert rec["model"]["name"] == "detector:osscan" and rec["family"] == "Recon" and rec["is_attack"]
     _, fc_off, _ = run(tmp_path / "osscan.pcap", DetectorsConfig(osscan=OsScanDetectorConfig(enabled=False)))
     assert (fc_off == -1).all()
 

@@ -48,10 +48,10 @@ FILTER_CORRECTIONS: dict[str, tuple[str, str]] = {
         "the spoofed replies carry the foreign MAC as ARP sender hardware address; their "
         "Ethernet source is 00:00:00:00:00:00, so 'ether src' selects none of them"),
     "shrutikulkar_ADF-Project__dns_spoofing.pcap": (
-        "arp or host 192.168.20.9 or ether host 08:00:27:96:18:a9",
+        "arp or host 192.168.20.9 or (ether src 08:00:27:96:18:a9 and udp src port 53)",
         "the attacker (MAC 08:00:27:96:18:a9, as the evidence says) forges the DNS server's address "
-        "on its spoofed answers, so 'host 192.168.20.9' misses them, and relays the frames that its "
-        "ARP poisoning redirects to it: every frame its MAC sends or receives is the man in the middle"),
+        "on its spoofed answers, so 'host 192.168.20.9' misses them; the victims' traffic it relays "
+        "stays benign, as the corpus labels a man in the middle's victims"),
 }
 
 

@@ -943,6 +943,16 @@ def _redirect_agent(net: Net, attacker: int, victim: int, t: float, period: floa
         t += period * rng.uniform(0.5, 2)
 
 
+def _victims_traffic_benign(net: Net, attacker: int, cls: str) -> None:
+    """Label as the real corpus does: the victims' own traffic, relayed through the attacker,
+    is benign (an ARP-spoofing capture is ~1.5 % spoofed replies, the rest the victim's
+    ordinary traffic); the windows of the attacker's address are the attack. Its poisoning
+    (ARP) and forged DNS answers are the ARP and DNS detectors' frames: the recipe's
+    windows leave them out. Relayed traffic is every frame twice, as a gateway's
+    ``tcpdump -i any`` shows forwarded traffic, so no window average can tell it apart."""
+    net.rules = [{"label": "BenignTraffic"}, {"label": cls, "hosts": [ipstr(attacker)]}]
+
+
 def mitm_arp_spoofing(net: Net, budget: int, k: int) -> str:
     rng = net.rng
     attacker = _attacker(net)
@@ -961,6 +971,7 @@ def mitm_arp_spoofing(net: Net, budget: int, k: int) -> str:
         if rng.random() < 0.6:
             agents.append(_redirect_agent(net, attacker, v, t0 + rng.uniform(1, 5), rng.uniform(2, 15)))
     run_agents(net, agents, budget)
+    _victims_traffic_benign(net, attacker, "MITM-ArpSpoofing")
     return (f"ARP spoofing ({tool}) by {ipstr(attacker)}: gratuitous ARP replies every {period:.0f} s poisoning "
             f"{len(victims)} victim{'s' if len(victims) > 1 else ''} and the gateway"
             f"{' and the MQTT broker' if len(pairs) > len(victims) else ''}; the victims' MQTT/DNS/HTTPS/NTP traffic "
@@ -1018,6 +1029,7 @@ def dns_spoofing(net: Net, budget: int, k: int) -> str:
     agents += [_dns_victim(net, v, attacker, names, spoofed, real, t0 + 0.1 + rng.uniform(0, 2), period, follow)
                for v in victims]
     run_agents(net, agents, budget)
+    _victims_traffic_benign(net, attacker, "DNS_Spoofing")
     return (f"DNS spoofing (ettercap ARP MITM + dns_spoof) by {ipstr(attacker)} against {len(victims)} devices: "
             f"forged answers ({ipstr(attacker)}, TTL 3600) for {len(spoofed)}/{len(names)} names race the "
             f"resolver's real ones, one query every ~{period:.1f} s per device, queries forwarded through the "

@@ -414,22 +414,26 @@ def p2p_agent(net: Net, pc: int, t: float, port: int, pace: float) -> Agent:
     """A peer-to-peer client (BitTorrent, Gnutella, a game launcher) working through its peer
     list: its OS's connect() to a new peer every ``pace`` seconds or so, on the network's port;
     most peers are gone (RST, or no answer and the SYN retried after 3 and 6 s), some accept and
-    exchange a handshake and a little data; DHT-style UDP queries to peers, some answered.
+    exchange a handshake and a little data. With a DHT (BitTorrent's Kademlia, a P2P
+    botnet's too) it also queries nodes from one UDP port: hundreds of distinct addresses,
+    each on its own random port, a new one nearly every time, a minority answering.
     A scanner's probes look the same per packet; what differs is the pace and that real
     peers answer."""
     rng = net.rng
     peers = [net.public() for _ in range(rng.randint(40, 200))]
     alive = set(rng.sample(range(len(peers)), max(1, int(len(peers) * rng.uniform(0.1, 0.35)))))
     dht = rng.random() < 0.5
+    dht_port = port if rng.random() < 0.5 else rng.randint(1025, 65000)
+    answering = rng.uniform(0.1, 0.4)
     while True:
         yield t
         i = rng.randrange(len(peers))
         peer = peers[i]
         if dht and rng.random() < 0.3:
-            q = rng.randbytes(rng.randint(60, 110))
-            net.udp(t, pc, peer, port, port if rng.random() < 0.5 else rng.randint(1025, 65000), q)
-            if i in alive:
-                net.udp(t + rng.uniform(0.03, 0.3), peer, pc, port, port, rng.randbytes(rng.randint(150, 400)))
+            node, node_port = net.public(), rng.randint(1025, 65000)
+            net.udp(t, pc, node, dht_port, node_port, rng.randbytes(rng.randint(60, 110)))
+            if rng.random() < answering:
+                net.udp(t + rng.uniform(0.03, 0.3), node, pc, node_port, dht_port, rng.randbytes(rng.randint(150, 400)))
         else:
             c = Tcp(net, pc, peer, net.eport(pc), port if rng.random() < 0.8 else rng.randint(1025, 65000))
             if i in alive:
@@ -572,6 +576,55 @@ def arp_chatter(net: Net, hosts: list[int], t: float, share: float) -> Agent:
         rate = len(net.pkts) / elapsed * share / max(1 - share, 0.5) / 1.6  # ARP events per second wanted
         behind = sent < share * len(net.pkts)
         t += rng.expovariate(max(rate, 2.0 if behind else 0.5))
+
+
+def both_sides(net: Net) -> None:
+    """The capture a gateway's ``tcpdump -i any`` makes: every IPv4 frame the gateway forwards
+    between the LAN and the internet is recorded on both interfaces, the second copy tens of
+    microseconds later with the TTL one lower (the same shape as a man in the middle's relay,
+    which is why window averages cannot name ARP spoofing)."""
+    rng = net.rng
+    extra = []
+    for t, f in net.pkts:
+        if len(f) < 34 or f[12:14] != b"\x08\x00" or f[14] != 0x45 or f[22] <= 1:
+            continue
+        src, dst = int.from_bytes(f[26:30], "big"), int.from_bytes(f[30:34], "big")
+        if net.is_lan(src) == net.is_lan(dst) or (dst >> 28) == 0xE:
+            continue
+        ip = bytearray(f[14:34])
+        ip[8] -= 1
+        ip[10:12] = b"\0\0"
+        ip[10:12] = wire.checksum(bytes(ip))
+        extra.append((t + rng.uniform(0.00002, 0.0002), f[:14] + bytes(ip) + f[34:]))
+    net.pkts.extend(extra)
+
+
+def igmp_agent(net: Net, hosts: list[int], t: float, period: float) -> Agent:
+    """IGMPv3 membership reports of hosts joining their groups (mDNS, SSDP, LLMNR) to
+    224.0.0.22, repeated when the router's general query (every ``period`` s) asks."""
+    rng = net.rng
+    groups = {h: rng.sample(((224 << 24) | 251, (239 << 24) | (255 << 16) | (255 << 8) | 250, (224 << 24) | 252,
+                             (224 << 24) | 1 << 8 | 0xBB), rng.randint(1, 3)) for h in hosts}
+    reports = (224 << 24) | 22
+
+    def report(at: float, h: int, rtype: int) -> None:
+        recs = b"".join(bytes([rtype, 0, 0, 0]) + g.to_bytes(4, "big") for g in groups[h])
+        msg = bytes([0x22, 0]) + b"\0\0" + b"\0\0" + len(groups[h]).to_bytes(2, "big") + recs
+        msg = msg[:2] + wire.checksum(msg) + msg[4:]
+        net.ip(at, h, reports, 2, msg, ttl=1, tos=0xC0)
+
+    for h in hosts:  # joins (sent twice, as stacks do)
+        at = t + rng.uniform(0, 30)
+        report(at, h, 4)
+        report(at + rng.uniform(0.2, 1.0), h, 4)
+    while True:
+        yield t
+        t += period
+        q = bytes([0x11, 100]) + b"\0\0" + b"\0\0\0\0" + bytes([2, 125]) + b"\0\0"
+        q = q[:2] + wire.checksum(q) + q[4:]
+        net.ip(t, net.gw, (224 << 24) | 1, 2, q, ttl=1, tos=0xC0)
+        for h in hosts:
+            report(t + rng.uniform(0.01, 10.0), h, 2)
 
 
 def mdns_agent(net: Net, dev: int, responders: list[int], t: float, period: float) -> Agent:
@@ -722,7 +775,9 @@ def benign(net: Net, budget: int, k: int) -> str:
     agents.append(mdns_agent(net, rng.choice(phones + [admin]), devices + phones, t0 + rng.uniform(0, 5),
                              rng.uniform(2, 30)))
     agents.append(ssdp_agent(net, rng.choice(phones + [admin]), devices, t0 + rng.uniform(0, 5), rng.uniform(5, 60)))
-    what.append("ARP/mDNS/SSDP chatter")
+    if rng.random() < 0.6:
+        agents.append(igmp_agent(net, rng.sample(everyone, max(1, len(everyone) // 3)), t0, rng.choice((60.0, 125.0))))
+    what.append("ARP/mDNS/SSDP/IGMP chatter")
     if rng.random() < P_["poll"]:  # apps polling a bridge on the LAN and a cloud host: many short connections
         bridge = rng.choice(devices)
         net.set_stack(bridge, "server")
@@ -783,6 +838,9 @@ def benign(net: Net, budget: int, k: int) -> str:
                                          rng.choice((None, 0.05, 0.1, 0.2))))
         what.append(f"industrial polling ({', '.join(sorted(set(protos)))}) of {len(plcs)} PLCs")
     run_agents(net, agents, budget)
+    if rng.random() < 0.2:
+        both_sides(net)
+        what.append("captured on the gateway's two interfaces (tcpdump -i any: forwarded frames twice)")
     dur = max(t for t, _ in net.pkts) - min(t for t, _ in net.pkts) if net.pkts else 0.0
     return (f"benign {kind} site {net.cidr} (gateway {ipstr(net.gw)}, up to {net.max_hops} hops, loss "
             f"{net.loss:.1%}): {'; '.join(what)}; MQTT broker {ipstr(broker)}{'' if broker_local else ' (cloud)'}, "

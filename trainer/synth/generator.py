@@ -71,11 +71,15 @@ def _hash(*parts: object) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
 
 
-def generate_file(path: Path, label: str, k: int, budget: int, seed: int = 0) -> tuple[int, str]:
-    """Write one scenario's pcap; returns (packets, description). The same arguments give the same bytes."""
+def generate_file(path: Path, label: str, k: int, budget: int, seed: int = 0,
+                  rules: list[dict] | None = None) -> tuple[int, str]:
+    """Write one scenario's pcap; returns (packets, description). The same arguments give the same bytes.
+    The scenario's per-window label rules, if any, are appended to ``rules``."""
     net = Net(random.Random(_hash(seed, label, k)))
     variant = k + _hash(seed, label) % 12  # successive files take successive variants, from a seeded start
     desc = benign(net, budget, variant) if label == BENIGN else ATTACKS[label](net, budget, variant)
+    if rules is not None:
+        rules.extend(net.rules)
     return write_pcap(path, net.pkts), desc
 
 
@@ -94,8 +98,9 @@ def generate_corpus(out_dir: Path, seed: int = 0, packets: int = 60_000, classes
     files = []
     for label, k, budget in jobs:
         name = f"{label}-{k:03d}.pcap"
-        n, desc = generate_file(out_dir / name, label, k, budget, seed)
-        files.append({"path": name, "label": label, "packets": n, "description": desc})
+        rules: list[dict] = []
+        n, desc = generate_file(out_dir / name, label, k, budget, seed, rules)
+        files.append({"path": name, "label": label, "packets": n, "description": desc, **({"rules": rules} if rules else {})})
         if progress:
             print(f"ids-trainer synth: {name}: {n} packets: {desc}", file=sys.stderr, flush=True)
     manifest = {"version": 1, "generator": "ids-trainer synth", "seed": seed, "files": files}

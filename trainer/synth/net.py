@@ -143,6 +143,9 @@ class Net:
         # (L2 sender, L2 next hop) -> attacker IP: frames between them pass through the attacker
         self.poisoned: dict[tuple[int, int], int] = {}
         self.forward_delay = (0.00005, 0.0004)
+        # per-window label rules for the manifest (trainer.dataset._rule_labels), in order: a
+        # scenario whose file is not all of its class says which windows are what
+        self.rules: list[dict] = []
 
     # ---- addresses -----------------------------------------------------------------------
     def is_lan(self, ip: int) -> bool:
