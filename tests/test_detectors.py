@@ -548,20 +548,25 @@ def test_spoofed_floods_and_their_backscatter_are_flagged_busy_servers_not(tmp_p
     for i in range(200):  # a busy host: 200 clients in 10 s is not a flood at the default 256
         pkts.append(at(IP(src=f"10.9.{i // 100}.{i % 100 + 1}", dst=GW) / TCP(sport=3000 + i, dport=443, flags="S"),
                        30 + i * 0.004))
+    # a client that completes its handshake with the flooded host during the flood is no part of the crowd
+    pkts += [at(p[IP], float(p.time) - 1_700_000_000.0)
+             for p in tcp_conn(10.3, "10.9.9.9", VICTIM, 40000, 80, [b"GET / HTTP/1.1\r\nHost: v\r\n\r\n"], step=0.001)]
     for i in range(100):  # a trickle from few sources to the flooded host after the hold: not flagged
         pkts.append(at(IP(src=ATTACKER, dst=VICTIM) / TCP(sport=5000 + i, dport=80, flags="S"), 40 + i * 0.001))
     pkts.sort(key=lambda p: p.time)
     b, fc, findings = run(write(tmp_path, "floods.pcap", pkts))
-    syn_to_victim = (b.dport == 80) & (b.tcp_flags == 2) & (b.ts < 1_700_000_030.0)
+    client = (b.src4 == 0x0A090909) | (b.dst4 == 0x0A090909)
+    syn_to_victim = (b.dport == 80) & (b.tcp_flags == 2) & (b.ts < 1_700_000_030.0) & ~client
     assert (fc[syn_to_victim] == C["DDoS-SYN_Flood"]).all()  # from the first SYN of the bucket on
-    backscatter = (b.sport == 80) & (b.tcp_flags == 0x12)  # the victim's SYN-ACKs to the spoofed sources
+    backscatter = (b.sport == 80) & (b.tcp_flags == 0x12) & ~client  # the victim's SYN-ACKs to the spoofed sources
     assert (fc[backscatter] == C["DDoS-SYN_Flood"]).all()
     refused = (b.dport == 80) & (b.tcp_flags == 4)
     assert refused.sum() == 50 and (fc[refused] == C["DDoS-SYN_Flood"]).all()
     backscatter |= refused
     udp = b.proto == 17
     assert (fc[udp] == C["DDoS-UDP_Flood"]).all()
-    assert (fc[~syn_to_victim & ~backscatter & ~udp] == -1).all()  # the busy host and the late trickle
+    assert client.sum() == 8 and (fc[client] == -1).all()
+    assert (fc[~syn_to_victim & ~backscatter & ~udp] == -1).all()  # the busy host, the client and the late trickle
     by = {(f.cls, f.victim) for f in findings}
     assert by == {("DDoS-SYN_Flood", VICTIM), ("DDoS-UDP_Flood", SERVER)}
     f = next(f for f in findings if f.cls == "DDoS-SYN_Flood")

@@ -16,7 +16,9 @@ DDoS-ICMP_Flood), from the bucket's first packet when it lies in the same batch,
 are the host's answers of the matching kind (SYN-ACKs and resets, ICMP errors, echo
 replies): backscatter to the spoofed sources exists only because of the flood. So are
 the resets a SYN-flooded host receives (the owners of the spoofed addresses refusing its
-SYN-ACKs), which never count as sources.
+SYN-ACKs), which never count as sources. A source that acknowledges data to a SYN-flooded
+host (an established connection, which no spoofed address has) is a client, not the
+crowd: its SYNs and the answers to them are not flagged.
 
 A short flood reaches fewer sources but in a burst: ``burst_sources`` (32) distinct sources
 within ``burst_s`` (0.1 s) is a flood too, for SYNs and ICMP. In the benign corpus no
@@ -67,6 +69,7 @@ class FloodDetector:
         self.counters: dict[str, int] = {"floods": 0}
         self.buckets = LRU(self.cfg.max_targets, self.counters, "target_evictions")  # target key -> _Bucket
         self.bursts = LRU(self.cfg.max_targets, self.counters, "burst_evictions")  # the same, per burst_s bucket
+        self.clients = LRU(self.cfg.max_targets, self.counters, "client_evictions")  # (SYN-flooded victim, client)
         # target key -> [flag from, flag until, victim id, kind, the crowd that crossed]
         self.held = LRU(self.cfg.max_targets, self.counters, "flood_evictions")
 
@@ -110,7 +113,7 @@ class FloodDetector:
         if rst.size:
             rows = np.concatenate([rows, rst])
             tkey = np.concatenate([tkey, _target_key(dst[rst], np.full(rst.size, K_SYN, dtype=np.int8))])
-        return self._flag(b, verdict, rows, tkey, src, answers)
+        return self._flag(b, verdict, rows, tkey, src, dst, answers)
 
     def _count(self, b: PacketBatch, rows: np.ndarray, tkey: np.ndarray, src: np.ndarray, dst: np.ndarray,
                kind: np.ndarray, buckets: LRU, window_s: float, sources: int) -> None:
@@ -152,8 +155,18 @@ class FloodDetector:
         else:
             h[1] = max(h[1], until)
 
+    def _clients(self, b: PacketBatch, src: np.ndarray, dst: np.ndarray, victims: set[int]) -> set[tuple[int, int]]:
+        """(victim, client) pairs with an established connection: the client acknowledges
+        data without SYN or RST, which no spoofed address does (this batch's and remembered)."""
+        f = b.tcp_flags
+        est = np.flatnonzero((b.status == STATUS_OK) & (b.ip_version > 0) & b.l4_ok & (b.proto == 6)
+                             & (f & TH_ACK != 0) & (f & (TH_SYN | TH_RST) == 0) & np.isin(dst, list(victims)))
+        for pair in set(zip(dst[est].tolist(), src[est].tolist())):
+            self.clients.touch(pair, None)
+        return self.clients
+
     def _flag(self, b: PacketBatch, verdict: np.ndarray, rows: np.ndarray, tkey: np.ndarray,
-              src: np.ndarray, answers: np.ndarray) -> list[Finding]:
+              src: np.ndarray, dst: np.ndarray, answers: np.ndarray) -> list[Finding]:
         if not self.held:
             return []
         t0 = float(b.ts[0])
@@ -171,10 +184,17 @@ class FloodDetector:
         if not hit.any() and not bhit.any():
             return []
         findings = []
+        syn_victims = {v[2] for v in self.held.values() if v[3] == K_SYN}
+        clients = self._clients(b, src, dst, syn_victims) if syn_victims else {}
         for k in np.unique(np.concatenate([tkey[hit], bkey[bhit]])).tolist():
             lo, hi, victim_id, kd, crowd = self.held[k]
             r = np.concatenate([rows[tkey == k], back[bkey == k]])
             r = r[(b.ts[r] >= lo) & (b.ts[r] <= hi)]
+            if kd == K_SYN and clients:
+                # a client that completes its handshakes is not the crowd: its SYNs, the SYN-ACKs
+                # to it and its resets stay in the windows (the flooded router's web users)
+                peer = np.where(src[r] == victim_id, dst[r], src[r]).tolist()
+                r = r[[(victim_id, p) not in clients for p in peer]]
             if not r.size:
                 continue
             m = np.zeros(len(b), dtype=bool)
