@@ -280,7 +280,8 @@ def test_calibration_fits_the_threshold_to_a_site(tmp_path: Path) -> None:
     site = REAL / "benign" / "ITI_ICS-Security-Tools__ModbusTCP.pcap"
     out = tmp_path / "m2"
     p = subprocess.run([TRAINER, "calibrate", "--model", str(bundled_model_dir()), "--benign", str(site),
-                        "--target-fpr", "0.005", "--out", str(out)], capture_output=True, text=True, timeout=300)
+                        "--threshold-only", "--target-fpr", "0.005", "--out", str(out)], capture_output=True, text=True,
+                       timeout=300)
     assert p.returncode == 0, p.stderr
     before = load_model().meta["operating_point"]["threshold"]
     meta = load_model(out).meta
@@ -297,6 +298,52 @@ def test_calibration_fits_the_threshold_to_a_site(tmp_path: Path) -> None:
     bad = subprocess.run([TRAINER, "calibrate", "--model", str(bundled_model_dir()), "--benign", "/nonexistent.pcap",
                           "--out", str(tmp_path / "m3")], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "no such capture" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.slow
+@needs_corpus
+def test_calibration_fine_tunes_only_where_the_site_needs_it(tmp_path: Path) -> None:
+    """The default rule: fine-tuning when the model's own threshold flags more of the site's
+    benign packets than the target (the site needs a higher threshold), else the model as it is.
+    The second model is the bundled one with its operating point lowered to 0.001, which flags
+    nearly all of the site."""
+    import shutil
+
+    site = REAL / "benign" / "ITI_ICS-Security-Tools__ModbusTCP.pcap"
+    low = tmp_path / "low"
+    shutil.copytree(bundled_model_dir(), low)
+    meta = json.loads((low / "metadata.json").read_text())
+    meta["operating_point"]["threshold"] = 0.001
+    (low / "metadata.json").write_text(json.dumps(meta))
+    for model, target, needed in ((bundled_model_dir(), 0.5, False), (low, 0.005, True)):
+        out = tmp_path / f"auto-{needed}"
+        p = subprocess.run([TRAINER, "calibrate", "--model", str(model), "--benign", str(site),
+                            "--synthetic-packets", "20000", "--target-fpr", str(target), "--out", str(out)],
+                           capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stderr
+        after = load_model(out).meta
+        rec = after["operating_point"]["calibration"]
+        assert (rec["flagged_before"] > target) == needed, rec["flagged_before"]
+        assert rec["fine_tune"].startswith("auto: the site needs" if needed else "auto: not needed"), rec["fine_tune"]
+        assert ("fine_tuned" in rec) == needed
+        assert (after["weights_sha256"] != load_model().meta["weights_sha256"]) == needed
+        assert "fine-tuning auto" in p.stdout
+        if needed:
+            assert rec["held_out_flagged_after"] <= target + 1e-9
+        else:
+            assert after["operating_point"]["threshold"] == pytest.approx(load_model().meta["operating_point"]["threshold"])
+
+
+def test_calibration_default_rule_figures() -> None:
+    from trainer.bysource import calibration_auto
+
+    rec = {"threshold_before": 0.99, "threshold_after": 0.995, "second_half_flagged_after": 0.004,
+           "second_half_flagged_fine_tuned": 0.001, "real_attack_flagged_after": 0.9, "real_attack_flagged_fine_tuned": 0.97}
+    assert calibration_auto(rec) == {"auto_fine_tuned": True, "second_half_flagged_auto": 0.001,
+                                     "real_attack_flagged_auto": 0.97}
+    rec["threshold_after"] = 0.99  # the model's own threshold held the site: nothing to tune
+    assert calibration_auto(rec) == {"auto_fine_tuned": False, "second_half_flagged_auto": 0.004,
+                                     "real_attack_flagged_auto": 0.9}
 
 
 @pytest.mark.slow

@@ -486,6 +486,19 @@ def _calibration_figures(r: Any, ds: Dataset, split: Split, scores: list[tuple[n
         if real_attack:
             out["real_attack_flagged_fine_tuned"] = _daemon_recall(tuned.model, r.encoder, ds.classes, real_attack, t2,
                                                                    detector_classes)
+    out.update(calibration_auto(out))
+    return out
+
+
+def calibration_auto(c: dict[str, Any]) -> dict[str, Any]:
+    """The figures of ``ids-trainer calibrate``'s default rule from one source's calibration
+    record: fine-tuned when the site needed a threshold above the model's, else threshold only."""
+    tuned = c["threshold_after"] > c["threshold_before"] and "second_half_flagged_fine_tuned" in c
+    pick = "fine_tuned" if tuned else "after"
+    out: dict[str, Any] = {"auto_fine_tuned": tuned}
+    for k in ("second_half_flagged", "corpus_attack_flagged", "real_attack_flagged"):
+        if f"{k}_{pick}" in c:
+            out[f"{k}_auto"] = c[f"{k}_{pick}"]
     return out
 
 
@@ -554,7 +567,8 @@ def format_calibration(result: dict[str, Any]) -> str:
     lines = [f"calibration (target {100 * t:g} %, first half of each benign source fits, second half measured):",
              f"  {'source':<48} {'2nd half flagged: before':>24} {'threshold':>10} {'fine-tuned':>10}"
              f" {'corpus attacks flagged: before':>30} {'threshold':>10} {'fine-tuned':>10}"
-             f" {'real attacks, daemon: before':>28} {'threshold':>10} {'fine-tuned':>10}"]
+             f" {'real attacks, daemon: before':>28} {'threshold':>10} {'fine-tuned':>10}"
+             f" {'default rule: 2nd half':>22} {'real attacks':>12}"]
     for f in rows:
         c = f["calibration"]
         lines.append(f"  {f['source']:<48} {_pct(c['second_half_flagged_before']):>24} "
@@ -562,5 +576,7 @@ def format_calibration(result: dict[str, Any]) -> str:
                      f"{_pct(c['corpus_attack_flagged_before']):>30} {_pct(c['corpus_attack_flagged_after']):>10} "
                      f"{_pct(c.get('corpus_attack_flagged_fine_tuned')):>10} "
                      f"{_pct(c.get('real_attack_flagged_before')):>28} {_pct(c.get('real_attack_flagged_after')):>10} "
-                     f"{_pct(c.get('real_attack_flagged_fine_tuned')):>10}")
+                     f"{_pct(c.get('real_attack_flagged_fine_tuned')):>10} "
+                     f"{_pct(c.get('second_half_flagged_auto')):>16} ({'tuned' if c.get('auto_fine_tuned') else 'thr.'}) "
+                     f"{_pct(c.get('real_attack_flagged_auto')):>12}")
     return "\n".join(lines)

@@ -8,7 +8,7 @@ import json
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import typer
 
@@ -339,15 +339,17 @@ def calibrate(
     target_fpr: float = typer.Option(0.005, "--target-fpr", min=1e-6, max=0.5,
                                      help="share of the site's benign packets the threshold may flag"),
     config: Path = typer.Option(None, "--config", help="config.yml (meter section)"),
-    fine_tune: bool = typer.Option(False, "--fine-tune", help="also train the network a few epochs on the site's "
-                                   "benign traffic (with attacks replayed so it does not forget them); the threshold "
-                                   "is then chosen on the last 30 %% of the site's traffic"),
+    fine_tune: Optional[bool] = typer.Option(
+        None, "--fine-tune/--threshold-only", help="also train the network a few epochs on the site's benign traffic "
+        "(with attacks replayed so it does not forget them; the threshold is then chosen on the last 30 % of the "
+        "site's traffic), or only move the threshold; default: fine-tune when the site needs a threshold above the "
+        "model's"),
     real: Path = typer.Option(None, "--real", help="with --fine-tune: a real-capture manifest (MANIFEST.tsv) to "
                               "replay besides the synthetic corpus"),
     synthetic_packets: int = typer.Option(100_000, "--synthetic-packets", help="with --fine-tune: packets of "
                                           "synthetic traffic generated to replay"),
 ) -> None:
-    """Fit the model to a site from captures of its benign traffic (threshold, or --fine-tune)."""
+    """Fit the model to a site from captures of its benign traffic (threshold, fine-tuning where it helps)."""
     from .calibrate import calibrate as run_calibrate
 
     for b in benign:
@@ -366,7 +368,9 @@ def calibrate(
     print(f"threshold {before if before is None else round(before, 4)} -> {rec['threshold']:.4f} "
           f"(site's own for {100 * target_fpr:g} %: {rec['site_threshold']:.4f}); site packets flagged "
           f"{100 * rec['flagged_before']:.2f} % -> {100 * rec['flagged_after']:.2f} %")
-    if fine_tune:
+    if "fine_tune" in rec:
+        print(f"fine-tuning {rec['fine_tune']}")
+    if "fine_tuned" in rec:
         print(f"fine-tuned: site packets (last 30 %, not trained on) flagged {100 * rec['held_out_flagged_after']:.2f} %; "
               f"replayed attack sequences flagged {100 * rec['replayed_attacks_flagged_before']:.1f} % -> "
               f"{100 * rec['replayed_attacks_flagged_after']:.1f} %")
