@@ -185,31 +185,27 @@ def test_dual_stack_replay_flags_ipv6_like_its_ipv4_twin(tmp_path: Path) -> None
         if ":" in (p["flow"]["dst_ip"] or ""):
             jsonschema.validate(p, schema)  # IPv6 predictions are valid v1 records
     by_fam: dict[int, collections.Counter] = {4: collections.Counter(), 6: collections.Counter()}
-    p_echo: dict[int, list[float]] = {4: [], 6: []}
     attacks = collections.Counter()
     for p in preds:
         if p["model"]["name"].startswith("detector:"):
             continue
         v = 6 if ":" in p["flow"]["dst_ip"] else 4
         proto = {"icmpv6": "icmp"}.get(p["flow"]["protocol"], p["flow"]["protocol"])  # the twins' protocols
-        if proto == "icmp":
-            p_echo[v].append(p["p_attack"])
-            continue
         by_fam[v][(proto, p["predicted_attack"])] += 1
         attacks[v] += p["is_attack"]
     assert sum(by_fam[6].values()) == sum(by_fam[4].values()) > 0
     # the same attack classes, window for window within a few (sequence order differs)
     assert set(by_fam[6]) - set(by_fam[4]) <= {k for k in by_fam[6] if by_fam[6][k] <= 3}
     for key, c4 in by_fam[4].items():
-        # a few windows either way: what the scan detector leaves of each family's scan (the
-        # probes before its threshold) is split into windows by arrival order
+        # a few windows either way: what the detectors leave of each family's attacks is split
+        # into windows by arrival order
         assert abs(by_fam[6][key] - c4) <= max(5, 0.15 * c4), (key, by_fam)
     assert attacks[6] >= 0.9 * attacks[4] > 0
-    # the echo floods: the same number of windows, both far on the attack side. Known gap of
-    # model v3: the IPv6 frames are 20 bytes larger (the IPv6 header), the size columns carry
-    # that, and its twin windows score 0.97-0.98 against 0.998, under the operating point (0.99)
-    assert len(p_echo[6]) == len(p_echo[4]) > 0
-    assert min(p_echo[6]) >= 0.95 and min(p_echo[4]) >= 0.95
+    # the SYN and echo floods (150 spoofed sources within 0.1 s) are the flood detector's in both
+    # families, as the scans are the scan detector's. (The size columns of the IPv6 windows the
+    # model does see carry the IPv6 header's 20 extra bytes: a known gap, see docs/features.md.)
+    floods = {(p["predicted_attack"], p["flow"]["dst_ip"]) for p in preds if p["model"]["name"] == "detector:flood"}
+    assert floods == {(c, v) for c in ("DDoS-SYN_Flood", "DDoS-ICMP_Flood") for v in ("10.9.0.80", "2001:db8:9::80")}
     scans = {(p["flow"]["src_ip"], p["flow"]["dst_ip"]) for p in preds if p["predicted_attack"] == "Recon-PortScan"
              and p["model"]["name"] == "detector:scan"}
     assert ("2001:db8:9::5", "2001:db8:9::80") in scans and ("10.9.0.5", "10.9.0.80") in scans
@@ -270,7 +266,7 @@ def test_web_dns_and_bruteforce_detectors_over_ipv6(tmp_path: Path) -> None:
         b = src.next_batch()
         r = ds.process(b)
     cls = [DETECTOR_CLASSES[c] if c >= 0 else None for c in r.frame_class.tolist()]
-    assert cls[3] == cls[4] == "SqlInjection" and cls[:3] == [None] * 3
+    assert cls[:5] == ["SqlInjection"] * 5  # the handshake too: the pair's frames up to LOOKBACK_S before
     assert cls[5:8] == [None, None, "DNS_Spoofing"]
     assert cls[-1] == "DictionaryBruteForce"
     found = {f.cls: f for f in r.findings}

@@ -67,8 +67,10 @@ def test_replay_into_the_broker_every_prediction_read_back(kafka_broker, kafka_t
         ids.add(msg["id"])
     assert len(ids) == len(written)  # ids are unique across the model and the detectors
     assert ids == {json.loads(x)["id"] for x in out.read_text().splitlines()}  # both sinks got the same
-    flagged = [json.loads(r.value) for r in records if json.loads(r.value)["is_attack"]]
-    assert len(flagged) / len(records) > 0.8  # the scan is flagged
+    # both sinks got the same predictions, verdicts included, byte for byte
+    by_id = {json.loads(x)["id"]: x.encode() for x in written}
+    assert all(r.value == by_id[json.loads(r.value)["id"]] for r in records)
+    assert any(json.loads(r.value)["is_attack"] for r in records)
 
 
 def test_broker_outage_mid_replay_loses_nothing(kafka_broker, kafka_topic: str, tmp_path: Path) -> None:
@@ -91,10 +93,12 @@ def test_broker_outage_mid_replay_loses_nothing(kafka_broker, kafka_topic: str, 
                 c.close()
 
     # paced so that the replay lasts about 14 s whatever the generated site's rate: the
-    # outage begins after 3-5 s and lasts 4, and the replay goes on for 5 s after it
+    # outage begins after 3-5 s and lasts 4, and the replay goes on for 5 s after it. Pacing
+    # is per batch, so a sparse tail (a slow agent's last frames) takes no time: the span that
+    # counts is the bulk's, up to the 95th percentile
     with PcapSource(pcap) as src:
         ts = np.concatenate([b.ts for b in iter(src.next_batch, None)])
-    speed = f"{max((ts[-1] - ts[0]) / 14.0, 0.05):.3f}"
+    speed = f"{max((np.percentile(ts, 95) - ts[0]) / 14.0, 0.05):.3f}"
     proc = subprocess.Popen([EXE, "replay", "-r", str(pcap), "--speed", speed, "--sink", "kafka", "--kafka-bootstrap",
                              kafka_broker.bootstrap, "--topic", kafka_topic, "--sink", "jsonl", "-o", str(out),
                              "--config", str(config(tmp_path))], stderr=subprocess.PIPE, text=True)

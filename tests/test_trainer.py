@@ -170,6 +170,13 @@ def test_splits_keep_captures_and_time_apart() -> None:
     assert one_capture.method == "time"
     s = make_split(y, groups, order, "stratified", 0.3, 0.15, int(rng.integers(100)))
     assert abs(len(s.test) - 120) <= 3
+    # a man in the middle's captures are mostly their victims' benign traffic: with the benign
+    # class named, a capture is the attack it holds, so the split by capture stays possible
+    mixed = y.copy()
+    mixed[(groups >= 6) & (order < 40)] = 0  # captures 6 and 7: 40 benign windows, 10 of class 2
+    assert make_split(mixed, groups, order, "auto", 0.3, 0.15, 0).method == "time"
+    s = make_split(mixed, groups, order, "auto", 0.3, 0.15, 0, benign=0)
+    assert s.method == "capture" and set(mixed[s.test]) == {0, 1, 2}
 
 
 # ---- the trainer as a user runs it ------------------------------------------------------------------

@@ -258,8 +258,11 @@ class BySourceResult:
         return out
 
 
-def _tree(ds: Dataset, split: Split, target_fpr: float, seed: int) -> tuple[Callable[[np.ndarray], np.ndarray], float]:
-    """A gradient-boosted tree on the last window of each sequence (balanced classes)."""
+def _tree(ds: Dataset, split: Split, target_fpr: float, seed: int, by_captures: bool = False
+          ) -> tuple[Callable[[np.ndarray], np.ndarray], float]:
+    """A gradient-boosted tree on the last window of each sequence (balanced classes); its
+    operating point chosen by the LSTM's rule (``by_captures``: each validation capture
+    counts the same)."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     def feats(x: np.ndarray) -> np.ndarray:
@@ -286,7 +289,11 @@ def _tree(ds: Dataset, split: Split, target_fpr: float, seed: int) -> tuple[Call
     va = split.val
     pv = predict(ds.x[va])
     benign = ds.y[va] == b
-    thr = choose_threshold(1.0 - pv[benign, b], ds.weights_of(va)[benign], target_fpr)
+    w = ds.weights_of(va)[benign]
+    if by_captures:
+        _, gi = np.unique(ds.groups[va][benign], return_inverse=True)
+        w = w / np.bincount(gi, w)[gi]
+    thr = choose_threshold(1.0 - pv[benign, b], w, target_fpr)
     return predict, thr
 
 
@@ -324,7 +331,7 @@ def run_by_source(real: list[WindowSet], synthetic: list[WindowSet], cfg: Config
         thr = r.metrics["operating_point"]["threshold"]
         fold = {"source": src, "threshold": thr, "epochs": r.metrics["training"]["epochs_run"],
                 "train_sequences": int(len(split.train)), "test_sequences": int(len(split.test))}
-        tree = _tree(ds, split, tc.target_fpr, tc.seed) if baseline_tree else None
+        tree = _tree(ds, split, tc.target_fpr, tc.seed, tc.threshold_by == "captures") if baseline_tree else None
         if tree is not None:
             fold["tree_threshold"] = tree[1]
         site_scores: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # benign windows: p_attack, packets, first half

@@ -32,7 +32,7 @@ from ids_daemon.config import MeterConfig
 from ids_daemon.errors import IdsError
 from ids_daemon.features.ciciot import COLUMNS, INDEX, LEAKING
 from ids_daemon.features.meter import Meter
-from ids_daemon.features.window import WindowBatch
+from ids_daemon.features.window import POOL_PROTO_ARP, WindowBatch
 from ids_daemon.model.classes import label_in_scheme
 from ids_daemon.model.sequences import last_t_index, window_sequences
 
@@ -358,7 +358,7 @@ def meter_capture(path: Path, meter_cfg: MeterConfig,
 
 
 def _rule_labels(wb: WindowBatch, default: str, rules: list[dict[str, Any]]) -> np.ndarray:
-    """Per-window labels: the file's label, overridden by host/time rules in order."""
+    """Per-window labels: the file's label, overridden by host/time/ARP rules in order."""
     import ipaddress
 
     lab = np.full(len(wb), default, dtype=object)
@@ -367,6 +367,8 @@ def _rule_labels(wb: WindowBatch, default: str, rules: list[dict[str, Any]]) -> 
         m = np.ones(len(wb), dtype=bool)
         if hosts.size:
             m &= np.isin(wb.src, hosts) | np.isin(wb.dst, hosts) | np.isin(wb.host, hosts)
+        if r.get("arp"):
+            m &= wb.proto == POOL_PROTO_ARP
         if "start" in r:
             m &= wb.last_ts >= float(r["start"])
         if "end" in r:

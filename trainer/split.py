@@ -30,34 +30,41 @@ class Split:
                 "test": int(len(self.test)), **self.detail}
 
 
-def _majority_label(y: np.ndarray, groups: np.ndarray) -> dict[int, int]:
+def _majority_label(y: np.ndarray, groups: np.ndarray, benign: int | None = None) -> dict[int, int]:
+    """Each capture's class: its most frequent one, or with ``benign`` given, its most
+    frequent attack class when it has any (an attack capture is mostly its victims' benign
+    traffic: a man in the middle's)."""
     out = {}
     for g in np.unique(groups):
-        out[int(g)] = int(np.bincount(y[groups == g]).argmax())
+        counts = np.bincount(y[groups == g])
+        if benign is not None and benign < len(counts) and counts.sum() > counts[benign]:
+            counts = counts.copy()
+            counts[benign] = 0
+        out[int(g)] = int(counts.argmax())
     return out
 
 
-def capture_split_possible(y: np.ndarray, groups: np.ndarray) -> bool:
+def capture_split_possible(y: np.ndarray, groups: np.ndarray, benign: int | None = None) -> bool:
     """True when every class has at least two captures (one to train on, one to test)."""
-    maj = _majority_label(y, groups)
+    maj = _majority_label(y, groups, benign)
     counts = np.bincount(list(maj.values()), minlength=int(y.max()) + 1)
     return bool((counts[np.unique(y)] >= 2).all())
 
 
 def make_split(y: np.ndarray, groups: np.ndarray, order: np.ndarray, method: str, test_fraction: float,
-               val_fraction: float, seed: int) -> Split:
+               val_fraction: float, seed: int, benign: int | None = None) -> Split:
     """Split by ``method`` (auto, capture, time, stratified); validation comes out of the
     training part, stratified, for early stopping."""
     rng = np.random.default_rng(seed)
     n = len(y)
     detail: dict = {"test_fraction": test_fraction, "seed": seed}
     if method == "auto":
-        method = "capture" if capture_split_possible(y, groups) else "time"
+        method = "capture" if capture_split_possible(y, groups, benign) else "time"
         detail["chosen_by"] = "auto"
     if method == "capture":
-        if not capture_split_possible(y, groups):
+        if not capture_split_possible(y, groups, benign):
             raise ValueError("a split by capture needs at least two captures (files) of every class")
-        maj = _majority_label(y, groups)
+        maj = _majority_label(y, groups, benign)
         test_groups = []
         for c in sorted(set(maj.values())):
             gs = np.array(sorted(g for g, m in maj.items() if m == c))

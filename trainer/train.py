@@ -95,7 +95,8 @@ def train(ds: Dataset, cfg: Config, out: Path | None = None, *, progress: bool =
     torch.set_flush_denormal(True)
     device = pick_device(tc.device)
     if split is None:
-        split = make_split(ds.y, ds.groups, ds.order, tc.split, tc.test_fraction, tc.val_fraction, tc.seed)
+        split = make_split(ds.y, ds.groups, ds.order, tc.split, tc.test_fraction, tc.val_fraction, tc.seed,
+                           benign_index(ds.classes))
     if len(split.train) == 0 or (len(split.test) == 0 and len(split.val) == 0):
         raise ValueError("the split left no training or no test data; give more data")
     # a final model trained on everything reports on its validation part (its honest
