@@ -948,8 +948,9 @@ def _victims_traffic_benign(net: Net, attacker: int, cls: str) -> None:
     is benign (an ARP-spoofing capture is ~1.5 % spoofed replies, the rest the victim's
     ordinary traffic); the windows of the attacker's address and the ARP windows (the
     poisoning) are the attack. The poisoning and the forged DNS answers are the ARP and
-    DNS detectors' frames: the recipe's windows leave them out. Relayed traffic is every frame twice, as a gateway's
-    ``tcpdump -i any`` shows forwarded traffic, so no window average can tell it apart."""
+    DNS detectors' frames: the recipe's windows leave them out. Relayed traffic is every
+    frame twice, as a gateway's ``tcpdump -i any`` shows forwarded traffic, so no window
+    average can tell it apart."""
     net.rules = [{"label": "BenignTraffic"}, {"label": cls, "hosts": [ipstr(attacker)]}, {"label": cls, "arp": True}]
 
 
