@@ -162,8 +162,9 @@ def test_dual_stack_detectors_flag_the_ipv6_scan_like_the_ipv4_one(tmp_path: Pat
 
 
 def test_dual_stack_replay_flags_ipv6_like_its_ipv4_twin(tmp_path: Path) -> None:
-    """`ids-daemon replay` of a dual-stack capture: the IPv6 windows are metered, classified
-    as their IPv4 twins are, the IPv6 scan is found, and the summary counts both."""
+    """`ids-daemon replay` of a dual-stack capture: the IPv6 windows are metered and scored
+    as their IPv4 twins are, the IPv6 floods and scan are found by the detectors as the IPv4
+    ones, and the summary counts both."""
     path = tmp_path / "dual.pcap"
     n = _dual_stack(path)
     out = tmp_path / "p.jsonl"
@@ -184,23 +185,21 @@ def test_dual_stack_replay_flags_ipv6_like_its_ipv4_twin(tmp_path: Path) -> None
     for p in preds:
         if ":" in (p["flow"]["dst_ip"] or ""):
             jsonschema.validate(p, schema)  # IPv6 predictions are valid v1 records
-    by_fam: dict[int, collections.Counter] = {4: collections.Counter(), 6: collections.Counter()}
-    attacks = collections.Counter()
+    # what the detectors leave to the model (the UDP flood, which has too few sources for the
+    # flood detector) is scored alike in both families: the same windows, p_attack within a few
+    # hundredths rank for rank. (Verdicts may differ where the twins straddle the threshold:
+    # the IPv6 windows' size columns carry the IPv6 header's 20 extra bytes, docs/features.md.)
+    p_att: dict[int, dict[str, list[float]]] = {4: collections.defaultdict(list), 6: collections.defaultdict(list)}
     for p in preds:
         if p["model"]["name"].startswith("detector:"):
             continue
         v = 6 if ":" in p["flow"]["dst_ip"] else 4
         proto = {"icmpv6": "icmp"}.get(p["flow"]["protocol"], p["flow"]["protocol"])  # the twins' protocols
-        by_fam[v][(proto, p["predicted_attack"])] += 1
-        attacks[v] += p["is_attack"]
-    assert sum(by_fam[6].values()) == sum(by_fam[4].values()) > 0
-    # the same attack classes, window for window within a few (sequence order differs)
-    assert set(by_fam[6]) - set(by_fam[4]) <= {k for k in by_fam[6] if by_fam[6][k] <= 3}
-    for key, c4 in by_fam[4].items():
-        # a few windows either way: what the detectors leave of each family's attacks is split
-        # into windows by arrival order
-        assert abs(by_fam[6][key] - c4) <= max(5, 0.15 * c4), (key, by_fam)
-    assert attacks[6] >= 0.9 * attacks[4] > 0
+        p_att[v][proto].append(p["p_attack"])
+    assert set(p_att[4]) == set(p_att[6]) == {"udp"}
+    p4, p6 = sorted(p_att[4]["udp"]), sorted(p_att[6]["udp"])
+    assert len(p4) == len(p6) > 20
+    assert max(abs(a - b) for a, b in zip(p4, p6)) <= 0.05 and min(p4 + p6) >= 0.8
     # the SYN and echo floods (150 spoofed sources within 0.1 s) are the flood detector's in both
     # families, as the scans are the scan detector's. (The size columns of the IPv6 windows the
     # model does see carry the IPv6 header's 20 extra bytes: a known gap, see docs/features.md.)

@@ -70,7 +70,6 @@ def test_replay_into_the_broker_every_prediction_read_back(kafka_broker, kafka_t
     # both sinks got the same predictions, verdicts included, byte for byte
     by_id = {json.loads(x)["id"]: x.encode() for x in written}
     assert all(r.value == by_id[json.loads(r.value)["id"]] for r in records)
-    assert any(json.loads(r.value)["is_attack"] for r in records)
 
 
 def test_broker_outage_mid_replay_loses_nothing(kafka_broker, kafka_topic: str, tmp_path: Path) -> None:
