@@ -5,7 +5,7 @@ answer ICMP messages that ping and the network stack never emit: timestamp (type
 information (15) and address-mask (17) requests, and echo requests with a non-zero code
 (xprobe2 sends code 123, nmap's IE probes code 9; ``ping`` always sends 0). ICMPv6 has
 the node-information query (139) and coded echo requests. In the real corpus, none of
-the 199,673 benign packets is one of these; every ICMP fingerprinting capture holds
+the 199,642 benign packets is one of these; every ICMP fingerprinting capture holds
 several.
 
 One such probe makes its (prober, host) pair an OS scan for ``hold_s`` after the last
@@ -44,10 +44,12 @@ class OsScanDetector:
         icmp6 = ok & v6 & (batch.proto == 58)
         probe = ((icmp4 & (np.isin(t, _V4_QUERIES) | ((t == 8) & (c != 0))))
                  | (icmp6 & (np.isin(t, _V6_QUERIES) | ((t == 128) & (c != 0)))))
+        hits = np.flatnonzero(probe)
+        if not hits.size and not self.pairs.active:
+            return []  # the usual batch: no probe, nobody held (a few column compares)
         src, dst = address_ids(batch)
         zero = np.zeros(len(batch), dtype=np.uint16)
         fwd, rev = pair_key(src, dst, zero), pair_key(dst, src, zero)
-        hits = np.flatnonzero(probe)
         if hits.size:
             self.counters["probes"] += int(hits.size)
             cols = (hits.tolist(), batch.ts[hits].tolist(), fwd[hits].tolist(), src[hits].tolist(),
