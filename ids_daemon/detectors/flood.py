@@ -102,6 +102,9 @@ class FloodDetector:
         self._count(b, rows, tkey, src, dst, kind, self.buckets, self.cfg.window_s, self.cfg.sources)
         if self.cfg.burst_sources:
             burst = np.isin(kind[rows], _BURST_KINDS)
+            if burst.any() and self.held:  # a target already held needs no burst to be a flood
+                held = np.fromiter(self.held.keys(), dtype=np.uint64, count=len(self.held))
+                burst &= ~np.isin(tkey, held)
             if burst.any():
                 self._count(b, rows[burst], tkey[burst], src, dst, kind, self.bursts, self.cfg.burst_s,
                             self.cfg.burst_sources)
