@@ -465,10 +465,8 @@ def _calibration_figures(r: Any, ds: Dataset, split: Split, scores: list[tuple[n
            "second_half_flagged_after": share(pa[~first], w[~first], site),
            "corpus_attack_flagged_before": share(pat, aw, thr), "corpus_attack_flagged_after": share(pat, aw, site)}
     if real_attack:
-        out["real_attack_flagged_before"] = _daemon_recall(r.model.cpu(), r.encoder, ds.classes, real_attack, thr,
-                                                           detector_classes)
-        out["real_attack_flagged_after"] = _daemon_recall(r.model.cpu(), r.encoder, ds.classes, real_attack, site,
-                                                          detector_classes)
+        out["real_attack_flagged_before"], out["real_attack_flagged_after"] = _daemon_recall(
+            r.model.cpu(), r.encoder, ds.classes, real_attack, (thr, site), detector_classes)
     # fine-tuning as `ids-trainer calibrate --fine-tune` does it: the first 70 % of the
     # first half trains (with replayed training sequences), the rest of the first half
     # chooses the threshold, the second half measures
@@ -491,8 +489,8 @@ def _calibration_figures(r: Any, ds: Dataset, split: Split, scores: list[tuple[n
         out.update({"fine_tuned_threshold": t2, "second_half_flagged_fine_tuned": share(pa2[~first], w[~first], t2),
                     "corpus_attack_flagged_fine_tuned": share(pat2, aw, t2)})
         if real_attack:
-            out["real_attack_flagged_fine_tuned"] = _daemon_recall(tuned.model, r.encoder, ds.classes, real_attack, t2,
-                                                                   detector_classes)
+            out["real_attack_flagged_fine_tuned"] = _daemon_recall(tuned.model, r.encoder, ds.classes, real_attack,
+                                                                   (t2,), detector_classes)[0]
     out.update(calibration_auto(out))
     return out
 
@@ -510,15 +508,18 @@ def calibration_auto(c: dict[str, Any]) -> dict[str, Any]:
 
 
 def _daemon_recall(model: Any, encoder: Any, classes: list[str], real_attack: list[tuple[WindowSet, np.ndarray, np.ndarray]],
-                   thr: float, detector_classes: tuple[str, ...]) -> float:
-    """Share of the real corpus's attack packets flagged by the detectors or by ``model`` at ``thr``."""
-    flagged = total = 0
+                   thresholds: tuple[float, ...], detector_classes: tuple[str, ...]) -> list[float]:
+    """Share of the real corpus's attack packets flagged by the detectors or by ``model`` at
+    each of ``thresholds`` (the model scores every sequence once)."""
+    flagged = [0] * len(thresholds)
+    total = 0
     for s, keep, x in real_attack:
         p = probabilities(model, encoder, x) if len(x) else np.zeros((0, len(classes)))
-        f = packet_figures(s, _expand(len(s.windows), keep, *window_verdicts(p, classes, thr)), detector_classes)
-        flagged += f["attack_flagged"]
-        total += f["attack_packets"]
-    return flagged / total if total else 0.0
+        for k, thr in enumerate(thresholds):
+            f = packet_figures(s, _expand(len(s.windows), keep, *window_verdicts(p, classes, thr)), detector_classes)
+            flagged[k] += f["attack_flagged"]
+        total += int(s.capture.row_attack.sum())
+    return [n / total if total else 0.0 for n in flagged]
 
 
 def _expand(k: int, keep: np.ndarray, flagged: np.ndarray, family: np.ndarray) -> Verdicts:
