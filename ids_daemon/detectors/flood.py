@@ -108,14 +108,14 @@ class FloodDetector:
             if burst.any():
                 self._count(b, rows[burst], tkey[burst], src, dst, kind, self.bursts, self.cfg.burst_s,
                             self.cfg.burst_sources)
-        # resets from the crowd to a SYN-flooded host: the owners of the spoofed addresses refusing
-        # the SYN-ACKs they never asked for (a third of GrigorDimitrov's capture); never counted as sources
-        f = b.tcp_flags
-        rst = np.flatnonzero((kind < 0) & (b.status == STATUS_OK) & (b.ip_version > 0) & b.l4_ok & (b.proto == 6)
-                             & (f & TH_RST != 0) & (f & TH_SYN == 0))
-        if rst.size:
-            rows = np.concatenate([rows, rst])
-            tkey = np.concatenate([tkey, _target_key(dst[rst], np.full(rst.size, K_SYN, dtype=np.int8))])
+        if self.held:
+            # resets from the crowd to a SYN-flooded host: the owners of the spoofed addresses refusing
+            # the SYN-ACKs they never asked for (a third of GrigorDimitrov's capture); never counted as
+            # sources. `_kinds` has resets as answers to SYNs; here they are keyed by where they go
+            rst = np.flatnonzero((answers == K_SYN) & (b.tcp_flags & (TH_RST | TH_SYN) == TH_RST))
+            if rst.size:
+                rows = np.concatenate([rows, rst])
+                tkey = np.concatenate([tkey, _target_key(dst[rst], np.full(rst.size, K_SYN, dtype=np.int8))])
         return self._flag(b, verdict, rows, tkey, src, dst, answers)
 
     def _count(self, b: PacketBatch, rows: np.ndarray, tkey: np.ndarray, src: np.ndarray, dst: np.ndarray,
