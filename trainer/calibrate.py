@@ -180,16 +180,15 @@ def calibrate(model_dir: Path, benign: list[Path], out: Path, target_fpr: float,
     record: dict[str, Any] = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "files": files,
                               "sequences": int(len(x)), "packets": int(w.sum()), "target_fpr": target_fpr,
                               "threshold_before": before, "flagged_before": flagged_share(pa, w, before)}
+    fit = rel <= 0.7  # fine-tuning trains on the first 70 % (in time) of each capture
+    enough = fit.sum() >= 10 and (~fit).sum() >= 10
     if tune is None:
-        fit = rel <= 0.7
-        enough = fit.sum() >= 10 and (~fit).sum() >= 10
         tune = bool(before is not None and choose_threshold(pa, w, target_fpr) > before and enough)
         record["fine_tune"] = ("auto: the site needs a threshold above the model's" if tune else
                                "auto: not needed (the model's threshold holds the site's target)" if enough else
                                "auto: too little traffic to fine-tune on (fewer than 20 classified windows)")
     if tune:
-        fit = rel <= 0.7
-        if fit.sum() < 10 or (~fit).sum() < 10:
+        if not enough:
             raise ValueError("fine-tuning needs more benign traffic (at least 20 classified windows)")
         rx, ry = replay_corpus(loaded, mcfg, real, synthetic_packets, seed, detectors)
         att_before = _p_attack(loaded, rx[ry != b]) if len(rx) else np.zeros(0)
