@@ -246,6 +246,28 @@ def evaluate(
     print(f"metrics written to {dest}")
 
 
+@app.command("detectors")
+def detectors_cmd(
+    real: Path = typer.Option(None, "--real", help="real-capture manifest (default: ../shared/data/real/MANIFEST.tsv)"),
+    lockbox: str = typer.Option("exclude", "--lockbox", help="exclude (develop), only (the final evaluation) or "
+                                "include the lockbox's repositories (trainer/data/lockbox.py)"),
+    config: Path = typer.Option(None, "--config", help="config.yml (detectors and meter sections)"),
+    out: Path = typer.Option(None, "--out", help="also write the figures as JSON here"),
+) -> None:
+    """The protocol-fact detectors alone on the real corpus: per capture and overall, by packets."""
+    from .data.lockbox import MODES
+    from .detectors_eval import capture_figures, format_rows, summary
+    from .metrics import write_json
+
+    if lockbox not in MODES:
+        raise _user_error(f"--lockbox {lockbox!r}: use one of {', '.join(MODES)}")
+    cfg = _load_cfg(config, {})
+    rows = capture_figures(_real_manifest(real), cfg.detectors, cfg.meter, lockbox, progress=sys.stderr.isatty())
+    print(format_rows(rows))
+    if out:
+        write_json(out, {"lockbox": lockbox, "captures": rows, **summary(rows)})
+
+
 def default_real_manifest() -> Path | None:
     """The shared real corpus beside the repository, when it is there."""
     p = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real" / "MANIFEST.tsv"

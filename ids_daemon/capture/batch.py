@@ -50,6 +50,10 @@ MALFORMED_REASONS = {
     9: "ICMP type outside the assigned range",
 }
 
+# http_req column: a TCP segment that starts an HTTP request, with its header's blank line
+# in the segment (COMPLETE) or not (PARTIAL: the rest follows, or never does)
+HTTP_REQ_COMPLETE, HTTP_REQ_PARTIAL = 1, 2
+
 # TCP flag bits as on the wire
 TH_FIN, TH_SYN, TH_RST, TH_PSH, TH_ACK, TH_URG, TH_ECE, TH_CWR = 1, 2, 4, 8, 16, 32, 64, 128
 
@@ -108,6 +112,14 @@ class PacketBatch:
     # TCP payload facts for the web and brute-force detectors (decode.HTTP_SIGNATURES, AUTH_*)
     http_sig: np.ndarray  # uint8: 0, or the code of the first attack signature an HTTP request matched
     auth_sig: np.ndarray  # uint8: 0, AUTH_FAILURE (a cleartext login refused), AUTH_SSH_BANNER (an SSH server)
+    # TCP sequence and acknowledgement numbers (whether a segment belongs to a connection whose
+    # handshake was seen), the ARP target hardware address (a host's binding as the sender
+    # states it), and whether a TCP segment opens an HTTP request (HTTP_REQ_*: its header
+    # complete or not: slow HTTP sends headers that never end)
+    tcp_seq: np.ndarray  # uint32
+    tcp_ack: np.ndarray  # uint32
+    arp_tha: np.ndarray  # uint64
+    http_req: np.ndarray  # uint8: 0, HTTP_REQ_COMPLETE, HTTP_REQ_PARTIAL
     first_index: int = 0  # number of the batch's first frame in its source (0-based)
     source: str = field(default="", compare=False)
 
@@ -123,6 +135,7 @@ class PacketBatch:
         "eth_src": np.uint64, "arp_sha": np.uint64, "dns_ok": np.bool_, "dns_txid": np.uint16,
         "dns_qr": np.bool_, "dns_rcode": np.uint8, "dns_ancount": np.uint16, "dns_qhash": np.uint64,
         "dns_ahash": np.uint64, "http_sig": np.uint8, "auth_sig": np.uint8,
+        "tcp_seq": np.uint32, "tcp_ack": np.uint32, "arp_tha": np.uint64, "http_req": np.uint8,
     }
 
     @classmethod

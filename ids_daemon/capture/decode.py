@@ -19,6 +19,8 @@ from .batch import (
     ETH_P_ARP,
     ETH_P_IP,
     ETH_P_IPV6,
+    HTTP_REQ_COMPLETE,
+    HTTP_REQ_PARTIAL,
     LINKTYPE_ETHERNET,
     LINKTYPE_LINUX_SLL,
     LINKTYPE_LINUX_SLL2,
@@ -259,6 +261,7 @@ def decode_frames(
         b.arp_op[i] = rd.u16(p + 6)
         sha6 = rd.u8(p + 4) == 6  # hardware address length: Ethernet MACs only
         b.arp_sha[i[sha6]] = rd.u48(p[sha6] + 8)
+        b.arp_tha[i[sha6]] = rd.u48(p[sha6] + 18)
         b.src4[i] = rd.u32(p + 14)
         b.dst4[i] = rd.u32(p + 24)
         # The extractor's ARP parser keeps the bytes after the 28-byte body, so an ARP
@@ -308,6 +311,8 @@ def _decode_l4(rd: _Reader, b: PacketBatch, i: np.ndarray, p: np.ndarray, l4av: 
         b.sport[t] = rd.u16(q)
         b.dport[t] = rd.u16(q + 2)
         b.tcp_flags[t] = rd.u8(q + 13).astype(np.uint16) | ((rd.u8(q + 12).astype(np.uint16) & 1) << 8)
+        b.tcp_seq[t] = rd.u32(q + 4)
+        b.tcp_ack[t] = rd.u32(q + 8)
         b.l4_hdr_len[t] = doff
         b.l4_ok[t] = True
     udp = first & (proto == 17) & (l4av >= 8)
@@ -507,6 +512,8 @@ def _decode_tcp_payload(buf: np.ndarray, rd: _Reader, b: PacketBatch, l3: np.nda
         if data[0] == _LT and b" HTTP/1." not in data.split(b"\n", 1)[0].upper():
             continue
         b.http_sig[i] = http_signature(data)
+        # a header that ends in this segment; slow HTTP (slowloris) never sends the blank line
+        b.http_req[i] = HTTP_REQ_COMPLETE if buf[s0:s1].tobytes().find(b"\r\n\r\n") >= 0 else HTTP_REQ_PARTIAL
     sport = b.sport[idx]
     b.auth_sig[idx[head == _SSH]] = AUTH_SSH_BANNER
     for port, prefixes in _FAIL_PREFIX.items():

@@ -77,8 +77,12 @@ class CaptureEntry:
         return self.path.name
 
 
-def read_tsv_manifest(path: str | Path) -> list[CaptureEntry]:
-    """Rows of ``MANIFEST.tsv`` (columns file, repo, label, attack_filter, ...), paths resolved."""
+def read_tsv_manifest(path: str | Path, lockbox: str = "include") -> list[CaptureEntry]:
+    """Rows of ``MANIFEST.tsv`` (columns file, repo, label, attack_filter, ...), paths resolved;
+    ``lockbox`` (include, exclude, only) keeps or drops the lockbox's repositories
+    (`trainer.data.lockbox`)."""
+    from .lockbox import keep
+
     path = Path(path)
     try:
         with open(path, newline="") as fh:
@@ -97,7 +101,8 @@ def read_tsv_manifest(path: str | Path) -> list[CaptureEntry]:
             raise ManifestError(f"{path}: line {k}: {r['file']} does not exist")
         flt = (r.get("attack_filter") or "").strip()
         flt = FILTER_CORRECTIONS.get(p.name, (flt, ""))[0]
-        out.append(CaptureEntry(path=p, repo=r["repo"], label=label, attack_filter=flt))
+        if keep(r["repo"], lockbox):
+            out.append(CaptureEntry(path=p, repo=r["repo"], label=label, attack_filter=flt))
     if not out:
         raise ManifestError(f"{path}: no captures listed")
     return out
