@@ -27,6 +27,11 @@ DETECTOR_CLASSES: tuple[str, ...] = (
     "DDoS-SYN_Flood", "DDoS-UDP_Flood", "DDoS-ICMP_Flood",
     # the OS-fingerprinting detector
     "Recon-OSScan",
+    # floods from one or few hosts (volume), TCP flag and fragment floods, HTTP request floods,
+    # slow HTTP and reflection
+    "DoS-SYN_Flood", "DoS-UDP_Flood", "DoS-TCP_Flood", "DoS-HTTP_Flood",
+    "DDoS-TCP_Flood", "DDoS-PSHACK_Flood", "DDoS-RSTFINFlood", "DDoS-ACK_Fragmentation",
+    "DDoS-UDP_Fragmentation", "DDoS-ICMP_Fragmentation", "DDoS-HTTP_Flood", "DDoS-SlowLoris",
 )
 CLASS_INDEX: dict[str, int] = {c: i for i, c in enumerate(DETECTOR_CLASSES)}
 
