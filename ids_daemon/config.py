@@ -313,13 +313,16 @@ class KafkaConfig(_Section):
 
 
 class ArpDetectorConfig(_Section):
-    """ARP spoofing: an IP claimed by a second MAC while the first still holds it."""
+    """ARP spoofing: an IP claimed by a second MAC while the first still holds it (by ARP or its IP packets)."""
 
     enabled: bool = True
     hold_s: float = Field(300.0, gt=0, description="a claim older than this no longer holds the IP (DHCP renumbering)")
     solicit_s: float = Field(5.0, gt=0, description="a reply answers a request seen this long before it")
-    max_ips_per_mac: int = Field(3, ge=2, le=1 << 16, description="distinct IPs one MAC may claim in unsolicited "
-                                 "replies within hold_s before all its unsolicited claims are flagged")
+    max_ips_per_mac: int = Field(2, ge=2, le=1 << 16, description="distinct IPs one MAC may claim in unsolicited "
+                                 "replies (not gratuitous announcements) within hold_s: at this many, all its "
+                                 "unsolicited replies are flagged")
+    learn_from_ip: bool = Field(True, description="a MAC that alone sources one IPv4 address, and no other, "
+                                "holds it (an unsolicited ARP claim of it by another MAC is spoofing)")
     max_hosts: int = Field(65536, ge=16, le=1 << 24, description="IP bindings and requests kept (LRU beyond)")
 
 
@@ -351,9 +354,14 @@ class WebDetectorConfig(_Section):
     """Web attacks: HTTP requests carrying SQL injection, XSS, command injection, traversal or scanner signatures."""
 
     enabled: bool = True
-    hold_s: float = Field(300.0, gt=0, description="a (client, server, port) stays flagged this long after its last "
-                          "flagged frame (the responses and further connections belong to the attack)")
-    max_pairs: int = Field(65536, ge=16, le=1 << 24, description="flagged (client, server, port) pairs kept (LRU beyond)")
+    hold_s: float = Field(300.0, gt=0, description="a flagged connection stays flagged until it closes, or until it "
+                          "has been idle this long")
+    linger_s: float = Field(2.0, ge=0, description="frames of a flagged connection this long after its close (both "
+                            "FINs or a RST) are flagged too: the last ACK, retransmitted FINs")
+    confirm_s: float = Field(2.0, gt=0, description="a matching request on a connection whose handshake was not seen "
+                             "counts when the server acknowledges its bytes within this long")
+    max_pairs: int = Field(65536, ge=16, le=1 << 24, description="flagged connections kept (LRU beyond)")
+    max_connections: int = Field(262144, ge=16, le=1 << 24, description="handshakes (SYN-ACKs) remembered (LRU beyond)")
 
 
 class BruteForceDetectorConfig(_Section):
@@ -402,6 +410,90 @@ class OsScanDetectorConfig(_Section):
     max_pairs: int = Field(65536, ge=16, le=1 << 24, description="flagged (prober, host) pairs kept (LRU beyond)")
 
 
+class ReflectionDetectorConfig(_Section):
+    """Reflection: a host receiving answers (DNS, NTP, SNMP, SSDP, CLDAP, memcached, chargen, TCP
+    SYN-ACKs) to queries it never sent, at a rate no benign exchange has."""
+
+    enabled: bool = True
+    ports: list[int] = Field(default_factory=lambda: [19, 53, 123, 161, 389, 1900, 11211],
+                             description="UDP source ports whose datagrams are answers (chargen, DNS, NTP, SNMP, "
+                             "CLDAP, SSDP, memcached); TCP SYN-ACKs from any port are answers too")
+    query_s: float = Field(60.0, gt=0, description="an answer is solicited when its receiver sent to that server:port "
+                           "(a SYN for a SYN-ACK; to a multicast/broadcast group: any server) this long before")
+    answers: int = Field(100, ge=2, description="unsolicited answers to one host within window_s: a reflection "
+                         "(benign corpus maximum: see docs/detectors.md)")
+    window_s: float = Field(10.0, gt=0, description="unsolicited answers are counted per bucket of this much packet time")
+    hold_s: float = Field(10.0, gt=0, description="a victim's unsolicited answers (and fragments from its reflectors) "
+                          "stay flagged this long after the last")
+    max_queries: int = Field(262144, ge=16, le=1 << 24, description="slots of the query table (direct-mapped, "
+                             "rounded up to a power of two; overwritten live queries are counted)")
+    max_victims: int = Field(16384, ge=16, le=1 << 24, description="per-host answer counters and held victims kept "
+                             "(LRU beyond)")
+
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, v: list[int]) -> list[int]:
+        bad = [p for p in v if not 0 < p < 65536]
+        if bad:
+            raise ValueError(f"not UDP ports: {', '.join(map(str, bad))}")
+        return v
+
+
+class SlowHttpDetectorConfig(_Section):
+    """Slow HTTP (slowloris, slow POST / R.U.D.Y.): many connections from one client to one server port
+    holding requests the server never answers."""
+
+    enabled: bool = True
+    connections: int = Field(20, ge=2, le=1 << 16, description="open, unanswered request connections from one client "
+                             "to one server port, each at least min_age_s old: slow HTTP (browsers keep at most 6)")
+    min_age_s: float = Field(10.0, gt=0, description="a request connection counts once its request has been "
+                             "unanswered this long")
+    window_s: float = Field(120.0, gt=0, description="a connection counts while its client sent on it within this "
+                            "long (slowloris sends a header line every 10-15 s, perl slowloris every 100 s)")
+    hold_s: float = Field(300.0, gt=0, description="the client's frames to/from that server port stay flagged this "
+                          "long after the last")
+    max_connections: int = Field(65536, ge=16, le=1 << 24, description="unanswered request connections kept (LRU "
+                                 "beyond)")
+    max_pairs: int = Field(65536, ge=16, le=1 << 24, description="(client, server, port) groups and flagged pairs "
+                           "kept (LRU beyond)")
+
+
+class VolumeDetectorConfig(_Section):
+    """Floods from one or a few hosts: one kind of packet from a source to a host at a rate, and with an answer
+    ratio, no benign exchange has (the benign corpus's maxima per source and host in one second: 18 SYNs, 2,575
+    segments without SYN, answered 52 %, 561 UDP datagrams, all answered, 2 ICMP messages, no fragments; 40 HTTP
+    requests in 5 s)."""
+
+    enabled: bool = True
+    window_s: float = Field(1.0, gt=0, description="packets are counted per bucket of this much packet time")
+    syn_rate: float = Field(100.0, gt=0, description="SYNs per second from one source to one host, fewer than half "
+                            "followed by a completed connection: a SYN flood")
+    tcp_rate: float = Field(500.0, gt=0, description="TCP segments without SYN (ACK, PSH-ACK, RST/FIN) per second "
+                            "from one source to one host, unacknowledged and on a new connection for most: a TCP flood")
+    unanswered: int = Field(8, ge=2, description="a TCP or UDP exchange is unanswered when the host sends back fewer "
+                            "than one segment or datagram in this many (a bulk transfer's receiver acknowledges "
+                            "every second segment)")
+    udp_rate: float = Field(500.0, gt=0, description="unanswered UDP datagrams per second from one source to one host "
+                            "that go to a closed port, to `ports` or more ports, or are short: a UDP flood")
+    ports: int = Field(8, ge=2, le=4096, description="distinct destination ports of the host in one bucket: a TCP "
+                       "flood hits at most this many (more is a scan's spread), unanswered UDP datagrams to this many "
+                       "or more are a flood (a stream keeps to one port)")
+    udp_payload: int = Field(256, ge=0, description="mean UDP payload (bytes) below which unanswered datagrams at "
+                             "udp_rate are a flood (media streams carry full-size payloads)")
+    udp_rate_any: float = Field(20000.0, gt=0, description="unanswered UDP datagrams per second from one source to "
+                                "one host that are a flood whatever they carry")
+    icmp_rate: float = Field(100.0, gt=0, description="ICMP messages per second from one source to one host (errors "
+                             "answering the host's own traffic excepted): an ICMP flood")
+    frag_rate: float = Field(100.0, gt=0, description="IP fragments per second from one source to one host: a "
+                             "fragmentation flood")
+    http_requests: int = Field(200, ge=2, description="HTTP requests from one client to one server port within "
+                               "http_window_s: an HTTP flood (a browser's page load is about a hundred in a burst)")
+    http_window_s: float = Field(5.0, gt=0, description="HTTP requests are counted per bucket of this much time")
+    hold_s: float = Field(10.0, gt=0, description="a flood's packets stay flagged this long after the last bucket "
+                          "over its threshold")
+    max_keys: int = Field(65536, ge=16, le=1 << 24, description="(source, host, kind) counters kept (LRU beyond)")
+
+
 class DetectorsConfig(_Section):
     """Deterministic protocol-fact detectors beside the model (docs/detectors.md)."""
 
@@ -415,6 +507,9 @@ class DetectorsConfig(_Section):
     bruteforce: BruteForceDetectorConfig = BruteForceDetectorConfig()
     flood: FloodDetectorConfig = FloodDetectorConfig()
     osscan: OsScanDetectorConfig = OsScanDetectorConfig()
+    volume: VolumeDetectorConfig = VolumeDetectorConfig()
+    slowhttp: SlowHttpDetectorConfig = SlowHttpDetectorConfig()
+    reflection: ReflectionDetectorConfig = ReflectionDetectorConfig()
 
 
 class MetricsConfig(_Section):

@@ -334,7 +334,7 @@ def test_bad_detector_config_names_the_key() -> None:
         load_config(overrides={"detectors.bruteforce.ports": [22, 70000]})
     assert "detectors.bruteforce.ports" in str(e.value) and "70000" in str(e.value)
     names = [d.name for d in DetectorSet(load_config(Path(__file__).parents[1] / "config.yml").detectors).detectors]
-    assert names == ["arp", "dns", "osscan", "scan", "web", "bruteforce", "flood"]
+    assert names == ["arp", "dns", "osscan", "scan", "web", "bruteforce", "flood", "slowhttp", "reflection", "volume"]
     with pytest.raises(ConfigError) as e:
         load_config(overrides={"detectors.flood.sources": 3})
     assert "detectors.flood.sources" in str(e.value) and "\n" not in str(e.value)
@@ -346,12 +346,22 @@ CLIENT, SERVER = "10.1.0.7", "10.1.0.80"
 
 def tcp_conn(t0: float, client: str, server: str, cport: int, sport: int, requests: list[bytes],
              replies: list[bytes] | None = None, step: float = 0.01) -> list:
-    """A whole TCP connection: handshake, each request and its reply, FIN both ways."""
-    c2s = lambda t, fl, data=b"": at(Ether() / IP(src=client, dst=server) / TCP(sport=cport, dport=sport, flags=fl)  # noqa: E731
-                                     / (Raw(data) if data else b""), t)
-    s2c = lambda t, fl, data=b"": at(Ether() / IP(src=server, dst=client) / TCP(sport=sport, dport=cport, flags=fl)  # noqa: E731
-                                     / (Raw(data) if data else b""), t)
-    out, t = [c2s(t0, "S"), s2c(t0 + step, "SA"), c2s(t0 + 2 * step, "A")], t0 + 3 * step
+    """A whole TCP connection: handshake, each request and its reply, FIN both ways (with real
+    sequence and acknowledgement numbers: the web detector checks them)."""
+    nxt = {"c": 1000 + cport * 7, "s": 5000 + sport * 13}  # each side's next sequence number
+
+    def seg(side: str, t, fl, data=b""):
+        a, b_, ap, bp = (client, server, cport, sport) if side == "c" else (server, client, sport, cport)
+        seq, ack = nxt[side], nxt["s" if side == "c" else "c"]
+        nxt[side] += len(data) + (1 if ("S" in fl or "F" in fl) else 0)
+        return at(Ether() / IP(src=a, dst=b_) / TCP(sport=ap, dport=bp, flags=fl, seq=seq, ack=ack if "A" in fl else 0)
+                  / (Raw(data) if data else b""), t)
+
+    c2s = lambda t, fl, data=b"": seg("c", t, fl, data)  # noqa: E731
+    s2c = lambda t, fl, data=b"": seg("s", t, fl, data)  # noqa: E731
+    out = [c2s(t0, "S")]
+    out += [s2c(t0 + step, "SA"), c2s(t0 + 2 * step, "A")]
+    t = t0 + 3 * step
     for k, req in enumerate(requests):
         out.append(c2s(t, "PA", req))
         rep = (replies or [])[k] if replies and k < len(replies) else b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -394,16 +404,17 @@ def test_web_attack_signatures(tmp_path: Path, request_: bytes, cls: str) -> Non
     assert findings[0].cls == cls and findings[0].attacker == CLIENT and findings[0].victim == SERVER
 
 
-def test_web_hold_covers_further_connections_then_expires(tmp_path: Path) -> None:
+def test_web_hold_covers_the_connection_not_further_ones(tmp_path: Path) -> None:
+    """The hold is the attack's connection (closed by its FINs), not the (client, server, port)
+    pair: the client's next connections are flagged only by their own requests."""
     attack = tcp_conn(0, CLIENT, SERVER, 40001, 80, [get("/x?id=1%27+union+select+1,2--")])
-    later = tcp_conn(100, CLIENT, SERVER, 40002, 80, [get("/index.html")])  # within hold_s (300 s)
+    later = tcp_conn(100, CLIENT, SERVER, 40002, 80, [get("/index.html")])  # once within the old 300 s pair hold
     other = tcp_conn(101, "10.1.0.8", SERVER, 40003, 80, [get("/index.html")])  # another client
-    expired = tcp_conn(1000, CLIENT, SERVER, 40004, 80, [get("/index.html")])  # hold_s after the last flagged frame
+    expired = tcp_conn(1000, CLIENT, SERVER, 40004, 80, [get("/index.html")])
     b, fc, _ = run(write(tmp_path, "hold.pcap", attack + later + other + expired))
-    n1, n2, n3 = len(attack), len(later), len(other)
+    n1 = len(attack)
     assert (fc[:n1] == C["SqlInjection"]).all()  # the handshake too
-    assert (fc[n1:n1 + n2] == C["SqlInjection"]).all()
-    assert (fc[n1 + n2:] == -1).all()
+    assert (fc[n1:] == -1).all()
 
 
 def test_lookback_covers_the_pair_seconds_before_in_the_batch_only(tmp_path: Path) -> None:
@@ -551,8 +562,9 @@ def test_spoofed_floods_and_their_backscatter_are_flagged_busy_servers_not(tmp_p
     # a client that completes its handshake with the flooded host during the flood is no part of the crowd
     pkts += [at(p[IP], float(p.time) - 1_700_000_000.0)
              for p in tcp_conn(10.3, "10.9.9.9", VICTIM, 40000, 80, [b"GET / HTTP/1.1\r\nHost: v\r\n\r\n"], step=0.001)]
-    for i in range(100):  # a trickle from few sources to the flooded host after the hold: not flagged
-        pkts.append(at(IP(src=ATTACKER, dst=VICTIM) / TCP(sport=5000 + i, dport=80, flags="S"), 40 + i * 0.001))
+    for i in range(100):  # a trickle from one source to the flooded host after the hold, 50 SYNs a second (under the
+        # volume detector's syn_rate): not flagged
+        pkts.append(at(IP(src=ATTACKER, dst=VICTIM) / TCP(sport=5000 + i, dport=80, flags="S"), 40 + i * 0.02))
     pkts.sort(key=lambda p: p.time)
     b, fc, findings = run(write(tmp_path, "floods.pcap", pkts))
     client = (b.src4 == 0x0A090909) | (b.dst4 == 0x0A090909)
@@ -764,8 +776,11 @@ def test_real_ping_sweep_and_host_discovery() -> None:
 
 @needs_real
 def test_real_benign_corpus_is_not_flagged() -> None:
-    files = sorted(p for p in (REAL / "benign").iterdir() if ".pcap" in p.name)
-    assert len(files) >= 50
+    from trainer.data.real import read_tsv_manifest
+
+    # the lockbox's repositories are evaluated once, not tuned against (trainer/data/lockbox.py)
+    files = sorted(e.path for e in read_tsv_manifest(REAL / "MANIFEST.tsv", lockbox="exclude") if e.benign)
+    assert len(files) >= 35
     total = flagged = 0
     shares = {}
     new_classes = np.array([C[c] for c in NEW_CLASSES])
@@ -778,13 +793,14 @@ def test_real_benign_corpus_is_not_flagged() -> None:
         shares[f.name] = k / max(len(b), 1)
     worst = max(shares, key=shares.get)
     print(f"benign: {flagged}/{total} flagged ({flagged / total:.4%}); worst {worst} {shares[worst]:.2%}")
-    assert total > 150_000
+    assert total > 140_000
     assert flagged <= 0.005 * total
     assert shares[worst] <= 0.02, worst
 
 
 WEB_CLASSES = {"SqlInjection", "XSS", "CommandInjection", "VulnerabilityScan"}
-FLOOD_CLASSES = {"DDoS-SYN_Flood", "DDoS-UDP_Flood", "DDoS-ICMP_Flood"}
+# the crowd, volume, slow-HTTP and reflection detectors' classes
+FLOOD_CLASSES = {c for c in DETECTOR_CLASSES if c.startswith(("DDoS-", "DoS-"))}
 NEW_CLASSES = WEB_CLASSES | {"DictionaryBruteForce", "Recon-OSScan"} | FLOOD_CLASSES
 # (directory, file name start, class, least share of the capture's packets flagged with it);
 # measured shares are in docs/detectors.md (the handshake before the first attack request is not flagged)
@@ -800,7 +816,6 @@ REAL_WEB = [
     ("XSS", "markofu_pcaps__EvilFingers_Apache_XSS", "XSS", 0.8),
     ("XSS", "markofu_pcaps__EvilFingers_mambo_mambo_xss", "XSS", 0.6),
     ("XSS", "ntop_nDPI__xss", "XSS", 0.4),
-    ("Recon-VulnerabilityScan", "ntop_nDPI__WebattackRCE", "VulnerabilityScan", 0.95),
 ]
 
 

@@ -247,11 +247,13 @@ def test_web_dns_and_bruteforce_detectors_over_ipv6(tmp_path: Path) -> None:
     client, server, dns = "2001:db8::7", "2001:db8::50", "2001:4860:4860::8888"
     six = lambda a, b: Ether(**MAC) / IPv6(src=a, dst=b)  # noqa: E731
     sqli = b"GET /item.php?id=1+union+all+select+user,password+from+users HTTP/1.1\r\nHost: h\r\n\r\n"
-    pkts = [six(client, server) / TCP(sport=40001, dport=80, flags="S"),
-            six(server, client) / TCP(sport=80, dport=40001, flags="SA"),
-            six(client, server) / TCP(sport=40001, dport=80, flags="A"),
-            six(client, server) / TCP(sport=40001, dport=80, flags="PA") / Raw(sqli),
-            six(server, client) / TCP(sport=80, dport=40001, flags="PA") / Raw(b"HTTP/1.1 200 OK\r\n\r\n")]
+    # a real handshake (the web detector believes a request only on a connection it saw open)
+    pkts = [six(client, server) / TCP(sport=40001, dport=80, flags="S", seq=1000),
+            six(server, client) / TCP(sport=80, dport=40001, flags="SA", seq=5000, ack=1001),
+            six(client, server) / TCP(sport=40001, dport=80, flags="A", seq=1001, ack=5001),
+            six(client, server) / TCP(sport=40001, dport=80, flags="PA", seq=1001, ack=5001) / Raw(sqli),
+            six(server, client) / TCP(sport=80, dport=40001, flags="PA", seq=5001, ack=1001 + len(sqli))
+            / Raw(b"HTTP/1.1 200 OK\r\n\r\n")]
     q = DNSQR(qname="example.com", qtype="AAAA")
     pkts += [six(client, dns) / UDP(sport=40000, dport=53) / DNS(id=7, rd=1, qd=q),
              six(dns, client) / UDP(sport=53, dport=40000) / DNS(id=7, qr=1, qd=q, an=DNSRR(
@@ -270,7 +272,7 @@ def test_web_dns_and_bruteforce_detectors_over_ipv6(tmp_path: Path) -> None:
     assert cls[-1] == "DictionaryBruteForce"
     found = {f.cls: f for f in r.findings}
     assert (found["SqlInjection"].attacker, found["SqlInjection"].victim) == (client, server)
-    assert f"[{client}] -> [{server}]:80" in found["SqlInjection"].evidence
+    assert f"[{client}]:40001 -> [{server}]:80" in found["SqlInjection"].evidence  # the connection it holds
     assert found["DNS_Spoofing"].victim == client and dns in found["DNS_Spoofing"].evidence
     assert found["DictionaryBruteForce"].attacker == "2001:db8::66"
 

@@ -23,7 +23,10 @@ from .bruteforce import BruteForceDetector
 from .dns import DnsDetector
 from .flood import FloodDetector
 from .osscan import OsScanDetector
+from .reflection import ReflectionDetector
 from .scan import ScanDetector
+from .slowhttp import SlowHttpDetector
+from .volume import VolumeDetector
 from .web import WebDetector
 
 __all__ = ["DETECTOR_CLASSES", "CLASS_INDEX", "Detector", "DetectorResult", "DetectorSet", "Finding"]
@@ -60,6 +63,12 @@ class DetectorSet:
                 self.detectors.append(BruteForceDetector(self.cfg.bruteforce))
             if self.cfg.flood.enabled:
                 self.detectors.append(FloodDetector(self.cfg.flood))
+            if self.cfg.slowhttp.enabled:
+                self.detectors.append(SlowHttpDetector(self.cfg.slowhttp))
+            if self.cfg.reflection.enabled:
+                self.detectors.append(ReflectionDetector(self.cfg.reflection))
+            if self.cfg.volume.enabled:  # last: a crowd, a scan or a reflection names its packets first
+                self.detectors.append(VolumeDetector(self.cfg.volume))
 
     def process(self, batch: PacketBatch) -> DetectorResult:
         verdict = np.full(len(batch), -1, dtype=np.int16)

@@ -1,13 +1,19 @@
 """ARP spoofing: an IP claimed by a MAC other than the one that holds it.
 
 A claim is the (sender protocol address, sender hardware address) pair of an ARP
-request or reply. Two MACs claiming one IP within ``hold_s`` is a conflict; the MAC
-whose claims are unsolicited (replies nobody asked for, gratuitous announcements)
-is the spoofer. Without such evidence the newer claimant is. A MAC that claims more
-than ``max_ips_per_mac`` IPs in unsolicited replies is a spoofer for all of them
-(poisoning both the victim and the gateway). Flagged: every frame in which a spoofer
-MAC claims the IP it spoofs (the batch's earlier ones too: the verdict is given
-when the batch has been read).
+request or reply. A MAC also holds an IP, without claiming it, when an ARP reply is
+addressed to it at that IP (target hardware/protocol address), or when it is the only
+MAC that sources IPv4 packets from that IP and sources no other IP (a router or a
+relaying man in the middle sources many, and is ignored). Two MACs claiming one IP
+within ``hold_s`` is a conflict; the MAC whose claims are unsolicited (replies nobody
+asked for, gratuitous announcements) is the spoofer. Without such evidence the newer
+claimant is. An unsolicited claim of an IP that another MAC holds by an ARP target or
+its IP packets makes the claimant the spoofer. A MAC that claims ``max_ips_per_mac``
+IPs or more in unsolicited replies (not announcements of its own addresses) is a
+spoofer for all of them (poisoning both the victim and the gateway). Flagged: every
+frame in which a spoofer MAC claims the IP it spoofs, and its other ARP frames while
+it is held a spoofer (the batch's earlier ones too: the verdict is given when the
+batch has been read).
 """
 
 from __future__ import annotations
@@ -19,12 +25,109 @@ from ..config import ArpDetectorConfig
 from .base import LRU, Finding, mark
 
 CLS = "MITM-ArpSpoofing"
+_BCAST_MAC = 0xFFFFFFFFFFFF
+_GROUP_BIT = np.uint64(1 << 40)  # I/G bit of the first octet: multicast/broadcast MACs
+_HOW = {1: "ARP sender", 0: "ARP target"}
 
 
 def _pair(mac: np.ndarray, ip: np.ndarray) -> np.ndarray:
     """One 64-bit key per (MAC, IP) claim."""
     with np.errstate(over="ignore"):
         return (mac.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) ^ ip.astype(np.uint64)
+
+
+def _unicast_mac(mac: np.ndarray) -> np.ndarray:
+    return (mac != 0) & ((mac & _GROUP_BIT) == 0)
+
+
+def _host_ip(ip: np.ndarray) -> np.ndarray:
+    """A source address one host can own: not 0.0.0.0/8, loopback, multicast or broadcast."""
+    first = ip >> np.uint32(24)
+    return (first != 0) & (first != 127) & (first < 224)
+
+
+class _SourceTable:
+    """Which single IPv4 address each MAC sources, as sorted numpy columns (at most ``cap``
+    MACs, the least recently seen evicted and counted). A MAC seen sourcing a second IP is
+    ``multi`` (a router, a relay) until ``hold_s`` passes without that evidence."""
+
+    def __init__(self, cap: int, hold_s: float, counters: dict[str, int]):
+        self.cap, self.hold_s, self.counters = cap, hold_s, counters
+        counters.setdefault("source_evictions", 0)
+        self.mac = np.zeros(0, np.uint64)
+        self.ip = np.zeros(0, np.uint32)
+        self.last = np.zeros(0, np.float64)  # last packet from (mac, ip)
+        self.multi = np.zeros(0, np.float64)  # last time the MAC sourced another IP too (-inf: never)
+        self._by_ip: tuple[np.ndarray, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return int(self.mac.size)
+
+    def update(self, mac: np.ndarray, ip: np.ndarray, ts: np.ndarray) -> None:
+        """Merge one batch's IPv4 (Ethernet source, IP source, time) triples."""
+        self._by_ip = None
+        if mac.size == 0:
+            return
+        order = np.lexsort((ip, mac))
+        mac, ip, ts = mac[order], ip[order], ts[order]
+        edge = np.ones(mac.size, bool)
+        edge[1:] = (mac[1:] != mac[:-1]) | (ip[1:] != ip[:-1])
+        starts = np.flatnonzero(edge)
+        pm, pip = mac[starts], ip[starts]
+        pfirst, plast = np.minimum.reduceat(ts, starts), np.maximum.reduceat(ts, starts)
+        medge = np.ones(pm.size, bool)
+        medge[1:] = pm[1:] != pm[:-1]
+        mstarts = np.flatnonzero(medge)
+        bm = pm[mstarts]
+        nips = np.diff(np.append(mstarts, pm.size))
+        bfirst, blast = np.minimum.reduceat(pfirst, mstarts), np.maximum.reduceat(plast, mstarts)
+        bip = pip[mstarts]  # one IP per MAC (its only one when nips == 1)
+        bmulti = np.where(nips > 1, blast, -np.inf)
+        pos = np.searchsorted(self.mac, bm)
+        found = pos < self.mac.size
+        found[found] = self.mac[pos[found]] == bm[found]
+        fi, bi = pos[found], np.flatnonzero(found)
+        if fi.size:
+            # an entry not refreshed for hold_s says nothing any more (the MAC may have renumbered)
+            stale = bfirst[bi] - np.maximum(self.last[fi], self.multi[fi]) > self.hold_s
+            changed = (self.ip[fi] != bip[bi]) & ~stale
+            multi = np.where(stale, bmulti[bi], np.maximum(self.multi[fi], bmulti[bi]))
+            multi = np.where(changed, np.maximum(multi, blast[bi]), multi)
+            self.multi[fi] = multi
+            self.ip[fi] = bip[bi]
+            self.last[fi] = blast[bi]
+        nb = np.flatnonzero(~found)
+        if nb.size:
+            mac_all = np.concatenate([self.mac, bm[nb]])
+            order = np.argsort(mac_all, kind="stable")
+            self.mac = mac_all[order]
+            self.ip = np.concatenate([self.ip, bip[nb]])[order]
+            self.last = np.concatenate([self.last, blast[nb]])[order]
+            self.multi = np.concatenate([self.multi, bmulti[nb]])[order]
+            over = self.mac.size - self.cap
+            if over > 0:
+                recent = np.maximum(self.last, self.multi)
+                keep = np.sort(np.argpartition(recent, over)[over:])
+                self.mac, self.ip, self.last, self.multi = (self.mac[keep], self.ip[keep], self.last[keep],
+                                                            self.multi[keep])
+                self.counters["source_evictions"] += int(over)
+
+    def holder(self, ip: int, now: float) -> int | None:
+        """The one MAC that holds ``ip`` at ``now`` by its IPv4 packets: it sourced ``ip``
+        within ``hold_s`` and no other IP, and no other such MAC sourced ``ip`` (two would
+        mean one relays the other's packets)."""
+        if self._by_ip is None:
+            order = np.argsort(self.ip, kind="stable")
+            self._by_ip = (order, self.ip[order])
+        order, ips = self._by_ip
+        lo, hi = np.searchsorted(ips, ip, "left"), np.searchsorted(ips, ip, "right")
+        if lo == hi:
+            return None
+        cand = order[lo:hi]
+        ok = (now - self.last[cand] <= self.hold_s) & (now - self.multi[cand] > self.hold_s)
+        if np.count_nonzero(ok) != 1:
+            return None
+        return int(self.mac[cand[ok][0]])
 
 
 class ArpDetector:
@@ -34,13 +137,21 @@ class ArpDetector:
         self.cfg = cfg or ArpDetectorConfig()
         self.counters: dict[str, int] = {"arp_frames": 0, "conflicts": 0}
         n = self.cfg.max_hosts
-        self.bindings = LRU(n, self.counters, "binding_evictions")  # ip -> {mac: [first, last, unsolicited]}
+        # ip -> {mac: [first, last, unsolicited claims, 1 = ARP sender (a claim) / 0 = ARP target]}
+        self.bindings = LRU(n, self.counters, "binding_evictions")
         self.requests = LRU(n, self.counters, "request_evictions")  # (requester ip, asked ip) -> ts
-        self.unsolicited = LRU(n, self.counters, "claimant_evictions")  # mac -> {ip: last ts}
+        self.unsolicited = LRU(n, self.counters, "claimant_evictions")  # mac -> {ip: last ts} (unsolicited replies)
         self.spoofers = LRU(n, self.counters, "spoofer_evictions")  # (mac, ip) -> [since, last, why]
+        self.sources = _SourceTable(n, self.cfg.hold_s, self.counters)  # mac -> the one IPv4 address it sources
 
     def process(self, batch: PacketBatch, verdict: np.ndarray) -> list[Finding]:
-        arp = (batch.ethertype == ETH_P_ARP) & (batch.status == STATUS_OK) & (batch.src4 != 0)
+        ok = batch.status == STATUS_OK
+        if self.cfg.learn_from_ip:
+            ip4 = ok & (batch.ip_version == 4) & (batch.ethertype != ETH_P_ARP)
+            ip4 &= _unicast_mac(batch.eth_src) & _host_ip(batch.src4)
+            sel = np.flatnonzero(ip4)
+            self.sources.update(batch.eth_src[sel], batch.src4[sel], batch.ts[sel])
+        arp = (batch.ethertype == ETH_P_ARP) & ok & (batch.src4 != 0)
         idx = np.flatnonzero(arp)
         if idx.size == 0:
             return []
@@ -50,33 +161,38 @@ class ArpDetector:
         spa = batch.src4[idx].tolist()
         tpa = batch.dst4[idx].tolist()
         sha = batch.arp_sha[idx].tolist()
+        tha = batch.arp_tha[idx].tolist()
         # a frame sent by another station on the owner's behalf (a bridge, a relay, a spoofer
         # restoring tables) says nothing about whether the owner itself answers unasked
         relayed = ((batch.eth_src[idx] != 0) & (batch.eth_src[idx] != batch.arp_sha[idx])).tolist()
         ts = batch.ts[idx].tolist()
         new: dict[tuple[int, int], str] = {}
-        for o, s, t, m, now, rel in zip(op, spa, tpa, sha, ts, relayed):
+        for o, s, t, m, th, now, rel in zip(op, spa, tpa, sha, tha, ts, relayed):
             if o == 1:
                 self.requests.touch((s, t), now)
             elif o != 2:
                 continue
             gratuitous = s == t
+            if o == 2 and not gratuitous and t != 0 and th not in (0, _BCAST_MAC, m) and not th >> 40 & 1:
+                tgt = self._held(t, now)  # the reply's target: the requester's binding, as the replier knows it
+                if th not in tgt:
+                    if len(tgt) >= 8:
+                        tgt.pop(min(tgt, key=lambda k: tgt[k][1]))
+                    tgt[th] = [now, now, 0, 0]
+                tgt[th][1] = now
             asked = self.requests.get((t, s))
             unsol = not rel and (gratuitous or (o == 2 and (asked is None or now - asked > cfg.solicit_s)))
-            held = self.bindings.get_touch(s)
-            if held is None:
-                held = {}
-                self.bindings.touch(s, held)
-            for mac in [k for k, v in held.items() if now - v[1] > cfg.hold_s]:
-                del held[mac]  # an old claim no longer holds the IP (renumbering)
+            held = self._held(s, now)
             rec = held.get(m)
             if rec is None:
                 if len(held) >= 8:  # bounded per IP
                     held.pop(min(held, key=lambda k: held[k][1]))
-                rec = held[m] = [now, now, 0]
+                rec = held[m] = [now, now, 0, 1]
             rec[1] = now
+            rec[3] = 1
             if unsol:
                 rec[2] += 1
+            if unsol and o == 2 and not gratuitous:  # an answer nobody asked for, about another's address
                 ips = self.unsolicited.touch_new(m, dict)
                 ips[s] = now
                 for ip in [k for k, v in ips.items() if now - v > cfg.hold_s]:
@@ -86,17 +202,22 @@ class ArpDetector:
                 if len(ips) >= cfg.max_ips_per_mac:
                     for ip in ips:
                         self._spoof(m, ip, now, f"claims {len(ips)} IPs in unsolicited replies", new)
-            if len(held) > 1:
+            claimants = [k for k in held if k != m and held[k][3]]
+            holders = {k: _HOW[held[k][3]] for k in held if k != m}
+            if unsol and (src := self.sources.holder(s, now)) is not None and src != m:
+                holders.setdefault(src, "IP source")
+            if holders:
                 self.counters["conflicts"] += 1
-                others = [k for k in held if k != m]
-                if rec[2] > 0:
-                    culprits = [m]
-                else:
-                    culprits = [k for k in others if held[k][2] > 0]
-                    if not culprits and all(held[k][0] < rec[0] for k in others):
+                culprits = []
+                if rec[2] > 0 and (claimants or unsol):
+                    culprits = [m]  # unsolicited claims of an IP another MAC holds
+                elif claimants:
+                    culprits = [k for k in claimants if held[k][2] > 0]
+                    if not culprits and all(held[k][0] < rec[0] for k in claimants):
                         culprits = [m]  # no unsolicited claims either side: the newcomer
                 for c in culprits:
-                    prev = [mac_to_str(k) for k in held if k != c]
+                    others = holders if c == m else {m: "ARP sender", **holders}
+                    prev = [f"{mac_to_str(k)} ({how})" for k, how in others.items() if k != c]
                     self._spoof(c, s, now, f"claims {ipv4_str(s)} held by {', '.join(prev)}", new)
             if (m, s) in self.spoofers:
                 self.spoofers[(m, s)][1] = now
@@ -105,15 +226,19 @@ class ArpDetector:
             del self.spoofers[k]
         if not self.spoofers:
             return []
-        # flag every frame of this batch in which a spoofer claims the IP it spoofs
-        pair = _pair(batch.arp_sha[idx], batch.src4[idx])
+        # flag every frame of this batch in which a spoofer claims the IP it spoofs, and the
+        # spoofer's other ARP frames (its probes for victims, claims of its own address)
+        sha = batch.arp_sha[idx]
+        pair = _pair(sha, batch.src4[idx])
         sp = list(self.spoofers.keys())
-        bad = _pair(np.array([m for m, _ in sp], dtype=np.uint64), np.array([i for _, i in sp], dtype=np.uint32))
+        sp_mac = np.array([m for m, _ in sp], dtype=np.uint64)
+        bad = _pair(sp_mac, np.array([i for _, i in sp], dtype=np.uint32))
         hit = np.isin(pair, bad)
-        if not hit.any():
+        other = ~hit & np.isin(sha, sp_mac)
+        if not hit.any() and not other.any():
             return []
         mask = np.zeros(len(batch), dtype=bool)
-        mask[idx[hit]] = True
+        mask[idx[hit | other]] = True
         mark(verdict, mask, CLS)
         findings = []
         hit_idx = idx[hit]
@@ -127,7 +252,26 @@ class ArpDetector:
                 detector=self.name, cls=CLS, first_ts=float(batch.ts[rows].min()), last_ts=float(batch.ts[rows].max()),
                 packets=int(rows.size), attacker=mac_to_str(mac), victim=ipv4_str(ip), protocol="arp",
                 evidence=f"{mac_to_str(mac)} {why}; {rows.size} claims to {', '.join(targets[:4])}"))
+        other_idx = idx[other]
+        for mac in np.unique(batch.arp_sha[other_idx]).tolist():
+            rows = other_idx[batch.arp_sha[other_idx] == mac]
+            spoofed = sorted(ipv4_str(i) for m, i in sp if m == mac)
+            findings.append(Finding(
+                detector=self.name, cls=CLS, first_ts=float(batch.ts[rows].min()), last_ts=float(batch.ts[rows].max()),
+                packets=int(rows.size), attacker=mac_to_str(mac), victim=None, protocol="arp",
+                evidence=f"{rows.size} other ARP frames (requests, own addresses) of {mac_to_str(mac)}, "
+                         f"which spoofs {', '.join(spoofed[:4])}"))
         return findings
+
+    def _held(self, ip: int, now: float) -> dict:
+        """The MACs that hold ``ip`` by ARP fields at ``now`` (older claims dropped: renumbering)."""
+        held = self.bindings.get_touch(ip)
+        if held is None:
+            held = {}
+            self.bindings.touch(ip, held)
+        for mac in [k for k, v in held.items() if now - v[1] > self.cfg.hold_s]:
+            del held[mac]  # an old claim no longer holds the IP (renumbering)
+        return held
 
     def _spoof(self, mac: int, ip: int, now: float, why: str, new: dict) -> None:
         if (mac, ip) not in self.spoofers:

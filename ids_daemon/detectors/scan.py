@@ -54,12 +54,40 @@ def _key(src: np.ndarray, host: np.ndarray, port: np.ndarray, kind: np.ndarray |
     return pair_key(src, host, b)
 
 
+def _ports(sport: np.ndarray, dport: np.ndarray) -> np.ndarray:
+    return (sport.astype(np.uint64) << np.uint64(16)) | dport.astype(np.uint64)
+
+
 def _public_unicast(b: PacketBatch) -> np.ndarray:
     """Destinations a probe can go to: not multicast, broadcast or unspecified."""
     ip = b.dst4
     v4 = (ip >> 28 != 0xE) & (ip != 0xFFFFFFFF) & (ip & 0xFF != 0xFF) & (ip != 0)
     v6 = (b.dst6[:, 0] != 0xFF) & b.dst6.any(axis=1)
     return np.where(b.ip_version == 6, v6, v4)
+
+
+class _Connections:
+    """(sender, sender port, peer, peer port) of the TCP connections seen opening (a SYN or
+    SYN-ACK), as a set in two generations: the current one, and the one before it, dropped
+    (its entries counted in ``counters[counter]``) when the current one reaches half of ``cap``.
+    Bulk inserts and lookups at set speed: a spoofed SYN flood puts every SYN here."""
+
+    def __init__(self, cap: int, counters: dict[str, int], counter: str):
+        self.half = max(cap // 2, 1)
+        self.cur: set[int] = set()
+        self.old: set[int] = set()
+        self.counters = counters
+        self.counter = counter
+        counters.setdefault(counter, 0)
+
+    def add(self, keys: list[int]) -> None:
+        self.cur.update(keys)
+        if len(self.cur) >= self.half:
+            self.counters[self.counter] += len(self.old)
+            self.old, self.cur = self.cur, set()
+
+    def __contains__(self, key: int) -> bool:
+        return key in self.cur or key in self.old
 
 
 class _Group:
@@ -82,6 +110,8 @@ class ScanDetector:
         self.groups = LRU(self.cfg.max_groups, self.counters, "group_evictions")  # gkey -> _Group
         self.active = LRU(self.cfg.max_groups, self.counters, "scanner_evictions")  # src -> [until, cls, victim, why]
         self.targets = LRU(self.cfg.max_groups, self.counters, "target_evictions")  # (scanner, host) it probed -> None
+        # connections seen opening, keyed as (sender, sport, peer, dport) of either side's later segments
+        self.conns = _Connections(self.cfg.max_pending, self.counters, "connection_evictions")
 
     # -- probes and answers of one batch, as arrays ------------------------------------------
     def _probes(self, b: PacketBatch):
@@ -101,6 +131,20 @@ class ScanDetector:
                          | (f & (TH_FIN | TH_RST) == TH_FIN | TH_RST))
         p_tcp = tcp & ((f & (TH_ACK | TH_RST) == 0) | crafted) & dst_ok
         p_ack = tcp & (f & 0x3F == TH_ACK) & (pay <= 0) & dst_ok
+        # a segment between the two ports of a connection seen opening (the SYN or the SYN-ACK) is
+        # that connection's, never a probe: a loaded server's bare ACKs to the ephemeral ports of a
+        # client that resets its connections (an HTTP flood) are no scan of the client's ports
+        src, dst = address_ids(b)
+        opening = tcp & (f & (TH_SYN | TH_RST) == TH_SYN) & ~crafted
+        if opening.any():
+            o = np.flatnonzero(opening)
+            # either side's later segments: (sender, sport, peer, dport) both ways
+            self.conns.add(np.concatenate([pair_key(src[o], dst[o], _ports(b.sport[o], b.dport[o])),
+                                           pair_key(dst[o], src[o], _ports(b.dport[o], b.sport[o]))]).tolist())
+        if p_ack.any():
+            a = np.flatnonzero(p_ack)
+            mine = pair_key(src[a], dst[a], _ports(b.sport[a], b.dport[a])).tolist()
+            p_ack[a[[k in self.conns for k in mine]]] = False
         p_udp = udp & (b.dport <= b.sport) & dst_ok
         p_icmp = icmp & echo_req & dst_ok
         # other IP protocols (a benign capture carries at most one besides TCP, UDP and ICMP: GRE, IGMP, ESP...)
@@ -119,7 +163,6 @@ class ScanDetector:
         a_icmp = icmp & echo_rep
         a_arp = arp & (b.arp_op == 2)
         zero = np.zeros(len(b), dtype=np.uint16)
-        src, dst = address_ids(b)
         rev = lambda port_, kind_: _key(dst, src, port_, kind_)  # noqa: E731
         answers = np.concatenate([rev(b.sport, K_TCP)[a_tcp], rev(b.sport, K_ACK)[a_tcp], rev(b.sport, K_UDP)[a_udp],
                                   rev(zero, K_ICMP)[a_icmp], rev(zero, K_ARP)[a_arp]])

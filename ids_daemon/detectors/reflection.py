@@ -1,0 +1,222 @@
+"""Reflection: a host receiving answers to queries it never sent.
+
+An attacker sends queries with the victim's address as their source to DNS resolvers, NTP
+servers (monlist), SNMP agents, SSDP devices, CLDAP servers, memcached or chargen services,
+or SYNs to any TCP server; the answers (often many times larger, and then IPv4-fragmented)
+and the SYN-ACKs (retransmitted 3-5 times) all go to the victim. What sets them apart is a
+protocol fact: the victim never sent anything to that server:port.
+
+An answer is a UDP datagram from one of ``ports`` (a DNS message only if it is a response,
+or undecodable: the first fragment of a large one) to a unicast address, or a TCP SYN-ACK.
+A query is a UDP datagram to one of ``ports`` or a TCP SYN without ACK; one sent to a
+multicast or broadcast address (SSDP M-SEARCH, SNMP discovery) solicits answers from any
+server on that port. An answer is unsolicited when its receiver sent no query to its
+sender's address and port within ``query_s`` (60 s: a SYN-ACK is retransmitted for up to
+~63 s). ``answers`` (100) or more unsolicited answers to one host within one ``window_s``
+(10 s) bucket is a reflection: from that bucket's first unsolicited answer (when in the
+same batch) every unsolicited answer to the victim, and every IPv4 fragment (offset > 0:
+no UDP header) to it from a host that sent it one, is flagged until ``hold_s`` after the
+last. Classes: DDoS-UDP_Flood for whole UDP answers, DDoS-UDP_Fragmentation for fragments,
+DDoS-SYN_Flood for SYN-ACKs (the attacker's traffic is a SYN flood aimed at the reflectors
+with the victim's address as source; the flood detector names the backscatter of a SYN flood
+the same way). Solicited answers (the victim's own lookups during the attack) are not flagged.
+
+State: the queries of the last ``query_s`` in a direct-mapped table of ``max_queries`` slots
+(numpy arrays; a live query overwritten by another is counted in ``query_evictions``), and
+per-host answer counts and held victims in `LRU` tables. Per batch the work is vectorised;
+Python loops run over the distinct (host, bucket) pairs that receive unsolicited answers and
+over the held victims.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..capture.batch import (STATUS_OK, TH_ACK, TH_RST, TH_SYN, PacketBatch, address_ids, address_name,
+                             multicast_dst)
+from ..config import ReflectionDetectorConfig
+from .base import LRU, Finding, mark, pair_key
+from .slowhttp import chain
+
+SERVICE = {19: "chargen", 53: "DNS", 123: "NTP", 161: "SNMP", 389: "CLDAP", 1900: "SSDP", 11211: "memcached"}
+C_UDP, C_FRAG, C_SYN = "DDoS-UDP_Flood", "DDoS-UDP_Fragmentation", "DDoS-SYN_Flood"
+MAX_REFLECTORS = 4096  # distinct reflectors remembered per victim
+_M = np.uint64(0x9E3779B97F4A7C15)
+
+
+class ReflectionDetector:
+    name = "reflection"
+
+    def __init__(self, cfg: ReflectionDetectorConfig | None = None):
+        self.cfg = cfg or ReflectionDetectorConfig()
+        self.counters: dict[str, int] = {"reflections": 0, "query_evictions": 0}
+        size = 1 << max(4, (self.cfg.max_queries - 1).bit_length())
+        self.qkeys = np.zeros(size, dtype=np.uint64)
+        self.qts = np.full(size, -np.inf)
+        self.qmask = np.uint64(size - 1)
+        self.ports = np.array(sorted(set(self.cfg.ports)), dtype=np.uint16)
+        # victim -> [bucket, unsolicited answers in it, its first ts]
+        self.counts = LRU(self.cfg.max_victims, self.counters, "victim_evictions")
+        # victim -> [from ts, until ts, reflectors (set), answers flagged, services (set)]
+        self.held = LRU(self.cfg.max_victims, self.counters, "held_evictions")
+        self.peak = (0, 0)  # most unsolicited answers to one host in one bucket, and their sources (measuring)
+
+    # ---- queries -----------------------------------------------------------------------------------
+    def _lookup(self, keys: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        slot = (keys & self.qmask).astype(np.int64)
+        return (self.qkeys[slot] == keys) & (ts - self.qts[slot] <= self.cfg.query_s)
+
+    def _store(self, keys: np.ndarray, ts: np.ndarray) -> None:
+        """Record queries (capture order): per slot the latest wins; live queries overwritten are counted."""
+        if not keys.size:
+            return
+        slot = (keys & self.qmask).astype(np.int64)
+        rs = slot[::-1]
+        _, last = np.unique(rs, return_index=True)  # the latest query of each slot
+        idx = keys.size - 1 - last
+        sl, k, t = slot[idx], keys[idx], ts[idx]
+        old_k, old_t = self.qkeys[sl], self.qts[sl]
+        # distinct keys of this batch that lost their slot to a later one, and older live ones overwritten
+        lost = np.unique(keys).size - np.unique(k).size
+        self.counters["query_evictions"] += int(lost + np.count_nonzero(
+            (old_k != k) & (old_k != 0) & (t - old_t <= self.cfg.query_s)))
+        self.qkeys[sl] = k
+        self.qts[sl] = t
+
+    # ---- per batch ---------------------------------------------------------------------------------
+    def process(self, b: PacketBatch, verdict: np.ndarray) -> list[Finding]:
+        cfg = self.cfg
+        ok = (b.status == STATUS_OK) & (b.ip_version > 0)
+        l4 = ok & b.l4_ok
+        udp = l4 & (b.proto == 17)
+        tcp = l4 & (b.proto == 6)
+        f = b.tcp_flags
+        mc = multicast_dst(b)
+        synack = tcp & (f & (TH_SYN | TH_ACK | TH_RST) == (TH_SYN | TH_ACK)) & ~mc
+        from_port = udp & np.isin(b.sport, self.ports) & ~mc
+        dns_query = (b.sport == 53) & b.dns_ok & ~b.dns_qr
+        ans = synack | (from_port & ~dns_query)
+        qry = (tcp & (f & (TH_SYN | TH_ACK) == TH_SYN)) | (udp & np.isin(b.dport, self.ports))
+        a_rows = np.flatnonzero(ans)
+        q_rows = np.flatnonzero(qry)
+        if not a_rows.size and not q_rows.size and not self.held:
+            return []  # the usual batch: a few column compares
+        src, dst = address_ids(b)
+        ts = b.ts
+        # a query to a group (multicast, broadcast, IPv4 x.x.x.255) is a query to every server on that port
+        group = mc | ((b.ip_version == 4) & (b.dst4 & 0xFF == 0xFF))
+        zero = np.zeros(len(b), dtype=np.uint64)
+        qk = pair_key(src[q_rows], np.where(group[q_rows], zero[q_rows], dst[q_rows]), b.dport[q_rows])
+        unsolicited = np.zeros(0, dtype=np.int64)
+        if a_rows.size:
+            ak = pair_key(dst[a_rows], src[a_rows], b.sport[a_rows])
+            ak0 = pair_key(dst[a_rows], zero[a_rows], b.sport[a_rows])
+            sol = self._lookup(ak, ts[a_rows]) | self._lookup(ak0, ts[a_rows])
+            if q_rows.size:
+                sol |= self._in_batch(q_rows, qk, a_rows, ak, ts, len(b))
+                sol |= self._in_batch(q_rows, qk, a_rows, ak0, ts, len(b))
+            unsolicited = a_rows[~sol]
+        self._store(qk, ts[q_rows])
+        if unsolicited.size:
+            self._count(b, unsolicited, src, dst)
+        return self._flag(b, verdict, ok, unsolicited, src, dst, synack)
+
+    def _in_batch(self, q_rows, qk, a_rows, ak, ts, n) -> np.ndarray:
+        """Answers preceded in this batch by a query with the same key within query_s."""
+        keys = np.unique(np.concatenate([qk, ak]))
+        w = np.int64(n + 1)
+        qc = np.searchsorted(keys, qk).astype(np.int64) * w + q_rows
+        o = np.argsort(qc)
+        qc, qr = qc[o], q_rows[o]
+        ac = np.searchsorted(keys, ak).astype(np.int64) * w + a_rows
+        p = np.searchsorted(qc, ac) - 1
+        pc = np.maximum(p, 0)
+        return (p >= 0) & (qc[pc] // w == ac // w) & (ts[a_rows] - ts[qr[pc]] <= self.cfg.query_s)
+
+    def _count(self, b: PacketBatch, rows: np.ndarray, src: np.ndarray, dst: np.ndarray) -> None:
+        cfg = self.cfg
+        bucket = np.floor(b.ts[rows] / cfg.window_s).astype(np.int64)
+        with np.errstate(over="ignore"):
+            vb = dst[rows] * _M + bucket.astype(np.uint64)
+        _, first, inv, cnt = np.unique(vb, return_index=True, return_inverse=True, return_counts=True)
+        order = np.argsort(inv, kind="stable")
+        offs = np.concatenate([[0], np.cumsum(cnt)])
+        for j in np.argsort(first).tolist():  # (victim, bucket) groups in capture order
+            r = rows[order[offs[j]:offs[j + 1]]]
+            v, bk = int(dst[r[0]]), int(bucket[first[j]])
+            st = self.counts.get_touch(v)
+            if st is None or st[0] != bk:
+                st = [bk, 0, float(b.ts[r[0]]), set()]
+                self.counts.touch(v, st)
+            before = st[1]
+            st[1] += int(r.size)
+            if len(st[3]) < MAX_REFLECTORS:
+                st[3].update(np.unique(src[r]).tolist())
+            if st[1] > self.peak[0]:
+                self.peak = (st[1], len(st[3]))
+            if st[1] < cfg.answers:
+                continue
+            t_cross = float(b.ts[r[max(cfg.answers - before - 1, 0)]])
+            h = self.held.get_touch(v)
+            if h is None or h[1] < st[2]:
+                self.counters["reflections"] += 1
+                self.held.touch(v, [st[2], t_cross + cfg.hold_s, set(st[3]), 0, set()])
+            else:
+                h[1] = max(h[1], t_cross + cfg.hold_s)
+                if len(h[2]) < MAX_REFLECTORS:
+                    h[2].update(st[3])
+
+    def _flag(self, b: PacketBatch, verdict: np.ndarray, ok: np.ndarray, unsolicited: np.ndarray,
+              src: np.ndarray, dst: np.ndarray, synack: np.ndarray) -> list[Finding]:
+        if not self.held:
+            return []
+        cfg = self.cfg
+        t0 = float(b.ts[0])
+        for k in [k for k, v in self.held.items() if v[1] < t0 and v[0] < t0]:
+            del self.held[k]
+        if not self.held:
+            return []
+        victims = np.fromiter(self.held.keys(), dtype=np.uint64, count=len(self.held))
+        u = unsolicited[np.isin(dst[unsolicited], victims)]
+        frag = np.flatnonzero(ok & (b.ip_version == 4) & (b.frag_offset > 0) & np.isin(dst, victims))
+        if not u.size and not frag.size:
+            return []
+        findings = []
+        for v in np.unique(np.concatenate([dst[u], dst[frag]])).tolist():
+            h = self.held[v]
+            r = u[dst[u] == v]
+            r = r[b.ts[r] >= h[0]]
+            r = r[:chain(b.ts[r], h[1], cfg.hold_s)]
+            if r.size:
+                h[1] = max(h[1], float(b.ts[r].max()) + cfg.hold_s)
+                if len(h[2]) < MAX_REFLECTORS:
+                    h[2].update(np.unique(src[r]).tolist())
+            fr = frag[dst[frag] == v]
+            fr = fr[(b.ts[fr] >= h[0]) & (b.ts[fr] <= h[1])]
+            if fr.size:
+                fr = fr[np.isin(src[fr], np.fromiter(h[2], dtype=np.uint64, count=len(h[2])))]
+            if not r.size and not fr.size:
+                continue
+            h[3] += int(r.size)
+            sa = synack[r]
+            is_frag = b.frag_mf[r]
+            h[4].update(SERVICE.get(p, f"UDP/{p}") for p in np.unique(b.sport[r[~sa]]).tolist())
+            if sa.any():
+                h[4].add("TCP SYN-ACK")
+            victim = address_name(v)
+            n_refl = len(h[2])
+            what = ", ".join(sorted(h[4])) or "answers"
+            for cls, rows, proto in ((C_SYN, r[sa], "tcp"), (C_UDP, r[~sa & ~is_frag], "udp"),
+                                     (C_FRAG, np.union1d(r[~sa & is_frag], fr), "udp")):
+                if not rows.size:
+                    continue
+                m = np.zeros(len(b), dtype=bool)
+                m[rows] = True
+                mark(verdict, m, cls)
+                findings.append(Finding(
+                    detector=self.name, cls=cls, first_ts=float(b.ts[rows].min()), last_ts=float(b.ts[rows].max()),
+                    packets=int(rows.size), attacker="", victim=victim, protocol=proto,
+                    evidence=(f"{victim} receives {what} it never queried ({cfg.answers}+ unsolicited answers within "
+                              f"{cfg.window_s:g} s; {h[3]} so far from {n_refl}{'+' if n_refl >= MAX_REFLECTORS else ''}"
+                              f" reflectors; {rows.size} {'fragments' if cls == C_FRAG else 'packets'} here)")))
+        return findings

@@ -1,0 +1,375 @@
+"""Floods from one or a few hosts: a source sending one host packets of one kind at a rate,
+and with an answer ratio, that no benign exchange has.
+
+The crowd rule (`flood.py`) needs hundreds of sources; a flood from one machine (hping3,
+a Mirai bot, a stress tool) has one, so it never fills a crowd, and its windows look like
+any other busy flow. What gives it away is the protocol: a client does not send a host
+hundreds of SYNs a second without completing the handshakes, a bulk transfer is
+acknowledged, a media stream does not go to a closed port, and nothing benign sends a
+host a hundred ICMP messages or IP fragments a second.
+
+Per (source, destination, kind), packets are counted per ``window_s`` (1 s) bucket of
+packet time, together with what the exchange shows about answers in that bucket:
+
+| kind | counted | a flood when, within one bucket |
+|---|---|---|
+| SYN | TCP SYN without ACK | >= ``syn_rate``, to at most ``ports`` ports, and fewer than half as many segments of completed connections (ACK without SYN/RST) from the source |
+| ACK, PSH-ACK, RST/FIN | TCP segments without SYN | >= ``tcp_rate``, to at most ``ports`` ports, most on a new (source port, destination port), and the host answers fewer than 1 in ``unanswered`` with a segment that is not a reset |
+| UDP | UDP datagrams (first fragments included) | >= ``udp_rate``, fewer than 1 in ``unanswered`` answered by a datagram back, and sent to a closed port (ICMP port unreachable back), to ``ports`` or more ports, or shorter than ``udp_payload`` bytes on average; or >= ``udp_rate_any`` unanswered, whatever they carry |
+| ICMP | any ICMP/ICMPv6 message but the errors and echo replies that answer the receiver's own traffic | >= ``icmp_rate`` |
+| fragments | IP fragments (offset > 0 or more-fragments set), any protocol | >= ``frag_rate`` |
+| HTTP requests | TCP segments that open an HTTP request, per server port, per ``http_window_s`` | >= ``http_requests`` |
+
+A connection keeps its ports and is acknowledged (a bulk transfer's receiver acknowledges
+every second segment, and however thinly it does, the transfer keeps to its few
+connections), a scan spreads over many ports, a media stream goes to one open port with
+full-size payloads. Hundreds of UDP datagrams a second to one host are a flood whatever
+ports they pick: this detector then names frames the scan detector called a port scan (a UDP
+scan waits on the host's ICMP rate limit, about one port a second).
+
+The benign corpus's busiest exchanges (its maxima per source and host, 1 s buckets): 18
+SYNs, 21 RST/FIN segments, 2,575 segments without SYN (a VNC session, answered 52 %), 561
+UDP datagrams (an SNMP walk, every one answered), 2 ICMP messages, no fragments, and 40 HTTP
+requests in 5 s. The defaults sit five to fifty times above those.
+
+Once a key crosses, its packets of that kind to the host are flagged from the first packet
+of the bucket (when it is in the same batch) until ``hold_s`` after the last bucket over
+the threshold, and so are the host's answers to them (SYN-ACKs and resets, ICMP errors,
+echo replies, resets to the TCP flood) and, for a SYN flood, the source's resets of the
+host's SYN-ACKs. An HTTP flood flags everything between the client and the server port.
+Classes: DoS-SYN_Flood, DoS-UDP_Flood, DoS-TCP_Flood (bare ACKs and other segments),
+DoS-HTTP_Flood, DDoS-PSHACK_Flood, DDoS-RSTFINFlood, DDoS-ICMP_Flood and the
+DDoS-*_Fragmentation classes by the fragments' protocol; when two or more sources flood
+one host with one kind at once, the DDoS class of that kind.
+
+Only keys with two or more packets in a batch (or already being counted) are looked at,
+so ordinary traffic costs a ``numpy.unique`` per batch; state is capped at ``max_keys``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..capture.batch import (STATUS_OK, TH_ACK, TH_FIN, TH_PSH, TH_RST, TH_SYN, PacketBatch, address_ids,
+                             address_name)
+from ..config import VolumeDetectorConfig
+from .base import CLASS_INDEX, LRU, Finding, mark, pair_key
+
+K_SYN, K_ACK, K_PSHACK, K_RSTFIN, K_UDP, K_ICMP, K_FRAG, K_HTTP = range(8)
+_KIND_NAME = {K_SYN: "TCP SYN", K_ACK: "TCP ACK", K_PSHACK: "TCP PSH-ACK", K_RSTFIN: "TCP RST/FIN",
+              K_UDP: "UDP", K_ICMP: "ICMP", K_FRAG: "IP fragments", K_HTTP: "HTTP requests"}
+_PROTO = {K_SYN: "tcp", K_ACK: "tcp", K_PSHACK: "tcp", K_RSTFIN: "tcp", K_UDP: "udp", K_ICMP: "icmp",
+          K_FRAG: "ip", K_HTTP: "tcp"}
+# (one source, several sources)
+_CLASS = {K_SYN: ("DoS-SYN_Flood", "DDoS-SYN_Flood"), K_ACK: ("DoS-TCP_Flood", "DDoS-TCP_Flood"),
+          K_PSHACK: ("DDoS-PSHACK_Flood", "DDoS-PSHACK_Flood"), K_RSTFIN: ("DDoS-RSTFINFlood", "DDoS-RSTFINFlood"),
+          K_UDP: ("DoS-UDP_Flood", "DDoS-UDP_Flood"), K_ICMP: ("DDoS-ICMP_Flood", "DDoS-ICMP_Flood"),
+          K_HTTP: ("DoS-HTTP_Flood", "DDoS-HTTP_Flood")}
+_FRAG_CLASS = {6: "DDoS-ACK_Fragmentation", 17: "DDoS-UDP_Fragmentation", 1: "DDoS-ICMP_Fragmentation",
+               58: "DDoS-ICMP_Fragmentation"}
+_TCP_KINDS = (K_ACK, K_PSHACK, K_RSTFIN)
+_PORTSCAN = CLASS_INDEX["Recon-PortScan"]
+_M = np.uint64(0x9E3779B97F4A7C15)
+_M2 = np.uint64(0xC2B2AE3D27D4EB4F)
+
+
+class _Count:
+    __slots__ = ("bucket", "first_ts", "n", "answered", "completed", "closed", "ports", "conns", "payload")
+
+    def __init__(self, bucket: int, first_ts: float):
+        self.bucket = bucket
+        self.first_ts = first_ts
+        self.n = self.answered = self.completed = self.closed = self.payload = self.ports = self.conns = 0
+
+
+def _keys(src: np.ndarray, dst: np.ndarray, kind: np.ndarray, port: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return pair_key(src, dst, port.astype(np.uint64) * np.uint64(16) + kind.astype(np.uint64))
+
+
+class VolumeDetector:
+    name = "volume"
+
+    def __init__(self, cfg: VolumeDetectorConfig | None = None):
+        self.cfg = cfg or VolumeDetectorConfig()
+        self.counters: dict[str, int] = {"floods": 0}
+        self.counts = LRU(self.cfg.max_keys, self.counters, "count_evictions")  # key -> _Count
+        # key -> [flag from, flag until, source id, host id, kind, port, fragment protocol, evidence]
+        self.held = LRU(self.cfg.max_keys, self.counters, "flood_evictions")
+        c = self.cfg
+        # packets per second that start to matter, per kind (HTTP: requests per http_window_s)
+        self._rates = np.array([c.syn_rate, c.tcp_rate, c.tcp_rate, c.tcp_rate, c.udp_rate, c.icmp_rate, c.frag_rate,
+                                c.http_requests / c.http_window_s], dtype=np.float64)
+
+    # -- what each frame is, as columns ------------------------------------------------------
+    def _classify(self, b: PacketBatch, src: np.ndarray, dst: np.ndarray):
+        """Per frame: the kind it counts as (-1 none), the kind it answers (keyed reversed),
+        whether it completes a connection (SYN key), and whether it says "port closed"."""
+        ok = (b.status == STATUS_OK) & (b.ip_version > 0)
+        v6 = b.ip_version == 6
+        f = b.tcp_flags
+        frag = ok & ((b.frag_offset > 0) | b.frag_mf)
+        l4 = ok & b.l4_ok & ~frag
+        tcp = l4 & (b.proto == 6)
+        udp = l4 & (b.proto == 17)
+        icmp = ok & b.l4_ok & np.where(v6, b.proto == 58, b.proto == 1) & ~frag
+        kind = np.full(len(b), -1, dtype=np.int8)
+        kind[frag] = K_FRAG
+        kind[udp] = K_UDP
+        kind[tcp & (f & TH_SYN == 0) & (f & (TH_RST | TH_FIN) != 0)] = K_RSTFIN
+        kind[tcp & (f & (TH_SYN | TH_RST | TH_FIN | TH_PSH | TH_ACK) == TH_PSH | TH_ACK)] = K_PSHACK
+        kind[tcp & (f & (TH_SYN | TH_RST | TH_FIN | TH_PSH) == 0)] = K_ACK
+        kind[tcp & (f & (TH_SYN | TH_ACK) == TH_SYN)] = K_SYN
+        echo_rep = icmp & np.where(v6, b.icmp_type == 129, b.icmp_type == 0)
+        err = icmp & np.where(v6, b.icmp_type < 5, np.isin(b.icmp_type, (3, 4, 5, 11, 12)))
+        unreach = icmp & np.where(v6, b.icmp_type == 1, b.icmp_type == 3)
+        # an ICMP error or echo reply answers the receiver's own traffic when the receiver sent
+        # the sender something in this batch (a closed port's unreachable, a router's time
+        # exceeded, a ping's reply); sent unprompted (BlackNurse: type 3 at line rate) it is the
+        # flood itself
+        answer_err = err | echo_rep
+        if answer_err.any():
+            zero = np.zeros(len(b), dtype=np.uint16)
+            sent = np.unique(pair_key(src, dst, zero)[ok & ~answer_err])
+            r = np.flatnonzero(answer_err)
+            answer_err[r] = np.isin(pair_key(dst[r], src[r], zero[r]), sent)
+        kind[icmp & ~answer_err] = K_ICMP
+        # answers, keyed as the flood they answer (source and host swapped)
+        answers = np.full(len(b), -1, dtype=np.int8)
+        answers[tcp & (f & (TH_SYN | TH_ACK) == TH_SYN | TH_ACK)] = K_SYN
+        answers[echo_rep] = K_ICMP
+        answers[udp] = K_UDP
+        closed = unreach & answer_err
+        answers[closed] = K_UDP
+        return kind, answers, closed, tcp & (f & TH_ACK != 0) & (f & (TH_SYN | TH_RST) == 0)
+
+    def process(self, b: PacketBatch, verdict: np.ndarray) -> list[Finding]:
+        src, dst = address_ids(b)
+        kind, answers, closed, est = self._classify(b, src, dst)
+        http = (b.http_req > 0) & (kind >= 0)
+        rows = np.flatnonzero(kind >= 0)
+        hrows = np.flatnonzero(http)
+        if not rows.size and not self.held:
+            return []
+        ports0 = np.zeros(len(b), dtype=np.uint16)
+        key = _keys(src, dst, kind.clip(0), ports0)  # per frame, meaningful where kind >= 0
+        hkey = _keys(src, dst, np.full(len(b), K_HTTP, dtype=np.int8), b.dport)
+        self._count(b, rows, key[rows], kind, src, dst, answers, closed, est, self.cfg.window_s)
+        if hrows.size:
+            self._count(b, hrows, hkey[hrows], np.full(len(b), K_HTTP, dtype=np.int8), src, dst, answers, closed,
+                        est, self.cfg.http_window_s)
+        if not self.held:
+            return []
+        return self._flag(b, verdict, src, dst, kind, answers, key, hkey)
+
+    # -- counting ------------------------------------------------------------------------------
+    def _count(self, b: PacketBatch, rows: np.ndarray, rkey: np.ndarray, kind: np.ndarray, src: np.ndarray,
+               dst: np.ndarray, answers: np.ndarray, closed: np.ndarray, est: np.ndarray, window_s: float) -> None:
+        cfg = self.cfg
+        bucket = np.floor(b.ts[rows] / window_s).astype(np.int64)
+        with np.errstate(over="ignore"):
+            kb = rkey * _M + bucket.astype(np.uint64)
+        order = np.argsort(kb, kind="stable")
+        skb = kb[order]
+        start = np.flatnonzero(np.r_[True, skb[1:] != skb[:-1]])
+        counts = np.diff(np.r_[start, skb.size])
+        head = order[start]  # index into rows of each (key, bucket)'s first frame
+        # a key can reach its rate in a bucket only with a share of it in this batch (a quarter:
+        # a bucket split over batches is counted from the batch that holds most of it); live
+        # batches are short, so there every key with two packets is looked at
+        span = min(max(float(b.ts[-1] - b.ts[0]), 0.0), window_s)
+        need = np.maximum(2.0, self._rates[kind[rows[head]]] * span / 4)
+        cand = counts >= need
+        if self.counts:
+            known = np.fromiter(self.counts.keys(), dtype=np.uint64, count=len(self.counts))
+            cand |= np.isin(rkey[head], known)
+        if not cand.any():
+            return
+        is_http = int(kind[rows[0]]) == K_HTTP
+        # the answers of this batch, per (key, bucket) of the flood they would answer
+        ans_n: dict[int, int] = {}
+        tcp_n: dict[int, int] = {}
+        est_n: dict[int, int] = {}
+        closed_n: dict[int, int] = {}
+        if not is_http:
+            arows = np.flatnonzero((answers >= 0) & ~closed)  # a port unreachable is no answer
+            # a TCP flood's answer is any segment back that is not a reset
+            trows = np.flatnonzero((b.proto == 6) & b.l4_ok & (b.tcp_flags & TH_RST == 0) & (b.status == STATUS_OK)
+                                   & (b.ip_version > 0))
+            ans_n = self._tally(b, arows, dst, src, answers[arows], window_s)
+            # one tally serves the three TCP kinds: looked up under K_ACK's key (`alt` below)
+            tcp_n = self._tally(b, trows, dst, src, np.full(trows.size, K_ACK, np.int8), window_s)
+            erows = np.flatnonzero(est)
+            est_n = self._tally(b, erows, src, dst, np.full(erows.size, K_SYN, np.int8), window_s)
+            crows = np.flatnonzero(closed)
+            closed_n = self._tally(b, crows, dst, src, np.full(crows.size, K_UDP, np.int8), window_s)
+        pay = (b.ip_len.astype(np.int64) - b.ip_hdr_len - b.l4_hdr_len).clip(0)
+        # distinct destination ports per (key, bucket) in this batch (summed over batches: an
+        # over-count, which only ever makes a flood look more like a scan)
+        n_ports: dict[int, int] = {}
+        n_conns: dict[int, int] = {}
+        if not is_http:
+            sel = np.repeat(cand, counts)  # sorted frames of the candidate (key, bucket)s
+            with np.errstate(over="ignore"):
+                kp = skb[sel] ^ ((b.dport[rows[order[sel]]].astype(np.uint64) + np.uint64(1)) * _M2)
+            _, first = np.unique(kp, return_index=True)
+            kpu, kpn = np.unique(skb[sel][first], return_counts=True)
+            n_ports = dict(zip(kpu.tolist(), kpn.tolist()))
+            # and distinct (source port, destination port): a connection keeps its ports, a flood
+            # tool takes a new source port for nearly every segment
+            with np.errstate(over="ignore"):
+                kc = kp ^ ((b.sport[rows[order[sel]]].astype(np.uint64) + np.uint64(1)) * _M)
+            _, first = np.unique(kc, return_index=True)
+            kcu, kcn = np.unique(skb[sel][first], return_counts=True)
+            n_conns = dict(zip(kcu.tolist(), kcn.tolist()))
+        hr = rows[head]
+        with np.errstate(over="ignore"):
+            alt = (_keys(src[hr], dst[hr], np.full(hr.size, K_ACK, np.int8), np.zeros(hr.size, np.uint16)) * _M
+                   + bucket[head].astype(np.uint64))
+        for j in np.flatnonzero(cand).tolist():
+            h = int(head[j])
+            r = rows[h]
+            k = int(rkey[h])
+            bk = int(bucket[h])
+            kd = int(kind[r])
+            st = self.counts.get_touch(k)
+            if st is None or st.bucket != bk:
+                st = _Count(bk, float(b.ts[r]))
+                self.counts.touch(k, st)
+            n = int(counts[j])
+            st.n += n
+            kb_j = int(skb[start[j]])
+            st.answered += tcp_n.get(int(alt[j]), 0) if kd in _TCP_KINDS else ans_n.get(kb_j, 0)
+            st.completed += est_n.get(kb_j, 0)
+            st.closed += closed_n.get(kb_j, 0)
+            st.ports += n_ports.get(kb_j, 0)
+            st.conns += n_conns.get(kb_j, 0)
+            if kd == K_UDP:
+                st.payload += int(pay[rows[order[start[j]:start[j] + n]]].sum())
+            why = self._flood(kd, st, window_s)
+            if why:
+                self._hold(k, st, float(b.ts[r]), int(src[r]), int(dst[r]), kd,
+                           int(b.dport[r]) if kd == K_HTTP else -1, int(b.proto[r]), why, window_s)
+
+    @staticmethod
+    def _tally(b: PacketBatch, rows: np.ndarray, a: np.ndarray, c: np.ndarray, kinds: np.ndarray,
+               window_s: float) -> dict[int, int]:
+        """Frames of ``rows`` per (key(a, c, kind), bucket), as the counting loop keys them."""
+        if not rows.size:
+            return {}
+        k = _keys(a[rows], c[rows], kinds, np.zeros(rows.size, dtype=np.uint16))
+        bucket = np.floor(b.ts[rows] / window_s).astype(np.int64)
+        with np.errstate(over="ignore"):
+            kb = k * _M + bucket.astype(np.uint64)
+        u, n = np.unique(kb, return_counts=True)
+        return dict(zip(u.tolist(), n.tolist()))
+
+    def _flood(self, kd: int, st: _Count, window_s: float) -> str:
+        """Why the bucket so far is a flood ("" when it is not)."""
+        cfg = self.cfg
+        # a TCP flood hammers a service (a port or a few); probes spread over more ports are a
+        # scan's, retransmissions included (nmap retries unanswered ports)
+        scan_like = st.ports > cfg.ports
+        if kd == K_SYN:
+            if st.n >= cfg.syn_rate * window_s and st.completed * 2 < st.n and not scan_like:
+                return f"{st.n} SYNs in {window_s:g} s to {st.ports} ports, {st.completed} segments of completed connections"
+        elif kd in _TCP_KINDS:
+            # segments of no connection: a new (source port, destination port) for most of them
+            # (a transfer, however thinly acknowledged, keeps to its few connections)
+            if (st.n >= cfg.tcp_rate * window_s and st.answered * cfg.unanswered < st.n and not scan_like
+                    and st.conns * 4 >= st.n):
+                return f"{st.n} segments in {window_s:g} s, {st.answered} acknowledged"
+        elif kd == K_UDP:
+            if st.n >= cfg.udp_rate * window_s and st.answered * cfg.unanswered < st.n:
+                if st.n >= cfg.udp_rate_any * window_s:
+                    return f"{st.n} datagrams in {window_s:g} s, {st.answered} answered"
+                if st.closed:
+                    return f"{st.n} datagrams in {window_s:g} s to a closed port ({st.closed} port unreachable)"
+                if st.ports >= cfg.ports:
+                    return f"{st.n} datagrams in {window_s:g} s to {st.ports} ports, {st.answered} answered"
+                if st.payload < cfg.udp_payload * st.n:
+                    return (f"{st.n} datagrams in {window_s:g} s of {st.payload / st.n:.0f} bytes on average, "
+                            f"{st.answered} answered")
+        elif kd == K_ICMP:
+            if st.n >= cfg.icmp_rate * window_s:
+                return f"{st.n} ICMP messages in {window_s:g} s"
+        elif kd == K_FRAG:
+            if st.n >= cfg.frag_rate * window_s:
+                return f"{st.n} IP fragments in {window_s:g} s"
+        elif kd == K_HTTP:
+            if st.n >= cfg.http_requests:
+                return f"{st.n} HTTP requests in {window_s:g} s"
+        return ""
+
+    def _hold(self, key: int, st: _Count, ts: float, source: int, host: int, kd: int, port: int, proto: int,
+              why: str, window_s: float) -> None:
+        until = (st.bucket + 1) * window_s + self.cfg.hold_s
+        h = self.held.get_touch(key)
+        if h is None or h[1] < ts:
+            self.counters["floods"] += 1
+            self.held.touch(key, [st.first_ts, until, source, host, kd, port, proto, why])
+        else:
+            h[1] = max(h[1], until)
+            h[7] = why
+
+    # -- flagging ------------------------------------------------------------------------------
+    def _flag(self, b: PacketBatch, verdict: np.ndarray, src: np.ndarray, dst: np.ndarray, kind: np.ndarray,
+              answers: np.ndarray, key: np.ndarray, hkey: np.ndarray) -> list[Finding]:
+        t0 = float(b.ts[0])
+        for k in [k for k, v in self.held.items() if v[1] < t0]:
+            del self.held[k]
+        if not self.held:
+            return []
+        keys = np.fromiter(self.held.keys(), dtype=np.uint64, count=len(self.held))
+        n = len(b)
+        ok = (b.status == STATUS_OK) & (b.ip_version > 0)
+        tcp = ok & b.l4_ok & (b.proto == 6)
+        fwd_hit = (kind >= 0) & np.isin(key, keys)
+        # answers from the host, keyed as the flood they answer
+        akey = np.where(answers >= 0, _keys(dst, src, answers.clip(0), np.zeros(n, np.uint16)), np.uint64(0))
+        ans_hit = (answers >= 0) & np.isin(akey, keys)
+        # resets: the host refusing a TCP flood, the source refusing the host's SYN-ACKs
+        rst = tcp & (b.tcp_flags & TH_RST != 0)
+        syn_of_src = _keys(src, dst, np.full(n, K_SYN, np.int8), np.zeros(n, np.uint16))
+        rkeys = {k: _keys(dst, src, np.full(n, k, np.int8), np.zeros(n, np.uint16)) for k in (K_SYN, *_TCP_KINDS)}
+        # HTTP floods: every TCP frame between the client and the server port, both ways
+        hrev = _keys(dst, src, np.full(n, K_HTTP, np.int8), b.sport)
+        http_hit = tcp & (np.isin(hkey, keys) | np.isin(hrev, keys))
+        # how many sources flood each (host, kind): two or more make it distributed
+        crowd: dict[tuple[int, int], int] = {}
+        for v in self.held.values():
+            crowd[(v[3], v[4])] = crowd.get((v[3], v[4]), 0) + 1
+        findings = []
+        for k, (lo, hi, source, host, kd, port, proto, why) in list(self.held.items()):
+            if kd == K_HTTP:
+                m = http_hit & ((hkey == k) | (hrev == k))
+            else:
+                m = fwd_hit & (key == k)
+                m |= ans_hit & (akey == k)
+                if kd == K_SYN:
+                    m |= rst & (syn_of_src == k)  # the source's resets of the host's SYN-ACKs
+                if kd in (K_SYN, *_TCP_KINDS):
+                    m |= rst & (rkeys[kd] == k)  # the host refusing the flood
+            if not m.any():
+                continue
+            m &= (b.ts >= lo) & (b.ts <= hi)
+            if not m.any():
+                continue
+            many = crowd.get((host, kd), 1) >= 2
+            if kd == K_FRAG:
+                cls = _FRAG_CLASS.get(proto, "DDoS-UDP_Fragmentation")
+            else:
+                cls = _CLASS[kd][1 if many else 0]
+            if kd in (K_UDP, K_FRAG):
+                # a UDP scan probes each port once, slowly (nmap -sU waits on the host's ICMP rate limit);
+                # hundreds of datagrams a second to one host are a flood, whatever ports they pick
+                verdict[m & (verdict == _PORTSCAN)] = -1
+            mark(verdict, m, cls)
+            ts = b.ts[m]
+            what = _KIND_NAME[kd] + (f" to port {port}" if kd == K_HTTP else "")
+            findings.append(Finding(
+                detector=self.name, cls=cls, first_ts=float(ts.min()), last_ts=float(ts.max()),
+                packets=int(np.count_nonzero(m)), attacker=address_name(source), victim=address_name(host),
+                protocol=_PROTO[kd],
+                evidence=f"{address_name(source)} floods {address_name(host)} with {what}: {why}"))
+        return findings

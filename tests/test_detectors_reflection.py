@@ -1,0 +1,215 @@
+"""Reflection detector (`detector:reflection`): DNS (fragmented ANY answers), NTP monlist and TCP SYN-ACK
+reflections are flagged; a resolver's client, a DNS server, an NTP client, SSDP discovery and a SYN flood's
+backscatter are not; the state is bounded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from scapy.all import DNS, DNSQR, DNSRR, IP, TCP, UDP, Ether, Raw, fragment, wrpcap
+
+from ids_daemon.capture.batch import PacketBatch
+from ids_daemon.capture.pcap import PcapSource
+from ids_daemon.config import DetectorsConfig, ReflectionDetectorConfig
+from ids_daemon.detectors import DETECTOR_CLASSES, DetectorSet
+from ids_daemon.detectors.reflection import ReflectionDetector
+
+C = {c: i for i, c in enumerate(DETECTOR_CLASSES)}
+T0 = 1_700_000_000.0
+VICTIM, CLIENT, RESOLVER = "192.168.1.20", "192.168.1.30", "8.8.8.8"
+REFLECTION_CLASSES = [C["DDoS-UDP_Flood"], C["DDoS-UDP_Fragmentation"], C["DDoS-SYN_Flood"]]
+
+
+def at(p, t: float):
+    p.time = T0 + t
+    return p
+
+
+def run(path: Path, cfg: DetectorsConfig | None = None, only: ReflectionDetectorConfig | None = None
+        ) -> tuple[PacketBatch, np.ndarray, list]:
+    """The whole detector set, or (``only``) the reflection detector alone."""
+    ds = DetectorSet(cfg) if only is None else None
+    det = ReflectionDetector(only) if only is not None else None
+    batches, classes, findings = [], [], []
+    with PcapSource(path) as src:
+        while (b := src.next_batch()) is not None:
+            if ds is not None:
+                r = ds.process(b)
+                fc, fs = r.frame_class, r.findings
+            else:
+                fc = np.full(len(b), -1, np.int16)
+                fs = det.process(b, fc)
+            batches.append(b)
+            classes.append(fc)
+            findings += fs
+    return PacketBatch.concat(batches), np.concatenate(classes), findings
+
+
+def write(tmp_path: Path, name: str, pkts: list) -> Path:
+    pkts.sort(key=lambda p: p.time)
+    path = tmp_path / name
+    wrpcap(str(path), pkts)
+    return path
+
+
+def lookup(t: float, k: int, client: str = VICTIM, server: str = RESOLVER) -> list:
+    q = Ether() / IP(src=client, dst=server) / UDP(sport=33000 + k, dport=53) / DNS(id=k, rd=1, qd=DNSQR(
+        qname=f"host{k}.example.com"))
+    r = Ether() / IP(src=server, dst=client) / UDP(sport=53, dport=33000 + k) / DNS(
+        id=k, qr=1, rd=1, ra=1, qd=DNSQR(qname=f"host{k}.example.com"),
+        an=DNSRR(rrname=f"host{k}.example.com", rdata="93.184.216.34"))
+    return [at(q, t), at(r, t + 0.02)]
+
+
+def test_dns_reflection_with_fragments_is_flagged(tmp_path: Path) -> None:
+    """ANY answers from 20 open resolvers, 2000 in 2 s, every other one 3,000 bytes (3 IPv4 fragments);
+    the victim's own lookups during the attack are answers it asked for."""
+    resolvers = [f"203.0.113.{i + 1}" for i in range(20)]
+    pkts = []
+    for i in range(2000):
+        big = i % 2 == 0
+        ans = IP(src=resolvers[i % 20], dst=VICTIM, id=i) / UDP(sport=53, dport=80) / DNS(
+            id=i & 0xFFFF, qr=1, qd=DNSQR(qname="isc.org", qtype=255),
+            an=DNSRR(rrname="isc.org", rdata="149.20.1.66"))
+        if big:  # the rest of a 3,000-byte ANY answer
+            ans = ans / Raw(b"\x00" * 3000)
+        for p in (fragment(ans, fragsize=1400) if big else [ans]):
+            pkts.append(at(Ether() / p, 1 + i * 0.001))
+    for k in range(20):
+        pkts += lookup(0.5 + k * 0.1, k)
+    b, fc, findings = run(write(tmp_path, "dns_refl.pcap", pkts))
+    attack = np.isin(b.src4, [int.from_bytes(bytes(map(int, r.split("."))), "big") for r in resolvers])
+    frags = attack & (b.frag_offset > 0)
+    assert frags.sum() == 2000 and attack.sum() == 4000
+    share = float(np.isin(fc[attack], REFLECTION_CLASSES).mean())
+    assert share >= 0.95, share
+    assert (fc[frags] == C["DDoS-UDP_Fragmentation"]).mean() >= 0.95
+    assert (fc[attack & (b.frag_offset == 0) & ~b.frag_mf] == C["DDoS-UDP_Flood"]).mean() >= 0.95
+    assert (fc[~attack] == -1).all()  # the victim's lookups and their answers
+    refl = [f for f in findings if f.detector == "reflection"]
+    assert {f.victim for f in refl} == {VICTIM} and all(f.attacker == "" for f in refl)
+    assert {f.cls for f in refl} == {"DDoS-UDP_Flood", "DDoS-UDP_Fragmentation"}
+    assert all("20 reflectors" in f.evidence and "DNS" in f.evidence for f in refl)
+
+
+def test_ntp_monlist_reflection(tmp_path: Path) -> None:
+    """monlist (mode 7) answers: 100 datagrams of 468 bytes per spoofed request, from 5 NTP servers."""
+    pkts = []
+    for s in range(5):
+        for k in range(100):
+            pkts.append(at(Ether() / IP(src=f"198.51.100.{s + 1}", dst=VICTIM) / UDP(sport=123, dport=57123)
+                           / Raw(b"\xd7\x00\x03\x2a" + b"\x00" * 464), 2 + s * 0.01 + k * 0.02))
+    b, fc, findings = run(write(tmp_path, "ntp.pcap", pkts))
+    assert (fc == C["DDoS-UDP_Flood"]).mean() >= 0.95
+    f = next(f for f in findings if f.detector == "reflection")
+    assert "NTP" in f.evidence and "5 reflectors" in f.evidence and f.victim == VICTIM
+
+
+def test_syn_ack_reflection(tmp_path: Path) -> None:
+    """SYNs spoofed with the victim's address to 50 web servers: each answers with a SYN-ACK and
+    retransmits it 3 times (1, 3, 7 s); the victim sent no SYN and resets them."""
+    pkts = []
+    for s in range(50):
+        srv = f"198.18.{s // 200}.{s % 200 + 1}"
+        for k, d in enumerate((0, 1, 3, 7)):
+            t = 1 + s * 0.02 + d
+            pkts.append(at(Ether() / IP(src=srv, dst=VICTIM) / TCP(sport=443, dport=20000 + s, flags="SA"), t))
+            if k == 0:
+                pkts.append(at(Ether() / IP(src=VICTIM, dst=srv) / TCP(sport=20000 + s, dport=443, flags="R"),
+                               t + 0.001))
+    # the victim's own connection during the attack: its SYN-ACK is solicited
+    pkts.append(at(Ether() / IP(src=VICTIM, dst="198.18.9.9") / TCP(sport=30000, dport=443, flags="S"), 2))
+    pkts.append(at(Ether() / IP(src="198.18.9.9", dst=VICTIM) / TCP(sport=443, dport=30000, flags="SA"), 2.05))
+    b, fc, findings = run(write(tmp_path, "synack.pcap", pkts))
+    sa = (b.tcp_flags == 0x12) & (b.dst4 == 0xC0A80114) & (b.src4 != 0xC6120909)
+    assert sa.sum() == 200 and (fc[sa] == C["DDoS-SYN_Flood"]).mean() >= 0.95
+    assert (fc[~sa] == -1).all()
+    f = next(f for f in findings if f.detector == "reflection")
+    assert "TCP SYN-ACK" in f.evidence and "50 reflectors" in f.evidence
+
+
+def test_benign_answers_are_solicited(tmp_path: Path) -> None:
+    """With a threshold of 5 unsolicited answers: none of these exchanges reaches it."""
+    pkts = []
+    for k in range(300):  # a resolver's client: 300 lookups in 10 s
+        pkts += lookup(k / 30, k, client=CLIENT)
+    for c in range(50):  # a DNS server answering 50 clients
+        pkts += lookup(11 + c * 0.01, 1000 + c, client=f"10.0.{c // 200}.{c % 200 + 1}", server="192.168.1.53")
+    for s in range(4):  # an NTP client (port 123 both ways) polling 4 servers
+        for k in range(10):
+            t = 12 + s * 0.1 + k * 2
+            pkts.append(at(Ether() / IP(src=CLIENT, dst=f"162.159.200.{s + 1}") / UDP(sport=123, dport=123)
+                           / Raw(b"\x23" + b"\x00" * 47), t))
+            pkts.append(at(Ether() / IP(src=f"162.159.200.{s + 1}", dst=CLIENT) / UDP(sport=123, dport=123)
+                           / Raw(b"\x24" + b"\x00" * 47), t + 0.03))
+    # SSDP discovery: one M-SEARCH to the multicast group, 30 devices answer by unicast, and NOTIFYs
+    pkts.append(at(Ether() / IP(src=CLIENT, dst="239.255.255.250") / UDP(sport=50000, dport=1900)
+                   / Raw(b"M-SEARCH * HTTP/1.1\r\n\r\n"), 40))
+    for d in range(30):
+        pkts.append(at(Ether() / IP(src=f"192.168.1.{100 + d}", dst=CLIENT) / UDP(sport=1900, dport=50000)
+                       / Raw(b"HTTP/1.1 200 OK\r\n\r\n"), 40.1 + d * 0.01))
+        pkts.append(at(Ether() / IP(src=f"192.168.1.{100 + d}", dst="239.255.255.250") / UDP(sport=1900, dport=1900)
+                       / Raw(b"NOTIFY * HTTP/1.1\r\n\r\n"), 41 + d * 0.01))
+    # a browser: 100 connections, each SYN answered by a SYN-ACK
+    for k in range(100):
+        pkts.append(at(Ether() / IP(src=CLIENT, dst=f"93.184.{k // 200}.{k % 200 + 1}")
+                       / TCP(sport=40000 + k, dport=443, flags="S"), 50 + k * 0.05))
+        pkts.append(at(Ether() / IP(src=f"93.184.{k // 200}.{k % 200 + 1}", dst=CLIENT)
+                       / TCP(sport=443, dport=40000 + k, flags="SA"), 50.03 + k * 0.05))
+    b, fc, findings = run(write(tmp_path, "benign.pcap", pkts), only=ReflectionDetectorConfig(answers=5))
+    assert (fc == -1).all() and not findings
+    b, fc, findings = run(tmp_path / "benign.pcap")
+    assert (fc == -1).all() and not findings
+
+
+def test_syn_flood_backscatter_is_not_reflection(tmp_path: Path) -> None:
+    """A SYN flood from 400 spoofed addresses: the flooded host's 1-3 SYN-ACKs to each (seen with the SYNs,
+    or alone, as a network owning the spoofed addresses sees them) are no reflection on any of them."""
+    rng = np.random.default_rng(7)
+    spoofed = [f"{a}.{b}.{c}.{d}" for a, b, c, d in rng.integers(1, 224, (400, 4)).tolist()]
+    with_syns, alone = [], []
+    for i, s in enumerate(spoofed):
+        t = 1 + i * 0.005
+        with_syns.append(at(Ether() / IP(src=s, dst=VICTIM) / TCP(sport=1024 + i, dport=80, flags="S"), t))
+        for k in range(1 + i % 3):
+            sa = at(Ether() / IP(src=VICTIM, dst=s) / TCP(sport=80, dport=1024 + i, flags="SA"), t + 0.001 + k)
+            with_syns.append(sa)
+            alone.append(sa.copy())
+    for name, pkts in (("with_syns.pcap", with_syns), ("alone.pcap", alone)):
+        _, fc, findings = run(write(tmp_path, name, pkts), only=ReflectionDetectorConfig())
+        assert (fc == -1).all() and not findings, name
+
+
+def test_reflection_counted_across_small_batches_and_bounded(tmp_path: Path) -> None:
+    """Live batches of 50 ms: flagged from the batch of the 100th unsolicited answer on; queries from 100,000
+    spoofed sources keep the query table at its size, the overwrites counted."""
+    pkts = [at(Ether() / IP(src=f"203.0.113.{i % 20 + 1}", dst=VICTIM) / UDP(sport=53, dport=80)
+               / DNS(id=i, qr=1, qd=DNSQR(qname="isc.org", qtype=255)), i * 0.01) for i in range(500)]
+    with PcapSource(write(tmp_path, "slow.pcap", pkts)) as src:
+        b = src.next_batch()
+    d = ReflectionDetector(ReflectionDetectorConfig(max_queries=1024, max_victims=64))
+    flagged = 0
+    for lo in range(0, 500, 5):
+        part = b.take(np.arange(lo, lo + 5))
+        v = np.full(5, -1, np.int16)
+        d.process(part, v)
+        flagged += int((v >= 0).sum())
+    assert flagged == 405 and d.counters["reflections"] == 1  # the batch of the 100th answer and all after
+    n = 100_000
+    q = PacketBatch.empty(n)
+    q.ts[:] = T0 + 10 + np.arange(n) * 1e-5
+    q.ip_version[:] = 4
+    q.proto[:] = 17
+    q.l4_ok[:] = True
+    q.src4[:] = rng_addrs(n)
+    q.dst4[:] = rng_addrs(n)
+    q.sport[:] = 40000
+    q.dport[:] = 53
+    v = np.full(n, -1, np.int16)
+    d.process(q, v)
+    assert d.qkeys.size == 1024 and d.counters["query_evictions"] >= n - 1024 and len(d.held) <= 64
+
+
+def rng_addrs(n: int) -> np.ndarray:
+    return np.random.default_rng(9).integers(1, 2**32 - 1, n, dtype=np.uint64).astype(np.uint32)
