@@ -40,7 +40,8 @@ import numpy as np
 
 from ..capture.batch import ETH_P_ARP, STATUS_OK, TH_ACK, TH_FIN, TH_RST, TH_SYN, PacketBatch, address_ids, address_name
 from ..config import ScanDetectorConfig
-from .base import LRU, Finding, mark, pair_key
+from . import _scan_kernel as _k
+from .base import Finding, mark, pair_key
 
 K_TCP, K_UDP, K_ACK, K_ICMP, K_ARP, K_PROTO = 0, 1, 2, 3, 4, 5
 _KIND_NAME = {K_TCP: "tcp", K_UDP: "udp", K_ACK: "tcp", K_ICMP: "icmp", K_ARP: "arp", K_PROTO: "ip"}
@@ -70,46 +71,134 @@ class _Connections:
     """(sender, sender port, peer, peer port) of the TCP connections seen opening (a SYN or
     SYN-ACK), as a set in two generations: the current one, and the one before it, dropped
     (its entries counted in ``counters[counter]``) when the current one reaches half of ``cap``.
-    Bulk inserts and lookups at set speed: a spoofed SYN flood puts every SYN here."""
+    Each generation is an open-addressing hash set of 64-bit keys (compiled): a spoofed SYN
+    flood puts every SYN here."""
 
     def __init__(self, cap: int, counters: dict[str, int], counter: str):
         self.half = max(cap // 2, 1)
-        self.cur: set[int] = set()
-        self.old: set[int] = set()
+        self.cur = self._empty(1 << 12)
+        self.old = self._empty(1 << 12)
         self.counters = counters
         self.counter = counter
         counters.setdefault(counter, 0)
 
-    def add(self, keys: list[int]) -> None:
-        self.cur.update(keys)
-        if len(self.cur) >= self.half:
-            self.counters[self.counter] += len(self.old)
-            self.old, self.cur = self.cur, set()
+    @staticmethod
+    def _empty(size: int):
+        return (np.zeros(size, np.uint64), np.zeros(size, np.bool_), np.zeros(1, np.int64))
 
-    def __contains__(self, key: int) -> bool:
-        return key in self.cur or key in self.old
+    def __len__(self) -> int:
+        return int(self.cur[2][0] + self.old[2][0])
+
+    def add(self, keys: np.ndarray) -> None:
+        keys = np.ascontiguousarray(keys, dtype=np.uint64)
+        tab, used, meta = self.cur
+        need = int(meta[0]) + keys.size
+        if 2 * need > tab.size:  # grow: at most half full
+            size = tab.size
+            while 2 * need > size:
+                size <<= 1
+            grown = self._empty(size)
+            _k.set_add(grown[0], grown[1], grown[2], tab[used])
+            self.cur = tab, used, meta = grown
+        _k.set_add(tab, used, meta, keys)
+        if meta[0] >= self.half:
+            self.counters[self.counter] += int(self.old[2][0])
+            self.old, self.cur = self.cur, self._empty(tab.size)
+
+    def contains(self, keys: np.ndarray) -> np.ndarray:
+        keys = np.ascontiguousarray(keys, dtype=np.uint64)
+        out = np.zeros(keys.size, np.bool_)
+        for tab, used, meta in (self.cur, self.old):
+            if meta[0]:
+                _k.set_has(tab, used, keys, out)
+        return out
 
 
-class _Group:
-    __slots__ = ("t0", "members", "answered", "failed")
+class _Table:
+    """A bounded LRU table of the compiled kernel (`_scan_kernel.new_table`) with ``values``
+    columns per node; evictions are counted in ``counters[counter]``."""
 
-    def __init__(self, t0: float):
-        self.t0 = t0
-        self.members: set[int] = set()
-        self.answered = 0
-        self.failed = 0
+    def __init__(self, cap: int, counters: dict[str, int], counter: str, values: int):
+        self.t = _k.new_table(cap, values)
+        self.counters = counters
+        self.counter = counter
+        counters.setdefault(counter, 0)
+
+    def __len__(self) -> int:
+        return int(self.t[0][_k.M_SIZE])
+
+    def sync(self) -> None:
+        """Move the evictions counted by the kernel into the counters."""
+        meta = self.t[0]
+        if meta[_k.M_EVICT]:
+            self.counters[self.counter] += int(meta[_k.M_EVICT])
+            meta[_k.M_EVICT] = 0
+
+
+_CLS = {_k.C_PORTSCAN: "Recon-PortScan", _k.C_PINGSWEEP: "Recon-PingSweep", _k.C_DISCOVERY: "Recon-HostDiscovery"}
+_WHAT = {_k.W_PORTS: "ports", _k.W_HOSTS: "hosts", _k.W_PINGED: "hosts pinged", _k.W_ARP: "unanswered ARP requests"}
+_U64 = (1 << 64) - 1
+
+
+_warm = False
+
+
+def _warm_up() -> None:
+    """Load (or compile) every kernel once per process, on a tiny vertical scan with a banner
+    grab: a detector's first batch should not pay for it."""
+    global _warm
+    if _warm:
+        return
+    _warm = True
+    n = 64
+    out = []
+    for t0 in (1000.0, 1001.0):
+        b = PacketBatch.empty(n)
+        b.ts[:] = t0 + np.arange(n) * 1e-3
+        b.ethertype[:] = 0x0800
+        b.ip_version[:] = 4
+        b.proto[:] = 6
+        b.l4_ok[:] = True
+        b.ip_hdr_len[:] = 20
+        b.l4_hdr_len[:] = 20
+        b.ip_len[:] = 40
+        b.src4[:] = 0x0A000001
+        b.dst4[:] = 0x0A000002
+        b.sport[:] = 40000
+        b.dport[:] = np.arange(n) + (1 if t0 < 1001 else 101)  # the first batch's time out in the second
+        b.tcp_flags[:] = TH_SYN
+        b.tcp_flags[1::4] = TH_ACK  # bare ACK probes
+        b.tcp_flags[-2] = TH_ACK | 0x08  # data to the probed host
+        b.ip_len[-2] = 80
+        b.src4[-1], b.dst4[-1], b.sport[-1], b.dport[-1] = 0x0A000002, 0x0A000001, 5, 40000
+        b.tcp_flags[-1] = TH_RST | TH_ACK
+        out.append(b)
+    det = ScanDetector(ScanDetectorConfig(max_pending=1024, max_groups=64))
+    for b in out:
+        det.process(b, np.full(len(b), -1, np.int16))
 
 
 class ScanDetector:
     name = "scan"
 
     def __init__(self, cfg: ScanDetectorConfig | None = None):
+        _warm_up()
         self.cfg = cfg or ScanDetectorConfig()
         self.counters: dict[str, int] = {"probes": 0, "failed_probes": 0, "scanners": 0}
-        self.pending = LRU(self.cfg.max_pending, self.counters, "pending_evictions")  # key -> (ts, src, host, port, kind)
-        self.groups = LRU(self.cfg.max_groups, self.counters, "group_evictions")  # gkey -> _Group
-        self.active = LRU(self.cfg.max_groups, self.counters, "scanner_evictions")  # src -> [until, cls, victim, why]
-        self.targets = LRU(self.cfg.max_groups, self.counters, "target_evictions")  # (scanner, host) it probed -> None
+        # unanswered probes: key -> (ts, src, host, port, kind, from an OS stack)
+        self.pending = _Table(self.cfg.max_pending, self.counters, "pending_evictions", _k.PENDING_VALUES)
+        # (src, host, port << 8 | kind) -> (t0, answered, failed, members, first and last member block)
+        self.groups = _Table(self.cfg.max_groups, self.counters, "group_evictions", _k.GROUP_VALUES)
+        # src -> (until, class, evidence id)
+        self.active = _Table(self.cfg.max_groups, self.counters, "scanner_evictions", _k.ACTIVE_VALUES)
+        # (scanner, host) it probed
+        self.targets = _Table(self.cfg.max_groups, self.counters, "target_evictions", _k.TARGET_VALUES)
+        # the groups' members, in blocks of _k.BLOCK (a free list; grown when short)
+        self._blocks = np.zeros(1024 * _k.BLOCK, np.uint64)
+        self._bnext = np.zeros(1024, np.int64)
+        self._bmeta = np.array([-1, 0, 1024], np.int64)  # free list head, high-water mark, blocks free
+        self._info: dict[int, tuple[str, str]] = {}  # evidence id -> (victim, why)
+        self._next_info = 0
         # connections seen opening, keyed as (sender, sport, peer, dport) of either side's later segments
         self.conns = _Connections(self.cfg.max_pending, self.counters, "connection_evictions")
 
@@ -140,11 +229,11 @@ class ScanDetector:
             o = np.flatnonzero(opening)
             # either side's later segments: (sender, sport, peer, dport) both ways
             self.conns.add(np.concatenate([pair_key(src[o], dst[o], _ports(b.sport[o], b.dport[o])),
-                                           pair_key(dst[o], src[o], _ports(b.dport[o], b.sport[o]))]).tolist())
+                                           pair_key(dst[o], src[o], _ports(b.dport[o], b.sport[o]))]))
         if p_ack.any():
             a = np.flatnonzero(p_ack)
-            mine = pair_key(src[a], dst[a], _ports(b.sport[a], b.dport[a])).tolist()
-            p_ack[a[[k in self.conns for k in mine]]] = False
+            mine = pair_key(src[a], dst[a], _ports(b.sport[a], b.dport[a]))
+            p_ack[a[self.conns.contains(mine)]] = False
         p_udp = udp & (b.dport <= b.sport) & dst_ok
         p_icmp = icmp & echo_req & dst_ok
         # other IP protocols (a benign capture carries at most one besides TCP, UDP and ICMP: GRE, IGMP, ESP...)
@@ -163,10 +252,13 @@ class ScanDetector:
         a_icmp = icmp & echo_rep
         a_arp = arp & (b.arp_op == 2)
         zero = np.zeros(len(b), dtype=np.uint16)
-        rev = lambda port_, kind_: _key(dst, src, port_, kind_)  # noqa: E731
-        answers = np.concatenate([rev(b.sport, K_TCP)[a_tcp], rev(b.sport, K_ACK)[a_tcp], rev(b.sport, K_UDP)[a_udp],
-                                  rev(zero, K_ICMP)[a_icmp], rev(zero, K_ARP)[a_arp]])
-        resets = np.concatenate([rev(b.sport, K_TCP)[rst], rev(b.sport, K_ACK)[rst]])
+
+        def rev(port_: np.ndarray, kind_: int, m: np.ndarray) -> np.ndarray:  # keyed on the rows of m only
+            return _key(dst[m], src[m], port_[m], kind_)
+
+        answers = np.concatenate([rev(b.sport, K_TCP, a_tcp), rev(b.sport, K_ACK, a_tcp), rev(b.sport, K_UDP, a_udp),
+                                  rev(zero, K_ICMP, a_icmp), rev(zero, K_ARP, a_arp)])
+        resets = np.concatenate([rev(b.sport, K_TCP, rst), rev(b.sport, K_ACK, rst)])
         ans_at = np.concatenate([np.flatnonzero(a_tcp), np.flatnonzero(a_tcp), np.flatnonzero(a_udp),
                                  np.flatnonzero(a_icmp), np.flatnonzero(a_arp)])
         rst_at = np.concatenate([np.flatnonzero(rst), np.flatnonzero(rst)])
@@ -182,15 +274,21 @@ class ScanDetector:
         cfg = self.cfg
         kind, port, answers, ans_at, resets, rst_at, stack = self._probes(batch)
         pi = np.flatnonzero(kind >= 0)
-        ts = batch.ts
+        ts = np.ascontiguousarray(batch.ts, dtype=np.float64)
         end = float(ts[-1])
-        events: list[tuple] = []  # (at, ts, src, host, port, kind, failed, from an OS stack)
+        src, dst = address_ids(batch)
+        ua = None
+        uk = np.zeros(0, np.uint64)
+        at = np.zeros(0, np.int64)
+        k_u = np.zeros(0, np.int64)
+        failed = ev = pend = np.zeros(0, np.bool_)
         if pi.size:
             self.counters["probes"] += int(pi.size)
-            src, dst = address_ids(batch)
             keys = _key(src[pi], dst[pi], port[pi], kind[pi].astype(np.uint64))
-            uk, first = np.unique(keys, return_index=True)
-            at = pi[first]
+            # np.unique(keys, return_index=True): a hash pass, then an (unstable) sort of the distinct keys
+            uk, first = _k.first_seen(keys)
+            order = np.argsort(uk)
+            uk, at = uk[order], pi[first[order]]
             # answered within the batch: by a reply at or after the probe
             a_last = np.full(uk.size, -1, dtype=np.int64)
             if answers.size:
@@ -202,105 +300,80 @@ class ScanDetector:
                 a_last[valid] = la[pos[valid]]
             answered = a_last >= at
             reset = np.isin(uk, resets)
-            k_u = kind[at]
+            k_u = kind[at].astype(np.int64)
             timed = ~answered & ~reset & (end - ts[at] >= cfg.answer_s)
             failed = reset | timed
-            pend = ~answered & ~failed
-            cols = (at.tolist(), ts[at].tolist(), src[at].tolist(), dst[at].tolist(),
-                    port[at].tolist(), k_u.tolist(), stack[at].tolist())
-            for j, (a, t, s, h, p_, k, os_) in enumerate(zip(*cols)):
-                if failed[j] or k == K_ICMP or k == K_PROTO:
-                    events.append((a, t, s, h, p_, k, bool(failed[j]), os_))
-                elif answered[j]:
-                    events.append((a, t, s, h, p_, k, False, os_))
-                elif pend[j]:
-                    self.pending.touch(int(uk[j]), (t, s, h, p_, k, os_))
-        # probes of earlier batches: answered, reset or timed out now
-        if self.pending:
-            for key in np.unique(answers).tolist():
-                p = self.pending.pop(key, None)
-                if p is not None:
-                    events.append((0, *p[:5], False, p[5]))
-            for key, a in zip(resets.tolist(), rst_at.tolist()):
-                p = self.pending.pop(key, None)
-                if p is not None:
-                    events.append((a, *p[:5], True, p[5]))
-            while self.pending:
-                key, p = next(iter(self.pending.items()))
-                if end - p[0] < cfg.answer_s:
-                    break
-                del self.pending[key]
-                a = int(np.searchsorted(ts, p[0] + cfg.answer_s)) if p[0] >= ts[0] else 0
-                events.append((min(a, n - 1), *p[:5], True, p[5]))
+            counted = failed | (k_u == K_ICMP) | (k_u == K_PROTO)  # echo and protocol probes count at once
+            ev = counted | answered
+            pend = ~counted & ~answered
+        if ua is None:
+            ua = np.unique(answers)
+        # events: (at, ts, src, host, port, kind, failed, from an OS stack) of this batch's probes
+        # (each once) and of the earlier ones it resolves (answered, reset or timed out), in order
+        evs = _k.batch_events(self.pending.t, uk, at, k_u, failed, ev, pend, ts, src, dst, port, stack,
+                              ua.astype(np.uint64), resets.astype(np.uint64), rst_at.astype(np.int64),
+                              end, float(cfg.answer_s))
+        self.pending.sync()
         started: dict[int, int] = {}  # scanner -> index from which its frames are flagged
-        events.sort(key=lambda e: e[0])
-        for a, t, s, h, p_, k, bad, os_ in events:
-            if bad:
-                self.counters["failed_probes"] += 1
-            self._count(a, t, s, h, p_, k, bad, os_, started)
+        if evs[0].size:
+            self._count(evs, started)
         return self._flag(batch, verdict, kind, started)
 
-    def _count(self, a: int, t: float, s: int, h: int, p_: int, k: int, bad: bool, os_: bool, started: dict) -> None:
+    def _count(self, evs: list[np.ndarray], started: dict) -> None:
+        """The events in order through the groups: a source crossing a threshold becomes a scanner."""
         cfg = self.cfg
-        if k == K_ICMP:
-            groups = [((s, 0, 0, K_ICMP), h, cfg.ping_hosts, "Recon-PingSweep", "hosts pinged")]
-            bad = True  # every echo request counts: answered or not
-        elif k == K_ARP:
-            groups = [((s, 0, 0, K_ARP), h, cfg.arp_hosts, "Recon-HostDiscovery", "unanswered ARP requests")]
-        elif k == K_PROTO:
-            # the answer to a protocol probe is an ICMP error whose quoted header is not decoded, so every
-            # protocol tried counts; no benign source uses more than one besides TCP, UDP and ICMP
-            groups = [((s, h, 0, K_PROTO), p_, cfg.ports, "Recon-PortScan", "ports")]
-            bad = True
-        else:
-            kk = K_TCP if k == K_ACK else k
-            # the evidence text is written only when a group crosses its threshold: under a
-            # spoofed flood every packet is a probe, and formatting it each time cost a fifth
-            groups = [((s, h, 0, kk), p_, cfg.ports, "Recon-PortScan", "ports")]
-            if k != K_ACK and not os_:  # connection attempts of an OS stack: vertical only
-                groups.append(((s, 0, p_, kk), h, cfg.hosts, "Recon-PortScan", "hosts"))
-        if s in self.active:
-            self.targets.touch((s, h), None)
-        for gkey, member, limit, cls, what in groups:
-            g = self.groups.get_touch(gkey)
-            if g is None or t - g.t0 > cfg.window_s:
-                g = _Group(t)
-                self.groups.touch(gkey, g)
-            if not bad:
-                g.answered += 1
-                continue
-            g.failed += 1
-            if len(g.members) < 4 * limit:
-                g.members.add(member)
-            if len(g.members) >= limit and g.failed >= cfg.fail_ratio * (g.failed + g.answered):
-                victim = address_name(gkey[1]) if gkey[1] else (f"*:{gkey[2]}" if gkey[2] else "*")
-                for host in ((gkey[1],) if gkey[1] else g.members if k != K_ARP else ()):
-                    self.targets.touch((s, host), None)
-                st = self.active.get(s)
-                if st is None:
-                    self.counters["scanners"] += 1
-                    if what == "ports" and k == K_PROTO:
-                        what = f"IP protocols of {address_name(h)} probed without an answer"
-                    elif what == "ports":
-                        what = f"failed {_KIND_NAME[k]} probes to ports of {address_name(h)}"
-                    elif what == "hosts":
-                        what = f"failed {_KIND_NAME[k]} probes to hosts on port {p_}"
-                    self.active.touch(s, [t + cfg.hold_s, cls, victim, f"{len(g.members)} {what} in "
-                                          f"{t - g.t0:.1f} s"])
-                    started[s] = a
-                else:
-                    st[0] = max(st[0], t + cfg.hold_s)
+        cnt = np.array([self.counters["failed_probes"], self.counters["scanners"]], np.int64)
+        R = np.empty((evs[0].size, 10), np.int64)
+        RF = np.empty(evs[0].size, np.float64)
+        i, nrec = 0, 0
+        while True:
+            i, got = _k.count_events(i, *evs, self.groups.t, self._blocks, self._bnext, self._bmeta,
+                                     self.active.t, self.targets.t, float(cfg.window_s),
+                                     float(cfg.fail_ratio), float(cfg.hold_s), int(cfg.ports), int(cfg.hosts),
+                                     int(cfg.ping_hosts), int(cfg.arp_hosts), cnt, self._next_info + nrec,
+                                     R[nrec:], RF[nrec:])
+            nrec += got
+            if i < 0:
+                break
+            # out of member blocks: double them (the free list and high-water mark carry over)
+            nb_ = self._bnext.size
+            self._blocks = np.concatenate([self._blocks, np.zeros(nb_ * _k.BLOCK, np.uint64)])
+            self._bnext = np.concatenate([self._bnext, np.zeros(nb_, np.int64)])
+            self._bmeta[2] += nb_
+        self.counters["failed_probes"], self.counters["scanners"] = int(cnt[0]), int(cnt[1])
+        for tab in (self.groups, self.active, self.targets):
+            tab.sync()
+        for r in range(nrec):
+            row = R[r].tolist()
+            a, s, cls, gh, gp, what_c, k, h, p_ = row[:9]
+            s, gh, h = s & _U64, gh & _U64, h & _U64
+            what = _WHAT[what_c]
+            victim = address_name(gh) if gh else (f"*:{gp}" if gp else "*")
+            if what == "ports" and k == K_PROTO:
+                what = f"IP protocols of {address_name(h)} probed without an answer"
+            elif what == "ports":
+                what = f"failed {_KIND_NAME[k]} probes to ports of {address_name(h)}"
+            elif what == "hosts":
+                what = f"failed {_KIND_NAME[k]} probes to hosts on port {p_}"
+            self._info[self._next_info + r] = (victim, f"{row[9]} {what} in {float(RF[r]):.1f} s")
+            started[s] = a
+        self._next_info += nrec
+        if len(self._info) > 2 * len(self.active) + 4096:  # drop the evidence of scanners no longer held
+            nodes, _ = _k.t_keys(self.active.t)
+            live = set(self.active.t[2][nodes, _k.A_INFO].tolist())
+            self._info = {i_: v for i_, v in self._info.items() if i_ in live}
 
     def _flag(self, b: PacketBatch, verdict: np.ndarray, kind: np.ndarray, started: dict) -> list[Finding]:
-        if not self.active:
+        if not len(self.active):
             return []
-        for s in [s for s, v in self.active.items() if v[0] < float(b.ts[0])]:
-            del self.active[s]
-        if not self.active:
+        _, _, AN, AF = self.active.t
+        _k.expire_before(self.active.t, _k.A_UNTIL, float(b.ts[0]))
+        if not len(self.active):
             return []
-        scanners = np.fromiter(self.active.keys(), dtype=np.uint64, count=len(self.active))
+        nodes, scanners = _k.t_keys(self.active.t)
         order = np.argsort(scanners)
         scanners = scanners[order]
+        node_of = dict(zip(scanners.tolist(), nodes[order].tolist()))
         start = np.array([started.get(int(s), 0) for s in scanners], dtype=np.int64)
         ok = (b.status == STATUS_OK)
         f = b.tcp_flags
@@ -322,9 +395,11 @@ class ScanDetector:
         mask = np.zeros(len(b), dtype=bool)
         # everything else exchanged with a host the scanner probed (a handful of rows: its traffic only)
         conv = np.zeros(len(b), dtype=bool)
-        if self.targets:
-            for i in np.flatnonzero((from_s | to_s) & ~(from_s & probe) & ~(to_s & reply)).tolist():
-                conv[i] = (int(src[i]), int(dst[i])) in self.targets or (int(dst[i]), int(src[i])) in self.targets
+        if len(self.targets):
+            rows = np.flatnonzero((from_s | to_s) & ~(from_s & probe) & ~(to_s & reply))
+            if rows.size:
+                conv[rows] = _k.pairs_in(self.targets.t, np.ascontiguousarray(src[rows], dtype=np.uint64),
+                                         np.ascontiguousarray(dst[rows], dtype=np.uint64))
         for who, col, sel in ((0, src, from_s & (probe | conv)), (1, dst, to_s & (reply | conv))):
             if not sel.any():
                 continue
@@ -339,22 +414,24 @@ class ScanDetector:
         for s in np.unique(src_of).tolist():
             cls_rows[s] = rows_all[src_of == s]
         for s, rows in cls_rows.items():
-            st = self.active[s]
+            node = node_of[s]
+            cls = _CLS[int(AN[node, _k.A_CLS])]
+            victim, why = self._info[int(AN[node, _k.A_INFO])]
             # the hold lapses inside a batch too: rows count while each comes within hold_s of
             # the one before (or of the hold the scanner had), the first longer gap ends it
             t = b.ts[rows]
             gap = np.flatnonzero(np.diff(t) > self.cfg.hold_s)
             rows = rows[: gap[0] + 1] if gap.size else rows
-            if t[0] > st[0]:
+            if t[0] > AF[node, _k.A_UNTIL]:
                 continue
             sub = np.zeros(len(b), dtype=bool)
             sub[rows] = True
-            mark(verdict, sub, st[1])
+            mark(verdict, sub, cls)
             last = float(b.ts[rows].max())
-            st[0] = max(st[0], last + self.cfg.hold_s)
+            AF[node, _k.A_UNTIL] = max(float(AF[node, _k.A_UNTIL]), last + self.cfg.hold_s)
             findings.append(Finding(
-                detector=self.name, cls=st[1], first_ts=float(b.ts[rows].min()), last_ts=last,
-                packets=int(rows.size), attacker=address_name(s), victim=st[2],
-                protocol="arp" if st[1] == "Recon-HostDiscovery" else ("icmp" if st[1] == "Recon-PingSweep" else "tcp"),
-                evidence=f"{address_name(s)}: {st[3]}"))
+                detector=self.name, cls=cls, first_ts=float(b.ts[rows].min()), last_ts=last,
+                packets=int(rows.size), attacker=address_name(s), victim=victim,
+                protocol="arp" if cls == "Recon-HostDiscovery" else ("icmp" if cls == "Recon-PingSweep" else "tcp"),
+                evidence=f"{address_name(s)}: {why}"))
         return findings
