@@ -233,8 +233,10 @@ def test_by_source_holds_a_repository_out_and_counts_packets(tmp_path: Path) -> 
     # the two held-out repositories and four small ones to train on (benign-only captures
     # for the threshold, floods, scans, brute force): the fold mechanics are the same as
     # on the whole corpus, at a sixth of its packets (the whole corpus took 4 minutes here)
-    keep = {"zeek/zeek", "chrissanders/packets", "epiecs/packetlife-backup", "stratosphereips/StratosphereLinuxIPS",
-            "GrigorDimitrov/sop", "thekrishnanand/Assignment1_NetworkSecurity_Ddos_Simulation"}
+    # (none of them in the lockbox, which development runs leave out: trainer/data/lockbox.py)
+    keep = {"carvalhomariana/learnITgirl", "chrissanders/packets", "epiecs/packetlife-backup",
+            "stratosphereips/StratosphereLinuxIPS", "GrigorDimitrov/sop",
+            "thekrishnanand/Assignment1_NetworkSecurity_Ddos_Simulation"}
     lines = MANIFEST.read_text().splitlines()
     col = lines[0].split("\t").index("file")
     kept = [ln.split("\t") for ln in lines[1:] if ln.split("\t")[1] in keep]
@@ -243,8 +245,8 @@ def test_by_source_holds_a_repository_out_and_counts_packets(tmp_path: Path) -> 
     manifest = tmp_path / "MANIFEST.tsv"
     manifest.write_text("\n".join([lines[0], *("\t".join(r) for r in kept)]) + "\n")
     out = tmp_path / "bs.json"
-    p = subprocess.run([TRAINER, "evaluate", "--by-source", "--real", str(manifest), "--source", "zeek/zeek",
-                        "--source", "chrissanders/packets", "--epochs", "2", "--synthetic-packets", "0", "--out",
+    p = subprocess.run([TRAINER, "evaluate", "--by-source", "--real", str(manifest), "--source",
+                        "carvalhomariana/learnITgirl", "--source", "chrissanders/packets", "--epochs", "2", "--synthetic-packets", "0", "--out",
                         str(out), "--compare", str(bundled_model_dir())], capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr
     res = json.loads(out.read_text())
@@ -253,7 +255,7 @@ def test_by_source_holds_a_repository_out_and_counts_packets(tmp_path: Path) -> 
 
     entries = read_tsv_manifest(manifest)
     assert {e.repo for e in entries} == keep
-    for name in ("zeek/zeek", "chrissanders/packets"):
+    for name in ("carvalhomariana/learnITgirl", "chrissanders/packets"):
         caps = [e for e in entries if e.repo == name]
         rows = [r for r in res["captures"]["lstm"] if r["source"] == name]
         assert sorted(r["capture"] for r in rows) == sorted(e.name for e in caps)
@@ -262,7 +264,7 @@ def test_by_source_holds_a_repository_out_and_counts_packets(tmp_path: Path) -> 
         for k in ("benign_flagged_share", "attack_flagged_share"):
             assert src[k] is None or 0.0 <= src[k] <= 1.0
     # every fold trained without its repository: the test part is that repository alone
-    assert [f["source"] for f in res["folds"]] == ["chrissanders/packets", "zeek/zeek"]
+    assert [f["source"] for f in res["folds"]] == ["carvalhomariana/learnITgirl", "chrissanders/packets"]
     assert all(f["test_sequences"] > 0 and f["train_sequences"] > 0 for f in res["folds"])
     assert "OVERALL" in p.stdout and "tree_at_target" in p.stdout
     # each held-out benign source fitted as a site: the daemon's recall on the real attacks
@@ -272,6 +274,48 @@ def test_by_source_holds_a_repository_out_and_counts_packets(tmp_path: Path) -> 
     for c in cal:
         assert c["threshold_after"] >= c["threshold_before"]
         assert 0.0 < c["real_attack_flagged_after"] <= c["real_attack_flagged_before"] <= 1.0
+    # the model alone beside the combination: what it flags of the attack packets no detector claims
+    ov = res["methods"]["lstm"]["overall"]
+    assert 0 < ov["attack_unclaimed"] < ov["attack_packets"]
+    assert 0.0 <= ov["model_unclaimed_attack_flagged_share"] <= 1.0
+    assert ov["model_benign_flagged"] <= ov["benign_flagged"]
+    assert "unclaimed" in p.stdout and "by window kind" in p.stdout
+    # temperature scaling: fitted on validation, recorded with the fold's operating point
+    assert all(f["threshold"] is not None for f in res["folds"])
+
+
+@pytest.mark.slow
+@needs_corpus
+def test_lockbox_is_left_out_then_evaluated_as_one_fold(tmp_path: Path) -> None:
+    from trainer.data.lockbox import LOCKBOX, SEED, choose
+    from trainer.data.real import read_tsv_manifest
+
+    entries = read_tsv_manifest(MANIFEST)
+    benign = {e.repo for e in entries if e.benign}
+    attack_only = {e.repo for e in entries} - benign
+    assert choose(benign, attack_only, SEED) == LOCKBOX  # the listed lockbox is the seed's draw
+    assert not {e.repo for e in read_tsv_manifest(MANIFEST, lockbox="exclude")} & set(LOCKBOX)
+    assert {e.repo for e in read_tsv_manifest(MANIFEST, lockbox="only")} == set(LOCKBOX)
+    # the final evaluation: one model trained without the lockbox, measured on it (a small corpus here)
+    keep = {"marcosValle/netlyzer", "epiecs/packetlife-backup", "GrigorDimitrov/sop"}
+    lines = MANIFEST.read_text().splitlines()
+    col = lines[0].split("\t").index("file")
+    kept = [ln.split("\t") for ln in lines[1:] if ln.split("\t")[1] in keep]
+    for r in kept:
+        r[col] = str(MANIFEST.parent / r[col])
+    manifest = tmp_path / "MANIFEST.tsv"
+    manifest.write_text("\n".join([lines[0], *("\t".join(r) for r in kept)]) + "\n")
+    out = tmp_path / "lockbox.json"
+    p = subprocess.run([TRAINER, "evaluate", "--by-source", "--lockbox", "only", "--real", str(manifest), "--epochs",
+                        "2", "--synthetic-packets", "0", "--no-tree", "--out", str(out)],
+                       capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr
+    res = json.loads(out.read_text())
+    assert res["lockbox"]["mode"] == "only"
+    assert [f["source"] for f in res["folds"]] == ["lockbox"]
+    assert {r["source"] for r in res["captures"]["lstm"]} == {"marcosValle/netlyzer"}
+    fold = res["folds"][0]
+    assert fold["train_sequences"] > 0 and fold["test_sequences"] > 0
 
 
 # ---- calibration ----------------------------------------------------------------------------

@@ -31,7 +31,7 @@ import numpy as np
 
 from ids_daemon.config import Config, DetectorsConfig, MeterConfig
 from ids_daemon.features.ciciot import INDEX
-from ids_daemon.features.window import POOL_PROTO_ARP, WindowBatch
+from ids_daemon.features.window import KIND_POOL, POOL_PROTO_ARP, REASON_FULL, WindowBatch
 from ids_daemon.model.classes import FAMILY_OF, canonical_class, label_in_scheme
 from ids_daemon.model.sequences import window_sequences
 
@@ -43,6 +43,9 @@ from .train import probabilities
 
 # DDoS and DoS differ by the number of sources, which one sensor often cannot see
 SAME_FAMILY = {"DDoS": "DoS"}
+
+
+LOCKBOX_FOLD = "lockbox"  # the fold name when the lockbox's repositories are held out together
 
 
 def family_key(name: str | None) -> str:
@@ -82,12 +85,12 @@ def detector_hooks(cfg: DetectorsConfig) -> Callable[[], FrameDetector]:
 
 
 def real_windowsets(manifest: Path, meter: MeterConfig, detector: Callable[[], FrameDetector] | None = None,
-                    progress: bool = False, claim: bool = False) -> list[WindowSet]:
+                    progress: bool = False, claim: bool = False, lockbox: str = "include") -> list[WindowSet]:
     """Every capture of a real-capture manifest through the meter, labelled per packet;
     ``detector`` makes a fresh detector hook per capture (``claim``: its frames stay out
-    of the windows)."""
+    of the windows); ``lockbox`` keeps or drops the lockbox's repositories."""
     out = []
-    for e in read_tsv_manifest(manifest):
+    for e in read_tsv_manifest(manifest, lockbox=lockbox):
         if progress:
             print(f"metering {e.name}", file=sys.stderr, flush=True)
         lc = meter_labelled(e, meter, detector() if detector is not None else None, claim=claim)
@@ -214,18 +217,49 @@ def packet_figures(s: WindowSet, v: Verdicts, detector_classes: tuple[str, ...] 
         fam = np.where(hit, dfam, fam)
     attack = lc.row_attack
     want = family_key(lc.entry.label)
+    # the model alone: its own verdicts, on the attack packets no detector claims
+    model = np.zeros(len(rw), dtype=bool)
+    model[inw] = v.flagged[rw[inw]]
+    unclaimed = det < 0
+    # which windows carry the benign packets the model flags: flows or pools, full or cut short
+    kinds: dict[str, list[int]] = {}
+    if inw.any():
+        w = s.windows
+        wk = np.where(w.kind == KIND_POOL, "pool", "flow")
+        wk = np.char.add(wk, np.where(w.reason == REASON_FULL, " full", " partial"))
+        rk = wk[rw[inw]]
+        b_in = ~attack[inw]
+        for k in np.unique(rk).tolist():
+            m = (rk == k) & b_in
+            kinds[k] = [int(m.sum()), int((m & model[inw]).sum())]
     return {"capture": s.name, "source": s.source, "label": lc.entry.label,
             "benign_packets": int((~attack).sum()), "benign_flagged": int((~attack & fl).sum()),
             "attack_packets": int(attack.sum()), "attack_flagged": int((attack & fl).sum()),
-            "attack_family_right": int((attack & fl & (fam == want)).sum())}
+            "attack_family_right": int((attack & fl & (fam == want)).sum()),
+            "model_benign_flagged": int((~attack & model).sum()),
+            "attack_unclaimed": int((attack & unclaimed).sum()),
+            "attack_unclaimed_flagged": int((attack & unclaimed & model).sum()),
+            "benign_by_window_kind": kinds}
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Totals and shares over capture rows (packets), with the per-capture family mean."""
-    tot = {k: sum(r[k] for r in rows) for k in ("benign_packets", "benign_flagged", "attack_packets",
-                                                  "attack_flagged", "attack_family_right")}
+    tot = {k: sum(r.get(k, 0) for r in rows) for k in (
+        "benign_packets", "benign_flagged", "attack_packets", "attack_flagged", "attack_family_right",
+        "model_benign_flagged", "attack_unclaimed", "attack_unclaimed_flagged")}
     fam = [r["attack_family_right"] / r["attack_packets"] for r in rows if r["attack_packets"]]
+    kinds: dict[str, list[int]] = {}
+    for r in rows:
+        for k, (n, f) in r.get("benign_by_window_kind", {}).items():
+            kinds.setdefault(k, [0, 0])
+            kinds[k][0] += n
+            kinds[k][1] += f
     return {**tot,
+            "model_benign_flagged_share": (tot["model_benign_flagged"] / tot["benign_packets"]
+                                           if tot["benign_packets"] else None),
+            "model_unclaimed_attack_flagged_share": (tot["attack_unclaimed_flagged"] / tot["attack_unclaimed"]
+                                                     if tot["attack_unclaimed"] else None),
+            "model_benign_by_window_kind": kinds,
             "benign_flagged_share": tot["benign_flagged"] / tot["benign_packets"] if tot["benign_packets"] else None,
             "attack_flagged_share": tot["attack_flagged"] / tot["attack_packets"] if tot["attack_packets"] else None,
             "family_right_share": tot["attack_family_right"] / tot["attack_packets"] if tot["attack_packets"] else None,
@@ -300,9 +334,10 @@ def _tree(ds: Dataset, split: Split, target_fpr: float, seed: int, by_captures: 
 def run_by_source(real: list[WindowSet], synthetic: list[WindowSet], cfg: Config, *,
                   detector_classes: tuple[str, ...] = (), baseline_tree: bool = True,
                   fixed_models: dict[str, Any] | None = None, fixed_sets: dict[str, list[WindowSet]] | None = None,
-                  only: list[str] | None = None,
+                  only: list[str] | None = None, together: tuple[str, ...] = (),
                   importance: bool = False, calibration: float | None = None, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)) -> BySourceResult:
-    """Leave each repository of ``real`` out in turn; see the module docstring."""
+    """Leave each repository of ``real`` out in turn (or, with ``together``, those repositories
+    out at once: one fold); see the module docstring."""
     from .train import train
 
     tc = cfg.lstm.train
@@ -315,6 +350,9 @@ def run_by_source(real: list[WindowSet], synthetic: list[WindowSet], cfg: Config
     sources = sorted({s.source for s in real})
     if only:
         sources = [s for s in sources if s in only]
+    if together:
+        # one fold holding these repositories out together (the lockbox: trained on the rest)
+        sources = [LOCKBOX_FOLD]
     methods: dict[str, list[dict[str, Any]]] = {"lstm": [], "lstm_argmax": []}
     if baseline_tree:
         methods.update({"tree_0.5": [], "tree_at_target": []})
@@ -325,7 +363,7 @@ def run_by_source(real: list[WindowSet], synthetic: list[WindowSet], cfg: Config
                    if sets[g].capture is not None and sets[g].capture.row_attack.any()]
     for k, src in enumerate(sources):
         t0 = time.time()
-        held = {g for g, s in enumerate(sets) if s.source == src}
+        held = {g for g, s in enumerate(sets) if s.source == src or (src == LOCKBOX_FOLD and s.source in together)}
         split = fold_split(ds, held, tc.val_fraction, tc.seed)
         r = train(ds, cfg, None, progress=False, split=split)
         thr = r.metrics["operating_point"]["threshold"]
@@ -364,7 +402,7 @@ def run_by_source(real: list[WindowSet], synthetic: list[WindowSet], cfg: Config
             fold["importance"] = permutation_importance(r.model.cpu(), r.encoder, ds, split.test, thr, tc.seed)
         fold["seconds"] = round(time.time() - t0, 1)
         res.folds.append(fold)
-        lstm_rows = [x for x in methods["lstm"] if x["source"] == src]
+        lstm_rows = [x for x in methods["lstm"] if x["source"] == src or (src == LOCKBOX_FOLD and x["source"] in together)]
         sm = summarise(lstm_rows)
         log(f"[{k + 1}/{len(sources)}] {src}: benign flagged {_pct(sm['benign_flagged_share'])}, attack flagged "
             f"{_pct(sm['attack_flagged_share'])}, family right {_pct(sm['family_right_mean_per_capture'])} "
@@ -557,12 +595,19 @@ def _pct(v: float | None) -> str:
 def format_table(result: dict[str, Any], method: str) -> str:
     """A plain-text table per source for one method."""
     m = result["methods"][method]
-    lines = [f"{method}:", f"  {'source':<48} {'benign pkts':>11} {'flagged':>8} {'attack pkts':>11} "
-                           f"{'flagged':>8} {'family':>8}"]
+    lines = [f"{method} (with the detectors; then the model alone: its benign flagged, and its share of the "
+             f"attack packets no detector claims):",
+             f"  {'source':<48} {'benign pkts':>11} {'flagged':>8} {'attack pkts':>11} "
+             f"{'flagged':>8} {'family':>8} {'alone:ben':>9} {'unclaimed':>9} {'flagged':>8}"]
     for src, v in list(m["per_source"].items()) + [("OVERALL", m["overall"])]:
         lines.append(f"  {src:<48} {v['benign_packets']:>11} {_pct(v['benign_flagged_share']):>8} "
                      f"{v['attack_packets']:>11} {_pct(v['attack_flagged_share']):>8} "
-                     f"{_pct(v['family_right_mean_per_capture']):>8}")
+                     f"{_pct(v['family_right_mean_per_capture']):>8} {_pct(v.get('model_benign_flagged_share')):>9} "
+                     f"{v.get('attack_unclaimed', 0):>9} {_pct(v.get('model_unclaimed_attack_flagged_share')):>8}")
+    kinds = m["overall"].get("model_benign_by_window_kind") or {}
+    if kinds:
+        lines.append("  benign packets the model alone flags, by window kind: " + ", ".join(
+            f"{k} {f}/{n} ({_pct(f / n if n else None)})" for k, (n, f) in sorted(kinds.items())))
     return "\n".join(lines)
 
 

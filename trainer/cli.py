@@ -211,11 +211,18 @@ def evaluate(
     epochs: int = typer.Option(None, "--epochs", help="override the recipe's maximum epochs"),
     importance: bool = typer.Option(False, "--importance", help="with --by-source: permutation importance of each "
                                     "column per held-out source (which columns only identify a capture)"),
+    lockbox: str = typer.Option("exclude", "--lockbox", help="with --by-source: exclude the lockbox's repositories "
+                                "(development), only (the final evaluation: one model trained on the rest, measured "
+                                "on them) or include them (trainer/data/lockbox.py)"),
 ) -> None:
     """Evaluate a trained model on other data, or (--by-source) the training recipe by source."""
     if by_source:
+        from .data.lockbox import MODES
+
+        if lockbox not in MODES:
+            raise _user_error(f"--lockbox {lockbox!r}: use one of {', '.join(MODES)}")
         _evaluate_by_source(out, real, synthetic_packets, compare or [], tree, source or [], epochs, config,
-                            importance)
+                            importance, lockbox)
         return
     if model is None or not data:
         raise _user_error("evaluate needs --model and --data (or --by-source)")
@@ -287,8 +294,12 @@ CALIBRATION_TARGET = 0.005  # the site false-alarm rate the by-source run fits e
 
 
 def by_source_run(real: Path, synthetic_packets: int, compare: list[Path], tree: bool, sources: list[str],
-                  cfg: "Config", work: Path | None = None, importance: bool = False) -> dict:
-    """Leave-one-repository-out with ``cfg`` on the real corpus plus a synthetic corpus."""
+                  cfg: "Config", work: Path | None = None, importance: bool = False, lockbox: str = "exclude") -> dict:
+    """Leave-one-repository-out with ``cfg`` on the real corpus plus a synthetic corpus.
+
+    ``lockbox``: "exclude" (development) leaves the lockbox's repositories out of training
+    and folds; "only" (the final evaluation) trains one model on every other repository and
+    measures it on the lockbox's; "include" treats them as any other repository."""
     import tempfile
 
     from ids_daemon.detectors import DETECTOR_CLASSES
@@ -303,7 +314,10 @@ def by_source_run(real: Path, synthetic_packets: int, compare: list[Path], tree:
             raise _user_error("the tree baseline needs scikit-learn (pip install scikit-learn), or pass --no-tree")
     hooks = detector_hooks(cfg.detectors)
     # the recipe's windows leave out what the detectors flag (its models say detector_claims)
-    real_sets = real_windowsets(real, cfg.meter, hooks, claim=BUNDLE_CLAIMS)
+    from .data.lockbox import LOCKBOX
+
+    real_sets = real_windowsets(real, cfg.meter, hooks, claim=BUNDLE_CLAIMS,
+                                lockbox="exclude" if lockbox == "exclude" else "include")
     synth_sets = []
     with tempfile.TemporaryDirectory() as tmp:
         if synthetic_packets:
@@ -314,11 +328,15 @@ def by_source_run(real: Path, synthetic_packets: int, compare: list[Path], tree:
     # a model compared as it was shipped sees the windows the daemon gave it: with the
     # detectors' frames when it does not claim them
     claims = {p: _claims(p) for p in compare}
-    fixed_sets = {f"model:{p}": real_sets if c == BUNDLE_CLAIMS else real_windowsets(real, cfg.meter, hooks, claim=c)
-                  for p, c in claims.items()}
+    fixed_sets = {f"model:{p}": real_sets if c == BUNDLE_CLAIMS else real_windowsets(
+        real, cfg.meter, hooks, claim=c, lockbox="exclude" if lockbox == "exclude" else "include")
+        for p, c in claims.items()}
+    if lockbox == "only":  # a compared model is measured on the lockbox alone too
+        fixed_sets = {k: [x for x in v if x.source in LOCKBOX] for k, v in fixed_sets.items()}
     res = run_by_source(real_sets, synth_sets, cfg, detector_classes=DETECTOR_CLASSES, baseline_tree=tree,
                         fixed_models=fixed, fixed_sets=fixed_sets, only=sources or None, importance=importance,
-                        calibration=CALIBRATION_TARGET).as_dict()
+                        calibration=CALIBRATION_TARGET, together=LOCKBOX if lockbox == "only" else ()).as_dict()
+    res["lockbox"] = {"mode": lockbox, "repositories": list(LOCKBOX)}
     res["recipe"] = {"lstm": cfg.lstm.model_dump(), "synthetic_packets": synthetic_packets,
                      "real_manifest": str(real), "detectors": cfg.detectors.model_dump()}
     return res
@@ -334,7 +352,7 @@ def _claims(model_dir: Path) -> bool:
 
 def _evaluate_by_source(out: Path | None, real: Path | None, synthetic_packets: int | None, compare: list[Path],
                         tree: bool, sources: list[str], epochs: int | None, config: Path | None,
-                        importance: bool) -> None:
+                        importance: bool, lockbox: str = "exclude") -> None:
     from .bysource import format_calibration, format_table
     from .metrics import write_json
 
@@ -344,7 +362,7 @@ def _evaluate_by_source(out: Path | None, real: Path | None, synthetic_packets: 
         over["lstm.train.epochs"] = epochs
     cfg = _load_cfg(config, over)
     res = by_source_run(manifest, BUNDLE_SYNTH_PACKETS if synthetic_packets is None else synthetic_packets,
-                        compare, tree, sources, cfg, importance=importance)
+                        compare, tree, sources, cfg, importance=importance, lockbox=lockbox)
     dest = out or Path("by_source.json")
     write_json(dest, res)
     for m in res["methods"]:

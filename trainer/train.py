@@ -197,6 +197,7 @@ def train(ds: Dataset, cfg: Config, out: Path | None = None, *, progress: bool =
             best_state = {k: v.detach().clone() for k, v in swa.module.state_dict().items()}
             best_f1, chosen = swa_f1, f"average of the last {swa_n} epochs"
     model.load_state_dict(best_state)
+    calibration = _fit_temperature(model, va, y_va, device) if tc.temperature else None
 
     op = _operating_point(model, va, y_va, ds, split.val if len(split.val) else split.train, device, tc)
 
@@ -209,6 +210,8 @@ def train(ds: Dataset, cfg: Config, out: Path | None = None, *, progress: bool =
                 "best_val_macro_f1": best_f1, "seconds": round(time.time() - t0, 1), "device": str(device),
                 **tc.model_dump()}
     metrics["training"] = training
+    if calibration is not None:
+        op["calibration"] = calibration
     metrics["operating_point"] = op
     if ds.summary.get("sequences"):  # how sequences were built (T=1 when rows are not in capture order)
         metrics["sequences"] = ds.summary["sequences"]
@@ -282,6 +285,58 @@ def evaluate(loaded: LoadedModel, ds: Dataset, device: str = "auto", batch: int 
     m = classification_metrics(y, np.concatenate(preds), classes)
     m["evaluated_on"] = "every sequence of the given data"
     return m
+
+
+def _logits(model: nn.Module, data: _Encoded, device: torch.device) -> torch.Tensor:
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for pos in iter_batches(len(data.idx), 4096, None):
+            out.append(model(torch.from_numpy(data.batch(pos)).to(device)).double().cpu())
+    return torch.cat(out) if out else torch.zeros(0, 1, dtype=torch.float64)
+
+
+def _calibration_error(p: torch.Tensor, y: torch.Tensor, bins: int = 15) -> float:
+    """Expected calibration error of the top class (equal-width confidence bins)."""
+    conf, pred = p.max(dim=1)
+    right = (pred == y).double()
+    edges = torch.linspace(0, 1, bins + 1, dtype=torch.float64)
+    err = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = (conf > lo) & (conf <= hi)
+        if m.any():
+            err += float(m.double().mean() * (conf[m].mean() - right[m].mean()).abs())
+    return err
+
+
+def _fit_temperature(model: RealDataLSTMPredictor, va: "_Encoded", y_va: np.ndarray,
+                     device: torch.device) -> dict[str, Any] | None:
+    """Temperature scaling (Guo et al. 2017): the one T > 0 that minimises the validation
+    part's negative log-likelihood of softmax(logits / T), folded into the last linear layer
+    so the saved network emits calibrated logits (the daemon needs no change). Label
+    smoothing trains outputs towards 1 - eps at best; T < 1 undoes that where the model is
+    in fact right, T > 1 tempers overconfidence. The argmax never changes."""
+    z = _logits(model, va, device)
+    if len(z) < 10:
+        return None
+    y = torch.from_numpy(np.asarray(y_va, dtype=np.int64))
+    nll = nn.CrossEntropyLoss()
+    # a 1-D convex problem in log T: a coarse grid, then a fine one around its best
+    grid = torch.linspace(-3.0, 3.0, 61, dtype=torch.float64)
+    losses = torch.stack([nll(z / torch.exp(g), y) for g in grid])
+    best = grid[int(losses.argmin())]
+    fine = torch.linspace(float(best) - 0.1, float(best) + 0.1, 41, dtype=torch.float64)
+    losses = torch.stack([nll(z / torch.exp(g), y) for g in fine])
+    t = float(torch.exp(fine[int(losses.argmin())]))
+    before = {"nll": float(nll(z, y)), "ece": _calibration_error(torch.softmax(z, 1), y)}
+    after = {"nll": float(nll(z / t, y)), "ece": _calibration_error(torch.softmax(z / t, 1), y)}
+    last = model.classifier[-1]
+    with torch.no_grad():
+        last.weight.div_(t)
+        last.bias.div_(t)
+    return {"method": "temperature scaling on the validation part", "temperature": t,
+            "validation_nll": {"before": before["nll"], "after": after["nll"]},
+            "validation_ece": {"before": before["ece"], "after": after["ece"]}}
 
 
 def _p_attack(model: nn.Module, data: _Encoded, device: torch.device, classes: list[str]) -> np.ndarray:
