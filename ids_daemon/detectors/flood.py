@@ -27,8 +27,9 @@ reach 14 to 68. UDP is left out of the burst rule: one benign capture shows 23 s
 0.1 s (replies to a multicast query).
 
 Only destinations that received from two or more sources within one batch start being
-counted, so ordinary traffic costs one ``numpy.unique`` per batch; a flood of
-``sources`` per ``window_s`` gives two in any batch longer than 2 x window_s / sources.
+counted, so ordinary traffic costs one hashing pass per batch (`_flood_kernel.count`, compiled;
+the per-target buckets and their sources are a compiled LRU table); a flood of ``sources`` per
+``window_s`` gives two in any batch longer than 2 x window_s / sources.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ import numpy as np
 
 from ..capture.batch import STATUS_OK, TH_ACK, TH_RST, TH_SYN, PacketBatch, address_ids, address_name
 from ..config import FloodDetectorConfig
+from . import _flood_kernel as _fk
+from . import _scan_kernel as _sk
 from .base import LRU, Finding, mark
 
 K_SYN, K_UDP, K_ICMP = 0, 1, 2
@@ -46,13 +49,42 @@ _M = np.uint64(0x9E3779B97F4A7C15)
 _BURST_KINDS = (K_SYN, K_ICMP)
 
 
-class _Bucket:
-    __slots__ = ("bucket", "sources", "first_ts")
+class _Table:
+    """Per target key, its current bucket's first packet time and distinct sources: a compiled LRU
+    table (`_flood_kernel`) of ``cap`` targets whose evictions are counted in ``counters[counter]``."""
 
-    def __init__(self, bucket: int, first_ts: float):
-        self.bucket = bucket
-        self.sources: set[int] = set()
-        self.first_ts = first_ts
+    def __init__(self, cap: int, sources: int, counters: dict[str, int], counter: str):
+        self.cap = cap
+        self.T = _sk.new_table(cap, _fk.VALUES)
+        self.slots = _fk.member_slots(sources)
+        self.members = np.zeros((0, self.slots), dtype=np.uint64)
+        self.counters = counters
+        self.counter = counter
+        counters.setdefault(counter, 0)
+
+    def __len__(self) -> int:
+        return int(self.T[0][_sk.M_SIZE])
+
+    def count(self, rows, tkey, src, ts, width, sources):
+        need = min(self.cap, int(self.T[0][_sk.M_HWM]) + rows.size)
+        if self.members.shape[0] < need:
+            grown = np.zeros((min(self.cap, max(need, 2 * self.members.shape[0])), self.slots), dtype=np.uint64)
+            grown[:self.members.shape[0]] = self.members
+            self.members = grown
+        out = _fk.count(self.T, self.members, rows, tkey, src, ts, float(width), int(sources))
+        self.counters[self.counter] = int(self.T[0][_sk.M_EVICT])
+        return out
+
+
+_warm = False
+
+
+def _warm_up() -> None:
+    """Compile (or load from numba's cache) the kernel on a tiny input, not on the first batch."""
+    global _warm
+    if not _warm:
+        _fk.warm_up()
+        _warm = True
 
 
 def _target_key(dst: np.ndarray, kind: np.ndarray) -> np.ndarray:
@@ -67,8 +99,9 @@ class FloodDetector:
     def __init__(self, cfg: FloodDetectorConfig | None = None):
         self.cfg = cfg or FloodDetectorConfig()
         self.counters: dict[str, int] = {"floods": 0}
-        self.buckets = LRU(self.cfg.max_targets, self.counters, "target_evictions")  # target key -> _Bucket
-        self.bursts = LRU(self.cfg.max_targets, self.counters, "burst_evictions")  # the same, per burst_s bucket
+        _warm_up()
+        self.buckets = _Table(self.cfg.max_targets, self.cfg.sources, self.counters, "target_evictions")
+        self.bursts = _Table(self.cfg.max_targets, max(self.cfg.burst_sources, 1), self.counters, "burst_evictions")
         self.clients = LRU(self.cfg.max_targets, self.counters, "client_evictions")  # (SYN-flooded victim, client)
         # target key -> [flag from, flag until, victim id, kind, the crowd that crossed]
         self.held = LRU(self.cfg.max_targets, self.counters, "flood_evictions")
@@ -119,42 +152,21 @@ class FloodDetector:
         return self._flag(b, verdict, rows, tkey, src, dst, answers)
 
     def _count(self, b: PacketBatch, rows: np.ndarray, tkey: np.ndarray, src: np.ndarray, dst: np.ndarray,
-               kind: np.ndarray, buckets: LRU, window_s: float, sources: int) -> None:
+               kind: np.ndarray, buckets: "_Table", window_s: float, sources: int) -> None:
         """Count the distinct sources of ``rows`` per (target, ``window_s`` bucket) and hold the
-        targets whose bucket reaches ``sources``."""
-        bucket = np.floor(b.ts[rows] / window_s).astype(np.int64)
-        with np.errstate(over="ignore"):
-            tb = tkey * _M + bucket.astype(np.uint64)
-        # distinct (target, bucket, source) triples, sorted by (target, bucket)
-        trip, first_row = np.unique(np.stack([tb, src[rows].astype(np.uint64)], axis=1), axis=0, return_index=True)
-        _, start, counts = np.unique(trip[:, 0], return_index=True, return_counts=True)
-        head = np.minimum.reduceat(first_row, start)  # the first row (index into rows) of each (target, bucket)
-        cand = counts >= 2
-        if buckets:
-            known = np.fromiter(buckets.keys(), dtype=np.uint64, count=len(buckets))
-            cand |= np.isin(tkey[head], known)
-        for j in np.flatnonzero(cand).tolist():
-            h = int(head[j])
-            key = int(tkey[h])
-            bk = int(bucket[h])
-            st = buckets.get_touch(key)
-            if st is None or st.bucket != bk:
-                st = _Bucket(bk, float(b.ts[rows[h]]))
-                buckets.touch(key, st)
-            crossed = len(st.sources) >= sources
-            if not crossed:
-                i0 = int(start[j])
-                st.sources.update(trip[i0:i0 + int(counts[j]), 1].tolist())
-                crossed = len(st.sources) >= sources
-            if crossed:
-                self._hold(key, st, float(b.ts[rows[h]]), int(dst[rows[h]]), int(kind[rows[h]]), window_s, sources)
+        targets whose bucket reaches ``sources`` (compiled: `_flood_kernel.count`)."""
+        heads, bks, firsts = buckets.count(rows, tkey, src, b.ts, window_s, sources)
+        for h, bk, first in zip(heads.tolist(), bks.tolist(), firsts.tolist()):
+            r = int(rows[h])
+            self._hold(int(tkey[h]), bk, first, float(b.ts[r]), int(dst[r]), int(kind[r]), window_s, sources)
 
-    def _hold(self, key: int, st: _Bucket, ts: float, victim: int, kind: int, window_s: float, sources: int) -> None:
-        until = (st.bucket + 1) * window_s + self.cfg.hold_s
+    def _hold(self, key: int, bucket: int, first_ts: float, ts: float, victim: int, kind: int, window_s: float,
+              sources: int) -> None:
+        until = (bucket + 1) * window_s + self.cfg.hold_s
         h = self.held.get_touch(key)
         if h is None or h[1] < ts:
             self.counters["floods"] += 1
-            self.held.touch(key, [st.first_ts, until, victim, kind, f"{sources}+ distinct sources within {window_s:g} s"])
+            self.held.touch(key, [first_ts, until, victim, kind, f"{sources}+ distinct sources within {window_s:g} s"])
         else:
             h[1] = max(h[1], until)
 
@@ -189,22 +201,33 @@ class FloodDetector:
         findings = []
         syn_victims = {v[2] for v in self.held.values() if v[3] == K_SYN}
         clients = self._clients(b, src, dst, syn_victims) if syn_victims else {}
-        for k in np.unique(np.concatenate([tkey[hit], bkey[bhit]])).tolist():
+        peers = None  # victim -> its clients (built on first need)
+        keys.sort()
+        seen = np.zeros(keys.size, dtype=bool)  # the held keys this batch carries, ascending
+        seen[np.searchsorted(keys, tkey[hit])] = True
+        seen[np.searchsorted(keys, bkey[bhit])] = True
+        for k in keys[seen].tolist():
             lo, hi, victim_id, kd, crowd = self.held[k]
             r = np.concatenate([rows[tkey == k], back[bkey == k]])
             r = r[(b.ts[r] >= lo) & (b.ts[r] <= hi)]
             if kd == K_SYN and clients:
                 # a client that completes its handshakes is not the crowd: its SYNs, the SYN-ACKs
                 # to it and its resets stay in the windows (the flooded router's web users)
-                peer = np.where(src[r] == victim_id, dst[r], src[r]).tolist()
-                r = r[[(victim_id, p) not in clients for p in peer]]
+                if peers is None:
+                    peers = {}
+                    for v, p in clients:
+                        peers.setdefault(v, []).append(p)
+                known = peers.get(victim_id)
+                if known:
+                    peer = np.where(src[r] == victim_id, dst[r], src[r])
+                    r = r[~np.isin(peer, np.array(known, dtype=np.uint64))]
             if not r.size:
                 continue
             m = np.zeros(len(b), dtype=bool)
             m[r] = True
             cls = CLASS_OF[kd]
             mark(verdict, m, cls)
-            n_src = int(np.unique(src[r][src[r] != victim_id]).size)
+            n_src = int(_fk.n_distinct(src[r], np.uint64(victim_id)))
             victim = address_name(victim_id)
             what = "TCP SYN" if kd == K_SYN else _PROTO_NAME[kd].upper()
             findings.append(Finding(

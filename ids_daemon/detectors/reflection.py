@@ -23,8 +23,9 @@ the same way). Solicited answers (the victim's own lookups during the attack) ar
 
 State: the queries of the last ``query_s`` in a direct-mapped table of ``max_queries`` slots
 (numpy arrays; a live query overwritten by another is counted in ``query_evictions``), and
-per-host answer counts and held victims in `LRU` tables. Per batch the work is vectorised;
-Python loops run over the distinct (host, bucket) pairs that receive unsolicited answers and
+per-host answer counts and held victims in `LRU` tables. Per batch the work is vectorised
+(which answers are solicited, and storing the queries: one compiled pass,
+`_reflection_kernel.solicit`); Python loops run over the distinct (host, bucket) pairs that receive unsolicited answers and
 over the held victims.
 """
 
@@ -37,11 +38,23 @@ from ..capture.batch import (STATUS_OK, TH_ACK, TH_RST, TH_SYN, PacketBatch, add
 from ..config import ReflectionDetectorConfig
 from .base import LRU, Finding, mark, pair_key
 from .slowhttp import chain
+from . import _reflection_kernel as _k
 
 SERVICE = {19: "chargen", 53: "DNS", 123: "NTP", 161: "SNMP", 389: "CLDAP", 1900: "SSDP", 11211: "memcached"}
 C_UDP, C_FRAG, C_SYN = "DDoS-UDP_Flood", "DDoS-UDP_Fragmentation", "DDoS-SYN_Flood"
 MAX_REFLECTORS = 4096  # distinct reflectors remembered per victim
 _M = np.uint64(0x9E3779B97F4A7C15)
+
+
+_warm = False
+
+
+def _warm_up() -> None:
+    """Compile (or load from numba's cache) the kernel on a tiny input, not on the first batch."""
+    global _warm
+    if not _warm:
+        _k.warm_up()
+        _warm = True
 
 
 class ReflectionDetector:
@@ -54,6 +67,10 @@ class ReflectionDetector:
         self.qkeys = np.zeros(size, dtype=np.uint64)
         self.qts = np.full(size, -np.inf)
         self.qmask = np.uint64(size - 1)
+        self._stamp = np.full(size, -1, dtype=np.int64)  # scratch of the compiled store (per slot: batch, winner)
+        self._win = np.zeros(size, dtype=np.int64)
+        self._batch_no = 0
+        _warm_up()
         self.ports = np.array(sorted(set(self.cfg.ports)), dtype=np.uint16)
         # victim -> [bucket, unsolicited answers in it, its first ts]
         self.counts = LRU(self.cfg.max_victims, self.counters, "victim_evictions")
@@ -107,16 +124,16 @@ class ReflectionDetector:
         group = mc | ((b.ip_version == 4) & (b.dst4 & 0xFF == 0xFF))
         zero = np.zeros(len(b), dtype=np.uint64)
         qk = pair_key(src[q_rows], np.where(group[q_rows], zero[q_rows], dst[q_rows]), b.dport[q_rows])
-        unsolicited = np.zeros(0, dtype=np.int64)
         if a_rows.size:
             ak = pair_key(dst[a_rows], src[a_rows], b.sport[a_rows])
             ak0 = pair_key(dst[a_rows], zero[a_rows], b.sport[a_rows])
-            sol = self._lookup(ak, ts[a_rows]) | self._lookup(ak0, ts[a_rows])
-            if q_rows.size:
-                sol |= self._in_batch(q_rows, qk, a_rows, ak, ts, len(b))
-                sol |= self._in_batch(q_rows, qk, a_rows, ak0, ts, len(b))
-            unsolicited = a_rows[~sol]
-        self._store(qk, ts[q_rows])
+        else:
+            ak = ak0 = np.zeros(0, dtype=np.uint64)
+        self._batch_no += 1
+        sol, lost = _k.solicit(a_rows, ak, ak0, q_rows, qk, ts, self.qkeys, self.qts, float(cfg.query_s),
+                               self._stamp, self._win, self._batch_no)
+        self.counters["query_evictions"] += int(lost)
+        unsolicited = a_rows[~sol]
         if unsolicited.size:
             self._count(b, unsolicited, src, dst)
         return self._flag(b, verdict, ok, unsolicited, src, dst, synack)

@@ -1,0 +1,201 @@
+"""Compiled source counting of the flood detector (see flood.py).
+
+A bucket table is a `_scan_kernel` LRU table keyed by the (destination, kind) target key, with
+the target's current bucket, that bucket's first packet time and how many distinct sources it
+has seen; the sources themselves are an open-addressing set per node (a row of ``members``, at
+least twice ``sources`` slots, 0 meaning empty; source 0 is a flag column). A bucket stops
+collecting once it reaches ``sources``: only that it crossed matters afterwards.
+
+`count` does what the numpy version did with two `np.unique` sorts over the batch: group the
+rows by (target, bucket) in one hashing pass, take as candidates the groups with two or more
+distinct sources and those of targets already in the table, and visit them in the order of
+their 64-bit (target, bucket) key (so that the LRU sees the same sequence of touches).
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from ._scan_kernel import C_VAL, t_find, t_insert, t_move_end
+
+V_BUCKET, V_FIRST, V_COUNT, V_ZERO = C_VAL, C_VAL + 1, C_VAL + 2, C_VAL + 3
+VALUES = 4
+_M = np.uint64(0x9E3779B97F4A7C15)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _mix2(a, b):
+    x = (a ^ (b * np.uint64(0xC2B2AE3D27D4EB4F))) * np.uint64(0x9E3779B97F4A7C15)
+    return x ^ (x >> np.uint64(29))
+
+
+@nb.njit(cache=True, nogil=True)
+def count(T, members, rows, tkey, src, ts, width, sources):
+    """Count the distinct sources of ``rows`` (``tkey`` per row) per (target, bucket); returns, per
+    bucket that has reached ``sources`` (in visiting order): its index into ``rows`` of the group's
+    first row, the bucket, its first packet time."""
+    N, NF = T[2], T[3]
+    n = rows.size
+    m = 16
+    while m < 2 * n:
+        m <<= 1
+    mmask = np.uint64(m - 1)
+    slot_g = np.full(m, -1, np.int64)
+    g_key = np.empty(n, np.uint64)
+    g_bk = np.empty(n, np.int64)
+    g_head = np.empty(n, np.int64)
+    g_src = np.empty(n, np.uint64)
+    g_multi = np.zeros(n, np.bool_)
+    g_cnt = np.zeros(n, np.int64)
+    row_g = np.empty(n, np.int64)
+    ng = 0
+    for i in range(n):
+        r = rows[i]
+        k = tkey[i]
+        bk = np.int64(np.floor(ts[r] / width))
+        h = _mix2(k, np.uint64(bk)) & mmask
+        while True:
+            g = slot_g[h]
+            if g < 0:
+                g = ng
+                ng += 1
+                slot_g[h] = g
+                g_key[g] = k
+                g_bk[g] = bk
+                g_head[g] = i
+                g_src[g] = src[r]
+                break
+            if g_key[g] == k and g_bk[g] == bk:
+                if src[r] != g_src[g]:
+                    g_multi[g] = True
+                break
+            h = (h + np.uint64(1)) & mmask
+        row_g[i] = g
+        g_cnt[g] += 1
+    # candidates: judged against the table as it was before this batch
+    cand = np.empty(ng, np.int64)
+    nc = 0
+    for g in range(ng):
+        if g_multi[g] or t_find(T, g_key[g], 0, 0) >= 0:
+            cand[nc] = g
+            nc += 1
+    out_i = np.empty(nc, np.int64)
+    out_bk = np.empty(nc, np.int64)
+    out_first = np.empty(nc, np.float64)
+    if nc == 0:
+        return out_i, out_bk, out_first
+    cand = cand[:nc]
+    tb = np.empty(nc, np.uint64)
+    for c in range(nc):
+        g = cand[c]
+        tb[c] = g_key[g] * _M + np.uint64(g_bk[g])
+    cand = cand[np.argsort(tb)]
+    # the rows of each candidate group, in capture order
+    pos = np.full(ng, -1, np.int64)
+    off = 0
+    for c in range(nc):
+        g = cand[c]
+        pos[g] = off
+        off += g_cnt[g]
+    start = pos.copy()
+    grows = np.empty(off, np.int64)
+    for i in range(n):
+        g = row_g[i]
+        if pos[g] >= 0:
+            grows[pos[g]] = i
+            pos[g] += 1
+    width_m = members.shape[1]
+    smask = np.uint64(width_m - 1)
+    ne = 0
+    for c in range(nc):
+        g = cand[c]
+        k = g_key[g]
+        bk = g_bk[g]
+        h0 = g_head[g]
+        nd = t_find(T, k, 0, 0)
+        if nd >= 0:
+            t_move_end(T, nd)
+        if nd < 0 or N[nd, V_BUCKET] != bk:
+            if nd < 0:
+                nd, _ev = t_insert(T, k, 0, 0)
+            N[nd, V_BUCKET] = bk
+            NF[nd, V_FIRST] = ts[rows[h0]]
+            N[nd, V_COUNT] = 0
+            N[nd, V_ZERO] = 0
+            members[nd, :] = 0
+        if N[nd, V_COUNT] < sources:
+            for p in range(start[g], start[g] + g_cnt[g]):
+                if N[nd, V_COUNT] >= sources:
+                    break
+                s = src[rows[grows[p]]]
+                if s == 0:
+                    if N[nd, V_ZERO] == 0:
+                        N[nd, V_ZERO] = 1
+                        N[nd, V_COUNT] += 1
+                    continue
+                h = _mix2(s, np.uint64(1)) & smask
+                while True:
+                    v = members[nd, h]
+                    if v == 0:
+                        members[nd, h] = s
+                        N[nd, V_COUNT] += 1
+                        break
+                    if v == s:
+                        break
+                    h = (h + np.uint64(1)) & smask
+        if N[nd, V_COUNT] >= sources:
+            out_i[ne] = h0
+            out_bk[ne] = N[nd, V_BUCKET]
+            out_first[ne] = NF[nd, V_FIRST]
+            ne += 1
+    return out_i[:ne], out_bk[:ne], out_first[:ne]
+
+
+def member_slots(sources: int) -> int:
+    m = 16
+    while m < 2 * sources:
+        m <<= 1
+    return m
+
+
+def warm_up() -> None:
+    from ._scan_kernel import new_table
+
+    T = new_table(16, VALUES)
+    members = np.zeros((16, member_slots(16)), np.uint64)
+    rows = np.arange(3, dtype=np.int64)
+    count(T, members, rows, np.array([1, 1, 2], np.uint64), np.array([0, 5, 6], np.uint64), np.zeros(3), 10.0, 16)
+    n_distinct(np.array([0, 5, 6], np.uint64), np.uint64(5))
+
+
+@nb.njit(cache=True, nogil=True)
+def n_distinct(a, exclude):
+    """How many distinct values ``a`` holds other than ``exclude`` (`np.unique` without the sort)."""
+    m = 16
+    while m < 2 * a.size:
+        m <<= 1
+    mask = np.uint64(m - 1)
+    seen = np.zeros(m, np.uint64)
+    zero = False
+    n = 0
+    for i in range(a.size):
+        s = a[i]
+        if s == exclude:
+            continue
+        if s == 0:
+            if not zero:
+                zero = True
+                n += 1
+            continue
+        h = _mix2(s, np.uint64(1)) & mask
+        while True:
+            v = seen[h]
+            if v == 0:
+                seen[h] = s
+                n += 1
+                break
+            if v == s:
+                break
+            h = (h + np.uint64(1)) & mask
+    return n
