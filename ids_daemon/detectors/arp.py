@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..capture.batch import ETH_P_ARP, STATUS_OK, PacketBatch, ipv4_str, mac_to_str
+from ..capture.batch import PacketBatch, ipv4_str, mac_to_str
 from ..config import ArpDetectorConfig
+from . import _arp_kernel as _k
 from .base import LRU, Finding, mark
 
 CLS = "MITM-ArpSpoofing"
 _BCAST_MAC = 0xFFFFFFFFFFFF
-_GROUP_BIT = np.uint64(1 << 40)  # I/G bit of the first octet: multicast/broadcast MACs
 _HOW = {1: "ARP sender", 0: "ARP target"}
 
 
@@ -34,16 +34,6 @@ def _pair(mac: np.ndarray, ip: np.ndarray) -> np.ndarray:
     """One 64-bit key per (MAC, IP) claim."""
     with np.errstate(over="ignore"):
         return (mac.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) ^ ip.astype(np.uint64)
-
-
-def _unicast_mac(mac: np.ndarray) -> np.ndarray:
-    return (mac != 0) & ((mac & _GROUP_BIT) == 0)
-
-
-def _host_ip(ip: np.ndarray) -> np.ndarray:
-    """A source address one host can own: not 0.0.0.0/8, loopback, multicast or broadcast."""
-    first = ip >> np.uint32(24)
-    return (first != 0) & (first != 127) & (first < 224)
 
 
 class _SourceTable:
@@ -63,26 +53,17 @@ class _SourceTable:
     def __len__(self) -> int:
         return int(self.mac.size)
 
-    def update(self, mac: np.ndarray, ip: np.ndarray, ts: np.ndarray) -> None:
-        """Merge one batch's IPv4 (Ethernet source, IP source, time) triples."""
+    def update(self, bm: np.ndarray, bfirst: np.ndarray, blast: np.ndarray, blo: np.ndarray,
+               bhi: np.ndarray) -> None:
+        """Merge one batch's IPv4 sources, reduced per MAC (`_arp_kernel.scan_batch`): first and
+        last time, lowest and highest source IP (they differ: the MAC sourced several)."""
         self._by_ip = None
-        if mac.size == 0:
+        if bm.size == 0:
             return
-        order = np.lexsort((ip, mac))
-        mac, ip, ts = mac[order], ip[order], ts[order]
-        edge = np.ones(mac.size, bool)
-        edge[1:] = (mac[1:] != mac[:-1]) | (ip[1:] != ip[:-1])
-        starts = np.flatnonzero(edge)
-        pm, pip = mac[starts], ip[starts]
-        pfirst, plast = np.minimum.reduceat(ts, starts), np.maximum.reduceat(ts, starts)
-        medge = np.ones(pm.size, bool)
-        medge[1:] = pm[1:] != pm[:-1]
-        mstarts = np.flatnonzero(medge)
-        bm = pm[mstarts]
-        nips = np.diff(np.append(mstarts, pm.size))
-        bfirst, blast = np.minimum.reduceat(pfirst, mstarts), np.maximum.reduceat(plast, mstarts)
-        bip = pip[mstarts]  # one IP per MAC (its only one when nips == 1)
-        bmulti = np.where(nips > 1, blast, -np.inf)
+        order = np.argsort(bm)
+        bm, bfirst, blast, blo, bhi = bm[order], bfirst[order], blast[order], blo[order], bhi[order]
+        bip = blo  # one IP per MAC (its only one when it sourced one)
+        bmulti = np.where(blo != bhi, blast, -np.inf)
         pos = np.searchsorted(self.mac, bm)
         found = pos < self.mac.size
         found[found] = self.mac[pos[found]] == bm[found]
@@ -120,20 +101,42 @@ class _SourceTable:
             order = np.argsort(self.ip, kind="stable")
             self._by_ip = (order, self.ip[order])
         order, ips = self._by_ip
-        lo, hi = np.searchsorted(ips, ip, "left"), np.searchsorted(ips, ip, "right")
-        if lo == hi:
+        lo = int(ips.searchsorted(ip, "left"))
+        if lo == ips.size or ips[lo] != ip:
             return None
-        cand = order[lo:hi]
-        ok = (now - self.last[cand] <= self.hold_s) & (now - self.multi[cand] > self.hold_s)
-        if np.count_nonzero(ok) != 1:
-            return None
-        return int(self.mac[cand[ok][0]])
+        hi = int(ips.searchsorted(ip, "right"))
+        found = None
+        for c in order[lo:hi].tolist():
+            if now - self.last[c] <= self.hold_s and now - self.multi[c] > self.hold_s:
+                if found is not None:
+                    return None  # two MACs source it: one relays the other's packets
+                found = c
+        return None if found is None else int(self.mac[found])
+
+
+_warm = False
+
+
+def _warm_up() -> None:
+    """Load (or compile) the kernel once per process: a detector's first batch should not pay for it."""
+    global _warm
+    if _warm:
+        return
+    _warm = True
+    b = PacketBatch.empty(4)
+    b.ethertype[:] = (0x0800, 0x0800, 0x0806, 0x0800)
+    b.ip_version[:] = (4, 4, 0, 4)
+    b.eth_src[:] = (2, 2, 2, 4)
+    b.src4[:] = (0x0A000001, 0x0A000002, 0x0A000001, 0x0A000001)
+    b.ts[:] = (1.0, 2.0, 3.0, 0.5)
+    _k.scan_batch(b.status, b.ip_version, b.ethertype, b.eth_src, b.src4, b.ts, True)
 
 
 class ArpDetector:
     name = "arp"
 
     def __init__(self, cfg: ArpDetectorConfig | None = None):
+        _warm_up()
         self.cfg = cfg or ArpDetectorConfig()
         self.counters: dict[str, int] = {"arp_frames": 0, "conflicts": 0}
         n = self.cfg.max_hosts
@@ -145,14 +148,13 @@ class ArpDetector:
         self.sources = _SourceTable(n, self.cfg.hold_s, self.counters)  # mac -> the one IPv4 address it sources
 
     def process(self, batch: PacketBatch, verdict: np.ndarray) -> list[Finding]:
-        ok = batch.status == STATUS_OK
-        if self.cfg.learn_from_ip:
-            ip4 = ok & (batch.ip_version == 4) & (batch.ethertype != ETH_P_ARP)
-            ip4 &= _unicast_mac(batch.eth_src) & _host_ip(batch.src4)
-            sel = np.flatnonzero(ip4)
-            self.sources.update(batch.eth_src[sel], batch.src4[sel], batch.ts[sel])
-        arp = (batch.ethertype == ETH_P_ARP) & ok & (batch.src4 != 0)
-        idx = np.flatnonzero(arp)
+        # one compiled pass: the ARP frames (decoded, sender IP set), and the IPv4 frames' sources
+        # reduced per unicast MAC (host source addresses only)
+        learn = bool(self.cfg.learn_from_ip)
+        idx, *sources = _k.scan_batch(batch.status, batch.ip_version, batch.ethertype, batch.eth_src, batch.src4,
+                                      batch.ts, learn)
+        if learn:
+            self.sources.update(*sources)
         if idx.size == 0:
             return []
         self.counters["arp_frames"] += int(idx.size)
@@ -167,6 +169,9 @@ class ArpDetector:
         relayed = ((batch.eth_src[idx] != 0) & (batch.eth_src[idx] != batch.arp_sha[idx])).tolist()
         ts = batch.ts[idx].tolist()
         new: dict[tuple[int, int], str] = {}
+        # MACs whose IPs in unsolicited replies were all held spoofers after their last frame
+        # (this batch), with the spoofer eviction count then
+        covered: dict[int, int] = {}
         for o, s, t, m, th, now, rel in zip(op, spa, tpa, sha, tha, ts, relayed):
             if o == 1:
                 self.requests.touch((s, t), now)
@@ -195,15 +200,29 @@ class ArpDetector:
             if unsol and o == 2 and not gratuitous:  # an answer nobody asked for, about another's address
                 ips = self.unsolicited.touch_new(m, dict)
                 ips[s] = now
-                for ip in [k for k, v in ips.items() if now - v > cfg.hold_s]:
-                    del ips[ip]
+                if now - min(ips.values()) > cfg.hold_s:  # (now - v falls as v rises: else none is old)
+                    for ip in [k for k, v in ips.items() if now - v > cfg.hold_s]:
+                        del ips[ip]
                 if len(ips) > 64:
                     ips.pop(next(iter(ips)))
+                was_covered = covered.pop(m, None) == self.counters["spoofer_evictions"]
                 if len(ips) >= cfg.max_ips_per_mac:
-                    for ip in ips:
-                        self._spoof(m, ip, now, f"claims {len(ips)} IPs in unsolicited replies", new)
-            claimants = [k for k in held if k != m and held[k][3]]
-            holders = {k: _HOW[held[k][3]] for k in held if k != m}
+                    evictions = self.counters["spoofer_evictions"]
+                    # after the last pass over m's IPs all were held spoofers, and none has been
+                    # evicted since: only s can be new
+                    todo = ((s,) if s in ips else ()) if was_covered else ips
+                    why = None
+                    for ip in todo:
+                        if (m, ip) not in self.spoofers:  # (as _spoof: a known spoofer is left as it is)
+                            why = why or f"claims {len(ips)} IPs in unsolicited replies"
+                            self._spoof(m, ip, now, why, new)
+                    if self.counters["spoofer_evictions"] == evictions:
+                        covered[m] = evictions
+            if len(held) > 1:
+                claimants = [k for k in held if k != m and held[k][3]]
+                holders = {k: _HOW[held[k][3]] for k in held if k != m}
+            else:  # m alone holds s
+                claimants, holders = [], {}
             if unsol and (src := self.sources.holder(s, now)) is not None and src != m:
                 holders.setdefault(src, "IP source")
             if holders:
@@ -216,6 +235,8 @@ class ArpDetector:
                     if not culprits and all(held[k][0] < rec[0] for k in claimants):
                         culprits = [m]  # no unsolicited claims either side: the newcomer
                 for c in culprits:
+                    if (c, s) in self.spoofers:
+                        continue  # already held a spoofer of s: _spoof would change nothing
                     others = holders if c == m else {m: "ARP sender", **holders}
                     prev = [f"{mac_to_str(k)} ({how})" for k, how in others.items() if k != c]
                     self._spoof(c, s, now, f"claims {ipv4_str(s)} held by {', '.join(prev)}", new)
@@ -241,17 +262,31 @@ class ArpDetector:
         mask[idx[hit | other]] = True
         mark(verdict, mask, CLS)
         findings = []
-        hit_idx = idx[hit]
-        _, first, inverse = np.unique(pair[hit], return_index=True, return_inverse=True)
-        for j, f0 in enumerate(first.tolist()):
-            rows = hit_idx[inverse.ravel() == j]
-            mac, ip = int(batch.arp_sha[hit_idx[f0]]), int(batch.src4[hit_idx[f0]])
-            why = self.spoofers.get((mac, ip), [0, 0, ""])[2]
-            targets = sorted({ipv4_str(x) for x in batch.dst4[rows].tolist()})
-            findings.append(Finding(
-                detector=self.name, cls=CLS, first_ts=float(batch.ts[rows].min()), last_ts=float(batch.ts[rows].max()),
-                packets=int(rows.size), attacker=mac_to_str(mac), victim=ipv4_str(ip), protocol="arp",
-                evidence=f"{mac_to_str(mac)} {why}; {rows.size} claims to {', '.join(targets[:4])}"))
+        # the hits grouped by (MAC, IP) claim, in key order; a stable sort keeps each group's frames
+        # in capture order
+        if hit.any():
+            hit_idx = idx[hit]
+            hp = pair[hit]
+            perm = np.argsort(hp, kind="stable")
+            hp = hp[perm]
+            rows = hit_idx[perm]
+            starts = np.flatnonzero(np.r_[True, hp[1:] != hp[:-1]])
+            ends = np.r_[starts[1:], hp.size].tolist()
+            hts = batch.ts[rows]
+            t_lo, t_hi = np.minimum.reduceat(hts, starts).tolist(), np.maximum.reduceat(hts, starts).tolist()
+            g_mac, g_ip = batch.arp_sha[rows[starts]].tolist(), batch.src4[rows[starts]].tolist()
+            dst = batch.dst4[rows].tolist()
+            names = {x: ipv4_str(x) for x in set(dst)}
+            macs = {x: mac_to_str(x) for x in set(g_mac)}
+            for j, a in enumerate(starts.tolist()):
+                e = ends[j]
+                mac, ip = g_mac[j], g_ip[j]
+                why = self.spoofers.get((mac, ip), [0, 0, ""])[2]
+                targets = sorted({names[x] for x in dst[a:e]})
+                findings.append(Finding(
+                    detector=self.name, cls=CLS, first_ts=t_lo[j], last_ts=t_hi[j],
+                    packets=e - a, attacker=macs[mac], victim=ipv4_str(ip), protocol="arp",
+                    evidence=f"{macs[mac]} {why}; {e - a} claims to {', '.join(targets[:4])}"))
         other_idx = idx[other]
         for mac in np.unique(batch.arp_sha[other_idx]).tolist():
             rows = other_idx[batch.arp_sha[other_idx] == mac]

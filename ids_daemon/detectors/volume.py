@@ -43,16 +43,18 @@ DDoS-*_Fragmentation classes by the fragments' protocol; when two or more source
 one host with one kind at once, the DDoS class of that kind.
 
 Only keys with two or more packets in a batch (or already being counted) are looked at,
-so ordinary traffic costs a ``numpy.unique`` per batch; state is capped at ``max_keys``.
+so ordinary traffic costs one compiled pass per batch (`_volume_kernel`); state is capped at
+``max_keys``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..capture.batch import (STATUS_OK, TH_ACK, TH_FIN, TH_PSH, TH_RST, TH_SYN, PacketBatch, address_ids,
+from ..capture.batch import (STATUS_OK, TH_ACK, TH_RST, TH_SYN, PacketBatch, address_ids,
                              address_name)
 from ..config import VolumeDetectorConfig
+from . import _volume_kernel as _vk
 from .base import CLASS_INDEX, LRU, Finding, mark, pair_key
 
 K_SYN, K_ACK, K_PSHACK, K_RSTFIN, K_UDP, K_ICMP, K_FRAG, K_HTTP = range(8)
@@ -69,8 +71,8 @@ _FRAG_CLASS = {6: "DDoS-ACK_Fragmentation", 17: "DDoS-UDP_Fragmentation", 1: "DD
                58: "DDoS-ICMP_Fragmentation"}
 _TCP_KINDS = (K_ACK, K_PSHACK, K_RSTFIN)
 _PORTSCAN = CLASS_INDEX["Recon-PortScan"]
-_M = np.uint64(0x9E3779B97F4A7C15)
-_M2 = np.uint64(0xC2B2AE3D27D4EB4F)
+_NO_KEYS = np.zeros(0, np.uint64)
+_NO_PAY = np.zeros(0, np.int64)
 
 
 class _Count:
@@ -87,10 +89,42 @@ def _keys(src: np.ndarray, dst: np.ndarray, kind: np.ndarray, port: np.ndarray) 
         return pair_key(src, dst, port.astype(np.uint64) * np.uint64(16) + kind.astype(np.uint64))
 
 
+_warm = False
+
+
+def _warm_up() -> None:
+    """Load (or compile) the kernels once per process, on a tiny SYN flood with its answers and
+    an unprompted ICMP error: a detector's first batch should not pay for it."""
+    global _warm
+    if _warm:
+        return
+    _warm = True
+    n = 64
+    b = PacketBatch.empty(n)
+    b.ts[:] = 1000.0 + np.arange(n) * 1e-3
+    b.ethertype[:] = 0x0800
+    b.ip_version[:] = 4
+    b.proto[:] = 6
+    b.l4_ok[:] = True
+    b.src4[:] = 0x0A000001
+    b.dst4[:] = 0x0A000002
+    b.sport[:] = 40000 + np.arange(n)
+    b.dport[:] = 80
+    b.tcp_flags[:] = TH_SYN
+    b.src4[1::2], b.dst4[1::2] = 0x0A000002, 0x0A000001
+    b.tcp_flags[1::2] = TH_SYN | TH_ACK
+    b.tcp_flags[-4] = TH_ACK
+    b.proto[-2:] = (17, 1)
+    b.icmp_type[-1] = 3
+    b.http_req[-4] = 1
+    VolumeDetector(VolumeDetectorConfig(syn_rate=1.0, max_keys=16)).process(b, np.full(n, -1, np.int16))
+
+
 class VolumeDetector:
     name = "volume"
 
     def __init__(self, cfg: VolumeDetectorConfig | None = None):
+        _warm_up()
         self.cfg = cfg or VolumeDetectorConfig()
         self.counters: dict[str, int] = {"floods": 0}
         self.counts = LRU(self.cfg.max_keys, self.counters, "count_evictions")  # key -> _Count
@@ -101,168 +135,75 @@ class VolumeDetector:
         self._rates = np.array([c.syn_rate, c.tcp_rate, c.tcp_rate, c.tcp_rate, c.udp_rate, c.icmp_rate, c.frag_rate,
                                 c.http_requests / c.http_window_s], dtype=np.float64)
 
-    # -- what each frame is, as columns ------------------------------------------------------
-    def _classify(self, b: PacketBatch, src: np.ndarray, dst: np.ndarray):
-        """Per frame: the kind it counts as (-1 none), the kind it answers (keyed reversed),
-        whether it completes a connection (SYN key), and whether it says "port closed"."""
-        ok = (b.status == STATUS_OK) & (b.ip_version > 0)
-        v6 = b.ip_version == 6
-        f = b.tcp_flags
-        frag = ok & ((b.frag_offset > 0) | b.frag_mf)
-        l4 = ok & b.l4_ok & ~frag
-        tcp = l4 & (b.proto == 6)
-        udp = l4 & (b.proto == 17)
-        icmp = ok & b.l4_ok & np.where(v6, b.proto == 58, b.proto == 1) & ~frag
-        kind = np.full(len(b), -1, dtype=np.int8)
-        kind[frag] = K_FRAG
-        kind[udp] = K_UDP
-        kind[tcp & (f & TH_SYN == 0) & (f & (TH_RST | TH_FIN) != 0)] = K_RSTFIN
-        kind[tcp & (f & (TH_SYN | TH_RST | TH_FIN | TH_PSH | TH_ACK) == TH_PSH | TH_ACK)] = K_PSHACK
-        kind[tcp & (f & (TH_SYN | TH_RST | TH_FIN | TH_PSH) == 0)] = K_ACK
-        kind[tcp & (f & (TH_SYN | TH_ACK) == TH_SYN)] = K_SYN
-        echo_rep = icmp & np.where(v6, b.icmp_type == 129, b.icmp_type == 0)
-        err = icmp & np.where(v6, b.icmp_type < 5, np.isin(b.icmp_type, (3, 4, 5, 11, 12)))
-        unreach = icmp & np.where(v6, b.icmp_type == 1, b.icmp_type == 3)
-        # an ICMP error or echo reply answers the receiver's own traffic when the receiver sent
-        # the sender something in this batch (a closed port's unreachable, a router's time
-        # exceeded, a ping's reply); sent unprompted (BlackNurse: type 3 at line rate) it is the
-        # flood itself
-        answer_err = err | echo_rep
-        if answer_err.any():
-            zero = np.zeros(len(b), dtype=np.uint16)
-            sent = np.unique(pair_key(src, dst, zero)[ok & ~answer_err])
-            r = np.flatnonzero(answer_err)
-            answer_err[r] = np.isin(pair_key(dst[r], src[r], zero[r]), sent)
-        kind[icmp & ~answer_err] = K_ICMP
-        # answers, keyed as the flood they answer (source and host swapped)
-        answers = np.full(len(b), -1, dtype=np.int8)
-        answers[tcp & (f & (TH_SYN | TH_ACK) == TH_SYN | TH_ACK)] = K_SYN
-        answers[echo_rep] = K_ICMP
-        answers[udp] = K_UDP
-        closed = unreach & answer_err
-        answers[closed] = K_UDP
-        return kind, answers, closed, tcp & (f & TH_ACK != 0) & (f & (TH_SYN | TH_RST) == 0)
-
     def process(self, b: PacketBatch, verdict: np.ndarray) -> list[Finding]:
         src, dst = address_ids(b)
-        kind, answers, closed, est = self._classify(b, src, dst)
-        http = (b.http_req > 0) & (kind >= 0)
+        # one compiled pass: `_classify`'s columns and each frame's counting key (meaningful where
+        # kind >= 0)
+        kind, answers, closed, est, key = _vk.classify(b.status, b.ip_version, b.proto, b.l4_ok, b.frag_offset,
+                                                       b.frag_mf, b.tcp_flags, b.icmp_type, src, dst)
         rows = np.flatnonzero(kind >= 0)
-        hrows = np.flatnonzero(http)
         if not rows.size and not self.held:
             return []
-        ports0 = np.zeros(len(b), dtype=np.uint16)
-        key = _keys(src, dst, kind.clip(0), ports0)  # per frame, meaningful where kind >= 0
-        hkey = _keys(src, dst, np.full(len(b), K_HTTP, dtype=np.int8), b.dport)
-        self._count(b, rows, key[rows], kind, src, dst, answers, closed, est, self.cfg.window_s)
+        hrows = np.flatnonzero((b.http_req > 0) & (kind >= 0))
+        hkey = None
+        if rows.size:
+            self._count(b, rows, key[rows], kind, src, dst, answers, closed, est, self.cfg.window_s)
         if hrows.size:
+            hkey = _keys(src, dst, np.full(len(b), K_HTTP, dtype=np.int8), b.dport)
             self._count(b, hrows, hkey[hrows], np.full(len(b), K_HTTP, dtype=np.int8), src, dst, answers, closed,
                         est, self.cfg.http_window_s)
         if not self.held:
             return []
+        if hkey is None:
+            hkey = _keys(src, dst, np.full(len(b), K_HTTP, dtype=np.int8), b.dport)
         return self._flag(b, verdict, src, dst, kind, answers, key, hkey)
 
     # -- counting ------------------------------------------------------------------------------
     def _count(self, b: PacketBatch, rows: np.ndarray, rkey: np.ndarray, kind: np.ndarray, src: np.ndarray,
                dst: np.ndarray, answers: np.ndarray, closed: np.ndarray, est: np.ndarray, window_s: float) -> None:
-        cfg = self.cfg
-        bucket = np.floor(b.ts[rows] / window_s).astype(np.int64)
-        with np.errstate(over="ignore"):
-            kb = rkey * _M + bucket.astype(np.uint64)
-        order = np.argsort(kb, kind="stable")
-        skb = kb[order]
-        start = np.flatnonzero(np.r_[True, skb[1:] != skb[:-1]])
-        counts = np.diff(np.r_[start, skb.size])
-        head = order[start]  # index into rows of each (key, bucket)'s first frame
         # a key can reach its rate in a bucket only with a share of it in this batch (a quarter:
         # a bucket split over batches is counted from the batch that holds most of it); live
-        # batches are short, so there every key with two packets is looked at
+        # batches are short, so there every key with two packets is looked at. One compiled pass
+        # (`_volume_kernel.count_batch`) counts the frames per (key, bucket) and, for those that
+        # can matter, the batch's answers, ports, connections and payload.
         span = min(max(float(b.ts[-1] - b.ts[0]), 0.0), window_s)
-        need = np.maximum(2.0, self._rates[kind[rows[head]]] * span / 4)
-        cand = counts >= need
         if self.counts:
             known = np.fromiter(self.counts.keys(), dtype=np.uint64, count=len(self.counts))
-            cand |= np.isin(rkey[head], known)
-        if not cand.any():
-            return
+        else:
+            known = _NO_KEYS
         is_http = int(kind[rows[0]]) == K_HTTP
-        # the answers of this batch, per (key, bucket) of the flood they would answer
-        ans_n: dict[int, int] = {}
-        tcp_n: dict[int, int] = {}
-        est_n: dict[int, int] = {}
-        closed_n: dict[int, int] = {}
-        if not is_http:
-            arows = np.flatnonzero((answers >= 0) & ~closed)  # a port unreachable is no answer
-            # a TCP flood's answer is any segment back that is not a reset
-            trows = np.flatnonzero((b.proto == 6) & b.l4_ok & (b.tcp_flags & TH_RST == 0) & (b.status == STATUS_OK)
-                                   & (b.ip_version > 0))
-            ans_n = self._tally(b, arows, dst, src, answers[arows], window_s)
-            # one tally serves the three TCP kinds: looked up under K_ACK's key (`alt` below)
-            tcp_n = self._tally(b, trows, dst, src, np.full(trows.size, K_ACK, np.int8), window_s)
-            erows = np.flatnonzero(est)
-            est_n = self._tally(b, erows, src, dst, np.full(erows.size, K_SYN, np.int8), window_s)
-            crows = np.flatnonzero(closed)
-            closed_n = self._tally(b, crows, dst, src, np.full(crows.size, K_UDP, np.int8), window_s)
-        pay = (b.ip_len.astype(np.int64) - b.ip_hdr_len - b.l4_hdr_len).clip(0)
-        # distinct destination ports per (key, bucket) in this batch (summed over batches: an
-        # over-count, which only ever makes a flood look more like a scan)
-        n_ports: dict[int, int] = {}
-        n_conns: dict[int, int] = {}
-        if not is_http:
-            sel = np.repeat(cand, counts)  # sorted frames of the candidate (key, bucket)s
-            with np.errstate(over="ignore"):
-                kp = skb[sel] ^ ((b.dport[rows[order[sel]]].astype(np.uint64) + np.uint64(1)) * _M2)
-            _, first = np.unique(kp, return_index=True)
-            kpu, kpn = np.unique(skb[sel][first], return_counts=True)
-            n_ports = dict(zip(kpu.tolist(), kpn.tolist()))
-            # and distinct (source port, destination port): a connection keeps its ports, a flood
-            # tool takes a new source port for nearly every segment
-            with np.errstate(over="ignore"):
-                kc = kp ^ ((b.sport[rows[order[sel]]].astype(np.uint64) + np.uint64(1)) * _M)
-            _, first = np.unique(kc, return_index=True)
-            kcu, kcn = np.unique(skb[sel][first], return_counts=True)
-            n_conns = dict(zip(kcu.tolist(), kcn.tolist()))
-        hr = rows[head]
-        with np.errstate(over="ignore"):
-            alt = (_keys(src[hr], dst[hr], np.full(hr.size, K_ACK, np.int8), np.zeros(hr.size, np.uint16)) * _M
-                   + bucket[head].astype(np.uint64))
-        for j in np.flatnonzero(cand).tolist():
-            h = int(head[j])
-            r = rows[h]
-            k = int(rkey[h])
-            bk = int(bucket[h])
-            kd = int(kind[r])
+        pay = _NO_PAY if is_http else (b.ip_len.astype(np.int64) - b.ip_hdr_len - b.l4_hdr_len).clip(0)
+        (c_kb, c_key, c_n, c_head, c_bucket, c_kind, c_ans, c_tcp, c_est, c_closed, c_ports, c_conns,
+         c_pay) = _vk.count_batch(rows, rkey, kind, src, dst, answers, closed, est, b.ts, b.dport, b.sport, b.proto,
+                                  b.l4_ok, b.tcp_flags, b.status, b.ip_version, pay, float(window_s), self._rates,
+                                  span, known, is_http)
+        if not c_kb.size:
+            return
+        order = np.argsort(c_kb)  # (key, bucket) order, as the numpy version went
+        head_rows = rows[c_head[order]]
+        ts_head = b.ts[head_rows].tolist()
+        src_head, dst_head = src[head_rows].tolist(), dst[head_rows].tolist()
+        dport_head, proto_head = b.dport[head_rows].tolist(), b.proto[head_rows].tolist()
+        for j, (k, bk, kd, n, ans, tcp_ans, done, shut, ports, conns, payload) in enumerate(zip(
+                c_key[order].tolist(), c_bucket[order].tolist(), c_kind[order].tolist(), c_n[order].tolist(),
+                c_ans[order].tolist(), c_tcp[order].tolist(), c_est[order].tolist(), c_closed[order].tolist(),
+                c_ports[order].tolist(), c_conns[order].tolist(), c_pay[order].tolist())):
             st = self.counts.get_touch(k)
             if st is None or st.bucket != bk:
-                st = _Count(bk, float(b.ts[r]))
+                st = _Count(bk, ts_head[j])
                 self.counts.touch(k, st)
-            n = int(counts[j])
             st.n += n
-            kb_j = int(skb[start[j]])
-            st.answered += tcp_n.get(int(alt[j]), 0) if kd in _TCP_KINDS else ans_n.get(kb_j, 0)
-            st.completed += est_n.get(kb_j, 0)
-            st.closed += closed_n.get(kb_j, 0)
-            st.ports += n_ports.get(kb_j, 0)
-            st.conns += n_conns.get(kb_j, 0)
+            st.answered += tcp_ans if kd in _TCP_KINDS else ans
+            st.completed += done
+            st.closed += shut
+            st.ports += ports
+            st.conns += conns
             if kd == K_UDP:
-                st.payload += int(pay[rows[order[start[j]:start[j] + n]]].sum())
+                st.payload += payload
             why = self._flood(kd, st, window_s)
             if why:
-                self._hold(k, st, float(b.ts[r]), int(src[r]), int(dst[r]), kd,
-                           int(b.dport[r]) if kd == K_HTTP else -1, int(b.proto[r]), why, window_s)
-
-    @staticmethod
-    def _tally(b: PacketBatch, rows: np.ndarray, a: np.ndarray, c: np.ndarray, kinds: np.ndarray,
-               window_s: float) -> dict[int, int]:
-        """Frames of ``rows`` per (key(a, c, kind), bucket), as the counting loop keys them."""
-        if not rows.size:
-            return {}
-        k = _keys(a[rows], c[rows], kinds, np.zeros(rows.size, dtype=np.uint16))
-        bucket = np.floor(b.ts[rows] / window_s).astype(np.int64)
-        with np.errstate(over="ignore"):
-            kb = k * _M + bucket.astype(np.uint64)
-        u, n = np.unique(kb, return_counts=True)
-        return dict(zip(u.tolist(), n.tolist()))
+                self._hold(k, st, ts_head[j], src_head[j], dst_head[j], kd,
+                           dport_head[j] if kd == K_HTTP else -1, proto_head[j], why, window_s)
 
     def _flood(self, kd: int, st: _Count, window_s: float) -> str:
         """Why the bucket so far is a flood ("" when it is not)."""

@@ -1,0 +1,397 @@
+"""Compiled counting pass of the volume detector: one batch's frames per (key, bucket), and
+for the (key, bucket)s that can matter (candidates) what the batch shows about them, with
+open-addressing hash tables instead of sorts.
+
+Every tally is keyed exactly as `volume.py` keys it (``pair_key`` of the addresses and the
+kind, times a constant, plus the bucket; all 64-bit wrapping), and looked up by that value,
+as the dictionaries of the numpy version were: the results are the same.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+K_SYN, K_ACK, K_PSHACK, K_RSTFIN, K_UDP, K_ICMP, K_FRAG, K_HTTP = range(8)
+_M = np.uint64(0x9E3779B97F4A7C15)
+_M2 = np.uint64(0xC2B2AE3D27D4EB4F)
+_M3 = np.uint64(0x94D049BB133111EB)
+_TH_RST = 0x04
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _pair_key(client, server, port):
+    """`base.pair_key` of one frame."""
+    a = np.uint64(client) * _M
+    a ^= a >> np.uint64(29)
+    a ^= np.uint64(server)
+    a *= _M3
+    a ^= a >> np.uint64(32)
+    return a ^ ((np.uint64(port) + np.uint64(1)) * _M2)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _pair_base(client, server):
+    """`_pair_key` before its port term."""
+    a = np.uint64(client) * _M
+    a ^= a >> np.uint64(29)
+    a ^= np.uint64(server)
+    a *= _M3
+    return a ^ (a >> np.uint64(32))
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _pair_bit(a, c):
+    return ((np.uint64(a) * _M) ^ (np.uint64(c) * _M3)) >> np.uint64(52)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _with_kind(base, kind):
+    """`_pair_key(client, server, kind)` from `_pair_base(client, server)` (port 0 * 16 + kind)."""
+    return base ^ ((np.uint64(kind) + np.uint64(1)) * _M2)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _kb(a, c, kind, t, window_s):
+    """(`volume._keys(a, c, kind, 0)`) * _M + bucket, as `_count` and `_tally` key a frame."""
+    k = _pair_key(a, c, np.uint64(kind))  # port 0 * 16 + kind
+    return k * _M + np.uint64(np.int64(np.floor(t / window_s)))
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _slot(x, shift):
+    return (x * _M) >> shift
+
+
+@nb.njit(cache=True, nogil=True)
+def _bits(n):
+    m, bits = 16, 4
+    while m < 2 * n:
+        m <<= 1
+        bits += 1
+    return m, bits
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _find(tab, keys, x, shift, mask):
+    """Index stored for ``x`` in ``tab`` (open addressing over ``keys``), or -1."""
+    h = _slot(x, shift)
+    while True:
+        j = tab[h]
+        if j < 0 or keys[j] == x:
+            return j
+        h = (h + np.uint64(1)) & mask
+
+
+@nb.njit(cache=True, nogil=True)
+def count_batch(rows, rkey, kind, src, dst, answers, closed, est, ts, dport, sport, proto, l4_ok, flags, status,
+                ipv, pay, window_s, rates, span, known, is_http):
+    """The candidate (key, bucket)s of ``rows`` (their frames' keys ``rkey``), in no order: kb,
+    key, frames, first frame (index into ``rows``), bucket, kind, answered, completed, closed,
+    distinct ports, distinct (source port, port) and payload bytes (UDP) in this batch.
+    A (key, bucket) is a candidate with max(2, rate of its kind * span / 4) frames or more, or
+    when its key is in ``known`` (being counted already)."""
+    n = rows.size
+    m, bits = _bits(n)
+    shift, mask = np.uint64(64 - bits), np.uint64(m - 1)
+    tab = np.full(m, -1, np.int32)
+    gkb = np.empty(n, np.uint64)
+    gcnt = np.zeros(n, np.int64)
+    ghead = np.empty(n, np.int64)
+    gbucket = np.empty(n, np.int64)
+    rgroup = np.empty(n, np.int64)
+    ng = 0
+    for r in range(n):
+        i = rows[r]
+        bk = np.int64(np.floor(ts[i] / window_s))
+        kb = rkey[r] * _M + np.uint64(bk)
+        h = _slot(kb, shift)
+        while True:
+            j = tab[h]
+            if j < 0:
+                j = ng
+                tab[h] = np.int32(j)
+                gkb[j] = kb
+                ghead[j] = r
+                gbucket[j] = bk
+                ng += 1
+                break
+            if gkb[j] == kb:
+                break
+            h = (h + np.uint64(1)) & mask
+        gcnt[j] += 1
+        rgroup[r] = j
+    # which (key, bucket)s are candidates
+    km, kbits = _bits(known.size)
+    kshift, kmask = np.uint64(64 - kbits), np.uint64(km - 1)
+    ktab = np.full(km, -1, np.int64)
+    for j in range(known.size):
+        h = _slot(known[j], kshift)
+        while ktab[h] >= 0:
+            h = (h + np.uint64(1)) & kmask
+        ktab[h] = j
+    gslot = np.full(ng, -1, np.int64)
+    nc = 0
+    for j in range(ng):
+        r = ghead[j]
+        need = rates[kind[rows[r]]] * span / 4
+        if need < 2.0:
+            need = 2.0
+        if gcnt[j] >= need or (known.size > 0 and _find(ktab, known, rkey[r], kshift, kmask) >= 0):
+            gslot[j] = nc
+            nc += 1
+    c_kb = np.empty(nc, np.uint64)
+    c_key = np.empty(nc, np.uint64)
+    c_n = np.empty(nc, np.int64)
+    c_head = np.empty(nc, np.int64)
+    c_bucket = np.empty(nc, np.int64)
+    c_kind = np.empty(nc, np.int64)
+    c_ans = np.zeros(nc, np.int64)
+    c_tcp = np.zeros(nc, np.int64)
+    c_est = np.zeros(nc, np.int64)
+    c_closed = np.zeros(nc, np.int64)
+    c_ports = np.zeros(nc, np.int64)
+    c_conns = np.zeros(nc, np.int64)
+    c_pay = np.zeros(nc, np.int64)
+    c_alt = np.full(nc, -1, np.int64)
+    for j in range(ng):
+        c = gslot[j]
+        if c < 0:
+            continue
+        r = ghead[j]
+        c_kb[c] = gkb[j]
+        c_key[c] = rkey[r]
+        c_n[c] = gcnt[j]
+        c_head[c] = r
+        c_bucket[c] = gbucket[j]
+        c_kind[c] = kind[rows[r]]
+    if nc == 0 or is_http:
+        return c_kb, c_key, c_n, c_head, c_bucket, c_kind, c_ans, c_tcp, c_est, c_closed, c_ports, c_conns, c_pay
+    # distinct ports and (source port, port) of each candidate, and the UDP payload
+    nf = 0
+    for c in range(nc):
+        nf += c_n[c]
+    pm, pbits = _bits(nf)
+    pshift, pmask = np.uint64(64 - pbits), np.uint64(pm - 1)
+    ptab = np.full(pm, -1, np.int32)
+    pkeys = np.empty(nf, np.uint64)
+    ctab = np.full(pm, -1, np.int32)
+    ckeys = np.empty(nf, np.uint64)
+    npk = 0
+    nck = 0
+    for r in range(n):
+        c = gslot[rgroup[r]]
+        if c < 0:
+            continue
+        i = rows[r]
+        kp = c_kb[c] ^ ((np.uint64(dport[i]) + np.uint64(1)) * _M2)
+        h = _slot(kp, pshift)
+        while True:
+            j = ptab[h]
+            if j < 0:
+                ptab[h] = np.int32(npk)
+                pkeys[npk] = kp
+                npk += 1
+                c_ports[c] += 1
+                break
+            if pkeys[j] == kp:
+                break
+            h = (h + np.uint64(1)) & pmask
+        kc = kp ^ ((np.uint64(sport[i]) + np.uint64(1)) * _M)
+        h = _slot(kc, pshift)
+        while True:
+            j = ctab[h]
+            if j < 0:
+                ctab[h] = np.int32(nck)
+                ckeys[nck] = kc
+                nck += 1
+                c_conns[c] += 1
+                break
+            if ckeys[j] == kc:
+                break
+            h = (h + np.uint64(1)) & pmask
+        if c_kind[c] == K_UDP:
+            c_pay[c] += pay[i]
+    # one TCP tally serves the three TCP kinds, under K_ACK's key of the candidate's pair
+    am, abits = _bits(nc)
+    ashift, amask = np.uint64(64 - abits), np.uint64(am - 1)
+    atab = np.full(am, -1, np.int64)
+    akeys = np.empty(nc, np.uint64)
+    acnt = np.zeros(nc, np.int64)
+    na = 0
+    for c in range(nc):
+        k = c_kind[c]
+        if k != K_ACK and k != K_PSHACK and k != K_RSTFIN:
+            continue
+        i = rows[c_head[c]]
+        alt = _pair_key(src[i], dst[i], np.uint64(K_ACK)) * _M + np.uint64(c_bucket[c])
+        h = _slot(alt, ashift)
+        while True:
+            j = atab[h]
+            if j < 0:
+                atab[h] = na
+                akeys[na] = alt
+                na += 1
+                j = na - 1
+                break
+            if akeys[j] == alt:
+                break
+            h = (h + np.uint64(1)) & amask
+        c_alt[c] = j
+    # the answers of this batch, per (key, bucket) of the flood they would answer: looked up
+    # among the candidates only (a small table)
+    qm, qbits = _bits(nc)
+    qshift, qmask = np.uint64(64 - qbits), np.uint64(qm - 1)
+    qtab = np.full(qm, -1, np.int64)
+    for c in range(nc):
+        h = _slot(c_kb[c], qshift)
+        while qtab[h] >= 0:
+            h = (h + np.uint64(1)) & qmask
+        qtab[h] = c
+    # a frame can answer a candidate only when it goes from the candidate's host to its source
+    # (and can complete one's connection only when it goes the other way): a 4096-bit filter of
+    # the candidates' (source, host) skips most frames before any key is formed (a false
+    # positive is looked up, and misses)
+    pairs = np.zeros(4096, np.bool_)
+    for c in range(nc):
+        i = rows[c_head[c]]
+        pairs[_pair_bit(src[i], dst[i])] = True
+    for i in range(ts.size):
+        a = answers[i]
+        e = est[i]
+        cl = closed[i]
+        if a >= 0 or cl or (na > 0 and proto[i] == 6):
+            if not pairs[_pair_bit(dst[i], src[i])]:
+                a, cl = -1, False
+                tc = False
+            else:
+                tc = (na > 0 and proto[i] == 6 and l4_ok[i] and (flags[i] & _TH_RST) == 0 and status[i] == 0
+                      and ipv[i] > 0)
+        else:
+            tc = False
+        if e and not pairs[_pair_bit(src[i], dst[i])]:
+            e = False
+        if a < 0 and not e and not cl and not tc:
+            continue
+        bk = np.uint64(np.int64(np.floor(ts[i] / window_s)))
+        if a >= 0 or cl or tc:
+            rev = _pair_base(dst[i], src[i])  # keyed as the flood it answers: source and host swapped
+            if a >= 0 and not cl:
+                c = _find(qtab, c_kb, _with_kind(rev, a) * _M + bk, qshift, qmask)
+                if c >= 0:
+                    c_ans[c] += 1
+            if cl:
+                c = _find(qtab, c_kb, _with_kind(rev, K_UDP) * _M + bk, qshift, qmask)
+                if c >= 0:
+                    c_closed[c] += 1
+            # a TCP flood's answer is any segment back that is not a reset
+            if tc:
+                j = _find(atab, akeys, _with_kind(rev, K_ACK) * _M + bk, ashift, amask)
+                if j >= 0:
+                    acnt[j] += 1
+        if e:
+            c = _find(qtab, c_kb, _with_kind(_pair_base(src[i], dst[i]), K_SYN) * _M + bk, qshift, qmask)
+            if c >= 0:
+                c_est[c] += 1
+    for c in range(nc):
+        if c_alt[c] >= 0:
+            c_tcp[c] = acnt[c_alt[c]]
+    return c_kb, c_key, c_n, c_head, c_bucket, c_kind, c_ans, c_tcp, c_est, c_closed, c_ports, c_conns, c_pay
+
+
+_TH_FIN, _TH_SYN, _TH_PSH, _TH_ACK = 0x01, 0x02, 0x08, 0x10
+
+
+@nb.njit(cache=True, nogil=True)
+def classify(status, ipv, proto, l4_ok, frag_offset, frag_mf, flags, icmp_type, src, dst):
+    """Per frame (`VolumeDetector._classify`): the kind it counts as (-1 none), the kind it
+    answers (keyed reversed), whether it says "port closed", whether it completes a connection,
+    and its counting key (`_keys(src, dst, max(kind, 0), 0)`)."""
+    n = status.size
+    kind = np.full(n, -1, np.int8)
+    answers = np.full(n, -1, np.int8)
+    closed = np.zeros(n, np.bool_)
+    est = np.zeros(n, np.bool_)
+    key = np.empty(n, np.uint64)
+    aerr = np.empty(n, np.int64)  # ICMP errors and echo replies: answers to the receiver's own traffic?
+    unr = np.zeros(n, np.bool_)
+    ne = 0
+    for i in range(n):
+        if status[i] != 0 or ipv[i] == 0:
+            continue
+        v6 = ipv[i] == 6
+        p = proto[i]
+        f = flags[i]
+        if frag_offset[i] > 0 or frag_mf[i]:
+            kind[i] = K_FRAG
+            continue
+        if not l4_ok[i]:
+            continue
+        if p == 6:
+            if (f & _TH_SYN) == 0 and (f & (_TH_RST | _TH_FIN)) != 0:
+                kind[i] = K_RSTFIN
+            elif (f & (_TH_SYN | _TH_RST | _TH_FIN | _TH_PSH | _TH_ACK)) == _TH_PSH | _TH_ACK:
+                kind[i] = K_PSHACK
+            elif (f & (_TH_SYN | _TH_RST | _TH_FIN | _TH_PSH)) == 0:
+                kind[i] = K_ACK
+            elif (f & (_TH_SYN | _TH_ACK)) == _TH_SYN:
+                kind[i] = K_SYN
+            if (f & (_TH_SYN | _TH_ACK)) == _TH_SYN | _TH_ACK:
+                answers[i] = K_SYN
+            est[i] = (f & _TH_ACK) != 0 and (f & (_TH_SYN | _TH_RST)) == 0
+        elif p == 17:
+            kind[i] = K_UDP
+            answers[i] = K_UDP
+        if (p == 58) if v6 else (p == 1):
+            t = icmp_type[i]
+            if v6:
+                echo_rep, err, unreach = t == 129, t < 5, t == 1
+            else:
+                echo_rep, err, unreach = t == 0, t == 3 or t == 4 or t == 5 or t == 11 or t == 12, t == 3
+            if echo_rep:
+                answers[i] = K_ICMP
+            if err or echo_rep:
+                aerr[ne] = i
+                ne += 1
+                unr[i] = unreach
+            else:
+                kind[i] = K_ICMP
+    if ne:
+        # an ICMP error or echo reply answers the receiver's own traffic when the receiver sent
+        # the sender something in this batch; sent unprompted it is the flood itself
+        m, bits = _bits(n)
+        shift, mask = np.uint64(64 - bits), np.uint64(m - 1)
+        tab = np.full(m, -1, np.int64)
+        keys = np.empty(n, np.uint64)
+        nk = 0
+        e = 0
+        for i in range(n):
+            if e < ne and aerr[e] == i:
+                e += 1
+                continue
+            if status[i] != 0 or ipv[i] == 0:
+                continue
+            x = _pair_key(src[i], dst[i], 0)
+            h = _slot(x, shift)
+            while True:
+                j = tab[h]
+                if j < 0:
+                    tab[h] = nk
+                    keys[nk] = x
+                    nk += 1
+                    break
+                if keys[j] == x:
+                    break
+                h = (h + np.uint64(1)) & mask
+        for e in range(ne):
+            i = aerr[e]
+            if nk > 0 and _find(tab, keys, _pair_key(dst[i], src[i], 0), shift, mask) >= 0:
+                if unr[i]:
+                    closed[i] = True
+                    answers[i] = K_UDP
+            else:
+                kind[i] = K_ICMP
+    for i in range(n):
+        k = kind[i]
+        key[i] = _pair_key(src[i], dst[i], np.uint64(k if k > 0 else 0))
+    return kind, answers, closed, est, key
