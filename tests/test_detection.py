@@ -280,7 +280,7 @@ def test_by_source_holds_a_repository_out_and_counts_packets(tmp_path: Path) -> 
     assert 0.0 <= ov["model_unclaimed_attack_flagged_share"] <= 1.0
     assert ov["model_benign_flagged"] <= ov["benign_flagged"]
     assert "unclaimed" in p.stdout and "by window kind" in p.stdout
-    # temperature scaling: fitted on validation, recorded with the fold's operating point
+    # every fold has its operating point
     assert all(f["threshold"] is not None for f in res["folds"])
 
 
@@ -410,3 +410,37 @@ def test_fine_tuning_learns_the_site_and_keeps_the_attacks(tmp_path: Path) -> No
     # replayed attacks are still flagged at the new operating point
     assert rec["replayed_attacks_flagged_after"] >= 0.9 * rec["replayed_attacks_flagged_before"]
     assert "fine-tuned" in p.stdout
+
+
+def test_temperature_scaling_calibrates_without_changing_the_argmax() -> None:
+    """The fitted temperature lowers the validation NLL (its objective) of an overconfident network, is
+    folded into its last layer (logits divided by T), and never changes the argmax."""
+    import torch
+
+    from ids_daemon.model.lstm import LSTMConfig, RealDataLSTMPredictor
+    from trainer.train import _fit_temperature
+
+    torch.manual_seed(0)
+    model = RealDataLSTMPredictor(LSTMConfig(input_size=4, hidden_size=8, num_layers=1, num_classes=3, dropout=0.0))
+    with torch.no_grad():
+        model.classifier[-1].weight.mul_(40.0)  # far too confident
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 3, 4)).astype(np.float32)
+
+    class Rows:  # what _fit_temperature reads of the trainer's encoded validation part
+        idx = np.arange(len(x))
+
+        def batch(self, pos: np.ndarray) -> np.ndarray:
+            return x[pos]
+
+    with torch.no_grad():
+        before = model(torch.from_numpy(x)).double()
+    # labels: the model's argmax 70 % of the time, noise otherwise
+    y = np.where(rng.random(len(x)) < 0.7, before.argmax(1).numpy(), rng.integers(0, 3, len(x)))
+    cal = _fit_temperature(model, Rows(), y, torch.device("cpu"))
+    assert cal is not None and cal["temperature"] > 1.0
+    assert cal["validation_nll"]["after"] < cal["validation_nll"]["before"]
+    with torch.no_grad():
+        after = model(torch.from_numpy(x)).double()
+    assert torch.equal(after.argmax(1), before.argmax(1))
+    assert torch.allclose(after, before / cal["temperature"], rtol=1e-4, atol=1e-4)
