@@ -214,119 +214,9 @@ def expire_before(T, col, t0):
         n = q
 
 
-@nb.njit(cache=True, nogil=True)
-def pairs_in(T, a, b):
-    """(a[i], b[i]) or (b[i], a[i]) is a key of T (third key 0)."""
-    out = np.zeros(a.size, np.bool_)
-    for i in range(a.size):
-        out[i] = t_find(T, a[i], b[i], 0) >= 0 or t_find(T, b[i], a[i], 0) >= 0
-    return out
-
-
 # ---- pending probes ----------------------------------------------------------------------------
 P_TS, P_S, P_H, P_P, P_K, P_OS = 5, 6, 7, 8, 9, 10  # values of a pending probe (ts is a float)
 PENDING_VALUES = 6
-
-
-@nb.njit(cache=True, nogil=True)
-def batch_events(T, uk, at, k_u, failed, ev, pend, ts, src, dst, port, stack, ans_u, rs_keys, rs_at, end, answer_s):
-    """The events of a batch (at, ts, src, host, port, kind, failed, os) in frame order, as
-    `ScanDetector` sorted them (stably: this batch's own probes, ``ev`` in key order, before the
-    pending ones). The batch's unresolved probes (``pend``, in key order) are touched into the
-    pending table T first; then the earlier ones are resolved: answered (at 0), reset (at the
-    reset) or timed out (at the first frame past ``answer_s``)."""
-    meta, N, NF = T[0], T[2], T[3]
-    nev = 0
-    for j in range(uk.size):
-        if ev[j]:
-            nev += 1
-        elif pend[j]:
-            a = at[j]
-            n, new, evicted = t_touch(T, uk[j], np.uint64(0), np.int64(0))
-            NF[n, P_TS] = ts[a]
-            N[n, P_S] = np.int64(src[a])
-            N[n, P_H] = np.int64(dst[a])
-            N[n, P_P] = np.int64(port[a])
-            N[n, P_K] = k_u[j]
-            N[n, P_OS] = stack[a]
-    cap = ans_u.size + rs_keys.size + meta[M_SIZE]
-    pnode = np.empty(cap, np.int64)  # node of each pending event (its values stay until reused)
-    pa = np.empty(cap, np.int64)
-    pbad = np.empty(cap, np.bool_)
-    m = 0
-    # the deleted nodes are only reused by the next touch, so their values can be read after
-    if meta[M_SIZE] > 0:
-        for pass_ in range(2):
-            keys = ans_u if pass_ == 0 else rs_keys
-            for j in range(keys.size):
-                n = t_find(T, keys[j], np.uint64(0), np.int64(0))
-                if n < 0:
-                    continue
-                pnode[m] = n
-                pa[m] = 0 if pass_ == 0 else rs_at[j]
-                pbad[m] = pass_ == 1
-                m += 1
-                t_delete(T, n)
-        nts = ts.size
-        while meta[M_SIZE] > 0:
-            n = meta[M_HEAD]
-            t = NF[n, P_TS]
-            if end - t < answer_s:
-                break
-            t_delete(T, n)
-            a = 0
-            if t >= ts[0]:
-                a = np.searchsorted(ts, t + answer_s)
-            pnode[m] = n
-            pa[m] = min(a, nts - 1)
-            pbad[m] = True
-            m += 1
-    # a stable counting sort on the frame index
-    nts = ts.size
-    first = np.zeros(nts + 1, np.int64)
-    for j in range(uk.size):
-        if ev[j]:
-            first[at[j] + 1] += 1
-    for q in range(m):
-        first[pa[q] + 1] += 1
-    for q in range(nts):
-        first[q + 1] += first[q]
-    tot = nev + m
-    oa = np.empty(tot, np.int64)
-    ot = np.empty(tot, np.float64)
-    osrc = np.empty(tot, np.uint64)
-    oh = np.empty(tot, np.uint64)
-    op = np.empty(tot, np.int64)
-    ok = np.empty(tot, np.int64)
-    obad = np.empty(tot, np.bool_)
-    oos = np.empty(tot, np.bool_)
-    for j in range(uk.size):
-        if ev[j]:
-            a = at[j]
-            o = first[a]
-            first[a] += 1
-            oa[o] = a
-            ot[o] = ts[a]
-            osrc[o] = src[a]
-            oh[o] = dst[a]
-            op[o] = np.int64(port[a])
-            ok[o] = k_u[j]
-            obad[o] = failed[j]
-            oos[o] = stack[a]
-    for q in range(m):
-        a = pa[q]
-        n = pnode[q]
-        o = first[a]
-        first[a] += 1
-        oa[o] = a
-        ot[o] = NF[n, P_TS]
-        osrc[o] = np.uint64(N[n, P_S])
-        oh[o] = np.uint64(N[n, P_H])
-        op[o] = N[n, P_P]
-        ok[o] = N[n, P_K]
-        obad[o] = pbad[q]
-        oos[o] = N[n, P_OS] != 0
-    return oa, ot, osrc, oh, op, ok, obad, oos
 
 
 # ---- groups, scanners, targets -----------------------------------------------------------------
@@ -517,32 +407,500 @@ def set_has(keys, used, q, out):
             i = (i + np.uint64(1)) & mask
 
 
+# ---- one batch's probes and answers, in two compiled passes (scan.py's former numpy masks) -------
+_M1 = np.uint64(0x9E3779B97F4A7C15)
+_M2 = np.uint64(0xC2B2AE3D27D4EB4F)
+_M3 = np.uint64(0x94D049BB133111EB)
+_S29 = np.uint64(29)
+_S8 = np.uint64(8)
+_S16 = np.uint64(16)
+_ONE = np.uint64(1)
+TH_FIN, TH_SYN, TH_RST, TH_ACK = 1, 2, 4, 16
+# bits of a frame's answer code: an answer of these kinds, or a reset
+AN_TCP, AN_UDP, AN_ICMP, AN_ARP, AN_RST = 1, 2, 4, 8, 16
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def pair_key1(a, b, c):
+    """`base.pair_key` of one (client, server, port)."""
+    x = np.uint64(a) * _M1
+    x ^= x >> _S29
+    x ^= np.uint64(b)
+    x *= _M3
+    x ^= x >> _S32
+    return x ^ ((np.uint64(c) + _ONE) * _M2)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def probe_key(s, h, port, kind):
+    """`scan._key` of one (source, host, port, kind)."""
+    return pair_key1(s, h, (np.uint64(port) << _S8) | np.uint64(kind))
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _ports_key(sp, dp):
+    return (np.uint64(sp) << _S16) | np.uint64(dp)
+
+
 @nb.njit(cache=True, nogil=True)
-def first_seen(keys):
-    """The distinct keys in order of first occurrence, and the index of each first occurrence."""
-    n = keys.size
+def classify(status, ipver, l4ok, proto, flags, icmp_type, ip_len, ip_hdr_len, l4_hdr_len, dst4, dst6,
+             ethertype, arp_op, src4, sport, dport, src, dst):
+    """Every frame's probe kind (-1: none; K_ACK before the connection check), probed port, whether
+    it is a SYN of an OS stack, and its answer code (AN_*); and the keys of the connections seen
+    opening (forward keys of the opening frames, then their reverse keys), as `ScanDetector` had
+    them from numpy masks."""
+    n = status.size
+    kind = np.full(n, -1, np.int8)
+    port = np.zeros(n, np.uint16)
+    stack = np.zeros(n, np.bool_)
+    code = np.zeros(n, np.uint8)
+    opening = np.empty(n, np.int64)
+    no = 0
+    for i in range(n):
+        st_ok = status[i] == 0
+        v = ipver[i]
+        p = proto[i]
+        if v == 0:
+            if st_ok and ethertype[i] == 0x0806:
+                op = arp_op[i]
+                if op == 1 and src4[i] != 0 and src4[i] != dst4[i]:
+                    kind[i] = K_ARP
+                elif op == 2:
+                    code[i] = AN_ARP
+            continue
+        if not st_ok:
+            continue
+        # destinations a probe can go to: not multicast, broadcast or unspecified
+        if v == 6:
+            dok = dst6[i, 0] != 0xFF
+            if dok:
+                anyb = False
+                for q in range(16):
+                    if dst6[i, q] != 0:
+                        anyb = True
+                        break
+                dok = anyb
+        else:
+            ip = dst4[i]
+            dok = (ip >> 28) != 0xE and ip != 0xFFFFFFFF and (ip & 0xFF) != 0xFF and ip != 0
+        if ethertype[i] == 0x0806:  # (an ARP frame with an IP version: as the masks had it)
+            op = arp_op[i]
+            if op == 1 and src4[i] != 0 and src4[i] != dst4[i]:
+                kind[i] = K_ARP
+            elif op == 2:
+                code[i] = AN_ARP
+        if p != 1 and p != 6 and p != 17 and p != 58:
+            if dok:
+                kind[i] = K_PROTO
+                port[i] = p
+            continue
+        if not l4ok[i]:
+            continue
+        if p == 6:
+            f = flags[i]
+            crafted = ((f & (TH_SYN | TH_FIN)) == (TH_SYN | TH_FIN) or (f & (TH_SYN | TH_RST)) == (TH_SYN | TH_RST)
+                       or (f & (TH_FIN | TH_RST)) == (TH_FIN | TH_RST))
+            if dok and ((f & (TH_ACK | TH_RST)) == 0 or crafted):
+                kind[i] = K_TCP
+                port[i] = dport[i]
+                if (f & TH_SYN) != 0 and l4_hdr_len[i] > 24:
+                    stack[i] = True
+            elif dok and (f & 0x3F) == TH_ACK and np.int64(ip_len[i]) - np.int64(ip_hdr_len[i]) - np.int64(l4_hdr_len[i]) <= 0:
+                kind[i] = K_ACK
+                port[i] = dport[i]
+            if (f & (TH_SYN | TH_RST)) == TH_SYN and not crafted:
+                opening[no] = i
+                no += 1
+            if (f & TH_RST) != 0:
+                code[i] |= AN_RST
+            elif (f & TH_ACK) != 0:
+                code[i] |= AN_TCP
+        elif p == 17:
+            code[i] |= AN_UDP
+            if dok and dport[i] <= sport[i]:
+                kind[i] = K_UDP
+                port[i] = dport[i]
+        elif (p == 58) == (v == 6):  # ICMP of the frame's family
+            t = icmp_type[i]
+            if t == (128 if v == 6 else 8):
+                if dok:
+                    kind[i] = K_ICMP
+            elif t == (129 if v == 6 else 0):
+                code[i] |= AN_ICMP
+    okeys = np.empty(2 * no, np.uint64)
+    for j in range(no):
+        i = opening[j]
+        okeys[j] = pair_key1(src[i], dst[i], _ports_key(sport[i], dport[i]))
+        okeys[no + j] = pair_key1(dst[i], src[i], _ports_key(dport[i], sport[i]))
+    return kind, port, stack, code, okeys
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _set_has1(keys, used, x):
+    mask = np.uint64(keys.size - 1)
+    i = _h(x, 0, 0) & mask
+    while used[i]:
+        if keys[i] == x:
+            return True
+        i = (i + _ONE) & mask
+    return False
+
+
+@nb.njit(cache=True, nogil=True)
+def probes_of(kind, port, code, stack, sport, dport, src, dst, ts, ck1, cu1, cm1, ck2, cu2, cm2, end, answer_s):
+    """The batch's distinct probes, answers and resets, as `ScanDetector.process` fed
+    `batch_events`: bare ACKs of a connection seen opening (sets 1 and 2) stop being probes
+    (``kind`` is updated). Returns (probes, distinct probe keys in order of first occurrence, their
+    first frame, kind, failed, event, the pending ones' indices in key order, the answers' keys
+    (in frame order, duplicates kept), the resets' keys (the TCP-keyed ones, then the ACK-keyed
+    ones, each in frame order), the frame of each reset). A probe is answered by an answer with
+    its key at or after it, reset by a reset with its key anywhere in the batch."""
+    n = kind.size
+    na = 0
+    nr = 0
+    has1 = cm1[0] > 0
+    has2 = cm2[0] > 0
+    np_ = 0
+    for i in range(n):
+        k = kind[i]
+        if k == K_ACK and (has1 or has2):
+            x = pair_key1(src[i], dst[i], _ports_key(sport[i], dport[i]))
+            if (has1 and _set_has1(ck1, cu1, x)) or (has2 and _set_has1(ck2, cu2, x)):
+                kind[i] = -1
+                k = -1
+        if k >= 0:
+            np_ += 1
+        c = code[i]
+        if c != 0:
+            if c & AN_RST:
+                nr += 1
+            if c & AN_TCP:
+                na += 2
+            if c & AN_UDP:
+                na += 1
+            if c & AN_ICMP:
+                na += 1
+            if c & AN_ARP:
+                na += 1
+    # distinct probes in order of first occurrence; a slot holds probe index + 1
     m = 16
-    while m < 2 * n:
+    while m < 2 * np_:
         m <<= 1
-    mask = np.uint64(m - 1)
-    tab = np.empty(m, np.uint64)
-    used = np.zeros(m, np.bool_)
-    uk = np.empty(n, np.uint64)
-    first = np.empty(n, np.int64)
+    pmask = np.uint64(m - 1)
+    ptab = np.empty(m, np.uint64)
+    pslot = np.zeros(m, np.int64)
+    uk = np.empty(np_, np.uint64)
+    at = np.empty(np_, np.int64)
     u = 0
-    for j in range(n):
-        x = keys[j]
-        i = _h(x, 0, 0) & mask
-        seen = False
-        while used[i]:
-            if tab[i] == x:
-                seen = True
+    for i in range(n):
+        k = kind[i]
+        if k < 0:
+            continue
+        x = probe_key(src[i], dst[i], port[i], k)
+        j = _h(x, 0, 0) & pmask
+        while pslot[j] != 0:
+            if ptab[j] == x:
                 break
-            i = (i + np.uint64(1)) & mask
-        if not seen:
-            used[i] = True
-            tab[i] = x
-            uk[u] = x
-            first[u] = j
-            u += 1
-    return uk[:u], first[:u]
+            j = (j + _ONE) & pmask
+        if pslot[j] != 0:
+            continue
+        u += 1
+        pslot[j] = u
+        ptab[j] = x
+        uk[u - 1] = x
+        at[u - 1] = i
+    uk = uk[:u]
+    at = at[:u]
+    plast = np.full(u, -1, np.int64)
+    preset = np.zeros(u, np.bool_)
+    ans = np.empty(na, np.uint64)
+    rs_keys = np.empty(2 * nr, np.uint64)
+    rs_at = np.empty(2 * nr, np.int64)
+    q = 0
+    r = 0
+    for i in range(n):
+        c = code[i]
+        if c == 0:
+            continue
+        if c & AN_RST:
+            rs_keys[r] = probe_key(dst[i], src[i], sport[i], K_TCP)
+            rs_keys[nr + r] = probe_key(dst[i], src[i], sport[i], K_ACK)
+            rs_at[r] = i
+            rs_at[nr + r] = i
+            if u > 0:
+                for z in (rs_keys[r], rs_keys[nr + r]):
+                    p = _probe_of(ptab, pslot, pmask, z)
+                    if p >= 0:
+                        preset[p] = True
+            r += 1
+        q0 = q
+        if c & AN_TCP:
+            ans[q] = probe_key(dst[i], src[i], sport[i], K_TCP)
+            ans[q + 1] = probe_key(dst[i], src[i], sport[i], K_ACK)
+            q += 2
+        if c & AN_UDP:
+            ans[q] = probe_key(dst[i], src[i], sport[i], K_UDP)
+            q += 1
+        if c & AN_ICMP:
+            ans[q] = probe_key(dst[i], src[i], 0, K_ICMP)
+            q += 1
+        if c & AN_ARP:
+            ans[q] = probe_key(dst[i], src[i], 0, K_ARP)
+            q += 1
+        if u > 0:
+            for qq in range(q0, q):
+                p = _probe_of(ptab, pslot, pmask, ans[qq])
+                if p >= 0:
+                    plast[p] = i  # frames in order: the last one stays
+    k_u = np.empty(u, np.int64)
+    failed = np.zeros(u, np.bool_)
+    ev = np.zeros(u, np.bool_)
+    pend = np.zeros(u, np.bool_)
+    npend = 0
+    for j in range(u):
+        a = at[j]
+        k = np.int64(kind[a])
+        k_u[j] = k
+        answered = plast[j] >= a
+        reset = preset[j]
+        timed = not answered and not reset and end - ts[a] >= answer_s
+        fl = reset or timed
+        counted = fl or k == K_ICMP or k == K_PROTO
+        failed[j] = fl
+        ev[j] = counted or answered
+        if not counted and not answered:
+            pend[j] = True
+            npend += 1
+    pj = np.empty(npend, np.int64)
+    pk = np.empty(npend, np.uint64)
+    q = 0
+    for j in range(u):
+        if pend[j]:
+            pj[q] = j
+            pk[q] = uk[j]
+            q += 1
+    porder = pj[np.argsort(pk)]
+    return np_, uk, at, k_u, failed, ev, porder, ans, rs_keys, rs_at
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _probe_of(ptab, pslot, pmask, x):
+    j = _h(x, 0, 0) & pmask
+    while pslot[j] != 0:
+        if ptab[j] == x:
+            return pslot[j] - 1
+        j = (j + _ONE) & pmask
+    return -1
+
+
+@nb.njit(cache=True, nogil=True)
+def batch_events(T, uk, at, k_u, failed, ev, porder, ts, src, dst, port, stack, ans, rs_keys, rs_at, end, answer_s):
+    """The events of a batch (at, ts, src, host, port, kind, failed, os) in frame order: this
+    batch's own probes (``ev``) before the pending ones at the same frame. The batch's unresolved
+    probes (``porder``: their indices, in key order) are touched into the pending table T first;
+    then the earlier ones are resolved: answered (at 0; taken in key order, whatever the order and
+    repeats of the answers' keys ``ans``), reset (at the reset) or timed out (at the first frame
+    past ``answer_s``)."""
+    meta, N, NF = T[0], T[2], T[3]
+    nev = 0
+    for j in range(uk.size):
+        if ev[j]:
+            nev += 1
+    for q in range(porder.size):
+        j = porder[q]
+        a = at[j]
+        n, new, evicted = t_touch(T, uk[j], np.uint64(0), np.int64(0))
+        NF[n, P_TS] = ts[a]
+        N[n, P_S] = np.int64(src[a])
+        N[n, P_H] = np.int64(dst[a])
+        N[n, P_P] = np.int64(port[a])
+        N[n, P_K] = k_u[j]
+        N[n, P_OS] = stack[a]
+    cap = ans.size + rs_keys.size + meta[M_SIZE]
+    pnode = np.empty(cap, np.int64)  # node of each pending event (its values stay until reused)
+    pa = np.empty(cap, np.int64)
+    pbad = np.empty(cap, np.bool_)
+    m = 0
+    if meta[M_SIZE] > 0 and ans.size > 0:
+        hk = np.empty(ans.size, np.uint64)
+        hn = np.empty(ans.size, np.int64)
+        nh = 0
+        size = meta[M_SIZE]
+        if 4 * size < ans.size:  # few pending: their keys in a small local set, the answers looked up there
+            ms = 16
+            while ms < 2 * size:
+                ms <<= 1
+            smask = np.uint64(ms - 1)
+            stab = np.empty(ms, np.uint64)
+            sslot = np.zeros(ms, np.int64)
+            n = meta[M_HEAD]
+            while n >= 0:
+                x = np.uint64(N[n, C_K1])
+                j = _h(x, 0, 0) & smask
+                while sslot[j] != 0:
+                    j = (j + _ONE) & smask
+                sslot[j] = n + 1
+                stab[j] = x
+                n = N[n, C_NXT]
+            for q in range(ans.size):
+                p = _probe_of(stab, sslot, smask, ans[q])
+                if p >= 0:
+                    hk[nh] = ans[q]
+                    hn[nh] = p
+                    nh += 1
+        else:
+            for q in range(ans.size):
+                n = t_find(T, ans[q], np.uint64(0), np.int64(0))
+                if n >= 0:
+                    hk[nh] = ans[q]
+                    hn[nh] = n
+                    nh += 1
+        o = np.argsort(hk[:nh])
+        prev = np.uint64(0)
+        for q in range(nh):
+            x = hk[o[q]]
+            if q > 0 and x == prev:
+                continue
+            prev = x
+            n = hn[o[q]]
+            pnode[m] = n
+            pa[m] = 0
+            pbad[m] = False
+            m += 1
+            t_delete(T, n)
+    if meta[M_SIZE] > 0:
+        for j in range(rs_keys.size):
+            if meta[M_SIZE] == 0:
+                break
+            n = t_find(T, rs_keys[j], np.uint64(0), np.int64(0))
+            if n < 0:
+                continue
+            pnode[m] = n
+            pa[m] = rs_at[j]
+            pbad[m] = True
+            m += 1
+            t_delete(T, n)
+        nts = ts.size
+        while meta[M_SIZE] > 0:
+            n = meta[M_HEAD]
+            t = NF[n, P_TS]
+            if end - t < answer_s:
+                break
+            t_delete(T, n)
+            a = 0
+            if t >= ts[0]:
+                a = np.searchsorted(ts, t + answer_s)
+            pnode[m] = n
+            pa[m] = min(a, nts - 1)
+            pbad[m] = True
+            m += 1
+    nts = ts.size
+    first = np.zeros(nts + 1, np.int64)
+    for j in range(uk.size):
+        if ev[j]:
+            first[at[j] + 1] += 1
+    for q in range(m):
+        first[pa[q] + 1] += 1
+    for q in range(nts):
+        first[q + 1] += first[q]
+    tot = nev + m
+    oa = np.empty(tot, np.int64)
+    ot = np.empty(tot, np.float64)
+    osrc = np.empty(tot, np.uint64)
+    oh = np.empty(tot, np.uint64)
+    op = np.empty(tot, np.int64)
+    ok = np.empty(tot, np.int64)
+    obad = np.empty(tot, np.bool_)
+    oos = np.empty(tot, np.bool_)
+    for j in range(uk.size):
+        if ev[j]:
+            a = at[j]
+            o = first[a]
+            first[a] += 1
+            oa[o] = a
+            ot[o] = ts[a]
+            osrc[o] = src[a]
+            oh[o] = dst[a]
+            op[o] = np.int64(port[a])
+            ok[o] = k_u[j]
+            obad[o] = failed[j]
+            oos[o] = stack[a]
+    for q in range(m):
+        a = pa[q]
+        n = pnode[q]
+        o = first[a]
+        first[a] += 1
+        oa[o] = a
+        ot[o] = NF[n, P_TS]
+        osrc[o] = np.uint64(N[n, P_S])
+        oh[o] = np.uint64(N[n, P_H])
+        op[o] = N[n, P_P]
+        ok[o] = N[n, P_K]
+        obad[o] = pbad[q]
+        oos[o] = N[n, P_OS] != 0
+    return oa, ot, osrc, oh, op, ok, obad, oos
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _find_sorted(a, x):
+    """Index of ``x`` in the sorted ``a``, or -1."""
+    j = np.searchsorted(a, x)
+    if j < a.size and a[j] == x:
+        return j
+    return -1
+
+
+@nb.njit(cache=True, nogil=True)
+def scanner_rows(kind, status, ipver, proto, flags, icmp_type, ethertype, arp_op, src, dst, scanners, start, TG):
+    """The frames `ScanDetector._flag` flags, grouped by scanner: a scanner's probes (and the ACK/RST
+    that close a connect scan), the replies to it, and whatever else it exchanges with a host it
+    probed (a pair in TG), each from the scanner's ``start`` frame on. Returns (rows, grouped by
+    scanner in the order of ``scanners`` (sorted), frame order within; the first row of each
+    scanner's run, scanners.size + 1 entries)."""
+    n = kind.size
+    ns = scanners.size
+    owner = np.empty(n, np.int64)
+    rows = np.empty(n, np.int64)
+    cnt = np.zeros(ns + 1, np.int64)
+    has_tg = TG[0][M_SIZE] > 0
+    m = 0
+    for i in range(n):
+        if status[i] != 0:
+            continue
+        js = _find_sorted(scanners, src[i])
+        jd = _find_sorted(scanners, dst[i])
+        if js < 0 and jd < 0:
+            continue
+        f = flags[i]
+        v = ipver[i]
+        p = proto[i]
+        tcp = v > 0 and p == 6
+        probe = kind[i] >= 0 or (tcp and ((f & TH_RST) != 0 or (f & 0x3F) == TH_ACK))
+        t = icmp_type[i]
+        reply = ((tcp and ((f & TH_RST) != 0 or (f & (TH_SYN | TH_ACK)) == (TH_SYN | TH_ACK)))
+                 or (p == 1 and v == 4 and (t == 0 or t == 3 or t == 11))
+                 or (p == 58 and v == 6 and (t == 129 or t == 1 or t == 3))
+                 or (p == 17 and v > 0)
+                 or (ethertype[i] == 0x0806 and arp_op[i] == 2))
+        fs = js >= 0
+        td = jd >= 0
+        conv = False
+        if has_tg and not (fs and probe) and not (td and reply):
+            conv = t_find(TG, src[i], dst[i], 0) >= 0 or t_find(TG, dst[i], src[i], 0) >= 0
+        sel = (fs and (probe or conv) and i >= start[js]) or (td and (reply or conv) and i >= start[jd])
+        if not sel:
+            continue
+        o = js if fs else jd  # the frame's scanner: its source when that is one
+        rows[m] = i
+        owner[m] = o
+        cnt[o + 1] += 1
+        m += 1
+    for q in range(ns):
+        cnt[q + 1] += cnt[q]
+    out = np.empty(m, np.int64)
+    pos = cnt[:ns].copy()
+    for q in range(m):
+        o = owner[q]
+        out[pos[o]] = rows[q]
+        pos[o] += 1
+    return out, cnt

@@ -38,33 +38,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..capture.batch import ETH_P_ARP, STATUS_OK, TH_ACK, TH_FIN, TH_RST, TH_SYN, PacketBatch, address_ids, address_name
+from ..capture.batch import TH_ACK, TH_RST, TH_SYN, PacketBatch, address_ids, address_name
 from ..config import ScanDetectorConfig
 from . import _scan_kernel as _k
-from .base import Finding, mark, pair_key
+from .base import CLASS_INDEX, Finding
 
 K_TCP, K_UDP, K_ACK, K_ICMP, K_ARP, K_PROTO = 0, 1, 2, 3, 4, 5
 _KIND_NAME = {K_TCP: "tcp", K_UDP: "udp", K_ACK: "tcp", K_ICMP: "icmp", K_ARP: "arp", K_PROTO: "ip"}
-_C1 = np.uint64(0x9E3779B97F4A7C15)
-_C2 = np.uint64(0xC2B2AE3D27D4EB4F)
-
-
-def _key(src: np.ndarray, host: np.ndarray, port: np.ndarray, kind: np.ndarray | int) -> np.ndarray:
-    """64-bit key of (source, host, port, kind) (a multiplicative mix: collisions are negligible)."""
-    b = (port.astype(np.uint64) << np.uint64(8)) | np.asarray(kind, dtype=np.uint64)
-    return pair_key(src, host, b)
-
-
-def _ports(sport: np.ndarray, dport: np.ndarray) -> np.ndarray:
-    return (sport.astype(np.uint64) << np.uint64(16)) | dport.astype(np.uint64)
-
-
-def _public_unicast(b: PacketBatch) -> np.ndarray:
-    """Destinations a probe can go to: not multicast, broadcast or unspecified."""
-    ip = b.dst4
-    v4 = (ip >> 28 != 0xE) & (ip != 0xFFFFFFFF) & (ip & 0xFF != 0xFF) & (ip != 0)
-    v6 = (b.dst6[:, 0] != 0xFF) & b.dst6.any(axis=1)
-    return np.where(b.ip_version == 6, v6, v4)
 
 
 class _Connections:
@@ -202,117 +182,43 @@ class ScanDetector:
         # connections seen opening, keyed as (sender, sport, peer, dport) of either side's later segments
         self.conns = _Connections(self.cfg.max_pending, self.counters, "connection_evictions")
 
-    # -- probes and answers of one batch, as arrays ------------------------------------------
+    # -- probes and answers of one batch ------------------------------------------------------
     def _probes(self, b: PacketBatch):
-        ok = (b.status == STATUS_OK) & (b.ip_version > 0) & b.l4_ok
-        f = b.tcp_flags
-        tcp = ok & (b.proto == 6)
-        udp = ok & (b.proto == 17)
-        v6 = b.ip_version == 6
-        icmp = ok & np.where(v6, b.proto == 58, b.proto == 1)
-        echo_req = np.where(v6, b.icmp_type == 128, b.icmp_type == 8)
-        echo_rep = np.where(v6, b.icmp_type == 129, b.icmp_type == 0)
-        pay = b.ip_len.astype(np.int64) - b.ip_hdr_len - b.l4_hdr_len
-        dst_ok = _public_unicast(b)
-        # flag sets no stack sends (SYN with FIN or RST, FIN with RST: unicornscan's all-six) are
-        # crafted probes whatever else they carry
-        crafted = tcp & ((f & (TH_SYN | TH_FIN) == TH_SYN | TH_FIN) | (f & (TH_SYN | TH_RST) == TH_SYN | TH_RST)
-                         | (f & (TH_FIN | TH_RST) == TH_FIN | TH_RST))
-        p_tcp = tcp & ((f & (TH_ACK | TH_RST) == 0) | crafted) & dst_ok
-        p_ack = tcp & (f & 0x3F == TH_ACK) & (pay <= 0) & dst_ok
-        # a segment between the two ports of a connection seen opening (the SYN or the SYN-ACK) is
-        # that connection's, never a probe: a loaded server's bare ACKs to the ephemeral ports of a
-        # client that resets its connections (an HTTP flood) are no scan of the client's ports
+        """Each frame's probe kind (-1: none) and port, and whether it is an OS stack's SYN, with
+        the frames' answer codes (`_scan_kernel.classify`); the connections seen opening (a SYN or
+        SYN-ACK) are added to ``conns`` first: a segment between the two ports of such a
+        connection is that connection's, never a bare-ACK probe (a loaded server's bare ACKs to
+        the ephemeral ports of a client that resets its connections, an HTTP flood, are no scan
+        of the client's ports)."""
         src, dst = address_ids(b)
-        opening = tcp & (f & (TH_SYN | TH_RST) == TH_SYN) & ~crafted
-        if opening.any():
-            o = np.flatnonzero(opening)
-            # either side's later segments: (sender, sport, peer, dport) both ways
-            self.conns.add(np.concatenate([pair_key(src[o], dst[o], _ports(b.sport[o], b.dport[o])),
-                                           pair_key(dst[o], src[o], _ports(b.dport[o], b.sport[o]))]))
-        if p_ack.any():
-            a = np.flatnonzero(p_ack)
-            mine = pair_key(src[a], dst[a], _ports(b.sport[a], b.dport[a]))
-            p_ack[a[self.conns.contains(mine)]] = False
-        p_udp = udp & (b.dport <= b.sport) & dst_ok
-        p_icmp = icmp & echo_req & dst_ok
-        # other IP protocols (a benign capture carries at most one besides TCP, UDP and ICMP: GRE, IGMP, ESP...)
-        p_proto = ((b.status == STATUS_OK) & (b.ip_version > 0) & ~np.isin(b.proto, (1, 6, 17, 58)) & dst_ok)
-        arp = (b.ethertype == ETH_P_ARP) & (b.status == STATUS_OK)
-        p_arp = arp & (b.arp_op == 1) & (b.src4 != 0) & (b.src4 != b.dst4)
-        kind = np.full(len(b), -1, dtype=np.int8)
-        kind[p_arp], kind[p_icmp], kind[p_udp], kind[p_ack], kind[p_tcp] = K_ARP, K_ICMP, K_UDP, K_ACK, K_TCP
-        kind[p_proto] = K_PROTO
-        port = np.where((kind == K_ICMP) | (kind == K_ARP), 0, np.where(kind == K_PROTO, b.proto, b.dport))
-        port = port.astype(np.uint16)
-        # answers: what the host sends back, keyed as the probe it answers
-        a_tcp = tcp & (f & TH_RST == 0) & (f & TH_ACK != 0)
-        rst = tcp & (f & TH_RST != 0)
-        a_udp = udp
-        a_icmp = icmp & echo_rep
-        a_arp = arp & (b.arp_op == 2)
-        zero = np.zeros(len(b), dtype=np.uint16)
-
-        def rev(port_: np.ndarray, kind_: int, m: np.ndarray) -> np.ndarray:  # keyed on the rows of m only
-            return _key(dst[m], src[m], port_[m], kind_)
-
-        answers = np.concatenate([rev(b.sport, K_TCP, a_tcp), rev(b.sport, K_ACK, a_tcp), rev(b.sport, K_UDP, a_udp),
-                                  rev(zero, K_ICMP, a_icmp), rev(zero, K_ARP, a_arp)])
-        resets = np.concatenate([rev(b.sport, K_TCP, rst), rev(b.sport, K_ACK, rst)])
-        ans_at = np.concatenate([np.flatnonzero(a_tcp), np.flatnonzero(a_tcp), np.flatnonzero(a_udp),
-                                 np.flatnonzero(a_icmp), np.flatnonzero(a_arp)])
-        rst_at = np.concatenate([np.flatnonzero(rst), np.flatnonzero(rst)])
-        # a SYN carrying more TCP options than an MSS came from an operating system's stack
-        # (browsers, P2P clients, nmap -sT); address-sweeping scanners craft their probes
-        stack = p_tcp & (f & TH_SYN != 0) & (b.l4_hdr_len > 24)
-        return kind, port, answers, ans_at, resets, rst_at, stack
+        kind, port, stack, code, okeys = _k.classify(
+            b.status, b.ip_version, b.l4_ok, b.proto, b.tcp_flags, b.icmp_type, b.ip_len, b.ip_hdr_len,
+            b.l4_hdr_len, b.dst4, b.dst6, b.ethertype, b.arp_op, b.src4, b.sport, b.dport, src, dst)
+        if okeys.size:
+            self.conns.add(okeys)
+        return kind, port, stack, code
 
     def process(self, batch: PacketBatch, verdict: np.ndarray) -> list[Finding]:
         n = len(batch)
         if n == 0:
             return []
         cfg = self.cfg
-        kind, port, answers, ans_at, resets, rst_at, stack = self._probes(batch)
-        pi = np.flatnonzero(kind >= 0)
+        kind, port, stack, code = self._probes(batch)
         ts = np.ascontiguousarray(batch.ts, dtype=np.float64)
         end = float(ts[-1])
         src, dst = address_ids(batch)
-        ua = None
-        uk = np.zeros(0, np.uint64)
-        at = np.zeros(0, np.int64)
-        k_u = np.zeros(0, np.int64)
-        failed = ev = pend = np.zeros(0, np.bool_)
-        if pi.size:
-            self.counters["probes"] += int(pi.size)
-            keys = _key(src[pi], dst[pi], port[pi], kind[pi].astype(np.uint64))
-            # np.unique(keys, return_index=True): a hash pass, then an (unstable) sort of the distinct keys
-            uk, first = _k.first_seen(keys)
-            order = np.argsort(uk)
-            uk, at = uk[order], pi[first[order]]
-            # answered within the batch: by a reply at or after the probe
-            a_last = np.full(uk.size, -1, dtype=np.int64)
-            if answers.size:
-                ua, inv = np.unique(answers, return_inverse=True)
-                la = np.full(ua.size, -1, dtype=np.int64)
-                np.maximum.at(la, inv, ans_at)
-                pos = np.minimum(np.searchsorted(ua, uk), ua.size - 1)
-                valid = ua[pos] == uk
-                a_last[valid] = la[pos[valid]]
-            answered = a_last >= at
-            reset = np.isin(uk, resets)
-            k_u = kind[at].astype(np.int64)
-            timed = ~answered & ~reset & (end - ts[at] >= cfg.answer_s)
-            failed = reset | timed
-            counted = failed | (k_u == K_ICMP) | (k_u == K_PROTO)  # echo and protocol probes count at once
-            ev = counted | answered
-            pend = ~counted & ~answered
-        if ua is None:
-            ua = np.unique(answers)
+        c1, c2 = self.conns.cur, self.conns.old
+        # the distinct probes (answered, reset, timed out, counted at once or pending), the answers
+        # and the resets, in one compiled pass (bare ACKs of a connection seen opening dropped)
+        nprobes, uk, at, k_u, failed, ev, porder, answers, resets, rst_at = _k.probes_of(
+            kind, port, code, stack, batch.sport, batch.dport, src, dst, ts, c1[0], c1[1], c1[2],
+            c2[0], c2[1], c2[2], end, float(cfg.answer_s))
+        if nprobes:
+            self.counters["probes"] += int(nprobes)
         # events: (at, ts, src, host, port, kind, failed, from an OS stack) of this batch's probes
         # (each once) and of the earlier ones it resolves (answered, reset or timed out), in order
-        evs = _k.batch_events(self.pending.t, uk, at, k_u, failed, ev, pend, ts, src, dst, port, stack,
-                              ua.astype(np.uint64), resets.astype(np.uint64), rst_at.astype(np.int64),
-                              end, float(cfg.answer_s))
+        evs = _k.batch_events(self.pending.t, uk, at, k_u, failed, ev, porder, ts, src, dst, port, stack,
+                              answers, resets, rst_at, end, float(cfg.answer_s))
         self.pending.sync()
         started: dict[int, int] = {}  # scanner -> index from which its frames are flagged
         if evs[0].size:
@@ -374,45 +280,16 @@ class ScanDetector:
         order = np.argsort(scanners)
         scanners = scanners[order]
         node_of = dict(zip(scanners.tolist(), nodes[order].tolist()))
-        start = np.array([started.get(int(s), 0) for s in scanners], dtype=np.int64)
-        ok = (b.status == STATUS_OK)
-        f = b.tcp_flags
-        v6 = b.ip_version == 6
-        tcp = ok & (b.ip_version > 0) & (b.proto == 6)
+        start = np.array([started.get(s, 0) for s in scanners.tolist()], dtype=np.int64)
         src, dst = address_ids(b)
-        from_s = np.isin(src, scanners) & ok
-        to_s = np.isin(dst, scanners) & ok
-        idx = np.arange(len(b))
-        # the scanner's probes (and the ACK/RST that close a connect scan)
-        probe = (kind >= 0) | (tcp & ((f & TH_RST != 0) | ((f & 0x3F) == TH_ACK)))
-        # the replies to it
-        reply = ((tcp & ((f & TH_RST != 0) | ((f & (TH_SYN | TH_ACK)) == (TH_SYN | TH_ACK))))
-                 | ((b.proto == 1) & (b.ip_version == 4) & np.isin(b.icmp_type, (0, 3, 11)))
-                 | ((b.proto == 58) & v6 & np.isin(b.icmp_type, (129, 1, 3)))
-                 | ((b.proto == 17) & (b.ip_version > 0))
-                 | ((b.ethertype == ETH_P_ARP) & (b.arp_op == 2)))
-        findings = []
-        mask = np.zeros(len(b), dtype=bool)
-        # everything else exchanged with a host the scanner probed (a handful of rows: its traffic only)
-        conv = np.zeros(len(b), dtype=bool)
-        if len(self.targets):
-            rows = np.flatnonzero((from_s | to_s) & ~(from_s & probe) & ~(to_s & reply))
-            if rows.size:
-                conv[rows] = _k.pairs_in(self.targets.t, np.ascontiguousarray(src[rows], dtype=np.uint64),
-                                         np.ascontiguousarray(dst[rows], dtype=np.uint64))
-        for who, col, sel in ((0, src, from_s & (probe | conv)), (1, dst, to_s & (reply | conv))):
-            if not sel.any():
-                continue
-            j = np.searchsorted(scanners, col[sel])
-            rows = idx[sel][idx[sel] >= start[j]]
-            mask[rows] = True
-        if not mask.any():
+        rows_all, first = _k.scanner_rows(kind, b.status, b.ip_version, b.proto, b.tcp_flags, b.icmp_type,
+                                          b.ethertype, b.arp_op, src, dst, scanners, start, self.targets.t)
+        if not rows_all.size:
             return []
+        findings = []
         cls_rows: dict[int, np.ndarray] = {}
-        src_of = np.where(np.isin(src[mask], scanners), src[mask], dst[mask])
-        rows_all = np.flatnonzero(mask)
-        for s in np.unique(src_of).tolist():
-            cls_rows[s] = rows_all[src_of == s]
+        for j in np.flatnonzero(first[1:] > first[:-1]).tolist():
+            cls_rows[int(scanners[j])] = rows_all[first[j]:first[j + 1]]
         for s, rows in cls_rows.items():
             node = node_of[s]
             cls = _CLS[int(AN[node, _k.A_CLS])]
@@ -424,9 +301,8 @@ class ScanDetector:
             rows = rows[: gap[0] + 1] if gap.size else rows
             if t[0] > AF[node, _k.A_UNTIL]:
                 continue
-            sub = np.zeros(len(b), dtype=bool)
-            sub[rows] = True
-            mark(verdict, sub, cls)
+            rows_new = rows[verdict[rows] < 0]  # `mark`: frames no earlier detector flagged
+            verdict[rows_new] = CLASS_INDEX[cls]
             last = float(b.ts[rows].max())
             AF[node, _k.A_UNTIL] = max(float(AF[node, _k.A_UNTIL]), last + self.cfg.hold_s)
             findings.append(Finding(
