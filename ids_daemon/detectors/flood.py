@@ -143,7 +143,7 @@ class FloodDetector:
                             self.cfg.burst_sources)
         if self.held:
             # resets from the crowd to a SYN-flooded host: the owners of the spoofed addresses refusing
-            # the SYN-ACKs they never asked for (a third of GrigorDimitrov's capture); never counted as
+            # the SYN-ACKs they never asked for (up to a third of a SYN flood's capture); never counted as
             # sources. `_kinds` has resets as answers to SYNs; here they are keyed by where they go
             rst = np.flatnonzero((answers == K_SYN) & (b.tcp_flags & (TH_RST | TH_SYN) == TH_RST))
             if rst.size:

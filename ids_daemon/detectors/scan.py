@@ -27,11 +27,11 @@ is a scanner for ``hold_s`` after its last probe: its probes and the replies to 
 (RST, SYN-ACK, ICMP errors and echo replies, UDP and ARP replies) are flagged, from
 the probe that crossed the threshold on, and so is everything it exchanges with the
 hosts it probed: a vulnerability scanner's banner grabs and exploit checks on the ports
-it found open (X-Scan: two thirds of its packets) are the scan too.
+it found open (two thirds of a vulnerability scanner's packets) are the scan too.
 
 Connection attempts of an operating system's stack (SYNs with more options than an
 MSS) count for vertical scans only: a P2P client fails to reach many peers on one port
-(Gnutella: 20 hosts on 6346 in a second), and so does a browser whose network broke.
+(a P2P client: 20 peers on one port in a second), and so does a browser whose network broke.
 """
 
 from __future__ import annotations
