@@ -141,6 +141,16 @@ def tcp_pairs(b: PacketBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return tcp, pair_key(src, dst, b.dport), pair_key(dst, src, b.sport)
 
 
+def rows_of_keys(mask: np.ndarray, fwd: np.ndarray, rev: np.ndarray, held: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of ``mask`` whose key in either direction (``fwd``, else ``rev``) is one of
+    ``held``'s keys, and that key per row: the frames of held pairs or connections, both ways."""
+    keys = np.fromiter(held.keys(), dtype=np.uint64, count=len(held))
+    in_f = mask & np.isin(fwd, keys)
+    in_r = mask & ~in_f & np.isin(rev, keys)
+    rows = np.flatnonzero(in_f | in_r)
+    return rows, np.where(in_f[rows], fwd[rows], rev[rows])
+
+
 # A pair's frames this long before the one that started its hold are flagged with it when they
 # are in the same batch: the handshake of the connection that carried the attack request (a
 # third of a short web attack's packets), a fingerprinting run's first pings. Frames of earlier
@@ -190,15 +200,9 @@ class HeldPairs:
             del self.active[k]
         if not self.active:
             return []
-        keys = np.fromiter(self.active.keys(), dtype=np.uint64, count=len(self.active))
-        keys.sort()
-        in_f = tcp & np.isin(fwd, keys)
-        in_r = tcp & ~in_f & np.isin(rev, keys)
-        sel = in_f | in_r
-        if not sel.any():
+        rows, rk = rows_of_keys(tcp, fwd, rev, self.active)
+        if not rows.size:
             return []
-        rows = np.flatnonzero(sel)
-        rk = np.where(in_f[rows], fwd[rows], rev[rows])
         findings = []
         for k in np.unique(rk).tolist():
             st = self.active[k]

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..capture.batch import HTTP_REQ_PARTIAL, TH_FIN, TH_RST, PacketBatch, address_ids, address_name
 from ..config import SlowHttpDetectorConfig
-from .base import LRU, Finding, _ep, mark, tcp_pairs
+from .base import LRU, Finding, _ep, mark, rows_of_keys, tcp_pairs
 
 CLS = "DDoS-SlowLoris"
 _M1 = np.uint64(0x9E3779B97F4A7C15)
@@ -205,13 +205,9 @@ class SlowHttpDetector:
             del self.held[k]
         if not self.held:
             return []
-        keys = np.fromiter(self.held.keys(), dtype=np.uint64, count=len(self.held))
-        in_f = tcp & np.isin(fwd, keys)
-        in_r = tcp & ~in_f & np.isin(rev, keys)
-        rows = np.flatnonzero(in_f | in_r)
+        rows, rk = rows_of_keys(tcp, fwd, rev, self.held)
         if not rows.size:
             return []
-        rk = np.where(in_f[rows], fwd[rows], rev[rows])
         findings = []
         for k in np.unique(rk).tolist():
             st = self.held[k]

@@ -34,7 +34,7 @@ import numpy as np
 from ..capture.batch import STATUS_OK, TH_ACK, TH_FIN, TH_RST, TH_SYN, PacketBatch, address_ids, address_name
 from ..capture.decode import HTTP_SIGNATURES
 from ..config import WebDetectorConfig
-from .base import LOOKBACK_S, LRU, Finding, _ep, mark, pair_key
+from .base import LOOKBACK_S, LRU, Finding, _ep, mark, pair_key, rows_of_keys
 
 _SCANNER = {code for code, _cls, what in HTTP_SIGNATURES if what.startswith("scanner")}
 _M32 = 0xFFFFFFFF
@@ -199,13 +199,9 @@ class WebDetector:
             del self.held[k]
         if not self.held:
             return []
-        keys = np.fromiter(self.held.keys(), dtype=np.uint64, count=len(self.held))
-        in_f = tcp & np.isin(fwd, keys)
-        in_r = tcp & ~in_f & np.isin(rev, keys)
-        sel = np.flatnonzero(in_f | in_r)
+        sel, rk = rows_of_keys(tcp, fwd, rev, self.held)
         if not sel.size:
             return []
-        rk = np.where(in_f[sel], fwd[sel], rev[sel])
         f = b.tcp_flags
         ts = b.ts
         findings = []
@@ -219,7 +215,7 @@ class WebDetector:
                 continue
             t = ts[r]
             fl = f[r]
-            client_side = in_f[r]
+            client_side = fwd[r] == np.uint64(k)
             n = r.size
             end = n  # rows [0, end) belong to the held connection
             # idle for hold_s: the hold lapsed
