@@ -87,16 +87,16 @@ class SinkKind:
     """A sink the builder can make: what it takes (``predictions`` or ``windows``) and how."""
 
     takes: str
-    make: Callable[[Config, "str | None", bool], Any]
+    make: Callable[[Config, "str | None", bool, bool], Any]  # (config, output file, per-packet rows, append)
 
 
-def _jsonl(cfg: Config, output: str | None, per_packet: bool) -> Any:
+def _jsonl(cfg: Config, output: str | None, per_packet: bool, append: bool) -> Any:
     from .sinks.jsonl import JsonlSink
 
-    return JsonlSink(output)
+    return JsonlSink(output, append=append)
 
 
-def _kafka(cfg: Config, output: str | None, per_packet: bool) -> Any:
+def _kafka(cfg: Config, output: str | None, per_packet: bool, append: bool) -> Any:
     k = cfg.kafka
     if not k.bootstrap:
         raise IdsError("--sink kafka needs --kafka-bootstrap HOST:PORT (or kafka.bootstrap in the config)")
@@ -105,7 +105,7 @@ def _kafka(cfg: Config, output: str | None, per_packet: bool) -> Any:
     return KafkaSink.from_config(cfg)  # its spool is created for capture.user
 
 
-def _csv(cfg: Config, output: str | None, per_packet: bool) -> Any:
+def _csv(cfg: Config, output: str | None, per_packet: bool, append: bool) -> Any:
     return CsvSink(output, per_packet)
 
 
@@ -118,15 +118,16 @@ SINKS: dict[str, SinkKind] = {
 
 
 def make_sinks(cfg: Config, names: list[str], output: str | None, takes: str = "predictions",
-               per_packet: bool = False) -> list[Any]:
-    """The sinks named (``output`` is the file of the one that writes a file: jsonl or csv)."""
+               per_packet: bool = False, append: bool = True) -> list[Any]:
+    """The sinks named (``output`` is the file of the one that writes a file: jsonl or csv;
+    ``append``: the JSON-lines file keeps what it held, else it is replaced)."""
     valid = [n for n, k in SINKS.items() if k.takes == takes]
     out = []
     for name in names:
         kind = SINKS.get(name)
         if kind is None or kind.takes != takes:
             raise IdsError(f"unknown sink {name!r} ({' or '.join(valid)})")
-        out.append(kind.make(cfg, output, per_packet))
+        out.append(kind.make(cfg, output, per_packet, append))
     if output and not ({"jsonl", "csv"} & set(names)):
         raise IdsError("-o names the JSON-lines file: add --sink jsonl")
     return out
@@ -216,14 +217,16 @@ def build_pipeline(cfg: Config, *, read: str | None = None, interface: str | Non
                    worker: Any = None, features: bool = False, per_packet: bool = False,
                    speed: float | None = None, status: bool = False, metrics: Any = None,
                    count: int | None = None, duration: float | None = None, progress: bool = False,
-                   sink_objects: list[Any] | None = None, source: Any = None, live: bool = False) -> Any:
+                   sink_objects: list[Any] | None = None, source: Any = None, live: bool = False,
+                   append: bool = True) -> Any:
     """Make a ready-to-run `Pipeline` from the config.
 
     ``features``: no model; the meter's windows (``per_packet``: its rows) go to the
     sinks (default ``csv``). Otherwise the model (``worker``, or one loaded from
     ``model``/inference.model) classifies sequences and predictions go to the sinks
     (default ``jsonl``). ``sink_objects`` are added to the named sinks (the demo's
-    broker); ``source``/``live`` replace the source made from ``read``/``interface``.
+    broker); ``source``/``live`` replace the source made from ``read``/``interface``;
+    ``append``: a JSON-lines output file keeps what it held (else it is replaced).
     The tables' memory is checked before anything is allocated (`ids_daemon.memory`).
     """
     from .features.meter import Meter
@@ -246,7 +249,7 @@ def build_pipeline(cfg: Config, *, read: str | None = None, interface: str | Non
     check_table_memory(meter_cfg.max_flows, seq_len, n_cols)
     takes = "windows" if features else "predictions"
     names = list(sinks) if sinks else ([] if sink_objects else ["csv" if features else "jsonl"])
-    sink_list = make_sinks(cfg, names, output, takes, per_packet) + list(sink_objects or [])
+    sink_list = make_sinks(cfg, names, output, takes, per_packet, append) + list(sink_objects or [])
     if source is None:
         if read is not None and speed:
             # pacing needs finer batches than the reader's default

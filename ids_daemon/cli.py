@@ -211,7 +211,7 @@ def instance_sensor(cfg: Config, interface: Optional[str]) -> Config:
 
 def _run_pipeline(cfg: Config, read: Optional[str], interface: Optional[str], model: Optional[str],
                   sinks: list[str], output: Optional[str], speed: Optional[float],
-                  count: Optional[int] = None, duration: Optional[float] = None) -> None:
+                  count: Optional[int] = None, duration: Optional[float] = None, append: bool = True) -> None:
     from .builder import build_pipeline
     from .logs import setup_logging
 
@@ -226,7 +226,7 @@ def _run_pipeline(cfg: Config, read: Optional[str], interface: Optional[str], mo
         metrics = PipelineMetrics(interface=interface)
     pipe = build_pipeline(cfg, read=read, interface=interface, sinks=sinks, output=output, model=model,
                           speed=speed, status=sys.stderr.isatty(), metrics=metrics,
-                          count=count, duration=duration)
+                          count=count, duration=duration, append=append)
     source, live, worker, sink_objs = pipe.source, pipe.live, pipe.worker, pipe.sinks
     if metrics is not None:
         metrics.instance["sensor"] = worker.sensor  # the worker settles the default name
@@ -338,15 +338,17 @@ def replay(
     sensor: Optional[str] = _OPT_SENSOR,
     metrics_listen: Optional[str] = _OPT_METRICS,
     bpf: Optional[str] = typer.Option(None, "--filter", "-f", help="capture filter (tcpdump syntax)"),
+    append: bool = typer.Option(False, "--append", help="add to the -o file instead of replacing it"),
     expression: Optional[list[str]] = _ARG_FILTER,
 ) -> None:
     """Classify a capture file: every window's sequence through the model, predictions to the sinks
-    (as fast as it can be read, or paced by packet time with --speed)."""
+    (as fast as it can be read, or paced by packet time with --speed). The -o file is replaced,
+    as tcpdump -w replaces its file, unless --append."""
     if speed is not None and speed <= 0:
         raise IdsError("--speed must be positive")
     cfg = _sink_options(config, kafka_bootstrap, topic, device, {"sensor": sensor, "metrics.listen": metrics_listen,
                                                                  "capture.filter": _filter_expr(bpf, expression)})
-    _run_pipeline(cfg, read, None, model, sink, output, speed)
+    _run_pipeline(cfg, read, None, model, sink, output, speed, append=append)
 
 
 @app.command()
@@ -366,7 +368,8 @@ def run(
     duration: Optional[float] = typer.Option(None, "--duration", min=0.0, help="stop after this many seconds"),
     expression: Optional[list[str]] = _ARG_FILTER,
 ) -> None:
-    """Classify live traffic on an interface until SIGINT/SIGTERM, --count or --duration (SIGHUP reloads)."""
+    """Classify live traffic on an interface until SIGINT/SIGTERM, --count or --duration (SIGHUP reloads).
+    The -o file is a long-lived log: a restart adds to it (rotate it with logrotate's copytruncate)."""
     bpf = _filter_expr(bpf, expression)
     cfg = _sink_options(config, kafka_bootstrap, topic, device, {"capture.filter": bpf, "capture.interface": interface,
                                                                  "sensor": sensor, "metrics.listen": metrics_listen})
@@ -413,22 +416,59 @@ def subscribe(
 @app.command()
 def alerts(
     kafka_bootstrap: Optional[str] = _OPT_CONSUMER_BOOTSTRAP,
-    topic: str = typer.Option(..., "--topic", help="predictions topic"),
+    topic: Optional[str] = typer.Option(None, "--topic", help="predictions topic (not with --input)"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="config.yml (its alerts section, and kafka: "
                                           "bootstrap, security)"),
     group: str = typer.Option("ids-alerts", "--group", help="consumer group of the alerting consumer"),
     start: str = typer.Option("committed", "--from", help="earliest, committed or a timestamp"),
+    read: Optional[str] = typer.Option(None, "--input", "-r", help="read predictions from a JSON-lines file "
+                                       "(e.g. replay -o), - for stdin, instead of Kafka"),
+    eve: Optional[str] = typer.Option(None, "--eve", metavar="PATH", help="also write Suricata EVE alert records "
+                                      "to PATH (an eve output; see docs/alerts-eve.md)"),
 ) -> None:
-    """Turn predictions into de-duplicated, rate-limited alerts (stdout, JSON lines, syslog, webhook)."""
+    """Turn predictions into de-duplicated, rate-limited alerts (stdout, JSON lines, syslog, webhook, Suricata EVE)."""
     from .consumers.alerts import run_alerts
-    from .consumers.subscribe import PredictionSubscriber
 
-    cfg, bootstrap = _consumer_config(config, kafka_bootstrap)
-    with PredictionSubscriber(bootstrap, topic, group_id=group, start=start, auto_commit=True,
-                              security=cfg.kafka.security, consumer_config=cfg.kafka.consumer) as sub:
+    if read is None and topic is None:
+        raise IdsError("--topic is needed (or --input FILE to read predictions from a JSON-lines file)")
+    if read is not None and topic is not None:
+        raise IdsError("--input and --topic exclude each other: read a file or a topic")
+    if read is None:
+        cfg, bootstrap = _consumer_config(config, kafka_bootstrap)
+    else:
+        from .logs import setup_logging
+
+        cfg, bootstrap = load_config(config), ""
+        setup_logging(cfg.log_level, cfg.log_format)
+    if eve is not None:
+        from pydantic import ValidationError
+
+        from .consumers.alerts import EveOutputConfig
+
+        try:
+            cfg.alerts.outputs = [*cfg.alerts.outputs, EveOutputConfig(path=eve)]
+        except ValidationError as e:
+            raise IdsError(f"--eve: {e.errors()[0]['msg']} (got {eve!r})") from None
+    if read is not None:
+        import threading
+
+        from .consumers.alerts.engine import read_predictions
+
+        stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: sub.stop())
-        st = run_alerts(sub, cfg.alerts)
+            signal.signal(sig, lambda *_: stop.set())
+        skipped: list[int] = [0]
+        st = run_alerts(read_predictions(read, skipped), cfg.alerts, stop=stop)
+        if skipped[0]:
+            _warn(f"alerts: {skipped[0]:,} lines of {read} skipped (not valid v1 predictions)")
+    else:
+        from .consumers.subscribe import PredictionSubscriber
+
+        with PredictionSubscriber(bootstrap, topic, group_id=group, start=start, auto_commit=True,
+                                  security=cfg.kafka.security, consumer_config=cfg.kafka.consumer) as sub:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda *_: sub.stop())
+            st = run_alerts(sub, cfg.alerts)
     print("ids-daemon: alerts: " + st.summary().replace("\n", "\n  "), file=sys.stderr)
 
 
@@ -465,7 +505,7 @@ def demo(
             print(f"(no local Kafka broker: {e}; predictions go to JSON lines only)")
             broker = None
     path = sample_pcap()
-    pipe = build_pipeline(cfg, read=str(path), sinks=names, output=out)
+    pipe = build_pipeline(cfg, read=str(path), sinks=names, output=out, append=False)  # one run, one file
     worker = pipe.worker
     try:
         st = pipe.run()

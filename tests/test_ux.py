@@ -129,6 +129,26 @@ def test_one_frame_summaries_are_singular(tmp_path: Path) -> None:
         assert not re.search(rf"(?<![\d.]){1} {word}\b", p.stderr), (word, p.stderr)
 
 
+def test_replay_replaces_its_output_file_unless_appending(tmp_path: Path) -> None:
+    """Re-running a replay gives that run's predictions, as tcpdump -w replaces its file;
+    --append keeps what the file held (found: two runs left 281 + 281 lines, silently)."""
+    pcap = tmp_path / "three.pcap"
+    write_pcap(pcap, [(1.0 + k, ethernet(ipv4_udp(sport=1000 + k))) for k in range(3)])
+    out = tmp_path / "p.jsonl"
+    out.write_text('{"left": "from before"}\n')
+
+    def replay(*extra: str) -> list[dict]:
+        p = subprocess.run([EXE, "replay", "-r", str(pcap), "-o", str(out), "--metrics-listen", "off", *extra],
+                           capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stderr
+        return [json.loads(line) for line in out.read_text().splitlines()]
+
+    once = replay()
+    assert once and "left" not in once[0] and all(r["schema"] == "ids.prediction.v1" for r in once)
+    assert len(replay()) == len(once)  # replaced, not appended
+    assert len(replay("--append")) == 2 * len(once)
+
+
 # ---- command lines -------------------------------------------------------------------------
 
 def _help(exe: str, *cmd: str) -> str:

@@ -11,20 +11,23 @@ from .base import EncodedBatch, SinkStats
 class JsonlSink:
     """One prediction per line, exactly as encoded."""
 
-    def __init__(self, path: str | None = None):
+    def __init__(self, path: str | None = None, append: bool = True):
         self.path = path
+        self.append = append
         self.name = f"jsonl:{path or 'stdout'}"
         self.stats = SinkStats()
         self._fh: BinaryIO | None = None
 
     def open(self) -> None:
-        """Open the file for appending (``None`` or ``-``: stdout); a second call does nothing."""
+        """Open the file (``None`` or ``-``: stdout): appending to what it holds, or replacing it
+        (``append=False``: a replay's output, as ``tcpdump -w`` replaces its file); a second
+        call does nothing."""
         if self._fh is not None:
             return
         if self.path in (None, "-"):
             self._fh = sys.stdout.buffer
         else:
-            self._fh = open(self.path, "ab")
+            self._fh = open(self.path, "ab" if self.append else "wb")
 
     def write_batch(self, batch: EncodedBatch) -> None:
         """Append the batch's predictions."""
