@@ -209,7 +209,8 @@ def make_worker(cfg: Config, model: str | None = None, sensor: str | None = None
 
     inf = cfg.inference
     return InferenceWorker(model or inf.model, inf.device, inf.half, inf.top_k, sensor or cfg.sensor,
-                           threshold=inf.threshold, interface=interface)
+                           threshold=inf.threshold, interface=interface, attribution=inf.attribution,
+                           attribution_min_p=inf.attribution_min_p)
 
 
 def build_pipeline(cfg: Config, *, read: str | None = None, interface: str | None = None,

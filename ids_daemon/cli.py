@@ -448,7 +448,9 @@ def alerts(
         try:
             cfg.alerts.outputs = [*cfg.alerts.outputs, EveOutputConfig(path=eve)]
         except ValidationError as e:
-            raise IdsError(f"--eve: {e.errors()[0]['msg']} (got {eve!r})") from None
+            from .errors import ConfigError
+
+            raise ConfigError(f"--eve: {e.errors()[0]['msg']} (got {eve!r})") from None
     if read is not None:
         import threading
 

@@ -145,6 +145,19 @@ class InferenceConfig(_Section):
         None, ge=0, le=1, description="is_attack when p_attack = 1 - P(benign) reaches this (default: the model's "
         "operating point from its metadata; ids-trainer calibrate fits one to a site)")
     queue_batches: int = Field(64, ge=1, description="bound of each queue between stages (in batches)")
+    attribution: Literal["on", "flagged", "off"] = Field(
+        "flagged", description="the input columns that pushed p_attack most, in each prediction's attribution "
+        "(gradient x input, docs/evidence.md): on (every prediction), flagged (is_attack ones, or p_attack >= "
+        "attribution_min_p) or off")
+    attribution_min_p: float | None = Field(
+        None, ge=0, le=1, description="with attribution: flagged, also attribute predictions whose p_attack "
+        "reaches this (null: the is_attack ones only)")
+
+    @field_validator("attribution", mode="before")
+    @classmethod
+    def _attribution(cls, v: Any) -> Any:
+        # YAML 1.1 reads a bare on/off as a boolean
+        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
 
     @field_validator("device")
     @classmethod

@@ -18,6 +18,9 @@ from ..model.classes import family_of
 from ..model.encoding import TorchEncoder
 from ..sequence import SequenceBatch
 from ..sinks.base import EncodedBatch
+from .attribution import MODES as ATTRIBUTION_MODES
+from .attribution import margin_attribution, top_columns
+from .evidence import window_sentences
 from .risk import decide, family_weights, severity_index
 
 log = logging.getLogger("ids_daemon.inference")
@@ -48,7 +51,16 @@ class InferenceWorker:
 
     def __init__(self, model_dir: str | os.PathLike | None = None, device: str = "auto", half: bool = False,
                  top_k: int = 3, sensor: str | None = None, threshold: float | None = None,
-                 interface: str | None = None):
+                 interface: str | None = None, attribution: str = "flagged",
+                 attribution_min_p: float | None = None, attribution_top: int = 3):
+        if attribution not in ATTRIBUTION_MODES:
+            raise ModelError(f"attribution {attribution!r}: must be one of {', '.join(ATTRIBUTION_MODES)}")
+        # gradient x input per column (docs/evidence.md): on every prediction, on the flagged
+        # ones (is_attack, or p_attack >= attribution_min_p), or never
+        self.attribution = attribution
+        self.attribution_min_p = attribution_min_p
+        self.attribution_top = int(attribution_top)
+        self.attributed = 0  # sequences that went through the backward pass
         self.model_dir = Path(model_dir) if model_dir else None
         self.device = resolve_device(device)
         self.half = bool(half) and self.device.type == "cuda"
@@ -74,12 +86,20 @@ class InferenceWorker:
     def install(self, loaded: LoadedModel) -> None:
         """Switch to an already loaded model."""
         self.loaded = loaded
+        # served, never trained: the attribution's backward pass then computes the input's
+        # gradient only, not the weights' (a fifth of its cost on CPU)
+        for p in loaded.model.parameters():
+            p.requires_grad_(False)
         self.classes = loaded.classes
         fams = loaded.families
         self.families = [fams.get(c) or family_of(c) or c for c in self.classes]
         self.weights = family_weights(self.families)
         self.columns = np.array([INDEX[c] for c in loaded.columns], dtype=np.int64)
         self.encode = TorchEncoder(loaded.encoder, self.device)
+        self.column_names = list(loaded.columns)
+        self.bins = int(loaded.encoder.bins or 0)
+        benign = np.flatnonzero(self.weights == 0.0)
+        self.benign_index: int | None = int(benign[0]) if len(benign) else None
         self.model_info = {"name": str(loaded.meta.get("name", "")), "version": str(loaded.meta.get("version", ""))}
         op = loaded.meta.get("operating_point") or {}
         self.threshold: float | None = (self.threshold_override if self.threshold_override is not None
@@ -101,11 +121,15 @@ class InferenceWorker:
     def window(self) -> int:
         return self.loaded.window
 
-    def probabilities(self, seq: SequenceBatch) -> np.ndarray:
-        """Class probabilities for a batch of sequences (raw feature values)."""
-        t = torch.from_numpy(np.ascontiguousarray(seq.x, dtype=np.float32))
+    def _input(self, x: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
         if self.device.type == "cuda":
             t = t.pin_memory().to(self.device, non_blocking=True)
+        return t
+
+    def probabilities(self, seq: SequenceBatch) -> np.ndarray:
+        """Class probabilities for a batch of sequences (raw feature values)."""
+        t = self._input(seq.x)
         with torch.inference_mode():
             x = self.encode(t)
             if self.half:
@@ -117,11 +141,32 @@ class InferenceWorker:
         self.sequences += len(seq)
         return p.cpu().numpy()
 
+    def attributions(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(shares, probabilities) for raw sequences ``x`` (n, T, columns): the signed
+        share of each model column in the attack logit margin (gradient x input, one
+        backward pass; `ids_daemon.inference.attribution`), and the class probabilities of
+        the same forward pass."""
+        with torch.no_grad():
+            e = self.encode(self._input(x))
+            if self.half:
+                e = e.half()
+        shares, logits = margin_attribution(self.loaded.model, e, self.benign_index, len(self.column_names),
+                                            self.bins)
+        self.attributed += len(x)
+        return shares, torch.softmax(logits.double(), dim=1).cpu().numpy()
+
     def predict(self, seq: SequenceBatch) -> EncodedBatch:
         """Predictions (schema v1, encoded) for a batch of sequences."""
         from ..predictions.encode import encode_predictions
 
-        probs = self.probabilities(seq)
+        shares = None
+        if self.attribution == "on" and len(seq):
+            # every row: one forward with gradients serves both the probabilities and the attribution
+            shares, probs = self.attributions(seq.x)
+            self.batches += 1
+            self.sequences += len(seq)
+        else:
+            probs = self.probabilities(seq)
         decision = decide(probs, self.weights, self.threshold)
         ok = schema_valid(probs, decision)
         if not ok.all():
@@ -135,6 +180,21 @@ class InferenceWorker:
             self.refused += n_bad
             seq, probs = seq.take(ok), probs[ok]
             decision = tuple(d[ok] for d in decision)
+            if shares is not None:
+                shares = shares[ok]
+        attribution = None
+        if self.attribution == "on" and shares is not None:
+            attribution = top_columns(shares, self.column_names, self.attribution_top)
+        elif self.attribution == "flagged":
+            flagged = decision[4].astype(bool)
+            if self.attribution_min_p is not None:
+                flagged = flagged | (decision[3] >= self.attribution_min_p)
+            rows = np.flatnonzero(flagged)
+            if len(rows):
+                attribution = [None] * len(seq)
+                sub, _ = self.attributions(seq.x[rows])
+                for r, a in zip(rows.tolist(), top_columns(sub, self.column_names, self.attribution_top)):
+                    attribution[r] = a
         pred, risk = decision[0], decision[2]
         sev = severity_index(risk)
         self.class_counts += np.bincount(pred, minlength=len(self.classes))
@@ -142,6 +202,7 @@ class InferenceWorker:
         out = encode_predictions(seq, probs, decision, sev, classes=self.classes, families=self.families,
                                  model=self.model_info, sensor=self.sensor, id_prefix=self.id_prefix,
                                  first_id=self.next_id, top_k=self.top_k, now=time.time(),
-                                 interface=self.interface)
+                                 interface=self.interface, evidence=window_sentences(seq.windows),
+                                 attribution=attribution)
         self.next_id += len(seq)
         return out

@@ -70,10 +70,15 @@ def _flows(w: Any) -> list[dict[str, Any]]:
 
 def encode_predictions(seq: Any, probs: np.ndarray, decision: tuple[np.ndarray, ...], severity: np.ndarray, *,
                        classes: list[str], families: list[str], model: dict[str, str], sensor: str, id_prefix: str,
-                       first_id: int, top_k: int, now: float, interface: str | None = None) -> EncodedBatch:
+                       first_id: int, top_k: int, now: float, interface: str | None = None,
+                       evidence: list[str] | None = None,
+                       attribution: list[list[dict[str, Any]] | None] | None = None) -> EncodedBatch:
     """One JSON object per sequence of ``seq`` (a SequenceBatch), from its probabilities
     and the worker's ``decision`` (`ids_daemon.inference.risk.decide`) and severities.
-    ``interface``: the live capture interface (None for a file: no interface saw it)."""
+    ``interface``: the live capture interface (None for a file: no interface saw it).
+    ``evidence``: one sentence per sequence (its last window's facts), ``attribution``:
+    per sequence, the columns that pushed p_attack most (None: not computed for it);
+    both are optional fields of the record (docs/evidence.md)."""
     w = seq.windows
     n = len(w)
     pred, conf, risk, p_attack, is_attack = decision
@@ -114,6 +119,10 @@ def encode_predictions(seq: Any, probs: np.ndarray, decision: tuple[np.ndarray, 
                        "close_reason": REASON_NAMES[reasons[i]], "history": hist[i]},
             "model": model,
         }
+        if evidence is not None:
+            msg["evidence"] = evidence[i]
+        if attribution is not None and attribution[i] is not None:
+            msg["attribution"] = attribution[i]
         values.append(orjson.dumps(msg))
         kb.append(flow["key"].encode())
     return EncodedBatch(keys=kb, values=values, schema=SCHEMA_ID)

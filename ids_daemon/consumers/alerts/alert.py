@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import orjson
@@ -50,19 +50,36 @@ class Alert:
     flow_key: str | None
     targets: list[str]
     schema: str = ALERT_SCHEMA
+    # What outputs that speak other formats (EVE) need, never part of ids.alert.v1: the
+    # alert's first prediction (None for a rate-limit summary), the packet times its
+    # predictions span (window.first_ts .. window.last_ts) and their highest p_attack.
+    prediction: Prediction | None = field(default=None, repr=False, compare=False)
+    packets_first: float | None = field(default=None, repr=False, compare=False)
+    packets_last: float | None = field(default=None, repr=False, compare=False)
+    max_p_attack: float | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = {}
+        for f in fields(self):
+            if f.name in _NOT_SERIALISED:
+                continue
+            v = getattr(self, f.name)
+            d[f.name] = v.copy() if isinstance(v, (list, dict)) else v
+        return d
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.to_dict())
+
+
+_NOT_SERIALISED = frozenset({"prediction", "packets_first", "packets_last", "max_p_attack"})
 
 
 class _Acc:
     """What a set of predictions (or of held-back alerts) adds up to."""
 
     __slots__ = ("count", "suppressed", "first_seen", "last_seen", "max_risk", "sev", "attacks", "families",
-                 "examples", "sensor", "flow_key", "targets", "alerts", "n_examples")
+                 "examples", "sensor", "flow_key", "targets", "alerts", "n_examples", "first", "pkt_first", "pkt_last",
+                 "max_p_attack")
 
     def __init__(self, n_examples: int):
         self.n_examples = n_examples
@@ -79,12 +96,26 @@ class _Acc:
         self.sensor = ""
         self.flow_key: str | None = None
         self.targets: dict[str, None] = {}
+        self.first: Prediction | None = None
+        self.pkt_first: float | None = None
+        self.pkt_last: float | None = None
+        self.max_p_attack: float | None = None
+
+    def _span(self, first: float | None, last: float | None, p_attack: float | None) -> None:
+        if first is not None and (self.pkt_first is None or first < self.pkt_first):
+            self.pkt_first = first
+        if last is not None and (self.pkt_last is None or last > self.pkt_last):
+            self.pkt_last = last
+        if p_attack is not None and (self.max_p_attack is None or p_attack > self.max_p_attack):
+            self.max_p_attack = p_attack
 
     def add(self, p: Prediction) -> None:
         t = p.time
         if not self.count:
             self.sensor = p.sensor
             self.flow_key = p.flow.key
+            self.first = p
+        self._span(p.window.first_ts, p.window.last_ts, p.p_attack)
         self.count += 1
         if t < self.first_seen:
             self.first_seen = t
@@ -105,6 +136,7 @@ class _Acc:
             self.sensor = a.sensor
             self.flow_key = a.flow_key
         self.alerts += 1
+        self._span(a.packets_first, a.packets_last, a.max_p_attack)
         self.count += a.count
         self.suppressed += a.suppressed
         self.first_seen = min(self.first_seen, a.first_seen)

@@ -107,8 +107,28 @@ def plain_http_problem(url: str, allow_http: bool) -> str | None:
     return None
 
 
+# EVE signature ids: gid 1 (Suricata's rule generator) and sid = sid_base + a fixed offset
+# per class (see eve.py); 9_100_000 + 0..99_999 lies outside the ranges Snort/Talos
+# (< 1_000_000), local rules (1_000_000-1_999_999) and Emerging Threats (2_000_000-2_999_999) use.
+EVE_SID_BASE = 9_100_000
+
+
+class EveOutputConfig(_Model):
+    """Suricata EVE ``alert`` records (eve.json), one JSON object per line appended to a file,
+    for SIEM parsers that already read Suricata (Elastic, Wazuh, Splunk, Security Onion)."""
+
+    type: Literal["eve"] = "eve"
+    path: str = Field(..., min_length=1, description="file the EVE records are appended to (e.g. eve-ids.json)")
+    max_bytes: int = Field(0, ge=0, description="rotate when the file would grow past this size: PATH -> PATH.1 "
+                           "-> ... -> PATH.KEEP (0: never; or rotate it with logrotate copytruncate)")
+    keep: int = Field(5, ge=1, le=1000, description="rotated files kept when max_bytes is set")
+    gid: int = Field(1, ge=1, le=2**31 - 1, description="alert.gid of every record")
+    sid_base: int = Field(EVE_SID_BASE, ge=1, le=2**31 - 1 - 100_000,
+                          description="alert.signature_id = sid_base + the class's fixed offset (docs/alerts-eve.md)")
+
+
 OutputConfig = Annotated[
-    Union[StdoutOutputConfig, JsonlOutputConfig, SyslogOutputConfig, WebhookOutputConfig],
+    Union[StdoutOutputConfig, JsonlOutputConfig, SyslogOutputConfig, WebhookOutputConfig, EveOutputConfig],
     Field(discriminator="type"),
 ]
 
@@ -138,7 +158,8 @@ class AlertConfig(_Model):
         "clock, so one record stamped in the future cannot close every window or stamp later alerts")
     outputs: list[OutputConfig] = Field(
         default_factory=lambda: [StdoutOutputConfig()],
-        description="where alerts go: stdout | jsonl (path) | syslog (host, port, protocol, ...) | webhook (url, ...)")
+        description="where alerts go: stdout | jsonl (path) | syslog (host, port, protocol, ...) | webhook (url, ...) "
+        "| eve (path: Suricata EVE alert records)")
 
 
 def _redact(url: str) -> str:

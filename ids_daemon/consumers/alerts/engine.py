@@ -1,5 +1,5 @@
 """Alerts from the prediction stream: thresholds, de-duplication, a global rate limit and
-outputs (stdout, JSON lines, syslog RFC 5424, webhook).
+outputs (stdout, JSON lines, syslog RFC 5424, webhook, Suricata EVE).
 
 How predictions become alerts
 -----------------------------
@@ -71,9 +71,10 @@ import threading
 import time
 import uuid
 from collections import deque
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
-from ...predictions.decode import Prediction
+from ...errors import ConfigError
+from ...predictions.decode import MalformedPrediction, Prediction, UnknownSchema
 from ...predictions.vocabulary import SEVERITIES, SEVERITY_RANK
 from .alert import Alert, AlertStats, _Acc, _Group
 from .config import AlertConfig
@@ -296,6 +297,8 @@ class AlertEngine:
             attacks=dict(acc.attacks), severity=SEVERITIES[acc.sev], max_risk=acc.max_risk,
             first_seen=acc.first_seen, last_seen=acc.last_seen, count=acc.count, suppressed=acc.suppressed,
             rate_limited=0, examples=list(acc.examples), flow_key=acc.flow_key, targets=[target],
+            prediction=acc.first, packets_first=acc.pkt_first, packets_last=acc.pkt_last,
+            max_p_attack=acc.max_p_attack,
         )
         g.pending = _Acc(self.config.examples)
         if self._allow(t):
@@ -333,7 +336,8 @@ class AlertEngine:
             family=fam, attack=h.attacks.most_common(1)[0][0], attacks=dict(h.attacks), severity=SEVERITIES[h.sev],
             max_risk=h.max_risk, first_seen=h.first_seen, last_seen=h.last_seen, count=h.count,
             suppressed=h.suppressed, rate_limited=h.alerts, examples=list(h.examples), flow_key=h.flow_key,
-            targets=list(h.targets),
+            targets=list(h.targets), packets_first=h.pkt_first, packets_last=h.pkt_last,
+            max_p_attack=h.max_p_attack,
         )
         log.warning("alerts: rate limit (%d a minute) held back %d alerts covering %d predictions; one summary sent",
                     self.config.rate_limit_per_min, h.alerts, h.count)
@@ -409,3 +413,29 @@ def run_alerts(predictions: Iterable[Prediction | None], config: AlertConfig | N
         log.info("alerts: %s", engine.stats.summary().replace("\n", "; "))
     return engine.stats
 
+
+
+def read_predictions(path: str, skipped: list[int] | None = None) -> Iterator[Prediction]:
+    """The predictions of a JSON-lines file (``replay -o``; ``-``: standard input), one per
+    line. Lines that are not valid v1 predictions are skipped, counted in ``skipped[0]``
+    and the first few logged; an unreadable file is a `ConfigError`."""
+    import sys
+
+    counter = skipped if skipped is not None else [0]
+    try:
+        fh = sys.stdin.buffer if path == "-" else open(path, "rb")
+    except OSError as e:
+        raise ConfigError(f"alerts --input {path}: cannot open: {e.strerror}") from None
+    try:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                yield Prediction.from_json(line)
+            except (MalformedPrediction, UnknownSchema) as e:
+                counter[0] += 1
+                if counter[0] <= 5:
+                    log.warning("alerts: %s line %d skipped: %s", path, n, e)
+    finally:
+        if fh is not sys.stdin.buffer:
+            fh.close()

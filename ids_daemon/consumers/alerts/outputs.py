@@ -1,4 +1,5 @@
-"""Where alerts go: stdout, JSON lines, syslog (RFC 5424) and a webhook. ``send`` never
+"""Where alerts go: stdout, JSON lines, syslog (RFC 5424), a webhook and Suricata EVE
+(`eve`). ``send`` never
 raises for delivery problems: they are counted in the output's stats."""
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from typing import Any, BinaryIO, Iterable, Protocol
 
 from ...errors import ConfigError
 from .alert import Alert, OutputStats
-from .config import (SYSLOG_SEVERITY, JsonlOutputConfig, StdoutOutputConfig, SyslogOutputConfig, WebhookOutputConfig,
-                     _redact, facility_code, plain_http_problem)
+from .config import (SYSLOG_SEVERITY, EveOutputConfig, JsonlOutputConfig, StdoutOutputConfig, SyslogOutputConfig,
+                     WebhookOutputConfig, _redact, facility_code, plain_http_problem)
+from .eve import EveOutput
 
 log = logging.getLogger("ids_daemon.consumers.alerts")
 
@@ -423,6 +425,8 @@ def build_outputs(configs: Iterable[Any]) -> list[AlertOutput]:
         elif isinstance(c, WebhookOutputConfig):
             outs.append(WebhookOutput(c.url, c.timeout_s, c.retries, c.backoff_s, dict(c.headers), c.queue_size,
                                       c.close_timeout_s, c.allow_http))
+        elif isinstance(c, EveOutputConfig):
+            outs.append(EveOutput(c.path, c.max_bytes, c.keep, c.gid, c.sid_base))
         else:
             raise ConfigError(f"unknown alert output {c!r}")
     return outs

@@ -1,0 +1,226 @@
+"""Evidence on model predictions (docs/evidence.md): the sentence of the last window's
+facts, and the gradient x input attribution of p_attack to input columns."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+import torch
+
+from ids_daemon.config import load_config
+from ids_daemon.errors import ConfigError
+from ids_daemon.features.ciciot import COLUMNS, INDEX
+from ids_daemon.features.window import KIND_FLOW, KIND_POOL, WindowBatch
+from ids_daemon.inference.attribution import margin_attribution, top_columns
+from ids_daemon.inference.evidence import window_sentences
+from ids_daemon.predictions import json_schema
+
+from .helpers import EXE
+
+SAMPLE = Path(__file__).resolve().parents[1] / "ids_daemon" / "data" / "sample.pcap"
+
+
+def _window(packets: int, proto: int, kind: int = KIND_FLOW, span: float = 1.0, **cols: float) -> WindowBatch:
+    w = WindowBatch.empty(1)
+    for name, v in cols.items():
+        w.features[0, INDEX[name.replace("_", " ") if name in ("Tot_size",) else name]] = v
+    w.packets[0], w.proto[0], w.kind[0] = packets, proto, kind
+    w.first_ts[0], w.last_ts[0] = 1_700_000_000.0, 1_700_000_000.0 + span
+    return w
+
+
+# --- the sentence ---------------------------------------------------------------
+
+def test_syn_flood_window_says_syn_its_share_the_rate_and_no_ack() -> None:
+    w = _window(10, 6, TCP=1.0, syn_flag_number=1.0, Rate=4210.0, Tot_size=54.0, **{"Protocol Type": 6.0})
+    (s,) = window_sentences(w)
+    assert s == "TCP, 10 packets at 4,210/s, 54 bytes on average (540 in all), SYN in 100 % of them, no ACK"
+
+
+def test_benign_flow_window_says_its_protocol_service_and_sizes() -> None:
+    w = _window(10, 17, UDP=1.0, DNS=1.0, Rate=3.5, Tot_size=82.4)
+    (s,) = window_sentences(w)
+    assert s.startswith("UDP (DNS), 10 packets at 3.5/s")
+    assert "82.4 bytes on average (824 in all)" in s
+    assert "SYN" not in s and "ACK" not in s  # no TCP packet: no flag talk
+
+
+def test_tcp_session_window_lists_flags_by_share_and_a_mixed_window_its_protocols() -> None:
+    w = WindowBatch.concat([
+        _window(10, 6, TCP=1.0, ack_flag_number=1.0, psh_flag_number=0.4, fin_flag_number=0.1, Rate=120.0,
+                Tot_size=900.0, HTTPS=1.0),
+        _window(10, 17, KIND_POOL, TCP=0.3, UDP=0.7, syn_flag_number=0.3, Tot_size=60.0),
+    ])
+    a, b = window_sentences(w)
+    assert a == ("TCP (HTTPS), 10 packets at 120/s, 900 bytes on average (9,000 in all), ACK in 100 % of them, "
+                 "PSH in 40 %, FIN in 10 %")
+    # a pool with Rate 0: the window's own span gives the rate (9 gaps in 1 s)
+    assert b.startswith("UDP 70 % + TCP 30 % towards one host (short flows pooled), 10 packets at 9/s")
+    assert b.endswith("SYN in 30 % of them, no ACK")
+
+
+def test_arp_and_icmp_windows_name_their_protocol_without_flags() -> None:
+    w = WindowBatch.concat([_window(4, 0x100, KIND_POOL, span=3.0, ARP=1.0, Tot_size=60.0),
+                            _window(100, 1, KIND_POOL, span=0.0, ICMP=1.0, Tot_size=98.0)])
+    arp, icmp = window_sentences(w)
+    assert arp == "ARP towards one host (short flows pooled), 4 packets at 1/s, 60 bytes on average (240 in all)"
+    assert icmp == "ICMP towards one host (short flows pooled), 100 packets, 98 bytes on average (9,800 in all)"
+
+
+# --- the attribution ------------------------------------------------------------
+
+def test_margin_attribution_is_gradient_times_input_summed_per_column() -> None:
+    """On a linear model gradient x input is exact: each column's contribution is its
+    log-standardised feature and its bins times their weights in the margin."""
+    torch.manual_seed(0)
+    cols, bins, t = 3, 2, 4
+    e = cols * (1 + bins)
+
+    class Last(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(e, 3, bias=False)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.lin(x[:, -1, :])
+
+    m = Last()
+    x = torch.randn(5, t, e)
+    shares, logits = margin_attribution(m, x, 0, cols, bins)
+    w = m.lin.weight.detach()
+    lg = torch.log_softmax(logits, 1)
+    p = torch.softmax(logits[:, 1:], 1)  # d logsumexp(l1, l2) / d l_k
+    dm = p[:, :1] * w[1] + p[:, 1:] * w[2] - w[0]  # (n, e): gradient of the margin
+    gx = dm * x[:, -1, :]
+    want = gx[:, :cols] + gx[:, cols:].view(5, cols, bins).sum(2)
+    want = want / want.abs().sum(1, keepdim=True)
+    assert np.allclose(shares, want.numpy(), atol=1e-5)
+    assert np.allclose(np.abs(shares).sum(1), 1.0)
+    assert torch.allclose(lg, torch.log_softmax(m(x), 1))
+
+
+@pytest.fixture(scope="module")
+def sample_sequences():
+    from ids_daemon.builder import make_worker, windows_of_file
+    from ids_daemon.sequence import SequenceBuffer
+
+    cfg = load_config(None, {"inference.device": "cpu", "metrics.listen": None})
+    w = make_worker(cfg)
+    wb = windows_of_file(cfg, str(SAMPLE))
+    seq = SequenceBuffer(w.seq_len, w.columns, 1 << 12).push(wb)
+    return w, seq
+
+
+def test_worker_attribution_names_model_columns_and_shares_sum_to_one(sample_sequences) -> None:
+    w, seq = sample_sequences
+    shares, probs = w.attributions(seq.x)
+    assert shares.shape == (len(seq), len(w.column_names))
+    assert set(w.column_names) <= set(COLUMNS)
+    assert np.allclose(np.abs(shares).sum(axis=1), 1.0, atol=1e-6)
+    # the forward pass with gradients gives the predictions the plain one gives
+    assert np.allclose(probs, w.probabilities(seq), atol=1e-6)
+    tops = top_columns(shares, w.column_names, 3)
+    for row, top in zip(shares, tops):
+        assert len(top) == 3 and all(t["column"] in COLUMNS for t in top)
+        mags = [abs(t["share"]) for t in top]
+        assert mags == sorted(mags, reverse=True)
+        assert mags[0] == pytest.approx(np.abs(row).max(), abs=1e-4)  # the largest, not any three
+        assert sum(mags) <= 1.0 + 1e-3
+
+
+def test_lstm_attribution_differentiates_the_last_window_through_the_history_state(sample_sequences) -> None:
+    """The one-step backward pass (history state handed on without gradients) gives the
+    gradient the whole model gives for the last window's inputs."""
+    w, seq = sample_sequences
+    model = w.loaded.model
+    with torch.no_grad():
+        e = w.encode(torch.from_numpy(np.ascontiguousarray(seq.x[:64], dtype=np.float32)))
+
+    class LastOnly(torch.nn.Module):  # the whole model, its history fixed: no .lstm to split on
+        def forward(self, last: torch.Tensor) -> torch.Tensor:
+            return model(torch.cat([e[:, :-1], last], dim=1))
+
+    split, _ = margin_attribution(model, e, w.benign_index, len(w.column_names), w.bins)
+    whole, _ = margin_attribution(LastOnly(), e[:, -1:], w.benign_index, len(w.column_names), w.bins)
+    assert np.abs(split).sum() > 0
+    assert np.allclose(split, whole, atol=1e-4)
+
+
+def test_worker_modes_decide_which_predictions_carry_attribution(sample_sequences) -> None:
+    w, seq = sample_sequences
+    saved = w.attribution, w.threshold
+    try:
+        w.threshold = 0.9  # a site operating point that flags some of the sample's sequences
+        out = {}
+        for mode in ("on", "flagged", "off"):
+            w.attribution = mode
+            out[mode] = [json.loads(v) for v in w.predict(seq).values]
+    finally:
+        w.attribution, w.threshold = saved
+    flagged = [m["is_attack"] for m in out["on"]]
+    assert 0 < sum(flagged) < len(flagged)
+    assert all("attribution" in m for m in out["on"])
+    assert ["attribution" in m for m in out["flagged"]] == flagged
+    assert not any("attribution" in m for m in out["off"])
+    for a, b in zip(out["on"], out["flagged"]):  # the same numbers whichever pass computed them
+        assert a["p_attack"] == pytest.approx(b["p_attack"], abs=1e-9)
+        if "attribution" in b:
+            assert [c["column"] for c in a["attribution"]] == [c["column"] for c in b["attribution"]]
+    assert all(m["evidence"] for mode in out.values() for m in mode)
+
+
+# --- config and the real replay -------------------------------------------------
+
+def test_attribution_option_is_validated_and_bare_yaml_on_off_work(tmp_path: Path) -> None:
+    assert load_config(None).inference.attribution == "flagged"
+    for text, want in (("off", "off"), ("on", "on"), ("flagged", "flagged")):
+        p = tmp_path / f"{text}.yml"
+        p.write_text(f"inference:\n  attribution: {text}\n")
+        assert load_config(p).inference.attribution == want
+    with pytest.raises(ConfigError, match="attribution"):
+        load_config(None, {"inference.attribution": "sometimes"})
+    with pytest.raises(ConfigError, match="attribution_min_p"):
+        load_config(None, {"inference.attribution_min_p": 1.5})
+
+
+def _replay(tmp_path: Path, attribution: str) -> list[dict]:
+    cfg = tmp_path / f"{attribution}.yml"
+    cfg.write_text(f"inference:\n  threshold: 0.9\n  attribution: {attribution}\n  device: cpu\n"
+                   "metrics:\n  listen: null\n")
+    out = tmp_path / f"{attribution}.jsonl"
+    p = subprocess.run([EXE, "replay", "-c", str(cfg), "-r", str(SAMPLE), "-o", str(out)],
+                       capture_output=True, text=True, timeout=180)
+    assert p.returncode == 0, p.stderr
+    return [json.loads(line) for line in out.read_text().splitlines() if line]
+
+
+def test_replay_puts_evidence_on_every_prediction_and_attribution_on_flagged_ones(tmp_path: Path) -> None:
+    schema = json_schema()
+    preds = _replay(tmp_path, "flagged")
+    model = [m for m in preds if m["flow"]["kind"] != "detector"]
+    flagged = [m for m in model if m["is_attack"]]
+    assert len(model) > 100 and flagged and len(flagged) < len(model)
+    for m in preds:
+        jsonschema.validate(m, schema)
+        assert m["evidence"]
+    for m in model:
+        assert ("attribution" in m) == m["is_attack"]
+        assert m["evidence"].split(",")[0].split(" ")[0] in {"TCP", "UDP", "ICMP", "ARP", "IGMP", "IP"}
+        assert f"{m['window']['packets']:,} packet" in m["evidence"]
+    for m in flagged:
+        a = m["attribution"]
+        assert 1 <= len(a) <= 3 and all(c["column"] in COLUMNS for c in a)
+        assert 0 < sum(abs(c["share"]) for c in a) <= 1.0 + 1e-3
+    # a record with a share out of range fails the schema (the field is checked, not free-form)
+    bad = dict(flagged[0], attribution=[{"column": "Rate", "share": 1.5}])
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)
+    # off: no attribution anywhere, the same predictions and evidence otherwise
+    off = _replay(tmp_path, "off")
+    assert not any("attribution" in m for m in off)
+    assert [(m["evidence"], m["is_attack"]) for m in off] == [(m["evidence"], m["is_attack"]) for m in preds]
