@@ -130,3 +130,23 @@ def test_state_is_bounded_under_a_spoofed_flood() -> None:
         det.process(b, np.full(n, -1, np.int16))
         assert len(det.counts) <= 64 and len(det.held) <= 64
     assert det.counters["count_evictions"] > 0
+
+
+@pytest.mark.shared_data("real")
+def test_a_real_syn_flood_from_one_host() -> None:
+    """The corpus's single-source SYN flood (filed under DoS-SYN_Flood; its file name says
+    portscan, but it hammers one port): no crowd, no scan, a flood by rate and answers."""
+    from .paths import REAL
+
+    path = REAL / "attack/DoS-SYN_Flood/padmavatisb_Intrusion-detection-system-using-ML-DL__portscan.pcap"
+    classes, findings = [], []
+    ds = DetectorSet()
+    with PcapSource(path) as src:
+        while (b := src.next_batch()) is not None:
+            r = ds.process(b)
+            classes.append(r.frame_class)
+            findings += r.findings
+    fc = np.concatenate(classes)
+    assert (fc == C["DoS-SYN_Flood"]).mean() >= 0.95
+    vol = [f for f in findings if f.detector == "volume"]
+    assert vol and len({f.attacker for f in vol}) == 1 and all("SYNs in 1 s" in f.evidence for f in vol)
