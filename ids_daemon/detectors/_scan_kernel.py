@@ -378,33 +378,31 @@ def count_events(start, ea, et, es, eh, ep, ek, ebad, eos, G, B, BN, BM, A, TG,
 
 
 # ---- connections seen opening: a hash set of 64-bit keys -----------------------------------------
+@nb.njit(cache=True, nogil=True, inline="always")
+def _set_slot(keys, used, x):
+    """Where ``x`` is in the set, or the free slot where it would go (linear probing)."""
+    mask = np.uint64(keys.size - 1)
+    i = _h(x, 0, 0) & mask
+    while used[i] and keys[i] != x:
+        i = (i + np.uint64(1)) & mask
+    return i
+
+
 @nb.njit(cache=True, nogil=True)
 def set_add(keys, used, meta, q):
-    mask = np.uint64(keys.size - 1)
     for j in range(q.size):
-        x = q[j]
-        i = _h(x, 0, 0) & mask
-        while used[i]:
-            if keys[i] == x:
-                break
-            i = (i + np.uint64(1)) & mask
+        i = _set_slot(keys, used, q[j])
         if not used[i]:
             used[i] = True
-            keys[i] = x
+            keys[i] = q[j]
             meta[0] += 1
 
 
 @nb.njit(cache=True, nogil=True)
 def set_has(keys, used, q, out):
-    mask = np.uint64(keys.size - 1)
     for j in range(q.size):
-        x = q[j]
-        i = _h(x, 0, 0) & mask
-        while used[i]:
-            if keys[i] == x:
-                out[j] = True
-                break
-            i = (i + np.uint64(1)) & mask
+        if used[_set_slot(keys, used, q[j])]:
+            out[j] = True
 
 
 # ---- one batch's probes and answers, in two compiled passes (scan.py's former numpy masks) -------
@@ -537,13 +535,7 @@ def classify(status, ipver, l4ok, proto, flags, icmp_type, ip_len, ip_hdr_len, l
 
 @nb.njit(cache=True, nogil=True, inline="always")
 def _set_has1(keys, used, x):
-    mask = np.uint64(keys.size - 1)
-    i = _h(x, 0, 0) & mask
-    while used[i]:
-        if keys[i] == x:
-            return True
-        i = (i + _ONE) & mask
-    return False
+    return used[_set_slot(keys, used, x)]
 
 
 @nb.njit(cache=True, nogil=True)

@@ -83,6 +83,23 @@ def _find(tab, keys, x, shift, mask):
         h = (h + np.uint64(1)) & mask
 
 
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _set_insert(tab, keys, n, x, shift, mask):
+    """Add ``x`` to the set (``tab``: open-addressing slots -> index into ``keys``, which holds
+    ``n`` keys); True when it was not there (the caller counts it in ``n``)."""
+    h = _slot(x, shift)
+    while True:
+        j = tab[h]
+        if j < 0:
+            tab[h] = np.int32(n)
+            keys[n] = x
+            return True
+        if keys[j] == x:
+            return False
+        h = (h + np.uint64(1)) & mask
+
+
 @nb.njit(cache=True, nogil=True)
 def count_batch(rows, rkey, kind, src, dst, answers, closed, est, ts, dport, sport, proto, l4_ok, flags, status,
                 ipv, pay, window_s, rates, span, known, is_http):
@@ -185,31 +202,13 @@ def count_batch(rows, rkey, kind, src, dst, answers, closed, est, ts, dport, spo
             continue
         i = rows[r]
         kp = c_kb[c] ^ ((np.uint64(dport[i]) + np.uint64(1)) * _M2)
-        h = _slot(kp, pshift)
-        while True:
-            j = ptab[h]
-            if j < 0:
-                ptab[h] = np.int32(npk)
-                pkeys[npk] = kp
-                npk += 1
-                c_ports[c] += 1
-                break
-            if pkeys[j] == kp:
-                break
-            h = (h + np.uint64(1)) & pmask
+        if _set_insert(ptab, pkeys, npk, kp, pshift, pmask):
+            npk += 1
+            c_ports[c] += 1
         kc = kp ^ ((np.uint64(sport[i]) + np.uint64(1)) * _M)
-        h = _slot(kc, pshift)
-        while True:
-            j = ctab[h]
-            if j < 0:
-                ctab[h] = np.int32(nck)
-                ckeys[nck] = kc
-                nck += 1
-                c_conns[c] += 1
-                break
-            if ckeys[j] == kc:
-                break
-            h = (h + np.uint64(1)) & pmask
+        if _set_insert(ctab, ckeys, nck, kc, pshift, pmask):
+            nck += 1
+            c_conns[c] += 1
         if c_kind[c] == K_UDP:
             c_pay[c] += pay[i]
     # one TCP tally serves the three TCP kinds, under K_ACK's key of the candidate's pair

@@ -22,6 +22,7 @@ from typing import Any, BinaryIO
 import orjson
 
 from ...errors import ConfigError
+from ...model.classes import FAMILIES
 from ...predictions.community_id import community_id as _community_id
 from .alert import Alert, OutputStats
 from .config import EVE_SID_BASE
@@ -34,21 +35,11 @@ EVE_SEVERITY: dict[str, int] = {"critical": 1, "high": 1, "medium": 2, "low": 3}
 SIGNATURE_SEVERITY: dict[str, str] = {"critical": "Critical", "high": "Major", "medium": "Minor",
                                       "low": "Informational"}
 
-# Fixed signature_id offsets (sid = sid_base + offset). Written out rather than derived from
-# the class list, so an edit there never renumbers a class a SIEM rule already matches.
-# Family F (index 1..7) owns F*100 .. F*100+99: F*100 is the family itself (an 8-class
-# model), F*100+k its k-th CICIoT2023 class.
-_FAMILY_CLASSES: dict[str, tuple[str, ...]] = {
-    "DDoS": ("DDoS-ICMP_Flood", "DDoS-UDP_Flood", "DDoS-TCP_Flood", "DDoS-PSHACK_Flood", "DDoS-SYN_Flood",
-             "DDoS-RSTFINFlood", "DDoS-SynonymousIP_Flood", "DDoS-ICMP_Fragmentation", "DDoS-UDP_Fragmentation",
-             "DDoS-ACK_Fragmentation", "DDoS-HTTP_Flood", "DDoS-SlowLoris"),
-    "DoS": ("DoS-UDP_Flood", "DoS-TCP_Flood", "DoS-SYN_Flood", "DoS-HTTP_Flood"),
-    "Mirai": ("Mirai-greeth_flood", "Mirai-udpplain", "Mirai-greip_flood"),
-    "Recon": ("Recon-HostDiscovery", "Recon-OSScan", "Recon-PortScan", "Recon-PingSweep", "VulnerabilityScan"),
-    "Spoofing": ("MITM-ArpSpoofing", "DNS_Spoofing"),
-    "Web": ("BrowserHijacking", "CommandInjection", "SqlInjection", "XSS", "Backdoor_Malware", "Uploading_Attack"),
-    "BruteForce": ("DictionaryBruteForce",),
-}
+# Fixed signature_id offsets (sid = sid_base + offset), from the taxonomy's order of
+# families and classes (model/classes.py, whose order is fixed: CLASSES_34 indexes models):
+# family F (index 1..7) owns F*100 .. F*100+99: F*100 is the family itself (an 8-class
+# model), F*100+k its k-th CICIoT2023 class. tests/test_alerts_eve.py pins the documented ids.
+_FAMILY_CLASSES = {fam: members for fam, members in FAMILIES.items() if fam != "Benign"}
 SID_OFFSETS: dict[str, int] = {}
 for _f, (_fam, _members) in enumerate(_FAMILY_CLASSES.items(), start=1):
     SID_OFFSETS[_fam] = _f * 100
