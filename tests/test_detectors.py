@@ -25,25 +25,13 @@ from ids_daemon.detectors.publish import RateLimiter, encode_findings
 from ids_daemon.errors import ConfigError
 from ids_daemon.predictions import json_schema
 
+from .detect import run  # noqa: E402
 from .helpers import EXE  # noqa: E402
 from .paths import REAL  # noqa: E402
 needs_real = pytest.mark.shared_data("real")  # tests/conftest.py: skip or fail, and when
 
 GW, VICTIM, ATTACKER = "192.168.1.1", "192.168.1.20", "192.168.1.66"
 GW_MAC, VICTIM_MAC, ATT_MAC = "00:00:00:00:00:01", "00:00:00:00:00:20", "00:00:00:00:00:66"
-
-
-def run(path: Path, cfg: DetectorsConfig | None = None) -> tuple[PacketBatch, np.ndarray, list]:
-    ds = DetectorSet(cfg)
-    batches, classes, findings = [], [], []
-    with PcapSource(path) as src:
-        while (b := src.next_batch()) is not None:
-            r = ds.process(b)
-            assert r.frame_class.dtype == np.int16 and r.frame_class.shape == (len(b),)
-            batches.append(b)
-            classes.append(r.frame_class)
-            findings += r.findings
-    return PacketBatch.concat(batches), np.concatenate(classes), findings
 
 
 def write(tmp_path: Path, name: str, pkts: list, t0: float = 1_700_000_000.0, step: float = 0.01) -> Path:

@@ -7,37 +7,24 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from scapy.all import ARP, IP, UDP, Ether, wrpcap
+from scapy.all import ARP, IP, UDP, Ether
 
 from ids_daemon.capture.batch import PacketBatch, mac_to_str
-from ids_daemon.capture.pcap import PcapSource
 from ids_daemon.config import ArpDetectorConfig, DetectorsConfig
 from ids_daemon.detectors import DETECTOR_CLASSES, DetectorSet
 
 GW, HOST_A, HOST_B, ATTACKER = "192.168.1.1", "192.168.1.20", "192.168.1.30", "192.168.1.66"
 GW_MAC, A_MAC, B_MAC, ATT_MAC = "00:00:00:00:00:01", "00:00:00:00:00:20", "00:00:00:00:00:30", "00:00:00:00:00:66"
 NEW_MAC = "00:00:00:00:00:99"
+from .detect import run_with, write_sorted as write  # noqa: E402
+
 ARP_CLS = DETECTOR_CLASSES.index("MITM-ArpSpoofing")
 T0 = 1_700_000_000.0
 
 
 def run(path: Path, cfg: DetectorsConfig | None = None, batch_size: int = 65536):
     ds = DetectorSet(cfg)
-    batches, classes, findings = [], [], []
-    with PcapSource(path, batch_size=batch_size) as src:
-        while (b := src.next_batch()) is not None:
-            r = ds.process(b)
-            batches.append(b)
-            classes.append(r.frame_class)
-            findings += r.findings
-    return PacketBatch.concat(batches), np.concatenate(classes), findings, ds
-
-
-def write(tmp_path: Path, name: str, pkts: list) -> Path:
-    pkts = sorted(pkts, key=lambda p: p.time)
-    path = tmp_path / name
-    wrpcap(str(path), pkts)
-    return path
+    return (*run_with(ds, path, batch_size), ds)
 
 
 def at(p, t: float):

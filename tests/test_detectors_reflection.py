@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from scapy.all import DNS, DNSQR, DNSRR, IP, TCP, UDP, Ether, Raw, fragment, wrpcap
+from scapy.all import DNS, DNSQR, DNSRR, IP, TCP, UDP, Ether, Raw, fragment
 
 from ids_daemon.capture.batch import PacketBatch
 from ids_daemon.capture.pcap import PcapSource
@@ -46,11 +46,7 @@ def run(path: Path, cfg: DetectorsConfig | None = None, only: ReflectionDetector
     return PacketBatch.concat(batches), np.concatenate(classes), findings
 
 
-def write(tmp_path: Path, name: str, pkts: list) -> Path:
-    pkts.sort(key=lambda p: p.time)
-    path = tmp_path / name
-    wrpcap(str(path), pkts)
-    return path
+from .detect import write_sorted as write  # noqa: E402
 
 
 def lookup(t: float, k: int, client: str = VICTIM, server: str = RESOLVER) -> list:

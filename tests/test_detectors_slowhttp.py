@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from scapy.all import IP, TCP, Ether, Raw, wrpcap
+from scapy.all import IP, TCP, Ether, Raw
 
 from ids_daemon.capture.batch import HTTP_REQ_COMPLETE, HTTP_REQ_PARTIAL, PacketBatch
 from ids_daemon.capture.pcap import PcapSource
@@ -19,23 +19,7 @@ T0 = 1_700_000_000.0
 CLIENT, SERVER, OTHER = "10.1.0.7", "10.1.0.80", "10.1.0.9"
 
 
-def run(path: Path, cfg: DetectorsConfig | None = None) -> tuple[PacketBatch, np.ndarray, list]:
-    ds = DetectorSet(cfg)
-    batches, classes, findings = [], [], []
-    with PcapSource(path) as src:
-        while (b := src.next_batch()) is not None:
-            r = ds.process(b)
-            batches.append(b)
-            classes.append(r.frame_class)
-            findings += r.findings
-    return PacketBatch.concat(batches), np.concatenate(classes), findings
-
-
-def write(tmp_path: Path, name: str, pkts: list) -> Path:
-    pkts.sort(key=lambda p: p.time)
-    path = tmp_path / name
-    wrpcap(str(path), pkts)
-    return path
+from .detect import run, write_sorted as write  # noqa: E402
 
 
 class Conn:
