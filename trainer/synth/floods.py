@@ -56,10 +56,10 @@ class _Writer:
         self.ipid = 0
 
     def ip(self, t: float, src: str, dst: str, proto: int, l4: bytes, attack: bool, frag: int = 0,
-           mf: bool = False, total: int | None = None) -> None:
+           mf: bool = False) -> None:
         self.ipid = (self.ipid + 1) & 0xFFFF
         flags = (0x2000 if mf else 0) | (frag & 0x1FFF)
-        hdr = struct.pack(">BBHHHBBH4s4s", 0x45, 0, total or 20 + len(l4), self.ipid, flags, 64, proto, 0,
+        hdr = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), self.ipid, flags, 64, proto, 0,
                           _ip(src), _ip(dst))
         self.frames.append((t, _mac(dst) + _mac(src) + b"\x08\x00" + hdr + l4))
         self.attack.append(attack)
@@ -135,13 +135,10 @@ def flood(kind: str, rate: float, seconds: float, seed: int = 0, t0: float = 1_7
                   struct.pack(">BBHI", 8, 0, 0, 0) if proto == 1 else
                   struct.pack(">HHIIBBHHH", sp, 80, rnd.getrandbits(32), rnd.getrandbits(32), 5 << 4, ACK, 65535, 0, 0))
             data = l4 + body
-            total = 20 + len(data)
             for k, off in enumerate((0, 1480, 2960)):
                 part = data[off:off + 1480]
                 if part:
-                    w.ip(t + k * dt, ATTACKER, VICTIM, proto, part, True, frag=off // 8, mf=off + 1480 < len(data),
-                         total=20 + len(part))
-            del total
+                    w.ip(t + k * dt, ATTACKER, VICTIM, proto, part, True, frag=off // 8, mf=off + 1480 < len(data))
         elif kind == "http":
             # rate counts the attacker's packets: SYN, ACK, GET, FIN = 4 per request
             if i % 4:
