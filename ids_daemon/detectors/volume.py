@@ -154,8 +154,6 @@ class VolumeDetector:
                         est, self.cfg.http_window_s)
         if not self.held:
             return []
-        if hkey is None:
-            hkey = _keys(src, dst, np.full(len(b), K_HTTP, dtype=np.int8), b.dport)
         return self._flag(b, verdict, src, dst, kind, answers, key, hkey)
 
     # -- counting ------------------------------------------------------------------------------
@@ -255,7 +253,7 @@ class VolumeDetector:
 
     # -- flagging ------------------------------------------------------------------------------
     def _flag(self, b: PacketBatch, verdict: np.ndarray, src: np.ndarray, dst: np.ndarray, kind: np.ndarray,
-              answers: np.ndarray, key: np.ndarray, hkey: np.ndarray) -> list[Finding]:
+              answers: np.ndarray, key: np.ndarray, hkey: np.ndarray | None) -> list[Finding]:
         t0 = float(b.ts[0])
         for k in [k for k, v in self.held.items() if v[1] < t0]:
             del self.held[k]
@@ -271,11 +269,17 @@ class VolumeDetector:
         ans_hit = (answers >= 0) & np.isin(akey, keys)
         # resets: the host refusing a TCP flood, the source refusing the host's SYN-ACKs
         rst = tcp & (b.tcp_flags & TH_RST != 0)
-        syn_of_src = _keys(src, dst, np.full(n, K_SYN, np.int8), np.zeros(n, np.uint16))
-        rkeys = {k: _keys(dst, src, np.full(n, k, np.int8), np.zeros(n, np.uint16)) for k in (K_SYN, *_TCP_KINDS)}
+        # keys only for the kinds held now (a flood is usually one kind)
+        held_kinds = {v[4] for v in self.held.values()}
+        zero = np.zeros(n, np.uint16)
+        syn_of_src = _keys(src, dst, np.full(n, K_SYN, np.int8), zero) if K_SYN in held_kinds else None
+        rkeys = {k: _keys(dst, src, np.full(n, k, np.int8), zero) for k in (K_SYN, *_TCP_KINDS) if k in held_kinds}
         # HTTP floods: every TCP frame between the client and the server port, both ways
-        hrev = _keys(dst, src, np.full(n, K_HTTP, np.int8), b.sport)
-        http_hit = tcp & (np.isin(hkey, keys) | np.isin(hrev, keys))
+        if K_HTTP in held_kinds:
+            if hkey is None:
+                hkey = _keys(src, dst, np.full(n, K_HTTP, np.int8), b.dport)
+            hrev = _keys(dst, src, np.full(n, K_HTTP, np.int8), b.sport)
+            http_hit = tcp & (np.isin(hkey, keys) | np.isin(hrev, keys))
         # how many sources flood each (host, kind): two or more make it distributed
         crowd: dict[tuple[int, int], int] = {}
         for v in self.held.values():
