@@ -23,7 +23,7 @@ import numpy as np
 from ..capture.batch import PacketBatch, ipv4_str, mac_to_str
 from ..config import ArpDetectorConfig
 from . import _arp_kernel as _k
-from .base import LRU, Finding, mark
+from .base import LRU, Finding, mark, warm_once
 
 CLS = "MITM-ArpSpoofing"
 _BCAST_MAC = 0xFFFFFFFFFFFF
@@ -114,15 +114,8 @@ class _SourceTable:
         return None if found is None else int(self.mac[found])
 
 
-_warm = False
-
-
 def _warm_up() -> None:
     """Load (or compile) the kernel once per process: a detector's first batch should not pay for it."""
-    global _warm
-    if _warm:
-        return
-    _warm = True
     b = PacketBatch.empty(4)
     b.ethertype[:] = (0x0800, 0x0800, 0x0806, 0x0800)
     b.ip_version[:] = (4, 4, 0, 4)
@@ -136,7 +129,7 @@ class ArpDetector:
     name = "arp"
 
     def __init__(self, cfg: ArpDetectorConfig | None = None):
-        _warm_up()
+        warm_once(_warm_up)
         self.cfg = cfg or ArpDetectorConfig()
         self.counters: dict[str, int] = {"arp_frames": 0, "conflicts": 0}
         n = self.cfg.max_hosts

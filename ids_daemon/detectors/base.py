@@ -99,6 +99,18 @@ class LRU(OrderedDict):
         return v
 
 
+_WARMED: set[Callable[[], None]] = set()
+
+
+def warm_once(warm: Callable[[], None]) -> None:
+    """Run ``warm`` (a module's numba kernels loaded or compiled on a tiny input) once per
+    process, so a detector's first batch does not pay for it (marked before it runs: a warm-up
+    may build the detector that calls this)."""
+    if warm not in _WARMED:
+        _WARMED.add(warm)
+        warm()
+
+
 def mark(verdict: np.ndarray, mask: np.ndarray, cls: str) -> int:
     """Flag the frames of ``mask`` not yet flagged by an earlier detector; returns how
     many frames ``mask`` holds."""

@@ -40,7 +40,7 @@ from ..capture.batch import STATUS_OK, TH_ACK, TH_RST, TH_SYN, PacketBatch, addr
 from ..config import FloodDetectorConfig
 from . import _flood_kernel as _fk
 from . import _scan_kernel as _sk
-from .base import LRU, Finding, mark
+from .base import LRU, Finding, mark, warm_once
 
 K_SYN, K_UDP, K_ICMP = 0, 1, 2
 CLASS_OF = {K_SYN: "DDoS-SYN_Flood", K_UDP: "DDoS-UDP_Flood", K_ICMP: "DDoS-ICMP_Flood"}
@@ -76,17 +76,6 @@ class _Table:
         return out
 
 
-_warm = False
-
-
-def _warm_up() -> None:
-    """Compile (or load from numba's cache) the kernel on a tiny input, not on the first batch."""
-    global _warm
-    if not _warm:
-        _fk.warm_up()
-        _warm = True
-
-
 def _target_key(dst: np.ndarray, kind: np.ndarray) -> np.ndarray:
     """64-bit key of (destination, kind) (a multiplicative mix: collisions are negligible)."""
     with np.errstate(over="ignore"):
@@ -99,7 +88,7 @@ class FloodDetector:
     def __init__(self, cfg: FloodDetectorConfig | None = None):
         self.cfg = cfg or FloodDetectorConfig()
         self.counters: dict[str, int] = {"floods": 0}
-        _warm_up()
+        warm_once(_fk.warm_up)
         self.buckets = _Table(self.cfg.max_targets, self.cfg.sources, self.counters, "target_evictions")
         self.bursts = _Table(self.cfg.max_targets, max(self.cfg.burst_sources, 1), self.counters, "burst_evictions")
         self.clients = LRU(self.cfg.max_targets, self.counters, "client_evictions")  # (SYN-flooded victim, client)

@@ -36,7 +36,7 @@ import numpy as np
 from ..capture.batch import (STATUS_OK, TH_ACK, TH_RST, TH_SYN, PacketBatch, address_ids, address_name,
                              multicast_dst)
 from ..config import ReflectionDetectorConfig
-from .base import LRU, Finding, mark, pair_key
+from .base import LRU, Finding, mark, pair_key, warm_once
 from .slowhttp import chain
 from . import _reflection_kernel as _k
 
@@ -44,17 +44,6 @@ SERVICE = {19: "chargen", 53: "DNS", 123: "NTP", 161: "SNMP", 389: "CLDAP", 1900
 C_UDP, C_FRAG, C_SYN = "DDoS-UDP_Flood", "DDoS-UDP_Fragmentation", "DDoS-SYN_Flood"
 MAX_REFLECTORS = 4096  # distinct reflectors remembered per victim
 _M = np.uint64(0x9E3779B97F4A7C15)
-
-
-_warm = False
-
-
-def _warm_up() -> None:
-    """Compile (or load from numba's cache) the kernel on a tiny input, not on the first batch."""
-    global _warm
-    if not _warm:
-        _k.warm_up()
-        _warm = True
 
 
 class ReflectionDetector:
@@ -70,7 +59,7 @@ class ReflectionDetector:
         self._stamp = np.full(size, -1, dtype=np.int64)  # scratch of the compiled store (per slot: batch, winner)
         self._win = np.zeros(size, dtype=np.int64)
         self._batch_no = 0
-        _warm_up()
+        warm_once(_k.warm_up)
         self.ports = np.array(sorted(set(self.cfg.ports)), dtype=np.uint16)
         # victim -> [bucket, unsolicited answers in it, its first ts]
         self.counts = LRU(self.cfg.max_victims, self.counters, "victim_evictions")

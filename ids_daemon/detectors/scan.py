@@ -41,7 +41,7 @@ import numpy as np
 from ..capture.batch import TH_ACK, TH_RST, TH_SYN, PacketBatch, address_ids, address_name
 from ..config import ScanDetectorConfig
 from . import _scan_kernel as _k
-from .base import CLASS_INDEX, Finding
+from .base import CLASS_INDEX, Finding, warm_once
 
 K_TCP, K_UDP, K_ACK, K_ICMP, K_ARP, K_PROTO = 0, 1, 2, 3, 4, 5
 _KIND_NAME = {K_TCP: "tcp", K_UDP: "udp", K_ACK: "tcp", K_ICMP: "icmp", K_ARP: "arp", K_PROTO: "ip"}
@@ -120,16 +120,9 @@ _WHAT = {_k.W_PORTS: "ports", _k.W_HOSTS: "hosts", _k.W_PINGED: "hosts pinged", 
 _U64 = (1 << 64) - 1
 
 
-_warm = False
-
-
 def _warm_up() -> None:
     """Load (or compile) every kernel once per process, on a tiny vertical scan with a banner
     grab: a detector's first batch should not pay for it."""
-    global _warm
-    if _warm:
-        return
-    _warm = True
     n = 64
     out = []
     for t0 in (1000.0, 1001.0):
@@ -162,7 +155,7 @@ class ScanDetector:
     name = "scan"
 
     def __init__(self, cfg: ScanDetectorConfig | None = None):
-        _warm_up()
+        warm_once(_warm_up)
         self.cfg = cfg or ScanDetectorConfig()
         self.counters: dict[str, int] = {"probes": 0, "failed_probes": 0, "scanners": 0}
         # unanswered probes: key -> (ts, src, host, port, kind, from an OS stack)

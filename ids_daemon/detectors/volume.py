@@ -55,7 +55,7 @@ from ..capture.batch import (STATUS_OK, TH_ACK, TH_RST, TH_SYN, PacketBatch, add
                              address_name)
 from ..config import VolumeDetectorConfig
 from . import _volume_kernel as _vk
-from .base import CLASS_INDEX, LRU, Finding, mark, pair_key
+from .base import CLASS_INDEX, LRU, Finding, mark, pair_key, warm_once
 
 K_SYN, K_ACK, K_PSHACK, K_RSTFIN, K_UDP, K_ICMP, K_FRAG, K_HTTP = range(8)
 _KIND_NAME = {K_SYN: "TCP SYN", K_ACK: "TCP ACK", K_PSHACK: "TCP PSH-ACK", K_RSTFIN: "TCP RST/FIN",
@@ -89,16 +89,9 @@ def _keys(src: np.ndarray, dst: np.ndarray, kind: np.ndarray, port: np.ndarray) 
         return pair_key(src, dst, port.astype(np.uint64) * np.uint64(16) + kind.astype(np.uint64))
 
 
-_warm = False
-
-
 def _warm_up() -> None:
     """Load (or compile) the kernels once per process, on a tiny SYN flood with its answers and
     an unprompted ICMP error: a detector's first batch should not pay for it."""
-    global _warm
-    if _warm:
-        return
-    _warm = True
     n = 64
     b = PacketBatch.empty(n)
     b.ts[:] = 1000.0 + np.arange(n) * 1e-3
@@ -124,7 +117,7 @@ class VolumeDetector:
     name = "volume"
 
     def __init__(self, cfg: VolumeDetectorConfig | None = None):
-        _warm_up()
+        warm_once(_warm_up)
         self.cfg = cfg or VolumeDetectorConfig()
         self.counters: dict[str, int] = {"floods": 0}
         self.counts = LRU(self.cfg.max_keys, self.counters, "count_evictions")  # key -> _Count
