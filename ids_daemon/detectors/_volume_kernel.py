@@ -370,18 +370,8 @@ def classify(status, ipv, proto, l4_ok, frag_offset, frag_mf, flags, icmp_type, 
                 continue
             if status[i] != 0 or ipv[i] == 0:
                 continue
-            x = _pair_key(src[i], dst[i], 0)
-            h = _slot(x, shift)
-            while True:
-                j = tab[h]
-                if j < 0:
-                    tab[h] = nk
-                    keys[nk] = x
-                    nk += 1
-                    break
-                if keys[j] == x:
-                    break
-                h = (h + np.uint64(1)) & mask
+            if _set_insert(tab, keys, nk, _pair_key(src[i], dst[i], 0), shift, mask):
+                nk += 1
         for e in range(ne):
             i = aerr[e]
             if nk > 0 and _find(tab, keys, _pair_key(dst[i], src[i], 0), shift, mask) >= 0:
