@@ -287,17 +287,20 @@ def test_by_source_holds_a_repository_out_and_counts_packets(tmp_path: Path) -> 
 @pytest.mark.slow
 @needs_corpus
 def test_lockbox_is_left_out_then_evaluated_as_one_fold(tmp_path: Path) -> None:
-    from trainer.data.lockbox import LOCKBOX, SEED, choose
+    from trainer.data.lockbox import LOCKBOX, OPENED, SEED, choose
     from trainer.data.real import read_tsv_manifest
 
     entries = read_tsv_manifest(MANIFEST)
     benign = {e.repo for e in entries if e.benign}
     attack_only = {e.repo for e in entries} - benign
     assert choose(benign, attack_only, SEED) == LOCKBOX  # the listed lockbox is the seed's draw
+    assert choose(benign, attack_only, 17, opened=()) == OPENED  # and the opened round's was its seed's
+    assert not set(LOCKBOX) & set(OPENED)
     assert not {e.repo for e in read_tsv_manifest(MANIFEST, lockbox="exclude")} & set(LOCKBOX)
     assert {e.repo for e in read_tsv_manifest(MANIFEST, lockbox="only")} == set(LOCKBOX)
     # the final evaluation: one model trained without the lockbox, measured on it (a small corpus here)
-    keep = {"marcosValle/netlyzer", "epiecs/packetlife-backup", "GrigorDimitrov/sop"}
+    keep = {"thekrishnanand/Assignment1_NetworkSecurity_Ddos_Simulation", "epiecs/packetlife-backup",
+            "GrigorDimitrov/sop"}
     lines = MANIFEST.read_text().splitlines()
     col = lines[0].split("\t").index("file")
     kept = [ln.split("\t") for ln in lines[1:] if ln.split("\t")[1] in keep]
@@ -313,7 +316,8 @@ def test_lockbox_is_left_out_then_evaluated_as_one_fold(tmp_path: Path) -> None:
     res = json.loads(out.read_text())
     assert res["lockbox"]["mode"] == "only"
     assert [f["source"] for f in res["folds"]] == ["lockbox"]
-    assert {r["source"] for r in res["captures"]["lstm"]} == {"marcosValle/netlyzer"}
+    assert {r["source"] for r in res["captures"]["lstm"]} == {
+        "thekrishnanand/Assignment1_NetworkSecurity_Ddos_Simulation"}
     fold = res["folds"][0]
     assert fold["train_sequences"] > 0 and fold["test_sequences"] > 0
 

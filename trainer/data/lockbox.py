@@ -8,9 +8,12 @@ development figures leaves them out (``lockbox="exclude"``, the default of the e
 commands); the final evaluation reads them alone (``lockbox="only"``), once.
 
 The pick is reproducible: `choose` draws two repositories holding benign captures and two
-holding only attack captures with ``random.Random(SEED)`` from the sorted repository names
-of the manifest. `LOCKBOX` freezes the result for the corpus this was drawn on
-(tests/test_lockbox.py checks that the draw still gives it).
+holding only attack captures with ``random.Random(seed)`` from the sorted repository names
+of the manifest. A lockbox that has been evaluated is opened: its figures no longer say
+anything about new work, its repositories join development, and the next round draws a new
+lockbox from the repositories no opened lockbox held, with the next seed. `LOCKBOX` is the
+current round's draw for the corpus it was drawn on (tests/test_detection.py checks that
+the draw still gives it); `OPENED` lists the earlier rounds.
 """
 
 from __future__ import annotations
@@ -18,18 +21,29 @@ from __future__ import annotations
 import random
 from typing import Iterable, Literal
 
-SEED = 17  # the issue that asked for it
-# drawn with `choose` from ../shared/data/real/MANIFEST.tsv (126 captures, 19 repositories)
-LOCKBOX: tuple[str, ...] = ("zeek/zeek", "ntop/nDPI", "gubertoli/ProbingDataset", "marcosValle/netlyzer")
+# ../shared/data/real/MANIFEST.tsv (126 captures, 19 repositories)
+# round 1 (seed 17, the issue that asked for it): drawn before issue 17's detectors and
+# evaluated once at their end (docs/detection.md); opened.
+OPENED: tuple[str, ...] = ("zeek/zeek", "ntop/nDPI", "gubertoli/ProbingDataset", "marcosValle/netlyzer")
+# round 2: drawn from the 15 other repositories before the model's inputs and training
+# data changed. The detectors had been tuned with these repositories in development, so
+# this lockbox holds out the model's work, not theirs.
+SEED = 18
+LOCKBOX: tuple[str, ...] = ("OISF/suricata-verify", "ITI/ICS-Security-Tools",
+                            "thekrishnanand/Assignment1_NetworkSecurity_Ddos_Simulation",
+                            "SniperDZ-Pro/Cyber-Forensics-Workshop")
 
 LockboxMode = Literal["include", "exclude", "only"]
 MODES: tuple[str, ...] = ("include", "exclude", "only")
 
 
-def choose(benign_repos: Iterable[str], attack_only_repos: Iterable[str], seed: int = SEED) -> tuple[str, ...]:
-    """Two repositories with benign captures and two with attack captures only, by ``seed``."""
+def choose(benign_repos: Iterable[str], attack_only_repos: Iterable[str], seed: int = SEED,
+           opened: Iterable[str] = OPENED) -> tuple[str, ...]:
+    """Two repositories with benign captures and two with attack captures only, by ``seed``,
+    from those no opened lockbox held."""
     rng = random.Random(seed)
-    return tuple(rng.sample(sorted(set(benign_repos)), 2) + rng.sample(sorted(set(attack_only_repos)), 2))
+    shut = set(opened)
+    return tuple(rng.sample(sorted(set(benign_repos) - shut), 2) + rng.sample(sorted(set(attack_only_repos) - shut), 2))
 
 
 def keep(repo: str, mode: str) -> bool:
