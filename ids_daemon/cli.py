@@ -454,15 +454,15 @@ def alerts(
     if read is not None:
         import threading
 
-        from .consumers.alerts.engine import read_predictions
+        from .predictions.read import SkippedLines, read_predictions
 
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
-        skipped: list[int] = [0]
+        skipped = SkippedLines()
         st = run_alerts(read_predictions(read, skipped), cfg.alerts, stop=stop)
-        if skipped[0]:
-            _warn(f"alerts: {skipped[0]:,} lines of {read} skipped (not valid v1 predictions)")
+        if skipped.count:
+            _warn(f"alerts: {skipped.text(read)}")
     else:
         from .consumers.subscribe import PredictionSubscriber
 
