@@ -475,6 +475,26 @@ def alerts(
 
 
 @app.command()
+def report(
+    read: str = typer.Argument(..., metavar="PREDICTIONS", help="JSON-lines predictions (replay -o, the jsonl "
+                               "sink), - for stdin"),
+    output: str = typer.Option(..., "-o", "--output", help="HTML file to write, - for stdout"),
+    top: int = typer.Option(20, "--top", min=1, help="rows in the host tables"),
+) -> None:
+    """One self-contained HTML page of a predictions file: flagged packets over time by family,
+    top attacked and attacking hosts, severities, the detectors' findings and the run's totals."""
+    from .report import write_report
+    from .text import plural
+
+    agg, skipped = write_report(read, output, top=top)
+    if skipped.count:
+        _warn(f"report: {skipped.text(read)}")
+    where = "stdout" if output == "-" else output
+    _info(f"report: {plural(agg.predictions, 'prediction')} ({agg.flagged} flagged, "
+          f"{plural(agg.detector_findings, 'detector finding')}) -> {where}")
+
+
+@app.command()
 def demo(
     output: Optional[str] = typer.Option(None, "-o", "--output", help="JSON-lines file for the predictions"),
     kafka: bool = typer.Option(True, "--kafka/--no-kafka",
