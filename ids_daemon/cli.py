@@ -484,14 +484,14 @@ def report(
     """One self-contained HTML page of a predictions file: flagged packets over time by family,
     top attacked and attacking hosts, severities, the detectors' findings and the run's totals."""
     from .report import write_report
-    from .text import plural
+    from .text import agree
 
     agg, skipped = write_report(read, output, top=top)
     if skipped.count:
         _warn(f"report: {skipped.text(read)}")
     where = "stdout" if output == "-" else output
-    _info(f"report: {plural(agg.predictions, 'prediction')} ({agg.flagged} flagged, "
-          f"{plural(agg.detector_findings, 'detector finding')}) -> {where}")
+    _info(agree(f"report: {agg.predictions:,} predictions ({agg.flagged:,} flagged, "
+                f"{agg.detector_findings:,} detector finding{'s' if agg.detector_findings != 1 else ''}) -> {where}"))
 
 
 @app.command()

@@ -27,12 +27,13 @@ def colour(family: str) -> str:
     return FAMILY_COLOURS.get(family) or EXTRA[zlib.crc32(family.encode()) % len(EXTRA)]
 
 
-def utc(t: float, step: float = 1.0) -> str:
-    """Packet time as UTC, to the precision ``step`` needs."""
+def utc(t: float, step: float = 1.0, dated: bool = False) -> str:
+    """Packet time as UTC, to the precision ``step`` needs (with the day when ``dated``)."""
     d = datetime.fromtimestamp(t, timezone.utc)
+    day = d.strftime("%m-%d ") if dated else ""
     if step < 1:
-        return d.strftime("%H:%M:%S.") + f"{d.microsecond // 1000:03d}"
-    return d.strftime("%H:%M:%S" if step < 60 else "%H:%M")
+        return day + d.strftime("%H:%M:%S.") + f"{d.microsecond // 1000:03d}"
+    return day + d.strftime("%H:%M:%S" if step < 60 else "%H:%M")
 
 
 def duration(seconds: float) -> str:
@@ -79,10 +80,11 @@ def stacked_svg(width_s: float, bins: list[tuple[float, dict[str, float]]], fami
         k += 1
     xstep = next((s for s in BIN_WIDTHS if (t1 - t0) / s <= 8), None) or width_s * math.ceil(n / 8)
     t = math.ceil(t0 / xstep) * xstep
+    dated = t1 - t0 > 86400  # past a day the time of day alone is ambiguous
     while t <= t1 + 1e-9:  # time ticks on bin-aligned instants
         out.append(f'<line class="axis" x1="{x(t):.1f}" x2="{x(t):.1f}" y1="{TOP + ph}" y2="{TOP + ph + 5}"/>'
                    f'<text class="tick" x="{x(t):.1f}" y="{TOP + ph + 18}" text-anchor="middle">'
-                   f'{escape(utc(t, xstep))}</text>')
+                   f'{escape(utc(t, xstep, dated))}</text>')
         t += xstep
     for start, fams in bins:
         base = 0.0
@@ -91,7 +93,7 @@ def stacked_svg(width_s: float, bins: list[tuple[float, dict[str, float]]], fami
             if v <= 0:
                 continue
             y0, y1 = y(base), y(base + v)
-            tip = f"{utc(start, width_s)}–{utc(start + width_s, width_s)} UTC: {fam} {v:,.0f} packets"
+            tip = f"{utc(start, width_s, dated)}–{utc(start + width_s, width_s, dated)} UTC: {fam} {v:,.0f} packets"
             out.append(f'<rect x="{x(start) + gap / 2:.2f}" y="{y1:.2f}" width="{max(bw - gap, 0.5):.2f}" '
                        f'height="{max(y0 - y1, 0.5):.2f}" fill="{colour(fam)}" data-family="{escape(fam)}">'
                        f'<title>{escape(tip)}</title></rect>')
