@@ -21,10 +21,7 @@ from ids_daemon.report import aggregate_file, render
 from ids_daemon.report.aggregate import Aggregate, TimeBins
 from ids_daemon.report.chart import FAMILY_COLOURS
 
-from .helpers import EXE
-from .paths import ROOT
-
-SAMPLE = ROOT / "ids_daemon" / "data" / "sample.pcap"
+from .helpers import EXE, replay_sample
 T0 = 1_700_000_000.0
 _SEQ = [0]
 
@@ -279,14 +276,11 @@ class Tables(html.parser.HTMLParser):
 def sample_report(tmp_path_factory) -> dict:
     """The bundled sample replayed, its report written, and the page rendered by Chromium."""
     d = tmp_path_factory.mktemp("report")
-    preds = d / "predictions.jsonl"
-    r = subprocess.run([EXE, "replay", "-r", str(SAMPLE), "-o", str(preds), "--metrics-listen", "off"],
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
+    preds, predictions = replay_sample(d)
     out = d / "report.html"
     r = run_report(str(preds), "-o", str(out))
     assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
-    return {"dir": d, "page": out, "predictions": [json.loads(x) for x in preds.read_text().splitlines()],
+    return {"dir": d, "page": out, "predictions": predictions,
             "dom": browse(out, d, "--dump-dom")}
 
 
