@@ -454,15 +454,15 @@ def alerts(
     if read is not None:
         import threading
 
-        from .consumers.alerts.engine import read_predictions
+        from .predictions.read import SkippedLines, read_predictions
 
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
-        skipped: list[int] = [0]
+        skipped = SkippedLines()
         st = run_alerts(read_predictions(read, skipped), cfg.alerts, stop=stop)
-        if skipped[0]:
-            _warn(f"alerts: {skipped[0]:,} lines of {read} skipped (not valid v1 predictions)")
+        if skipped.count:
+            _warn(f"alerts: {skipped.text(read)}")
     else:
         from .consumers.subscribe import PredictionSubscriber
 
@@ -472,6 +472,26 @@ def alerts(
                 signal.signal(sig, lambda *_: sub.stop())
             st = run_alerts(sub, cfg.alerts)
     print("ids-daemon: alerts: " + st.summary().replace("\n", "\n  "), file=sys.stderr)
+
+
+@app.command()
+def report(
+    read: str = typer.Argument(..., metavar="PREDICTIONS", help="JSON-lines predictions (replay -o, the jsonl "
+                               "sink), - for stdin"),
+    output: str = typer.Option(..., "-o", "--output", help="HTML file to write, - for stdout"),
+    top: int = typer.Option(20, "--top", min=1, help="rows in the host tables"),
+) -> None:
+    """One self-contained HTML page of a predictions file: flagged packets over time by family,
+    top attacked and attacking hosts, severities, the detectors' findings and the run's totals."""
+    from .report import write_report
+    from .text import agree
+
+    agg, skipped = write_report(read, output, top=top)
+    if skipped.count:
+        _warn(f"report: {skipped.text(read)}")
+    where = "stdout" if output == "-" else output
+    _info(agree(f"report: {agg.predictions:,} predictions ({agg.flagged:,} flagged, "
+                f"{agg.detector_findings:,} detector finding{'s' if agg.detector_findings != 1 else ''}) -> {where}"))
 
 
 @app.command()

@@ -9,7 +9,6 @@ import re
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -21,12 +20,11 @@ from ids_daemon.model.classes import BENIGN, CLASSES_34
 from ids_daemon.predictions.community_id import community_id
 from ids_daemon.predictions.decode import Prediction
 
-from .paths import ROOT, SHARED_DATA
+from .helpers import EXE, replay_sample
+from .paths import SHARED_DATA
 
 EVE_SCHEMA = "eve/schema.json"
 needs_eve_schema = pytest.mark.shared_data(EVE_SCHEMA)  # tests/conftest.py: skip in a clean clone
-EXE = str(Path(sys.executable).parent / "ids-daemon")
-SAMPLE = ROOT / "ids_daemon" / "data" / "sample.pcap"
 EVE_TS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}\+0000$")
 
 
@@ -85,17 +83,14 @@ def eve_of(*preds: Prediction, **cfg) -> list[dict]:
 @pytest.fixture(scope="module")
 def replayed(tmp_path_factory) -> dict:
     d = tmp_path_factory.mktemp("eve")
-    preds = d / "predictions.jsonl"
-    r = subprocess.run([EXE, "replay", "-r", str(SAMPLE), "-o", str(preds), "--metrics-listen", "off"],
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
+    preds, predictions = replay_sample(d)
     cfg = d / "c.yml"
     alerts_jsonl, eve = d / "alerts.jsonl", d / "eve.json"
     cfg.write_text(f"alerts:\n  min_severity: low\n  outputs:\n    - {{type: jsonl, path: {alerts_jsonl}}}\n")
     r = subprocess.run([EXE, "alerts", "--input", str(preds), "--config", str(cfg), "--eve", str(eve)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    return {"predictions": [json.loads(x) for x in preds.read_text().splitlines()],
+    return {"predictions": predictions,
             "alerts": [json.loads(x) for x in alerts_jsonl.read_text().splitlines()],
             "eve": [json.loads(x) for x in eve.read_text().splitlines()], "stderr": r.stderr}
 

@@ -77,6 +77,7 @@ class Prediction:
     p_attack: float | None = None  # 1 - P(benign); absent in messages older than operating points
     timestamp: str | None = None  # `time` as ISO 8601 UTC; absent in older messages
     interface: str | None = None  # the live capture interface; None for a file or an older message
+    evidence: str | None = None  # the fact a detector established, or the model's window in a sentence (v1.3)
     # where it came from, when read from Kafka
     topic: str | None = None
     partition: int | None = None
@@ -135,7 +136,7 @@ class Prediction:
                                   _int(w, "history", "window.", None, lo=1)),
                 model_name=_str(m, "name", "model."), model_version=_str(m, "version", "model."),
                 p_attack=_unit(d, "p_attack", None), timestamp=_str(d, "timestamp", "", None),
-                interface=_str(d, "interface", "", None), **origin,
+                interface=_str(d, "interface", "", None), evidence=_str(d, "evidence", "", None), **origin,
             )
         except MalformedPrediction:
             raise

@@ -71,10 +71,9 @@ import threading
 import time
 import uuid
 from collections import deque
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
-from ...errors import ConfigError
-from ...predictions.decode import MalformedPrediction, Prediction, UnknownSchema
+from ...predictions.decode import Prediction
 from ...predictions.vocabulary import SEVERITIES, SEVERITY_RANK
 from .alert import Alert, AlertStats, _Acc, _Group
 from .config import AlertConfig
@@ -412,30 +411,3 @@ def run_alerts(predictions: Iterable[Prediction | None], config: AlertConfig | N
             engine.close()
         log.info("alerts: %s", engine.stats.summary().replace("\n", "; "))
     return engine.stats
-
-
-
-def read_predictions(path: str, skipped: list[int] | None = None) -> Iterator[Prediction]:
-    """The predictions of a JSON-lines file (``replay -o``; ``-``: standard input), one per
-    line. Lines that are not valid v1 predictions are skipped, counted in ``skipped[0]``
-    and the first few logged; an unreadable file is a `ConfigError`."""
-    import sys
-
-    counter = skipped if skipped is not None else [0]
-    try:
-        fh = sys.stdin.buffer if path == "-" else open(path, "rb")
-    except OSError as e:
-        raise ConfigError(f"alerts --input {path}: cannot open: {e.strerror}") from None
-    try:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                yield Prediction.from_json(line)
-            except (MalformedPrediction, UnknownSchema) as e:
-                counter[0] += 1
-                if counter[0] <= 5:
-                    log.warning("alerts: %s line %d skipped: %s", path, n, e)
-    finally:
-        if fh is not sys.stdin.buffer:
-            fh.close()
