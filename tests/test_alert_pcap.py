@@ -1,0 +1,245 @@
+"""The alert pcap (`ids_daemon.sinks.alertpcap`): the packets of what alerted, written to
+rotated pcap files, opened here by a second reader (dpkt), named in the prediction.
+
+Captures are crafted (`trainer.synth.floods`, `tests.pcapgen`) and replayed through the
+pipeline as the CLI builds it; the bundled model classifies.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+from collections import Counter
+from pathlib import Path
+
+import dpkt
+import jsonschema
+import numpy as np
+import pytest
+
+from ids_daemon.builder import build_pipeline, make_worker
+from ids_daemon.capture.pcap import PcapSource
+from ids_daemon.config import AlertPcapConfig, load_config
+from ids_daemon.detectors.base import Finding
+from ids_daemon.errors import ConfigError
+from ids_daemon.predictions import json_schema
+from ids_daemon.predictions.community_id import community_id
+from ids_daemon.sinks.alertpcap import AlertPcap
+from trainer.synth.floods import ACK, ATTACKER, CLIENT, PSH, SERVER, SYN, VICTIM, _sorted, _Writer, flood
+
+from . import pcapgen
+
+
+@pytest.fixture(scope="module")
+def worker():
+    return make_worker(load_config(None))
+
+
+def syn_flood_with_bystanders(path: Path) -> tuple[int, int]:
+    """A 3 s SYN flood ATTACKER -> VICTIM:80 at 2,000/s (with the victim's SYN-ACKs and the
+    attacker's RSTs), and benign TCP meanwhile: CLIENT <-> SERVER, and CLIENT <-> VICTIM (the
+    victim's own connection must stay out of the flood's file). Returns (frames, flood frames)."""
+    frames, attack = flood("syn", 2000, 3.0, seed=7)
+    w = _Writer()
+    t0 = frames[0][0]
+    for i in range(60):
+        t = t0 + 0.05 * i
+        w.tcp(t, CLIENT, SERVER, 41000, 443, PSH | ACK, 1000 + i, payload=b"x" * 100)
+        w.tcp(t + 0.001, SERVER, CLIENT, 443, 41000, ACK, 5000, 1000 + i)
+        w.tcp(t + 0.002, CLIENT, VICTIM, 42000, 22, PSH | ACK, 7000 + i, payload=b"y" * 60)
+    more, _ = _sorted(w)
+    merged = sorted(frames + more, key=lambda f: f[0])
+    pcapgen.write_pcap(path, merged)
+    return len(merged), sum(attack)
+
+
+def replay(cfg, path: Path, out: Path, worker):
+    pipe = build_pipeline(cfg, read=str(path), sinks=["jsonl"], output=str(out), worker=worker, append=False)
+    try:
+        st = pipe.run()
+    finally:
+        pipe.source.close()
+    preds = [json.loads(line) for line in out.read_text().splitlines()]
+    return pipe, st, preds
+
+
+def read_pcap(path: Path) -> list[tuple[float, bytes]]:
+    with open(path, "rb") as f:
+        r = dpkt.pcap.Reader(f)
+        assert r.datalink() == dpkt.pcap.DLT_EN10MB
+        return list(r)
+
+
+def tcp_tuple(buf: bytes) -> tuple[str, str, int, int, int]:
+    ip = dpkt.ethernet.Ethernet(buf).data
+    return socket.inet_ntoa(ip.src), socket.inet_ntoa(ip.dst), ip.data.sport, ip.data.dport, ip.data.flags
+
+
+def test_alerted_syn_flood_pcap_holds_the_flood_and_nothing_else(tmp_path: Path, worker) -> None:
+    cap = tmp_path / "flood.pcap"
+    n, n_flood = syn_flood_with_bystanders(cap)
+    d = tmp_path / "pcaps"
+    # small batches, as live capture gives them: the finding comes a second into the flood, so its
+    # file holds packets from before it (the ring) and after it (follow_s)
+    cfg = load_config(None, {"alert_pcap.enabled": True, "alert_pcap.dir": str(d), "capture.batch_size": 512})
+    pipe, st, preds = replay(cfg, cap, tmp_path / "p.jsonl", worker)
+    assert not st.error and st.frames == n
+    found = [p for p in preds if p["model"]["name"] == "detector:volume" and p["predicted_attack"] == "DoS-SYN_Flood"]
+    assert found, [p["predicted_attack"] for p in preds]
+    schema = json_schema()
+    for p in preds:
+        jsonschema.validate(p, schema)
+    name = Path(found[0]["pcap_file"])
+    assert name.parent == d and name.is_file()
+    pkts = read_pcap(name)
+    tuples = [tcp_tuple(b) for _, b in pkts]
+    assert {(s, d_) for s, d_, *_ in tuples} <= {(ATTACKER, VICTIM), (VICTIM, ATTACKER)}  # no bystander
+    syns = sum(1 for s, d_, sp, dp, fl in tuples if s == ATTACKER and dp == 80 and fl == SYN)
+    assert syns >= 0.95 * 6000  # the flood's SYNs: every one was in the ring or after the alert
+    assert len(pkts) == n_flood  # SYNs, SYN-ACKs and RSTs, each once
+    assert pkts[0][0] == pytest.approx(1_700_000_000.0, abs=1e-6)  # the flood's very first SYN, microseconds kept
+    ap = pipe.alert_pcap
+    assert ap.stats.packets == n_flood and ap.stats.packets_dropped == 0 and ap.stats.lagged_batches == 0
+
+
+def test_a_flagged_flow_names_its_file_and_its_community_id_selects_it(tmp_path: Path) -> None:
+    w = _Writer()
+    t0 = 1_700_000_000.0
+    for i in range(30):  # two TCP flows of 30 segments each: windows of their own
+        w.tcp(t0 + 0.01 * i, CLIENT, SERVER, 40000, 80, PSH | ACK, i, payload=b"a" * 50)
+        w.tcp(t0 + 0.01 * i + 0.002, SERVER, CLIENT, 80, 40000, ACK, 9, i)
+        w.tcp(t0 + 0.01 * i + 0.004, CLIENT, VICTIM, 40001, 443, PSH | ACK, i, payload=b"b" * 70)
+    frames, _ = _sorted(w)
+    cap = pcapgen.write_pcap(tmp_path / "flows.pcap", frames)
+    d = tmp_path / "pcaps"
+    # threshold 0: every prediction is flagged; detectors off: the model's flows alone
+    cfg = load_config(None, {"alert_pcap.enabled": True, "alert_pcap.dir": str(d), "inference.threshold": 0.0,
+                             "detectors.enabled": False})
+    _, st, preds = replay(cfg, cap, tmp_path / "p.jsonl", make_worker(cfg))
+    flows = [p for p in preds if p["flow"]["kind"] == "flow"]
+    assert {p["flow"]["dst_port"] for p in flows} == {80, 443}
+    for p in flows:
+        assert p["is_attack"] and p["pcap_file"] and p["flow"]["community_id"]
+        pkts = read_pcap(Path(p["pcap_file"]))
+        ids = Counter(community_id(s, d_, 6, sp, dp) for s, d_, sp, dp, _ in (tcp_tuple(b) for _, b in pkts))
+        want = 60 if p["flow"]["dst_port"] == 80 else 30  # both directions of the first flow
+        assert ids[p["flow"]["community_id"]] == want
+    assert len(read_pcap(Path(flows[0]["pcap_file"]))) == 90  # each packet once, however many predictions
+
+
+def test_files_rotate_at_the_size_cap_and_the_oldest_go(tmp_path: Path, worker) -> None:
+    cap = tmp_path / "flood.pcap"
+    syn_flood_with_bystanders(cap)
+    d = tmp_path / "pcaps"
+    d.mkdir()
+    (d / "alerts-000007.pcap").write_bytes(b"")  # an earlier run's file: numbering goes on after it
+    cfg = load_config(None, {"alert_pcap.enabled": True, "alert_pcap.dir": str(d), "alert_pcap.file_mb": 0.05,
+                             "alert_pcap.max_files": 3, "capture.batch_size": 256})
+    pipe, st, preds = replay(cfg, cap, tmp_path / "p.jsonl", worker)
+    ap = pipe.alert_pcap
+    names = sorted(p.name for p in d.iterdir())
+    assert len(names) == 3 and ap.stats.files > 3 and ap.stats.files_deleted == ap.stats.files + 1 - 3
+    assert names[0] > "alerts-000008.pcap" and names[-1] == f"alerts-{7 + ap.stats.files:06d}.pcap"
+    cap_bytes = 0.05 * (1 << 20)
+    for name in names:
+        size = (d / name).stat().st_size
+        pkts = read_pcap(d / name)  # whole records only
+        assert pkts and size == 24 + sum(16 + len(b) for _, b in pkts)
+        assert size < 2 * cap_bytes + 256 * 80  # past the cap by at most one batch's packets (or twice it)
+    assert sum(size < cap_bytes for size in ((d / n).stat().st_size for n in names[:-1])) == 0  # closed past the cap
+
+
+def test_an_unusable_directory_is_counted_and_logged_and_the_replay_goes_on(tmp_path: Path, worker, caplog) -> None:
+    cap = tmp_path / "flood.pcap"
+    syn_flood_with_bystanders(cap)
+    where = tmp_path / "not-a-dir"
+    where.write_text("a file where the directory should be")
+    cfg = load_config(None, {"alert_pcap.enabled": True, "alert_pcap.dir": str(where)})
+    with caplog.at_level(logging.WARNING, logger="ids_daemon.alertpcap"):
+        pipe, st, preds = replay(cfg, cap, tmp_path / "p.jsonl", worker)
+    assert not st.error and any(p["predicted_attack"] == "DoS-SYN_Flood" for p in preds)
+    a = pipe.alert_pcap.stats
+    assert a.write_errors >= 1 and a.packets_dropped >= 6000 and a.packets == 0
+    assert any("alert pcap:" in r.getMessage() and str(where) in r.getMessage() for r in caplog.records)
+    assert "dropped" in pipe.alert_pcap.summary()
+
+
+def _batch_with_bytes(tmp_path: Path):
+    frames = [(1_700_000_000.0 + i * 0.01, pcapgen.ethernet(pcapgen.ipv4_udp("10.1.0.1", "10.1.0.2", 5000, 53,
+                                                                               payload=bytes([i]) * 40)))
+              for i in range(20)]
+    with PcapSource(pcapgen.write_pcap(tmp_path / "u.pcap", frames), keep_raw=True) as src:
+        return src.next_batch(), frames
+
+
+def test_a_full_disk_deletes_the_oldest_file_then_counts_what_is_lost(tmp_path: Path, caplog) -> None:
+    batch, _ = _batch_with_bytes(tmp_path)
+    finding = Finding("volume", "DoS-UDP_Flood", float(batch.ts[0]), float(batch.ts[-1]), 20, "10.1.0.1",
+                      "10.1.0.2", "udp", "test")
+    d = tmp_path / "pcaps"
+    d.mkdir()
+    old = d / "alerts-000000.pcap"
+    old.write_bytes(b"x" * 100)
+    ap = AlertPcap(AlertPcapConfig(enabled=True, dir=str(d)))
+    ap.open()
+    os.symlink("/dev/full", ap.current_file())  # every write to it fails with ENOSPC
+    ap.add(batch)
+    assert ap.flag_findings([finding]) == [ap.current_file()]
+    ap.close()
+    # the oldest file made room; the next try wrote a whole file
+    assert ap.stats.disk_full and ap.stats.files_deleted == 1 and not old.exists()
+    assert ap.stats.packets == 20 and len(read_pcap(Path(ap.current_file()))) == 20
+    # nothing left to delete: the packets are dropped, counted and logged
+    d2 = tmp_path / "pcaps2"
+    d2.mkdir()
+    ap = AlertPcap(AlertPcapConfig(enabled=True, dir=str(d2)))
+    ap.open()
+    os.symlink("/dev/full", ap.current_file())
+    ap.add(batch)
+    with caplog.at_level(logging.ERROR, logger="ids_daemon.alertpcap"):
+        ap.flag_findings([finding])
+        ap.close()
+    assert ap.stats.disk_full and ap.stats.packets_dropped == 20 and ap.stats.packets == 0
+    assert any("No space left" in r.getMessage() for r in caplog.records)
+
+
+def test_the_ring_is_bounded_and_a_finding_gets_only_what_it_still_holds(tmp_path: Path) -> None:
+    batch, frames = _batch_with_bytes(tmp_path)
+    d = tmp_path / "pcaps"
+    ap = AlertPcap(AlertPcapConfig(enabled=True, dir=str(d), ring_mb=2e-3, follow_s=0))  # ~2 KiB: one batch
+    ap.open()
+    for k in range(3):
+        ap.add(batch.take(slice(5 * k, 5 * k + 5)))
+    assert ap._ring_size <= ap.ring_bytes or len(ap._ring) == 1
+    ap.flag_findings([Finding("volume", "DoS-UDP_Flood", 0.0, 0.0, 1, "10.1.0.2", "10.1.0.1", "udp", "t")])
+    ap.close()
+    pkts = read_pcap(Path(ap.current_file()))
+    held = sum(len(r.ts) for r in ap._ring)
+    assert 0 < len(pkts) == held < 15
+    assert [b for _, b in pkts] == [f for _, f in frames[15 - held:15]]  # the newest, byte for byte
+
+
+def test_frame_bytes_are_kept_only_when_asked(tmp_path: Path) -> None:
+    frames = [(1.0 + i, pcapgen.ethernet(pcapgen.ipv4_udp(dport=53 + i % 2, payload=bytes([i]) * (i + 1))))
+              for i in range(9)]
+    path = pcapgen.write_pcap(tmp_path / "a.pcap", frames)
+    with PcapSource(path) as src:
+        assert src.next_batch().raw is None  # off: no copy
+    with PcapSource(path, keep_raw=True, bpf_filter="udp port 54") as src:
+        b = src.next_batch()
+    kept = [f for i, (_, f) in enumerate(frames) if i % 2]
+    assert [b.raw[b.raw_off[i]:b.raw_off[i + 1]].tobytes() for i in range(len(b))] == kept
+    part = b.take(slice(1, 3))
+    assert part.raw.tobytes() == b"".join(kept[1:3]) and list(part.raw_off) == [0, len(kept[1]), len(kept[1]) + len(kept[2])]
+    assert b.take(np.array([0])).raw is None
+
+
+def test_off_by_default_and_validated() -> None:
+    cfg = load_config(None)
+    assert cfg.alert_pcap.enabled is False
+    with pytest.raises(ConfigError, match="alert_pcap.ring_mb"):
+        load_config(None, {"alert_pcap.ring_mb": 0})
+    with pytest.raises(ConfigError, match="alert_pcap.max_files"):
+        load_config(None, {"alert_pcap.max_files": 0})
