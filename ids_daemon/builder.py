@@ -245,7 +245,8 @@ def build_pipeline(cfg: Config, *, read: str | None = None, interface: str | Non
     ``model``/inference.model) classifies sequences and predictions go to the sinks
     (default ``jsonl``). ``sink_objects`` are added to the named sinks (the demo's
     broker); ``source``/``live`` replace the source made from ``read``/``interface``;
-    ``append``: a JSON-lines output file keeps what it held (else it is replaced).
+    ``append``: a JSON-lines output file keeps what it held (else it is replaced). With
+    ``alert_pcap`` on, a ``source`` given here must have been made with ``keep_raw``.
     The tables' memory is checked before anything is allocated (`ids_daemon.memory`).
     """
     from .features.meter import Meter
@@ -275,8 +276,6 @@ def build_pipeline(cfg: Config, *, read: str | None = None, interface: str | Non
             # pacing needs finer batches than the reader's default
             cfg = cfg.model_copy(update={"capture": cfg.capture.model_copy(update={"batch_size": 256})})
         source, live = open_source(cfg, read, interface, keep_raw=alert_pcap is not None)
-    elif alert_pcap is not None and hasattr(source, "keep_raw"):
-        source.keep_raw = True
     try:
         meter = Meter(meter_cfg, per_packet=per_packet)
         return Pipeline(cfg, source, live, meter, sink_list, worker, speed=speed, status=status, metrics=metrics,

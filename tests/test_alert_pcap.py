@@ -243,3 +243,49 @@ def test_off_by_default_and_validated() -> None:
         load_config(None, {"alert_pcap.ring_mb": 0})
     with pytest.raises(ConfigError, match="alert_pcap.max_files"):
         load_config(None, {"alert_pcap.max_files": 0})
+
+
+def test_ipv6_flows_and_pairs_and_too_many_alerts_at_once(tmp_path: Path) -> None:
+    from scapy.all import UDP, Ether, IPv6, Raw
+
+    from ids_daemon.features.window import KIND_FLOW, WindowBatch
+
+    a, b, c = "2001:db8::a", "2001:db8::b", "2001:db8::c"
+    frames = []
+    for i in range(12):
+        for src, dst, sp, dp in ((a, b, 5000, 53), (b, a, 53, 5000), (a, b, 5001, 53), (a, c, 5000, 53)):
+            frames.append((1_700_000_000.0 + i * 0.01, bytes(Ether() / IPv6(src=src, dst=dst) / UDP(sport=sp, dport=dp)
+                                                             / Raw(b"q" * (10 + i)))))
+    with PcapSource(pcapgen.write_pcap(tmp_path / "v6.pcap", frames), keep_raw=True) as src:
+        batch = src.next_batch()
+    ap = AlertPcap(AlertPcapConfig(enabled=True, dir=str(tmp_path / "pcaps"), max_triggers=16))
+    ap.open()
+    ap.add(batch)
+    w = WindowBatch.empty(1)
+    w.kind[0], w.ip_version[0], w.proto[0], w.sport[0], w.dport[0] = KIND_FLOW, 6, 17, 5000, 53
+    w.src6[0] = np.frombuffer(socket.inet_pton(socket.AF_INET6, a), np.uint8)
+    w.dst6[0] = np.frombuffer(socket.inet_pton(socket.AF_INET6, b), np.uint8)
+    w.last_ts[0] = float(batch.ts[-1])
+    assert ap.flag_windows(w, np.array([False])) is None
+    assert ap.flag_windows(w, np.array([True])) == [ap.current_file()]
+    ap.close()
+    six = {six_b(x): x for x in (a, b, c)}
+    got = Counter((six[p.src], six[p.dst], p.data.sport, p.data.dport)
+                  for p in (dpkt.ethernet.Ethernet(buf).data for _, buf in read_pcap(Path(ap.current_file()))))
+    assert got == Counter({(a, b, 5000, 53): 12, (b, a, 53, 5000): 12})  # the flow, both ways; not 5001, not c
+    # a host pair, IPv6: both of a's flows with b, not a's with c; more alerts at once than max_triggers
+    ap = AlertPcap(AlertPcapConfig(enabled=True, dir=str(tmp_path / "pcaps2"), max_triggers=16))
+    ap.open()
+    ap.add(batch)
+    pair = Finding("volume", "DoS-UDP_Flood", float(batch.ts[0]), float(batch.ts[-1]), 1, a, b, "udp", "t")
+    names = ap.flag_findings([pair] + [Finding("volume", "DoS-UDP_Flood", 0.0, 0.0, 1, f"10.9.0.{i}", "10.9.1.1",
+                                               "udp", "t") for i in range(19)])
+    assert names[:16] == [ap.current_file()] * 16 and names[16:] == [None] * 4
+    ap.close()
+    assert ap.stats.triggers == 16 and ap.stats.triggers_dropped == 4
+    pkts = [dpkt.ethernet.Ethernet(buf).data for _, buf in read_pcap(Path(ap.current_file()))]
+    assert len(pkts) == 36 and all({p.src, p.dst} == {six_b(a), six_b(b)} for p in pkts)
+
+
+def six_b(text: str) -> bytes:
+    return socket.inet_pton(socket.AF_INET6, text)

@@ -233,6 +233,7 @@ class AlertPcap:
         self._new: list[tuple[int, int, float]] = []  # (kind, key, deadline) registered, not yet seen by the writer
         self._pending = 0  # triggers registered whose earlier packets are not yet written: no rotation
         self._alive = False  # some trigger is live: wake the writer on each batch
+        self._no_bytes_logged = False
         # writer thread only
         self._active: dict[int, tuple[int, float]] = {}
         self._table: _Table | None = None
@@ -290,6 +291,10 @@ class AlertPcap:
     def add(self, batch: PacketBatch) -> None:
         """Put a batch (read with its frame bytes) in the ring; the oldest leave it. O(1)."""
         if batch.raw is None or not len(batch):
+            if len(batch) and not self._no_bytes_logged:
+                self._no_bytes_logged = True
+                log.warning("alert pcap: the packet source keeps no frame bytes (made without keep_raw): "
+                            "nothing can be written")
             return
         rec = _Rec(self._seq, batch)
         with self._lock:
@@ -305,17 +310,16 @@ class AlertPcap:
     def flag_findings(self, findings: list[Any]) -> list[str | None]:
         """Triggers for detector findings: the attacker and victim (the victim alone for a
         crowd, the MAC of an ARP spoofer), the finding's protocol; the file for each."""
-        kinds, keys, dls, named = [], [], [], []
-        for f in findings:
+        kinds, keys, dls, owner = [], [], [], []
+        for j, f in enumerate(findings):
             a, v = _address_id(f.attacker), _address_id(f.victim)
             protos = _PROTO_OF.get(f.protocol, ())
-            got = False
             if f.protocol == "arp" and f.attacker and _MAC.fullmatch(f.attacker):
                 mac = int(f.attacker.replace(":", ""), 16)
                 kinds.append(K_MAC)
                 keys.append(int(_key(K_MAC, [mac], [0], [0])[0]))
                 dls.append(f.last_ts)
-                got = True
+                owner.append(j)
             for p in protos:
                 if a is not None and v is not None:
                     k, h = K_PAIR, _pair_keys(np.array([a], np.uint64), np.array([v], np.uint64), np.array([p]))
@@ -326,10 +330,8 @@ class AlertPcap:
                 kinds.append(k)
                 keys.append(int(h[0]))
                 dls.append(f.last_ts)
-                got = True
-            named.append(got)
-        name = self._register(kinds, keys, dls)
-        return [name if g else None for g in named]
+                owner.append(j)
+        return self._register(kinds, keys, dls, owner, len(findings))
 
     # ---- model worker thread -----------------------------------------------------------------
     def flag_windows(self, w: Any, flagged: np.ndarray) -> list[str | None] | None:
@@ -347,27 +349,29 @@ class AlertPcap:
         keys: list[int] = []
         dls: list[float] = []
         f = np.flatnonzero(flow)
+        p = np.flatnonzero(pool)
         if len(f):
             h = _flow_keys(plain_ids(w.src[f], w.src6[f], is6[f]), plain_ids(w.dst[f], w.dst6[f], is6[f]), pc[f],
                            w.sport[f], w.dport[f])
             kinds += [K_FLOW] * len(f)
             keys += h.tolist()
             dls += w.last_ts[f].tolist()
-        p = np.flatnonzero(pool)
         if len(p):
             hid = plain_ids(w.host[p], w.host6[p], is6[p])
             kinds += [K_HOST] * len(p)
             keys += _key(K_HOST, hid, np.zeros(len(p), np.uint64), pc[p]).tolist()
             dls += w.last_ts[p].tolist()
-        name = self._register(kinds, keys, dls)
-        return [name if ok else None for ok in (flow | pool).tolist()]
+        return self._register(kinds, keys, dls, f.tolist() + p.tolist(), len(w))
 
     # ---- triggers ----------------------------------------------------------------------------
-    def _register(self, kinds: list[int], keys: list[int], deadlines: list[float]) -> str | None:
+    def _register(self, kinds: list[int], keys: list[int], deadlines: list[float], owner: list[int],
+                  n: int) -> list[str | None]:
         """Queue triggers (deadline: follow_s after the later of their own end and the newest
-        packet read); the file their packets start in. Never blocks."""
+        packet read); ``owner``: the alert (of ``n``) each is for. Returns, per alert, the
+        file its packets start in (None: no trigger queued for it). Never blocks."""
+        out: list[str | None] = [None] * n
         if not keys:
-            return None
+            return out
         with self._lock:
             room = max(self.cfg.max_triggers - len(self._new), 0)
             take = min(room, len(keys))
@@ -380,7 +384,9 @@ class AlertPcap:
             name = self.current_file()
             self._alive = True
         self._wake.set()
-        return name if take else None
+        for j in owner[:take]:
+            out[j] = name
+        return out
 
     # ---- writer thread -----------------------------------------------------------------------
     def _run(self) -> None:
