@@ -55,6 +55,8 @@ _SNAPLEN = 262144
 _NAME = re.compile(r"alerts-(\d{6,})\.pcap")
 _LOG_EVERY_S = 10.0
 _RETRY_S = 1.0  # after a failed write, the next try waits this long (the packets meanwhile are dropped, counted)
+_STEP_S = 0.05  # the writer gathers the triggers of this long into one pass over the ring
+_LOW = 0xFFFF  # the key bits of the tables' bitmaps
 
 # trigger kinds; a packet's key of each kind is computed the same way as a trigger's
 K_FLOW, K_PAIR, K_HOST, K_MAC = 1, 2, 3, 4
@@ -155,10 +157,10 @@ class _Rec:
         self.cols = (b.ethertype, b.ip_version, b.proto, b.src4, b.dst4, b.src6, b.dst6, b.sport, b.dport, b.eth_src)
         self.nbytes = b.raw.nbytes + b.raw_off.nbytes + self.extra.nbytes + sum(c.nbytes for c in self.cols) \
             + b.ts.nbytes + b.linktype.nbytes
-        self.keys: dict[int, tuple[np.ndarray, ...]] | None = None  # the writer's, made when first needed
+        self.keys: dict[int, tuple[tuple[np.ndarray, np.ndarray], ...]] | None = None  # (key, its low bits) per kind
         self.written: np.ndarray | None = None
 
-    def packet_keys(self) -> dict[int, tuple[np.ndarray, ...]]:
+    def packet_keys(self) -> dict[int, tuple[tuple[np.ndarray, np.ndarray], ...]]:
         """Each frame's key of every kind (writer thread)."""
         if self.keys is None:
             et, ipv, proto, s4, d4, s6, d6, sport, dport, mac = self.cols
@@ -167,34 +169,41 @@ class _Rec:
             sid, did = plain_ids(s4, s6, is6), plain_ids(d4, d6, is6)
             pc = _proto_class(proto, arp)
             zero = np.zeros(len(pc), dtype=np.uint64)
-            self.keys = {K_FLOW: (_flow_keys(sid, did, pc, sport, dport),), K_PAIR: (_pair_keys(sid, did, pc),),
-                         K_HOST: (_key(K_HOST, sid, zero, pc), _key(K_HOST, did, zero, pc)),
-                         K_MAC: (np.where(arp, _key(K_MAC, mac, zero, zero), np.uint64(0)),)}
+            keys = {K_FLOW: (_flow_keys(sid, did, pc, sport, dport),), K_PAIR: (_pair_keys(sid, did, pc),),
+                    K_HOST: (_key(K_HOST, sid, zero, pc), _key(K_HOST, did, zero, pc)),
+                    K_MAC: (np.where(arp, _key(K_MAC, mac, zero, zero), np.uint64(0)),)}
+            self.keys = {k: tuple((h, (h & np.uint64(_LOW)).astype(np.uint16)) for h in v) for k, v in keys.items()}
             self.cols = ()  # the keys replace them
         return self.keys
 
 
 class _Table:
-    """Triggers as one sorted key array per kind, with their deadlines."""
+    """Triggers as one sorted key array per kind, with their deadlines, and a bitmap of
+    their keys' low bits: most frames match no trigger, and one lookup in 8 KiB tells."""
 
     def __init__(self, triggers: dict[int, tuple[int, float]]):
-        self.kinds: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.kinds: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         by: dict[int, list[tuple[int, float]]] = {}
         for h, (kind, dl) in triggers.items():
             by.setdefault(kind, []).append((h, dl))
         for kind, rows in by.items():
             rows.sort()
-            self.kinds[kind] = (np.array([r[0] for r in rows], dtype=np.uint64),
-                                np.array([r[1] for r in rows], dtype=np.float64))
+            tk = np.array([r[0] for r in rows], dtype=np.uint64)
+            bits = np.zeros(_LOW + 1, dtype=bool)
+            bits[tk & np.uint64(_LOW)] = True
+            self.kinds[kind] = (tk, np.array([r[1] for r in rows], dtype=np.float64), bits)
 
     def match(self, rec: _Rec) -> np.ndarray:
         """Frames of ``rec`` some trigger wants (its key, at or before its deadline)."""
         keys = rec.packet_keys()
         hit = np.zeros(len(rec.ts), dtype=bool)
-        for kind, (tk, dl) in self.kinds.items():
-            for pk in keys[kind]:
-                i = np.minimum(np.searchsorted(tk, pk), len(tk) - 1)
-                hit |= (tk[i] == pk) & (rec.ts <= dl[i])
+        for kind, (tk, dl, bits) in self.kinds.items():
+            for pk, low in keys[kind]:
+                cand = np.flatnonzero(bits[low])
+                if len(cand):
+                    sub = pk[cand]
+                    i = np.minimum(np.searchsorted(tk, sub), len(tk) - 1)
+                    hit[cand[(tk[i] == sub) & (rec.ts[cand] <= dl[i])]] = True
         return hit
 
 
@@ -310,27 +319,32 @@ class AlertPcap:
     def flag_findings(self, findings: list[Any]) -> list[str | None]:
         """Triggers for detector findings: the attacker and victim (the victim alone for a
         crowd, the MAC of an ARP spoofer), the finding's protocol; the file for each."""
-        kinds, keys, dls, owner = [], [], [], []
-        for j, f in enumerate(findings):
+        rows: dict[int, tuple[list, list, list, list, list]] = {K_PAIR: ([], [], [], [], []),
+                                                                K_HOST: ([], [], [], [], []),
+                                                                K_MAC: ([], [], [], [], [])}
+        for j, f in enumerate(findings):  # (a, b, protocol, owner, end) per kind; the keys in one go below
             a, v = _address_id(f.attacker), _address_id(f.victim)
-            protos = _PROTO_OF.get(f.protocol, ())
             if f.protocol == "arp" and f.attacker and _MAC.fullmatch(f.attacker):
-                mac = int(f.attacker.replace(":", ""), 16)
-                kinds.append(K_MAC)
-                keys.append(int(_key(K_MAC, [mac], [0], [0])[0]))
-                dls.append(f.last_ts)
-                owner.append(j)
-            for p in protos:
-                if a is not None and v is not None:
-                    k, h = K_PAIR, _pair_keys(np.array([a], np.uint64), np.array([v], np.uint64), np.array([p]))
-                elif a is not None or v is not None:
-                    k, h = K_HOST, _key(K_HOST, [a if a is not None else v], [0], [p])
-                else:
-                    continue
-                kinds.append(k)
-                keys.append(int(h[0]))
-                dls.append(f.last_ts)
-                owner.append(j)
+                for col, x in zip(rows[K_MAC], (int(f.attacker.replace(":", ""), 16), 0, 0, j, f.last_ts)):
+                    col.append(x)
+            if a is None and v is None:
+                continue
+            kind = K_PAIR if a is not None and v is not None else K_HOST
+            for p in _PROTO_OF.get(f.protocol, ()):
+                for col, x in zip(rows[kind], (a if a is not None else v, v if kind == K_PAIR else 0, p, j, f.last_ts)):
+                    col.append(x)
+        kinds: list[int] = []
+        keys: list[int] = []
+        dls: list[float] = []
+        owner: list[int] = []
+        for kind, (a_, b_, p_, o_, t_) in rows.items():
+            if o_:
+                a_arr, b_arr, p_arr = (np.array(x, dtype=np.uint64) for x in (a_, b_, p_))
+                h = _pair_keys(a_arr, b_arr, p_arr) if kind == K_PAIR else _key(kind, a_arr, b_arr, p_arr)
+                kinds += [kind] * len(o_)
+                keys += h.tolist()
+                dls += t_
+                owner += o_
         return self._register(kinds, keys, dls, owner, len(findings))
 
     # ---- model worker thread -----------------------------------------------------------------
@@ -390,9 +404,14 @@ class AlertPcap:
 
     # ---- writer thread -----------------------------------------------------------------------
     def _run(self) -> None:
+        last = 0.0
         while True:
             self._wake.wait(0.5)
+            # each pass matches the whole ring against the triggers that came since the last:
+            # alerts in quick succession (one per model micro-batch) share one pass
+            self._stop.wait(last + _STEP_S - time.monotonic())
             self._wake.clear()
+            last = time.monotonic()
             stopping = self._stop.is_set()
             try:
                 self._step()
