@@ -147,7 +147,7 @@ class AlertPcapStats:
 class _Rec:
     """One batch in the ring: its bytes and the columns a key needs (no copies)."""
 
-    __slots__ = ("seq", "raw", "raw_off", "ts", "extra", "linktype", "cols", "nbytes", "keys", "written")
+    __slots__ = ("seq", "raw", "raw_off", "ts", "extra", "linktype", "cols", "nbytes", "keys", "ids", "written")
 
     def __init__(self, seq: int, b: PacketBatch):
         self.seq = seq
@@ -157,24 +157,29 @@ class _Rec:
         self.cols = (b.ethertype, b.ip_version, b.proto, b.src4, b.dst4, b.src6, b.dst6, b.sport, b.dport, b.eth_src)
         self.nbytes = b.raw.nbytes + b.raw_off.nbytes + self.extra.nbytes + sum(c.nbytes for c in self.cols) \
             + b.ts.nbytes + b.linktype.nbytes
-        self.keys: dict[int, tuple[tuple[np.ndarray, np.ndarray], ...]] | None = None  # (key, its low bits) per kind
+        self.keys: dict[int, tuple[tuple[np.ndarray, np.ndarray], ...]] = {}  # (key, its low bits) per kind
+        self.ids: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # source, destination, protocol class
         self.written: np.ndarray | None = None
 
-    def packet_keys(self) -> dict[int, tuple[tuple[np.ndarray, np.ndarray], ...]]:
-        """Each frame's key of every kind (writer thread)."""
-        if self.keys is None:
+    def packet_keys(self, kind: int) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+        """Each frame's key of one kind, with its low bits (writer thread; made once, when a
+        trigger of that kind first looks at this batch)."""
+        got = self.keys.get(kind)
+        if got is None:
             et, ipv, proto, s4, d4, s6, d6, sport, dport, mac = self.cols
             arp = et == ETH_P_ARP
-            is6 = ipv == 6
-            sid, did = plain_ids(s4, s6, is6), plain_ids(d4, d6, is6)
-            pc = _proto_class(proto, arp)
-            zero = np.zeros(len(pc), dtype=np.uint64)
-            keys = {K_FLOW: (_flow_keys(sid, did, pc, sport, dport),), K_PAIR: (_pair_keys(sid, did, pc),),
-                    K_HOST: (_key(K_HOST, sid, zero, pc), _key(K_HOST, did, zero, pc)),
-                    K_MAC: (np.where(arp, _key(K_MAC, mac, zero, zero), np.uint64(0)),)}
-            self.keys = {k: tuple((h, (h & np.uint64(_LOW)).astype(np.uint16)) for h in v) for k, v in keys.items()}
-            self.cols = ()  # the keys replace them
-        return self.keys
+            if kind == K_MAC:
+                hs: tuple[np.ndarray, ...] = (np.where(arp, _key(K_MAC, mac, 0, 0), np.uint64(0)),)
+            else:
+                if self.ids is None:
+                    is6 = ipv == 6
+                    self.ids = (plain_ids(s4, s6, is6), plain_ids(d4, d6, is6), _proto_class(proto, arp))
+                sid, did, pc = self.ids
+                hs = ((_flow_keys(sid, did, pc, sport, dport),) if kind == K_FLOW else
+                      (_pair_keys(sid, did, pc),) if kind == K_PAIR else
+                      (_key(K_HOST, sid, 0, pc), _key(K_HOST, did, 0, pc)))
+            got = self.keys[kind] = tuple((h, (h & np.uint64(_LOW)).astype(np.uint16)) for h in hs)
+        return got
 
 
 class _Table:
@@ -195,10 +200,9 @@ class _Table:
 
     def match(self, rec: _Rec) -> np.ndarray:
         """Frames of ``rec`` some trigger wants (its key, at or before its deadline)."""
-        keys = rec.packet_keys()
         hit = np.zeros(len(rec.ts), dtype=bool)
         for kind, (tk, dl, bits) in self.kinds.items():
-            for pk, low in keys[kind]:
+            for pk, low in rec.packet_keys(kind):
                 cand = np.flatnonzero(bits[low])
                 if len(cand):
                     sub = pk[cand]
