@@ -232,7 +232,8 @@ def test_frame_bytes_are_kept_only_when_asked(tmp_path: Path) -> None:
     kept = [f for i, (_, f) in enumerate(frames) if i % 2]
     assert [b.raw[b.raw_off[i]:b.raw_off[i + 1]].tobytes() for i in range(len(b))] == kept
     part = b.take(slice(1, 3))
-    assert part.raw.tobytes() == b"".join(kept[1:3]) and list(part.raw_off) == [0, len(kept[1]), len(kept[1]) + len(kept[2])]
+    assert part.raw.tobytes() == b"".join(kept[1:3])
+    assert list(part.raw_off) == [0, len(kept[1]), len(kept[1]) + len(kept[2])]
     assert b.take(np.array([0])).raw is None
 
 
@@ -252,10 +253,11 @@ def test_ipv6_flows_and_pairs_and_too_many_alerts_at_once(tmp_path: Path) -> Non
 
     a, b, c = "2001:db8::a", "2001:db8::b", "2001:db8::c"
     frames = []
+    eth = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")  # given: scapy would look the MAC up
     for i in range(12):
         for src, dst, sp, dp in ((a, b, 5000, 53), (b, a, 53, 5000), (a, b, 5001, 53), (a, c, 5000, 53)):
-            frames.append((1_700_000_000.0 + i * 0.01, bytes(Ether() / IPv6(src=src, dst=dst) / UDP(sport=sp, dport=dp)
-                                                             / Raw(b"q" * (10 + i)))))
+            pkt = eth / IPv6(src=src, dst=dst) / UDP(sport=sp, dport=dp) / Raw(b"q" * (10 + i))
+            frames.append((1_700_000_000.0 + i * 0.01, bytes(pkt)))
     with PcapSource(pcapgen.write_pcap(tmp_path / "v6.pcap", frames), keep_raw=True) as src:
         batch = src.next_batch()
     ap = AlertPcap(AlertPcapConfig(enabled=True, dir=str(tmp_path / "pcaps"), max_triggers=16))
