@@ -34,3 +34,12 @@ def keep_raw(batch: PacketBatch, buf: np.ndarray, off: np.ndarray, cap: np.ndarr
     out = np.empty(int(cap.sum(dtype=np.int64)), dtype=np.uint8)
     _gather(buf, off, cap, out, out_off)
     batch.raw, batch.raw_off = out, out_off
+
+
+def warm_up() -> None:
+    """Compile the copy for both kinds of source buffer now (a file's chunk is read-only
+    bytes, the live ring writable memory): before a privilege drop, as the sources' own
+    kernels are (numba caches beside the code, which the dropped user may not write)."""
+    off, cap = np.zeros(1, np.int64), np.ones(1, np.uint32)
+    for buf in (np.frombuffer(bytes(1), dtype=np.uint8), np.zeros(1, dtype=np.uint8)):
+        keep_raw(PacketBatch.empty(1), buf, off, cap)

@@ -46,6 +46,7 @@ import numpy as np
 from numba import njit
 
 from ..capture.batch import ETH_P_ARP, PacketBatch, plain_ids, v6_ids
+from ..capture.rawframes import warm_up as warm_up_sources
 from ..features.window import KIND_FLOW, KIND_POOL, POOL_PROTO_ARP
 
 log = logging.getLogger("ids_daemon.alertpcap")
@@ -281,6 +282,7 @@ class AlertPcap:
         self._files = deque(p for _, p in found)
         self._file_seq = found[-1][0] + 1 if found else 0
         # compiled now: after a privilege drop numba's cache beside the code may be unwritable
+        warm_up_sources()
         _records(np.zeros(1, np.uint8), np.array([0, 1]), np.array([0]), np.zeros(1), np.zeros(1, np.uint32),
                  np.zeros(17, np.uint8))
         self._thread = threading.Thread(target=self._run, name="ids-alert-pcap", daemon=True)
