@@ -291,3 +291,19 @@ def test_ipv6_flows_and_pairs_and_too_many_alerts_at_once(tmp_path: Path) -> Non
 
 def six_b(text: str) -> bytes:
     return socket.inet_pton(socket.AF_INET6, text)
+
+
+def test_replay_with_the_flag_says_what_it_wrote(tmp_path: Path) -> None:
+    import subprocess
+
+    from .helpers import EXE
+
+    cap = tmp_path / "flood.pcap"
+    _, n_flood = syn_flood_with_bystanders(cap)
+    out, d = tmp_path / "p.jsonl", tmp_path / "pcaps"
+    p = subprocess.run([EXE, "replay", "-r", str(cap), "-o", str(out), "--metrics-listen", "off",
+                        "--alert-pcap", str(d)], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert f"ids-daemon: alert pcap: {n_flood} packets of " in p.stderr and f"under {d}" in p.stderr
+    files = {json.loads(line).get("pcap_file") for line in out.read_text().splitlines()} - {None}
+    assert files == {str(d / "alerts-000000.pcap")} and len(read_pcap(d / "alerts-000000.pcap")) == n_flood
