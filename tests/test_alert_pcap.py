@@ -307,3 +307,22 @@ def test_replay_with_the_flag_says_what_it_wrote(tmp_path: Path) -> None:
     assert f"ids-daemon: alert pcap: {n_flood} packets of " in p.stderr and f"under {d}" in p.stderr
     files = {json.loads(line).get("pcap_file") for line in out.read_text().splitlines()} - {None}
     assert files == {str(d / "alerts-000000.pcap")} and len(read_pcap(d / "alerts-000000.pcap")) == n_flood
+
+
+def test_an_alert_keeps_its_packets_for_follow_s_of_packet_time_after_it(tmp_path: Path) -> None:
+    t0 = 1_700_000_000.0
+    frames = [(t0 + 0.1 * i, pcapgen.ethernet(pcapgen.ipv4_udp("10.3.0.1", "10.3.0.2", 7000, 9, payload=b"f" * 20)))
+              for i in range(100)]  # 10 s, one every 100 ms
+    with PcapSource(pcapgen.write_pcap(tmp_path / "f.pcap", frames), keep_raw=True, batch_size=10) as src:
+        batches = list(iter(src.next_batch, None))
+    ap = AlertPcap(AlertPcapConfig(enabled=True, dir=str(tmp_path / "pcaps"), follow_s=3.0))
+    ap.open()
+    for b in batches[:3]:  # up to t0 + 2.9 s
+        ap.add(b)
+    ap.flag_findings([Finding("volume", "DoS-UDP_Flood", t0, t0 + 1.0, 10, "10.3.0.1", "10.3.0.2", "udp", "t")])
+    for b in batches[3:]:
+        ap.add(b)
+    ap.close()
+    ts = [t for t, _ in read_pcap(Path(ap.current_file()))]
+    # the alert came with the newest packet at 2.9 s: everything before, and up to 5.9 s after
+    assert len(ts) == 60 and ts[0] == pytest.approx(t0) and ts[-1] == pytest.approx(t0 + 5.9)

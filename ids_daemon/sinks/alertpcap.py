@@ -12,9 +12,9 @@ Three parties, none waiting on another:
   predictions) registers a trigger, `flag_findings` / `flag_windows`: a key (the flow's
   5-tuple, a host pair, a host, an ARP sender's MAC) and a deadline, appended to a
   bounded list. It gets back the file the alert's packets go to, named in the prediction;
-- a writer thread matches the ring against the triggers (numpy: one sorted key table per
-  kind, ``searchsorted`` over whole batches) and appends what matches to the current
-  file. A new trigger is matched against the whole ring once (the packets before the
+- a writer thread matches the ring against the triggers (numpy over whole batches: a
+  bitmap of the trigger keys' low bits rules most frames out, ``searchsorted`` in the
+  sorted keys settles the rest) and appends what matches to the current file. A new trigger is matched against the whole ring once (the packets before the
   alert), then every later batch against the live triggers. A packet is written at most
   once. A writer that falls behind loses batches from the ring (counted), never stalls
   capture.
@@ -22,7 +22,7 @@ Three parties, none waiting on another:
 Files: ``alerts-NNNNNN.pcap`` (classic pcap, microsecond timestamps, numbered on across
 restarts); a file ends at the first write past ``file_mb`` once the alerts it was named
 to have had their earlier packets written (so the file a prediction names holds them;
-at most twice ``file_mb``), and beyond ``max_files`` the oldest is deleted. A write that
+past twice ``file_mb`` it ends anyway), and beyond ``max_files`` the oldest is deleted. A write that
 fails (directory missing or read-only, disk full) drops those packets, counted and
 logged; on a full disk the oldest file is deleted first and the write tried again.
 """
