@@ -281,8 +281,7 @@ def _run_pipeline(cfg: Config, read: Optional[str], interface: Optional[str], mo
           + f", {st.detector_predictions} findings published" + (f" ({found})" if found else "")), file=sys.stderr)
     ap = pipe.alert_pcap
     if ap is not None:
-        (_warn if ap.stats.packets_dropped or ap.stats.triggers_dropped or ap.stats.lagged_batches else _info)(
-            ap.summary())
+        (_warn if ap.losses() else _info)(ap.summary())
     for s in sink_objs:
         ss = s.stats
         if hasattr(s, "summary"):  # exact: delivered (some after the spool), kept in the spool, dropped

@@ -563,8 +563,9 @@ class AlertPcapConfig(_Section):
     file_mb: float = Field(100.0, gt=0, le=1 << 20, description="a file is closed once it reaches this size "
                            "(and the alerts named to it have their earlier packets in it) and the next one begun")
     max_files: int = Field(10, ge=1, le=1 << 20, description="files kept; beyond, the oldest is deleted")
-    max_triggers: int = Field(65536, ge=16, le=1 << 24, description="alerts waiting for the writer; more at "
-                              "once are not recorded (counted)")
+    max_triggers: int = Field(65536, ge=16, le=1 << 24, description="alerts waiting for the writer, and alerts "
+                              "whose packets are followed at once; beyond, an alert is not recorded, or gets its "
+                              "earlier packets only (counted)")
 
 
 class Config(_Section):

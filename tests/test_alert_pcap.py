@@ -326,3 +326,55 @@ def test_an_alert_keeps_its_packets_for_follow_s_of_packet_time_after_it(tmp_pat
     ts = [t for t, _ in read_pcap(Path(ap.current_file()))]
     # the alert came with the newest packet at 2.9 s: everything before, and up to 5.9 s after
     assert len(ts) == 60 and ts[0] == pytest.approx(t0) and ts[-1] == pytest.approx(t0 + 5.9)
+
+
+def test_live_capture_on_loopback_writes_the_flood_it_alerted_on(tmp_path: Path) -> None:
+    import random
+    import subprocess
+
+    from .helpers import EXE
+    from .test_pipeline import syns_then_sigterm
+
+    try:
+        socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0).close()
+    except PermissionError:
+        pytest.skip("live capture needs root or CAP_NET_RAW")
+    port = random.randint(30000, 60000)
+    out, d = tmp_path / "live.jsonl", tmp_path / "pcaps"
+    proc = subprocess.Popen([EXE, "run", "-i", "lo", "--filter", f"tcp and dst port {port}", "-o", str(out),
+                             "--metrics-listen", "off", "--alert-pcap", str(d)], stderr=subprocess.PIPE, text=True)
+    try:
+        assert "capturing on lo" in proc.stderr.readline()
+        assert "classifying" in proc.stderr.readline()
+        err = syns_then_sigterm(proc, port, 300, "10.98")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    found = [json.loads(line) for line in out.read_text().splitlines()]
+    found = [p for p in found if p["model"]["name"] == "detector:flood"]
+    assert found and all(p["pcap_file"] == str(d / "alerts-000000.pcap") for p in found)
+    got = [tcp_tuple(b) for _, b in read_pcap(d / "alerts-000000.pcap")]
+    # the 300 SYNs from 300 sources, each once, whole (lo frames are 54 bytes: under the snap length)
+    assert len(got) == 300 and {s for s, *_ in got} == {f"10.98.{i // 250}.{i % 250 + 1}" for i in range(300)}
+    assert all(dst == "127.0.0.1" and dp == port and fl == SYN for _, dst, _, dp, fl in got)
+
+
+def test_more_alerts_live_than_max_triggers_keep_their_earlier_packets_only(tmp_path: Path) -> None:
+    import time
+
+    batch, _ = _batch_with_bytes(tmp_path)  # 10.1.0.1 -> 10.1.0.2, UDP
+    ap = AlertPcap(AlertPcapConfig(enabled=True, dir=str(tmp_path / "pcaps"), max_triggers=16))
+    ap.open()
+    ap.add(batch)
+    end = float(batch.ts[-1])
+    others = [Finding("volume", "DoS-UDP_Flood", end, end, 1, f"10.9.0.{i}", "10.9.1.1", "udp", "t") for i in range(16)]
+    assert None not in ap.flag_findings(others)
+    deadline = time.monotonic() + 5
+    while ap._pending and time.monotonic() < deadline:  # the writer took them: 16 keys live
+        time.sleep(0.01)
+    ours = Finding("volume", "DoS-UDP_Flood", end, end, 20, "10.1.0.1", "10.1.0.2", "udp", "t")
+    assert ap.flag_findings([ours]) == [ap.current_file()]
+    ap.close()
+    assert ap.stats.follow_dropped == 1 and ap.stats.packets == 20  # its packets in the ring were still written
+    assert "1 alerts recorded without their later packets" in ap.summary()

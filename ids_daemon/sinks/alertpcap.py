@@ -14,10 +14,10 @@ Three parties, none waiting on another:
   bounded list. It gets back the file the alert's packets go to, named in the prediction;
 - a writer thread matches the ring against the triggers (numpy over whole batches: a
   bitmap of the trigger keys' low bits rules most frames out, ``searchsorted`` in the
-  sorted keys settles the rest) and appends what matches to the current file. A new trigger is matched against the whole ring once (the packets before the
-  alert), then every later batch against the live triggers. A packet is written at most
-  once. A writer that falls behind loses batches from the ring (counted), never stalls
-  capture.
+  sorted keys settles the rest) and appends what matches to the current file. A new
+  trigger is matched against the whole ring once (the packets before the alert), then
+  every later batch against the live triggers. A packet is written at most once. A
+  writer that falls behind loses batches from the ring (counted), never stalls capture.
 
 Files: ``alerts-NNNNNN.pcap`` (classic pcap, microsecond timestamps, numbered on across
 restarts); a file ends at the first write past ``file_mb`` once the alerts it was named
@@ -134,6 +134,7 @@ class AlertPcapStats:
 
     triggers: int = 0  # alerts whose packets were asked for
     triggers_dropped: int = 0  # more alerts at once than max_triggers: not recorded
+    follow_dropped: int = 0  # alerts whose later packets were not followed: max_triggers keys live already
     packets: int = 0  # packets written
     bytes: int = 0  # bytes written (record headers included)
     files: int = 0  # files opened
@@ -442,8 +443,13 @@ class AlertPcap:
             for kind, h, dl in new:
                 if h not in wanted or wanted[h][1] < dl:
                     wanted[h] = (kind, dl)
-                if h not in self._active or self._active[h][1] < dl:
+                if h in self._active:
+                    if self._active[h][1] < dl:
+                        self._active[h] = (kind, dl)
+                elif len(self._active) < self.cfg.max_triggers:
                     self._active[h] = (kind, dl)
+                else:  # as many alerts live as max_triggers: this one gets its earlier packets only
+                    self.stats.follow_dropped += 1
             earlier = _Table(wanted)
             for rec in recs:
                 if rec.seq < fresh_from:
@@ -588,16 +594,24 @@ class AlertPcap:
             self._last_log = now
             self._logged_dropped = self.stats.packets_dropped
 
-    def summary(self) -> str:
-        """One line for the end of a run."""
+    def losses(self) -> list[str]:
+        """What was not recorded, one phrase per cause (empty: nothing)."""
         s = self.stats
-        text = (f"alert pcap: {s.packets} packets of {s.triggers} alerts in {s.files} files under {self.dir}"
-                + (f", {s.files_deleted} oldest deleted" if s.files_deleted else ""))
         lost = []
         if s.packets_dropped:
             lost.append(f"{s.packets_dropped} packets dropped ({s.write_errors} write errors: {s.last_error})")
         if s.triggers_dropped:
             lost.append(f"{s.triggers_dropped} alerts not recorded (more than max_triggers at once)")
+        if s.follow_dropped:
+            lost.append(f"{s.follow_dropped} alerts recorded without their later packets (max_triggers live)")
         if s.lagged_batches:
             lost.append(f"{s.lagged_batches} batches left the ring before the writer saw them")
+        return lost
+
+    def summary(self) -> str:
+        """One line for the end of a run."""
+        s = self.stats
+        text = (f"alert pcap: {s.packets} packets of {s.triggers} alerts in {s.files} files under {self.dir}"
+                + (f", {s.files_deleted} oldest deleted" if s.files_deleted else ""))
+        lost = self.losses()
         return text + ("; " + "; ".join(lost) if lost else "")
