@@ -153,9 +153,10 @@ def warm_up() -> None:
         meter.flush()
 
 
-def open_source(cfg: Config, read: str | None, interface: str | None) -> tuple[Any, bool]:
+def open_source(cfg: Config, read: str | None, interface: str | None, keep_raw: bool = False) -> tuple[Any, bool]:
     """The packet source: a capture file read ahead in a thread, or a live interface
-    (announced on stderr once capturing); returns (source, live)."""
+    (announced on stderr once capturing); returns (source, live). ``keep_raw``: batches
+    carry their frames' bytes (the alert pcap)."""
     from .capture.pcap import PcapSource
 
     if read is not None and interface is not None:
@@ -164,7 +165,7 @@ def open_source(cfg: Config, read: str | None, interface: str | None) -> tuple[A
         from .capture.prefetch import PrefetchSource
 
         # a filter applies to a file as it would on the interface (libpcap's interpreter)
-        src = PcapSource(read, batch_size=cfg.capture.batch_size, bpf_filter=cfg.capture.filter)
+        src = PcapSource(read, batch_size=cfg.capture.batch_size, bpf_filter=cfg.capture.filter, keep_raw=keep_raw)
         src.open()
         # decode the next batches while this one is metered (both release the GIL)
         ahead = PrefetchSource(src)
@@ -179,7 +180,8 @@ def open_source(cfg: Config, read: str | None, interface: str | None) -> tuple[A
 
     c = cfg.capture
     src = LiveSource(iface, bpf_filter=c.filter, snaplen=c.snaplen, ring_mb=c.ring_mb,
-                     block_timeout_ms=c.block_timeout_ms, promiscuous=c.promiscuous, batch_size=c.batch_size)
+                     block_timeout_ms=c.block_timeout_ms, promiscuous=c.promiscuous, batch_size=c.batch_size,
+                     keep_raw=keep_raw)
     src.open()
     src.warm_up()  # compiled before a privilege drop, which may leave the code's cache unwritable
     # tells a user (and a test harness) that packets are being captured from now on
@@ -213,6 +215,22 @@ def make_worker(cfg: Config, model: str | None = None, sensor: str | None = None
                            attribution_min_p=inf.attribution_min_p)
 
 
+def make_alert_pcap(cfg: Config) -> Any:
+    """The alert pcap of ``alert_pcap`` (None when off); its directory defaults to
+    <state_dir>/pcap."""
+    ac = cfg.alert_pcap
+    if not ac.enabled:
+        return None
+    from pathlib import Path
+
+    from .config import default_state_dir
+    from .sinks.alertpcap import AlertPcap
+
+    if ac.dir is None:
+        ac = ac.model_copy(update={"dir": str(Path(cfg.kafka.state_dir or default_state_dir()) / "pcap")})
+    return AlertPcap(ac, owner=cfg.capture.user)
+
+
 def build_pipeline(cfg: Config, *, read: str | None = None, interface: str | None = None,
                    sinks: list[str] | None = None, output: str | None = None, model: str | None = None,
                    worker: Any = None, features: bool = False, per_packet: bool = False,
@@ -227,7 +245,8 @@ def build_pipeline(cfg: Config, *, read: str | None = None, interface: str | Non
     ``model``/inference.model) classifies sequences and predictions go to the sinks
     (default ``jsonl``). ``sink_objects`` are added to the named sinks (the demo's
     broker); ``source``/``live`` replace the source made from ``read``/``interface``;
-    ``append``: a JSON-lines output file keeps what it held (else it is replaced).
+    ``append``: a JSON-lines output file keeps what it held (else it is replaced). With
+    ``alert_pcap`` on, a ``source`` given here must have been made with ``keep_raw``.
     The tables' memory is checked before anything is allocated (`ids_daemon.memory`).
     """
     from .features.meter import Meter
@@ -251,15 +270,16 @@ def build_pipeline(cfg: Config, *, read: str | None = None, interface: str | Non
     takes = "windows" if features else "predictions"
     names = list(sinks) if sinks else ([] if sink_objects else ["csv" if features else "jsonl"])
     sink_list = make_sinks(cfg, names, output, takes, per_packet, append) + list(sink_objects or [])
+    alert_pcap = None if features else make_alert_pcap(cfg)
     if source is None:
         if read is not None and speed:
             # pacing needs finer batches than the reader's default
             cfg = cfg.model_copy(update={"capture": cfg.capture.model_copy(update={"batch_size": 256})})
-        source, live = open_source(cfg, read, interface)
+        source, live = open_source(cfg, read, interface, keep_raw=alert_pcap is not None)
     try:
         meter = Meter(meter_cfg, per_packet=per_packet)
         return Pipeline(cfg, source, live, meter, sink_list, worker, speed=speed, status=status, metrics=metrics,
-                        count=count, duration=duration, progress=progress)
+                        count=count, duration=duration, progress=progress, alert_pcap=alert_pcap)
     except BaseException:
         source.close()
         raise

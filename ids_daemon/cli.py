@@ -235,6 +235,8 @@ def _run_pipeline(cfg: Config, read: Optional[str], interface: Optional[str], mo
 
         for s in sink_objs:
             s.open()  # outputs (files, spool) are opened with the starting user's rights
+        if pipe.alert_pcap is not None:
+            pipe.alert_pcap.open()  # its directory is made (and given to capture.user) before the drop
         # everything imported later must not depend on the target user reading the checkout
         import http.server  # noqa: F401 - the metrics endpoint
         from . import metrics as _metrics, notify as _notify  # noqa: F401
@@ -277,6 +279,9 @@ def _run_pipeline(cfg: Config, read: Optional[str], interface: Optional[str], mo
           f"ARP detector; detectors: {st.detector_frames} frames flagged"
           + (f" ({st.claimed_frames} left to them, not metered)" if st.claimed_frames else "")
           + f", {st.detector_predictions} findings published" + (f" ({found})" if found else "")), file=sys.stderr)
+    ap = pipe.alert_pcap
+    if ap is not None:
+        (_warn if ap.losses() else _info)(ap.summary())
     for s in sink_objs:
         ss = s.stats
         if hasattr(s, "summary"):  # exact: delivered (some after the spool), kept in the spool, dropped
@@ -295,6 +300,11 @@ def _run_pipeline(cfg: Config, read: Optional[str], interface: Optional[str], mo
 
 
 _SINK_HELP = "jsonl (default) or kafka; repeat for several"
+
+
+def _alert_pcap(directory: Optional[str]) -> dict[str, Any]:
+    """--alert-pcap DIR: the alert pcap on, in DIR (not given: the config decides)."""
+    return {"alert_pcap.enabled": True, "alert_pcap.dir": directory} if directory else {}
 
 
 def _sink_options(config: Optional[Path], kafka_bootstrap: Optional[str], topic: Optional[str],
@@ -319,6 +329,9 @@ _OPT_DEVICE = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N")
 _OPT_CONFIG = typer.Option(None, "--config", "-c", help="config.yml")
 _OPT_SENSOR = typer.Option(None, "--sensor", help="this sensor's name in every prediction "
                            "(default: sensor in the config, else HOST/INTERFACE live, the host name on replay)")
+_OPT_ALERT_PCAP = typer.Option(None, "--alert-pcap", metavar="DIR",
+                               help="write the packets of every flagged flow and detector finding to rotated pcap "
+                               "files in DIR, named in the prediction's pcap_file (alert_pcap in the config)")
 _OPT_METRICS = typer.Option(None, "--metrics-listen", metavar="HOST:PORT",
                             help="Prometheus /metrics endpoint, or off (default: metrics.listen, 127.0.0.1:9108); "
                             "one per instance when several run on a host")
@@ -339,6 +352,7 @@ def replay(
     metrics_listen: Optional[str] = _OPT_METRICS,
     bpf: Optional[str] = typer.Option(None, "--filter", "-f", help="capture filter (tcpdump syntax)"),
     append: bool = typer.Option(False, "--append", help="add to the -o file instead of replacing it"),
+    alert_pcap: Optional[str] = _OPT_ALERT_PCAP,
     expression: Optional[list[str]] = _ARG_FILTER,
 ) -> None:
     """Classify a capture file: every window's sequence through the model, predictions to the sinks
@@ -347,7 +361,8 @@ def replay(
     if speed is not None and speed <= 0:
         raise IdsError("--speed must be positive")
     cfg = _sink_options(config, kafka_bootstrap, topic, device, {"sensor": sensor, "metrics.listen": metrics_listen,
-                                                                 "capture.filter": _filter_expr(bpf, expression)})
+                                                                 "capture.filter": _filter_expr(bpf, expression),
+                                                                 **_alert_pcap(alert_pcap)})
     _run_pipeline(cfg, read, None, model, sink, output, speed, append=append)
 
 
@@ -366,13 +381,15 @@ def run(
     metrics_listen: Optional[str] = _OPT_METRICS,
     count: Optional[int] = typer.Option(None, "--count", min=1, help="stop after this many frames"),
     duration: Optional[float] = typer.Option(None, "--duration", min=0.0, help="stop after this many seconds"),
+    alert_pcap: Optional[str] = _OPT_ALERT_PCAP,
     expression: Optional[list[str]] = _ARG_FILTER,
 ) -> None:
     """Classify live traffic on an interface until SIGINT/SIGTERM, --count or --duration (SIGHUP reloads).
     The -o file is a long-lived log: a restart adds to it (rotate it with logrotate's copytruncate)."""
     bpf = _filter_expr(bpf, expression)
     cfg = _sink_options(config, kafka_bootstrap, topic, device, {"capture.filter": bpf, "capture.interface": interface,
-                                                                 "sensor": sensor, "metrics.listen": metrics_listen})
+                                                                 "sensor": sensor, "metrics.listen": metrics_listen,
+                                                                 **_alert_pcap(alert_pcap)})
     _run_pipeline(cfg, None, interface, model, sink, output, None, count=count, duration=duration)
 
 

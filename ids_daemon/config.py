@@ -548,6 +548,26 @@ class MetricsConfig(_Section):
         return v
 
 
+class AlertPcapConfig(_Section):
+    """The packets of what alerted, in rotated pcap files (docs/daemon.md, "Alert pcap")."""
+
+    enabled: bool = Field(False, description="keep a ring of recent packets and write the packets of every "
+                          "flagged flow and detector finding to pcap files (--alert-pcap DIR); off by default: "
+                          "it stores packet contents on disk")
+    dir: str | None = Field(None, description="directory of the files alerts-NNNNNN.pcap (default: "
+                            "<kafka.state_dir>/pcap)")
+    ring_mb: float = Field(64.0, gt=0, le=65536, description="memory for recent packets (their bytes and keys): "
+                           "an alert's packets from before it are those still in it")
+    follow_s: float = Field(10.0, ge=0, le=86400, description="after an alert, its key's packets are written for "
+                            "this much more packet time")
+    file_mb: float = Field(100.0, gt=0, le=1 << 20, description="a file is closed once it reaches this size "
+                           "(and the alerts named to it have their earlier packets in it) and the next one begun")
+    max_files: int = Field(10, ge=1, le=1 << 20, description="files kept; beyond, the oldest is deleted")
+    max_triggers: int = Field(65536, ge=16, le=1 << 24, description="alerts waiting for the writer, and alerts "
+                              "whose packets are followed at once; beyond, an alert is not recorded, or gets its "
+                              "earlier packets only (counted)")
+
+
 class Config(_Section):
     """The whole daemon configuration."""
 
@@ -562,6 +582,7 @@ class Config(_Section):
     capture: CaptureConfig = CaptureConfig()
     meter: MeterConfig = MeterConfig()
     detectors: DetectorsConfig = DetectorsConfig()
+    alert_pcap: AlertPcapConfig = AlertPcapConfig()
     lstm: LSTMSection = LSTMSection()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = Field("text", description="json: one JSON object per log line (for journald/ELK)")

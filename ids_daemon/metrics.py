@@ -106,6 +106,16 @@ class _Collector:
         yield counter("ids_model_reloads", "Model reloads (SIGHUP)", st.reloads)
         yield counter("ids_model_reload_failures", "Model reloads refused (bad model, other window N)",
                       st.reload_failures)
+        ap = getattr(p, "alert_pcap", None)
+        if ap is not None:
+            a = ap.stats
+            yield counter("ids_alert_pcap_packets", "Packets of alerts written to the alert pcap files", a.packets)
+            yield counter("ids_alert_pcap_alerts", "Alerts whose packets were asked for", a.triggers)
+            yield counter("ids_alert_pcap_dropped_packets", "Packets of alerts not written: the write failed "
+                          "(directory unusable, disk full)", a.packets_dropped)
+            yield counter("ids_alert_pcap_write_errors", "Failed writes of the alert pcap", a.write_errors)
+            yield counter("ids_alert_pcap_lagged_batches", "Batches that left the ring before the alert pcap "
+                          "writer saw them", a.lagged_batches)
         w = p.worker
         if w is None:
             return  # features: no model

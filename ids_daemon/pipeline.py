@@ -100,7 +100,7 @@ class Pipeline:
     def __init__(self, cfg: Config, source: Any, live: bool, meter: Meter, sinks: list[Sink],
                  worker: InferenceWorker | None = None, *, speed: float | None = None, status: bool = False,
                  metrics: Any = None, count: int | None = None, duration: float | None = None,
-                 progress: bool = False):
+                 progress: bool = False, alert_pcap: Any = None):
         self.cfg = cfg
         self.source = source
         self.live = live
@@ -113,6 +113,11 @@ class Pipeline:
         self.duration = duration
         self.progress = progress
         self.stats = PipelineStats()
+        # the packets of what alerted (ids_daemon.sinks.alertpcap): fed each batch, asked by the
+        # detectors here and by the worker for its flagged predictions
+        self.alert_pcap = alert_pcap if worker is not None else None
+        if worker is not None:
+            worker.alert_pcap = self.alert_pcap  # a worker reused across runs follows this run's setting
         self.metrics = metrics  # a PipelineMetrics, or None
         if metrics is not None:
             metrics.pipeline = self
@@ -158,6 +163,8 @@ class Pipeline:
         t0 = time.perf_counter()
         for s in self.sinks:
             s.open()  # idempotent: the CLI may have opened them before dropping privileges
+        if self.alert_pcap is not None:
+            self.alert_pcap.open()
         threads = [threading.Thread(target=self._guard(self._write, self._q_out), name="ids-sinks", daemon=True)]
         if self.worker is not None:
             threads.append(threading.Thread(target=self._guard(self._work, self._q_seq), name="ids-worker",
@@ -176,6 +183,8 @@ class Pipeline:
                 t.join()
             if self._loader is not None:
                 self._loader.join()
+            if self.alert_pcap is not None:
+                self.alert_pcap.close()  # what the last alerts want from the ring is written
             for s in self.sinks:
                 try:
                     s.flush(timeout=30)
@@ -263,6 +272,8 @@ class Pipeline:
                 continue
             if self.count is not None and self.stats.frames + len(batch) > self.count:
                 batch = batch.take(slice(0, self.count - self.stats.frames))
+            if self.alert_pcap is not None:
+                self.alert_pcap.add(batch)  # before the detectors: a finding's own batch is in the ring
             if self.speed:
                 if wall0 is None:
                     wall0, ts0 = time.monotonic(), float(batch.ts[0])
@@ -353,11 +364,19 @@ class Pipeline:
         for f in res.findings:
             self.stats.findings[f.cls] = self.stats.findings.get(f.cls, 0) + 1
         keep = self._limiter.admit(res.findings)
+        files = None
+        if self.alert_pcap is not None:
+            # every finding, the rate-limited ones too, keeps its packets coming; the published name the file
+            kept = {id(f) for f in keep}
+            dropped = [f for f in res.findings if id(f) not in kept]
+            files = self.alert_pcap.flag_findings(keep)
+            if dropped:
+                self.alert_pcap.flag_findings(dropped)
         if not keep:
             return flagged
         enc = encode_findings(keep, sensor=self.worker.sensor, id_prefix=self.worker.id_prefix,
                               first_id=self.stats.detector_predictions, now=time.time(),
-                              interface=self.worker.interface)
+                              interface=self.worker.interface, pcap_files=files)
         self.stats.detector_predictions += len(keep)
         if not self._put(self._q_out, enc, block=not self.live):
             self.stats.dropped_findings += len(keep)

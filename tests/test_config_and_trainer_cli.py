@@ -21,7 +21,8 @@ def test_repository_config_documents_exactly_the_defaults() -> None:
     c = Config()
     for section, model in (("capture", c.capture), ("meter", c.meter), ("lstm.model", c.lstm.model),
                            ("lstm.features", c.lstm.features), ("lstm.train", c.lstm.train),
-                           ("inference", c.inference), ("kafka", c.kafka), ("metrics", c.metrics)):
+                           ("inference", c.inference), ("kafka", c.kafka), ("metrics", c.metrics),
+                           ("alert_pcap", c.alert_pcap)):
         for key in type(model).model_fields:
             assert f"  {key}:" in text, f"{section}.{key} is not documented in config.yml"
 

@@ -180,6 +180,28 @@ def test_loopback_every_frame_once():
     assert src.stats.kernel_drops == 0
 
 
+def test_loopback_keeps_frame_bytes_for_the_alert_pcap():
+    """keep_raw: each frame's bytes are copied out of the ring before its block goes back
+    to the kernel, byte for byte what was sent, snapped at snaplen."""
+    _need_raw_socket()
+    from scapy.all import IP, UDP, Ether, Raw, sendp
+
+    port = _free_udp_port()
+    pkts = [bytes(Ether(src="00:00:00:00:00:00", dst="00:00:00:00:00:00") / IP(src="127.0.0.1", dst="127.0.0.1")
+                  / UDP(sport=32000 + i, dport=port) / Raw(bytes([i]) * (20 + 40 * i))) for i in range(6)]
+    got: list[bytes] = []
+    with LiveSource("lo", bpf_filter=f"udp and port {port}", ring_mb=1, block_timeout_ms=20, snaplen=128,
+                    keep_raw=True) as src:
+        sendp(pkts, iface="lo", verbose=False)
+        deadline = time.monotonic() + 3.0
+        while len(got) < len(pkts) and time.monotonic() < deadline:
+            b = src.next_batch()
+            assert b.raw is not None and len(b.raw_off) == len(b) + 1
+            assert (np.diff(b.raw_off) == b.cap_len).all()
+            got += [b.raw[b.raw_off[i]:b.raw_off[i + 1]].tobytes() for i in range(len(b))]
+    assert sorted(got) == sorted(p[:128] for p in pkts)  # the long ones cut at the snap length
+
+
 def test_loopback_filter_attached_before_first_frame():
     """Frames of other traffic never leak in between socket creation and the filter."""
     _need_raw_socket()

@@ -122,6 +122,12 @@ class PacketBatch:
     http_req: np.ndarray  # uint8: 0, HTTP_REQ_COMPLETE, HTTP_REQ_PARTIAL
     first_index: int = 0  # number of the batch's first frame in its source (0-based)
     source: str = field(default="", compare=False)
+    # The frames' bytes as captured, back to back in one uint8 buffer, frame i at
+    # raw[raw_off[i]:raw_off[i + 1]] (without a VLAN tag the NIC stripped): kept only when the
+    # source is asked to (alert_pcap, `ids_daemon.sinks.alertpcap`); None otherwise. take()
+    # and concat() leave them out: the alert pcap takes them from the batch as read.
+    raw: np.ndarray | None = field(default=None, compare=False, repr=False)
+    raw_off: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     _DTYPES = {
         "ts": np.float64, "cap_len": np.uint32, "wire_len": np.uint32, "linktype": np.uint16,
@@ -141,7 +147,7 @@ class PacketBatch:
     @classmethod
     def column_names(cls) -> list[str]:
         """Names of the numpy columns, in declaration order."""
-        return [f.name for f in fields(cls) if f.name not in ("first_index", "source")]
+        return [f.name for f in fields(cls) if f.name not in ("first_index", "source", "raw", "raw_off")]
 
     @classmethod
     def empty(cls, n: int = 0, source: str = "", first_index: int = 0) -> "PacketBatch":
@@ -154,10 +160,16 @@ class PacketBatch:
     def __len__(self) -> int:
         return int(self.ts.shape[0])
 
-    def take(self, index: np.ndarray) -> "PacketBatch":
-        """Rows selected by a boolean mask or an index array."""
+    def take(self, index: np.ndarray | slice) -> "PacketBatch":
+        """Rows selected by a boolean mask, an index array or a slice (the frame bytes
+        are kept for a slice of consecutive rows, dropped otherwise)."""
         cols = {name: getattr(self, name)[index] for name in self.column_names()}
-        return PacketBatch(**cols, first_index=self.first_index, source=self.source)
+        out = PacketBatch(**cols, first_index=self.first_index, source=self.source)
+        if self.raw_off is not None and isinstance(index, slice) and index.step in (None, 1):
+            a, b, _ = index.indices(len(self))
+            off = self.raw_off[a:max(a, b) + 1]
+            out.raw, out.raw_off = self.raw[off[0]:off[-1]], off - off[0]
+        return out
 
     @classmethod
     def concat(cls, batches: list["PacketBatch"]) -> "PacketBatch":
@@ -214,17 +226,32 @@ _V6_NAMES: OrderedDict[int, bytes] = OrderedDict()
 _V6_NAMES_MAX = 1 << 16
 
 
+def v6_ids(v6: np.ndarray) -> np.ndarray:
+    """The id of each IPv6 address of an (n, 16) uint8 array (no name is remembered)."""
+    w = np.ascontiguousarray(v6).view(np.uint64).reshape(-1, 2)
+    with np.errstate(over="ignore"):
+        h = (w[:, 0] * _H1) ^ ((w[:, 1] + np.uint64(1)) * _H2)
+        h ^= h >> np.uint64(31)
+        h *= _H3
+        h ^= h >> np.uint64(29)
+    return h | ID_V6
+
+
+def plain_ids(v4: np.ndarray, v6: np.ndarray, is6: np.ndarray) -> np.ndarray:
+    """`address_ids` of one column pair without remembering IPv6 names: safe off the
+    capture thread (the names table is the capture thread's)."""
+    out = v4.astype(np.uint64)
+    if is6.any():
+        rows = np.flatnonzero(is6)
+        out[rows] = v6_ids(v6[rows])
+    return out
+
+
 def _ids(v4: np.ndarray, v6: np.ndarray, is6: np.ndarray) -> np.ndarray:
     out = v4.astype(np.uint64)
     if is6.any():
         rows = np.flatnonzero(is6)
-        w = np.ascontiguousarray(v6[rows]).view(np.uint64)
-        with np.errstate(over="ignore"):
-            h = (w[:, 0] * _H1) ^ ((w[:, 1] + np.uint64(1)) * _H2)
-            h ^= h >> np.uint64(31)
-            h *= _H3
-            h ^= h >> np.uint64(29)
-        h |= ID_V6
+        h = v6_ids(v6[rows])
         out[rows] = h
         uniq, first = np.unique(h, return_index=True)
         for aid, j in zip(uniq.tolist(), first.tolist()):

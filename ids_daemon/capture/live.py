@@ -29,6 +29,7 @@ from .base import SourceStats
 from .batch import LINKTYPE_ETHERNET, LINKTYPE_RAW, PacketBatch
 from .bpf import MAX_SNAPLEN, BpfProgram, attach_filter, compile_filter, snaplen_program
 from .decode import decode_frames
+from .rawframes import keep_raw
 
 # <linux/if_packet.h>, <linux/if_ether.h>, <linux/if_arp.h>, <linux/sockios.h>
 SOL_PACKET = 263
@@ -151,8 +152,9 @@ class LiveSource:
 
     def __init__(self, interface: str, bpf_filter: str | None = None, snaplen: int = 256, ring_mb: int = 64,
                  block_timeout_ms: int = 100, promiscuous: bool = True, batch_size: int = 65536,
-                 ignore_outgoing: bool | None = None):
+                 ignore_outgoing: bool | None = None, keep_raw: bool = False):
         self.interface = interface
+        self.keep_raw = keep_raw  # copy each batch's frame bytes out of the ring (the alert pcap's ring)
         self.name = interface
         self.bpf_filter = bpf_filter.strip() if bpf_filter and bpf_filter.strip() else None
         self.snaplen = max(64, min(int(snaplen), MAX_SNAPLEN))
@@ -359,7 +361,9 @@ class LiveSource:
                    self._drop_outgoing, off, cap, wire, ts, vlan, done)
         o, c, w, t = off[:1].copy(), cap[:1].copy(), wire[:1].copy(), ts[:1].copy()
         o[0], c[0], w[0], t[0] = 0, 64, 64, 0.0
-        decode_frames(self._ring8, o, c, w, t, self.linktype, first_index=0, source=self.name)
+        b = decode_frames(self._ring8, o, c, w, t, self.linktype, first_index=0, source=self.name)
+        if self.keep_raw:
+            keep_raw(b, self._ring8, o, c)
 
     def _collect(self) -> PacketBatch | None:
         """Decode the frames of the ready blocks, or None when no block is ready."""
@@ -379,6 +383,8 @@ class LiveSource:
             # the blocks go back to the kernel, which overwrites them at once.
             batch = decode_frames(self._ring8, off[:n], cap[:n], wire[:n], ts[:n], self.linktype,
                                   first_index=self._frames, source=self.name)
+            if self.keep_raw:
+                keep_raw(batch, self._ring8, off[:n], cap[:n])
             self._release(done[:nd])
             self._restore_vlan(batch, vlan[:n])
             self._frames += n

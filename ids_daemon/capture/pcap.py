@@ -28,6 +28,7 @@ from .base import SourceStats
 from .batch import SUPPORTED_LINKTYPES, PacketBatch
 from .bpf import BpfProgram, compile_filter, match_frames
 from .decode import decode_frames
+from .rawframes import keep_raw
 
 PCAP_MAGIC_US = 0xA1B2C3D4
 PCAP_MAGIC_NS = 0xA1B23C4D
@@ -162,8 +163,9 @@ class PcapSource:
     """
 
     def __init__(self, path: str | os.PathLike, batch_size: int = 65536, chunk_bytes: int = 8 << 20,
-                 bpf_filter: str | None = None):
+                 bpf_filter: str | None = None, keep_raw: bool = False):
         self.path = str(path)
+        self.keep_raw = keep_raw  # copy each batch's frame bytes into it (the alert pcap's ring)
         self.bpf_filter = bpf_filter or None
         self._programs: dict[int, BpfProgram] = {}  # compiled filter per link type
         self.compression = ""  # "", "gzip" or "zstd"
@@ -350,6 +352,8 @@ class PcapSource:
             self.frame_hook(self._buf, off[:n], cap[:n], wire[:n], linktype)
         batch = decode_frames(self._buf, off[:n], cap[:n], wire[:n], ts[:n], linktype,
                               first_index=first, source=self.name)
+        if self.keep_raw:
+            keep_raw(batch, self._buf, off[:n], cap[:n])
         self._frames += n
         self.stats.frames += n
         self.stats.bytes += int(cap[:n].sum())

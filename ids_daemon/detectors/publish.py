@@ -46,8 +46,9 @@ class RateLimiter:
 
 
 def encode_findings(findings: list[Finding], *, sensor: str, id_prefix: str, first_id: int,
-                    now: float, interface: str | None = None) -> EncodedBatch:
-    """One v1 prediction per finding (is_attack true, confidence 1)."""
+                    now: float, interface: str | None = None, pcap_files: list[str | None] | None = None) -> EncodedBatch:
+    """One v1 prediction per finding (is_attack true, confidence 1); ``pcap_files``: the alert
+    pcap file of each (None: not recorded)."""
     risks = np.array([FAMILY_WEIGHT.get(f.family, 0.5) for f in findings], dtype=np.float64)
     sev = severity_index(risks).tolist() if findings else []
     values: list[bytes] = []
@@ -79,6 +80,8 @@ def encode_findings(findings: list[Finding], *, sensor: str, id_prefix: str, fir
             "evidence": evidence,
             "suppressed": f.suppressed,
         }
+        if pcap_files is not None and pcap_files[i] is not None:
+            msg["pcap_file"] = pcap_files[i]
         values.append(orjson.dumps(msg))
         keys.append(key.encode())
     return EncodedBatch(keys=keys, values=values, schema=SCHEMA_ID)

@@ -74,6 +74,7 @@ class InferenceWorker:
         self.sequences = 0
         self.reloads = 0
         self.refused = 0  # predictions not published: they would fail the v1 schema (non-finite numbers)
+        self.alert_pcap = None  # an AlertPcap (set by the pipeline): the flagged ones' packets go to pcap files
         self.loaded: LoadedModel = self._load(self.model_dir)
         self.install(self.loaded)
 
@@ -199,10 +200,13 @@ class InferenceWorker:
         sev = severity_index(risk)
         self.class_counts += np.bincount(pred, minlength=len(self.classes))
         self.severity_counts += np.bincount(sev, minlength=4)
+        files = None
+        if self.alert_pcap is not None:
+            files = self.alert_pcap.flag_windows(seq.windows, decision[4].astype(bool))
         out = encode_predictions(seq, probs, decision, sev, classes=self.classes, families=self.families,
                                  model=self.model_info, sensor=self.sensor, id_prefix=self.id_prefix,
                                  first_id=self.next_id, top_k=self.top_k, now=time.time(),
                                  interface=self.interface, evidence=window_sentences(seq.windows),
-                                 attribution=attribution)
+                                 attribution=attribution, pcap_files=files)
         self.next_id += len(seq)
         return out

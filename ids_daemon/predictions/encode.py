@@ -72,13 +72,15 @@ def encode_predictions(seq: Any, probs: np.ndarray, decision: tuple[np.ndarray, 
                        classes: list[str], families: list[str], model: dict[str, str], sensor: str, id_prefix: str,
                        first_id: int, top_k: int, now: float, interface: str | None = None,
                        evidence: list[str] | None = None,
-                       attribution: list[list[dict[str, Any]] | None] | None = None) -> EncodedBatch:
+                       attribution: list[list[dict[str, Any]] | None] | None = None,
+                       pcap_files: list[str | None] | None = None) -> EncodedBatch:
     """One JSON object per sequence of ``seq`` (a SequenceBatch), from its probabilities
     and the worker's ``decision`` (`ids_daemon.inference.risk.decide`) and severities.
     ``interface``: the live capture interface (None for a file: no interface saw it).
     ``evidence``: one sentence per sequence (its last window's facts), ``attribution``:
     per sequence, the columns that pushed p_attack most (None: not computed for it);
-    both are optional fields of the record (docs/evidence.md)."""
+    both are optional fields of the record (docs/evidence.md). ``pcap_files``: per sequence,
+    the alert pcap file its packets are written to (None: not recorded)."""
     w = seq.windows
     n = len(w)
     pred, conf, risk, p_attack, is_attack = decision
@@ -123,6 +125,8 @@ def encode_predictions(seq: Any, probs: np.ndarray, decision: tuple[np.ndarray, 
             msg["evidence"] = evidence[i]
         if attribution is not None and attribution[i] is not None:
             msg["attribution"] = attribution[i]
+        if pcap_files is not None and pcap_files[i] is not None:
+            msg["pcap_file"] = pcap_files[i]
         values.append(orjson.dumps(msg))
         kb.append(flow["key"].encode())
     return EncodedBatch(keys=kb, values=values, schema=SCHEMA_ID)
