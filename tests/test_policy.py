@@ -15,13 +15,14 @@ import torch
 
 from ids_daemon.consumers.policy import (EXTRA_LAYOUT, HostActions, PolicyNet, action_table, bundled_policy_dir,
                                          load_policy, policy_observation, save_policy)
-from ids_daemon.consumers.response import Episode, RewardConfig, Truth, load_episodes, read_predictions, run_policy
+from ids_daemon.consumers.response import (PREDICTIONS_SUFFIX, TRUTH_SUFFIX, RewardConfig, Truth, load_episodes,
+                                           read_predictions, run_policy, write_index)
 from ids_daemon.consumers.rl import ObservationBuilder
 from ids_daemon.model.artifacts import METADATA, WEIGHTS, ModelError
 
 from .helpers import EXE
 from .kafka_broker import read_topic
-from .test_rl import ATTACKER, CLASSES, ROOT, VICTIM, crafted_episode, pred
+from .test_rl import ATTACKER, CLASSES, ROOT, VICTIM, crafted_episode, pred_dict
 
 TRAINER = [sys.executable, "-m", "trainer.cli"]
 
@@ -62,25 +63,38 @@ def test_the_bundled_policy_loads_and_is_small() -> None:
 
 @pytest.mark.slow
 def test_a_short_ppo_run_learns_to_block_the_attacker_and_exports_to_torch(tmp_path: Path) -> None:
-    """Training (a few thousand PPO steps) on crafted episodes: the exported actor acts as
-    SB3's own policy does, and it stops attack packets a never-acting policy lets through."""
-    from trainer.policy import net_policy, train_agent
-
+    """``ids-trainer policy train`` (a few thousand PPO steps, from a random policy) on
+    crafted episode files: the policy artefact it writes stops most of a flood's attack
+    packets, which a never-acting policy lets through."""
     t = np.arange(0.0, 200.0, 0.5)
     attack = t < 100  # an attacker for 100 s, then the same host benign
     truth = Truth.from_packets(t, np.array([ATTACKER] * len(t)), np.array([VICTIM] * len(t)), attack)
-    preds = [pred(i, ATTACKER, "DDoS-SYN_Flood" if ti < 100 else "BenignTraffic", 0.9 if ti < 100 else 0.0,
-                  "critical" if ti < 100 else "low", ti) for i, ti in enumerate(np.arange(0.0, 200.0, 5.0))]
-    eps = [Episode("flood", "tests", preds, truth), crafted_episode()]
+    preds = [pred_dict(i, ATTACKER, "DDoS-SYN_Flood" if ti < 100 else "BenignTraffic", 0.9 if ti < 100 else 0.0,
+                       "critical" if ti < 100 else "low", float(ti)) for i, ti in enumerate(np.arange(0.0, 200.0, 5.0))]
+    d = tmp_path / "eps"
+    d.mkdir()
+    truth.save(d / ("flood" + TRUTH_SUFFIX))
+    (d / ("flood" + PREDICTIONS_SUFFIX)).write_text("".join(json.dumps(p) + "\n" for p in preds))
+    crafted = crafted_episode()
+    crafted.truth.save(d / ("crafted" + TRUTH_SUFFIX))
+    (d / ("crafted" + PREDICTIONS_SUFFIX)).write_text("".join(json.dumps(pred_dict(i, p.flow.dst_ip, p.predicted_attack,
+                                                      p.risk_score, p.severity, p.window.last_ts)) + "\n"
+                                                      for i, p in enumerate(crafted.predictions)))
+    write_index(d, [{"name": "flood", "source": "a"}, {"name": "crafted", "source": "b"}])
+    out = tmp_path / "policy"
+    p = subprocess.run(TRAINER + ["policy", "train", "--episodes", str(d), "--out", str(out), "--timesteps", "4096",
+                                  "--warm-start", "none", "--duration", "15", "--duration", "60"],
+                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    pol = load_policy(out)
+    assert pol.meta["training"]["sources"] == ["a", "b"] and pol.actions == action_table((15.0, 60.0))
+    flood = load_episodes(d, ["a"])[0]
     rc = RewardConfig(durations=(15.0, 60.0))
-    net = train_agent(eps, CLASSES, rc, timesteps=4096, seed=0, hidden=(16, 16))
-    acts = action_table(rc.durations)
-    trained = run_policy(eps[0], CLASSES, rc, net_policy(net, acts))
-    never = run_policy(eps[0], CLASSES, rc, lambda *a: ("ignore", 0.0))
+    from trainer.policy import net_policy
+
+    trained = run_policy(flood, pol.classes, rc, net_policy(pol.net, pol.actions))
+    never = run_policy(flood, pol.classes, rc, lambda *a: ("ignore", 0.0))
     assert trained.attack_stopped > 0.5 * trained.attack and trained.reward > never.reward
-    d = save_policy(tmp_path / "p", net, actions=acts, layout=_layout(CLASSES), classes=CLASSES, tau=rc.tau)
-    again = run_policy(eps[0], CLASSES, rc, net_policy(load_policy(d).net, acts))
-    assert again == trained  # the artefact acts as the trained network did
 
 
 @pytest.mark.shared_data("real/MANIFEST.tsv")

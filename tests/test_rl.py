@@ -23,8 +23,13 @@ CLASSES = ["BenignTraffic", "DDoS-SYN_Flood", "Recon-PortScan"]
 
 
 def pred(i: int, host: str, attack: str, risk: float, sev: str, t: float) -> Prediction:
+    return Prediction.from_dict(pred_dict(i, host, attack, risk, sev, t))
+
+
+def pred_dict(i: int, host: str, attack: str, risk: float, sev: str, t: float) -> dict:
+    """A v1 prediction about ``host`` whose window ends at ``t``."""
     fam = {"BenignTraffic": "Benign", "DDoS-SYN_Flood": "DDoS", "Recon-PortScan": "Recon"}[attack]
-    return Prediction.from_dict({
+    return {
         "schema": "ids.prediction.v1", "id": f"t-{i}", "time": t, "sensor": "s", "predicted_attack": attack,
         "family": fam, "is_attack": fam != "Benign", "confidence": 0.9, "risk_score": risk, "severity": sev,
         "probabilities": [{"class": attack, "p": 0.9}, {"class": "BenignTraffic", "p": 0.05}],
@@ -32,7 +37,7 @@ def pred(i: int, host: str, attack: str, risk: float, sev: str, t: float) -> Pre
                  "dst_ip": host, "dst_port": None},
         "window": {"first_ts": t - 0.01, "last_ts": t, "packets": 10, "close_reason": "full", "history": 4},
         "model": {"name": "m", "version": "1"},
-    })
+    }
 
 
 def test_observation_layout_and_values() -> None:

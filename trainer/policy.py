@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -114,9 +113,11 @@ def sb3_to_policy_net(model: Any, hidden: tuple[int, ...]) -> PolicyNet:
 
 def train_agent(episodes: list[Episode], classes: list[str], reward: RewardConfig, *, timesteps: int = 20_000,
                 seed: int = 0, hidden: tuple[int, ...] = (64, 64), reward_scale: float = 0.05,
-                attack_share: float = 0.5, warm_start: Callable[[], Policy] | None = None, **ppo: Any) -> PolicyNet:
+                attack_share: float = 0.5, warm_start: Callable[[], Policy] | None = None,
+                stages: dict[str, PolicyNet] | None = None, **ppo: Any) -> PolicyNet:
     """Train PPO on ``episodes`` (first imitating ``warm_start``, a rule, when given); the
-    trained actor as a `PolicyNet`."""
+    trained actor as a `PolicyNet`. ``stages``, when given, receives the actor as it was
+    after the imitation (key ``imitation``), to tell what PPO added."""
     try:
         import torch
         from stable_baselines3 import PPO
@@ -133,6 +134,8 @@ def train_agent(episodes: list[Episode], classes: list[str], reward: RewardConfi
                 policy_kwargs={"net_arch": {"pi": list(hidden), "vf": list(hidden)}, "activation_fn": torch.nn.Tanh}, **kw)
     if warm_start is not None:
         imitate(model, episodes, classes, reward, warm_start, seed)
+        if stages is not None:
+            stages["imitation"] = sb3_to_policy_net(model, hidden)
     model.learn(total_timesteps=timesteps)
     return sb3_to_policy_net(model, hidden)
 
@@ -263,17 +266,23 @@ def evaluate_by_source(episodes: list[Episode], classes: list[str], reward: Rewa
         train = [e for e in episodes if e.source not in held]
         test = [e for e in episodes if e.source in held]
         t0 = time.perf_counter()
+        stages: dict[str, PolicyNet] = {}
         net = train_agent(train, classes, reward, timesteps=timesteps, seed=seed + k, hidden=hidden,
-                          warm_start=warm_start_rule(warm_start, reward))
+                          warm_start=warm_start_rule(warm_start, reward), stages=stages)
         fold_rows.append({"fold": k, "held_out": held, "train_episodes": len(train), "test_episodes": len(test),
                           "train_s": round(time.perf_counter() - t0, 1)})
         log(f"fold {k}: trained on {len(train)} episodes in {fold_rows[-1]['train_s']} s; "
             f"measuring on {len(held)} held-out sources")
-        pols = {**baseline_policies(reward), "trained": lambda n=net: net_policy(n, action_table(reward.durations))}
+        table = action_table(reward.durations)
+        pols = {**baseline_policies(reward), **{f"{k} only": (lambda n=n: net_policy(n, table)) for k, n in stages.items()},
+                "trained": lambda n=net: net_policy(n, table)}
         for name, per in evaluate(test, classes, reward, pols).items():
             for src, o in per.items():
                 per_policy.setdefault(name, {})[src] = o
-    return summary(per_policy, reward, fold_rows)
+    out = summary(per_policy, reward, fold_rows)
+    out["training"] = {"algorithm": "PPO", "timesteps": timesteps, "warm_start": warm_start, "seed": seed,
+                       "hidden": list(hidden)}
+    return out
 
 
 def summary(per_policy: dict[str, dict[str, Outcome]], reward: RewardConfig,
@@ -289,7 +298,7 @@ def summary(per_policy: dict[str, dict[str, Outcome]], reward: RewardConfig,
 
 
 def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{100 * v:.1f} %"
+    return "-" if v is None else f"{100 * v:.2f} %"
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -322,6 +331,3 @@ def default_classes(model: str | None = None) -> list[str]:
 
     return list(read_metadata(model or bundled_model_dir())["classes"])
 
-
-def warn(msg: str) -> None:
-    print(f"ids-trainer: {msg}", file=sys.stderr)
