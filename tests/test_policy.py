@@ -138,16 +138,18 @@ def _offline_actions(jsonl: Path, policy_dir: Path) -> list[tuple[str, str]]:
     return out
 
 
-def _per_host(changes: list[tuple[str, str]]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for h, a in changes:
-        out.setdefault(h, []).append(a)
-    return out
-
-
 def test_trained_policy_drives_the_example_loop_end_to_end(kafka_broker, kafka_topic: str, tmp_path: Path) -> None:
     """Daemon → broker → the example loop with the bundled trained policy → actions topic:
     the actions are the ones the same policy takes offline on the same predictions."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    # one partition each: the loop reads the predictions in the order the daemon wrote the
+    # file, and the actions read back in the order it sent them (several would interleave
+    # the hosts, and the policy's clock with them)
+    actions_topic = kafka_topic + "-actions"
+    admin = AdminClient({"bootstrap.servers": kafka_broker.bootstrap})
+    for f in admin.create_topics([NewTopic(t, 1, 1) for t in (kafka_topic, actions_topic)]).values():
+        f.result(timeout=30)
     cfg = tmp_path / "c.yml"
     cfg.write_text(f"kafka:\n  spool_dir: {tmp_path / 'spool'}\n")
     sample = ROOT / "ids_daemon" / "data" / "sample.pcap"
@@ -156,7 +158,6 @@ def test_trained_policy_drives_the_example_loop_end_to_end(kafka_broker, kafka_t
                         "--kafka-bootstrap", kafka_broker.bootstrap, "--topic", kafka_topic, "--config", str(cfg),
                         "--metrics-listen", "off"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
-    actions_topic = kafka_topic + "-actions"
     agent = subprocess.run([sys.executable, str(ROOT / "examples" / "policy_loop.py"), "--kafka-bootstrap",
                             kafka_broker.bootstrap, "--topic", kafka_topic, "--actions-topic", actions_topic,
                             "--policy", str(bundled_policy_dir()), "--group", "policy-" + kafka_topic[-8:],
@@ -168,6 +169,32 @@ def test_trained_policy_drives_the_example_loop_end_to_end(kafka_broker, kafka_t
     acts = [json.loads(r.value) for r in read_topic(kafka_broker.bootstrap, actions_topic, sent)]
     assert len(acts) == sent > 0 and all(a["schema"] == "ids.action.v1" for a in acts)
     assert all(a["duration_s"] > 0 for a in acts if a["action"] != "ignore")
-    # per host, in order (the topic's partitions interleave hosts differently from the file)
-    assert _per_host([(a["host"], a["action"]) for a in acts]) == _per_host(_offline_actions(jsonl, bundled_policy_dir()))
+    assert [(a["host"], a["action"]) for a in acts] == _offline_actions(jsonl, bundled_policy_dir())
     assert {"192.168.39.65", "192.168.60.97"} & {a["host"] for a in acts if a["action"] == "block"}
+
+
+def test_synthetic_episodes_label_packets_by_the_generator_rules(tmp_path: Path) -> None:
+    """``policy episodes --synthetic``: an ARP-spoofing scenario is mostly the victims'
+    relayed benign traffic; its attack packets are the attacker's and the ARP ones."""
+    p = subprocess.run(TRAINER + ["synth", "--out", str(tmp_path / "s"), "--packets", "3000", "--class",
+                                  "MITM-ArpSpoofing", "--class", "BenignTraffic"], capture_output=True, text=True,
+                       timeout=300, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    out = tmp_path / "eps"
+    p = subprocess.run(TRAINER + ["policy", "episodes", "--no-real", "--synthetic", str(tmp_path / "s/manifest.json"),
+                                  "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    files = json.loads((tmp_path / "s/manifest.json").read_text())["files"]
+    eps = {e.name: e for e in load_episodes(out)}
+    assert {e.source for e in eps.values()} == {"synthetic"} and len(eps) == len(files)
+    for f in files:
+        e = eps["synthetic-" + f["path"].rsplit(".", 1)[0]]
+        assert len(e.truth.time) == f["packets"] and e.predictions
+        if f["label"] == "BenignTraffic":
+            assert not e.truth.attack.any()
+            continue
+        attacker = f["rules"][1]["hosts"][0]
+        tr = e.truth
+        hosts = np.array(tr.hosts)
+        by_attacker = (hosts[tr.src] == attacker) | (hosts[tr.dst] == attacker)
+        assert 0 < tr.attack.sum() < len(tr.attack) and tr.attack[by_attacker].all()

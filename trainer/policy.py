@@ -25,34 +25,63 @@ from ids_daemon.consumers.policy import (PolicyNet, action_table, load_policy, r
 from ids_daemon.consumers.response import (PREDICTIONS_SUFFIX, TRUTH_SUFFIX, Episode, Outcome, Policy, RewardConfig,
                                            Truth, make_env, read_predictions, run_policy, write_index)
 
-from .data.real import CaptureEntry, ManifestError, frame_labeller, read_tsv_manifest
+from .data.real import ManifestError, frame_labeller, read_tsv_manifest
 
 ETHERTYPE_ARP = 0x0806
 
 
-def capture_truth(entry: CaptureEntry, batch_size: int = 65536) -> Truth:
+# A packet labeller for `capture_truth`: (batch, source text, destination text) -> attack
+PacketLabeller = Callable[[Any, np.ndarray, np.ndarray], np.ndarray]
+
+
+def capture_truth(path: Path, frame_label: Callable[..., np.ndarray] | None = None,
+                  packet_label: PacketLabeller | None = None, batch_size: int = 65536) -> Truth:
     """Every frame of a capture: time, source and destination address ('' for frames with
-    none: neither IP nor ARP) and its label by the manifest's filter."""
-    label = frame_labeller(entry)
+    none: neither IP nor ARP) and its label, given per raw frame (``frame_label``, a
+    `PcapSource.frame_hook`: the real corpus's filters) or per decoded packet
+    (``packet_label``: the synthetic corpus's rules)."""
     pending: list[np.ndarray] = []
     parts: list[tuple[np.ndarray, ...]] = []
-    src = PcapSource(entry.path, batch_size=batch_size)
-    src.frame_hook = lambda *a: pending.append(label(*a))
+    src = PcapSource(path, batch_size=batch_size)
+    if frame_label is not None:
+        src.frame_hook = lambda *a: pending.append(frame_label(*a))
     with src:
         while (b := src.next_batch()) is not None:
             if not len(b):
                 continue
-            att = pending.pop(0)
-            if len(att) != len(b):
-                raise ManifestError(f"{entry.name}: {len(att)} labels for a batch of {len(b)} frames")
             is6 = b.ip_version == 6
             addressed = (b.ip_version != 0) | (b.ethertype == ETHERTYPE_ARP)
             s = np.where(addressed, ip_strings(b.src4, b.src6, is6), "")
             d = np.where(addressed, ip_strings(b.dst4, b.dst6, is6), "")
+            att = pending.pop(0) if frame_label is not None else np.asarray(packet_label(b, s, d), bool)
+            if len(att) != len(b):
+                raise ManifestError(f"{path.name}: {len(att)} labels for a batch of {len(b)} frames")
             parts.append((b.ts, s, d, att))
     if not parts:
         return Truth.from_packets(np.zeros(0), np.zeros(0, str), np.zeros(0, str), np.zeros(0, bool))
     return Truth.from_packets(*(np.concatenate(c) for c in zip(*parts)))
+
+
+def rule_labeller(label: str, rules: list[dict[str, Any]]) -> PacketLabeller:
+    """Per packet, the synthetic manifest's label of a file overridden by its rules in order
+    (hosts: either address; arp; start/end: packet time), as the trainer labels its windows."""
+    from ids_daemon.model.classes import BENIGN
+
+    def lab(b: Any, s: np.ndarray, d: np.ndarray) -> np.ndarray:
+        out = np.full(len(b), label, dtype=object)
+        for r in rules:
+            m = np.ones(len(b), dtype=bool)
+            if r.get("hosts"):
+                m &= np.isin(s, r["hosts"]) | np.isin(d, r["hosts"])
+            if r.get("arp"):
+                m &= b.ethertype == ETHERTYPE_ARP
+            if "start" in r:
+                m &= b.ts >= float(r["start"])
+            if "end" in r:
+                m &= b.ts <= float(r["end"])
+            out[m] = r["label"]
+        return out != BENIGN
+    return lab
 
 
 def replay_predictions(cfg: Config, capture: Path, out: Path, model: str | None = None) -> None:
@@ -69,30 +98,40 @@ def replay_predictions(cfg: Config, capture: Path, out: Path, model: str | None 
         raise ManifestError(f"{capture.name}: the replay failed: {st.error}")
 
 
-def episode_name(entry: CaptureEntry) -> str:
-    return entry.path.name.rsplit(".", 1)[0]
+SYNTHETIC = "synthetic"  # the source name of the synthetic generator's episodes
 
 
-def build_episodes(manifest: Path, out: Path, cfg: Config, model: str | None = None,
-                   sources: list[str] | None = None, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Write one episode per capture of ``manifest`` (of ``sources`` only, when given) into
-    ``out`` and its index; returns the index rows."""
-    entries = [e for e in read_tsv_manifest(manifest) if not sources or e.repo in sources]
-    if not entries:
-        raise ManifestError(f"{manifest}: no capture of the sources {', '.join(sources or [])}")
+def build_episodes(manifest: Path | None, out: Path, cfg: Config, model: str | None = None,
+                   sources: list[str] | None = None, synthetic: Path | None = None,
+                   log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Write one episode per capture of the real ``manifest`` (of ``sources`` only, when
+    given) and of the ``synthetic`` corpus's manifest.json (``ids-trainer synth``; source
+    'synthetic') into ``out`` and its index; returns the index rows."""
+    from .dataset import read_manifest
+
+    jobs: list[tuple[str, str, str, Path, dict[str, Any]]] = []
+    if manifest is not None:
+        for e in read_tsv_manifest(manifest):
+            if not sources or e.repo in sources:
+                jobs.append((e.path.name.rsplit(".", 1)[0], e.repo, e.label, e.path, {"frame_label": frame_labeller(e)}))
+        if not jobs:
+            raise ManifestError(f"{manifest}: no capture of the sources {', '.join(sources or [])}")
+    if synthetic is not None:
+        for f in read_manifest(synthetic):
+            jobs.append((f"{SYNTHETIC}-" + f["path"].name.rsplit(".", 1)[0], SYNTHETIC, str(f["label"]), f["path"],
+                         {"packet_label": rule_labeller(str(f["label"]), list(f.get("rules", [])))}))
     out.mkdir(parents=True, exist_ok=True)
     cfg = cfg.model_copy(update={"sensor": cfg.sensor or "episodes"})
     rows = []
-    for k, e in enumerate(entries, start=1):
-        name = episode_name(e)
+    for k, (name, source, label, path, how) in enumerate(jobs, start=1):
         t0 = time.perf_counter()
-        truth = capture_truth(e)
+        truth = capture_truth(path, **how)
         truth.save(out / (name + TRUTH_SUFFIX))
-        replay_predictions(cfg, e.path, out / (name + PREDICTIONS_SUFFIX), model)
+        replay_predictions(cfg, path, out / (name + PREDICTIONS_SUFFIX), model)
         n_pred = len(read_predictions(out / (name + PREDICTIONS_SUFFIX)))
-        rows.append({"name": name, "source": e.repo, "label": e.label, "packets": len(truth.time),
+        rows.append({"name": name, "source": source, "label": label, "packets": len(truth.time),
                      "attack_packets": int(truth.attack.sum()), "predictions": n_pred})
-        log(f"[{k}/{len(entries)}] {name}: {len(truth.time)} packets ({int(truth.attack.sum())} attack), "
+        log(f"[{k}/{len(jobs)}] {name}: {len(truth.time)} packets ({int(truth.attack.sum())} attack), "
             f"{n_pred} predictions ({time.perf_counter() - t0:.1f} s)")
     write_index(out, rows)
     return rows
@@ -111,7 +150,7 @@ def sb3_to_policy_net(model: Any, hidden: tuple[int, ...]) -> PolicyNet:
     return net.eval()
 
 
-def train_agent(episodes: list[Episode], classes: list[str], reward: RewardConfig, *, timesteps: int = 20_000,
+def train_agent(episodes: list[Episode], classes: list[str], reward: RewardConfig, *, timesteps: int = 60_000,
                 seed: int = 0, hidden: tuple[int, ...] = (64, 64), reward_scale: float = 0.05,
                 attack_share: float = 0.5, warm_start: Callable[[], Policy] | None = None,
                 stages: dict[str, PolicyNet] | None = None, **ppo: Any) -> PolicyNet:
@@ -126,9 +165,7 @@ def train_agent(episodes: list[Episode], classes: list[str], reward: RewardConfi
     torch.set_num_threads(1)  # a small MLP: threads cost more than they give
     env = make_env(episodes, classes, reward, seed=seed, reward_scale=reward_scale, credit=True,
                    attack_share=attack_share)
-    # a small learning rate: PPO refines the imitated rule; at 3e-4 and 50k steps it unlearnt
-    # blocks that paid on held-out sources (docs/rl.md)
-    kw = {"n_steps": 2048, "batch_size": 256, "n_epochs": 5, "gamma": 0.99, "learning_rate": 1e-4, "ent_coef": 0.01,
+    kw = {"n_steps": 2048, "batch_size": 256, "n_epochs": 5, "gamma": 0.99, "learning_rate": 3e-4, "ent_coef": 0.01,
           **ppo}
     model = PPO("MlpPolicy", env, seed=seed, device="cpu", verbose=0,
                 policy_kwargs={"net_arch": {"pi": list(hidden), "vf": list(hidden)}, "activation_fn": torch.nn.Tanh}, **kw)
@@ -141,12 +178,12 @@ def train_agent(episodes: list[Episode], classes: list[str], reward: RewardConfi
 
 
 def imitate(model: Any, episodes: list[Episode], classes: list[str], reward: RewardConfig,
-            rule: Callable[[], Policy], seed: int, epochs: int = 3, batch: int = 256) -> None:
+            rule: Callable[[], Policy], seed: int, epochs: int = 10, batch: int = 256) -> None:
     """Behaviour cloning before PPO: the actor learns the rule's actions on the training
-    episodes (cross-entropy), so that PPO starts from the rule and looks for what beats it
-    instead of from a random policy, which blocks six times in seven. The attack steps
-    are a few per cent of all: PPO from scratch settles on never acting before it has
-    seen enough of them (measured: 0 % stopped after 40k steps)."""
+    episodes (cross-entropy, each action weighing the same), so that PPO starts from the
+    rule and looks for what beats it instead of from a random policy, which blocks six
+    times in seven. The attack steps are a few per cent of all: PPO from scratch settles
+    on never acting before it has seen enough of them (docs/rl.md)."""
     import torch
 
     table = action_table(reward.durations)
@@ -161,12 +198,15 @@ def imitate(model: Any, episodes: list[Episode], classes: list[str], reward: Rew
             return a
         run_policy(ep, classes, reward, record)
     x, y = torch.as_tensor(np.array(xs)), torch.as_tensor(np.array(ys))
+    # each action weighs the same in all: the rule's rare blocks are what there is to learn
+    count = torch.bincount(y, minlength=len(table)).clamp(min=1).double()
+    w = (len(y) / (len(count.nonzero()) * count))[y].float()
     opt = torch.optim.Adam(model.policy.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
         for idx in torch.randperm(len(x), generator=g).split(batch):
             _, logp, _ = model.policy.evaluate_actions(x[idx], y[idx])
-            loss = -logp.mean()
+            loss = -(w[idx] * logp).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -253,22 +293,24 @@ def source_folds(episodes: list[Episode], folds: int, seed: int) -> list[list[st
 
 
 def evaluate_by_source(episodes: list[Episode], classes: list[str], reward: RewardConfig, *, folds: int = 2,
-                       seed: int = 0, timesteps: int = 20_000, hidden: tuple[int, ...] = (64, 64),
-                       warm_start: str | None = WARM_START, log: Callable[[str], None] = print) -> dict[str, Any]:
+                       seed: int = 0, timesteps: int = 60_000, hidden: tuple[int, ...] = (64, 64),
+                       warm_start: str | None = WARM_START, train_only: tuple[str, ...] = (SYNTHETIC,),
+                       log: Callable[[str], None] = print, **ppo: Any) -> dict[str, Any]:
     """Train on all folds but one, measure on that one, for every fold; per policy the
-    figures over every held-out source (each source is held out once)."""
+    figures over every held-out source (each source is held out once). The ``train_only``
+    sources (the synthetic corpus) are in every fold's training and never measured."""
     if folds < 2:
         raise ValueError("folds must be >= 2")
-    groups = source_folds(episodes, folds, seed)
+    groups = source_folds([e for e in episodes if e.source not in train_only], folds, seed)
     per_policy: dict[str, dict[str, Outcome]] = {}
     fold_rows = []
     for k, held in enumerate(groups):
         train = [e for e in episodes if e.source not in held]
-        test = [e for e in episodes if e.source in held]
+        test = [e for e in episodes if e.source in held and e.source not in train_only]
         t0 = time.perf_counter()
         stages: dict[str, PolicyNet] = {}
         net = train_agent(train, classes, reward, timesteps=timesteps, seed=seed + k, hidden=hidden,
-                          warm_start=warm_start_rule(warm_start, reward), stages=stages)
+                          warm_start=warm_start_rule(warm_start, reward), stages=stages, **ppo)
         fold_rows.append({"fold": k, "held_out": held, "train_episodes": len(train), "test_episodes": len(test),
                           "train_s": round(time.perf_counter() - t0, 1)})
         log(f"fold {k}: trained on {len(train)} episodes in {fold_rows[-1]['train_s']} s; "

@@ -23,7 +23,7 @@ _OPT_ATTACK = typer.Option(1.0, "--attack-cost", help="cost of an attack packet 
 _OPT_CHANGE = typer.Option(2.0, "--change-cost", help="cost of a change of a host's action")
 _OPT_PPS = typer.Option(10, "--rate-limit-pps", help="packets per second a rate-limited host keeps")
 _OPT_DUR = typer.Option(None, "--duration", help="seconds an action stays in force (repeatable; default 15 60 300)")
-_OPT_STEPS = typer.Option(20_000, "--timesteps", min=1, help="PPO steps of training (per fold)")
+_OPT_STEPS = typer.Option(60_000, "--timesteps", min=1, help="PPO steps of training (per fold)")
 _OPT_SEED = typer.Option(0, "--seed")
 _OPT_REPORT = typer.Option(None, "--report", help="write the report (JSON) here too")
 _OPT_WARM = typer.Option("block_if_attack", "--warm-start", help="rule policy the agent imitates before PPO "
@@ -56,20 +56,26 @@ def _report(result: dict, report: Optional[Path]) -> None:
 def episodes(
     out: Path = typer.Option(..., "--out", help="directory for the episodes (predictions .jsonl, truth .npz)"),
     real: Optional[Path] = typer.Option(None, "--real", help="real-capture MANIFEST.tsv (default: ../shared/data/real)"),
+    no_real: bool = typer.Option(False, "--no-real", help="no real captures (with --synthetic)"),
+    synthetic: Optional[Path] = typer.Option(None, "--synthetic", help="also the synthetic corpus: the manifest.json "
+                                             "of ids-trainer synth (source 'synthetic')"),
     sources: Optional[list[str]] = _OPT_SOURCE,
     model: Optional[str] = typer.Option(None, "--model", help="model directory the daemon replays with (default: bundled)"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="config.yml for the daemon's pipeline"),
 ) -> None:
-    """Replay every labelled capture through the daemon; record its predictions and the truth."""
+    """Replay every labelled capture through the daemon; record its predictions and the truth.
+    The episodes of the synthetic corpus are trained on in every fold of `evaluate`, never measured."""
     from ids_daemon.config import load_config
 
     from .cli import _real_manifest
     from .policy import build_episodes
 
-    manifest = _real_manifest(real)
+    if no_real and synthetic is None:
+        raise _fail(ValueError("--no-real needs --synthetic"))
+    manifest = None if no_real else _real_manifest(real)
     try:
         rows = build_episodes(manifest, out, load_config(config, {}), model=model, sources=sources or None,
-                              log=lambda m: print(m, file=sys.stderr))
+                              synthetic=synthetic, log=lambda m: print(m, file=sys.stderr))
     except (IdsError, ValueError) as e:
         raise _fail(e)
     print(f"{len(rows)} episodes, {sum(r['packets'] for r in rows)} packets "
