@@ -1,17 +1,24 @@
 """An example policy loop: subscribe to predictions, build observations, emit actions.
 
     python examples/policy_loop.py --kafka-bootstrap 127.0.0.1:9092 --topic ids.predictions \
-        --actions-topic ids.actions [--seconds 30] [--group policy-demo] [--consumer KEY=VALUE ...]
+        --actions-topic ids.actions [--policy DIR] [--seconds 30] [--group policy-demo] [--consumer KEY=VALUE ...]
 
 Each prediction updates the state of its target host (`ids_daemon.consumers.rl`); the policy
-looks at that host's observation and decides: block (a high or critical attack),
+looks at that host's observation and decides.
+
+With ``--policy DIR`` a trained policy (``ids-trainer policy train``, docs/rl.md; the
+bundled one is ids_daemon/data/policy) decides: ignore, rate_limit or block for a
+duration, from the observation plus what is in force on the host; an action is
+published when it changes what is in force (a block that ran out is no longer in
+force), with its ``duration_s``. Running it needs torch only.
+
+Without it, a threshold rule decides: block (a high or critical attack),
 rate_limit (a medium one, or a low-confidence attack), or ignore. `Hysteresis` keeps a
 host's action from flapping as the severities of a flood's windows alternate (it went
 between block and rate_limit 46 times in 40 s): a stronger action applies at once, a
 weaker one only after the host has given no reason for the current one for ``--hold``
 seconds of traffic time. An action is published to the actions topic only when it
-changes for the host, keyed by the host, as JSON (`ids.action.v1`). A real deployment would replace `decide` with a trained
-agent (the observation layout is in `ObservationBuilder.layout`).
+changes for the host, keyed by the host, as JSON (`ids.action.v1`).
 
 Run it against the demo: `ids-daemon replay -r ... --sink kafka ...` in one terminal,
 this in another.
@@ -27,52 +34,12 @@ import time
 import orjson
 from confluent_kafka import Producer
 
-from ids_daemon.model.artifacts import load_model
+from ids_daemon.consumers.policy import HostActions, Hysteresis, decide, load_policy, policy_observation
 from ids_daemon.consumers.rl import ObservationBuilder
 from ids_daemon.consumers.subscribe import PredictionSubscriber
+from ids_daemon.model.artifacts import load_model
 
-
-def decide(obs, layout: list[str]) -> str:
-    """A threshold policy over the observation vector."""
-    risk, is_attack, severity = obs[layout.index("risk_score")], obs[layout.index("is_attack")], obs[layout.index("severity")]
-    if not is_attack:
-        return "ignore"
-    if severity >= 2 / 3:  # high or critical
-        return "block"
-    return "rate_limit" if risk >= 0.2 else "ignore"
-
-
-class Hysteresis:
-    """Per host: escalate at once, de-escalate only after a quiet hold.
-
-    ``step(host, wanted, t)`` takes what the policy wants for the host now (``t`` in the
-    traffic's time, seconds) and returns the host's new action when it changes, else
-    None. An observation that wants the current action or a stronger one renews the
-    hold; one that wants a weaker action gets it only when the current action has not
-    been asked for in the last ``hold_s`` seconds.
-    """
-
-    RANK = {"ignore": 0, "rate_limit": 1, "block": 2}
-
-    def __init__(self, hold_s: float = 30.0):
-        if hold_s < 0:
-            raise ValueError("hold_s must be >= 0")
-        self.hold_s = float(hold_s)
-        self.action: dict[str, str] = {}  # the host's current action
-        self._renewed: dict[str, float] = {}  # when it was last asked for (or a stronger one)
-
-    def step(self, host: str, wanted: str, t: float) -> str | None:
-        current = self.action.get(host, "ignore")
-        if self.RANK[wanted] >= self.RANK[current]:
-            self._renewed[host] = max(t, self._renewed.get(host, t))
-            if wanted == current:
-                return None
-        elif t - self._renewed.get(host, float("-inf")) < self.hold_s:
-            return None  # still within the hold: keep the stronger action
-        else:
-            self._renewed[host] = t
-        self.action[host] = wanted
-        return wanted
+__all__ = ["Hysteresis", "decide", "main"]  # the rule policy lives in ids_daemon.consumers.policy
 
 
 def main() -> int:
@@ -88,6 +55,8 @@ def main() -> int:
     ap.add_argument("--model", default=None, help="model directory, for its class list (default: bundled)")
     ap.add_argument("--consumer", action="append", default=[], metavar="KEY=VALUE",
                     help="a librdkafka consumer property, e.g. session.timeout.ms=10000 (repeatable)")
+    ap.add_argument("--policy", default=None, metavar="DIR",
+                    help="a trained policy directory (ids-trainer policy train) instead of the threshold rule")
     ap.add_argument("--hold", type=float, default=30.0,
                     help="seconds of traffic without reason for a host's action before a weaker one applies")
     a = ap.parse_args()
@@ -95,11 +64,14 @@ def main() -> int:
         ap.error("--consumer takes KEY=VALUE")
     consumer_config = dict(kv.split("=", 1) for kv in a.consumer)
 
-    classes = load_model(a.model).classes
-    obs = ObservationBuilder(classes, key_by="host")
+    agent = load_policy(a.policy) if a.policy else None
+    classes = agent.classes if agent else load_model(a.model).classes
+    obs = ObservationBuilder(classes, key_by="host", tau=agent.tau if agent else 30.0)
     producer = Producer({"bootstrap.servers": a.kafka_bootstrap, "acks": "all", "linger.ms": 5})
     policy = Hysteresis(a.hold)
-    decided = policy.action
+    in_force = HostActions()
+    decided = in_force.kind if agent else policy.action
+    clock = float("-inf")  # traffic time: windows of different keys may close out of order
     stop = {"now": False}
     signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
@@ -117,12 +89,20 @@ def main() -> int:
                 break
             for p in batch:
                 host = obs.update(p)
-                action = policy.step(host, decide(obs.observation(host, p.window.last_ts), obs.layout),
-                                     p.window.last_ts)
+                clock = max(clock, p.window.last_ts)
+                duration = None
+                if agent is not None:
+                    action, duration = agent.act(policy_observation(obs, in_force, host, clock, agent.max_duration))
+                    if not in_force.apply(host, action, duration, clock):
+                        action = None
+                else:
+                    action = policy.step(host, decide(obs.observation(host, clock), obs.layout), clock)
                 if action is not None:
                     msg = {"schema": "ids.action.v1", "time": time.time(), "host": host, "action": action,
                            "reason": f"{p.predicted_attack} ({p.family}) risk {p.risk_score:.2f} {p.severity}",
                            "prediction_id": p.id, "sensor": p.sensor}
+                    if duration:
+                        msg["duration_s"] = duration
                     producer.produce(a.actions_topic, orjson.dumps(msg), host.encode())
                     sent += 1
             if batch:

@@ -6,11 +6,14 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from ids_daemon.predictions import Prediction
-from ids_daemon.consumers.rl import FAMILIES, ObservationBuilder, make_env
+from ids_daemon.consumers.policy import HostActions
+from ids_daemon.consumers.response import Episode, RewardConfig, Truth, make_env, run_policy
+from ids_daemon.consumers.rl import FAMILIES, ObservationBuilder
 
 from .kafka_broker import read_topic
 
@@ -20,8 +23,13 @@ CLASSES = ["BenignTraffic", "DDoS-SYN_Flood", "Recon-PortScan"]
 
 
 def pred(i: int, host: str, attack: str, risk: float, sev: str, t: float) -> Prediction:
+    return Prediction.from_dict(pred_dict(i, host, attack, risk, sev, t))
+
+
+def pred_dict(i: int, host: str, attack: str, risk: float, sev: str, t: float) -> dict:
+    """A v1 prediction about ``host`` whose window ends at ``t``."""
     fam = {"BenignTraffic": "Benign", "DDoS-SYN_Flood": "DDoS", "Recon-PortScan": "Recon"}[attack]
-    return Prediction.from_dict({
+    return {
         "schema": "ids.prediction.v1", "id": f"t-{i}", "time": t, "sensor": "s", "predicted_attack": attack,
         "family": fam, "is_attack": fam != "Benign", "confidence": 0.9, "risk_score": risk, "severity": sev,
         "probabilities": [{"class": attack, "p": 0.9}, {"class": "BenignTraffic", "p": 0.05}],
@@ -29,7 +37,7 @@ def pred(i: int, host: str, attack: str, risk: float, sev: str, t: float) -> Pre
                  "dst_ip": host, "dst_port": None},
         "window": {"first_ts": t - 0.01, "last_ts": t, "packets": 10, "close_reason": "full", "history": 4},
         "model": {"name": "m", "version": "1"},
-    })
+    }
 
 
 def test_observation_layout_and_values() -> None:
@@ -50,20 +58,103 @@ def test_observation_layout_and_values() -> None:
     assert not ob.observation("never-seen").any()
 
 
-def test_gymnasium_env_steps_and_rewards() -> None:
-    stream = [pred(i, f"10.0.0.{i % 3}", "DDoS-SYN_Flood" if i % 3 == 0 else "BenignTraffic",
-                   0.9 if i % 3 == 0 else 0.0, "critical" if i % 3 == 0 else "low", 100.0 + i) for i in range(30)]
-    env = make_env(stream, CLASSES, steps_per_episode=10)
-    obs, info = env.reset(seed=0)
-    assert env.observation_space.contains(obs) and info["key"] == "10.0.0.0"
-    _, r_block, *_ = env.step(2)  # block the attacked host
-    assert r_block == 2.0
-    total = 0.0
-    done = trunc = False
-    while not (done or trunc):
-        _, r, done, trunc, _ = env.step(0)
+# ---- the response environment: the reward is what the actions did to the real packets ----
+
+ATTACKER, VICTIM, CLIENT, SERVER = "10.0.0.1", "10.0.0.9", "10.0.0.2", "10.0.0.3"
+
+
+def crafted_episode() -> Episode:
+    """100 s of traffic: ATTACKER sends VICTIM an attack packet at each whole second
+    0..99, CLIENT sends SERVER a benign one at each half second 0.5..99.5; the daemon's
+    predictions name SERVER (benign) at 10, ATTACKER (attack) at 50, SERVER at 80."""
+    t = np.concatenate([np.arange(100.0), np.arange(100.0) + 0.5])
+    src = [ATTACKER] * 100 + [CLIENT] * 100
+    dst = [VICTIM] * 100 + [SERVER] * 100
+    truth = Truth.from_packets(t, np.array(src), np.array(dst), np.arange(200) < 100)
+    preds = [pred(0, SERVER, "BenignTraffic", 0.0, "low", 10.0),
+             pred(1, ATTACKER, "DDoS-SYN_Flood", 0.9, "critical", 50.0),
+             pred(2, SERVER, "BenignTraffic", 0.0, "low", 80.0)]
+    return Episode(name="crafted", source="tests", predictions=preds, truth=truth)
+
+
+def acting_on(host: str, kind: str, duration: float) -> Callable:
+    """A policy that asks for ``kind`` on ``host`` whenever it is the current host."""
+    return lambda v, lay, h, t, cur: (kind, duration) if h == host else ("ignore", 0.0)
+
+
+def test_blocking_the_attacker_at_t_stops_exactly_its_later_attack_packets() -> None:
+    rc = RewardConfig(change_cost=3.0)
+    o = run_policy(crafted_episode(), CLASSES, rc, acting_on(ATTACKER, "block", 300.0))
+    assert o.attack_stopped == 49  # the attack packets at 51..99; the one at 50 was in the window seen
+    assert o.benign_stopped == 0 and o.changes == 1 and o.attack == 100 and o.benign == 100
+    assert o.reward == -(100 - 49) - 3.0
+
+
+def test_blocking_a_benign_host_costs_exactly_its_later_packets_while_in_force() -> None:
+    rc = RewardConfig(availability_cost=2.5, change_cost=1.0, durations=(15.0,))
+    o = run_policy(crafted_episode(), CLASSES, rc, acting_on(SERVER, "block", 15.0))
+    # blocked at 10 for 15 s: SERVER's packets at 10.5 .. 24.5; again at 80: 80.5 .. 94.5
+    assert o.benign_stopped == 30 and o.attack_stopped == 0 and o.changes == 2
+    assert o.reward == -100 - 2.5 * 30 - 2 * 1.0
+
+
+def test_ignoring_everything_scores_the_attack_packets_full_cost() -> None:
+    rc = RewardConfig(attack_cost=2.0)
+    o = run_policy(crafted_episode(), CLASSES, rc, lambda *a: ("ignore", 0.0))
+    assert (o.attack_stopped, o.benign_stopped, o.changes, o.reward) == (0, 0, 0, -200.0)
+    fig = o.figures()
+    assert fig["attack_stopped"] == 0.0 and fig["benign_lost"] == 0.0 and fig["actions_per_hour"] == 0.0
+
+
+def test_a_rate_limit_thins_a_host_to_its_packets_per_second() -> None:
+    # 30 attack packets in each of two seconds from ATTACKER; rate-limited at the start
+    t = np.concatenate([10.0 + np.arange(30) / 30, 11.0 + np.arange(30) / 30])
+    truth = Truth.from_packets(t, np.array([ATTACKER] * 60), np.array([VICTIM] * 60), np.ones(60, bool))
+    ep = Episode("rl", "tests", [pred(0, ATTACKER, "DDoS-SYN_Flood", 0.9, "critical", 9.0)], truth)
+    o = run_policy(ep, CLASSES, RewardConfig(rate_limit_pps=10, change_cost=0.0),
+                   acting_on(ATTACKER, "rate_limit", 60.0))
+    assert o.attack_stopped == 40 and o.reward == -20.0
+
+
+def test_asking_for_what_is_in_force_is_no_change_and_an_expired_action_is_lifted() -> None:
+    ha = HostActions()
+    assert ha.apply("h", "block", 10.0, 0.0) and not ha.apply("h", "block", 10.0, 5.0)
+    assert ha.in_force("h", 5.0) == ("block", 5.0) and ha.in_force("h", 10.0) == ("ignore", 0.0)
+    assert ha.apply("h", "block", 10.0, 10.0)  # expired: blocking again is a change
+    assert ha.apply("h", "ignore", 0.0, 11.0) and ha.in_force("h", 12.0)[0] == "ignore"
+
+
+def test_gymnasium_env_is_deterministic_under_a_seed_and_sums_to_the_outcome() -> None:
+    eps = [crafted_episode(), Episode("b", "tests", crafted_episode().predictions[:2], crafted_episode().truth)]
+    rc = RewardConfig()
+
+    def play(seed: int) -> list[tuple[str, float]]:
+        env = make_env(eps, CLASSES, rc, seed=seed)
+        rng = np.random.default_rng(7)
+        out = []
+        obs, info = env.reset(seed=seed)
+        for _ in range(4):  # two episodes
+            done = False
+            total = 0.0
+            assert env.observation_space.contains(obs) and len(obs) == len(env.layout)
+            while not done:
+                obs, r, done, trunc, info = env.step(int(rng.integers(env.action_space.n)))
+                total += r
+            out.append((info["episode_name"], total))
+            obs, info = env.reset()
+        return out
+
+    a = play(3)
+    assert a == play(3)
+    assert {n for n, _ in a} == {"crafted", "b"}
+    # ignoring everything through the env gives the ignore-all outcome
+    env = make_env([crafted_episode()], CLASSES, rc, seed=0)
+    env.reset()
+    total, done = 0.0, False
+    while not done:
+        _, r, done, _, info = env.step(0)
         total += r
-    assert trunc  # the episode length was honoured
+    assert total == -100.0 and info["episode_name"] == "crafted"
 
 
 def test_example_policy_loop_end_to_end(kafka_broker, kafka_topic: str, tmp_path: Path) -> None:

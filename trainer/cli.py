@@ -26,6 +26,15 @@ MERGED_ONLY = {"IGMP"}
 LABEL_NAMES = ("label", "Label")
 
 
+def _add_policy_app() -> None:
+    from .policy_cli import app as policy_app  # response policies (docs/rl.md): their own module
+
+    app.add_typer(policy_app, name="policy")
+
+
+_add_policy_app()
+
+
 def _version(value: bool) -> None:
     if value:
         from ids_daemon import __version__

@@ -16,8 +16,9 @@ documented layout (`ObservationBuilder.layout`):
     ..  class probabilities  one slot per model class (the top-k the daemon publishes;
                              the rest 0), in the order given at construction
 
-With gymnasium installed, `IdsPolicyEnv` wraps it as an environment whose action at
-each step is applied to the riskiest key.
+With gymnasium installed, `make_env` wraps recorded episodes (the predictions a
+replay published, and the truth: every packet's time, hosts and label) as an
+environment whose reward is what the actions did to the real packets (docs/rl.md).
 """
 
 from __future__ import annotations
@@ -117,53 +118,3 @@ class ObservationBuilder:
         return sorted(self.states, key=score, reverse=True)[:n]
 
 
-def make_env(source, classes: list[str], key_by: str = "host", tau: float = 30.0, steps_per_episode: int = 1000):
-    """A gymnasium environment over a stream of predictions (requires gymnasium).
-
-    Each step reads the next prediction from ``source`` (an iterator of Prediction),
-    observes the riskiest key, and applies the action (ignore / rate_limit / block) to
-    it. Reward: +1 for blocking or rate-limiting a key whose latest prediction is an
-    attack (block +2 at high or critical severity), -1 for acting on a benign key, -1
-    for ignoring a critical attack, 0 otherwise. ``info`` names the key and prediction.
-    """
-    import gymnasium as gym
-
-    class IdsPolicyEnv(gym.Env):
-        metadata = {"render_modes": []}
-
-        def __init__(self) -> None:
-            self.obs = ObservationBuilder(classes, key_by, tau)
-            self.observation_space = gym.spaces.Box(0.0, 1.0, shape=(self.obs.size,), dtype=np.float32)
-            self.action_space = gym.spaces.Discrete(len(ACTIONS))
-            self._it = iter(source)
-            self._focus: str | None = None
-            self._steps = 0
-
-        def _advance(self) -> tuple[np.ndarray, dict]:
-            p = next(self._it)
-            self.obs.update(p)
-            self._focus = self.obs.riskiest(p.window.last_ts)[0]
-            return self.obs.observation(self._focus, p.window.last_ts), {"key": self._focus, "prediction": p.id}
-
-        def reset(self, *, seed: int | None = None, options: dict | None = None):
-            super().reset(seed=seed)
-            self._steps = 0
-            return self._advance()
-
-        def step(self, action: int):
-            st = self.obs.states[self._focus] if self._focus else None
-            reward = 0.0
-            if st is not None:
-                attack, sev = st.last.is_attack, st.last.severity_rank
-                if ACTIONS[action] != "ignore":
-                    reward = (2.0 if (ACTIONS[action] == "block" and sev >= 2) else 1.0) if attack else -1.0
-                elif attack and sev == 3:
-                    reward = -1.0
-            self._steps += 1
-            try:
-                obs, info = self._advance()
-            except StopIteration:
-                return np.zeros(self.obs.size, np.float32), reward, True, False, {}
-            return obs, reward, False, self._steps >= steps_per_episode, info
-
-    return IdsPolicyEnv()

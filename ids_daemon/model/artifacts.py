@@ -182,6 +182,31 @@ def read_metadata(directory: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
+def _check_sha(wp: Path, meta: dict[str, Any]) -> None:
+    digest = sha256_file(wp)
+    if digest != meta.get("weights_sha256"):
+        raise ModelError(f"{wp}: weights do not match the checksum in {METADATA} "
+                         f"(file changed or damaged: sha256 {digest[:12]}…, expected {str(meta.get('weights_sha256'))[:12]}…)")
+
+
+def _read_state(wp: Path) -> dict[str, Any]:
+    try:
+        return torch.load(wp, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise ModelError(f"{wp}: cannot read the weights ({str(e).splitlines()[0]})") from None
+
+
+def load_checked_state(directory: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """The state_dict of ``directory``'s weights.pt, refused unless it hashes to
+    ``meta["weights_sha256"]`` (tensors only: weights_only loading runs no code). Other
+    weights-only artefacts (the response policy) load through it."""
+    wp = directory / WEIGHTS
+    if not wp.is_file():
+        raise ModelError(f"{directory}: weights file {WEIGHTS} is missing")
+    _check_sha(wp, meta)
+    return _read_state(wp)
+
+
 def load_model(directory: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> LoadedModel:
     """Load and check a model directory (default: the bundled model) onto ``device``."""
     d = Path(directory) if directory is not None else bundled_model_dir()
@@ -189,10 +214,7 @@ def load_model(directory: str | os.PathLike | None = None, device: str | torch.d
     wp = d / WEIGHTS
     if not wp.is_file():
         raise ModelError(f"{d}: weights file {WEIGHTS} is missing")
-    digest = sha256_file(wp)
-    if digest != meta["weights_sha256"]:
-        raise ModelError(f"{wp}: weights do not match the checksum in {METADATA} "
-                         f"(file changed or damaged: sha256 {digest[:12]}…, expected {meta['weights_sha256'][:12]}…)")
+    _check_sha(wp, meta)
     cols = list(meta["features"].get("columns", []))
     unknown = [c for c in cols if c not in COLUMNS]
     if unknown:
@@ -207,10 +229,7 @@ def load_model(directory: str | os.PathLike | None = None, device: str | torch.d
                          f"takes {config.input_size}")
     if len(meta["classes"]) != config.num_classes:
         raise ModelError(f"{d}: {len(meta['classes'])} class names for a network with {config.num_classes} outputs")
-    try:
-        state = torch.load(wp, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise ModelError(f"{wp}: cannot read the weights ({str(e).splitlines()[0]})") from None
+    state = _read_state(wp)
     model = RealDataLSTMPredictor(config)
     try:
         model.load_state_dict(state, strict=True)

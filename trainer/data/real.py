@@ -128,22 +128,14 @@ class LabelledCapture:
         return np.where(attack, self.entry.label, BENIGN).astype(object)
 
 
-def meter_labelled(entry: CaptureEntry, meter_cfg: MeterConfig, detector: FrameDetector | None = None,
-                   batch_size: int = 65536, claim: bool = False) -> LabelledCapture:
-    """Meter one capture with per-packet labels (and detector verdicts when given); with
-    ``claim``, frames a detector flagged stay out of the windows."""
-    meter = Meter(meter_cfg.model_copy(update={"prealloc": False}), per_packet=True)
+def frame_labeller(entry: CaptureEntry) -> Callable[..., np.ndarray]:
+    """A `PcapSource.frame_hook`-shaped function giving each raw frame's label (True: the
+    attack) by the entry's ``attack_filter``, run by libpcap's own interpreter."""
     programs: dict[int, BpfProgram] = {}
-    labels: list[np.ndarray] = []
-    pending: list[np.ndarray] = []
 
-    def on_frames(buf: np.ndarray, off: np.ndarray, cap: np.ndarray, wire: np.ndarray, linktype: object) -> None:
-        if entry.benign:
-            pending.append(np.zeros(len(off), dtype=bool))
-            return
-        if not entry.attack_filter:
-            pending.append(np.ones(len(off), dtype=bool))
-            return
+    def label(buf: np.ndarray, off: np.ndarray, cap: np.ndarray, wire: np.ndarray, linktype: object) -> np.ndarray:
+        if entry.benign or not entry.attack_filter:
+            return np.full(len(off), not entry.benign, dtype=bool)
         lts = np.broadcast_to(np.asarray(linktype), off.shape)
         out = np.zeros(len(off), dtype=bool)
         for lt in np.unique(lts).tolist():
@@ -152,7 +144,21 @@ def meter_labelled(entry: CaptureEntry, meter_cfg: MeterConfig, detector: FrameD
                 prog = programs[lt] = compile_filter(entry.attack_filter, linktype=lt)
             m = lts == lt
             out[m] = match_frames(prog, buf, off[m], cap[m], wire[m])
-        pending.append(out)
+        return out
+    return label
+
+
+def meter_labelled(entry: CaptureEntry, meter_cfg: MeterConfig, detector: FrameDetector | None = None,
+                   batch_size: int = 65536, claim: bool = False) -> LabelledCapture:
+    """Meter one capture with per-packet labels (and detector verdicts when given); with
+    ``claim``, frames a detector flagged stay out of the windows."""
+    meter = Meter(meter_cfg.model_copy(update={"prealloc": False}), per_packet=True)
+    labels: list[np.ndarray] = []
+    pending: list[np.ndarray] = []
+    label_frames = frame_labeller(entry)
+
+    def on_frames(buf: np.ndarray, off: np.ndarray, cap: np.ndarray, wire: np.ndarray, linktype: object) -> None:
+        pending.append(label_frames(buf, off, cap, wire, linktype))
 
     row_keys: list[np.ndarray] = []
     wparts: list[WindowBatch] = []

@@ -1,0 +1,200 @@
+"""Response policies (docs/rl.md): the policy artefact, PPO training exported to the
+runtime's torch module, episodes from the labelled corpus, and the trained policy
+driving the example loop on the dev broker."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ids_daemon.consumers.policy import (EXTRA_LAYOUT, HostActions, PolicyNet, action_table, bundled_policy_dir,
+                                         load_policy, policy_observation, save_policy)
+from ids_daemon.consumers.response import (PREDICTIONS_SUFFIX, TRUTH_SUFFIX, RewardConfig, Truth, load_episodes,
+                                           read_predictions, run_policy, write_index)
+from ids_daemon.consumers.rl import ObservationBuilder
+from ids_daemon.model.artifacts import METADATA, WEIGHTS, ModelError
+
+from .helpers import EXE
+from .kafka_broker import read_topic
+from .test_rl import ATTACKER, CLASSES, ROOT, VICTIM, crafted_episode, pred_dict
+
+TRAINER = [sys.executable, "-m", "trainer.cli"]
+
+
+def _layout(classes: list[str], tau: float = 30.0) -> list[str]:
+    return ObservationBuilder(classes, tau=tau).layout + EXTRA_LAYOUT
+
+
+def test_policy_artefact_round_trips_and_refuses_damaged_weights(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    acts = action_table((15.0, 60.0))
+    net = PolicyNet(len(_layout(CLASSES)), len(acts), (8, 8))
+    d = save_policy(tmp_path / "p", net, actions=acts, layout=_layout(CLASSES), classes=CLASSES, tau=30.0)
+    pol = load_policy(d)
+    x = torch.rand(5, len(_layout(CLASSES)))
+    assert torch.equal(pol.net(x), net(x).detach()) and pol.actions == acts and pol.classes == CLASSES
+    assert pol.act(x[0].numpy()) == acts[int(net(x[:1]).argmax())]
+    w = d / WEIGHTS
+    raw = bytearray(w.read_bytes())
+    raw[-20] ^= 0xFF
+    w.write_bytes(bytes(raw))
+    with pytest.raises(ModelError, match="checksum"):
+        load_policy(d)
+    meta = json.loads((d / METADATA).read_text())
+    meta["layout"] = meta["layout"][:-1]
+    (d / METADATA).write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="layout"):
+        load_policy(d)
+
+
+def test_the_bundled_policy_loads_and_is_small() -> None:
+    d = bundled_policy_dir()
+    assert (d / WEIGHTS).stat().st_size < 1 << 20
+    pol = load_policy(d)
+    assert pol.meta["training"]["algorithm"] == "PPO" and pol.actions[0] == ("ignore", 0.0)
+    assert len(pol.meta["layout"]) == pol.net.body[0].in_features
+
+
+@pytest.mark.slow
+def test_a_short_ppo_run_learns_to_block_the_attacker_and_exports_to_torch(tmp_path: Path) -> None:
+    """``ids-trainer policy train`` (a few thousand PPO steps, from a random policy) on
+    crafted episode files: the policy artefact it writes stops most of a flood's attack
+    packets, which a never-acting policy lets through."""
+    t = np.arange(0.0, 200.0, 0.5)
+    attack = t < 100  # an attacker for 100 s, then the same host benign
+    truth = Truth.from_packets(t, np.array([ATTACKER] * len(t)), np.array([VICTIM] * len(t)), attack)
+    preds = [pred_dict(i, ATTACKER, "DDoS-SYN_Flood" if ti < 100 else "BenignTraffic", 0.9 if ti < 100 else 0.0,
+                       "critical" if ti < 100 else "low", float(ti)) for i, ti in enumerate(np.arange(0.0, 200.0, 5.0))]
+    d = tmp_path / "eps"
+    d.mkdir()
+    truth.save(d / ("flood" + TRUTH_SUFFIX))
+    (d / ("flood" + PREDICTIONS_SUFFIX)).write_text("".join(json.dumps(p) + "\n" for p in preds))
+    crafted = crafted_episode()
+    crafted.truth.save(d / ("crafted" + TRUTH_SUFFIX))
+    (d / ("crafted" + PREDICTIONS_SUFFIX)).write_text("".join(json.dumps(pred_dict(i, p.flow.dst_ip, p.predicted_attack,
+                                                      p.risk_score, p.severity, p.window.last_ts)) + "\n"
+                                                      for i, p in enumerate(crafted.predictions)))
+    write_index(d, [{"name": "flood", "source": "a"}, {"name": "crafted", "source": "b"}])
+    out = tmp_path / "policy"
+    p = subprocess.run(TRAINER + ["policy", "train", "--episodes", str(d), "--out", str(out), "--timesteps", "4096",
+                                  "--warm-start", "none", "--duration", "15", "--duration", "60"],
+                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    pol = load_policy(out)
+    assert pol.meta["training"]["sources"] == ["a", "b"] and pol.actions == action_table((15.0, 60.0))
+    flood = load_episodes(d, ["a"])[0]
+    rc = RewardConfig(durations=(15.0, 60.0))
+    from trainer.policy import net_policy
+
+    trained = run_policy(flood, pol.classes, rc, net_policy(pol.net, pol.actions))
+    never = run_policy(flood, pol.classes, rc, lambda *a: ("ignore", 0.0))
+    assert trained.attack_stopped > 0.5 * trained.attack and trained.reward > never.reward
+
+
+@pytest.mark.shared_data("real/MANIFEST.tsv")
+def test_episodes_from_the_corpus_record_every_packet_and_the_published_predictions(tmp_path: Path) -> None:
+    out = tmp_path / "eps"
+    src = "chrissanders/packets"
+    p = subprocess.run(TRAINER + ["policy", "episodes", "--out", str(out), "--source", src],
+                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    index = json.loads((out / "episodes.json").read_text())["episodes"]
+    manifest = [r.split("\t") for r in (ROOT.parent / "shared/data/real/MANIFEST.tsv").read_text().splitlines()[1:]]
+    expected = {Path(r[0]).name.rsplit(".", 1)[0]: int(r[6]) for r in manifest if r[1] == src}
+    assert {r["name"]: r["packets"] for r in index} == expected  # every frame of every capture
+    eps = {e.name: e for e in load_episodes(out)}
+    dos = eps["chrissanders_packets__ppa1e_dosattack"]  # all attack (an empty filter)
+    assert dos.truth.attack.all() and not eps["chrissanders_packets__tcp_ports"].truth.attack.any()
+    # the predictions are the daemon's, as the jsonl sink publishes them
+    raw = (out / "chrissanders_packets__ppa1e_dosattack.predictions.jsonl").read_text().splitlines()
+    assert len(raw) == len(dos.predictions) > 0 and json.loads(raw[0])["schema"] == "ids.prediction.v1"
+    # a measured table over them, the bundled policy beside the rules
+    p = subprocess.run(TRAINER + ["policy", "evaluate", "--episodes", str(out), "--policy", str(bundled_policy_dir()),
+                                  "--report", str(tmp_path / "r.json")], capture_output=True, text=True, timeout=600,
+                       cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    r = json.loads((tmp_path / "r.json").read_text())["policies"]
+    assert set(r) == {"never", "block_if_attack", "block_if_high", "hysteresis", "trained"}
+    attack = sum(int(e.truth.attack.sum()) for e in eps.values())
+    assert r["never"]["total"]["reward"] == -attack and r["never"]["total"]["attack_stopped"] == 0
+
+
+def _offline_actions(jsonl: Path, policy_dir: Path) -> list[tuple[str, str]]:
+    """The (host, action) changes the policy makes over the predictions of a file."""
+    pol = load_policy(policy_dir)
+    obs, ha, clock, out = ObservationBuilder(pol.classes, tau=pol.tau), HostActions(), float("-inf"), []
+    for p in read_predictions(jsonl):
+        h = obs.update(p)
+        clock = max(clock, p.window.last_ts)
+        kind, dur = pol.act(policy_observation(obs, ha, h, clock, pol.max_duration))
+        if ha.apply(h, kind, dur, clock):
+            out.append((h, kind))
+    return out
+
+
+def test_trained_policy_drives_the_example_loop_end_to_end(kafka_broker, kafka_topic: str, tmp_path: Path) -> None:
+    """Daemon → broker → the example loop with the bundled trained policy → actions topic:
+    the actions are the ones the same policy takes offline on the same predictions."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    # one partition each: the loop reads the predictions in the order the daemon wrote the
+    # file, and the actions read back in the order it sent them (several would interleave
+    # the hosts, and the policy's clock with them)
+    actions_topic = kafka_topic + "-actions"
+    admin = AdminClient({"bootstrap.servers": kafka_broker.bootstrap})
+    for f in admin.create_topics([NewTopic(t, 1, 1) for t in (kafka_topic, actions_topic)]).values():
+        f.result(timeout=30)
+    cfg = tmp_path / "c.yml"
+    cfg.write_text(f"kafka:\n  spool_dir: {tmp_path / 'spool'}\n")
+    sample = ROOT / "ids_daemon" / "data" / "sample.pcap"
+    jsonl = tmp_path / "p.jsonl"
+    p = subprocess.run([EXE, "replay", "-r", str(sample), "--sink", "kafka", "--sink", "jsonl", "-o", str(jsonl),
+                        "--kafka-bootstrap", kafka_broker.bootstrap, "--topic", kafka_topic, "--config", str(cfg),
+                        "--metrics-listen", "off"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    agent = subprocess.run([sys.executable, str(ROOT / "examples" / "policy_loop.py"), "--kafka-bootstrap",
+                            kafka_broker.bootstrap, "--topic", kafka_topic, "--actions-topic", actions_topic,
+                            "--policy", str(bundled_policy_dir()), "--group", "policy-" + kafka_topic[-8:],
+                            "--seconds", "90", "--until-idle", "2",
+                            "--consumer", "session.timeout.ms=6000", "--consumer", "heartbeat.interval.ms=1000"],
+                           capture_output=True, text=True, timeout=150)
+    assert agent.returncode == 0, agent.stderr
+    sent = int(agent.stdout.split(" actions for ")[0].split()[-1])
+    acts = [json.loads(r.value) for r in read_topic(kafka_broker.bootstrap, actions_topic, sent)]
+    assert len(acts) == sent > 0 and all(a["schema"] == "ids.action.v1" for a in acts)
+    assert all(a["duration_s"] > 0 for a in acts if a["action"] != "ignore")
+    assert [(a["host"], a["action"]) for a in acts] == _offline_actions(jsonl, bundled_policy_dir())
+    assert {"192.168.39.65", "192.168.60.97"} & {a["host"] for a in acts if a["action"] == "block"}
+
+
+def test_synthetic_episodes_label_packets_by_the_generator_rules(tmp_path: Path) -> None:
+    """``policy episodes --synthetic``: an ARP-spoofing scenario is mostly the victims'
+    relayed benign traffic; its attack packets are the attacker's and the ARP ones."""
+    p = subprocess.run(TRAINER + ["synth", "--out", str(tmp_path / "s"), "--packets", "3000", "--class",
+                                  "MITM-ArpSpoofing", "--class", "BenignTraffic"], capture_output=True, text=True,
+                       timeout=300, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    out = tmp_path / "eps"
+    p = subprocess.run(TRAINER + ["policy", "episodes", "--no-real", "--synthetic", str(tmp_path / "s/manifest.json"),
+                                  "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    files = json.loads((tmp_path / "s/manifest.json").read_text())["files"]
+    eps = {e.name: e for e in load_episodes(out)}
+    assert {e.source for e in eps.values()} == {"synthetic"} and len(eps) == len(files)
+    for f in files:
+        e = eps["synthetic-" + f["path"].rsplit(".", 1)[0]]
+        assert len(e.truth.time) == f["packets"] and e.predictions
+        if f["label"] == "BenignTraffic":
+            assert not e.truth.attack.any()
+            continue
+        attacker = f["rules"][1]["hosts"][0]
+        tr = e.truth
+        hosts = np.array(tr.hosts)
+        by_attacker = (hosts[tr.src] == attacker) | (hosts[tr.dst] == attacker)
+        assert 0 < tr.attack.sum() < len(tr.attack) and tr.attack[by_attacker].all()

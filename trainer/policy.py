@@ -1,0 +1,375 @@
+"""Response policies grounded in labelled traffic: episodes, training and evaluation.
+
+- `build_episodes`: each capture of a real-capture manifest goes through the daemon
+  (the same pipeline as ``ids-daemon replay``, JSON-lines sink) and its packets'
+  truth is recorded beside the predictions (`ids_daemon.consumers.response.Truth`).
+- `train_agent`: PPO (stable-baselines3, the trainer's extra) on some sources' episodes,
+  its actor exported into the runtime's `PolicyNet`, so that running it needs torch only.
+- `evaluate_by_source`: sources split into folds; per fold an agent is trained on the
+  other folds and measured, beside the rule policies, on the held-out sources' episodes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ids_daemon.capture.batch import ip_strings
+from ids_daemon.capture.pcap import PcapSource
+from ids_daemon.config import Config
+from ids_daemon.consumers.policy import (PolicyNet, action_table, load_policy, rule_policies, save_policy)
+from ids_daemon.consumers.response import (PREDICTIONS_SUFFIX, TRUTH_SUFFIX, Episode, Outcome, Policy, RewardConfig,
+                                           Truth, make_env, read_predictions, run_policy, write_index)
+
+from .data.real import ManifestError, frame_labeller, read_tsv_manifest
+
+ETHERTYPE_ARP = 0x0806
+
+
+# A packet labeller for `capture_truth`: (batch, source text, destination text) -> attack
+PacketLabeller = Callable[[Any, np.ndarray, np.ndarray], np.ndarray]
+
+
+def capture_truth(path: Path, frame_label: Callable[..., np.ndarray] | None = None,
+                  packet_label: PacketLabeller | None = None, batch_size: int = 65536) -> Truth:
+    """Every frame of a capture: time, source and destination address ('' for frames with
+    none: neither IP nor ARP) and its label, given per raw frame (``frame_label``, a
+    `PcapSource.frame_hook`: the real corpus's filters) or per decoded packet
+    (``packet_label``: the synthetic corpus's rules)."""
+    pending: list[np.ndarray] = []
+    parts: list[tuple[np.ndarray, ...]] = []
+    src = PcapSource(path, batch_size=batch_size)
+    if frame_label is not None:
+        src.frame_hook = lambda *a: pending.append(frame_label(*a))
+    with src:
+        while (b := src.next_batch()) is not None:
+            if not len(b):
+                continue
+            is6 = b.ip_version == 6
+            addressed = (b.ip_version != 0) | (b.ethertype == ETHERTYPE_ARP)
+            s = np.where(addressed, ip_strings(b.src4, b.src6, is6), "")
+            d = np.where(addressed, ip_strings(b.dst4, b.dst6, is6), "")
+            att = pending.pop(0) if frame_label is not None else np.asarray(packet_label(b, s, d), bool)
+            if len(att) != len(b):
+                raise ManifestError(f"{path.name}: {len(att)} labels for a batch of {len(b)} frames")
+            parts.append((b.ts, s, d, att))
+    if not parts:
+        return Truth.from_packets(np.zeros(0), np.zeros(0, str), np.zeros(0, str), np.zeros(0, bool))
+    return Truth.from_packets(*(np.concatenate(c) for c in zip(*parts)))
+
+
+def rule_labeller(label: str, rules: list[dict[str, Any]]) -> PacketLabeller:
+    """Per packet, the synthetic manifest's label of a file overridden by its rules in order
+    (hosts: either address; arp; start/end: packet time), as the trainer labels its windows."""
+    from ids_daemon.model.classes import BENIGN
+
+    def lab(b: Any, s: np.ndarray, d: np.ndarray) -> np.ndarray:
+        out = np.full(len(b), label, dtype=object)
+        for r in rules:
+            m = np.ones(len(b), dtype=bool)
+            if r.get("hosts"):
+                m &= np.isin(s, r["hosts"]) | np.isin(d, r["hosts"])
+            if r.get("arp"):
+                m &= b.ethertype == ETHERTYPE_ARP
+            if "start" in r:
+                m &= b.ts >= float(r["start"])
+            if "end" in r:
+                m &= b.ts <= float(r["end"])
+            out[m] = r["label"]
+        return out != BENIGN
+    return lab
+
+
+def replay_predictions(cfg: Config, capture: Path, out: Path, model: str | None = None) -> None:
+    """Run a capture through the daemon's pipeline into a JSON-lines file, as
+    ``ids-daemon replay -r CAPTURE -o OUT`` does."""
+    from ids_daemon.builder import build_pipeline
+
+    pipe = build_pipeline(cfg, read=str(capture), sinks=["jsonl"], output=str(out), model=model, append=False)
+    try:
+        st = pipe.run()
+    finally:
+        pipe.source.close()
+    if st.error:
+        raise ManifestError(f"{capture.name}: the replay failed: {st.error}")
+
+
+SYNTHETIC = "synthetic"  # the source name of the synthetic generator's episodes
+
+
+def build_episodes(manifest: Path | None, out: Path, cfg: Config, model: str | None = None,
+                   sources: list[str] | None = None, synthetic: Path | None = None,
+                   log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Write one episode per capture of the real ``manifest`` (of ``sources`` only, when
+    given) and of the ``synthetic`` corpus's manifest.json (``ids-trainer synth``; source
+    'synthetic') into ``out`` and its index; returns the index rows."""
+    from .dataset import read_manifest
+
+    jobs: list[tuple[str, str, str, Path, dict[str, Any]]] = []
+    if manifest is not None:
+        for e in read_tsv_manifest(manifest):
+            if not sources or e.repo in sources:
+                jobs.append((e.path.name.rsplit(".", 1)[0], e.repo, e.label, e.path, {"frame_label": frame_labeller(e)}))
+        if not jobs:
+            raise ManifestError(f"{manifest}: no capture of the sources {', '.join(sources or [])}")
+    if synthetic is not None:
+        for f in read_manifest(synthetic):
+            jobs.append((f"{SYNTHETIC}-" + f["path"].name.rsplit(".", 1)[0], SYNTHETIC, str(f["label"]), f["path"],
+                         {"packet_label": rule_labeller(str(f["label"]), list(f.get("rules", [])))}))
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = cfg.model_copy(update={"sensor": cfg.sensor or "episodes"})
+    rows = []
+    for k, (name, source, label, path, how) in enumerate(jobs, start=1):
+        t0 = time.perf_counter()
+        truth = capture_truth(path, **how)
+        truth.save(out / (name + TRUTH_SUFFIX))
+        replay_predictions(cfg, path, out / (name + PREDICTIONS_SUFFIX), model)
+        n_pred = len(read_predictions(out / (name + PREDICTIONS_SUFFIX)))
+        rows.append({"name": name, "source": source, "label": label, "packets": len(truth.time),
+                     "attack_packets": int(truth.attack.sum()), "predictions": n_pred})
+        log(f"[{k}/{len(jobs)}] {name}: {len(truth.time)} packets ({int(truth.attack.sum())} attack), "
+            f"{n_pred} predictions ({time.perf_counter() - t0:.1f} s)")
+    write_index(out, rows)
+    return rows
+
+
+# ---- training -----------------------------------------------------------------------------
+
+def sb3_to_policy_net(model: Any, hidden: tuple[int, ...]) -> PolicyNet:
+    """The actor of a stable-baselines3 PPO MlpPolicy as a `PolicyNet` (same weights)."""
+    sd = model.policy.state_dict()
+    n_obs = model.observation_space.shape[0]
+    net = PolicyNet(n_obs, int(model.action_space.n), hidden)
+    mapped = {k.replace("mlp_extractor.policy_net.", "body.").replace("action_net.", "head."): v
+              for k, v in sd.items() if k.startswith(("mlp_extractor.policy_net.", "action_net."))}
+    net.load_state_dict(mapped, strict=True)
+    return net.eval()
+
+
+def train_agent(episodes: list[Episode], classes: list[str], reward: RewardConfig, *, timesteps: int = 60_000,
+                seed: int = 0, hidden: tuple[int, ...] = (64, 64), reward_scale: float = 0.05,
+                attack_share: float = 0.5, warm_start: Callable[[], Policy] | None = None,
+                stages: dict[str, PolicyNet] | None = None, **ppo: Any) -> PolicyNet:
+    """Train PPO on ``episodes`` (first imitating ``warm_start``, a rule, when given); the
+    trained actor as a `PolicyNet`. ``stages``, when given, receives the actor as it was
+    after the imitation (key ``imitation``), to tell what PPO added."""
+    try:
+        import torch
+        from stable_baselines3 import PPO
+    except ImportError:
+        raise ManifestError("training a policy needs stable-baselines3: pip install 'ids-daemon[train]'") from None
+    torch.set_num_threads(1)  # a small MLP: threads cost more than they give
+    env = make_env(episodes, classes, reward, seed=seed, reward_scale=reward_scale, credit=True,
+                   attack_share=attack_share)
+    kw = {"n_steps": 2048, "batch_size": 256, "n_epochs": 5, "gamma": 0.99, "learning_rate": 3e-4, "ent_coef": 0.01,
+          **ppo}
+    model = PPO("MlpPolicy", env, seed=seed, device="cpu", verbose=0,
+                policy_kwargs={"net_arch": {"pi": list(hidden), "vf": list(hidden)}, "activation_fn": torch.nn.Tanh}, **kw)
+    if warm_start is not None:
+        imitate(model, episodes, classes, reward, warm_start, seed)
+        if stages is not None:
+            stages["imitation"] = sb3_to_policy_net(model, hidden)
+    model.learn(total_timesteps=timesteps)
+    return sb3_to_policy_net(model, hidden)
+
+
+def imitate(model: Any, episodes: list[Episode], classes: list[str], reward: RewardConfig,
+            rule: Callable[[], Policy], seed: int, epochs: int = 10, batch: int = 256) -> None:
+    """Behaviour cloning before PPO: the actor learns the rule's actions on the training
+    episodes (cross-entropy, each action weighing the same), so that PPO starts from the
+    rule and looks for what beats it instead of from a random policy, which blocks six
+    times in seven. The attack steps are a few per cent of all: PPO from scratch settles
+    on never acting before it has seen enough of them (docs/rl.md)."""
+    import torch
+
+    table = action_table(reward.durations)
+    xs, ys = [], []
+    for ep in episodes:
+        act = rule()
+
+        def record(v: np.ndarray, lay: list[str], h: str, t: float, cur: str) -> tuple[str, float]:
+            a = act(v, lay, h, t, cur)
+            xs.append(v)
+            ys.append(table.index(a) if a in table else 0)
+            return a
+        run_policy(ep, classes, reward, record)
+    x, y = torch.as_tensor(np.array(xs)), torch.as_tensor(np.array(ys))
+    # each action weighs the same in all: the rule's rare blocks are what there is to learn
+    count = torch.bincount(y, minlength=len(table)).clamp(min=1).double()
+    w = (len(y) / (len(count.nonzero()) * count))[y].float()
+    opt = torch.optim.Adam(model.policy.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        for idx in torch.randperm(len(x), generator=g).split(batch):
+            _, logp, _ = model.policy.evaluate_actions(x[idx], y[idx])
+            loss = -(w[idx] * logp).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+
+def net_policy(net: PolicyNet, actions: list[tuple[str, float]]) -> Policy:
+    """A `Policy` acting by the network's most likely action."""
+    import torch
+
+    def act(v: np.ndarray, lay: list[str], h: str, t: float, cur: str) -> tuple[str, float]:
+        with torch.inference_mode():
+            return actions[int(net(torch.as_tensor(v)[None]).argmax(1))]
+    return act
+
+
+def save_trained(out: Path, net: PolicyNet, episodes: list[Episode], classes: list[str], reward: RewardConfig,
+                 training: dict[str, Any]) -> Path:
+    """The policy directory of a trained agent (weights, checksummed metadata)."""
+    from ids_daemon.consumers.rl import ObservationBuilder
+    from ids_daemon.consumers.policy import EXTRA_LAYOUT
+
+    layout = ObservationBuilder(classes, tau=reward.tau).layout + EXTRA_LAYOUT
+    return save_policy(out, net, actions=action_table(reward.durations), layout=layout, classes=classes,
+                       tau=reward.tau, extra={"reward": reward.as_dict(),
+                                              "training": {**training, "sources": sorted({e.source for e in episodes}),
+                                                           "episodes": len(episodes)}})
+
+
+# ---- evaluation ---------------------------------------------------------------------------
+
+def rule_as_policy(factory: Callable[[], Any], reward: RewardConfig) -> Callable[[], Policy]:
+    """A rule policy acting with the longest duration (the rules lift by ``ignore``)."""
+    dur = max(reward.durations)
+
+    def make() -> Policy:
+        rule = factory()
+        return lambda v, lay, h, t, cur: (k := rule(v, lay, h, t, cur), dur if k != "ignore" else 0.0)
+    return make
+
+
+def evaluate(episodes: list[Episode], classes: list[str], reward: RewardConfig,
+             policies: dict[str, Callable[[], Policy]]) -> dict[str, dict[str, Outcome]]:
+    """Per policy, per source: what it did over the episodes (a fresh policy per episode)."""
+    out: dict[str, dict[str, Outcome]] = {}
+    for name, make in policies.items():
+        per = out.setdefault(name, {})
+        for ep in episodes:
+            per.setdefault(ep.source, Outcome()).add(run_policy(ep, classes, reward, make()))
+    return out
+
+
+def baseline_policies(reward: RewardConfig, hold_s: float = 30.0) -> dict[str, Callable[[], Policy]]:
+    """The rule policies (`ids_daemon.consumers.policy.rule_policies`) as environment policies."""
+    return {n: rule_as_policy(f, reward) for n, f in rule_policies(hold_s).items()}
+
+
+WARM_START = "block_if_attack"  # the rule PPO starts from (`imitate`)
+
+
+def warm_start_rule(name: str | None, reward: RewardConfig) -> Callable[[], Policy] | None:
+    """The rule policy called ``name`` (None or 'none': PPO from a random policy)."""
+    if name in (None, "none"):
+        return None
+    rules = baseline_policies(reward)
+    if name not in rules:
+        raise ValueError(f"--warm-start: {name!r} is not one of none, {', '.join(rules)}")
+    return rules[name]
+
+
+def source_folds(episodes: list[Episode], folds: int, seed: int) -> list[list[str]]:
+    """Sources dealt into ``folds`` groups at random (by ``seed``), attack-bearing sources
+    spread first so that every fold has attacks to learn from and to be measured on."""
+    attack: dict[str, int] = {}
+    for e in episodes:
+        attack[e.source] = attack.get(e.source, 0) + int(e.truth.attack.sum())
+    rng = np.random.default_rng(seed)
+    srcs = sorted(attack)
+    rng.shuffle(srcs)
+    srcs.sort(key=lambda s: attack[s] == 0)  # stable: attack sources first, in random order
+    groups: list[list[str]] = [[] for _ in range(folds)]
+    for i, s in enumerate(srcs):
+        groups[i % folds].append(s)
+    return groups
+
+
+def evaluate_by_source(episodes: list[Episode], classes: list[str], reward: RewardConfig, *, folds: int = 2,
+                       seed: int = 0, timesteps: int = 60_000, hidden: tuple[int, ...] = (64, 64),
+                       warm_start: str | None = WARM_START, train_only: tuple[str, ...] = (SYNTHETIC,),
+                       log: Callable[[str], None] = print, **ppo: Any) -> dict[str, Any]:
+    """Train on all folds but one, measure on that one, for every fold; per policy the
+    figures over every held-out source (each source is held out once). The ``train_only``
+    sources (the synthetic corpus) are in every fold's training and never measured."""
+    if folds < 2:
+        raise ValueError("folds must be >= 2")
+    groups = source_folds([e for e in episodes if e.source not in train_only], folds, seed)
+    per_policy: dict[str, dict[str, Outcome]] = {}
+    fold_rows = []
+    for k, held in enumerate(groups):
+        train = [e for e in episodes if e.source not in held]
+        test = [e for e in episodes if e.source in held and e.source not in train_only]
+        t0 = time.perf_counter()
+        stages: dict[str, PolicyNet] = {}
+        net = train_agent(train, classes, reward, timesteps=timesteps, seed=seed + k, hidden=hidden,
+                          warm_start=warm_start_rule(warm_start, reward), stages=stages, **ppo)
+        fold_rows.append({"fold": k, "held_out": held, "train_episodes": len(train), "test_episodes": len(test),
+                          "train_s": round(time.perf_counter() - t0, 1)})
+        log(f"fold {k}: trained on {len(train)} episodes in {fold_rows[-1]['train_s']} s; "
+            f"measuring on {len(held)} held-out sources")
+        table = action_table(reward.durations)
+        pols = {**baseline_policies(reward), **{f"{k} only": (lambda n=n: net_policy(n, table)) for k, n in stages.items()},
+                "trained": lambda n=net: net_policy(n, table)}
+        for name, per in evaluate(test, classes, reward, pols).items():
+            for src, o in per.items():
+                per_policy.setdefault(name, {})[src] = o
+    out = summary(per_policy, reward, fold_rows)
+    out["training"] = {"algorithm": "PPO", "timesteps": timesteps, "warm_start": warm_start, "seed": seed,
+                       "hidden": list(hidden)}
+    return out
+
+
+def summary(per_policy: dict[str, dict[str, Outcome]], reward: RewardConfig,
+            folds: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The report: per policy, the totals and each source's figures."""
+    table = {}
+    for name, per in per_policy.items():
+        tot = Outcome()
+        for o in per.values():
+            tot.add(o)
+        table[name] = {"total": tot.figures(), "sources": {s: o.figures() for s, o in sorted(per.items())}}
+    return {"reward": reward.as_dict(), "folds": folds or [], "policies": table}
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.2f} %"
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The policy table of a report."""
+    lines = [f"{'policy':<16} {'attack stopped':>15} {'benign lost':>12} {'actions/h':>10} {'reward':>12}"]
+    for name, r in result["policies"].items():
+        t = r["total"]
+        aph = "-" if t["actions_per_hour"] is None else f"{t['actions_per_hour']:.1f}"
+        lines.append(f"{name:<16} {_pct(t['attack_stopped']):>15} {_pct(t['benign_lost']):>12} {aph:>10} "
+                     f"{t['reward']:>12.1f}")
+    return "\n".join(lines)
+
+
+def evaluate_saved(policy_dir: Path, episodes: list[Episode], reward: RewardConfig | None = None) -> dict[str, Any]:
+    """A saved policy beside the rule policies on ``episodes`` (the reward it was trained for
+    unless given; the durations are always the policy's own)."""
+    pol = load_policy(policy_dir)
+    durations = tuple(d for k, d in pol.actions if k == "block")  # the policy's actions are fixed
+    reward = replace(reward, durations=durations) if reward else RewardConfig(**{**pol.meta.get("reward", {}),
+                                                                                "durations": durations})
+    if action_table(reward.durations) != pol.actions:
+        raise ValueError(f"{policy_dir}: the policy's actions are not the environment's")
+    pols = {**baseline_policies(reward), "trained": lambda: net_policy(pol.net, pol.actions)}
+    return summary(evaluate(episodes, pol.classes, reward, pols), reward)
+
+
+def default_classes(model: str | None = None) -> list[str]:
+    """The class list of the model the episodes were replayed with (default: bundled)."""
+    from ids_daemon.model.artifacts import bundled_model_dir, read_metadata
+
+    return list(read_metadata(model or bundled_model_dir())["classes"])
+

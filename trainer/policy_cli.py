@@ -1,0 +1,150 @@
+"""``ids-trainer policy``: episodes from labelled captures, and response policies trained
+and measured on them (docs/rl.md)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ids_daemon.errors import IdsError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
+                  help="Response policies: record episodes, train an agent, measure it against the rule policies.")
+
+_OPT_EPISODES = typer.Option(..., "--episodes", help="episode directory (ids-trainer policy episodes)")
+_OPT_SOURCE = typer.Option(None, "--source", help="only this source's episodes (repeatable)")
+_OPT_AVAIL = typer.Option(1.0, "--availability-cost", help="cost of a benign packet stopped (an attack packet let "
+                                                            "through costs --attack-cost)")
+_OPT_ATTACK = typer.Option(1.0, "--attack-cost", help="cost of an attack packet let through")
+_OPT_CHANGE = typer.Option(2.0, "--change-cost", help="cost of a change of a host's action")
+_OPT_PPS = typer.Option(10, "--rate-limit-pps", help="packets per second a rate-limited host keeps")
+_OPT_DUR = typer.Option(None, "--duration", help="seconds an action stays in force (repeatable; default 15 60 300)")
+_OPT_STEPS = typer.Option(60_000, "--timesteps", min=1, help="PPO steps of training (per fold)")
+_OPT_SEED = typer.Option(0, "--seed")
+_OPT_REPORT = typer.Option(None, "--report", help="write the report (JSON) here too")
+_OPT_WARM = typer.Option("block_if_attack", "--warm-start", help="rule policy the agent imitates before PPO "
+                                                                 "(none: PPO from a random policy)")
+
+
+def _fail(e: Exception) -> typer.Exit:
+    print(f"ids-trainer: error: {str(e).splitlines()[0]}", file=sys.stderr)
+    return typer.Exit(1)
+
+
+def _reward(attack_cost: float, availability_cost: float, change_cost: float, pps: int, durations: Optional[list[float]]):
+    from ids_daemon.consumers.response import RewardConfig
+
+    kw = {"durations": tuple(durations)} if durations else {}
+    return RewardConfig(attack_cost=attack_cost, availability_cost=availability_cost, change_cost=change_cost,
+                        rate_limit_pps=pps, **kw)
+
+
+def _report(result: dict, report: Optional[Path]) -> None:
+    from .policy import format_table
+
+    print(format_table(result))
+    if report is not None:
+        report.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"report {report}")
+
+
+@app.command()
+def episodes(
+    out: Path = typer.Option(..., "--out", help="directory for the episodes (predictions .jsonl, truth .npz)"),
+    real: Optional[Path] = typer.Option(None, "--real", help="real-capture MANIFEST.tsv (default: ../shared/data/real)"),
+    no_real: bool = typer.Option(False, "--no-real", help="no real captures (with --synthetic)"),
+    synthetic: Optional[Path] = typer.Option(None, "--synthetic", help="also the synthetic corpus: the manifest.json "
+                                             "of ids-trainer synth (source 'synthetic')"),
+    sources: Optional[list[str]] = _OPT_SOURCE,
+    model: Optional[str] = typer.Option(None, "--model", help="model directory the daemon replays with (default: bundled)"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="config.yml for the daemon's pipeline"),
+) -> None:
+    """Replay every labelled capture through the daemon; record its predictions and the truth.
+    The episodes of the synthetic corpus are trained on in every fold of `evaluate`, never measured."""
+    from ids_daemon.config import load_config
+
+    from .cli import _real_manifest
+    from .policy import build_episodes
+
+    if no_real and synthetic is None:
+        raise _fail(ValueError("--no-real needs --synthetic"))
+    manifest = None if no_real else _real_manifest(real)
+    try:
+        rows = build_episodes(manifest, out, load_config(config, {}), model=model, sources=sources or None,
+                              synthetic=synthetic, log=lambda m: print(m, file=sys.stderr))
+    except (IdsError, ValueError) as e:
+        raise _fail(e)
+    print(f"{len(rows)} episodes, {sum(r['packets'] for r in rows)} packets "
+          f"({sum(r['attack_packets'] for r in rows)} attack), {sum(r['predictions'] for r in rows)} predictions; "
+          f"index {out / 'episodes.json'}")
+
+
+@app.command()
+def train(
+    episodes_dir: Path = _OPT_EPISODES,
+    out: Path = typer.Option(..., "--out", help="policy directory to write"),
+    sources: Optional[list[str]] = _OPT_SOURCE,
+    exclude: Optional[list[str]] = typer.Option(None, "--exclude-source", help="leave this source out (repeatable)"),
+    timesteps: int = _OPT_STEPS,
+    seed: int = _OPT_SEED,
+    warm_start: str = _OPT_WARM,
+    attack_cost: float = _OPT_ATTACK, availability_cost: float = _OPT_AVAIL, change_cost: float = _OPT_CHANGE,
+    rate_limit_pps: int = _OPT_PPS, durations: Optional[list[float]] = _OPT_DUR,
+) -> None:
+    """Train a response policy (PPO) on episodes and write it as a policy directory."""
+    from ids_daemon.consumers.response import load_episodes
+
+    from .policy import default_classes, save_trained, train_agent, warm_start_rule
+
+    try:
+        reward = _reward(attack_cost, availability_cost, change_cost, rate_limit_pps, durations)
+        eps = [e for e in load_episodes(episodes_dir, sources or None) if e.source not in set(exclude or [])]
+        if not eps:
+            raise ValueError("no episodes to train on")
+        classes = default_classes()
+        net = train_agent(eps, classes, reward, timesteps=timesteps, seed=seed,
+                          warm_start=warm_start_rule(warm_start, reward))
+        d = save_trained(out, net, eps, classes, reward, {"timesteps": timesteps, "seed": seed, "algorithm": "PPO",
+                                                          "warm_start": warm_start})
+    except (IdsError, ValueError) as e:
+        raise _fail(e)
+    print(f"policy {d} (trained on {len(eps)} episodes of {len({e.source for e in eps})} sources)")
+
+
+@app.command()
+def evaluate(
+    episodes_dir: Path = _OPT_EPISODES,
+    policy: Optional[Path] = typer.Option(None, "--policy", help="measure this policy directory (default: train one "
+                                          "per fold, measure it on the held-out sources)"),
+    sources: Optional[list[str]] = _OPT_SOURCE,
+    folds: int = typer.Option(2, "--folds", min=2, help="source folds (without --policy)"),
+    timesteps: int = _OPT_STEPS,
+    seed: int = _OPT_SEED,
+    warm_start: str = _OPT_WARM,
+    attack_cost: float = _OPT_ATTACK, availability_cost: float = _OPT_AVAIL, change_cost: float = _OPT_CHANGE,
+    rate_limit_pps: int = _OPT_PPS, durations: Optional[list[float]] = _OPT_DUR,
+    report: Optional[Path] = _OPT_REPORT,
+) -> None:
+    """The policy table by held-out source: attack packets stopped, benign packets lost,
+    actions per hour and total reward, for the rule policies and the trained agent."""
+    from ids_daemon.consumers.response import load_episodes
+
+    from .policy import default_classes, evaluate_by_source, evaluate_saved
+
+    try:
+        reward = _reward(attack_cost, availability_cost, change_cost, rate_limit_pps, durations)
+        eps = load_episodes(episodes_dir, sources or None)
+        if not eps:
+            raise ValueError("no episodes")
+        if policy is not None:
+            result = evaluate_saved(policy, eps, reward)
+        else:
+            result = evaluate_by_source(eps, default_classes(), reward, folds=folds, seed=seed, timesteps=timesteps,
+                                        warm_start=warm_start, log=lambda m: print(m, file=sys.stderr))
+    except (IdsError, ValueError) as e:
+        raise _fail(e)
+    _report(result, report)
