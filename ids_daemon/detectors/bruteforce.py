@@ -21,7 +21,7 @@ import numpy as np
 from ..capture.batch import TH_ACK, TH_SYN, PacketBatch, address_ids
 from ..capture.decode import AUTH_FAILURE, AUTH_SSH_BANNER
 from ..config import BruteForceDetectorConfig
-from .base import LRU, Finding, HeldPairs, pair_key, tcp_pairs
+from .base import LRU, Finding, HeldPairs, held_keys, isin_keys, pair_key, tcp_pairs
 
 CLS = "DictionaryBruteForce"
 
@@ -52,8 +52,7 @@ class BruteForceDetector:
             auth = np.isin(batch.dport, self.ports)
             if self.ssh:
                 sp = pair_key(dst, dst, batch.dport)
-                known = np.fromiter(self.ssh.keys(), dtype=np.uint64, count=len(self.ssh))
-                auth |= np.isin(sp, known)
+                auth |= isin_keys(sp, held_keys(self.ssh))
             syn &= auth
         events: list[tuple[int, int]] = []  # (frame, 1 if a refused login else 0 for a SYN), in capture order
         for at in np.flatnonzero(syn).tolist():

@@ -40,7 +40,8 @@ from ..capture.batch import STATUS_OK, TH_ACK, TH_RST, TH_SYN, PacketBatch, addr
 from ..config import FloodDetectorConfig
 from . import _flood_kernel as _fk
 from . import _scan_kernel as _sk
-from .base import LRU, Finding, mark, warm_once
+from . import _keys_kernel as _kk
+from .base import LRU, Finding, held_keys, isin_keys, mark, warm_once
 
 K_SYN, K_UDP, K_ICMP = 0, 1, 2
 CLASS_OF = {K_SYN: "DDoS-SYN_Flood", K_UDP: "DDoS-UDP_Flood", K_ICMP: "DDoS-ICMP_Flood"}
@@ -89,6 +90,7 @@ class FloodDetector:
         self.cfg = cfg or FloodDetectorConfig()
         self.counters: dict[str, int] = {"floods": 0}
         warm_once(_fk.warm_up)
+        warm_once(_kk.warm_up)
         self.buckets = _Table(self.cfg.max_targets, self.cfg.sources, self.counters, "target_evictions")
         self.bursts = _Table(self.cfg.max_targets, max(self.cfg.burst_sources, 1), self.counters, "burst_evictions")
         self.clients = LRU(self.cfg.max_targets, self.counters, "client_evictions")  # (SYN-flooded victim, client)
@@ -125,8 +127,7 @@ class FloodDetector:
         if self.cfg.burst_sources:
             burst = np.isin(kind[rows], _BURST_KINDS)
             if burst.any() and self.held:  # a target already held needs no burst to be a flood
-                held = np.fromiter(self.held.keys(), dtype=np.uint64, count=len(self.held))
-                burst &= ~np.isin(tkey, held)
+                burst &= ~isin_keys(tkey, held_keys(self.held))
             if burst.any():
                 self._count(b, rows[burst], tkey[burst], src, dst, kind, self.bursts, self.cfg.burst_s,
                             self.cfg.burst_sources)
@@ -164,7 +165,7 @@ class FloodDetector:
         data without SYN or RST, which no spoofed address does (this batch's and remembered)."""
         f = b.tcp_flags
         est = np.flatnonzero((b.status == STATUS_OK) & (b.ip_version > 0) & b.l4_ok & (b.proto == 6)
-                             & (f & TH_ACK != 0) & (f & (TH_SYN | TH_RST) == 0) & np.isin(dst, list(victims)))
+                             & (f & TH_ACK != 0) & (f & (TH_SYN | TH_RST) == 0) & isin_keys(dst, np.fromiter(victims, dtype=np.uint64, count=len(victims))))
         for pair in set(zip(dst[est].tolist(), src[est].tolist())):
             self.clients.touch(pair, None)
         return self.clients
@@ -178,13 +179,13 @@ class FloodDetector:
             del self.held[k]
         if not self.held:
             return []
-        keys = np.fromiter(self.held.keys(), dtype=np.uint64, count=len(self.held))
-        hit = np.isin(tkey, keys)
+        keys = held_keys(self.held)
+        hit = isin_keys(tkey, keys)
         # the flooded host's answers to the flood (SYN-ACKs and resets to the spoofed sources):
         # backscatter exists only because of the flood
         back = np.flatnonzero(answers >= 0)
         bkey = _target_key(src[back], answers[back])
-        bhit = np.isin(bkey, keys)
+        bhit = isin_keys(bkey, keys)
         if not hit.any() and not bhit.any():
             return []
         findings = []
@@ -209,7 +210,7 @@ class FloodDetector:
                 known = peers.get(victim_id)
                 if known:
                     peer = np.where(src[r] == victim_id, dst[r], src[r])
-                    r = r[~np.isin(peer, np.array(known, dtype=np.uint64))]
+                    r = r[~isin_keys(peer, np.array(known, dtype=np.uint64))]
             if not r.size:
                 continue
             m = np.zeros(len(b), dtype=bool)

@@ -36,7 +36,8 @@ import numpy as np
 from ..capture.batch import (STATUS_OK, TH_ACK, TH_RST, TH_SYN, PacketBatch, address_ids, address_name,
                              multicast_dst)
 from ..config import ReflectionDetectorConfig
-from .base import LRU, Finding, mark, pair_key, warm_once
+from . import _keys_kernel as _kk
+from .base import LRU, Finding, held_keys, isin_keys, mark, pair_key, warm_once
 from .slowhttp import chain
 from . import _reflection_kernel as _k
 
@@ -60,7 +61,10 @@ class ReflectionDetector:
         self._win = np.zeros(size, dtype=np.int64)
         self._batch_no = 0
         warm_once(_k.warm_up)
+        warm_once(_kk.warm_up)
         self.ports = np.array(sorted(set(self.cfg.ports)), dtype=np.uint16)
+        self._is_port = np.zeros(1 << 16, dtype=bool)  # port -> one of `ports` (a gather, not np.isin's compares)
+        self._is_port[self.ports] = True
         # victim -> [bucket, unsolicited answers in it, its first ts]
         self.counts = LRU(self.cfg.max_victims, self.counters, "victim_evictions")
         # victim -> [from ts, until ts, reflectors (set), answers flagged, services (set)]
@@ -99,10 +103,10 @@ class ReflectionDetector:
         f = b.tcp_flags
         mc = multicast_dst(b)
         synack = tcp & (f & (TH_SYN | TH_ACK | TH_RST) == (TH_SYN | TH_ACK)) & ~mc
-        from_port = udp & np.isin(b.sport, self.ports) & ~mc
+        from_port = udp & self._is_port[b.sport] & ~mc
         dns_query = (b.sport == 53) & b.dns_ok & ~b.dns_qr
         ans = synack | (from_port & ~dns_query)
-        qry = (tcp & (f & (TH_SYN | TH_ACK) == TH_SYN)) | (udp & np.isin(b.dport, self.ports))
+        qry = (tcp & (f & (TH_SYN | TH_ACK) == TH_SYN)) | (udp & self._is_port[b.dport])
         a_rows = np.flatnonzero(ans)
         q_rows = np.flatnonzero(qry)
         if not a_rows.size and not q_rows.size and not self.held:
@@ -182,9 +186,9 @@ class ReflectionDetector:
             del self.held[k]
         if not self.held:
             return []
-        victims = np.fromiter(self.held.keys(), dtype=np.uint64, count=len(self.held))
-        u = unsolicited[np.isin(dst[unsolicited], victims)]
-        frag = np.flatnonzero(ok & (b.ip_version == 4) & (b.frag_offset > 0) & np.isin(dst, victims))
+        victims = held_keys(self.held)
+        u = unsolicited[isin_keys(dst[unsolicited], victims)]
+        frag = np.flatnonzero(ok & (b.ip_version == 4) & (b.frag_offset > 0) & isin_keys(dst, victims))
         if not u.size and not frag.size:
             return []
         findings = []
@@ -200,7 +204,7 @@ class ReflectionDetector:
             fr = frag[dst[frag] == v]
             fr = fr[(b.ts[fr] >= h[0]) & (b.ts[fr] <= h[1])]
             if fr.size:
-                fr = fr[np.isin(src[fr], np.fromiter(h[2], dtype=np.uint64, count=len(h[2])))]
+                fr = fr[isin_keys(src[fr], np.fromiter(h[2], dtype=np.uint64, count=len(h[2])))]
             if not r.size and not fr.size:
                 continue
             h[3] += int(r.size)
