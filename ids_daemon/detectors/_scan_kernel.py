@@ -833,15 +833,6 @@ def batch_events(T, uk, at, k_u, failed, ev, porder, ts, src, dst, port, stack, 
     return oa, ot, osrc, oh, op, ok, obad, oos
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
-def _find_sorted(a, x):
-    """Index of ``x`` in the sorted ``a``, or -1."""
-    j = np.searchsorted(a, x)
-    if j < a.size and a[j] == x:
-        return j
-    return -1
-
-
 @nb.njit(cache=True, nogil=True)
 def scanner_rows(kind, status, ipver, proto, flags, icmp_type, ethertype, arp_op, src, dst, scanners, start, TG):
     """The frames `ScanDetector._flag` flags, grouped by scanner: a scanner's probes (and the ACK/RST
@@ -855,12 +846,26 @@ def scanner_rows(kind, status, ipver, proto, flags, icmp_type, ethertype, arp_op
     rows = np.empty(n, np.int64)
     cnt = np.zeros(ns + 1, np.int64)
     has_tg = TG[0][M_SIZE] > 0
+    # scanner -> its index, in a small open-addressing set (one probe per address, not a binary search)
+    ms = 16
+    while ms < 4 * ns:
+        ms <<= 1
+    smask = np.uint64(ms - 1)
+    stab = np.empty(ms, np.uint64)
+    sslot = np.zeros(ms, np.int64)
+    for j in range(ns):
+        x = scanners[j]
+        h = _h(x, 0, 0) & smask
+        while sslot[h] != 0 and stab[h] != x:
+            h = (h + _ONE) & smask
+        sslot[h] = j + 1
+        stab[h] = x
     m = 0
     for i in range(n):
         if status[i] != 0:
             continue
-        js = _find_sorted(scanners, src[i])
-        jd = _find_sorted(scanners, dst[i])
+        js = _probe_of(stab, sslot, smask, src[i])
+        jd = _probe_of(stab, sslot, smask, dst[i])
         if js < 0 and jd < 0:
             continue
         f = flags[i]
