@@ -1,7 +1,7 @@
 """Compiled per-batch query bookkeeping of the reflection detector (see reflection.py).
 
 `solicit` decides, in one pass over a batch's answers and queries in capture order, which
-answers are solicited: by a query remembered in the direct-mapped table from earlier batches
+answers are solicited: by a query remembered in the direct-mapped table (`new_queries`) from earlier batches
 (the table as it was before the batch), or by an earlier query of the batch with the same key
 within ``query_s`` (a per-batch open-addressing map from key to its latest query). It then
 stores the batch's queries (per slot the latest wins) and returns how many live queries were
@@ -20,11 +20,31 @@ def _mix(k):
     return x ^ (x >> np.uint64(31))
 
 
+Q_KEY, Q_TS, Q_STAMP, Q_WIN = 0, 1, 2, 3  # columns of a query slot (ts is a float)
+
+
+def new_queries(size: int) -> np.ndarray:
+    """The direct-mapped query table: one row of four per slot (key, ts, and the store's scratch:
+    batch stamp, winning query), so that a slot is one cache line, not four."""
+    Q = np.zeros((size, 4), np.int64)
+    Q.view(np.float64)[:, Q_TS] = -np.inf
+    Q[:, Q_STAMP] = -1
+    return Q
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _live(Q, QF, kk, t, tmask, query_s):
+    s = kk & tmask
+    return np.uint64(Q[s, Q_KEY]) == kk and t - QF[s, Q_TS] <= query_s
+
+
 @nb.njit(cache=True, nogil=True)
-def solicit(a_rows, ak, ak0, q_rows, qk, ts, qkeys, qts, query_s, stamp, win, batch_no):
-    """(solicited per answer, live queries lost or overwritten); updates ``qkeys``/``qts``."""
+def solicit(a_rows, ak, ak0, q_rows, qk, ts, Q, query_s, batch_no):
+    """(solicited per answer, live queries lost or overwritten); updates the table ``Q``
+    (`new_queries`)."""
+    QF = Q.view(np.float64)
     na, nq = a_rows.size, q_rows.size
-    tmask = np.uint64(qkeys.size - 1)
+    tmask = np.uint64(Q.shape[0] - 1)
     sol = np.zeros(na, np.bool_)
     # the batch's distinct query keys -> their latest query row (index into q_rows)
     m = 16
@@ -42,12 +62,7 @@ def solicit(a_rows, ak, ak0, q_rows, qk, ts, qkeys, qts, query_s, stamp, win, ba
         if i < na and (j >= nq or a_rows[i] <= q_rows[j]):
             r = a_rows[i]
             t = ts[r]
-            ok = False
-            for kk in (ak[i], ak0[i]):
-                s = kk & tmask
-                if qkeys[s] == kk and t - qts[s] <= query_s:
-                    ok = True
-                    break
+            ok = _live(Q, QF, ak[i], t, tmask, query_s) or _live(Q, QF, ak0[i], t, tmask, query_s)
             if not ok and nq > 0:
                 for kk in (ak[i], ak0[i]):
                     h = _mix(kk) & mmask
@@ -77,33 +92,31 @@ def solicit(a_rows, ak, ak0, q_rows, qk, ts, qkeys, qts, query_s, stamp, win, ba
     for e in range(nkeys):
         h = order[e]
         s = np.int64(hk[h] & tmask)
-        if stamp[s] != batch_no:
-            stamp[s] = batch_no
-            win[s] = hv[h]
+        if Q[s, Q_STAMP] != batch_no:
+            Q[s, Q_STAMP] = batch_no
+            Q[s, Q_WIN] = hv[h]
             nslots += 1
-        elif hv[h] > win[s]:
-            win[s] = hv[h]
+        elif hv[h] > Q[s, Q_WIN]:
+            Q[s, Q_WIN] = hv[h]
     lost = nkeys - nslots
     for e in range(nkeys):
         h = order[e]
         s = np.int64(hk[h] & tmask)
-        if stamp[s] != batch_no:
+        if Q[s, Q_STAMP] != batch_no:
             continue  # done already
-        stamp[s] = batch_no - 1 if batch_no > 0 else -2  # mark done
-        jj = win[s]
+        Q[s, Q_STAMP] = batch_no - 1 if batch_no > 0 else -2  # mark done
+        jj = Q[s, Q_WIN]
         k = qk[jj]
         t = ts[q_rows[jj]]
-        ok_, ot = qkeys[s], qts[s]
+        ok_, ot = np.uint64(Q[s, Q_KEY]), QF[s, Q_TS]
         if ok_ != k and ok_ != 0 and t - ot <= query_s:
             lost += 1
-        qkeys[s] = k
-        qts[s] = t
+        Q[s, Q_KEY] = np.int64(k)
+        QF[s, Q_TS] = t
     return sol, lost
 
 
 def warm_up() -> None:
     z = np.zeros(2, np.int64)
     k = np.array([5, 7], np.uint64)
-    qkeys = np.zeros(16, np.uint64)
-    solicit(z, k, k, np.array([0, 1], np.int64), k, np.zeros(2), qkeys, np.full(16, -np.inf), 60.0,
-            np.full(16, -1, np.int64), np.zeros(16, np.int64), 1)
+    solicit(z, k, k, np.array([0, 1], np.int64), k, np.zeros(2), new_queries(16), 60.0, 1)

@@ -54,11 +54,8 @@ class ReflectionDetector:
         self.cfg = cfg or ReflectionDetectorConfig()
         self.counters: dict[str, int] = {"reflections": 0, "query_evictions": 0}
         size = 1 << max(4, (self.cfg.max_queries - 1).bit_length())
-        self.qkeys = np.zeros(size, dtype=np.uint64)
-        self.qts = np.full(size, -np.inf)
-        self.qmask = np.uint64(size - 1)
-        self._stamp = np.full(size, -1, dtype=np.int64)  # scratch of the compiled store (per slot: batch, winner)
-        self._win = np.zeros(size, dtype=np.int64)
+        self._queries = _k.new_queries(size)  # direct-mapped: per slot the latest query's key and ts
+        self.qkeys = self._queries[:, _k.Q_KEY].view(np.uint64)  # (a view: the slots' keys)
         self._batch_no = 0
         warm_once(_k.warm_up)
         warm_once(_kk.warm_up)
@@ -70,28 +67,6 @@ class ReflectionDetector:
         # victim -> [from ts, until ts, reflectors (set), answers flagged, services (set)]
         self.held = LRU(self.cfg.max_victims, self.counters, "held_evictions")
         self.peak = (0, 0)  # most unsolicited answers to one host in one bucket, and their sources (measuring)
-
-    # ---- queries -----------------------------------------------------------------------------------
-    def _lookup(self, keys: np.ndarray, ts: np.ndarray) -> np.ndarray:
-        slot = (keys & self.qmask).astype(np.int64)
-        return (self.qkeys[slot] == keys) & (ts - self.qts[slot] <= self.cfg.query_s)
-
-    def _store(self, keys: np.ndarray, ts: np.ndarray) -> None:
-        """Record queries (capture order): per slot the latest wins; live queries overwritten are counted."""
-        if not keys.size:
-            return
-        slot = (keys & self.qmask).astype(np.int64)
-        rs = slot[::-1]
-        _, last = np.unique(rs, return_index=True)  # the latest query of each slot
-        idx = keys.size - 1 - last
-        sl, k, t = slot[idx], keys[idx], ts[idx]
-        old_k, old_t = self.qkeys[sl], self.qts[sl]
-        # distinct keys of this batch that lost their slot to a later one, and older live ones overwritten
-        lost = np.unique(keys).size - np.unique(k).size
-        self.counters["query_evictions"] += int(lost + np.count_nonzero(
-            (old_k != k) & (old_k != 0) & (t - old_t <= self.cfg.query_s)))
-        self.qkeys[sl] = k
-        self.qts[sl] = t
 
     # ---- per batch ---------------------------------------------------------------------------------
     def process(self, b: PacketBatch, verdict: np.ndarray) -> list[Finding]:
@@ -123,25 +98,12 @@ class ReflectionDetector:
         else:
             ak = ak0 = np.zeros(0, dtype=np.uint64)
         self._batch_no += 1
-        sol, lost = _k.solicit(a_rows, ak, ak0, q_rows, qk, ts, self.qkeys, self.qts, float(cfg.query_s),
-                               self._stamp, self._win, self._batch_no)
+        sol, lost = _k.solicit(a_rows, ak, ak0, q_rows, qk, ts, self._queries, float(cfg.query_s), self._batch_no)
         self.counters["query_evictions"] += int(lost)
         unsolicited = a_rows[~sol]
         if unsolicited.size:
             self._count(b, unsolicited, src, dst)
         return self._flag(b, verdict, ok, unsolicited, src, dst, synack)
-
-    def _in_batch(self, q_rows, qk, a_rows, ak, ts, n) -> np.ndarray:
-        """Answers preceded in this batch by a query with the same key within query_s."""
-        keys = np.unique(np.concatenate([qk, ak]))
-        w = np.int64(n + 1)
-        qc = np.searchsorted(keys, qk).astype(np.int64) * w + q_rows
-        o = np.argsort(qc)
-        qc, qr = qc[o], q_rows[o]
-        ac = np.searchsorted(keys, ak).astype(np.int64) * w + a_rows
-        p = np.searchsorted(qc, ac) - 1
-        pc = np.maximum(p, 0)
-        return (p >= 0) & (qc[pc] // w == ac // w) & (ts[a_rows] - ts[qr[pc]] <= self.cfg.query_s)
 
     def _count(self, b: PacketBatch, rows: np.ndarray, src: np.ndarray, dst: np.ndarray) -> None:
         cfg = self.cfg
