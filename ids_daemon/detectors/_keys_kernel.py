@@ -132,6 +132,35 @@ def conn_keys(src, dst, sport, dport):
     return fwd, rev
 
 
+@nb.njit(cache=True, nogil=True)
+def distinct_pairs(a, b):
+    """The distinct (a[i], b[i]) in the order of their first occurrence (the rows of their first
+    occurrence): a set built from them iterates as one built from every pair."""
+    n = a.size
+    m = 16
+    while m < 2 * n:
+        m <<= 1
+    mask = np.uint64(m - 1)
+    slot = np.full(m, -1, np.int64)
+    first = np.empty(n, np.int64)
+    u = 0
+    for i in range(n):
+        x = np.uint64(a[i])
+        y = np.uint64(b[i])
+        h = _slot(x ^ (y * _M2), mask)
+        while True:
+            j = slot[h]
+            if j < 0:
+                slot[h] = i
+                first[u] = i
+                u += 1
+                break
+            if np.uint64(a[j]) == x and np.uint64(b[j]) == y:
+                break
+            h = (h + np.uint64(1)) & mask
+    return first[:u]
+
+
 def warm_up() -> None:
     k = np.array([0, 3, 5], np.uint64)
     isin(k, k[1:])
@@ -139,3 +168,4 @@ def warm_up() -> None:
     p = np.array([1, 2, 3], np.uint16)
     pair_keys(k, k, p, p)
     conn_keys(k, k, p, p)
+    distinct_pairs(k, k)

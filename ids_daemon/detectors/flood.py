@@ -155,6 +155,7 @@ class FloodDetector:
         victim_ids = np.fromiter(victims, dtype=np.uint64, count=len(victims))
         est = np.flatnonzero((b.status == STATUS_OK) & (b.ip_version > 0) & b.l4_ok & (b.proto == 6)
                              & (f & TH_ACK != 0) & (f & (TH_SYN | TH_RST) == 0) & isin_keys(dst, victim_ids))
+        est = est[_kk.distinct_pairs(dst[est], src[est])]  # (the set below as from every row: same order)
         for pair in set(zip(dst[est].tolist(), src[est].tolist())):
             self.clients.touch(pair, None)
         return self.clients
