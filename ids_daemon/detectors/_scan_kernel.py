@@ -538,15 +538,27 @@ def _set_has1(keys, used, x):
     return used[_set_slot(keys, used, x)]
 
 
+PAIR_BITS = 16  # bits of the (prober, host) filter of `probes_of`
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _pair_bit(s, h):
+    return ((np.uint64(s) * _M1) ^ (np.uint64(h) * _M3)) >> np.uint64(64 - PAIR_BITS)
+
+
 @nb.njit(cache=True, nogil=True)
-def probes_of(kind, port, code, stack, sport, dport, src, dst, ts, ck1, cu1, cm1, ck2, cu2, cm2, end, answer_s):
+def probes_of(kind, port, code, stack, sport, dport, src, dst, ts, ck1, cu1, cm1, ck2, cu2, cm2, end, answer_s, T):
     """The batch's distinct probes, answers and resets, as `ScanDetector.process` fed
     `batch_events`: bare ACKs of a connection seen opening (sets 1 and 2) stop being probes
     (``kind`` is updated). Returns (probes, distinct probe keys in order of first occurrence, their
     first frame, kind, failed, event, the pending ones' indices in key order, the answers' keys
     (in frame order, duplicates kept), the resets' keys (the TCP-keyed ones, then the ACK-keyed
     ones, each in frame order), the frame of each reset). A probe is answered by an answer with
-    its key at or after it, reset by a reset with its key anywhere in the batch."""
+    its key at or after it, reset by a reset with its key anywhere in the batch. An answer or a
+    reset can only concern a probe of this batch or one pending in T (pending table), whose keys
+    hold the prober and the host: when answering frames far outnumber those probes, a bit filter
+    of their (prober, host) pairs leaves out the frames between other hosts first (their keys would
+    match nothing)."""
     n = kind.size
     na = 0
     nr = 0
@@ -574,6 +586,14 @@ def probes_of(kind, port, code, stack, sport, dport, src, dst, ts, ck1, cu1, cm1
                 na += 1
             if c & AN_ARP:
                 na += 1
+    meta, N = T[0], T[2]
+    use_pairs = 4 * (np_ + meta[M_SIZE]) < na + nr
+    pairs = np.zeros((1 << PAIR_BITS) if use_pairs else 1, np.bool_)
+    if use_pairs:
+        nd = meta[M_HEAD]
+        while nd >= 0:
+            pairs[_pair_bit(N[nd, P_S], N[nd, P_H])] = True
+            nd = N[nd, C_NXT]
     # distinct probes in order of first occurrence; a slot holds probe index + 1
     m = 16
     while m < 2 * np_:
@@ -588,6 +608,8 @@ def probes_of(kind, port, code, stack, sport, dport, src, dst, ts, ck1, cu1, cm1
         k = kind[i]
         if k < 0:
             continue
+        if use_pairs:
+            pairs[_pair_bit(src[i], dst[i])] = True
         x = probe_key(src[i], dst[i], port[i], k)
         j = _h(x, 0, 0) & pmask
         while pslot[j] != 0:
@@ -613,6 +635,8 @@ def probes_of(kind, port, code, stack, sport, dport, src, dst, ts, ck1, cu1, cm1
     for i in range(n):
         c = code[i]
         if c == 0:
+            continue
+        if use_pairs and not pairs[_pair_bit(dst[i], src[i])]:
             continue
         if c & AN_RST:
             rs_keys[r] = probe_key(dst[i], src[i], sport[i], K_TCP)
@@ -644,6 +668,10 @@ def probes_of(kind, port, code, stack, sport, dport, src, dst, ts, ck1, cu1, cm1
                 p = _probe_of(ptab, pslot, pmask, ans[qq])
                 if p >= 0:
                     plast[p] = i  # frames in order: the last one stays
+    if r < nr:  # (frames left out by the pair filter) the TCP-keyed resets, then the ACK-keyed ones
+        rs_keys = np.concatenate((rs_keys[:r], rs_keys[nr:nr + r]))
+        rs_at = np.concatenate((rs_at[:r], rs_at[nr:nr + r]))
+    ans = ans[:q]
     k_u = np.empty(u, np.int64)
     failed = np.zeros(u, np.bool_)
     ev = np.zeros(u, np.bool_)

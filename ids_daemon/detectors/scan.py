@@ -205,7 +205,7 @@ class ScanDetector:
         # and the resets, in one compiled pass (bare ACKs of a connection seen opening dropped)
         nprobes, uk, at, k_u, failed, ev, porder, answers, resets, rst_at = _k.probes_of(
             kind, port, code, stack, batch.sport, batch.dport, src, dst, ts, c1[0], c1[1], c1[2],
-            c2[0], c2[1], c2[2], end, float(cfg.answer_s))
+            c2[0], c2[1], c2[2], end, float(cfg.answer_s), self.pending.t)
         if nprobes:
             self.counters["probes"] += int(nprobes)
         # events: (at, ts, src, host, port, kind, failed, from an OS stack) of this batch's probes
