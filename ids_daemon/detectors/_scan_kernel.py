@@ -881,8 +881,10 @@ def scanner_rows(kind, status, ipver, proto, flags, icmp_type, ethertype, arp_op
     smask = np.uint64(ms - 1)
     stab = np.empty(ms, np.uint64)
     sslot = np.zeros(ms, np.int64)
+    sbit = np.zeros(4096, np.bool_)  # and a 4096-bit filter before it (one multiply per address)
     for j in range(ns):
         x = scanners[j]
+        sbit[(x * _M1) >> np.uint64(52)] = True
         h = _h(x, 0, 0) & smask
         while sslot[h] != 0 and stab[h] != x:
             h = (h + _ONE) & smask
@@ -892,8 +894,8 @@ def scanner_rows(kind, status, ipver, proto, flags, icmp_type, ethertype, arp_op
     for i in range(n):
         if status[i] != 0:
             continue
-        js = _probe_of(stab, sslot, smask, src[i])
-        jd = _probe_of(stab, sslot, smask, dst[i])
+        js = _probe_of(stab, sslot, smask, src[i]) if sbit[(src[i] * _M1) >> np.uint64(52)] else -1
+        jd = _probe_of(stab, sslot, smask, dst[i]) if sbit[(dst[i] * _M1) >> np.uint64(52)] else -1
         if js < 0 and jd < 0:
             continue
         f = flags[i]
