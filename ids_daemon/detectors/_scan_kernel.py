@@ -32,6 +32,38 @@ BLOCK = 8  # members per block of a group's member list
 C_K1, C_K2, C_K3, C_PRV, C_NXT, C_VAL = 0, 1, 2, 3, 4, 5
 
 
+@nb.njit(cache=True, nogil=True)
+def argsort_keys(a):
+    """``np.argsort`` of 64-bit keys by an LSD radix sort (11-bit digits; a digit all keys share is
+    skipped): several times faster than the compiled quicksort on the tens of thousands of keys of
+    a flood's batch. Equal keys keep their order (the callers' keys are distinct, or equal keys
+    are interchangeable)."""
+    n = a.size
+    idx = np.arange(n)
+    if n < 64:
+        return idx[np.argsort(a, kind="mergesort")]
+    keys = a.copy()
+    tk = np.empty(n, np.uint64)
+    ti = np.empty(n, np.int64)
+    for shift in range(0, 64, 11):
+        sh = np.uint64(shift)
+        cnt = np.zeros(2049, np.int64)
+        for i in range(n):
+            cnt[np.int64((keys[i] >> sh) & np.uint64(2047)) + 1] += 1
+        if cnt.max() == n:
+            continue
+        for d in range(2048):
+            cnt[d + 1] += cnt[d]
+        for i in range(n):
+            d = np.int64((keys[i] >> sh) & np.uint64(2047))
+            tk[cnt[d]] = keys[i]
+            ti[cnt[d]] = idx[i]
+            cnt[d] += 1
+        keys, tk = tk, keys
+        idx, ti = ti, idx
+    return idx
+
+
 def new_table(cap: int, values: int):
     m = 16
     while m < 2 * cap:
@@ -699,7 +731,7 @@ def probes_of(kind, port, code, stack, sport, dport, src, dst, ts, ck1, cu1, cm1
             pj[q] = j
             pk[q] = uk[j]
             q += 1
-    porder = pj[np.argsort(pk)]
+    porder = pj[argsort_keys(pk)]
     return np_, uk, at, k_u, failed, ev, porder, ans, rs_keys, rs_at
 
 
@@ -775,7 +807,7 @@ def batch_events(T, uk, at, k_u, failed, ev, porder, ts, src, dst, port, stack, 
                     hk[nh] = ans[q]
                     hn[nh] = n
                     nh += 1
-        o = np.argsort(hk[:nh])
+        o = argsort_keys(hk[:nh])
         prev = np.uint64(0)
         for q in range(nh):
             x = hk[o[q]]
