@@ -13,6 +13,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from ._keys_kernel import _pair_key1
+
 
 @nb.njit(cache=True, nogil=True, inline="always")
 def _mix(k):
@@ -116,7 +118,72 @@ def solicit(a_rows, ak, ak0, q_rows, qk, ts, Q, query_s, batch_no):
     return sol, lost
 
 
+@nb.njit(cache=True, nogil=True)
+def answers_and_queries(status, ipver, l4_ok, proto, flags, sport, dport, dns_ok, dns_qr, dst4, dst6, is_port, src,
+                        dst):
+    """One pass of `ReflectionDetector.process`'s masks and keys: (answer rows: SYN-ACKs and UDP from
+    a reflected port (not DNS queries), to a unicast address; query rows: SYNs and UDP to such a
+    port; per frame whether it is such a SYN-ACK; the queries' keys (client, server or 0 for a
+    group address, port); the answers' keys as the query they answer and as one to a group)."""
+    n = status.size
+    synack = np.zeros(n, np.bool_)
+    a_rows = np.empty(n, np.int64)
+    q_rows = np.empty(n, np.int64)
+    na = 0
+    nq = 0
+    for i in range(n):
+        v = ipver[i]
+        if status[i] != 0 or v == 0 or not l4_ok[i]:
+            continue
+        p = proto[i]
+        if p != 6 and p != 17:
+            continue
+        if v == 6:
+            mc = dst6[i, 0] == 0xFF
+        else:
+            mc = (dst4[i] >> 28) == 0xE or dst4[i] == 0xFFFFFFFF
+        f = flags[i]
+        if p == 6:
+            if (f & 0x16) == 0x12 and not mc:  # SYN-ACK (no RST)
+                synack[i] = True
+                a_rows[na] = i
+                na += 1
+            if (f & 0x12) == 0x02:  # SYN
+                q_rows[nq] = i
+                nq += 1
+        else:
+            if is_port[sport[i]] and not mc and not (sport[i] == 53 and dns_ok[i] and not dns_qr[i]):
+                a_rows[na] = i
+                na += 1
+            if is_port[dport[i]]:
+                q_rows[nq] = i
+                nq += 1
+    a_rows = a_rows[:na]
+    q_rows = q_rows[:nq]
+    qk = np.empty(nq, np.uint64)
+    for j in range(nq):
+        i = q_rows[j]
+        # a query to a group (multicast, broadcast, IPv4 x.x.x.255) is a query to every server on that port
+        if ipver[i] == 6:
+            group = dst6[i, 0] == 0xFF
+        else:
+            group = (dst4[i] >> 28) == 0xE or dst4[i] == 0xFFFFFFFF or (dst4[i] & 0xFF) == 0xFF
+        qk[j] = _pair_key1(src[i], np.uint64(0) if group else dst[i], dport[i])
+    ak = np.empty(na, np.uint64)
+    ak0 = np.empty(na, np.uint64)
+    for j in range(na):
+        i = a_rows[j]
+        ak[j] = _pair_key1(dst[i], src[i], sport[i])
+        ak0[j] = _pair_key1(dst[i], 0, sport[i])
+    return a_rows, q_rows, synack, qk, ak, ak0
+
+
 def warm_up() -> None:
     z = np.zeros(2, np.int64)
     k = np.array([5, 7], np.uint64)
     solicit(z, k, k, np.array([0, 1], np.int64), k, np.zeros(2), new_queries(16), 60.0, 1)
+    u8 = np.zeros(2, np.uint8)
+    p16 = np.zeros(2, np.uint16)
+    answers_and_queries(u8, u8, np.ones(2, np.bool_), u8, p16, p16, p16, np.zeros(2, np.bool_),
+                        np.zeros(2, np.bool_), np.zeros(2, np.uint32), np.zeros((2, 16), np.uint8),
+                        np.zeros(1 << 16, np.bool_), k, k)

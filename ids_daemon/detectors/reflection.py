@@ -33,11 +33,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..capture.batch import (STATUS_OK, TH_ACK, TH_RST, TH_SYN, PacketBatch, address_ids, address_name,
-                             multicast_dst)
+from ..capture.batch import STATUS_OK, PacketBatch, address_ids, address_name
 from ..config import ReflectionDetectorConfig
 from . import _keys_kernel as _kk
-from .base import LRU, Finding, held_keys, isin_keys, mark, pair_key, warm_once
+from .base import LRU, Finding, held_keys, isin_keys, mark, warm_once
 from .slowhttp import chain
 from . import _reflection_kernel as _k
 
@@ -71,39 +70,22 @@ class ReflectionDetector:
     # ---- per batch ---------------------------------------------------------------------------------
     def process(self, b: PacketBatch, verdict: np.ndarray) -> list[Finding]:
         cfg = self.cfg
-        ok = (b.status == STATUS_OK) & (b.ip_version > 0)
-        l4 = ok & b.l4_ok
-        udp = l4 & (b.proto == 17)
-        tcp = l4 & (b.proto == 6)
-        f = b.tcp_flags
-        mc = multicast_dst(b)
-        synack = tcp & (f & (TH_SYN | TH_ACK | TH_RST) == (TH_SYN | TH_ACK)) & ~mc
-        from_port = udp & self._is_port[b.sport] & ~mc
-        dns_query = (b.sport == 53) & b.dns_ok & ~b.dns_qr
-        ans = synack | (from_port & ~dns_query)
-        qry = (tcp & (f & (TH_SYN | TH_ACK) == TH_SYN)) | (udp & self._is_port[b.dport])
-        a_rows = np.flatnonzero(ans)
-        q_rows = np.flatnonzero(qry)
-        if not a_rows.size and not q_rows.size and not self.held:
-            return []  # the usual batch: a few column compares
         src, dst = address_ids(b)
+        # answers (SYN-ACKs, UDP from a reflected port) and queries (SYNs, UDP to one) with their keys,
+        # in one compiled pass
+        a_rows, q_rows, synack, qk, ak, ak0 = _k.answers_and_queries(
+            b.status, b.ip_version, b.l4_ok, b.proto, b.tcp_flags, b.sport, b.dport, b.dns_ok, b.dns_qr, b.dst4,
+            b.dst6, self._is_port, src, dst)
+        if not a_rows.size and not q_rows.size and not self.held:
+            return []  # the usual batch
         ts = b.ts
-        # a query to a group (multicast, broadcast, IPv4 x.x.x.255) is a query to every server on that port
-        group = mc | ((b.ip_version == 4) & (b.dst4 & 0xFF == 0xFF))
-        zero = np.zeros(len(b), dtype=np.uint64)
-        qk = pair_key(src[q_rows], np.where(group[q_rows], zero[q_rows], dst[q_rows]), b.dport[q_rows])
-        if a_rows.size:
-            ak = pair_key(dst[a_rows], src[a_rows], b.sport[a_rows])
-            ak0 = pair_key(dst[a_rows], zero[a_rows], b.sport[a_rows])
-        else:
-            ak = ak0 = np.zeros(0, dtype=np.uint64)
         self._batch_no += 1
         sol, lost = _k.solicit(a_rows, ak, ak0, q_rows, qk, ts, self._queries, float(cfg.query_s), self._batch_no)
         self.counters["query_evictions"] += int(lost)
         unsolicited = a_rows[~sol]
         if unsolicited.size:
             self._count(b, unsolicited, src, dst)
-        return self._flag(b, verdict, ok, unsolicited, src, dst, synack)
+        return self._flag(b, verdict, unsolicited, src, dst, synack)
 
     def _count(self, b: PacketBatch, rows: np.ndarray, src: np.ndarray, dst: np.ndarray) -> None:
         cfg = self.cfg
@@ -138,7 +120,7 @@ class ReflectionDetector:
                 if len(h[2]) < MAX_REFLECTORS:
                     h[2].update(st[3])
 
-    def _flag(self, b: PacketBatch, verdict: np.ndarray, ok: np.ndarray, unsolicited: np.ndarray,
+    def _flag(self, b: PacketBatch, verdict: np.ndarray, unsolicited: np.ndarray,
               src: np.ndarray, dst: np.ndarray, synack: np.ndarray) -> list[Finding]:
         if not self.held:
             return []
@@ -150,6 +132,7 @@ class ReflectionDetector:
             return []
         victims = held_keys(self.held)
         u = unsolicited[isin_keys(dst[unsolicited], victims)]
+        ok = (b.status == STATUS_OK) & (b.ip_version > 0)
         frag = np.flatnonzero(ok & (b.ip_version == 4) & (b.frag_offset > 0) & isin_keys(dst, victims))
         if not u.size and not frag.size:
             return []
