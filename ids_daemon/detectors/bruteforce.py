@@ -33,6 +33,8 @@ class BruteForceDetector:
         self.cfg = cfg or BruteForceDetectorConfig()
         self.counters: dict[str, int] = {"syns": 0, "failures": 0, "attackers": 0}
         self.ports = np.array(sorted(set(self.cfg.ports)), dtype=np.uint16)
+        self._is_port = np.zeros(1 << 16, dtype=bool)  # port -> a login port (a gather, not np.isin)
+        self._is_port[self.ports] = True
         self.ssh = LRU(self.cfg.max_keys, self.counters, "ssh_evictions")  # pair_key(server, server, port) -> True
         self.syns = LRU(self.cfg.max_keys, self.counters, "syn_evictions")  # pair key -> [(ts, sport)]
         self.fails = LRU(self.cfg.max_keys, self.counters, "failure_evictions")  # pair key -> [ts]
@@ -49,7 +51,7 @@ class BruteForceDetector:
                 self.ssh.touch(sp, True)
         syn = tcp & ((batch.tcp_flags & (TH_SYN | TH_ACK)) == TH_SYN)
         if syn.any():
-            auth = np.isin(batch.dport, self.ports)
+            auth = self._is_port[batch.dport]
             if self.ssh:
                 sp = pair_key(dst, dst, batch.dport)
                 auth |= isin_keys(sp, held_keys(self.ssh))

@@ -89,23 +89,37 @@ class WebDetector:
         src, dst = address_ids(b)
         tcp = tcp_pairs(b)[0]  # (its keys are the other TCP detectors')
         f = b.tcp_flags
-        # the connection with the frame's sender as its client (fwd), with its receiver as the client (rev)
-        fwd, rev = conn_pairs(b)
         synack = tcp & (f & (TH_SYN | TH_ACK | TH_RST) == (TH_SYN | TH_ACK))
         rst = tcp & (f & TH_RST != 0)
         starts: dict[int, int] = {}  # connections whose hold started in this batch -> the request's row
         hits = np.flatnonzero(tcp & (b.http_sig > 0))
+        if not hits.size and not self.pending and not self.held:
+            # the usual batch: only its handshakes and resets are remembered, keyed on their rows alone
+            sa_rows, rst_rows = np.flatnonzero(synack), np.flatnonzero(rst)
+            rows = np.concatenate([sa_rows, rst_rows])
+            kf, kr = _kk.conn_keys(src[rows], dst[rows], b.sport[rows], b.dport[rows])
+            self._handshakes(b, sa_rows, rst_rows, kr[:sa_rows.size], kf[sa_rows.size:], kr[sa_rows.size:])
+            return []
+        # the connection with the frame's sender as its client (fwd), with its receiver as the client (rev)
+        fwd, rev = conn_pairs(b)
         if hits.size:
             self.counters["requests_matched"] += int(hits.size)
             self._requests(b, hits, fwd, rev, synack, rst, src, dst, starts)
         if self.pending:
             self._confirm(b, fwd, rev, tcp, rst, starts)
-        # remember this batch's handshakes: the last SYN-ACK or reset of each connection decides
         sa_rows, rst_rows = np.flatnonzero(synack), np.flatnonzero(rst)
+        self._handshakes(b, sa_rows, rst_rows, rev[sa_rows], fwd[rst_rows], rev[rst_rows])
+        return self._flag(b, verdict, tcp, fwd, rev, starts)
+
+    def _handshakes(self, b: PacketBatch, sa_rows: np.ndarray, rst_rows: np.ndarray, sa_rev: np.ndarray,
+                    rst_fwd: np.ndarray, rst_rev: np.ndarray) -> None:
+        """Remember this batch's handshakes (SYN-ACK rows, with their connection keys as the receiver's)
+        and forget those reset (rows, keys both ways): the last SYN-ACK or reset of each connection
+        decides."""
         if sa_rows.size or rst_rows.size:
             # a reset ends the connection whichever side sent it
             rows = np.concatenate([sa_rows, rst_rows, rst_rows])
-            k = np.concatenate([rev[sa_rows], fwd[rst_rows], rev[rst_rows]])
+            k = np.concatenate([sa_rev, rst_fwd, rst_rev])
             order = np.argsort(rows, kind="stable")[::-1]
             uk, last = np.unique(k[order], return_index=True)
             last = order[last]
@@ -122,7 +136,6 @@ class WebDetector:
                     self.handshakes.popitem(last=False)
                 if excess > 0:
                     self.counters["handshake_evictions"] += excess
-        return self._flag(b, verdict, tcp, fwd, rev, starts)
 
     # -- verification ---------------------------------------------------------------------
     def _requests(self, b, hits, fwd, rev, synack, rst, src, dst, starts) -> None:
