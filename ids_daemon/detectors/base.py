@@ -149,13 +149,22 @@ def tcp_pairs(b: PacketBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(TCP mask, IPv4 or IPv6, key if the frame goes client→server, key if it goes server→client),
     built once per batch (cached on it, as `address_ids`: the web, brute-force and slow-HTTP
     detectors all ask)."""
-    from ..capture.batch import STATUS_OK, address_ids
+    from ..capture.batch import address_ids
 
     got = b.__dict__.get("_tcp_pairs")
     if got is None:
         src, dst = address_ids(b)
-        tcp = (b.status == STATUS_OK) & (b.ip_version > 0) & b.l4_ok & (b.proto == 6)
-        got = b.__dict__["_tcp_pairs"] = (tcp, *_kk.pair_keys(src, dst, b.sport, b.dport))
+        got = b.__dict__["_tcp_pairs"] = (tcp_mask(b), *_kk.pair_keys(src, dst, b.sport, b.dport))
+    return got
+
+
+def tcp_mask(b: PacketBatch) -> np.ndarray:
+    """The TCP frames (IPv4 or IPv6) of the batch, computed once per batch (cached on it)."""
+    from ..capture.batch import STATUS_OK
+
+    got = b.__dict__.get("_tcp_mask")
+    if got is None:
+        got = b.__dict__["_tcp_mask"] = (b.status == STATUS_OK) & (b.ip_version > 0) & b.l4_ok & (b.proto == 6)
     return got
 
 

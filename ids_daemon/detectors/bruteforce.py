@@ -21,7 +21,7 @@ import numpy as np
 from ..capture.batch import TH_ACK, TH_SYN, PacketBatch, address_ids
 from ..capture.decode import AUTH_FAILURE, AUTH_SSH_BANNER
 from ..config import BruteForceDetectorConfig
-from .base import LRU, Finding, HeldPairs, held_keys, isin_keys, pair_key, tcp_pairs
+from .base import LRU, Finding, HeldPairs, held_keys, isin_keys, pair_key, tcp_mask, tcp_pairs
 
 CLS = "DictionaryBruteForce"
 
@@ -42,7 +42,7 @@ class BruteForceDetector:
 
     def process(self, batch: PacketBatch, verdict: np.ndarray) -> list[Finding]:
         cfg = self.cfg
-        tcp, fwd, rev = tcp_pairs(batch)
+        tcp = tcp_mask(batch)
         src, dst = address_ids(batch)
         # SSH servers announce themselves: their port is a login service whatever its number
         ban = np.flatnonzero(tcp & (batch.auth_sig == AUTH_SSH_BANNER))
@@ -61,6 +61,9 @@ class BruteForceDetector:
             events.append((at, 0))
         for at in np.flatnonzero(tcp & (batch.auth_sig == AUTH_FAILURE)).tolist():
             events.append((at, 1))
+        if not events and not self.pairs.active:
+            return []  # the usual batch: no login attempt, nobody held (no pair keys built)
+        _, fwd, rev = tcp_pairs(batch)
         events.sort()
         ts, sport, dport = batch.ts, batch.sport, batch.dport
         for at, fail in events:

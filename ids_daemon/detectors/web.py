@@ -35,7 +35,7 @@ from ..capture.batch import TH_ACK, TH_FIN, TH_RST, TH_SYN, PacketBatch, address
 from ..capture.decode import HTTP_SIGNATURES
 from ..config import WebDetectorConfig
 from . import _keys_kernel as _kk
-from .base import LOOKBACK_S, LRU, Finding, _ep, conn_pairs, isin_keys, mark, pair_key, rows_of_keys, tcp_pairs, warm_once
+from .base import LOOKBACK_S, LRU, Finding, _ep, conn_pairs, isin_keys, mark, rows_of_keys, tcp_mask, warm_once
 
 _SCANNER = {code for code, _cls, what in HTTP_SIGNATURES if what.startswith("scanner")}
 _M32 = 0xFFFFFFFF
@@ -87,7 +87,7 @@ class WebDetector:
         if len(b) == 0:
             return []
         src, dst = address_ids(b)
-        tcp = tcp_pairs(b)[0]  # (its keys are the other TCP detectors')
+        tcp = tcp_mask(b)
         f = b.tcp_flags
         synack = tcp & (f & (TH_SYN | TH_ACK | TH_RST) == (TH_SYN | TH_ACK))
         rst = tcp & (f & TH_RST != 0)
