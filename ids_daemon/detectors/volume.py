@@ -73,7 +73,6 @@ _FRAG_CLASS = {6: "DDoS-ACK_Fragmentation", 17: "DDoS-UDP_Fragmentation", 1: "DD
 _TCP_KINDS = (K_ACK, K_PSHACK, K_RSTFIN)
 _PORTSCAN = CLASS_INDEX["Recon-PortScan"]
 _NO_KEYS = np.zeros(0, np.uint64)
-_NO_PAY = np.zeros(0, np.int64)
 
 
 class _Count:
@@ -165,11 +164,10 @@ class VolumeDetector:
         else:
             known = _NO_KEYS
         is_http = int(kind[rows[0]]) == K_HTTP
-        pay = _NO_PAY if is_http else (b.ip_len.astype(np.int64) - b.ip_hdr_len - b.l4_hdr_len).clip(0)
         (c_kb, c_key, c_n, c_head, c_bucket, c_kind, c_ans, c_tcp, c_est, c_closed, c_ports, c_conns,
          c_pay) = _vk.count_batch(rows, rkey, kind, src, dst, answers, closed, est, b.ts, b.dport, b.sport, b.proto,
-                                  b.l4_ok, b.tcp_flags, b.status, b.ip_version, pay, float(window_s), self._rates,
-                                  span, known, is_http)
+                                  b.l4_ok, b.tcp_flags, b.status, b.ip_version, b.ip_len, b.ip_hdr_len, b.l4_hdr_len,
+                                  float(window_s), self._rates, span, known, is_http)
         if not c_kb.size:
             return
         order = np.argsort(c_kb)  # (key, bucket) order, as the numpy version went
