@@ -894,6 +894,40 @@ def batch_events(T, uk, at, k_u, failed, ev, porder, ts, src, dst, port, stack, 
 
 
 @nb.njit(cache=True, nogil=True)
+def flag_scanners(rows_all, first, ts, hold_s, until, cls_idx, verdict):
+    """`ScanDetector._flag` over the rows of each scanner (`scanner_rows`): the hold lapses inside
+    a batch too, so a scanner's rows count while each comes within ``hold_s`` of the one before,
+    the first longer gap ends them; none count when the first comes after the scanner's ``until``.
+    The rows that count and no earlier detector flagged get the scanner's class (``cls_idx``).
+    Returns per scanner the rows that count (0: none), their first and last time."""
+    ns = first.size - 1
+    n = np.zeros(ns, np.int64)
+    lo = np.zeros(ns, np.float64)
+    hi = np.zeros(ns, np.float64)
+    for j in range(ns):
+        a, z = first[j], first[j + 1]
+        if z == a or ts[rows_all[a]] > until[j]:
+            continue
+        e = z
+        for q in range(a + 1, z):
+            if ts[rows_all[q]] - ts[rows_all[q - 1]] > hold_s:
+                e = q
+                break
+        t0 = ts[rows_all[a]]
+        t1 = t0
+        for q in range(a, e):
+            r = rows_all[q]
+            if verdict[r] < 0:
+                verdict[r] = cls_idx[j]
+            t0 = min(t0, ts[r])
+            t1 = max(t1, ts[r])
+        n[j] = e - a
+        lo[j] = t0
+        hi[j] = t1
+    return n, lo, hi
+
+
+@nb.njit(cache=True, nogil=True)
 def scanner_rows(kind, status, ipver, proto, flags, icmp_type, ethertype, arp_op, src, dst, scanners, start, TG):
     """The frames `ScanDetector._flag` flags, grouped by scanner: a scanner's probes (and the ACK/RST
     that close a connect scan), the replies to it, and whatever else it exchanges with a host it
