@@ -16,6 +16,7 @@ meter's time.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -26,8 +27,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-if "ids_daemon" not in sys.modules:  # PYTHONPATH wins: an older tree can be timed with this script
-    sys.path.append(str(HERE.parent))
+if not os.environ.get("PYTHONPATH"):  # else PYTHONPATH's tree is timed (an older one, side by side)
+    sys.path.insert(0, str(HERE.parent))
 
 import gen  # noqa: E402
 
