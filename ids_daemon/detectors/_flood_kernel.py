@@ -159,6 +159,81 @@ def member_slots(sources: int) -> int:
     return m
 
 
+K_SYN, K_UDP, K_ICMP = 0, 1, 2  # flood.py's kinds
+
+
+@nb.njit(cache=True, nogil=True)
+def kinds(status, ipver, l4_ok, proto, flags, icmp_type):
+    """`FloodDetector._kinds` in one pass: per frame, the flood kind it would be part of (a SYN, UDP,
+    ICMP of its family) and the kind it answers (SYN-ACK or reset: SYN; port unreachable: UDP; echo
+    reply: ICMP), -1 for none."""
+    n = status.size
+    kind = np.full(n, -1, np.int8)
+    answers = np.full(n, -1, np.int8)
+    for i in range(n):
+        if status[i] != 0 or ipver[i] == 0 or not l4_ok[i]:
+            continue
+        p = proto[i]
+        v6 = ipver[i] == 6
+        if p == (58 if v6 else 1):
+            kind[i] = K_ICMP
+            t = icmp_type[i]
+            if t == (1 if v6 else 3):
+                answers[i] = K_UDP
+            elif t == (129 if v6 else 0):
+                answers[i] = K_ICMP
+        elif p == 17:
+            kind[i] = K_UDP
+        elif p == 6:
+            f = flags[i]
+            if (f & 0x12) == 0x02:  # SYN without ACK
+                kind[i] = K_SYN
+            if (f & 0x12) == 0x12 or (f & 0x04) != 0:  # SYN-ACK, or a reset
+                answers[i] = K_SYN
+    return kind, answers
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _key_index(keys, rkey, cnt):
+    """Per entry of ``rkey``, its index in the sorted ``keys`` or -1, counted in ``cnt[index + 1]``."""
+    idx = np.empty(rkey.size, np.int64)
+    for i in range(rkey.size):
+        j = np.searchsorted(keys, rkey[i])
+        if j < keys.size and keys[j] == rkey[i]:
+            idx[i] = j
+            cnt[j + 1] += 1
+        else:
+            idx[i] = -1
+    return idx
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _place(rows, idx, out, pos):
+    for i in range(rows.size):
+        j = idx[i]
+        if j >= 0:
+            out[pos[j]] = rows[i]
+            pos[j] += 1
+
+
+@nb.njit(cache=True, nogil=True)
+def rows_by_key(rows, rkey, back, bkey, keys):
+    """The rows of each of ``keys`` (sorted, distinct): those of ``rows`` whose ``rkey`` is the key,
+    then those of ``back`` whose ``bkey`` is, each in their order, as (rows, first row of each key
+    with keys.size + 1 entries)."""
+    nk = keys.size
+    cnt = np.zeros(nk + 1, np.int64)
+    ri = _key_index(keys, rkey, cnt)
+    bi = _key_index(keys, bkey, cnt)
+    for j in range(nk):
+        cnt[j + 1] += cnt[j]
+    out = np.empty(cnt[nk], np.int64)
+    pos = cnt[:nk].copy()
+    _place(rows, ri, out, pos)
+    _place(back, bi, out, pos)
+    return out, cnt
+
+
 def warm_up() -> None:
     from ._scan_kernel import new_table
 
@@ -167,6 +242,10 @@ def warm_up() -> None:
     rows = np.arange(3, dtype=np.int64)
     count(T, members, rows, np.array([1, 1, 2], np.uint64), np.array([0, 5, 6], np.uint64), np.zeros(3), 10.0, 16)
     n_distinct(np.array([0, 5, 6], np.uint64), np.uint64(5))
+    z = np.zeros(3, np.uint8)
+    kinds(z, z, np.ones(3, np.bool_), z, np.zeros(3, np.uint16), z)
+    k = np.array([1, 2, 3], np.uint64)
+    rows_by_key(rows, k, rows, k, k)
 
 
 @nb.njit(cache=True, nogil=True)

@@ -1,7 +1,7 @@
 """Compiled per-batch query bookkeeping of the reflection detector (see reflection.py).
 
 `solicit` decides, in one pass over a batch's answers and queries in capture order, which
-answers are solicited: by a query remembered in the direct-mapped table from earlier batches
+answers are solicited: by a query remembered in the direct-mapped table (`new_queries`) from earlier batches
 (the table as it was before the batch), or by an earlier query of the batch with the same key
 within ``query_s`` (a per-batch open-addressing map from key to its latest query). It then
 stores the batch's queries (per slot the latest wins) and returns how many live queries were
@@ -13,6 +13,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from ._keys_kernel import _pair_key1
+
 
 @nb.njit(cache=True, nogil=True, inline="always")
 def _mix(k):
@@ -20,11 +22,31 @@ def _mix(k):
     return x ^ (x >> np.uint64(31))
 
 
+Q_KEY, Q_TS, Q_STAMP, Q_WIN = 0, 1, 2, 3  # columns of a query slot (ts is a float)
+
+
+def new_queries(size: int) -> np.ndarray:
+    """The direct-mapped query table: one row of four per slot (key, ts, and the store's scratch:
+    batch stamp, winning query), so that a slot is one cache line, not four."""
+    Q = np.zeros((size, 4), np.int64)
+    Q.view(np.float64)[:, Q_TS] = -np.inf
+    Q[:, Q_STAMP] = -1
+    return Q
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _live(Q, QF, kk, t, tmask, query_s):
+    s = kk & tmask
+    return np.uint64(Q[s, Q_KEY]) == kk and t - QF[s, Q_TS] <= query_s
+
+
 @nb.njit(cache=True, nogil=True)
-def solicit(a_rows, ak, ak0, q_rows, qk, ts, qkeys, qts, query_s, stamp, win, batch_no):
-    """(solicited per answer, live queries lost or overwritten); updates ``qkeys``/``qts``."""
+def solicit(a_rows, ak, ak0, q_rows, qk, ts, Q, query_s, batch_no):
+    """(solicited per answer, live queries lost or overwritten); updates the table ``Q``
+    (`new_queries`)."""
+    QF = Q.view(np.float64)
     na, nq = a_rows.size, q_rows.size
-    tmask = np.uint64(qkeys.size - 1)
+    tmask = np.uint64(Q.shape[0] - 1)
     sol = np.zeros(na, np.bool_)
     # the batch's distinct query keys -> their latest query row (index into q_rows)
     m = 16
@@ -42,12 +64,7 @@ def solicit(a_rows, ak, ak0, q_rows, qk, ts, qkeys, qts, query_s, stamp, win, ba
         if i < na and (j >= nq or a_rows[i] <= q_rows[j]):
             r = a_rows[i]
             t = ts[r]
-            ok = False
-            for kk in (ak[i], ak0[i]):
-                s = kk & tmask
-                if qkeys[s] == kk and t - qts[s] <= query_s:
-                    ok = True
-                    break
+            ok = _live(Q, QF, ak[i], t, tmask, query_s) or _live(Q, QF, ak0[i], t, tmask, query_s)
             if not ok and nq > 0:
                 for kk in (ak[i], ak0[i]):
                     h = _mix(kk) & mmask
@@ -77,33 +94,96 @@ def solicit(a_rows, ak, ak0, q_rows, qk, ts, qkeys, qts, query_s, stamp, win, ba
     for e in range(nkeys):
         h = order[e]
         s = np.int64(hk[h] & tmask)
-        if stamp[s] != batch_no:
-            stamp[s] = batch_no
-            win[s] = hv[h]
+        if Q[s, Q_STAMP] != batch_no:
+            Q[s, Q_STAMP] = batch_no
+            Q[s, Q_WIN] = hv[h]
             nslots += 1
-        elif hv[h] > win[s]:
-            win[s] = hv[h]
+        elif hv[h] > Q[s, Q_WIN]:
+            Q[s, Q_WIN] = hv[h]
     lost = nkeys - nslots
     for e in range(nkeys):
         h = order[e]
         s = np.int64(hk[h] & tmask)
-        if stamp[s] != batch_no:
+        if Q[s, Q_STAMP] != batch_no:
             continue  # done already
-        stamp[s] = batch_no - 1 if batch_no > 0 else -2  # mark done
-        jj = win[s]
+        Q[s, Q_STAMP] = batch_no - 1 if batch_no > 0 else -2  # mark done
+        jj = Q[s, Q_WIN]
         k = qk[jj]
         t = ts[q_rows[jj]]
-        ok_, ot = qkeys[s], qts[s]
+        ok_, ot = np.uint64(Q[s, Q_KEY]), QF[s, Q_TS]
         if ok_ != k and ok_ != 0 and t - ot <= query_s:
             lost += 1
-        qkeys[s] = k
-        qts[s] = t
+        Q[s, Q_KEY] = np.int64(k)
+        QF[s, Q_TS] = t
     return sol, lost
+
+
+@nb.njit(cache=True, nogil=True)
+def answers_and_queries(status, ipver, l4_ok, proto, flags, sport, dport, dns_ok, dns_qr, dst4, dst6, is_port, src,
+                        dst):
+    """One pass of `ReflectionDetector.process`'s masks and keys: (answer rows: SYN-ACKs and UDP from
+    a reflected port (not DNS queries), to a unicast address; query rows: SYNs and UDP to such a
+    port; per frame whether it is such a SYN-ACK; the queries' keys (client, server or 0 for a
+    group address, port); the answers' keys as the query they answer and as one to a group)."""
+    n = status.size
+    synack = np.zeros(n, np.bool_)
+    a_rows = np.empty(n, np.int64)
+    q_rows = np.empty(n, np.int64)
+    na = 0
+    nq = 0
+    for i in range(n):
+        v = ipver[i]
+        if status[i] != 0 or v == 0 or not l4_ok[i]:
+            continue
+        p = proto[i]
+        if p != 6 and p != 17:
+            continue
+        if v == 6:
+            mc = dst6[i, 0] == 0xFF
+        else:
+            mc = (dst4[i] >> 28) == 0xE or dst4[i] == 0xFFFFFFFF
+        f = flags[i]
+        if p == 6:
+            if (f & 0x16) == 0x12 and not mc:  # SYN-ACK (no RST)
+                synack[i] = True
+                a_rows[na] = i
+                na += 1
+            if (f & 0x12) == 0x02:  # SYN
+                q_rows[nq] = i
+                nq += 1
+        else:
+            if is_port[sport[i]] and not mc and not (sport[i] == 53 and dns_ok[i] and not dns_qr[i]):
+                a_rows[na] = i
+                na += 1
+            if is_port[dport[i]]:
+                q_rows[nq] = i
+                nq += 1
+    a_rows = a_rows[:na]
+    q_rows = q_rows[:nq]
+    qk = np.empty(nq, np.uint64)
+    for j in range(nq):
+        i = q_rows[j]
+        # a query to a group (multicast, broadcast, IPv4 x.x.x.255) is a query to every server on that port
+        if ipver[i] == 6:
+            group = dst6[i, 0] == 0xFF
+        else:
+            group = (dst4[i] >> 28) == 0xE or dst4[i] == 0xFFFFFFFF or (dst4[i] & 0xFF) == 0xFF
+        qk[j] = _pair_key1(src[i], np.uint64(0) if group else dst[i], dport[i])
+    ak = np.empty(na, np.uint64)
+    ak0 = np.empty(na, np.uint64)
+    for j in range(na):
+        i = a_rows[j]
+        ak[j] = _pair_key1(dst[i], src[i], sport[i])
+        ak0[j] = _pair_key1(dst[i], 0, sport[i])
+    return a_rows, q_rows, synack, qk, ak, ak0
 
 
 def warm_up() -> None:
     z = np.zeros(2, np.int64)
     k = np.array([5, 7], np.uint64)
-    qkeys = np.zeros(16, np.uint64)
-    solicit(z, k, k, np.array([0, 1], np.int64), k, np.zeros(2), qkeys, np.full(16, -np.inf), 60.0,
-            np.full(16, -1, np.int64), np.zeros(16, np.int64), 1)
+    solicit(z, k, k, np.array([0, 1], np.int64), k, np.zeros(2), new_queries(16), 60.0, 1)
+    u8 = np.zeros(2, np.uint8)
+    p16 = np.zeros(2, np.uint16)
+    answers_and_queries(u8, u8, np.ones(2, np.bool_), u8, p16, p16, p16, np.zeros(2, np.bool_),
+                        np.zeros(2, np.bool_), np.zeros(2, np.uint32), np.zeros((2, 16), np.uint8),
+                        np.zeros(1 << 16, np.bool_), k, k)

@@ -32,6 +32,38 @@ BLOCK = 8  # members per block of a group's member list
 C_K1, C_K2, C_K3, C_PRV, C_NXT, C_VAL = 0, 1, 2, 3, 4, 5
 
 
+@nb.njit(cache=True, nogil=True)
+def argsort_keys(a):
+    """``np.argsort`` of 64-bit keys by an LSD radix sort (11-bit digits; a digit all keys share is
+    skipped): several times faster than the compiled quicksort on the tens of thousands of keys of
+    a flood's batch. Equal keys keep their order (the callers' keys are distinct, or equal keys
+    are interchangeable)."""
+    n = a.size
+    idx = np.arange(n)
+    if n < 64:
+        return idx[np.argsort(a, kind="mergesort")]
+    keys = a.copy()
+    tk = np.empty(n, np.uint64)
+    ti = np.empty(n, np.int64)
+    for shift in range(0, 64, 11):
+        sh = np.uint64(shift)
+        cnt = np.zeros(2049, np.int64)
+        for i in range(n):
+            cnt[np.int64((keys[i] >> sh) & np.uint64(2047)) + 1] += 1
+        if cnt.max() == n:
+            continue
+        for d in range(2048):
+            cnt[d + 1] += cnt[d]
+        for i in range(n):
+            d = np.int64((keys[i] >> sh) & np.uint64(2047))
+            tk[cnt[d]] = keys[i]
+            ti[cnt[d]] = idx[i]
+            cnt[d] += 1
+        keys, tk = tk, keys
+        idx, ti = ti, idx
+    return idx
+
+
 def new_table(cap: int, values: int):
     m = 16
     while m < 2 * cap:
@@ -538,15 +570,27 @@ def _set_has1(keys, used, x):
     return used[_set_slot(keys, used, x)]
 
 
+PAIR_BITS = 16  # bits of the (prober, host) filter of `probes_of`
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _pair_bit(s, h):
+    return ((np.uint64(s) * _M1) ^ (np.uint64(h) * _M3)) >> np.uint64(64 - PAIR_BITS)
+
+
 @nb.njit(cache=True, nogil=True)
-def probes_of(kind, port, code, stack, sport, dport, src, dst, ts, ck1, cu1, cm1, ck2, cu2, cm2, end, answer_s):
+def probes_of(kind, port, code, stack, sport, dport, src, dst, ts, ck1, cu1, cm1, ck2, cu2, cm2, end, answer_s, T):
     """The batch's distinct probes, answers and resets, as `ScanDetector.process` fed
     `batch_events`: bare ACKs of a connection seen opening (sets 1 and 2) stop being probes
     (``kind`` is updated). Returns (probes, distinct probe keys in order of first occurrence, their
     first frame, kind, failed, event, the pending ones' indices in key order, the answers' keys
     (in frame order, duplicates kept), the resets' keys (the TCP-keyed ones, then the ACK-keyed
     ones, each in frame order), the frame of each reset). A probe is answered by an answer with
-    its key at or after it, reset by a reset with its key anywhere in the batch."""
+    its key at or after it, reset by a reset with its key anywhere in the batch. An answer or a
+    reset can only concern a probe of this batch or one pending in T (pending table), whose keys
+    hold the prober and the host: when answering frames far outnumber those probes, a bit filter
+    of their (prober, host) pairs leaves out the frames between other hosts first (their keys would
+    match nothing)."""
     n = kind.size
     na = 0
     nr = 0
@@ -574,6 +618,14 @@ def probes_of(kind, port, code, stack, sport, dport, src, dst, ts, ck1, cu1, cm1
                 na += 1
             if c & AN_ARP:
                 na += 1
+    meta, N = T[0], T[2]
+    use_pairs = 4 * (np_ + meta[M_SIZE]) < na + nr
+    pairs = np.zeros((1 << PAIR_BITS) if use_pairs else 1, np.bool_)
+    if use_pairs:
+        nd = meta[M_HEAD]
+        while nd >= 0:
+            pairs[_pair_bit(N[nd, P_S], N[nd, P_H])] = True
+            nd = N[nd, C_NXT]
     # distinct probes in order of first occurrence; a slot holds probe index + 1
     m = 16
     while m < 2 * np_:
@@ -588,6 +640,8 @@ def probes_of(kind, port, code, stack, sport, dport, src, dst, ts, ck1, cu1, cm1
         k = kind[i]
         if k < 0:
             continue
+        if use_pairs:
+            pairs[_pair_bit(src[i], dst[i])] = True
         x = probe_key(src[i], dst[i], port[i], k)
         j = _h(x, 0, 0) & pmask
         while pslot[j] != 0:
@@ -613,6 +667,8 @@ def probes_of(kind, port, code, stack, sport, dport, src, dst, ts, ck1, cu1, cm1
     for i in range(n):
         c = code[i]
         if c == 0:
+            continue
+        if use_pairs and not pairs[_pair_bit(dst[i], src[i])]:
             continue
         if c & AN_RST:
             rs_keys[r] = probe_key(dst[i], src[i], sport[i], K_TCP)
@@ -644,6 +700,10 @@ def probes_of(kind, port, code, stack, sport, dport, src, dst, ts, ck1, cu1, cm1
                 p = _probe_of(ptab, pslot, pmask, ans[qq])
                 if p >= 0:
                     plast[p] = i  # frames in order: the last one stays
+    if r < nr:  # (frames left out by the pair filter) the TCP-keyed resets, then the ACK-keyed ones
+        rs_keys = np.concatenate((rs_keys[:r], rs_keys[nr:nr + r]))
+        rs_at = np.concatenate((rs_at[:r], rs_at[nr:nr + r]))
+    ans = ans[:q]
     k_u = np.empty(u, np.int64)
     failed = np.zeros(u, np.bool_)
     ev = np.zeros(u, np.bool_)
@@ -671,7 +731,7 @@ def probes_of(kind, port, code, stack, sport, dport, src, dst, ts, ck1, cu1, cm1
             pj[q] = j
             pk[q] = uk[j]
             q += 1
-    porder = pj[np.argsort(pk)]
+    porder = pj[argsort_keys(pk)]
     return np_, uk, at, k_u, failed, ev, porder, ans, rs_keys, rs_at
 
 
@@ -747,7 +807,7 @@ def batch_events(T, uk, at, k_u, failed, ev, porder, ts, src, dst, port, stack, 
                     hk[nh] = ans[q]
                     hn[nh] = n
                     nh += 1
-        o = np.argsort(hk[:nh])
+        o = argsort_keys(hk[:nh])
         prev = np.uint64(0)
         for q in range(nh):
             x = hk[o[q]]
@@ -833,13 +893,38 @@ def batch_events(T, uk, at, k_u, failed, ev, porder, ts, src, dst, port, stack, 
     return oa, ot, osrc, oh, op, ok, obad, oos
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
-def _find_sorted(a, x):
-    """Index of ``x`` in the sorted ``a``, or -1."""
-    j = np.searchsorted(a, x)
-    if j < a.size and a[j] == x:
-        return j
-    return -1
+@nb.njit(cache=True, nogil=True)
+def flag_scanners(rows_all, first, ts, hold_s, until, cls_idx, verdict):
+    """`ScanDetector._flag` over the rows of each scanner (`scanner_rows`): the hold lapses inside
+    a batch too, so a scanner's rows count while each comes within ``hold_s`` of the one before,
+    the first longer gap ends them; none count when the first comes after the scanner's ``until``.
+    The rows that count and no earlier detector flagged get the scanner's class (``cls_idx``).
+    Returns per scanner the rows that count (0: none), their first and last time."""
+    ns = first.size - 1
+    n = np.zeros(ns, np.int64)
+    lo = np.zeros(ns, np.float64)
+    hi = np.zeros(ns, np.float64)
+    for j in range(ns):
+        a, z = first[j], first[j + 1]
+        if z == a or ts[rows_all[a]] > until[j]:
+            continue
+        e = z
+        for q in range(a + 1, z):
+            if ts[rows_all[q]] - ts[rows_all[q - 1]] > hold_s:
+                e = q
+                break
+        t0 = ts[rows_all[a]]
+        t1 = t0
+        for q in range(a, e):
+            r = rows_all[q]
+            if verdict[r] < 0:
+                verdict[r] = cls_idx[j]
+            t0 = min(t0, ts[r])
+            t1 = max(t1, ts[r])
+        n[j] = e - a
+        lo[j] = t0
+        hi[j] = t1
+    return n, lo, hi
 
 
 @nb.njit(cache=True, nogil=True)
@@ -855,12 +940,28 @@ def scanner_rows(kind, status, ipver, proto, flags, icmp_type, ethertype, arp_op
     rows = np.empty(n, np.int64)
     cnt = np.zeros(ns + 1, np.int64)
     has_tg = TG[0][M_SIZE] > 0
+    # scanner -> its index, in a small open-addressing set (one probe per address, not a binary search)
+    ms = 16
+    while ms < 4 * ns:
+        ms <<= 1
+    smask = np.uint64(ms - 1)
+    stab = np.empty(ms, np.uint64)
+    sslot = np.zeros(ms, np.int64)
+    sbit = np.zeros(4096, np.bool_)  # and a 4096-bit filter before it (one multiply per address)
+    for j in range(ns):
+        x = scanners[j]
+        sbit[(x * _M1) >> np.uint64(52)] = True
+        h = _h(x, 0, 0) & smask
+        while sslot[h] != 0 and stab[h] != x:
+            h = (h + _ONE) & smask
+        sslot[h] = j + 1
+        stab[h] = x
     m = 0
     for i in range(n):
         if status[i] != 0:
             continue
-        js = _find_sorted(scanners, src[i])
-        jd = _find_sorted(scanners, dst[i])
+        js = _probe_of(stab, sslot, smask, src[i]) if sbit[(src[i] * _M1) >> np.uint64(52)] else -1
+        jd = _probe_of(stab, sslot, smask, dst[i]) if sbit[(dst[i] * _M1) >> np.uint64(52)] else -1
         if js < 0 and jd < 0:
             continue
         f = flags[i]

@@ -102,10 +102,11 @@ def _set_insert(tab, keys, n, x, shift, mask):
 
 @nb.njit(cache=True, nogil=True)
 def count_batch(rows, rkey, kind, src, dst, answers, closed, est, ts, dport, sport, proto, l4_ok, flags, status,
-                ipv, pay, window_s, rates, span, known, is_http):
+                ipv, ip_len, ip_hdr_len, l4_hdr_len, window_s, rates, span, known, is_http):
     """The candidate (key, bucket)s of ``rows`` (their frames' keys ``rkey``), in no order: kb,
     key, frames, first frame (index into ``rows``), bucket, kind, answered, completed, closed,
-    distinct ports, distinct (source port, port) and payload bytes (UDP) in this batch.
+    distinct ports, distinct (source port, port) and payload bytes (UDP: IP length less both
+    headers, at least 0) in this batch.
     A (key, bucket) is a candidate with max(2, rate of its kind * span / 4) frames or more, or
     when its key is in ``known`` (being counted already)."""
     n = rows.size
@@ -210,7 +211,7 @@ def count_batch(rows, rkey, kind, src, dst, answers, closed, est, ts, dport, spo
             nck += 1
             c_conns[c] += 1
         if c_kind[c] == K_UDP:
-            c_pay[c] += pay[i]
+            c_pay[c] += max(np.int64(ip_len[i]) - np.int64(ip_hdr_len[i]) - np.int64(l4_hdr_len[i]), 0)
     # one TCP tally serves the three TCP kinds, under K_ACK's key of the candidate's pair
     am, abits = _bits(nc)
     ashift, amask = np.uint64(64 - abits), np.uint64(am - 1)

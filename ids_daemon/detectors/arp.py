@@ -23,7 +23,8 @@ import numpy as np
 from ..capture.batch import PacketBatch, ipv4_str, mac_to_str
 from ..config import ArpDetectorConfig
 from . import _arp_kernel as _k
-from .base import LRU, Finding, mark, warm_once
+from . import _keys_kernel as _kk
+from .base import LRU, Finding, isin_keys, mark, warm_once
 
 CLS = "MITM-ArpSpoofing"
 _BCAST_MAC = 0xFFFFFFFFFFFF
@@ -130,6 +131,7 @@ class ArpDetector:
 
     def __init__(self, cfg: ArpDetectorConfig | None = None):
         warm_once(_warm_up)
+        warm_once(_kk.warm_up)
         self.cfg = cfg or ArpDetectorConfig()
         self.counters: dict[str, int] = {"arp_frames": 0, "conflicts": 0}
         n = self.cfg.max_hosts
@@ -247,8 +249,8 @@ class ArpDetector:
         sp = list(self.spoofers.keys())
         sp_mac = np.array([m for m, _ in sp], dtype=np.uint64)
         bad = _pair(sp_mac, np.array([i for _, i in sp], dtype=np.uint32))
-        hit = np.isin(pair, bad)
-        other = ~hit & np.isin(sha, sp_mac)
+        hit = isin_keys(pair, bad)
+        other = ~hit & isin_keys(sha, sp_mac)
         if not hit.any() and not other.any():
             return []
         mask = np.zeros(len(batch), dtype=bool)

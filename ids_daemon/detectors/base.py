@@ -17,6 +17,7 @@ import numpy as np
 
 from ..capture.batch import PacketBatch
 from ..model.classes import FAMILY_OF
+from . import _keys_kernel as _kk
 
 # Classes the detectors can report (index = value in DetectorResult.frame_class).
 DETECTOR_CLASSES: tuple[str, ...] = (
@@ -145,22 +146,54 @@ def pair_key(client: np.ndarray, server: np.ndarray, port: np.ndarray) -> np.nda
 
 
 def tcp_pairs(b: PacketBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(TCP mask, IPv4 or IPv6, key if the frame goes client→server, key if it goes server→client)."""
-    from ..capture.batch import STATUS_OK, address_ids
+    """(TCP mask, IPv4 or IPv6, key if the frame goes client→server, key if it goes server→client),
+    built once per batch (cached on it, as `address_ids`: the web, brute-force and slow-HTTP
+    detectors all ask)."""
+    from ..capture.batch import address_ids
 
-    src, dst = address_ids(b)
-    tcp = (b.status == STATUS_OK) & (b.ip_version > 0) & b.l4_ok & (b.proto == 6)
-    return tcp, pair_key(src, dst, b.dport), pair_key(dst, src, b.sport)
+    got = b.__dict__.get("_tcp_pairs")
+    if got is None:
+        src, dst = address_ids(b)
+        got = b.__dict__["_tcp_pairs"] = (tcp_mask(b), *_kk.pair_keys(src, dst, b.sport, b.dport))
+    return got
+
+
+def tcp_mask(b: PacketBatch) -> np.ndarray:
+    """The TCP frames (IPv4 or IPv6) of the batch, computed once per batch (cached on it)."""
+    from ..capture.batch import STATUS_OK
+
+    got = b.__dict__.get("_tcp_mask")
+    if got is None:
+        got = b.__dict__["_tcp_mask"] = (b.status == STATUS_OK) & (b.ip_version > 0) & b.l4_ok & (b.proto == 6)
+    return got
+
+
+def conn_pairs(b: PacketBatch) -> tuple[np.ndarray, np.ndarray]:
+    """(key of each frame's TCP connection with its sender as the client, with its receiver as the
+    client: `_keys_kernel.conn_keys`), built once per batch (cached on it)."""
+    from ..capture.batch import address_ids
+
+    got = b.__dict__.get("_conn_pairs")
+    if got is None:
+        src, dst = address_ids(b)
+        got = b.__dict__["_conn_pairs"] = _kk.conn_keys(src, dst, b.sport, b.dport)
+    return got
+
+
+def isin_keys(a: np.ndarray, keys: Any) -> np.ndarray:
+    """``np.isin(a, keys)`` for 64-bit keys or address ids (a compiled hash set, no sort)."""
+    return _kk.isin(np.ascontiguousarray(a, dtype=np.uint64), np.ascontiguousarray(keys, dtype=np.uint64))
+
+
+def held_keys(held: Any) -> np.ndarray:
+    """The keys of a dict of 64-bit keys as an array."""
+    return np.fromiter(held.keys(), dtype=np.uint64, count=len(held))
 
 
 def rows_of_keys(mask: np.ndarray, fwd: np.ndarray, rev: np.ndarray, held: Any) -> tuple[np.ndarray, np.ndarray]:
     """The rows of ``mask`` whose key in either direction (``fwd``, else ``rev``) is one of
     ``held``'s keys, and that key per row: the frames of held pairs or connections, both ways."""
-    keys = np.fromiter(held.keys(), dtype=np.uint64, count=len(held))
-    in_f = mask & np.isin(fwd, keys)
-    in_r = mask & ~in_f & np.isin(rev, keys)
-    rows = np.flatnonzero(in_f | in_r)
-    return rows, np.where(in_f[rows], fwd[rows], rev[rows])
+    return _kk.rows_of_keys(mask, fwd, rev, held_keys(held))
 
 
 # A pair's frames this long before the one that started its hold are flagged with it when they
@@ -188,6 +221,7 @@ class HeldPairs:
         # key -> [until, cls, client, server, port, evidence]
         self.active = LRU(cap, counters, "pair_evictions")
         self.starts: dict[int, int] = {}  # pairs started in the current batch -> first frame
+        warm_once(_kk.warm_up)
 
     def hold(self, key: int, at: int, ts: float, cls: str, client: int, server: int, port: int,
              evidence: str) -> list:

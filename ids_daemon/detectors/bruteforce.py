@@ -21,7 +21,7 @@ import numpy as np
 from ..capture.batch import TH_ACK, TH_SYN, PacketBatch, address_ids
 from ..capture.decode import AUTH_FAILURE, AUTH_SSH_BANNER
 from ..config import BruteForceDetectorConfig
-from .base import LRU, Finding, HeldPairs, pair_key, tcp_pairs
+from .base import LRU, Finding, HeldPairs, held_keys, isin_keys, pair_key, tcp_mask, tcp_pairs
 
 CLS = "DictionaryBruteForce"
 
@@ -33,6 +33,8 @@ class BruteForceDetector:
         self.cfg = cfg or BruteForceDetectorConfig()
         self.counters: dict[str, int] = {"syns": 0, "failures": 0, "attackers": 0}
         self.ports = np.array(sorted(set(self.cfg.ports)), dtype=np.uint16)
+        self._is_port = np.zeros(1 << 16, dtype=bool)  # port -> a login port (a gather, not np.isin)
+        self._is_port[self.ports] = True
         self.ssh = LRU(self.cfg.max_keys, self.counters, "ssh_evictions")  # pair_key(server, server, port) -> True
         self.syns = LRU(self.cfg.max_keys, self.counters, "syn_evictions")  # pair key -> [(ts, sport)]
         self.fails = LRU(self.cfg.max_keys, self.counters, "failure_evictions")  # pair key -> [ts]
@@ -40,7 +42,7 @@ class BruteForceDetector:
 
     def process(self, batch: PacketBatch, verdict: np.ndarray) -> list[Finding]:
         cfg = self.cfg
-        tcp, fwd, rev = tcp_pairs(batch)
+        tcp = tcp_mask(batch)
         src, dst = address_ids(batch)
         # SSH servers announce themselves: their port is a login service whatever its number
         ban = np.flatnonzero(tcp & (batch.auth_sig == AUTH_SSH_BANNER))
@@ -49,17 +51,19 @@ class BruteForceDetector:
                 self.ssh.touch(sp, True)
         syn = tcp & ((batch.tcp_flags & (TH_SYN | TH_ACK)) == TH_SYN)
         if syn.any():
-            auth = np.isin(batch.dport, self.ports)
+            auth = self._is_port[batch.dport]
             if self.ssh:
                 sp = pair_key(dst, dst, batch.dport)
-                known = np.fromiter(self.ssh.keys(), dtype=np.uint64, count=len(self.ssh))
-                auth |= np.isin(sp, known)
+                auth |= isin_keys(sp, held_keys(self.ssh))
             syn &= auth
         events: list[tuple[int, int]] = []  # (frame, 1 if a refused login else 0 for a SYN), in capture order
         for at in np.flatnonzero(syn).tolist():
             events.append((at, 0))
         for at in np.flatnonzero(tcp & (batch.auth_sig == AUTH_FAILURE)).tolist():
             events.append((at, 1))
+        if not events and not self.pairs.active:
+            return []  # the usual batch: no login attempt, nobody held (no pair keys built)
+        _, fwd, rev = tcp_pairs(batch)
         events.sort()
         ts, sport, dport = batch.ts, batch.sport, batch.dport
         for at, fail in events:

@@ -40,7 +40,8 @@ from ..capture.batch import STATUS_OK, TH_ACK, TH_RST, TH_SYN, PacketBatch, addr
 from ..config import FloodDetectorConfig
 from . import _flood_kernel as _fk
 from . import _scan_kernel as _sk
-from .base import LRU, Finding, mark, warm_once
+from . import _keys_kernel as _kk
+from .base import CLASS_INDEX, LRU, Finding, held_keys, isin_keys, warm_once
 
 K_SYN, K_UDP, K_ICMP = 0, 1, 2
 CLASS_OF = {K_SYN: "DDoS-SYN_Flood", K_UDP: "DDoS-UDP_Flood", K_ICMP: "DDoS-ICMP_Flood"}
@@ -89,6 +90,7 @@ class FloodDetector:
         self.cfg = cfg or FloodDetectorConfig()
         self.counters: dict[str, int] = {"floods": 0}
         warm_once(_fk.warm_up)
+        warm_once(_kk.warm_up)
         self.buckets = _Table(self.cfg.max_targets, self.cfg.sources, self.counters, "target_evictions")
         self.bursts = _Table(self.cfg.max_targets, max(self.cfg.burst_sources, 1), self.counters, "burst_evictions")
         self.clients = LRU(self.cfg.max_targets, self.counters, "client_evictions")  # (SYN-flooded victim, client)
@@ -98,21 +100,9 @@ class FloodDetector:
     @staticmethod
     def _kinds(b: PacketBatch) -> tuple[np.ndarray, np.ndarray]:
         """Per frame, the flood kind it would be part of, and the kind of flood it answers
-        (-1 none): SYN-ACKs and resets answer SYNs, ICMP errors UDP, echo replies pings."""
-        ok = (b.status == STATUS_OK) & (b.ip_version > 0) & b.l4_ok
-        v6 = b.ip_version == 6
-        icmp = ok & np.where(v6, b.proto == 58, b.proto == 1)
-        tcp = ok & (b.proto == 6)
-        f = b.tcp_flags
-        kind = np.full(len(b), -1, dtype=np.int8)
-        kind[icmp] = K_ICMP
-        kind[ok & (b.proto == 17)] = K_UDP
-        kind[tcp & (f & (TH_SYN | TH_ACK) == TH_SYN)] = K_SYN
-        answers = np.full(len(b), -1, dtype=np.int8)
-        answers[icmp & np.where(v6, b.icmp_type == 1, b.icmp_type == 3)] = K_UDP
-        answers[icmp & np.where(v6, b.icmp_type == 129, b.icmp_type == 0)] = K_ICMP
-        answers[tcp & ((f & (TH_SYN | TH_ACK) == TH_SYN | TH_ACK) | (f & TH_RST != 0))] = K_SYN
-        return kind, answers
+        (-1 none): SYN-ACKs and resets answer SYNs, ICMP errors UDP, echo replies pings (compiled:
+        `_flood_kernel.kinds`)."""
+        return _fk.kinds(b.status, b.ip_version, b.l4_ok, b.proto, b.tcp_flags, b.icmp_type)
 
     def process(self, b: PacketBatch, verdict: np.ndarray) -> list[Finding]:
         kind, answers = self._kinds(b)
@@ -125,8 +115,7 @@ class FloodDetector:
         if self.cfg.burst_sources:
             burst = np.isin(kind[rows], _BURST_KINDS)
             if burst.any() and self.held:  # a target already held needs no burst to be a flood
-                held = np.fromiter(self.held.keys(), dtype=np.uint64, count=len(self.held))
-                burst &= ~np.isin(tkey, held)
+                burst &= ~isin_keys(tkey, held_keys(self.held))
             if burst.any():
                 self._count(b, rows[burst], tkey[burst], src, dst, kind, self.bursts, self.cfg.burst_s,
                             self.cfg.burst_sources)
@@ -163,8 +152,10 @@ class FloodDetector:
         """(victim, client) pairs with an established connection: the client acknowledges
         data without SYN or RST, which no spoofed address does (this batch's and remembered)."""
         f = b.tcp_flags
+        victim_ids = np.fromiter(victims, dtype=np.uint64, count=len(victims))
         est = np.flatnonzero((b.status == STATUS_OK) & (b.ip_version > 0) & b.l4_ok & (b.proto == 6)
-                             & (f & TH_ACK != 0) & (f & (TH_SYN | TH_RST) == 0) & np.isin(dst, list(victims)))
+                             & (f & TH_ACK != 0) & (f & (TH_SYN | TH_RST) == 0) & isin_keys(dst, victim_ids))
+        est = est[_kk.distinct_pairs(dst[est], src[est])]  # (the set below as from every row: same order)
         for pair in set(zip(dst[est].tolist(), src[est].tolist())):
             self.clients.touch(pair, None)
         return self.clients
@@ -178,26 +169,22 @@ class FloodDetector:
             del self.held[k]
         if not self.held:
             return []
-        keys = np.fromiter(self.held.keys(), dtype=np.uint64, count=len(self.held))
-        hit = np.isin(tkey, keys)
+        keys = np.sort(held_keys(self.held))
         # the flooded host's answers to the flood (SYN-ACKs and resets to the spoofed sources):
         # backscatter exists only because of the flood
         back = np.flatnonzero(answers >= 0)
         bkey = _target_key(src[back], answers[back])
-        bhit = np.isin(bkey, keys)
-        if not hit.any() and not bhit.any():
+        # per held key (ascending), its flood frames then its answers, in capture order
+        by_key, first = _fk.rows_by_key(rows, tkey, back, bkey, keys)
+        if not by_key.size:
             return []
         findings = []
         syn_victims = {v[2] for v in self.held.values() if v[3] == K_SYN}
         clients = self._clients(b, src, dst, syn_victims) if syn_victims else {}
         peers = None  # victim -> its clients (built on first need)
-        keys.sort()
-        seen = np.zeros(keys.size, dtype=bool)  # the held keys this batch carries, ascending
-        seen[np.searchsorted(keys, tkey[hit])] = True
-        seen[np.searchsorted(keys, bkey[bhit])] = True
-        for k in keys[seen].tolist():
-            lo, hi, victim_id, kd, crowd = self.held[k]
-            r = np.concatenate([rows[tkey == k], back[bkey == k]])
+        for j in np.flatnonzero(first[1:] > first[:-1]).tolist():  # the held keys this batch carries
+            lo, hi, victim_id, kd, crowd = self.held[int(keys[j])]
+            r = by_key[first[j]:first[j + 1]]
             r = r[(b.ts[r] >= lo) & (b.ts[r] <= hi)]
             if kd == K_SYN and clients:
                 # a client that completes its handshakes is not the crowd: its SYNs, the SYN-ACKs
@@ -209,13 +196,11 @@ class FloodDetector:
                 known = peers.get(victim_id)
                 if known:
                     peer = np.where(src[r] == victim_id, dst[r], src[r])
-                    r = r[~np.isin(peer, np.array(known, dtype=np.uint64))]
+                    r = r[~isin_keys(peer, np.array(known, dtype=np.uint64))]
             if not r.size:
                 continue
-            m = np.zeros(len(b), dtype=bool)
-            m[r] = True
             cls = CLASS_OF[kd]
-            mark(verdict, m, cls)
+            verdict[r[verdict[r] < 0]] = CLASS_INDEX[cls]  # `mark`
             n_src = int(_fk.n_distinct(src[r], np.uint64(victim_id)))
             victim = address_name(victim_id)
             what = "TCP SYN" if kd == K_SYN else _PROTO_NAME[kd].upper()

@@ -24,6 +24,8 @@ from .base import Finding, HeldPairs, pair_key
 
 _V4_QUERIES = (13, 15, 17)  # timestamp, information, address-mask requests
 _V6_QUERIES = (139,)  # node-information query
+_QUERY4 = np.isin(np.arange(256), _V4_QUERIES)  # ICMP type -> a query of the set (a gather, not np.isin)
+_QUERY6 = np.isin(np.arange(256), _V6_QUERIES)
 _WHAT = {13: "ICMP timestamp request", 15: "ICMP information request", 17: "ICMP address-mask request",
          139: "ICMPv6 node-information query"}
 
@@ -42,8 +44,8 @@ class OsScanDetector:
         t, c = batch.icmp_type, batch.icmp_code
         icmp4 = ok & ~v6 & (batch.proto == 1)
         icmp6 = ok & v6 & (batch.proto == 58)
-        probe = ((icmp4 & (np.isin(t, _V4_QUERIES) | ((t == 8) & (c != 0))))
-                 | (icmp6 & (np.isin(t, _V6_QUERIES) | ((t == 128) & (c != 0)))))
+        probe = ((icmp4 & (_QUERY4[t] | ((t == 8) & (c != 0))))
+                 | (icmp6 & (_QUERY6[t] | ((t == 128) & (c != 0)))))
         hits = np.flatnonzero(probe)
         if not hits.size and not self.pairs.active:
             return []  # the usual batch: no probe, nobody held (a few column compares)

@@ -33,10 +33,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..capture.batch import (STATUS_OK, TH_ACK, TH_RST, TH_SYN, PacketBatch, address_ids, address_name,
-                             multicast_dst)
+from ..capture.batch import STATUS_OK, PacketBatch, address_ids, address_name
 from ..config import ReflectionDetectorConfig
-from .base import LRU, Finding, mark, pair_key, warm_once
+from . import _keys_kernel as _kk
+from .base import LRU, Finding, held_keys, isin_keys, mark, warm_once
 from .slowhttp import chain
 from . import _reflection_kernel as _k
 
@@ -53,91 +53,39 @@ class ReflectionDetector:
         self.cfg = cfg or ReflectionDetectorConfig()
         self.counters: dict[str, int] = {"reflections": 0, "query_evictions": 0}
         size = 1 << max(4, (self.cfg.max_queries - 1).bit_length())
-        self.qkeys = np.zeros(size, dtype=np.uint64)
-        self.qts = np.full(size, -np.inf)
-        self.qmask = np.uint64(size - 1)
-        self._stamp = np.full(size, -1, dtype=np.int64)  # scratch of the compiled store (per slot: batch, winner)
-        self._win = np.zeros(size, dtype=np.int64)
+        self._queries = _k.new_queries(size)  # direct-mapped: per slot the latest query's key and ts
+        self.qkeys = self._queries[:, _k.Q_KEY].view(np.uint64)  # (a view: the slots' keys)
         self._batch_no = 0
         warm_once(_k.warm_up)
+        warm_once(_kk.warm_up)
         self.ports = np.array(sorted(set(self.cfg.ports)), dtype=np.uint16)
+        self._is_port = np.zeros(1 << 16, dtype=bool)  # port -> one of `ports` (a gather, not np.isin's compares)
+        self._is_port[self.ports] = True
         # victim -> [bucket, unsolicited answers in it, its first ts]
         self.counts = LRU(self.cfg.max_victims, self.counters, "victim_evictions")
         # victim -> [from ts, until ts, reflectors (set), answers flagged, services (set)]
         self.held = LRU(self.cfg.max_victims, self.counters, "held_evictions")
         self.peak = (0, 0)  # most unsolicited answers to one host in one bucket, and their sources (measuring)
 
-    # ---- queries -----------------------------------------------------------------------------------
-    def _lookup(self, keys: np.ndarray, ts: np.ndarray) -> np.ndarray:
-        slot = (keys & self.qmask).astype(np.int64)
-        return (self.qkeys[slot] == keys) & (ts - self.qts[slot] <= self.cfg.query_s)
-
-    def _store(self, keys: np.ndarray, ts: np.ndarray) -> None:
-        """Record queries (capture order): per slot the latest wins; live queries overwritten are counted."""
-        if not keys.size:
-            return
-        slot = (keys & self.qmask).astype(np.int64)
-        rs = slot[::-1]
-        _, last = np.unique(rs, return_index=True)  # the latest query of each slot
-        idx = keys.size - 1 - last
-        sl, k, t = slot[idx], keys[idx], ts[idx]
-        old_k, old_t = self.qkeys[sl], self.qts[sl]
-        # distinct keys of this batch that lost their slot to a later one, and older live ones overwritten
-        lost = np.unique(keys).size - np.unique(k).size
-        self.counters["query_evictions"] += int(lost + np.count_nonzero(
-            (old_k != k) & (old_k != 0) & (t - old_t <= self.cfg.query_s)))
-        self.qkeys[sl] = k
-        self.qts[sl] = t
-
     # ---- per batch ---------------------------------------------------------------------------------
     def process(self, b: PacketBatch, verdict: np.ndarray) -> list[Finding]:
         cfg = self.cfg
-        ok = (b.status == STATUS_OK) & (b.ip_version > 0)
-        l4 = ok & b.l4_ok
-        udp = l4 & (b.proto == 17)
-        tcp = l4 & (b.proto == 6)
-        f = b.tcp_flags
-        mc = multicast_dst(b)
-        synack = tcp & (f & (TH_SYN | TH_ACK | TH_RST) == (TH_SYN | TH_ACK)) & ~mc
-        from_port = udp & np.isin(b.sport, self.ports) & ~mc
-        dns_query = (b.sport == 53) & b.dns_ok & ~b.dns_qr
-        ans = synack | (from_port & ~dns_query)
-        qry = (tcp & (f & (TH_SYN | TH_ACK) == TH_SYN)) | (udp & np.isin(b.dport, self.ports))
-        a_rows = np.flatnonzero(ans)
-        q_rows = np.flatnonzero(qry)
-        if not a_rows.size and not q_rows.size and not self.held:
-            return []  # the usual batch: a few column compares
         src, dst = address_ids(b)
+        # answers (SYN-ACKs, UDP from a reflected port) and queries (SYNs, UDP to one) with their keys,
+        # in one compiled pass
+        a_rows, q_rows, synack, qk, ak, ak0 = _k.answers_and_queries(
+            b.status, b.ip_version, b.l4_ok, b.proto, b.tcp_flags, b.sport, b.dport, b.dns_ok, b.dns_qr, b.dst4,
+            b.dst6, self._is_port, src, dst)
+        if not a_rows.size and not q_rows.size and not self.held:
+            return []  # the usual batch
         ts = b.ts
-        # a query to a group (multicast, broadcast, IPv4 x.x.x.255) is a query to every server on that port
-        group = mc | ((b.ip_version == 4) & (b.dst4 & 0xFF == 0xFF))
-        zero = np.zeros(len(b), dtype=np.uint64)
-        qk = pair_key(src[q_rows], np.where(group[q_rows], zero[q_rows], dst[q_rows]), b.dport[q_rows])
-        if a_rows.size:
-            ak = pair_key(dst[a_rows], src[a_rows], b.sport[a_rows])
-            ak0 = pair_key(dst[a_rows], zero[a_rows], b.sport[a_rows])
-        else:
-            ak = ak0 = np.zeros(0, dtype=np.uint64)
         self._batch_no += 1
-        sol, lost = _k.solicit(a_rows, ak, ak0, q_rows, qk, ts, self.qkeys, self.qts, float(cfg.query_s),
-                               self._stamp, self._win, self._batch_no)
+        sol, lost = _k.solicit(a_rows, ak, ak0, q_rows, qk, ts, self._queries, float(cfg.query_s), self._batch_no)
         self.counters["query_evictions"] += int(lost)
         unsolicited = a_rows[~sol]
         if unsolicited.size:
             self._count(b, unsolicited, src, dst)
-        return self._flag(b, verdict, ok, unsolicited, src, dst, synack)
-
-    def _in_batch(self, q_rows, qk, a_rows, ak, ts, n) -> np.ndarray:
-        """Answers preceded in this batch by a query with the same key within query_s."""
-        keys = np.unique(np.concatenate([qk, ak]))
-        w = np.int64(n + 1)
-        qc = np.searchsorted(keys, qk).astype(np.int64) * w + q_rows
-        o = np.argsort(qc)
-        qc, qr = qc[o], q_rows[o]
-        ac = np.searchsorted(keys, ak).astype(np.int64) * w + a_rows
-        p = np.searchsorted(qc, ac) - 1
-        pc = np.maximum(p, 0)
-        return (p >= 0) & (qc[pc] // w == ac // w) & (ts[a_rows] - ts[qr[pc]] <= self.cfg.query_s)
+        return self._flag(b, verdict, unsolicited, src, dst, synack)
 
     def _count(self, b: PacketBatch, rows: np.ndarray, src: np.ndarray, dst: np.ndarray) -> None:
         cfg = self.cfg
@@ -172,7 +120,7 @@ class ReflectionDetector:
                 if len(h[2]) < MAX_REFLECTORS:
                     h[2].update(st[3])
 
-    def _flag(self, b: PacketBatch, verdict: np.ndarray, ok: np.ndarray, unsolicited: np.ndarray,
+    def _flag(self, b: PacketBatch, verdict: np.ndarray, unsolicited: np.ndarray,
               src: np.ndarray, dst: np.ndarray, synack: np.ndarray) -> list[Finding]:
         if not self.held:
             return []
@@ -182,9 +130,10 @@ class ReflectionDetector:
             del self.held[k]
         if not self.held:
             return []
-        victims = np.fromiter(self.held.keys(), dtype=np.uint64, count=len(self.held))
-        u = unsolicited[np.isin(dst[unsolicited], victims)]
-        frag = np.flatnonzero(ok & (b.ip_version == 4) & (b.frag_offset > 0) & np.isin(dst, victims))
+        victims = held_keys(self.held)
+        u = unsolicited[isin_keys(dst[unsolicited], victims)]
+        ok = (b.status == STATUS_OK) & (b.ip_version > 0)
+        frag = np.flatnonzero(ok & (b.ip_version == 4) & (b.frag_offset > 0) & isin_keys(dst, victims))
         if not u.size and not frag.size:
             return []
         findings = []
@@ -200,7 +149,7 @@ class ReflectionDetector:
             fr = frag[dst[frag] == v]
             fr = fr[(b.ts[fr] >= h[0]) & (b.ts[fr] <= h[1])]
             if fr.size:
-                fr = fr[np.isin(src[fr], np.fromiter(h[2], dtype=np.uint64, count=len(h[2])))]
+                fr = fr[isin_keys(src[fr], np.fromiter(h[2], dtype=np.uint64, count=len(h[2])))]
             if not r.size and not fr.size:
                 continue
             h[3] += int(r.size)

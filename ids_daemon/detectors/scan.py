@@ -116,6 +116,7 @@ class _Table:
 
 
 _CLS = {_k.C_PORTSCAN: "Recon-PortScan", _k.C_PINGSWEEP: "Recon-PingSweep", _k.C_DISCOVERY: "Recon-HostDiscovery"}
+_CLS_INDEX = np.array([CLASS_INDEX[_CLS[c]] for c in range(len(_CLS))], dtype=np.int16)  # kernel class -> verdict
 _WHAT = {_k.W_PORTS: "ports", _k.W_HOSTS: "hosts", _k.W_PINGED: "hosts pinged", _k.W_ARP: "unanswered ARP requests"}
 _U64 = (1 << 64) - 1
 
@@ -205,7 +206,7 @@ class ScanDetector:
         # and the resets, in one compiled pass (bare ACKs of a connection seen opening dropped)
         nprobes, uk, at, k_u, failed, ev, porder, answers, resets, rst_at = _k.probes_of(
             kind, port, code, stack, batch.sport, batch.dport, src, dst, ts, c1[0], c1[1], c1[2],
-            c2[0], c2[1], c2[2], end, float(cfg.answer_s))
+            c2[0], c2[1], c2[2], end, float(cfg.answer_s), self.pending.t)
         if nprobes:
             self.counters["probes"] += int(nprobes)
         # events: (at, ts, src, host, port, kind, failed, from an OS stack) of this batch's probes
@@ -272,7 +273,6 @@ class ScanDetector:
         nodes, scanners = _k.t_keys(self.active.t)
         order = np.argsort(scanners)
         scanners = scanners[order]
-        node_of = dict(zip(scanners.tolist(), nodes[order].tolist()))
         start = np.array([started.get(s, 0) for s in scanners.tolist()], dtype=np.int64)
         src, dst = address_ids(b)
         rows_all, first = _k.scanner_rows(kind, b.status, b.ip_version, b.proto, b.tcp_flags, b.icmp_type,
@@ -280,27 +280,20 @@ class ScanDetector:
         if not rows_all.size:
             return []
         findings = []
-        cls_rows: dict[int, np.ndarray] = {}
-        for j in np.flatnonzero(first[1:] > first[:-1]).tolist():
-            cls_rows[int(scanners[j])] = rows_all[first[j]:first[j + 1]]
-        for s, rows in cls_rows.items():
-            node = node_of[s]
+        snodes = nodes[order]
+        # each scanner's rows while its hold lasts, flagged (compiled: `_scan_kernel.flag_scanners`)
+        n, lo, hi = _k.flag_scanners(rows_all, first, np.ascontiguousarray(b.ts, dtype=np.float64),
+                                     float(self.cfg.hold_s), AF[snodes, _k.A_UNTIL],
+                                     _CLS_INDEX[AN[snodes, _k.A_CLS]], verdict)
+        for j in np.flatnonzero(n).tolist():
+            s, node = int(scanners[j]), int(snodes[j])
             cls = _CLS[int(AN[node, _k.A_CLS])]
             victim, why = self._info[int(AN[node, _k.A_INFO])]
-            # the hold lapses inside a batch too: rows count while each comes within hold_s of
-            # the one before (or of the hold the scanner had), the first longer gap ends it
-            t = b.ts[rows]
-            gap = np.flatnonzero(np.diff(t) > self.cfg.hold_s)
-            rows = rows[: gap[0] + 1] if gap.size else rows
-            if t[0] > AF[node, _k.A_UNTIL]:
-                continue
-            rows_new = rows[verdict[rows] < 0]  # `mark`: frames no earlier detector flagged
-            verdict[rows_new] = CLASS_INDEX[cls]
-            last = float(b.ts[rows].max())
+            last = float(hi[j])
             AF[node, _k.A_UNTIL] = max(float(AF[node, _k.A_UNTIL]), last + self.cfg.hold_s)
             findings.append(Finding(
-                detector=self.name, cls=cls, first_ts=float(b.ts[rows].min()), last_ts=last,
-                packets=int(rows.size), attacker=address_name(s), victim=victim,
+                detector=self.name, cls=cls, first_ts=float(lo[j]), last_ts=last,
+                packets=int(n[j]), attacker=address_name(s), victim=victim,
                 protocol="arp" if cls == "Recon-HostDiscovery" else ("icmp" if cls == "Recon-PingSweep" else "tcp"),
                 evidence=f"{address_name(s)}: {why}"))
         return findings

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..capture.batch import HTTP_REQ_PARTIAL, TH_FIN, TH_RST, PacketBatch, address_ids, address_name
 from ..config import SlowHttpDetectorConfig
-from .base import LRU, Finding, _ep, mark, rows_of_keys, tcp_pairs
+from .base import LRU, Finding, _ep, isin_keys, mark, rows_of_keys, tcp_pairs
 
 CLS = "DDoS-SlowLoris"
 _M1 = np.uint64(0x9E3779B97F4A7C15)
@@ -90,8 +90,8 @@ class SlowHttpDetector:
         known = np.unique(np.concatenate([carried_k, ckf[req_rows]]))
         if not known.size:
             return
-        f_in = tcp & np.isin(ckf, known)
-        r_in = tcp & np.isin(ckr, known)
+        f_in = tcp & isin_keys(ckf, known)
+        r_in = tcp & isin_keys(ckr, known)
         plen = (b.ip_len.astype(np.int64) - b.ip_hdr_len.astype(np.int64) - b.l4_hdr_len.astype(np.int64))
         closing = (b.tcp_flags & (TH_FIN | TH_RST)) != 0
         end_r = r_in & ((plen > 0) | closing)  # the server's payload (an answer) or its FIN/RST
@@ -185,7 +185,7 @@ class SlowHttpDetector:
             active = qi[(a[qi] <= t_cross) & (z[qi] > t_cross)]
         # the frames before it of every request connection of the group open and unanswered then (aged or not)
         ck = known[s_cid[qi[(a[qi] - self.cfg.min_age_s <= t_at) & (z[qi] > t_at)]]]
-        earlier = np.flatnonzero(tcp[:at] & (np.isin(ckf[:at], ck) | np.isin(ckr[:at], ck)))
+        earlier = np.flatnonzero(tcp[:at] & (isin_keys(ckf[:at], ck) | isin_keys(ckr[:at], ck)))
         partial = int(np.count_nonzero(s_part[active] > 0))
         c0 = int(s_cid[active[0]])
         evidence = (f"{active.size} connections with HTTP requests unanswered for {self.cfg.min_age_s:g}+ s "

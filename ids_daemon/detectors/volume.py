@@ -55,7 +55,8 @@ from ..capture.batch import (STATUS_OK, TH_ACK, TH_RST, TH_SYN, PacketBatch, add
                              address_name)
 from ..config import VolumeDetectorConfig
 from . import _volume_kernel as _vk
-from .base import CLASS_INDEX, LRU, Finding, mark, pair_key, warm_once
+from . import _keys_kernel as _kk
+from .base import CLASS_INDEX, LRU, Finding, held_keys, isin_keys, mark, pair_key, warm_once
 
 K_SYN, K_ACK, K_PSHACK, K_RSTFIN, K_UDP, K_ICMP, K_FRAG, K_HTTP = range(8)
 _KIND_NAME = {K_SYN: "TCP SYN", K_ACK: "TCP ACK", K_PSHACK: "TCP PSH-ACK", K_RSTFIN: "TCP RST/FIN",
@@ -72,7 +73,6 @@ _FRAG_CLASS = {6: "DDoS-ACK_Fragmentation", 17: "DDoS-UDP_Fragmentation", 1: "DD
 _TCP_KINDS = (K_ACK, K_PSHACK, K_RSTFIN)
 _PORTSCAN = CLASS_INDEX["Recon-PortScan"]
 _NO_KEYS = np.zeros(0, np.uint64)
-_NO_PAY = np.zeros(0, np.int64)
 
 
 class _Count:
@@ -118,6 +118,7 @@ class VolumeDetector:
 
     def __init__(self, cfg: VolumeDetectorConfig | None = None):
         warm_once(_warm_up)
+        warm_once(_kk.warm_up)
         self.cfg = cfg or VolumeDetectorConfig()
         self.counters: dict[str, int] = {"floods": 0}
         self.counts = LRU(self.cfg.max_keys, self.counters, "count_evictions")  # key -> _Count
@@ -163,11 +164,10 @@ class VolumeDetector:
         else:
             known = _NO_KEYS
         is_http = int(kind[rows[0]]) == K_HTTP
-        pay = _NO_PAY if is_http else (b.ip_len.astype(np.int64) - b.ip_hdr_len - b.l4_hdr_len).clip(0)
         (c_kb, c_key, c_n, c_head, c_bucket, c_kind, c_ans, c_tcp, c_est, c_closed, c_ports, c_conns,
          c_pay) = _vk.count_batch(rows, rkey, kind, src, dst, answers, closed, est, b.ts, b.dport, b.sport, b.proto,
-                                  b.l4_ok, b.tcp_flags, b.status, b.ip_version, pay, float(window_s), self._rates,
-                                  span, known, is_http)
+                                  b.l4_ok, b.tcp_flags, b.status, b.ip_version, b.ip_len, b.ip_hdr_len, b.l4_hdr_len,
+                                  float(window_s), self._rates, span, known, is_http)
         if not c_kb.size:
             return
         order = np.argsort(c_kb)  # (key, bucket) order, as the numpy version went
@@ -252,14 +252,14 @@ class VolumeDetector:
             del self.held[k]
         if not self.held:
             return []
-        keys = np.fromiter(self.held.keys(), dtype=np.uint64, count=len(self.held))
+        keys = held_keys(self.held)
         n = len(b)
         ok = (b.status == STATUS_OK) & (b.ip_version > 0)
         tcp = ok & b.l4_ok & (b.proto == 6)
-        fwd_hit = (kind >= 0) & np.isin(key, keys)
+        fwd_hit = (kind >= 0) & isin_keys(key, keys)
         # answers from the host, keyed as the flood they answer
         akey = np.where(answers >= 0, _keys(dst, src, answers.clip(0), np.zeros(n, np.uint16)), np.uint64(0))
-        ans_hit = (answers >= 0) & np.isin(akey, keys)
+        ans_hit = (answers >= 0) & isin_keys(akey, keys)
         # resets: the host refusing a TCP flood, the source refusing the host's SYN-ACKs
         rst = tcp & (b.tcp_flags & TH_RST != 0)
         # keys only for the kinds held now (a flood is usually one kind)
@@ -272,7 +272,7 @@ class VolumeDetector:
             if hkey is None:
                 hkey = _keys(src, dst, np.full(n, K_HTTP, np.int8), b.dport)
             hrev = _keys(dst, src, np.full(n, K_HTTP, np.int8), b.sport)
-            http_hit = tcp & (np.isin(hkey, keys) | np.isin(hrev, keys))
+            http_hit = tcp & (isin_keys(hkey, keys) | isin_keys(hrev, keys))
         # how many sources flood each (host, kind): two or more make it distributed
         crowd: dict[tuple[int, int], int] = {}
         for v in self.held.values():

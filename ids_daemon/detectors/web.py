@@ -31,10 +31,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..capture.batch import STATUS_OK, TH_ACK, TH_FIN, TH_RST, TH_SYN, PacketBatch, address_ids, address_name
+from ..capture.batch import TH_ACK, TH_FIN, TH_RST, TH_SYN, PacketBatch, address_ids, address_name
 from ..capture.decode import HTTP_SIGNATURES
 from ..config import WebDetectorConfig
-from .base import LOOKBACK_S, LRU, Finding, _ep, mark, pair_key, rows_of_keys
+from . import _keys_kernel as _kk
+from .base import LOOKBACK_S, LRU, Finding, _ep, conn_pairs, isin_keys, mark, rows_of_keys, tcp_mask, warm_once
 
 _SCANNER = {code for code, _cls, what in HTTP_SIGNATURES if what.startswith("scanner")}
 _M32 = 0xFFFFFFFF
@@ -47,11 +48,6 @@ SEQ_WINDOW = 1 << 20
 # client sent more (a POST body); a blind spoofer's segment is answered by a duplicate ACK at
 # an arbitrary distance: 64 KiB leaves it 1 chance in 65,536.
 ACK_WINDOW = 1 << 16
-
-
-def conn_key(a: np.ndarray, aport: np.ndarray, b: np.ndarray, bport: np.ndarray) -> np.ndarray:
-    """64-bit key of the TCP connection (a, aport) → (b, bport), a its client."""
-    return pair_key(a, b, (aport.astype(np.uint64) << np.uint64(16)) | bport.astype(np.uint64))
 
 
 class _Conn:
@@ -83,6 +79,7 @@ class WebDetector:
         self.pending = LRU(4096, self.counters, "pending_evictions")
         self.held = LRU(self.cfg.max_pairs, self.counters, "connection_evictions")  # key -> _Conn
         self.batches = 0
+        warm_once(_kk.warm_up)
 
     def process(self, batch: PacketBatch, verdict: np.ndarray) -> list[Finding]:
         b = batch
@@ -90,25 +87,39 @@ class WebDetector:
         if len(b) == 0:
             return []
         src, dst = address_ids(b)
-        tcp = (b.status == STATUS_OK) & (b.ip_version > 0) & b.l4_ok & (b.proto == 6)
+        tcp = tcp_mask(b)
         f = b.tcp_flags
-        fwd = conn_key(src, b.sport, dst, b.dport)  # the connection, the frame's sender its client
-        rev = conn_key(dst, b.dport, src, b.sport)  # the connection, the frame's receiver its client
         synack = tcp & (f & (TH_SYN | TH_ACK | TH_RST) == (TH_SYN | TH_ACK))
         rst = tcp & (f & TH_RST != 0)
         starts: dict[int, int] = {}  # connections whose hold started in this batch -> the request's row
         hits = np.flatnonzero(tcp & (b.http_sig > 0))
+        if not hits.size and not self.pending and not self.held:
+            # the usual batch: only its handshakes and resets are remembered, keyed on their rows alone
+            sa_rows, rst_rows = np.flatnonzero(synack), np.flatnonzero(rst)
+            rows = np.concatenate([sa_rows, rst_rows])
+            kf, kr = _kk.conn_keys(src[rows], dst[rows], b.sport[rows], b.dport[rows])
+            self._handshakes(b, sa_rows, rst_rows, kr[:sa_rows.size], kf[sa_rows.size:], kr[sa_rows.size:])
+            return []
+        # the connection with the frame's sender as its client (fwd), with its receiver as the client (rev)
+        fwd, rev = conn_pairs(b)
         if hits.size:
             self.counters["requests_matched"] += int(hits.size)
             self._requests(b, hits, fwd, rev, synack, rst, src, dst, starts)
         if self.pending:
             self._confirm(b, fwd, rev, tcp, rst, starts)
-        # remember this batch's handshakes: the last SYN-ACK or reset of each connection decides
         sa_rows, rst_rows = np.flatnonzero(synack), np.flatnonzero(rst)
+        self._handshakes(b, sa_rows, rst_rows, rev[sa_rows], fwd[rst_rows], rev[rst_rows])
+        return self._flag(b, verdict, tcp, fwd, rev, starts)
+
+    def _handshakes(self, b: PacketBatch, sa_rows: np.ndarray, rst_rows: np.ndarray, sa_rev: np.ndarray,
+                    rst_fwd: np.ndarray, rst_rev: np.ndarray) -> None:
+        """Remember this batch's handshakes (SYN-ACK rows, with their connection keys as the receiver's)
+        and forget those reset (rows, keys both ways): the last SYN-ACK or reset of each connection
+        decides."""
         if sa_rows.size or rst_rows.size:
             # a reset ends the connection whichever side sent it
             rows = np.concatenate([sa_rows, rst_rows, rst_rows])
-            k = np.concatenate([rev[sa_rows], fwd[rst_rows], rev[rst_rows]])
+            k = np.concatenate([sa_rev, rst_fwd, rst_rev])
             order = np.argsort(rows, kind="stable")[::-1]
             uk, last = np.unique(k[order], return_index=True)
             last = order[last]
@@ -125,14 +136,13 @@ class WebDetector:
                     self.handshakes.popitem(last=False)
                 if excess > 0:
                     self.counters["handshake_evictions"] += excess
-        return self._flag(b, verdict, tcp, fwd, rev, starts)
 
     # -- verification ---------------------------------------------------------------------
     def _requests(self, b, hits, fwd, rev, synack, rst, src, dst, starts) -> None:
         req_keys = fwd[hits]
         # this batch's SYN-ACKs and resets of those connections (in capture order)
-        sa_rows = np.flatnonzero(synack & np.isin(rev, req_keys))
-        rst_rows = np.flatnonzero(rst & (np.isin(fwd, req_keys) | np.isin(rev, req_keys)))
+        sa_rows = np.flatnonzero(synack & isin_keys(rev, req_keys))
+        rst_rows = np.flatnonzero(rst & (isin_keys(fwd, req_keys) | isin_keys(rev, req_keys)))
         pay = (b.ip_len[hits].astype(np.int64) - b.ip_hdr_len[hits] - b.l4_hdr_len[hits]).tolist()
         cols = (hits.tolist(), req_keys.tolist(), b.http_sig[hits].tolist(), b.ts[hits].tolist(),
                 b.tcp_seq[hits].tolist(), b.tcp_ack[hits].tolist(), src[hits].tolist(), dst[hits].tolist(),
@@ -157,7 +167,7 @@ class WebDetector:
     def _confirm(self, b, fwd, rev, tcp, rst, starts) -> None:
         """Pending requests the server acknowledged, and those that waited too long."""
         keys = np.fromiter(self.pending.keys(), dtype=np.uint64, count=len(self.pending))
-        acks = np.flatnonzero(tcp & ~rst & (b.tcp_flags & TH_ACK != 0) & np.isin(rev, keys))
+        acks = np.flatnonzero(tcp & ~rst & (b.tcp_flags & TH_ACK != 0) & isin_keys(rev, keys))
         for j, key, ack, t in zip(acks.tolist(), rev[acks].tolist(), b.tcp_ack[acks].tolist(), b.ts[acks].tolist()):
             p = self.pending.get(key)
             if p is None or (p[0] == self.batches and j <= p[1]) or t > p[2] + self.cfg.confirm_s:
