@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..model.artifacts import METADATA, ModelError, load_checked_state, write_weights
+from ..model.artifacts import METADATA, ModelError, load_checked_state, read_artefact_metadata, write_weights
 from .rl import ObservationBuilder
 
 KINDS = ("ignore", "rate_limit", "block")
@@ -224,14 +224,7 @@ def load_policy(directory: str | os.PathLike) -> LoadedPolicy:
     """Load and check a policy directory: format, checksum, and weights that fit the network."""
     d = Path(directory)
     mp = d / METADATA
-    try:
-        meta = json.loads(mp.read_text())
-    except FileNotFoundError:
-        raise ModelError(f"{d}: not a policy directory (no {METADATA})") from None
-    except (OSError, ValueError) as e:
-        raise ModelError(f"{mp}: unreadable metadata ({e})") from None
-    if not isinstance(meta, dict) or meta.get("format") != POLICY_FORMAT:
-        raise ModelError(f"{mp}: not ids-daemon policy metadata")
+    meta = read_artefact_metadata(d, POLICY_FORMAT, "policy")
     if meta.get("format_version", 0) > POLICY_FORMAT_VERSION:
         raise ModelError(f"{mp}: policy format {meta['format_version']} is newer than this daemon reads")
     try:

@@ -12,22 +12,13 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from ._keys_kernel import _pair_key1 as _pair_key  # `base.pair_key` of one frame
+
 K_SYN, K_ACK, K_PSHACK, K_RSTFIN, K_UDP, K_ICMP, K_FRAG, K_HTTP = range(8)
 _M = np.uint64(0x9E3779B97F4A7C15)
 _M2 = np.uint64(0xC2B2AE3D27D4EB4F)
 _M3 = np.uint64(0x94D049BB133111EB)
 _TH_RST = 0x04
-
-
-@nb.njit(cache=True, nogil=True, inline="always")
-def _pair_key(client, server, port):
-    """`base.pair_key` of one frame."""
-    a = np.uint64(client) * _M
-    a ^= a >> np.uint64(29)
-    a ^= np.uint64(server)
-    a *= _M3
-    a ^= a >> np.uint64(32)
-    return a ^ ((np.uint64(port) + np.uint64(1)) * _M2)
 
 
 @nb.njit(cache=True, nogil=True, inline="always")

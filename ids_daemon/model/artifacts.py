@@ -135,20 +135,28 @@ def save_model(directory: str | os.PathLike, model: RealDataLSTMPredictor, encod
     return d
 
 
+def read_artefact_metadata(d: Path, fmt: str, what: str) -> dict[str, Any]:
+    """``d``'s metadata.json as a dict whose ``format`` is ``fmt``, or a one-line `ModelError`
+    naming ``what`` the directory should have been (a model, a policy)."""
+    mp = d / METADATA
+    if not d.is_dir():
+        raise ModelError(f"{d}: no such {what} directory")
+    try:
+        meta = json.loads(mp.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"{d}: not a {what} directory (no {METADATA})") from None
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{mp}: unreadable metadata ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        raise ModelError(f"{mp}: not ids-daemon {what} metadata")
+    return meta
+
+
 def read_metadata(directory: str | os.PathLike) -> dict[str, Any]:
     """The metadata of a model directory, checked for format (weights not read)."""
     d = Path(directory)
     mp = d / METADATA
-    if not d.is_dir():
-        raise ModelError(f"{d}: no such model directory")
-    try:
-        meta = json.loads(mp.read_text())
-    except FileNotFoundError:
-        raise ModelError(f"{d}: not a model directory (no {METADATA})") from None
-    except (OSError, ValueError) as e:
-        raise ModelError(f"{mp}: unreadable metadata ({e})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ModelError(f"{mp}: not ids-daemon model metadata")
+    meta = read_artefact_metadata(d, FORMAT, "model")
     for key in ("lstm", "features", "classes", "window", "seq_len", "weights_sha256"):
         if key not in meta:
             raise ModelMetadataError(f"{mp}: metadata lacks {key!r}")
