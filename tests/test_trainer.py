@@ -116,11 +116,13 @@ def test_bundled_model_loads_and_fits_the_meter() -> None:
     assert set(loaded.columns) <= set(COLUMNS) and not set(loaded.columns) & set(LEAKING)
     # families, trained on the real corpus plus synthetic traffic, TTL left out (a shortcut)
     assert loaded.classes[0] == "Benign" and {"DDoS", "DoS", "Recon", "Web", "BruteForce"} <= set(loaded.classes)
-    assert "Duration" not in loaded.columns and loaded.meta["lstm_skips_arp"] is True
+    # nor Rate (a site's pacing: docs/detection.md, lockbox round 2)
+    assert not {"Duration", "Rate"} & set(loaded.columns) and loaded.meta["lstm_skips_arp"] is True
     # its report is the by-source evaluation on real captures, not a synthetic score
     m = json.loads((bundled_model_dir() / "metrics.json").read_text())
     overall = m["by_source"]["lstm"]
-    assert overall["benign_packets"] > 100_000 and overall["attack_packets"] > 50_000
+    # (the development repositories: the lockbox's are left out of it)
+    assert overall["benign_packets"] > 55_000 and overall["attack_packets"] > 80_000
     assert overall["benign_flagged_share"] < 0.05 and overall["attack_flagged_share"] > 0.75
 
 
