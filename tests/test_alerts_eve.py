@@ -46,7 +46,7 @@ def pred(*, cls: str = "DDoS-SYN_Flood", family: str = "DDoS", severity: str = "
          protocol: str = "tcp", src_ip: str | None = "10.0.0.1", src_port: int | None = 40000,
          dst_ip: str | None = "10.0.0.2", dst_port: int | None = 80, cid: str | None = "keep",
          key: str | None = None, model: str = "ids-lstm", t: float | None = None, last_ts: float = 1_700_000_010.25,
-         interface: str | None = None, p_attack: float = 0.97) -> Prediction:
+         interface: str | None = None, p_attack: float = 0.97, pcap_file: str | None = None) -> Prediction:
     _N[0] += 1
     if key is None:
         key = f"{protocol} {src_ip}:{src_port}-{dst_ip}:{dst_port}"
@@ -63,6 +63,8 @@ def pred(*, cls: str = "DDoS-SYN_Flood", family: str = "DDoS", severity: str = "
         "window": {"first_ts": last_ts - 0.5, "last_ts": last_ts, "packets": 10, "close_reason": "full"},
         "model": {"name": model, "version": "4"},
     }
+    if pcap_file is not None:
+        d["pcap_file"] = pcap_file
     return Prediction.from_dict(d)
 
 
@@ -222,7 +224,11 @@ def test_interface_and_our_fields_ride_along() -> None:
     assert md["p_attack"] == ["0.8750"] and md["risk_score"] == ["0.8000"] and md["model"] == ["ids-lstm"]
     assert all(isinstance(v, list) and v and all(isinstance(x, str) for x in v) for v in md.values())
     (file_rec,) = eve_of(pred(interface=None))
-    assert "in_iface" not in file_rec
+    assert "in_iface" not in file_rec and "pcap_file" not in file_rec["alert"]["metadata"]
+    # the alert pcap's file (--alert-pcap) rides along where the prediction names one
+    (logged,) = eve_of(pred(pcap_file="/var/lib/ids-daemon/alert-pcap/alerts-000003.pcap"))
+    assert logged["alert"]["metadata"]["pcap_file"] == ["/var/lib/ids-daemon/alert-pcap/alerts-000003.pcap"]
+    assert _errors(_validator(), logged) == []
 
 
 def test_the_ids_alert_v1_json_is_unchanged_by_the_eve_fields() -> None:

@@ -78,6 +78,7 @@ class Prediction:
     timestamp: str | None = None  # `time` as ISO 8601 UTC; absent in older messages
     interface: str | None = None  # the live capture interface; None for a file or an older message
     evidence: str | None = None  # the fact a detector established, or the model's window in a sentence (v1.3)
+    pcap_file: str | None = None  # the alert pcap holding this prediction's packets (v1.4, --alert-pcap)
     # where it came from, when read from Kafka
     topic: str | None = None
     partition: int | None = None
@@ -136,7 +137,8 @@ class Prediction:
                                   _int(w, "history", "window.", None, lo=1)),
                 model_name=_str(m, "name", "model."), model_version=_str(m, "version", "model."),
                 p_attack=_unit(d, "p_attack", None), timestamp=_str(d, "timestamp", "", None),
-                interface=_str(d, "interface", "", None), evidence=_str(d, "evidence", "", None), **origin,
+                interface=_str(d, "interface", "", None), evidence=_str(d, "evidence", "", None),
+                pcap_file=_str(d, "pcap_file", "", None), **origin,
             )
         except MalformedPrediction:
             raise

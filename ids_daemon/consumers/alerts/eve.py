@@ -214,6 +214,8 @@ def _alert_object(alert: Alert, gid: int, sid_base: int, summary: bool) -> dict[
         else:
             md["model"] = [p.model_name]
             md["model_version"] = [p.model_version]
+        if p.pcap_file:  # where --alert-pcap wrote the packets (Suricata's pcap-log has no alert field)
+            md["pcap_file"] = [p.pcap_file]
         md["flow_kind"] = [p.flow.kind]
         md["flow_key"] = [p.flow.key]
         md["protocol"] = [p.flow.protocol]
