@@ -15,8 +15,8 @@ import torch
 
 from ids_daemon.consumers.policy import (EXTRA_LAYOUT, HostActions, PolicyNet, action_table, bundled_policy_dir,
                                          load_policy, policy_observation, save_policy)
-from ids_daemon.consumers.response import (PREDICTIONS_SUFFIX, TRUTH_SUFFIX, RewardConfig, Truth, load_episodes,
-                                           read_predictions, run_policy, write_index)
+from ids_daemon.consumers.response import (PREDICTIONS_SUFFIX, TRUTH_SUFFIX, Outcome, RewardConfig, Truth,
+                                           load_episodes, read_predictions, run_policy, write_index)
 from ids_daemon.consumers.rl import ObservationBuilder
 from ids_daemon.model.artifacts import METADATA, WEIGHTS, ModelError
 
@@ -73,21 +73,29 @@ def test_a_short_ppo_run_learns_to_block_the_attacker_and_exports_to_torch(tmp_p
                        "critical" if ti < 100 else "low", float(ti)) for i, ti in enumerate(np.arange(0.0, 200.0, 5.0))]
     d = tmp_path / "eps"
     d.mkdir()
-    truth.save(d / ("flood" + TRUTH_SUFFIX))
-    (d / ("flood" + PREDICTIONS_SUFFIX)).write_text("".join(json.dumps(p) + "\n" for p in preds))
+    for name in ("flood", "flood2"):  # two sources of it: one may be the validation's
+        truth.save(d / (name + TRUTH_SUFFIX))
+        (d / (name + PREDICTIONS_SUFFIX)).write_text("".join(json.dumps(p) + "\n" for p in preds))
     crafted = crafted_episode()
     crafted.truth.save(d / ("crafted" + TRUTH_SUFFIX))
     (d / ("crafted" + PREDICTIONS_SUFFIX)).write_text("".join(json.dumps(pred_dict(i, p.flow.dst_ip, p.predicted_attack,
                                                       p.risk_score, p.severity, p.window.last_ts)) + "\n"
                                                       for i, p in enumerate(crafted.predictions)))
-    write_index(d, [{"name": "flood", "source": "a"}, {"name": "crafted", "source": "b"}])
+    write_index(d, [{"name": "flood", "source": "a"}, {"name": "crafted", "source": "b"},
+                    {"name": "flood2", "source": "c"}])
     out = tmp_path / "policy"
     p = subprocess.run(TRAINER + ["policy", "train", "--episodes", str(d), "--out", str(out), "--timesteps", "4096",
-                                  "--warm-start", "none", "--duration", "15", "--duration", "60"],
-                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+                                  "--check-every", "2048", "--warm-start", "none", "--duration", "15",
+                                  "--duration", "60"], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert p.returncode == 0, p.stderr
     pol = load_policy(out)
-    assert pol.meta["training"]["sources"] == ["a", "b"] and pol.actions == action_table((15.0, 60.0))
+    train = pol.meta["training"]
+    val = train["selection"]["validation_sources"]
+    assert len(val) == 1 and sorted(train["sources"] + val) == ["a", "b", "c"]
+    assert pol.actions == action_table((15.0, 60.0))
+    # from a random policy: the best of the two checkpoints on the validation source
+    assert [c["steps"] for c in train["selection"]["checkpoints"]] == [2048, 4096]
+    assert train["selection"]["validation"]["reward"] == max(c["reward"] for c in train["selection"]["checkpoints"])
     flood = load_episodes(d, ["a"])[0]
     rc = RewardConfig(durations=(15.0, 60.0))
     from trainer.policy import net_policy
@@ -95,6 +103,54 @@ def test_a_short_ppo_run_learns_to_block_the_attacker_and_exports_to_torch(tmp_p
     trained = run_policy(flood, pol.classes, rc, net_policy(pol.net, pol.actions))
     never = run_policy(flood, pol.classes, rc, lambda *a: ("ignore", 0.0))
     assert trained.attack_stopped > 0.5 * trained.attack and trained.reward > never.reward
+
+
+def test_the_checkpoint_kept_never_loses_to_the_imitation_on_validation() -> None:
+    """`select_checkpoint`: a PPO checkpoint replaces the imitation only when it beats it on
+    validation reward without stopping fewer attack packets or losing more benign ones; of
+    those, the best reward; when none does, the imitation."""
+    from trainer.policy import select_checkpoint
+
+    def ck(steps: int, reward: float, stopped: float, lost: float):
+        return (steps, PolicyNet(3, 2, (4,)), Outcome(attack=100, attack_stopped=stopped, benign=1000,
+                                                     benign_stopped=lost, reward=reward))
+    imitation = ck(0, -100.0, 10, 5)
+    worse = [ck(1, -90.0, 12, 6),  # better reward, more attack stopped, but more benign lost
+             ck(2, -95.0, 9, 0),  # better reward, fewer benign lost, but fewer attack stopped
+             ck(3, -101.0, 11, 4)]  # better on both shares, worse reward
+    net, sel = select_checkpoint([imitation, *worse], True, True)
+    assert net is imitation[1] and sel["chosen"] == "imitation" and sel["chosen_steps"] == 0
+    assert sel["validation"]["reward"] == -100.0 and len(sel["checkpoints"]) == 4
+    safe, best = ck(4, -99.0, 10, 5), ck(5, -97.0, 11, 5)
+    net, sel = select_checkpoint([imitation, *worse, safe, best], True, True)
+    assert net is best[1] and sel["chosen"] == "ppo" and sel["chosen_steps"] == 5
+    assert sel["validation"] == {"steps": 5, "reward": -97.0, "attack_stopped": 0.11, "benign_lost": 0.005}
+    # no validation: the last checkpoint, said so
+    net, sel = select_checkpoint([imitation, *worse], True, False)
+    assert net is worse[-1][1] and sel["validation"] is None and "no validation" in sel["rule"]
+
+
+@pytest.mark.slow
+def test_training_keeps_the_imitation_where_ppo_has_nothing_to_gain() -> None:
+    """On episodes where the rule is already the best policy (block the attacker at its one
+    prediction, leave the benign host be), no PPO checkpoint can beat the imitation on the
+    validation source: `train_agent` keeps the imitation, the rule's copy."""
+    from dataclasses import replace
+
+    from trainer.policy import baseline_policies, train_agent, validation_split
+
+    rc = RewardConfig(durations=(15.0, 60.0))
+    eps = [replace(crafted_episode(), name=f"e{s}", source=s) for s in ("a", "b", "c")]
+    fit, val = validation_split(eps, seed=0)
+    assert len(val) == 1 and len(fit) == 2 and val[0].source not in {e.source for e in fit}
+    got = train_agent(fit, CLASSES, rc, timesteps=4096, seed=0, hidden=(16, 16), check_every=2048,
+                      warm_start=baseline_policies(rc)["block_if_attack"], validation=val)
+    sel = got.selection
+    assert sel["chosen"] == "imitation" and sel["chosen_steps"] == 0 and got.net is got.imitation
+    assert [c["steps"] for c in sel["checkpoints"]] == [0, 2048, 4096]
+    assert all(c["reward"] <= sel["validation"]["reward"] for c in sel["checkpoints"])
+    rule = run_policy(val[0], CLASSES, rc, baseline_policies(rc)["block_if_attack"]())
+    assert sel["validation"]["reward"] == rule.reward and sel["validation_sources"] == [val[0].source]
 
 
 @pytest.mark.shared_data("real/MANIFEST.tsv")

@@ -4,7 +4,8 @@
   (the same pipeline as ``ids-daemon replay``, JSON-lines sink) and its packets'
   truth is recorded beside the predictions (`ids_daemon.consumers.response.Truth`).
 - `train_agent`: PPO (stable-baselines3, the trainer's extra) on some sources' episodes,
-  its actor exported into the runtime's `PolicyNet`, so that running it needs torch only.
+  the checkpoint chosen on other (validation) sources, its actor exported into the
+  runtime's `PolicyNet`, so that running it needs torch only.
 - `evaluate_by_source`: sources split into folds; per fold an agent is trained on the
   other folds and measured, beside the rule policies, on the held-out sources' episodes.
 """
@@ -12,7 +13,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -150,13 +151,46 @@ def sb3_to_policy_net(model: Any, hidden: tuple[int, ...]) -> PolicyNet:
     return net.eval()
 
 
+@dataclass
+class Trained:
+    """A training run's result: the chosen actor, the imitation it started from (None
+    without a warm start) and how the choice was made (`select_checkpoint`)."""
+
+    net: PolicyNet
+    imitation: PolicyNet | None
+    last: PolicyNet
+    selection: dict[str, Any] = field(default_factory=dict)
+
+
+def validation_split(episodes: list[Episode], seed: int, share: float = 1 / 3,
+                     train_only: tuple[str, ...] = (SYNTHETIC,)) -> tuple[list[Episode], list[Episode]]:
+    """The training episodes split by source into fit and validation (``share`` of the real
+    sources, dealt as `source_folds` deals them: attack-bearing ones spread first, by
+    ``seed``); the ``train_only`` sources stay in fit. No validation (share 0, or fewer
+    than two real sources): every episode is fit."""
+    real = [e for e in episodes if e.source not in train_only]
+    if share <= 0 or len({e.source for e in real}) < 2:
+        return list(episodes), []
+    held = set(source_folds(real, max(2, round(1 / share)), seed)[0])
+    return [e for e in episodes if e.source not in held], [e for e in real if e.source in held]
+
+
+def pareto_safe(o: Outcome, ref: Outcome) -> bool:
+    """``o`` beats ``ref`` on reward and loses on neither attack packets stopped nor benign
+    packets lost (same episodes, so counts compare as shares do)."""
+    return o.reward > ref.reward and o.attack_stopped >= ref.attack_stopped and o.benign_stopped <= ref.benign_stopped
+
+
 def train_agent(episodes: list[Episode], classes: list[str], reward: RewardConfig, *, timesteps: int = 60_000,
                 seed: int = 0, hidden: tuple[int, ...] = (64, 64), reward_scale: float = 0.05,
                 attack_share: float = 0.5, warm_start: Callable[[], Policy] | None = None,
-                stages: dict[str, PolicyNet] | None = None, **ppo: Any) -> PolicyNet:
-    """Train PPO on ``episodes`` (first imitating ``warm_start``, a rule, when given); the
-    trained actor as a `PolicyNet`. ``stages``, when given, receives the actor as it was
-    after the imitation (key ``imitation``), to tell what PPO added."""
+                validation: list[Episode] | None = None, check_every: int = 10_000, **ppo: Any) -> Trained:
+    """Train PPO on ``episodes`` (first imitating ``warm_start``, a rule, when given) and
+    choose the actor on the ``validation`` episodes: PPO runs in chunks of ``check_every``
+    steps, each checkpoint is scored there (`run_policy`, as the policy table is), and the
+    one kept is the best on reward among those that beat the imitation Pareto-safely
+    (`pareto_safe`), else the imitation itself. Without a warm start, the best checkpoint
+    on reward; without validation episodes, the last."""
     try:
         import torch
         from stable_baselines3 import PPO
@@ -169,12 +203,51 @@ def train_agent(episodes: list[Episode], classes: list[str], reward: RewardConfi
           **ppo}
     model = PPO("MlpPolicy", env, seed=seed, device="cpu", verbose=0,
                 policy_kwargs={"net_arch": {"pi": list(hidden), "vf": list(hidden)}, "activation_fn": torch.nn.Tanh}, **kw)
+    table = action_table(reward.durations)
+
+    def score(net: PolicyNet) -> Outcome:
+        tot = Outcome()
+        for ep in validation or []:
+            tot.add(run_policy(ep, classes, reward, net_policy(net, table)))
+        return tot
+
+    imitation, checks = None, []
     if warm_start is not None:
         imitate(model, episodes, classes, reward, warm_start, seed)
-        if stages is not None:
-            stages["imitation"] = sb3_to_policy_net(model, hidden)
-    model.learn(total_timesteps=timesteps)
-    return sb3_to_policy_net(model, hidden)
+        imitation = sb3_to_policy_net(model, hidden)
+        if validation:
+            checks.append((0, imitation, score(imitation)))
+    done = 0
+    while done < timesteps:
+        step = min(check_every, timesteps - done)
+        model.learn(total_timesteps=step, reset_num_timesteps=done == 0)
+        done += step
+        net = sb3_to_policy_net(model, hidden)
+        checks.append((done, net, score(net) if validation else Outcome()))
+    net, selection = select_checkpoint(checks, imitation is not None, bool(validation))
+    selection["validation_sources"] = sorted({e.source for e in validation or []})
+    return Trained(net=net, imitation=imitation, last=checks[-1][1], selection=selection)
+
+
+def select_checkpoint(checks: list[tuple[int, PolicyNet, Outcome]], from_imitation: bool,
+                      validated: bool) -> tuple[PolicyNet, dict[str, Any]]:
+    """The checkpoint `train_agent` keeps, of (PPO steps, actor, validation outcome) in
+    order (steps 0: the imitation when ``from_imitation``), and the record of the choice."""
+    if not validated:
+        k = len(checks) - 1
+        rule = "last checkpoint (no validation sources)"
+    elif from_imitation:
+        ok = [i for i, (_, _, o) in enumerate(checks) if i == 0 or pareto_safe(o, checks[0][2])]
+        k = max(ok, key=lambda i: (checks[i][2].reward, -i))
+        rule = "best validation reward among the checkpoints that beat the imitation Pareto-safely, else the imitation"
+    else:
+        k = max(range(len(checks)), key=lambda i: (checks[i][2].reward, -i))
+        rule = "best validation reward"
+    rows = [{"steps": s, **({k2: o.figures()[k2] for k2 in ("reward", "attack_stopped", "benign_lost")}
+                            if validated else {})} for s, _, o in checks]
+    return checks[k][1], {"rule": rule, "chosen_steps": checks[k][0],
+                          "chosen": "imitation" if from_imitation and k == 0 else "ppo",
+                          "validation": rows[k] if validated else None, "checkpoints": rows}
 
 
 def imitate(model: Any, episodes: list[Episode], classes: list[str], reward: RewardConfig,
@@ -295,35 +368,42 @@ def source_folds(episodes: list[Episode], folds: int, seed: int) -> list[list[st
 def evaluate_by_source(episodes: list[Episode], classes: list[str], reward: RewardConfig, *, folds: int = 2,
                        seed: int = 0, timesteps: int = 60_000, hidden: tuple[int, ...] = (64, 64),
                        warm_start: str | None = WARM_START, train_only: tuple[str, ...] = (SYNTHETIC,),
+                       validation_share: float = 1 / 3, check_every: int = 10_000,
                        log: Callable[[str], None] = print, **ppo: Any) -> dict[str, Any]:
     """Train on all folds but one, measure on that one, for every fold; per policy the
     figures over every held-out source (each source is held out once). The ``train_only``
-    sources (the synthetic corpus) are in every fold's training and never measured."""
+    sources (the synthetic corpus) are in every fold's training and never measured. Within
+    a fold's training sources, ``validation_share`` of the real ones choose the checkpoint
+    (`validation_split`, `train_agent`): the held-out sources never do."""
     if folds < 2:
         raise ValueError("folds must be >= 2")
     groups = source_folds([e for e in episodes if e.source not in train_only], folds, seed)
     per_policy: dict[str, dict[str, Outcome]] = {}
     fold_rows = []
+    table = action_table(reward.durations)
     for k, held in enumerate(groups):
-        train = [e for e in episodes if e.source not in held]
+        fit, val = validation_split([e for e in episodes if e.source not in held], seed + k, validation_share,
+                                    train_only)
         test = [e for e in episodes if e.source in held and e.source not in train_only]
         t0 = time.perf_counter()
-        stages: dict[str, PolicyNet] = {}
-        net = train_agent(train, classes, reward, timesteps=timesteps, seed=seed + k, hidden=hidden,
-                          warm_start=warm_start_rule(warm_start, reward), stages=stages, **ppo)
-        fold_rows.append({"fold": k, "held_out": held, "train_episodes": len(train), "test_episodes": len(test),
-                          "train_s": round(time.perf_counter() - t0, 1)})
-        log(f"fold {k}: trained on {len(train)} episodes in {fold_rows[-1]['train_s']} s; "
-            f"measuring on {len(held)} held-out sources")
-        table = action_table(reward.durations)
-        pols = {**baseline_policies(reward), **{f"{k} only": (lambda n=n: net_policy(n, table)) for k, n in stages.items()},
-                "trained": lambda n=net: net_policy(n, table)}
+        got = train_agent(fit, classes, reward, timesteps=timesteps, seed=seed + k, hidden=hidden,
+                          warm_start=warm_start_rule(warm_start, reward), validation=val, check_every=check_every,
+                          **ppo)
+        fold_rows.append({"fold": k, "held_out": held, "fit_episodes": len(fit), "validation_episodes": len(val),
+                          "test_episodes": len(test), "train_s": round(time.perf_counter() - t0, 1),
+                          "selection": got.selection})
+        log(f"fold {k}: trained on {len(fit)} episodes, chose {got.selection['chosen']} at "
+            f"{got.selection['chosen_steps']} steps on {len(val)} validation episodes "
+            f"({fold_rows[-1]['train_s']} s); measuring on {len(held)} held-out sources")
+        nets = {"imitation only": got.imitation, "last PPO": got.last, "trained": got.net}
+        pols = {**baseline_policies(reward),
+                **{name: (lambda n=n: net_policy(n, table)) for name, n in nets.items() if n is not None}}
         for name, per in evaluate(test, classes, reward, pols).items():
             for src, o in per.items():
                 per_policy.setdefault(name, {})[src] = o
     out = summary(per_policy, reward, fold_rows)
     out["training"] = {"algorithm": "PPO", "timesteps": timesteps, "warm_start": warm_start, "seed": seed,
-                       "hidden": list(hidden)}
+                       "hidden": list(hidden), "validation_share": validation_share, "check_every": check_every}
     return out
 
 

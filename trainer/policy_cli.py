@@ -26,6 +26,9 @@ _OPT_DUR = typer.Option(None, "--duration", help="seconds an action stays in for
 _OPT_STEPS = typer.Option(60_000, "--timesteps", min=1, help="PPO steps of training (per fold)")
 _OPT_SEED = typer.Option(0, "--seed")
 _OPT_REPORT = typer.Option(None, "--report", help="write the report (JSON) here too")
+_OPT_VAL = typer.Option(1 / 3, "--validation-share", min=0.0, max=0.5,
+                        help="share of the training's real sources that choose the checkpoint (0: the last one)")
+_OPT_CHECK = typer.Option(10_000, "--check-every", min=1, help="PPO steps between two checkpoints scored on validation")
 _OPT_WARM = typer.Option("block_if_attack", "--warm-start", help="rule policy the agent imitates before PPO "
                                                                  "(none: PPO from a random policy)")
 
@@ -92,13 +95,15 @@ def train(
     timesteps: int = _OPT_STEPS,
     seed: int = _OPT_SEED,
     warm_start: str = _OPT_WARM,
+    validation_share: float = _OPT_VAL, check_every: int = _OPT_CHECK,
     attack_cost: float = _OPT_ATTACK, availability_cost: float = _OPT_AVAIL, change_cost: float = _OPT_CHANGE,
     rate_limit_pps: int = _OPT_PPS, durations: Optional[list[float]] = _OPT_DUR,
 ) -> None:
-    """Train a response policy (PPO) on episodes and write it as a policy directory."""
+    """Train a response policy (PPO) on episodes and write it as a policy directory; the
+    checkpoint is chosen on --validation-share of the real sources (docs/rl.md)."""
     from ids_daemon.consumers.response import load_episodes
 
-    from .policy import default_classes, save_trained, train_agent, warm_start_rule
+    from .policy import default_classes, save_trained, train_agent, validation_split, warm_start_rule
 
     try:
         reward = _reward(attack_cost, availability_cost, change_cost, rate_limit_pps, durations)
@@ -106,13 +111,17 @@ def train(
         if not eps:
             raise ValueError("no episodes to train on")
         classes = default_classes()
-        net = train_agent(eps, classes, reward, timesteps=timesteps, seed=seed,
-                          warm_start=warm_start_rule(warm_start, reward))
-        d = save_trained(out, net, eps, classes, reward, {"timesteps": timesteps, "seed": seed, "algorithm": "PPO",
-                                                          "warm_start": warm_start})
+        fit, val = validation_split(eps, seed, validation_share)
+        got = train_agent(fit, classes, reward, timesteps=timesteps, seed=seed,
+                          warm_start=warm_start_rule(warm_start, reward), validation=val, check_every=check_every)
+        d = save_trained(out, got.net, fit, classes, reward, {"timesteps": timesteps, "seed": seed, "algorithm": "PPO",
+                                                              "warm_start": warm_start, "check_every": check_every,
+                                                              "selection": got.selection})
     except (IdsError, ValueError) as e:
         raise _fail(e)
-    print(f"policy {d} (trained on {len(eps)} episodes of {len({e.source for e in eps})} sources)")
+    sel = got.selection
+    print(f"policy {d} (trained on {len(fit)} episodes of {len({e.source for e in fit})} sources; chose "
+          f"{sel['chosen']} at {sel['chosen_steps']} PPO steps on {len(val)} validation episodes: {sel['validation']})")
 
 
 @app.command()
@@ -125,6 +134,7 @@ def evaluate(
     timesteps: int = _OPT_STEPS,
     seed: int = _OPT_SEED,
     warm_start: str = _OPT_WARM,
+    validation_share: float = _OPT_VAL, check_every: int = _OPT_CHECK,
     attack_cost: float = _OPT_ATTACK, availability_cost: float = _OPT_AVAIL, change_cost: float = _OPT_CHANGE,
     rate_limit_pps: int = _OPT_PPS, durations: Optional[list[float]] = _OPT_DUR,
     report: Optional[Path] = _OPT_REPORT,
@@ -144,7 +154,8 @@ def evaluate(
             result = evaluate_saved(policy, eps, reward)
         else:
             result = evaluate_by_source(eps, default_classes(), reward, folds=folds, seed=seed, timesteps=timesteps,
-                                        warm_start=warm_start, log=lambda m: print(m, file=sys.stderr))
+                                        warm_start=warm_start, validation_share=validation_share,
+                                        check_every=check_every, log=lambda m: print(m, file=sys.stderr))
     except (IdsError, ValueError) as e:
         raise _fail(e)
     _report(result, report)
