@@ -150,6 +150,7 @@ def warm_up() -> None:
     if batch is not None:
         meter = Meter(MeterConfig(max_flows=16, prealloc=False))
         meter.process(batch)
+        meter.advance(0.0)  # idle expiry: a quiet interface calls it, expiring nothing here
         meter.flush()
 
 
@@ -167,6 +168,7 @@ def open_source(cfg: Config, read: str | None, interface: str | None, keep_raw: 
         # a filter applies to a file as it would on the interface (libpcap's interpreter)
         src = PcapSource(read, batch_size=cfg.capture.batch_size, bpf_filter=cfg.capture.filter, keep_raw=keep_raw)
         src.open()
+        src.warm_up()  # before a privilege drop (the read-ahead thread may not have compiled it yet)
         # decode the next batches while this one is metered (both release the GIL)
         ahead = PrefetchSource(src)
         ahead.open()

@@ -237,9 +237,15 @@ def _run_pipeline(cfg: Config, read: Optional[str], interface: Optional[str], mo
             s.open()  # outputs (files, spool) are opened with the starting user's rights
         if pipe.alert_pcap is not None:
             pipe.alert_pcap.open()  # its directory is made (and given to capture.user) before the drop
-        # everything imported later must not depend on the target user reading the checkout
+        # Nothing the run does later may import or compile: the target user may not read the
+        # checkout, the virtualenv or the interpreter's library (an install in root's home)
+        import encodings.idna  # noqa: F401 - socket.getaddrinfo's codec (the metrics endpoint)
         import http.server  # noqa: F401 - the metrics endpoint
-        from . import metrics as _metrics, notify as _notify  # noqa: F401
+        from . import metrics as _metrics, notify as _notify, text as _text  # noqa: F401
+        if not live:
+            from .builder import warm_up
+
+            warm_up()  # the meter's compiled code (a live source's opening ran it)
         from .detectors import publish as _publish  # noqa: F401
         from .features import ciciot as _ciciot  # noqa: F401
         drop_privileges(cfg.capture.user)  # before a single packet is read

@@ -347,6 +347,19 @@ def test_spool_survives_restart_of_the_daemon(own_broker, kafka_topic, tmp_path,
     assert sorted({rec_id(r.value) for r in recs}) == list(range(500))
 
 
+def test_close_with_nothing_written_says_0_delivered(tmp_path, caplog):
+    """A run that ended before its first prediction (it failed at start) closes its sink
+    saying what was delivered: 0, never "everything delivered"."""
+    from .helpers import free_port
+
+    caplog.set_level(logging.INFO, logger="ids_daemon.sinks")
+    sink = sink_for(f"127.0.0.1:{free_port()}", "ids.predictions", tmp_path / "spool")
+    sink.open()
+    sink.close()
+    closed = [r.getMessage() for r in caplog.records if "Kafka sink closed" in r.getMessage()]
+    assert closed == [f"Kafka sink closed: 0 delivered to {sink.bootstrap} topic ids.predictions"], closed
+
+
 # ---------------------------------------------------------------- DiskSpool
 def recs(ids, pad: int = 20):
     return [(b"k%d" % i, b"v%d-" % i + b"p" * pad, b"m%d" % (i % 3)) for i in ids]

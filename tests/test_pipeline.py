@@ -274,6 +274,58 @@ def test_privilege_drop_keeps_capturing_with_no_capabilities(tmp_path: Path) -> 
     assert sum(m["window"]["packets"] for m in read_jsonl(out)) == 50, err
 
 
+@pytest.mark.root
+@pytest.mark.parametrize("fmt", ["pcap", "pcapng"])
+def test_privilege_drop_from_a_checkout_only_root_can_read(tmp_path: Path, fmt: str) -> None:
+    """The package in a directory only root can enter (a clone under ``mktemp -d``): with
+    capture.user nobody, a replay imports and compiles all it needs before the drop (the
+    walker of the file's format too) and ends as it does without the drop (it died at its
+    first packet, or at its summary)."""
+    import os
+    import shutil
+    import sys
+    import tempfile
+
+    import dpkt
+
+    from .helpers import SAMPLE, free_port
+    from .pcapgen import write_pcapng
+
+    if os.geteuid() != 0:
+        pytest.fail("this test needs root (CI runs as root)")
+    capture = SAMPLE
+    if fmt == "pcapng":
+        with open(SAMPLE, "rb") as fh:
+            capture = write_pcapng(tmp_path / "sample.pcapng", [(ts, bytes(f)) for ts, f in dpkt.pcap.Reader(fh)])
+    want_out = tmp_path / "want.jsonl"
+    p = subprocess.run([EXE, "replay", "-r", str(capture), "-o", str(want_out), "--metrics-listen", "off"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    root_only = Path(tempfile.mkdtemp())  # mode 0700: nobody cannot read what is inside
+    try:
+        assert root_only.stat().st_mode & 0o777 == 0o700
+        # numba's cache comes along (copy2 keeps the sources' times it is keyed on): loading
+        # it reads the unreadable directory as compiling does, so the test needs no 45 s compile
+        shutil.copytree(SAMPLE.parents[1], root_only / "ids_daemon")
+        cfg = root_only / "c.yml"
+        # the metrics endpoint opens after the drop (its address lookup loads a codec)
+        cfg.write_text(f"capture:\n  user: nobody\nmetrics:\n  listen: 127.0.0.1:{free_port()}\n")
+        out = root_only / "p.jsonl"  # opened before the drop, with root's rights
+        env = dict(os.environ, PYTHONPATH=str(root_only))
+        p = subprocess.run([sys.executable, "-c", "from ids_daemon.cli import main; main()", "replay",
+                            "-r", str(capture), "-o", str(out), "--config", str(cfg)],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr
+        assert "Permission denied" not in p.stderr and "Error" not in p.stderr, p.stderr
+        got = read_jsonl(out)
+    finally:
+        shutil.rmtree(root_only)
+    want = read_jsonl(want_out)
+    assert len(got) == len(want) > 100
+    assert f"{len(got)} predictions" in p.stderr
+    assert [m["is_attack"] for m in got] == [m["is_attack"] for m in want]
+
+
 def test_json_logs(tmp_path: Path) -> None:
     cfg = tmp_path / "c.yml"
     cfg.write_text("meter:\n  window: 20\nlog_format: json\nmetrics:\n  listen: null\n")

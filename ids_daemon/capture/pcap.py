@@ -271,6 +271,18 @@ class PcapSource:
             return
         self.total_bytes = None  # the file's size is not the capture's: no progress bar
 
+    def warm_up(self) -> None:
+        """Compile this file's walker (pcap or pcapng) now, walking nothing: before a
+        privilege drop, as numba compiles on first call and loads its cache from beside the
+        code, which the dropped user may not read."""
+        off, cap, wire, ts = self._alloc()
+        empty = np.frombuffer(b"", dtype=np.uint8)  # the type `_fill` gives the buffer
+        if self.format == "pcapng":
+            _walk_pcapng(empty, 0, 0, self._big, 0, *self._ng_arrays, off, cap, wire, ts,
+                         np.empty(0, np.int64), 0.0)
+        else:
+            _walk_pcap(empty, 0, 0, self._big, self._frac_div, 0, off, cap, wire, ts)
+
     def next_batch(self) -> PacketBatch | None:
         """The next batch of frames, or None at the end of the file."""
         if self._fh is None:

@@ -326,7 +326,8 @@ class KafkaSink:
                 log.warning("Kafka sink closed: %d predictions kept in the spool at %s (sent when the daemon "
                             "next starts)", n, self.spool_dir)
             else:
-                log.info("Kafka sink closed: everything delivered to %s topic %s", self.bootstrap, self.topic)
+                # the counts, never "everything": a run that failed at its first packet delivered 0
+                (log.warning if self.stats.dropped else log.info)("Kafka sink closed: %s", self.summary())
 
     def summary(self) -> str:
         """What happened to the predictions, exactly: delivered (and how many of them
