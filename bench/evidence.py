@@ -1,6 +1,6 @@
 """What the evidence sentence and the attribution cost the inference worker, in one run.
 
-    .venv/bin/python bench/evidence.py [--packets N] [--sequences N] [--repeat R] [--compare REV]
+    .venv/bin/python bench/evidence.py [--packets N] [--sequences N] [--repeat R] [--compare REV] [--threads N]
 
 For the benign-heavy and flood-heavy captures of bench/gen.py, the meter's windows become
 sequences once (``--sequences`` of them), then one worker (the bundled model, CPU) predicts
@@ -15,8 +15,9 @@ runs each, with the sentence caches cleared before every run (every window new t
   - evidence, attribution on
 
 Each is printed in sequences/s of wall time and of the process's CPU time (torch's threads
-included; on a shared machine wall time also measures the neighbours), and as a change
-against the baseline. ``--compare REV`` adds the sentence of an older revision of
+included; on a shared machine wall time also measures the neighbours, and with two torch
+threads so does CPU time: a thread spins while its peer waits for a core; ``--threads 1``
+gives the steadiest CPU figures), and as a change against the baseline. ``--compare REV`` adds the sentence of an older revision of
 ``ids_daemon/inference/evidence.py`` (git), off and flagged, for before/after figures
 from the same run. The goal (issue 20): the default configuration at most 10 % below the
 baseline.
@@ -127,13 +128,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--packets", type=int, default=100_000)
     ap.add_argument("--sequences", type=int, default=8192)
-    ap.add_argument("--repeat", type=int, default=6)
+    ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("--compare", metavar="REV", help="also time the sentence of this git revision")
+    ap.add_argument("--threads", type=int, help="torch's CPU threads (default: torch's own choice)")
     a = ap.parse_args()
-    cfg = load_config(None, {"inference.device": "cpu", "metrics.listen": None})
-    worker = make_worker(cfg)
     import torch
 
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    cfg = load_config(None, {"inference.device": "cpu", "metrics.listen": None})
+    worker = make_worker(cfg)
     print(f"model {worker.model_info['name']} {worker.model_info['version']}, device cpu, "
           f"torch {torch.get_num_threads()} threads")
     with tempfile.TemporaryDirectory() as d:
