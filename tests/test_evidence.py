@@ -17,7 +17,7 @@ from ids_daemon.errors import ConfigError
 from ids_daemon.features.ciciot import COLUMNS, INDEX
 from ids_daemon.features.window import KIND_FLOW, KIND_POOL, WindowBatch
 from ids_daemon.inference.attribution import margin_attribution, top_columns
-from ids_daemon.inference.evidence import window_sentences
+from ids_daemon.inference.evidence import clear_caches, window_sentences
 from ids_daemon.predictions import json_schema
 
 from .helpers import EXE
@@ -70,6 +70,30 @@ def test_arp_and_icmp_windows_name_their_protocol_without_flags() -> None:
     arp, icmp = window_sentences(w)
     assert arp == "ARP towards one host (short flows pooled), 4 packets at 1/s, 60 bytes on average (240 in all)"
     assert icmp == "ICMP towards one host (short flows pooled), 100 packets, 98 bytes on average (9,800 in all)"
+
+
+def test_numbers_read_the_same_from_the_tables_the_caches_and_beyond_them() -> None:
+    """The sentence's parts come from tables made at import (three-digit numbers of the
+    usual decades), from caches (what windows brought), or are formatted on the spot
+    (outside the tables): the text is the same whichever, cold or warm, and it changes
+    with each value shown (a cache keyed apart: no part read for another)."""
+    w = WindowBatch.concat([
+        _window(7, 6, TCP=1.0, ack_flag_number=0.5, Rate=0.00123, Tot_size=54.3),  # 380.1 bytes: no table has it
+        _window(10, 17, UDP=1.0, Rate=4.2e9, Tot_size=1e-3),  # beyond the tables
+        _window(1, 17, KIND_POOL, UDP=1.0, span=0.0, Tot_size=60.0),  # no rate at all
+        _window(3, 6, TCP=0.5, UDP=0.5, span=2.0, Tot_size=1514.0),  # own rate 1/s; 3 digits; no flag
+    ])
+    want = ["TCP, 7 packets at 0.0012/s, 54.3 bytes on average (380 in all), ACK in 50 % of them",
+            "UDP, 10 packets at 4,200,000,000/s, 0.001 bytes on average (0.01 in all)",
+            "UDP towards one host (short flows pooled), 1 packet, 60 bytes on average (60 in all)",
+            "UDP 50 % + TCP 50 %, 3 packets at 1/s, 1,510 bytes on average (4,530 in all), "
+            "no SYN, ACK, RST, FIN or PSH"]
+    clear_caches()
+    assert window_sentences(w) == want
+    assert window_sentences(w) == want  # warm
+    w.packets[0] = 8  # the same size, another count: its own total
+    assert window_sentences(w)[0] == ("TCP, 8 packets at 0.0012/s, 54.3 bytes on average (434 in all), "
+                                      "ACK in 50 % of them")
 
 
 # --- the attribution ------------------------------------------------------------

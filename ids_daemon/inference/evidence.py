@@ -22,6 +22,8 @@ packets' rows), so the sentence never claims one.
 
 from __future__ import annotations
 
+from typing import Any, Callable, Iterator
+
 import numpy as np
 
 from ..features.ciciot import INDEX
@@ -42,10 +44,13 @@ _FLAG_NAMES = [n for n, _ in _FLAGS]
 _KIND_NAMES = [n for n, _ in _KINDS]
 _SVC_NAMES = [n for n, _ in _SERVICES]
 _RATE, _SIZE = INDEX["Rate"], INDEX["Tot size"]
-
-_CACHE: dict[bytes, str] = {}  # protocol and flag parts
-_NUMS: dict[object, str] = {}  # packet count, rate and (size, packets) parts
-_CACHE_MAX = 1 << 16
+# the service columns by name, largest first: argmax's first of equal shares is then the
+# one max() over (share, name) pairs picks
+_SVC_BY_NAME = np.array(sorted(range(len(_SVC_NAMES)), key=lambda j: _SVC_NAMES[j], reverse=True))
+# every share the sentence shows, one gather: kinds, services (by name), flags
+_SHARE_IDX = np.concatenate([_KIND_IDX, _SVC_IDX[_SVC_BY_NAME], _FLAG_IDX])
+_NK, _NS = len(_KIND_IDX), len(_SVC_IDX)
+_CACHE_MAX = 1 << 16  # texts a part keeps beyond its table
 
 
 def _num(v: float) -> str:
@@ -57,42 +62,122 @@ def _num(v: float) -> str:
     return f"{v:.2g}"
 
 
-def _pct(share: float) -> str:
-    p = share * 100
-    return f"{p:.0f} %" if p >= 1 else "<1 %"
+def _three_digit(mags: range) -> list[float]:
+    """Every three-digit number of the decades 10^mag (``mags``), each as the very double
+    `_round3` makes of it (m x 10^(mag - 2), the same numpy operations; were one to
+    differ in its last bit, its windows would only miss the table and be formatted)."""
+    q = 10.0 ** (np.array(mags, dtype=np.float64) - 2)
+    return (np.arange(100.0, 1001.0)[:, None] * q[None, :]).ravel().tolist()
 
 
-def _protocol(kinds: tuple, svc: tuple, proto: int, kind: int) -> str:
+def _pct(p: int) -> str:
+    """A share in whole percent."""
+    return f"{p} %" if p >= 1 else "<1 %"
+
+
+def _protocol(kinds: list[int], service: int, proto: int, pool: bool) -> str:
+    """The protocol part from the kinds' shares (in %), the service named (an index of
+    _SVC_NAMES, or none), the key's IP protocol and whether it is a pool."""
     named = [(s, n) for s, n in zip(kinds, _KIND_NAMES) if s > 0]
     if not named:
         text = proto_name(proto).upper() if proto else "IP"
-    elif len(named) == 1 or max(named)[0] >= 0.995:
+    elif len(named) == 1 or max(named)[0] >= 99.5:
         text = max(named)[1]
     else:
         named.sort(reverse=True)
         text = " + ".join(f"{n} {_pct(s)}" for s, n in named[:3])
-    best = max(zip(svc, _SVC_NAMES))
-    if best[0] >= 0.5:
-        text += f" ({best[1]})"
-    if kind == KIND_POOL:
+    if service < len(_SVC_NAMES):
+        text += f" ({_SVC_NAMES[service]})"
+    if pool:
         text += " towards one host (short flows pooled)"
     return text
 
 
-def _flag_text(flags: tuple) -> str:
+def _flag_text(flags: list[int]) -> str:
+    """The flag part from the five flags' shares (in %)."""
     on = sorted(((s, f) for s, f in zip(flags, _FLAG_NAMES) if s > 0), reverse=True)[:3]
-    parts = [f"{f} in {_pct(s)}" + (" of them" if j == 0 else "") for j, (s, f) in enumerate(on)]
     if not on:
-        parts.append("no SYN, ACK, RST, FIN or PSH")
-    elif flags[1] == 0:
-        parts.append("no ACK")
-    return ", " + ", ".join(parts)
+        return ", no SYN, ACK, RST, FIN or PSH"
+    text = f", {on[0][1]} in {_pct(on[0][0])} of them" + "".join(f", {f} in {_pct(s)}" for s, f in on[1:])
+    return text + ", no ACK" if flags[1] == 0 else text
 
 
-def _row_keys(a: np.ndarray) -> list[bytes]:
-    """One bytes key per row of a small integer matrix (dictionary lookups, no tuples)."""
-    a = np.ascontiguousarray(a, dtype=np.int32)
-    return a.view(np.dtype((np.void, 4 * a.shape[1]))).ravel().tolist()
+class _Texts(dict):
+    """The texts of one part of the sentence by the value(s) they show, each made once
+    (``make``). Numbers are shown to three digits: a part made of one number has its
+    texts for the usual decades made up front (``table``), not as windows bring them."""
+
+    def __init__(self, make: Callable[[Any], str], table: list | tuple = ()):
+        super().__init__()
+        self.make = make
+        self.table = {k: make(k) for k in table}
+        self.update(self.table)
+
+    def __missing__(self, key: Any) -> str:
+        text = self[key] = self.make(key)
+        return text
+
+    def reset(self) -> None:
+        """Back to the table alone."""
+        self.clear()
+        self.update(self.table)
+
+    def of(self, keys: list) -> Iterator[str]:
+        """The text of each key: one look-up per key in C (``map``; a Python frame only
+        for a key not seen yet)."""
+        if len(self) > len(self.table) + _CACHE_MAX:
+            self.reset()  # bounded: start over rather than grow
+        return map(self.__getitem__, keys)
+
+
+def _pack(cols: np.ndarray, bits: int) -> np.ndarray:
+    """Rows of small non-negative integers as one int64 code each, ``bits`` a column."""
+    return (cols << np.arange(0, bits * cols.shape[1], bits, dtype=np.int64)).sum(axis=1)
+
+
+def _unpack(code: int, bits: int, n: int) -> list[int]:
+    return [(code >> (bits * j)) & ((1 << bits) - 1) for j in range(n)]
+
+
+def _protocol_of(code: int) -> str:
+    """The protocol part of a code: the kinds' shares (7 bits each), the service named (4
+    bits, _NS for none), pool (1 bit), the IP protocol."""
+    return _protocol(_unpack(code, 7, _NK), (code >> 7 * _NK) & 15, code >> (7 * _NK + 5),
+                     bool((code >> (7 * _NK + 4)) & 1))
+
+
+def _packets_of(p: int) -> str:
+    return f", {p:,} packet" + ("s" if p != 1 else "")
+
+
+def _rate_of(r: float) -> str:
+    return f" at {_num(r)}/s" if r > 0 else ""
+
+
+def _size_of(sz: float) -> str:
+    return f", {_num(sz)} bytes on average (" if sz > 0 else ""
+
+
+def _total_of(t: float) -> str:
+    """What the size part's parenthesis says (-1: no size, no parenthesis)."""
+    return f"{_num(t)} in all)" if t >= 0 else ""
+
+
+def _flags_of(code: int) -> str:
+    """The flag part of a code (7 bits a flag; -1: not TCP, no flag part)."""
+    return _flag_text(_unpack(code, 7, len(_FLAG_NAMES))) if code >= 0 else ""
+
+
+# in the sentence's order: protocol, packets, rate, size, total, flags
+_PARTS = (_Texts(_protocol_of), _Texts(_packets_of), _Texts(_rate_of, _three_digit(range(-3, 9)) + [0.0]),
+          _Texts(_size_of, _three_digit(range(1, 5)) + [0.0]), _Texts(_total_of, _three_digit(range(1, 8)) + [-1.0]),
+          _Texts(_flags_of, [-1]))
+
+
+def clear_caches() -> None:
+    """Forget every part made for a window (a benchmark's cold start); the tables stay."""
+    for part in _PARTS:
+        part.reset()
 
 
 def window_sentences(w) -> list[str]:
@@ -107,54 +192,27 @@ def window_sentences(w) -> list[str]:
     with np.errstate(divide="ignore", invalid="ignore"):
         own = np.where(span > 0, (pk - 1) / span, 0.0)
     rate = f[:, _RATE]
-    rate = _round3(np.where((rate > 0) & np.isfinite(rate), rate, own))
-    size = _round3(f[:, _SIZE])
-    # shares to 1 %: the protocol part and the flag part take few distinct values, each
-    # made once (cached) whatever the rates and sizes around them
-    kinds = np.round(np.nan_to_num(f[:, _KIND_IDX]) * 100).astype(np.int32)
-    svc = np.round(np.nan_to_num(f[:, _SVC_IDX]) * 100).astype(np.int32)
-    flags = np.round(np.nan_to_num(f[:, _FLAG_IDX]) * 100).astype(np.int32)
-    pool = (w.kind == KIND_POOL).astype(np.int32)
-    pkeys = _row_keys(np.column_stack([kinds, svc, w.proto.astype(np.int32), pool]))
-    tcp = kinds[:, 0] > 0
-    fkeys = _row_keys(flags)
-    cache, nums = _CACHE, _NUMS
-    if len(cache) > _CACHE_MAX:
-        cache.clear()
-    if len(nums) > _CACHE_MAX:
-        nums.clear()
-    out = []
-    rate_l, size_l, packets, tcp_l = rate.tolist(), size.tolist(), w.packets.tolist(), tcp.tolist()
-    for i in range(n):
-        pt = cache.get(pkeys[i])
-        if pt is None:
-            k = np.frombuffer(pkeys[i], dtype=np.int32)
-            pt = cache[pkeys[i]] = _protocol(tuple(k[:4] / 100), tuple(k[4:4 + len(_SVC_NAMES)] / 100),
-                                             int(k[-2]), KIND_POOL if k[-1] else 0)
-        p, r, sz = packets[i], rate_l[i], size_l[i]
-        # rates and sizes repeat (3 digits) even where the windows do not: cached apart
-        rt = nums.get(-r - 1.0)  # rates apart from packet counts (both numbers)
-        if rt is None:
-            rt = nums[-r - 1.0] = f" at {_num(r)}/s" if r > 0 else ""
-        pre = nums.get(p)
-        if pre is None:
-            pre = nums[p] = f", {p:,} packet" + ("s" if p != 1 else "")
-        post = nums.get((sz, p))
-        if post is None:
-            post = nums[(sz, p)] = f", {_num(sz)} bytes on average ({_num(sz * p)} in all)" if sz > 0 else ""
-        text = pt + pre + rt + post
-        if tcp_l[i]:
-            ft = cache.get(b"f" + fkeys[i])
-            if ft is None:
-                ft = cache[b"f" + fkeys[i]] = _flag_text(tuple(np.frombuffer(fkeys[i], dtype=np.int32) / 100))
-            text += ft
-        out.append(text)
-    return out
+    rate, size = _round3(np.stack([np.where((rate > 0) & np.isfinite(rate), rate, own), f[:, _SIZE]]))
+    # shares in whole percent (a share is a mean of 0/1 columns: the clip only keeps a
+    # code's fields apart, and NaN is 0)
+    pct = np.rint(np.minimum(np.fmax(f[:, _SHARE_IDX] * 100, 0.0), 100.0)).astype(np.int64)
+    kinds, svc = pct[:, :_NK], pct[:, _NK:_NK + _NS]
+    # the service named: the largest share when at least half the packets have it
+    named = np.where(svc.max(axis=1) >= 50, _SVC_BY_NAME[svc.argmax(axis=1)], _NS)
+    proto = (_pack(kinds, 7) | (named << 7 * _NK) | ((w.kind == KIND_POOL).astype(np.int64) << (7 * _NK + 4))
+             | (w.proto.astype(np.int64) << (7 * _NK + 5)))
+    flags = np.where(kinds[:, 0] > 0, _pack(pct[:, _NK + _NS:], 7), -1)
+    # one key per part and window, its text looked up, the parts joined: C loops, not a
+    # Python one
+    keys = (proto.tolist(), w.packets.tolist(), rate.tolist(), size.tolist(),
+            np.where(size > 0, size * pk, -1.0).tolist(), flags.tolist())
+    return list(map("".join, zip(*(part.of(k) for part, k in zip(_PARTS, keys)))))
 
 
 def _round3(v: np.ndarray) -> np.ndarray:
     """Three significant digits (what the sentence shows)."""
-    v = np.nan_to_num(np.asarray(v, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    v = np.asarray(v, dtype=np.float64)
+    v = np.where(np.isfinite(v), v, 0.0)
     mag = np.floor(np.log10(np.maximum(np.abs(v), 1e-12)))
     q = 10.0 ** (mag - 2)
     return np.where(v != 0, np.round(v / q) * q, 0.0)
