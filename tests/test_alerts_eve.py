@@ -225,7 +225,11 @@ def test_interface_and_our_fields_ride_along() -> None:
     assert all(isinstance(v, list) and v and all(isinstance(x, str) for x in v) for v in md.values())
     (file_rec,) = eve_of(pred(interface=None))
     assert "in_iface" not in file_rec and "pcap_file" not in file_rec["alert"]["metadata"]
-    # the alert pcap's file (--alert-pcap) rides along where the prediction names one
+
+
+@needs_eve_schema
+def test_the_alert_pcap_file_rides_along_and_validates() -> None:
+    """Where the prediction names its alert pcap (--alert-pcap), the EVE alert does too."""
     (logged,) = eve_of(pred(pcap_file="/var/lib/ids-daemon/alert-pcap/alerts-000003.pcap"))
     assert logged["alert"]["metadata"]["pcap_file"] == ["/var/lib/ids-daemon/alert-pcap/alerts-000003.pcap"]
     assert _errors(_validator(), logged) == []
