@@ -17,6 +17,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from ._keys_kernel import table_size
 from ._scan_kernel import C_VAL, t_find, t_insert, t_move_end
 
 V_BUCKET, V_FIRST, V_COUNT, V_ZERO = C_VAL, C_VAL + 1, C_VAL + 2, C_VAL + 3
@@ -37,9 +38,7 @@ def count(T, members, rows, tkey, src, ts, width, sources):
     first row, the bucket, its first packet time."""
     N, NF = T[2], T[3]
     n = rows.size
-    m = 16
-    while m < 2 * n:
-        m <<= 1
+    m = table_size(n)
     mmask = np.uint64(m - 1)
     slot_g = np.full(m, -1, np.int64)
     g_key = np.empty(n, np.uint64)
@@ -153,10 +152,8 @@ def count(T, members, rows, tkey, src, ts, width, sources):
 
 
 def member_slots(sources: int) -> int:
-    m = 16
-    while m < 2 * sources:
-        m <<= 1
-    return m
+    """Slots of a key's table of distinct sources."""
+    return int(table_size(sources))
 
 
 K_SYN, K_UDP, K_ICMP = 0, 1, 2  # flood.py's kinds
@@ -251,9 +248,7 @@ def warm_up() -> None:
 @nb.njit(cache=True, nogil=True)
 def n_distinct(a, exclude):
     """How many distinct values ``a`` holds other than ``exclude`` (`np.unique` without the sort)."""
-    m = 16
-    while m < 2 * a.size:
-        m <<= 1
+    m = table_size(a.size)
     mask = np.uint64(m - 1)
     seen = np.zeros(m, np.uint64)
     zero = False

@@ -17,6 +17,16 @@ _M2 = np.uint64(0xC2B2AE3D27D4EB4F)
 _M3 = np.uint64(0x94D049BB133111EB)
 
 
+@nb.njit(cache=True, nogil=True)
+def table_size(n):
+    """Slots of an open-addressing table for ``n`` keys: a power of two, at least 16 and 2n
+    (at most half full, so a probe ends soon)."""
+    m = 16
+    while m < 2 * n:
+        m <<= 1
+    return m
+
+
 @nb.njit(cache=True, nogil=True, inline="always")
 def _slot(x, mask):
     y = x * _M1
@@ -26,9 +36,7 @@ def _slot(x, mask):
 @nb.njit(cache=True, nogil=True)
 def _set_of(keys):
     """An open-addressing set of ``keys`` (linear probing; 0 is kept apart as a flag)."""
-    m = 16
-    while m < 2 * keys.size:
-        m <<= 1
+    m = table_size(keys.size)
     mask = np.uint64(m - 1)
     tab = np.zeros(m, np.uint64)
     zero = False
@@ -137,9 +145,7 @@ def distinct_pairs(a, b):
     """The distinct (a[i], b[i]) in the order of their first occurrence (the rows of their first
     occurrence): a set built from them iterates as one built from every pair."""
     n = a.size
-    m = 16
-    while m < 2 * n:
-        m <<= 1
+    m = table_size(n)
     mask = np.uint64(m - 1)
     slot = np.full(m, -1, np.int64)
     first = np.empty(n, np.int64)

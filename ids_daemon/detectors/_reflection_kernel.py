@@ -13,7 +13,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from ._keys_kernel import _pair_key1
+from ._keys_kernel import _pair_key1, table_size
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -49,9 +49,7 @@ def solicit(a_rows, ak, ak0, q_rows, qk, ts, Q, query_s, batch_no):
     tmask = np.uint64(Q.shape[0] - 1)
     sol = np.zeros(na, np.bool_)
     # the batch's distinct query keys -> their latest query row (index into q_rows)
-    m = 16
-    while m < 2 * nq:
-        m <<= 1
+    m = table_size(nq)
     mmask = np.uint64(m - 1)
     hk = np.empty(m, np.uint64)
     hv = np.full(m, -1, np.int64)

@@ -19,6 +19,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from ._keys_kernel import table_size
+
 M_HEAD, M_TAIL, M_SIZE, M_FREE, M_CAP, M_MASK, M_EVICT, M_HWM = range(8)
 
 K_TCP, K_UDP, K_ACK, K_ICMP, K_ARP, K_PROTO = 0, 1, 2, 3, 4, 5
@@ -65,9 +67,7 @@ def argsort_keys(a):
 
 
 def new_table(cap: int, values: int):
-    m = 16
-    while m < 2 * cap:
-        m <<= 1
+    m = table_size(cap)
     meta = np.array([-1, -1, 0, -1, cap, m - 1, 0, 0], dtype=np.int64)
     N = np.zeros((cap, C_VAL + values), np.int64)
     return (meta, np.zeros(m, np.uint64), N, N.view(np.float64))
@@ -627,9 +627,7 @@ def probes_of(kind, port, code, stack, sport, dport, src, dst, ts, ck1, cu1, cm1
             pairs[_pair_bit(N[nd, P_S], N[nd, P_H])] = True
             nd = N[nd, C_NXT]
     # distinct probes in order of first occurrence; a slot holds probe index + 1
-    m = 16
-    while m < 2 * np_:
-        m <<= 1
+    m = table_size(np_)
     pmask = np.uint64(m - 1)
     ptab = np.empty(m, np.uint64)
     pslot = np.zeros(m, np.int64)
