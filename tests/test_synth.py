@@ -182,16 +182,19 @@ def test_progress_prints_one_line_per_file(tmp_path: Path, capsys: pytest.Captur
     assert len(err) == len(json.loads(m.read_text())["files"]) >= 2
 
 
-def test_floods_are_faster_than_typical_benign_traffic(files: dict[str, list[File]]) -> None:
+def test_floods_span_trickles_to_line_rate(files: dict[str, list[File]]) -> None:
     # Benign sites now carry camera streams, video calls and industrial polling, so a busy benign
     # file reaches hundreds of packets per second (as real ones do) and a slow HTTP flood may be
-    # slower than it: rate alone must not separate them. Floods still outpace a typical site.
+    # slower than it: rate alone must not separate them. Most floods outpace a typical site, but
+    # the model must also meet floods that trickle (tens of packets/s, below where a volume rule
+    # fires) and floods beyond the testbed's tools, so rate alone must not name a flood either.
     rates = sorted(f.pps for f in files[BENIGN])
     assert rates[-1] < 2000
     median = rates[len(rates) // 2]
-    for label in FLOODS:
-        for f in files[label]:
-            assert f.pps > median, (f.path.name, f.pps, median)
+    flood = sorted(f.pps for label in FLOODS for f in files[label])
+    assert flood[len(flood) // 2] > rates[-1]  # most floods: faster than any benign file
+    assert flood[0] < median  # some trickle below a typical site
+    assert flood[-1] > 30_000  # and some run past the testbed's 14 k/s
 
 
 # ---- per-class properties, through the meter's per-packet CICIoT2023 rows ------------------------

@@ -11,6 +11,7 @@ rotates the main discrete choice (`_pick`) so that a class's files differ.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 
@@ -57,6 +58,23 @@ def _ttl_text(mode: str) -> str:
 
 def _rate(rng: random.Random, lo: float, hi: float) -> float:
     return round(rng.uniform(lo, hi), -1)
+
+
+SLOW_FLOOD, FAST_FLOOD = 20.0, 100_000.0  # packets/s: the span of flood rates the model must know
+
+
+def _flood_rate(rng: random.Random, lo: float, hi: float) -> float:
+    """A flood's rate: mostly the testbed's [lo, hi] (CICIoT2023's tools at full tilt), but a
+    quarter of the files trickle (log-uniform from SLOW_FLOOD up to lo: a flood ramping up, a
+    rate-limited bot, a spoofed flood through a slow link, where no volume rule fires yet) and a
+    tenth run faster than the testbed (up to FAST_FLOOD). A model that met only the testbed's
+    rates would have learnt a rate, not a flood."""
+    r = rng.random()
+    if r < 0.25:
+        return round(math.exp(rng.uniform(math.log(SLOW_FLOOD), math.log(lo))), 1)
+    if r < 0.35:
+        return round(math.exp(rng.uniform(math.log(hi), math.log(FAST_FLOOD))), -1)
+    return _rate(rng, lo, hi)
 
 
 def _victim(net: Net) -> int:
@@ -139,7 +157,7 @@ def ddos_syn_flood(net: Net, budget: int, k: int) -> str:
     dport = _pick(k, (80, 443, 1883, 8080, 23)) if rng.random() < 0.8 else rng.randint(1024, 65535)
     ttl_mode = _pick(k, ("fixed", "mixed", "fixed"))
     ttl_mode = str(_tool_ttl(net, rng.choice(bots))) if ttl_mode == "fixed" else ttl_mode
-    rate = _rate(rng, 3000, 12000)
+    rate = _flood_rate(rng, 3000, 12000)
     win = rng.choice((64, 512, 1024, 65535))
     reply = rng.uniform(0.15, 0.8)
     plen = rng.choice((0, 0, 0, rng.randint(10, 120)))
@@ -156,7 +174,7 @@ def dos_syn_flood(net: Net, budget: int, k: int) -> str:
     rng = net.rng
     victim, attacker = _victim(net), _attacker(net)
     dport = _pick(k, (80, 443, 1883, 8080, 22)) if rng.random() < 0.8 else rng.randint(1024, 65535)
-    rate = _rate(rng, 1500, 9000)
+    rate = _flood_rate(rng, 1500, 9000)
     win = rng.choice((64, 512, 1024, 2048))
     ttl = _tool_ttl(net, attacker)
     reply = rng.uniform(0.5, 1.0)
@@ -194,7 +212,7 @@ def ddos_tcp_flood(net: Net, budget: int, k: int) -> str:
     name, flags_of = _flag_mix(rng, k)
     spoof = rng.random() < 0.6
     ttls = [_tool_ttl(net, b) for b in bots]
-    rate = _rate(rng, 3000, 12000)
+    rate = _flood_rate(rng, 3000, 12000)
     plen = rng.choice((0, 0, rng.randint(1, 64), rng.randint(100, 1000)))
     _tcp_flood(net, budget, victim=victim, dport_of=lambda: rng.choice(ports),
                src_of=net.spoofed if spoof else (lambda: rng.choice(bots)),
@@ -212,7 +230,7 @@ def dos_tcp_flood(net: Net, budget: int, k: int) -> str:
     ports = tuple({_svc_port(rng) for _ in range(rng.randint(1, 2))})
     ttl = _tool_ttl(net, attacker)
     name, flags_of = _flag_mix(rng, k)
-    rate = _rate(rng, 2000, 9000)
+    rate = _flood_rate(rng, 2000, 9000)
     plen = rng.choice((0, 0, rng.randint(1, 64), rng.randint(100, 1000)))
     base = [rng.randint(1024, 60000)]
 
@@ -234,7 +252,7 @@ def ddos_rstfin_flood(net: Net, budget: int, k: int) -> str:
     bots = _bots(net, 2, 8)
     dmode = _pick(k, ("fixed", "random"))
     dport = _svc_port(rng)
-    rate = _rate(rng, 3000, 12000)
+    rate = _flood_rate(rng, 3000, 12000)
     ttl_mode = rng.choice(("fixed", "mixed"))
     ttl_mode = str(_tool_ttl(net, rng.choice(bots))) if ttl_mode == "fixed" else ttl_mode
     _tcp_flood(net, budget, victim=victim,
@@ -255,7 +273,7 @@ def ddos_pshack_flood(net: Net, budget: int, k: int) -> str:
     ttl = _tool_ttl(net, bots[0])
     size_mode = _pick(k, ("fixed", "random"))
     size = rng.randint(1, 1400)
-    rate = _rate(rng, 3000, 12000)
+    rate = _flood_rate(rng, 3000, 12000)
     _tcp_flood(net, budget, victim=victim, dport_of=lambda: dport, src_of=net.spoofed,
                sport_of=lambda: rng.randint(1024, 65535), flags_of=lambda: PA, ttl_of=lambda: ttl, rate=rate,
                macs=[net.mac(b) for b in bots], win=rng.choice((64, 512, 65535)),
@@ -272,7 +290,7 @@ def ddos_synonymous_ip_flood(net: Net, budget: int, k: int) -> str:
     bots = _bots(net, 2, 8)
     dmode = _pick(k, ("fixed", "random"))
     dport = _svc_port(rng)
-    rate = _rate(rng, 3000, 12000)
+    rate = _flood_rate(rng, 3000, 12000)
     ttl = _tool_ttl(net, bots[0])
     _tcp_flood(net, budget, victim=victim,
                dport_of=(lambda: dport) if dmode == "fixed" else (lambda: rng.randint(1, 65535)),
@@ -290,7 +308,7 @@ def ddos_ack_fragmentation(net: Net, budget: int, k: int) -> str:
     bots = _bots(net, 2, 8)
     spoof = _pick(k, (True, False))
     size = rng.choice((1600, 2400, 2960, 4400, 1480 * 3 - 20))
-    rate = _rate(rng, 800, 3500)  # datagrams/s; fragments are 2-4x that
+    rate = _flood_rate(rng, 800, 3500)  # datagrams/s; fragments are 2-4x that
     dport = _svc_port(rng)
     reply = rng.uniform(0.1, 0.6)
     ttls = {b: _tool_ttl(net, b) for b in bots}
@@ -349,7 +367,7 @@ def ddos_udp_flood(net: Net, budget: int, k: int) -> str:
     dport = rng.choice((53, 80, 123, 161, 1900, 5683, 7547, rng.randint(1024, 65535)))
     size_mode = rng.choice(("fixed", "random"))
     size = rng.randint(0, 1400)
-    rate = _rate(rng, 3000, 14000)
+    rate = _flood_rate(rng, 3000, 14000)
     closed = dmode == "random" or dport not in (53, 123, 5683)
     ups = 1000.0  # Linux: icmp_msgs_per_sec (the per-destination limit never bites: every source is new)
     _udp_flood(net, budget, victim=victim, src_of=net.spoofed, sport_of=lambda: rng.randint(1024, 65535),
@@ -375,7 +393,7 @@ def dos_udp_flood(net: Net, budget: int, k: int) -> str:
 
     dport = rng.choice((53, 80, 123, 1900, 5683, rng.randint(1024, 65535)))
     size = rng.choice((0, 8, 64, 512, 1024, rng.randint(0, 1400)))
-    rate = _rate(rng, 2000, 9000)
+    rate = _flood_rate(rng, 2000, 9000)
     closed = dport not in (53, 123, 5683)
     _udp_flood(net, budget, victim=victim, src_of=lambda: attacker, sport_of=sport, dport_of=lambda: dport,
                size_of=lambda: size, rate=rate, macs=[net.mac(attacker)], ttl=_tool_ttl(net, attacker), closed=closed,
@@ -392,7 +410,7 @@ def ddos_udp_fragmentation(net: Net, budget: int, k: int) -> str:
     spoof = _pick(k, (True, False))
     size = rng.choice((1600, 2200, 2952, 4000, 8000))
     dport = rng.choice((53, 80, 123, 5683, rng.randint(1024, 65535)))
-    rate = _rate(rng, 600, 3000)
+    rate = _flood_rate(rng, 600, 3000)
     _udp_flood(net, budget, victim=victim, src_of=net.spoofed if spoof else (lambda: rng.choice(bots)),
                sport_of=lambda: rng.randint(1024, 65535), dport_of=lambda: dport,
                size_of=lambda: size + rng.randint(-16, 16), rate=rate, macs=[net.mac(b) for b in bots],
@@ -407,7 +425,7 @@ def ddos_icmp_flood(net: Net, budget: int, k: int) -> str:
     victim = _victim(net)
     bots = _bots(net, 2, 8)
     size = _pick(k, (56, 0, 64, 120, 512, 1000, rng.randint(1, 1400)))
-    rate = _rate(rng, 3000, 14000)
+    rate = _flood_rate(rng, 3000, 14000)
     reply = rng.uniform(0.3, 1.0)
     ttl_mode = rng.choice(("fixed", "mixed"))
     ttl_mode = str(_tool_ttl(net, rng.choice(bots))) if ttl_mode == "fixed" else ttl_mode
@@ -436,7 +454,7 @@ def ddos_icmp_fragmentation(net: Net, budget: int, k: int) -> str:
     bots = _bots(net, 2, 8)
     spoof = _pick(k, (False, True))
     size = rng.choice((1500, 2000, 3000, 4000, 6000, 8972)) + rng.randint(-40, 40)
-    rate = _rate(rng, 500, 2500)
+    rate = _flood_rate(rng, 500, 2500)
     ttls = {b: _tool_ttl(net, b) for b in bots}
     reply = rng.uniform(0.3, 0.9)
     vmac = net.mac(victim)
@@ -571,7 +589,7 @@ def _mirai_flood(net: Net, budget: int, k: int, kind: str) -> str:
     victim = _victim(net)
     bots = _bots(net, 3, 12)
     size = _pick(k, (512, 512, 256, 768, 1024, 1400, rng.randint(16, 1450)))
-    rate = _rate(rng, 2500, 12000)
+    rate = _flood_rate(rng, 2500, 12000)
     const_ip = rng.random() < 0.3
     ttls = {b: _tool_ttl(net, b) for b in bots}
     dport_fixed = rng.choice((None, None, 80, 53, 7547, rng.randint(1, 65535)))
