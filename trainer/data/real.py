@@ -52,6 +52,18 @@ FILTER_CORRECTIONS: dict[str, tuple[str, str]] = {
         "the attacker (MAC 08:00:27:96:18:a9, as the evidence says) forges the DNS server's address "
         "on its spoofed answers, so 'host 192.168.20.9' misses them; the victims' traffic it relays "
         "stays benign, as the corpus labels a man in the middle's victims"),
+    # The two loopback floods: the manifest's empty filter labels every packet attack, but the
+    # evidence counts ~4,185 flood datagrams of 4,715 packets; the rest is the machine's own
+    # loopback chatter (127.0.0.1 to 127.0.0.1, local services polling each other), which
+    # runs for two minutes before the SYN flood starts. The flood is what the scripts send
+    # (spoofed sources to 127.0.0.1, port 80 or 53) and the stack's answers to those sources.
+    "thekrishnanand_Assignment1_NetworkSecurity_Ddos_Simulation__syn_flood.pcapng": (
+        "(tcp dst port 80 and not src host 127.0.0.1) or (src host 127.0.0.1 and not dst host 127.0.0.1)",
+        "attack1_syn.py sends spoofed sources to 127.0.0.1:80; 127.0.0.1's talk to itself is not the attack"),
+    "thekrishnanand_Assignment1_NetworkSecurity_Ddos_Simulation__udp_flood.pcapng": (
+        "(udp dst port 53 and not src host 127.0.0.1) or (src host 127.0.0.1 and not dst host 127.0.0.1)",
+        "attack2_udp.py sends spoofed sources to 127.0.0.1:53 (~4,185 datagrams, as the evidence counts); "
+        "127.0.0.1's talk to itself is not the attack"),
 }
 
 
