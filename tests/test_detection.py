@@ -173,7 +173,7 @@ def test_real_captures_are_labelled_per_packet_and_windows_by_their_packets() ->
     # independent count with scapy of the corrected filter over the metered (IPv4/ARP) frames: the
     # manifest's "arp or host 192.168.20.9" plus the DNS answers the attacker's MAC forges in the
     # server's name (the victims' traffic it relays stays benign)
-    from scapy.all import ARP, DNS, IP, UDP, Ether, rdpcap
+    from scapy.all import ARP, DNS, IP, TCP, UDP, Ether, rdpcap
 
     mac = "08:00:27:96:18:a9"
     pkts = [p for p in rdpcap(str(entries["shrutikulkar_ADF-Project__dns_spoofing.pcap"].path)) if ARP in p or IP in p]
@@ -191,6 +191,16 @@ def test_real_captures_are_labelled_per_packet_and_windows_by_their_packets() ->
         assert ((lab != "BenignTraffic") == (mostly & (lc.window_attack > 0))).all()
     benign = meter_labelled(entries["ITI_ICS-Security-Tools__ModbusTCP.pcap"], MeterConfig())
     assert not benign.row_attack.any() and set(benign.window_labels) == {"BenignTraffic"}
+    # the loopback floods: the spoofed datagrams to 127.0.0.1 and the stack's answers to their
+    # sources are the attack; the machine's own 127.0.0.1-to-127.0.0.1 chatter is not (scapy count)
+    for name, proto, port in (("syn_flood", TCP, 80), ("udp_flood", UDP, 53)):
+        e = entries[f"thekrishnanand_Assignment1_NetworkSecurity_Ddos_Simulation__{name}.pcapng"]
+        lc = meter_labelled(e, MeterConfig())
+        pkts = [p for p in rdpcap(str(e.path)) if IP in p]
+        want = [(p[IP].dst == "127.0.0.1" and p[IP].src != "127.0.0.1" and proto in p and p[proto].dport == port)
+                or (p[IP].src == "127.0.0.1" and p[IP].dst != "127.0.0.1") for p in pkts]
+        assert lc.row_attack.tolist() == want
+        assert 1200 > len(want) - sum(want) > 400  # the chatter (1,060 and 506 packets), now benign
 
 
 @needs_corpus
