@@ -204,7 +204,7 @@ def _key_index(keys, rkey, cnt):
     return idx
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def _place(rows, idx, out, pos):
     for i in range(rows.size):
         j = idx[i]
