@@ -17,6 +17,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from ._scan_kernel import C_K1, C_K2, C_NXT, C_VAL, M_EVICT, M_HEAD, M_SIZE, t_delete, t_find, t_insert, t_move_end
+
 _ETH_P_ARP = 0x0806
 _STATUS_OK = 0
 _GROUP_BIT = np.uint64(1 << 40)  # I/G bit of the first octet: multicast/broadcast MACs
@@ -98,7 +100,6 @@ def scan_batch(status, ip_version, ethertype, eth_src, src4, ts, learn):
 #                                 oldest is dropped) in insertion order (row `node` of the claim pool)
 #   spoofers  (mac, ip)        -> since, last, evidence id
 # A pool row belongs to the table node of the same index; the pools grow with the tables' nodes.
-from ._scan_kernel import C_K1, C_K2, C_NXT, C_VAL, M_HEAD, M_SIZE, t_delete, t_find, t_insert, t_move_end  # noqa: E402
 
 HELD_MAX = 8
 CLAIMS_MAX = 64
@@ -220,6 +221,10 @@ def claims(op, spa, tpa, sha, tha, ts, relayed, B, R, C, S, hn, HM, HF, HL, HU, 
     hhow = np.empty(HELD_MAX + 2, np.int64)
     claimants = np.empty(HELD_MAX + 2, np.int64)  # positions in the held list
     culprits = np.empty(HELD_MAX + 2, np.uint64)
+    # per claimant node, when all its claimed IPs were held spoofers after its last pass (this batch):
+    # the spoofer evictions then + 1 (0: not known); as long as none has been evicted since, only the
+    # IP it claims now can be new (the pass over 64 IPs is most of an unsolicited reply's work)
+    cov = np.zeros(cn.size, np.int64)
     for f in range(nf):
         o = op[f]
         s = np.int64(spa[f])
@@ -309,6 +314,9 @@ def claims(op, spa, tpa, sha, tha, ts, relayed, B, R, C, S, hn, HM, HF, HL, HU, 
                     CI = _grow_rows(CI, c + 1)
                     CT = _grow_rows(CT, c + 1)
                 cn[c] = 0
+                if c >= cov.size:
+                    cov = _grow_rows(cov, cn.size)
+                cov[c] = 0
             k = cn[c]
             q = -1
             for z in range(k):
@@ -340,9 +348,14 @@ def claims(op, spa, tpa, sha, tha, ts, relayed, B, R, C, S, hn, HM, HF, HL, HU, 
                     CT[c, z - 1] = CT[c, z]
                 k -= 1
             cn[c] = k
+            was_covered = cov[c] == Sm[M_EVICT] + 1
+            cov[c] = 0
             if k >= max_ips:
+                evictions = Sm[M_EVICT]
                 for z in range(k):
                     ip = CI[c, z]
+                    if was_covered and ip != s:
+                        continue
                     if t_find(Sm, Si, SN, m, np.uint64(ip), np.int64(0)) < 0:
                         sn, _ev = t_insert(Sm, Si, SN, m, np.uint64(ip), np.int64(0))
                         SF[sn, S_SINCE] = now
@@ -353,6 +366,8 @@ def claims(op, spa, tpa, sha, tha, ts, relayed, B, R, C, S, hn, HM, HF, HL, HU, 
                         rec_kind[nrec] = WHY_MANY
                         rec_arg[nrec] = k
                         nrec += 1
+                if Sm[M_EVICT] == evictions:
+                    cov[c] = evictions + 1
         nh = 0
         ncl = 0
         if hn[n] > 1:
