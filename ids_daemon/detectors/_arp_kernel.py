@@ -124,9 +124,9 @@ def _grow_rows(a, need):
 
 
 @nb.njit(cache=True, nogil=True, _nrt=False)
-def _held_touch(Bm, Bi, BN, hn, now, hold_s, ip):
-    """`ArpDetector._held`: the bindings node of ``ip`` (touched or inserted), its stale claims
-    dropped. Returns (node, whether it is new: its held list must be emptied)."""
+def _held_touch(Bm, Bi, BN, ip):
+    """The bindings node of ``ip``, touched or inserted (the caller then drops its stale claims:
+    `_purge`). Returns (node, whether it is new: its held list must be emptied)."""
     n = t_find(Bm, Bi, BN, np.uint64(ip), _U0, np.int64(0))
     if n >= 0:
         t_move_end(Bm, BN, n)
@@ -250,7 +250,7 @@ def claims(op, spa, tpa, sha, tha, ts, relayed, B, R, C, S, hn, HM, HF, HL, HU, 
         gratuitous = s == t
         if (o == 2 and not gratuitous and t != 0 and th != 0 and th != _BCAST and th != m
                 and (th >> np.uint64(40)) & np.uint64(1) == 0):
-            n, new = _held_touch(Bm, Bi, BN, hn, now, hold_s, t)
+            n, new = _held_touch(Bm, Bi, BN, t)
             if n >= hn.size:
                 need = n + 1
                 hn = _grow_rows(hn, need)
@@ -276,7 +276,7 @@ def claims(op, spa, tpa, sha, tha, ts, relayed, B, R, C, S, hn, HM, HF, HL, HU, 
             HL[n, q] = now
         rq = t_find(Rm, Ri, RN, np.uint64(t), np.uint64(s), np.int64(0))
         unsol = not relayed[f] and (gratuitous or (o == 2 and (rq < 0 or now - RF[rq, R_VAL] > solicit_s)))
-        n, new = _held_touch(Bm, Bi, BN, hn, now, hold_s, s)
+        n, new = _held_touch(Bm, Bi, BN, s)
         if n >= hn.size:
             need = n + 1
             hn = _grow_rows(hn, need)
