@@ -170,3 +170,40 @@ def test_ip_source_table_is_bounded_and_vectorised() -> None:
         b.eth_src[:] = rng.integers(1, 1 << 40, n, dtype=np.uint64)  # unicast (the group bit, 1 << 40, clear)
         ds.process(b)
     assert len(arp.sources) <= 1000 and arp.counters["source_evictions"] >= 140_000
+
+
+def test_arp_state_is_bounded_and_evictions_counted() -> None:
+    """Requests, bindings, claimants and spoofers stay at max_hosts under a stream of distinct
+    claims; every entry pushed out is counted (one per distinct key beyond the cap)."""
+    cap, n = 16, 40
+    ds = DetectorSet(DetectorsConfig(arp=ArpDetectorConfig(max_hosts=cap, learn_from_ip=False)))
+    arp = next(d for d in ds.detectors if d.name == "arp")
+
+    def arp_batch(t0: float, op: int, spa: np.ndarray, tpa: np.ndarray, sha: np.ndarray, tha: np.ndarray) -> PacketBatch:
+        b = PacketBatch.empty(spa.size)
+        b.ts[:] = T0 + t0 + np.arange(spa.size) * 1e-3
+        b.ethertype[:] = 0x0806
+        b.arp_op[:] = op
+        b.src4[:], b.dst4[:] = spa, tpa
+        b.arp_sha[:], b.arp_tha[:], b.eth_src[:] = sha, tha, sha
+        return b
+
+    k = np.arange(n, dtype=np.uint64)
+    # n requests, each from its own host for its own address: n requests and n bindings (the senders')
+    ds.process(arp_batch(0, 1, (0x0A000100 + k).astype(np.uint32), (0x0A000200 + k).astype(np.uint32),
+                         0x020000000100 + k, np.zeros(n, np.uint64)))
+    assert arp.counters["request_evictions"] == n - cap and arp.counters["binding_evictions"] == n - cap
+    # one MAC answering unasked for n addresses (to one target): a spoofer of each, n spoofer entries
+    ds.process(arp_batch(10, 2, (0x0A000300 + k).astype(np.uint32), np.full(n, 0x0A000001, np.uint32),
+                         np.full(n, 0x020000000066, np.uint64), np.full(n, 0x020000000001, np.uint64)))
+    # bindings: the target's (once) and the n claimed addresses, all new
+    assert arp.counters["binding_evictions"] == (n - cap) + (n + 1)
+    # (each unsolicited reply marks all of the MAC's claimed IPs again: those pushed out come back,
+    # pushing others out, so at least n - cap)
+    assert len(arp.spoofers) == cap and arp.counters["spoofer_evictions"] >= n - cap
+    # n MACs, each answering unasked once: n claimants
+    ds.process(arp_batch(20, 2, (0x0A000400 + k).astype(np.uint32), np.full(n, 0x0A000001, np.uint32),
+                         0x020000000400 + k, np.full(n, 0x020000000001, np.uint64)))
+    assert arp.counters["claimant_evictions"] == 1 + n - cap  # (the spoofer's entry, then n - cap of theirs)
+    assert arp.counters["binding_evictions"] == (n - cap) + (n + 1) + n
+    assert max(len(arp.bindings), len(arp.requests), len(arp.unsolicited), len(arp.spoofers)) <= cap

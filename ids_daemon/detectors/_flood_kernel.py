@@ -36,7 +36,7 @@ def count(T, members, rows, tkey, src, ts, width, sources):
     """Count the distinct sources of ``rows`` (``tkey`` per row) per (target, bucket); returns, per
     bucket that has reached ``sources`` (in visiting order): its index into ``rows`` of the group's
     first row, the bucket, its first packet time."""
-    N, NF = T[2], T[3]
+    meta, idx, N, NF = T[0], T[1], T[2], T[3]  # (once: see `_scan_kernel.count_events`)
     n = rows.size
     m = table_size(n)
     mmask = np.uint64(m - 1)
@@ -76,7 +76,7 @@ def count(T, members, rows, tkey, src, ts, width, sources):
     cand = np.empty(ng, np.int64)
     nc = 0
     for g in range(ng):
-        if g_multi[g] or t_find(T, g_key[g], 0, 0) >= 0:
+        if g_multi[g] or t_find(meta, idx, N, g_key[g], 0, 0) >= 0:
             cand[nc] = g
             nc += 1
     out_i = np.empty(nc, np.int64)
@@ -112,12 +112,12 @@ def count(T, members, rows, tkey, src, ts, width, sources):
         k = g_key[g]
         bk = g_bk[g]
         h0 = g_head[g]
-        nd = t_find(T, k, 0, 0)
+        nd = t_find(meta, idx, N, k, 0, 0)
         if nd >= 0:
-            t_move_end(T, nd)
+            t_move_end(meta, N, nd)
         if nd < 0 or N[nd, V_BUCKET] != bk:
             if nd < 0:
-                nd, _ev = t_insert(T, k, 0, 0)
+                nd, _ev = t_insert(meta, idx, N, k, 0, 0)
             N[nd, V_BUCKET] = bk
             NF[nd, V_FIRST] = ts[rows[h0]]
             N[nd, V_COUNT] = 0
@@ -204,7 +204,7 @@ def _key_index(keys, rkey, cnt):
     return idx
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def _place(rows, idx, out, pos):
     for i in range(rows.size):
         j = idx[i]

@@ -52,7 +52,7 @@ def _set_of(keys):
     return tab, mask, zero
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def _has(tab, mask, zero, x):
     if x == 0:
         return zero

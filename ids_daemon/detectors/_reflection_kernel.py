@@ -34,7 +34,7 @@ def new_queries(size: int) -> np.ndarray:
     return Q
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def _live(Q, QF, kk, t, tmask, query_s):
     s = kk & tmask
     return np.uint64(Q[s, Q_KEY]) == kk and t - QF[s, Q_TS] <= query_s

@@ -89,9 +89,8 @@ _LO = np.uint64(0xFFFFFFFF)
 _S32 = np.uint64(32)
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
-def t_find(T, a, b, c):
-    meta, idx, N = T[0], T[1], T[2]
+@nb.njit(cache=True, nogil=True, _nrt=False)
+def t_find(meta, idx, N, a, b, c):
     mask = np.uint64(meta[M_MASK])
     x = _h(a, b, c)
     hl = x & _LO
@@ -108,9 +107,8 @@ def t_find(T, a, b, c):
         i = (i + np.uint64(1)) & mask
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
-def _unlink(T, n):
-    meta, N = T[0], T[2]
+@nb.njit(cache=True, nogil=True, _nrt=False)
+def _unlink(meta, N, n):
     p = N[n, C_PRV]
     q = N[n, C_NXT]
     if p >= 0:
@@ -123,9 +121,8 @@ def _unlink(T, n):
         meta[M_TAIL] = p
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
-def _append(T, n):
-    meta, N = T[0], T[2]
+@nb.njit(cache=True, nogil=True, _nrt=False)
+def _append(meta, N, n):
     t = meta[M_TAIL]
     N[n, C_PRV] = t
     N[n, C_NXT] = -1
@@ -136,16 +133,15 @@ def _append(T, n):
     meta[M_TAIL] = n
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
-def t_move_end(T, n):
-    if T[0][M_TAIL] != n:
-        _unlink(T, n)
-        _append(T, n)
+@nb.njit(cache=True, nogil=True, _nrt=False)
+def t_move_end(meta, N, n):
+    if meta[M_TAIL] != n:
+        _unlink(meta, N, n)
+        _append(meta, N, n)
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
-def _idx_remove(T, n):
-    meta, idx, N = T[0], T[1], T[2]
+@nb.njit(cache=True, nogil=True, _nrt=False)
+def _idx_remove(meta, idx, N, n):
     mask = np.uint64(meta[M_MASK])
     i = _h(np.uint64(N[n, C_K1]), np.uint64(N[n, C_K2]), N[n, C_K3]) & mask
     me = np.uint64(n + 1)
@@ -164,26 +160,24 @@ def _idx_remove(T, n):
     idx[i] = 0
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
-def t_delete(T, n):
+@nb.njit(cache=True, nogil=True, _nrt=False)
+def t_delete(meta, idx, N, n):
     """Remove node ``n`` (no eviction counted)."""
-    meta, N = T[0], T[2]
-    _idx_remove(T, n)
-    _unlink(T, n)
+    _idx_remove(meta, idx, N, n)
+    _unlink(meta, N, n)
     N[n, C_NXT] = meta[M_FREE]
     meta[M_FREE] = n
     meta[M_SIZE] -= 1
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
-def t_insert(T, a, b, c):
+@nb.njit(cache=True, nogil=True, _nrt=False)
+def t_insert(meta, idx, N, a, b, c):
     """Insert a key known to be absent; returns (node, whether a node was evicted for it)."""
-    meta, idx, N = T[0], T[1], T[2]
     evicted = False
     if meta[M_SIZE] >= meta[M_CAP]:
         n = meta[M_HEAD]
-        _idx_remove(T, n)
-        _unlink(T, n)
+        _idx_remove(meta, idx, N, n)
+        _unlink(meta, N, n)
         meta[M_SIZE] -= 1
         meta[M_EVICT] += 1
         evicted = True
@@ -202,19 +196,19 @@ def t_insert(T, a, b, c):
     while idx[i] != 0:
         i = (i + np.uint64(1)) & mask
     idx[i] = ((x & _LO) << _S32) | np.uint64(n + 1)
-    _append(T, n)
+    _append(meta, N, n)
     meta[M_SIZE] += 1
     return n, evicted
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
-def t_touch(T, a, b, c):
+@nb.njit(cache=True, nogil=True, _nrt=False)
+def t_touch(meta, idx, N, a, b, c):
     """`LRU.touch`: (node, new, evicted)."""
-    n = t_find(T, a, b, c)
+    n = t_find(meta, idx, N, a, b, c)
     if n >= 0:
-        t_move_end(T, n)
+        t_move_end(meta, N, n)
         return n, False, False
-    n, ev = t_insert(T, a, b, c)
+    n, ev = t_insert(meta, idx, N, a, b, c)
     return n, True, ev
 
 
@@ -237,12 +231,12 @@ def t_keys(T):
 @nb.njit(cache=True, nogil=True)
 def expire_before(T, col, t0):
     """Delete the nodes whose float value in ``col`` is before ``t0``."""
-    N, NF = T[2], T[3]
-    n = T[0][M_HEAD]
+    meta, idx, N, NF = T[0], T[1], T[2], T[3]
+    n = meta[M_HEAD]
     while n >= 0:
         q = N[n, C_NXT]
         if NF[n, col] < t0:
-            t_delete(T, n)
+            t_delete(meta, idx, N, n)
         n = q
 
 
@@ -259,7 +253,7 @@ ACTIVE_VALUES = 3
 TARGET_VALUES = 3  # none used: rows of 8
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def _free_members(B, BN, BM, head):
     b = head
     while b >= 0:
@@ -270,7 +264,7 @@ def _free_members(B, BN, BM, head):
         b = q
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def _add_member(N, B, BN, BM, g, mem):
     """Add ``mem`` to group ``g``'s members unless there (free blocks are checked before)."""
     cnt = N[g, G_LEN]
@@ -308,8 +302,11 @@ def count_events(start, ea, et, es, eh, ep, ek, ebad, eos, G, B, BN, BM, A, TG,
     """`ScanDetector._count` over events ``start:``. Returns (index to resume at after the member
     blocks are grown, or -1 when done; records written). A record per new scanner: R[r] = (frame,
     src, class, victim host, victim port, wording, kind, host, port, members), RF[r] = seconds."""
-    GN, GF = G[2], G[3]
-    AN, AF = A[2], A[3]
+    # (each table's arrays taken out of its tuple once: a helper that did it per call paid a reference
+    # count increment and decrement per array, most of an insert's time)
+    Gm, Gi, GN, GF = G[0], G[1], G[2], G[3]
+    Am, Ai, AN, AF = A[0], A[1], A[2], A[3]
+    Tm, Ti, TN = TG[0], TG[1], TG[2]
     nrec = 0
     zero = np.uint64(0)
     for i in range(start, ea.size):
@@ -343,19 +340,19 @@ def count_events(start, ea, et, es, eh, ep, ek, ebad, eos, G, B, BN, BM, A, TG,
             if k != K_ACK and not eos[i]:
                 ng = 2
                 g2h, g2c, mem2, lim2, what2 = zero, np.int64(p * 256 + kk), np.uint64(h), hosts, W_HOSTS
-        if A[0][M_SIZE] > 0 and t_find(A, s, zero, np.int64(0)) >= 0:
-            t_touch(TG, s, h, np.int64(0))
+        if Am[M_SIZE] > 0 and t_find(Am, Ai, AN, s, zero, np.int64(0)) >= 0:
+            t_touch(Tm, Ti, TN, s, h, np.int64(0))
         for gi in range(ng):
             if gi == 0:
                 gh, gc, mem, lim, what = g1h, g1c, mem1, lim1, what1
             else:
                 gh, gc, mem, lim, what = g2h, g2c, mem2, lim2, what2
-            g = t_find(G, s, gh, gc)
+            g = t_find(Gm, Gi, GN, s, gh, gc)
             if g >= 0:
-                t_move_end(G, g)
+                t_move_end(Gm, GN, g)
             if g < 0 or t - GF[g, G_T0] > window_s:
                 if g < 0:
-                    g, ev = t_insert(G, s, gh, gc)
+                    g, ev = t_insert(Gm, Gi, GN, s, gh, gc)
                     if ev:
                         _free_members(B, BN, BM, GN[g, G_HEAD])
                 else:
@@ -375,20 +372,20 @@ def count_events(start, ea, et, es, eh, ep, ek, ebad, eos, G, B, BN, BM, A, TG,
             glen = GN[g, G_LEN]
             if glen >= lim and GN[g, G_FAIL] >= fail_ratio * (GN[g, G_FAIL] + GN[g, G_ANS]):
                 if gh != zero:
-                    t_touch(TG, s, gh, np.int64(0))
+                    t_touch(Tm, Ti, TN, s, gh, np.int64(0))
                 elif k != K_ARP:
                     b = GN[g, G_HEAD]
                     seen = 0
                     while b >= 0:
                         top = min(BLOCK, glen - seen)
                         for q in range(top):
-                            t_touch(TG, s, B[b * BLOCK + q], np.int64(0))
+                            t_touch(Tm, Ti, TN, s, B[b * BLOCK + q], np.int64(0))
                         seen += top
                         b = BN[b]
-                an = t_find(A, s, zero, np.int64(0))
+                an = t_find(Am, Ai, AN, s, zero, np.int64(0))
                 if an < 0:
                     cnt[1] += 1
-                    an, ev = t_insert(A, s, zero, np.int64(0))
+                    an, ev = t_insert(Am, Ai, AN, s, zero, np.int64(0))
                     AF[an, A_UNTIL] = t + hold_s
                     AN[an, A_CLS] = cls
                     AN[an, A_INFO] = info_base + nrec
@@ -410,7 +407,7 @@ def count_events(start, ea, et, es, eh, ep, ek, ebad, eos, G, B, BN, BM, A, TG,
 
 
 # ---- connections seen opening: a hash set of 64-bit keys -----------------------------------------
-@nb.njit(cache=True, nogil=True, inline="always")
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def _set_slot(keys, used, x):
     """Where ``x`` is in the set, or the free slot where it would go (linear probing)."""
     mask = np.uint64(keys.size - 1)
@@ -565,7 +562,7 @@ def classify(status, ipver, l4ok, proto, flags, icmp_type, ip_len, ip_hdr_len, l
     return kind, port, stack, code, okeys
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def _set_has1(keys, used, x):
     return used[_set_slot(keys, used, x)]
 
@@ -733,7 +730,7 @@ def probes_of(kind, port, code, stack, sport, dport, src, dst, ts, ck1, cu1, cm1
     return np_, uk, at, k_u, failed, ev, porder, ans, rs_keys, rs_at
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def _probe_of(ptab, pslot, pmask, x):
     j = _h(x, 0, 0) & pmask
     while pslot[j] != 0:
@@ -751,7 +748,7 @@ def batch_events(T, uk, at, k_u, failed, ev, porder, ts, src, dst, port, stack, 
     then the earlier ones are resolved: answered (at 0; taken in key order, whatever the order and
     repeats of the answers' keys ``ans``), reset (at the reset) or timed out (at the first frame
     past ``answer_s``)."""
-    meta, N, NF = T[0], T[2], T[3]
+    meta, idx, N, NF = T[0], T[1], T[2], T[3]
     nev = 0
     for j in range(uk.size):
         if ev[j]:
@@ -759,7 +756,7 @@ def batch_events(T, uk, at, k_u, failed, ev, porder, ts, src, dst, port, stack, 
     for q in range(porder.size):
         j = porder[q]
         a = at[j]
-        n, new, evicted = t_touch(T, uk[j], np.uint64(0), np.int64(0))
+        n, new, evicted = t_touch(meta, idx, N, uk[j], np.uint64(0), np.int64(0))
         NF[n, P_TS] = ts[a]
         N[n, P_S] = np.int64(src[a])
         N[n, P_H] = np.int64(dst[a])
@@ -800,7 +797,7 @@ def batch_events(T, uk, at, k_u, failed, ev, porder, ts, src, dst, port, stack, 
                     nh += 1
         else:
             for q in range(ans.size):
-                n = t_find(T, ans[q], np.uint64(0), np.int64(0))
+                n = t_find(meta, idx, N, ans[q], np.uint64(0), np.int64(0))
                 if n >= 0:
                     hk[nh] = ans[q]
                     hn[nh] = n
@@ -817,26 +814,26 @@ def batch_events(T, uk, at, k_u, failed, ev, porder, ts, src, dst, port, stack, 
             pa[m] = 0
             pbad[m] = False
             m += 1
-            t_delete(T, n)
+            t_delete(meta, idx, N, n)
     if meta[M_SIZE] > 0:
         for j in range(rs_keys.size):
             if meta[M_SIZE] == 0:
                 break
-            n = t_find(T, rs_keys[j], np.uint64(0), np.int64(0))
+            n = t_find(meta, idx, N, rs_keys[j], np.uint64(0), np.int64(0))
             if n < 0:
                 continue
             pnode[m] = n
             pa[m] = rs_at[j]
             pbad[m] = True
             m += 1
-            t_delete(T, n)
+            t_delete(meta, idx, N, n)
         nts = ts.size
         while meta[M_SIZE] > 0:
             n = meta[M_HEAD]
             t = NF[n, P_TS]
             if end - t < answer_s:
                 break
-            t_delete(T, n)
+            t_delete(meta, idx, N, n)
             a = 0
             if t >= ts[0]:
                 a = np.searchsorted(ts, t + answer_s)
@@ -937,7 +934,8 @@ def scanner_rows(kind, status, ipver, proto, flags, icmp_type, ethertype, arp_op
     owner = np.empty(n, np.int64)
     rows = np.empty(n, np.int64)
     cnt = np.zeros(ns + 1, np.int64)
-    has_tg = TG[0][M_SIZE] > 0
+    Tm, Ti, TN = TG[0], TG[1], TG[2]
+    has_tg = Tm[M_SIZE] > 0
     # scanner -> its index, in a small open-addressing set (one probe per address, not a binary search)
     ms = 16
     while ms < 4 * ns:
@@ -977,7 +975,7 @@ def scanner_rows(kind, status, ipver, proto, flags, icmp_type, ethertype, arp_op
         td = jd >= 0
         conv = False
         if has_tg and not (fs and probe) and not (td and reply):
-            conv = t_find(TG, src[i], dst[i], 0) >= 0 or t_find(TG, dst[i], src[i], 0) >= 0
+            conv = t_find(Tm, Ti, TN, src[i], dst[i], 0) >= 0 or t_find(Tm, Ti, TN, dst[i], src[i], 0) >= 0
         sel = (fs and (probe or conv) and i >= start[js]) or (td and (reply or conv) and i >= start[jd])
         if not sel:
             continue

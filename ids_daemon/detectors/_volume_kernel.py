@@ -63,7 +63,7 @@ def _bits(n):
     return m, bits
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def _find(tab, keys, x, shift, mask):
     """Index stored for ``x`` in ``tab`` (open addressing over ``keys``), or -1."""
     h = _slot(x, shift)
@@ -75,7 +75,7 @@ def _find(tab, keys, x, shift, mask):
 
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def _set_insert(tab, keys, n, x, shift, mask):
     """Add ``x`` to the set (``tab``: open-addressing slots -> index into ``keys``, which holds
     ``n`` keys); True when it was not there (the caller counts it in ``n``)."""

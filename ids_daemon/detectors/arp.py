@@ -24,11 +24,10 @@ from ..capture.batch import PacketBatch, ipv4_str, mac_to_str
 from ..config import ArpDetectorConfig
 from . import _arp_kernel as _k
 from . import _keys_kernel as _kk
-from .base import LRU, Finding, isin_keys, mark, warm_once
+from . import _scan_kernel as _sk
+from .base import Finding, isin_keys, mark, warm_once
 
 CLS = "MITM-ArpSpoofing"
-_BCAST_MAC = 0xFFFFFFFFFFFF
-_HOW = {1: "ARP sender", 0: "ARP target"}
 
 
 def _pair(mac: np.ndarray, ip: np.ndarray) -> np.ndarray:
@@ -49,7 +48,7 @@ class _SourceTable:
         self.ip = np.zeros(0, np.uint32)
         self.last = np.zeros(0, np.float64)  # last packet from (mac, ip)
         self.multi = np.zeros(0, np.float64)  # last time the MAC sourced another IP too (-inf: never)
-        self._by_ip: tuple[np.ndarray, np.ndarray] | None = None
+        self._by_ip: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return int(self.mac.size)
@@ -94,25 +93,21 @@ class _SourceTable:
                                                             self.multi[keep])
                 self.counters["source_evictions"] += int(over)
 
-    def holder(self, ip: int, now: float) -> int | None:
-        """The one MAC that holds ``ip`` at ``now`` by its IPv4 packets: it sourced ``ip``
-        within ``hold_s`` and no other IP, and no other such MAC sourced ``ip`` (two would
-        mean one relays the other's packets)."""
+    def by_ip(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(IP, MAC, last, multi) of every entry, ordered by IP (stably): `_arp_kernel._holder` finds
+        the one MAC that holds an IP at a time by its IPv4 packets there (it sourced the IP within
+        ``hold_s`` and no other IP, and no other such MAC sourced it: two would mean one relays the
+        other's packets)."""
         if self._by_ip is None:
             order = np.argsort(self.ip, kind="stable")
-            self._by_ip = (order, self.ip[order])
-        order, ips = self._by_ip
-        lo = int(ips.searchsorted(ip, "left"))
-        if lo == ips.size or ips[lo] != ip:
-            return None
-        hi = int(ips.searchsorted(ip, "right"))
-        found = None
-        for c in order[lo:hi].tolist():
-            if now - self.last[c] <= self.hold_s and now - self.multi[c] > self.hold_s:
-                if found is not None:
-                    return None  # two MACs source it: one relays the other's packets
-                found = c
-        return None if found is None else int(self.mac[found])
+            self._by_ip = (self.ip[order], self.mac[order], self.last[order], self.multi[order])
+        return self._by_ip
+
+    def holder(self, ip: int, now: float) -> int | None:
+        """The one MAC that holds ``ip`` at ``now`` by its IPv4 packets (see `by_ip`), or None."""
+        ips, macs, last, multi = self.by_ip()
+        c = _k._holder(ips, macs, last, multi, ip, now, self.hold_s) if ips.size else -1
+        return None if c < 0 else int(macs[c])
 
 
 def _warm_up() -> None:
@@ -124,6 +119,38 @@ def _warm_up() -> None:
     b.src4[:] = (0x0A000001, 0x0A000002, 0x0A000001, 0x0A000001)
     b.ts[:] = (1.0, 2.0, 3.0, 0.5)
     _k.scan_batch(b.status, b.ip_version, b.ethertype, b.eth_src, b.src4, b.ts, True)
+    # and the rules' kernels, on a MAC that answers unasked for two addresses (a spoofer)
+    b = PacketBatch.empty(4)
+    b.ethertype[:] = 0x0806
+    b.arp_op[:] = (1, 2, 2, 2)
+    b.src4[:] = (0x0A000001, 0x0A000002, 0x0A000003, 0x0A000002)
+    b.dst4[:] = (0x0A000002, 0x0A000001, 0x0A000001, 0x0A000001)
+    b.eth_src[:] = b.arp_sha[:] = (2, 4, 4, 4)
+    b.arp_tha[:] = (0, 2, 2, 2)
+    b.ts[:] = (1.0, 2.0, 3.0, 4.0)
+    ArpDetector().process(b, np.full(4, -1, np.int16))
+
+
+class _Tab:
+    """A bounded LRU table of `_scan_kernel` (``values`` columns per node), its evictions counted in
+    ``counters[counter]``, as `base.LRU` counts them."""
+
+    def __init__(self, cap: int, counters: dict[str, int], counter: str, values: int):
+        self.t = _sk.new_table(cap, values)
+        self.counters, self.counter = counters, counter
+        counters.setdefault(counter, 0)
+
+    def __len__(self) -> int:
+        return int(self.t[0][_sk.M_SIZE])
+
+    def sync(self) -> None:
+        meta = self.t[0]
+        if meta[_sk.M_EVICT]:
+            self.counters[self.counter] += int(meta[_sk.M_EVICT])
+            meta[_sk.M_EVICT] = 0
+
+
+_HOW_NAME = {_k.HOW_TARGET: "ARP target", _k.HOW_SENDER: "ARP sender", _k.HOW_SOURCE: "IP source"}
 
 
 class ArpDetector:
@@ -135,12 +162,22 @@ class ArpDetector:
         self.cfg = cfg or ArpDetectorConfig()
         self.counters: dict[str, int] = {"arp_frames": 0, "conflicts": 0}
         n = self.cfg.max_hosts
-        # ip -> {mac: [first, last, unsolicited claims, 1 = ARP sender (a claim) / 0 = ARP target]}
-        self.bindings = LRU(n, self.counters, "binding_evictions")
-        self.requests = LRU(n, self.counters, "request_evictions")  # (requester ip, asked ip) -> ts
-        self.unsolicited = LRU(n, self.counters, "claimant_evictions")  # mac -> {ip: last ts} (unsolicited replies)
-        self.spoofers = LRU(n, self.counters, "spoofer_evictions")  # (mac, ip) -> [since, last, why]
+        # the per-frame rules run compiled (`_arp_kernel.claims`) over these tables:
+        # ip -> the MACs that hold it (a held list in the pools below: mac, first, last, unsolicited
+        # claims, 1 = ARP sender (a claim) / 0 = ARP target)
+        self.bindings = _Tab(n, self.counters, "binding_evictions", 1)
+        self.requests = _Tab(n, self.counters, "request_evictions", 1)  # (requester ip, asked ip) -> ts
+        self.unsolicited = _Tab(n, self.counters, "claimant_evictions", 1)  # mac -> its IPs in unsolicited replies
+        self.spoofers = _Tab(n, self.counters, "spoofer_evictions", 3)  # (mac, ip) -> since, last, evidence id
         self.sources = _SourceTable(n, self.cfg.hold_s, self.counters)  # mac -> the one IPv4 address it sources
+        rows = 16  # (the pools grow with the tables' nodes)
+        hm = _k.HELD_MAX
+        self._held = (np.zeros(rows, np.int64), np.zeros((rows, hm), np.uint64), np.zeros((rows, hm)),
+                      np.zeros((rows, hm)), np.zeros((rows, hm), np.int64), np.zeros((rows, hm), np.int64))
+        self._claims = (np.zeros(rows, np.int64), np.zeros((rows, _k.CLAIMS_MAX + 1), np.int64),
+                        np.zeros((rows, _k.CLAIMS_MAX + 1)))
+        self._why: dict[int, str] = {}  # evidence id -> why the MAC is a spoofer
+        self._next_why = 0
 
     def process(self, batch: PacketBatch, verdict: np.ndarray) -> list[Finding]:
         # one compiled pass: the ARP frames (decoded, sender IP set), and the IPv4 frames' sources
@@ -154,101 +191,35 @@ class ArpDetector:
             return []
         self.counters["arp_frames"] += int(idx.size)
         cfg = self.cfg
-        op = batch.arp_op[idx].tolist()
-        spa = batch.src4[idx].tolist()
-        tpa = batch.dst4[idx].tolist()
-        sha = batch.arp_sha[idx].tolist()
-        tha = batch.arp_tha[idx].tolist()
         # a frame sent by another station on the owner's behalf (a bridge, a relay, a spoofer
         # restoring tables) says nothing about whether the owner itself answers unasked
-        relayed = ((batch.eth_src[idx] != 0) & (batch.eth_src[idx] != batch.arp_sha[idx])).tolist()
-        ts = batch.ts[idx].tolist()
-        new: dict[tuple[int, int], str] = {}
-        # MACs whose IPs in unsolicited replies were all held spoofers after their last frame
-        # (this batch), with the spoofer eviction count then
-        covered: dict[int, int] = {}
-        for o, s, t, m, th, now, rel in zip(op, spa, tpa, sha, tha, ts, relayed):
-            if o == 1:
-                self.requests.touch((s, t), now)
-            elif o != 2:
-                continue
-            gratuitous = s == t
-            if o == 2 and not gratuitous and t != 0 and th not in (0, _BCAST_MAC, m) and not th >> 40 & 1:
-                tgt = self._held(t, now)  # the reply's target: the requester's binding, as the replier knows it
-                if th not in tgt:
-                    if len(tgt) >= 8:
-                        tgt.pop(min(tgt, key=lambda k: tgt[k][1]))
-                    tgt[th] = [now, now, 0, 0]
-                tgt[th][1] = now
-            asked = self.requests.get((t, s))
-            unsol = not rel and (gratuitous or (o == 2 and (asked is None or now - asked > cfg.solicit_s)))
-            held = self._held(s, now)
-            rec = held.get(m)
-            if rec is None:
-                if len(held) >= 8:  # bounded per IP
-                    held.pop(min(held, key=lambda k: held[k][1]))
-                rec = held[m] = [now, now, 0, 1]
-            rec[1] = now
-            rec[3] = 1
-            if unsol:
-                rec[2] += 1
-            if unsol and o == 2 and not gratuitous:  # an answer nobody asked for, about another's address
-                ips = self.unsolicited.touch_new(m, dict)
-                ips[s] = now
-                if now - min(ips.values()) > cfg.hold_s:  # (now - v falls as v rises: else none is old)
-                    for ip in [k for k, v in ips.items() if now - v > cfg.hold_s]:
-                        del ips[ip]
-                if len(ips) > 64:
-                    ips.pop(next(iter(ips)))
-                was_covered = covered.pop(m, None) == self.counters["spoofer_evictions"]
-                if len(ips) >= cfg.max_ips_per_mac:
-                    evictions = self.counters["spoofer_evictions"]
-                    # after the last pass over m's IPs all were held spoofers, and none has been
-                    # evicted since: only s can be new
-                    todo = ((s,) if s in ips else ()) if was_covered else ips
-                    why = None
-                    for ip in todo:
-                        if (m, ip) not in self.spoofers:  # (as _spoof: a known spoofer is left as it is)
-                            why = why or f"claims {len(ips)} IPs in unsolicited replies"
-                            self._spoof(m, ip, now, why, new)
-                    if self.counters["spoofer_evictions"] == evictions:
-                        covered[m] = evictions
-            if len(held) > 1:
-                claimants = [k for k in held if k != m and held[k][3]]
-                holders = {k: _HOW[held[k][3]] for k in held if k != m}
-            else:  # m alone holds s
-                claimants, holders = [], {}
-            if unsol and (src := self.sources.holder(s, now)) is not None and src != m:
-                holders.setdefault(src, "IP source")
-            if holders:
-                self.counters["conflicts"] += 1
-                culprits = []
-                if rec[2] > 0 and (claimants or unsol):
-                    culprits = [m]  # unsolicited claims of an IP another MAC holds
-                elif claimants:
-                    culprits = [k for k in claimants if held[k][2] > 0]
-                    if not culprits and all(held[k][0] < rec[0] for k in claimants):
-                        culprits = [m]  # no unsolicited claims either side: the newcomer
-                for c in culprits:
-                    if (c, s) in self.spoofers:
-                        continue  # already held a spoofer of s: _spoof would change nothing
-                    others = holders if c == m else {m: "ARP sender", **holders}
-                    prev = [f"{mac_to_str(k)} ({how})" for k, how in others.items() if k != c]
-                    self._spoof(c, s, now, f"claims {ipv4_str(s)} held by {', '.join(prev)}", new)
-            if (m, s) in self.spoofers:
-                self.spoofers[(m, s)][1] = now
+        relayed = (batch.eth_src[idx] != 0) & (batch.eth_src[idx] != batch.arp_sha[idx])
+        src_cols = self.sources.by_ip()
+        out = _k.claims(
+            np.ascontiguousarray(batch.arp_op[idx]), np.ascontiguousarray(batch.src4[idx]),
+            np.ascontiguousarray(batch.dst4[idx]), np.ascontiguousarray(batch.arp_sha[idx], dtype=np.uint64),
+            np.ascontiguousarray(batch.arp_tha[idx], dtype=np.uint64), np.ascontiguousarray(batch.ts[idx], dtype=np.float64),
+            relayed, self.bindings.t, self.requests.t, self.unsolicited.t, self.spoofers.t, *self._held,
+            *self._claims, *src_cols, float(cfg.hold_s), float(cfg.solicit_s), int(cfg.max_ips_per_mac),
+            self._next_why)
+        self._held, self._claims = tuple(out[:6]), tuple(out[6:9])
+        conflicts, rec_mac, rec_ip, rec_kind, rec_arg, hl_mac, hl_how = out[9:]
+        self.counters["conflicts"] += int(conflicts)
+        for tab in (self.bindings, self.requests, self.unsolicited, self.spoofers):
+            tab.sync()
+        self._record(rec_mac, rec_ip, rec_kind, rec_arg, hl_mac, hl_how)
         end = float(batch.ts[idx[-1]])
-        for k in [k for k, v in self.spoofers.items() if end - v[1] > cfg.hold_s]:
-            del self.spoofers[k]
-        if not self.spoofers:
+        _k.expire_spoofers(self.spoofers.t, end, float(cfg.hold_s))
+        if not len(self.spoofers):
             return []
         # flag every frame of this batch in which a spoofer claims the IP it spoofs, and the
         # spoofer's other ARP frames (its probes for victims, claims of its own address)
         sha = batch.arp_sha[idx]
         pair = _pair(sha, batch.src4[idx])
-        sp = list(self.spoofers.keys())
-        sp_mac = np.array([m for m, _ in sp], dtype=np.uint64)
-        bad = _pair(sp_mac, np.array([i for _, i in sp], dtype=np.uint32))
+        sp_mac, sp_ip, sp_why = _k.spoofer_keys(self.spoofers.t)
+        sp = list(zip(sp_mac.tolist(), sp_ip.tolist()))
+        why_of = dict(zip(sp, sp_why.tolist()))
+        bad = _pair(sp_mac, sp_ip)
         hit = isin_keys(pair, bad)
         other = ~hit & isin_keys(sha, sp_mac)
         if not hit.any() and not other.any():
@@ -276,7 +247,8 @@ class ArpDetector:
             for j, a in enumerate(starts.tolist()):
                 e = ends[j]
                 mac, ip = g_mac[j], g_ip[j]
-                why = self.spoofers.get((mac, ip), [0, 0, ""])[2]
+                w = why_of.get((mac, ip))
+                why = "" if w is None else self._why[w]
                 targets = sorted({names[x] for x in dst[a:e]})
                 findings.append(Finding(
                     detector=self.name, cls=CLS, first_ts=t_lo[j], last_ts=t_hi[j],
@@ -293,17 +265,25 @@ class ArpDetector:
                          f"which spoofs {', '.join(spoofed[:4])}"))
         return findings
 
-    def _held(self, ip: int, now: float) -> dict:
-        """The MACs that hold ``ip`` by ARP fields at ``now`` (older claims dropped: renumbering)."""
-        held = self.bindings.get_touch(ip)
-        if held is None:
-            held = {}
-            self.bindings.touch(ip, held)
-        for mac in [k for k, v in held.items() if now - v[1] > self.cfg.hold_s]:
-            del held[mac]  # an old claim no longer holds the IP (renumbering)
-        return held
-
-    def _spoof(self, mac: int, ip: int, now: float, why: str, new: dict) -> None:
-        if (mac, ip) not in self.spoofers:
-            new[(mac, ip)] = why
-            self.spoofers.touch((mac, ip), [now, now, why])
+    def _record(self, rec_mac: np.ndarray, rec_ip: np.ndarray, rec_kind: np.ndarray, rec_arg: np.ndarray,
+                hl_mac: np.ndarray, hl_how: np.ndarray) -> None:
+        """Word the evidence of the spoofers the kernel found (`_arp_kernel.claims`' records)."""
+        n = int(rec_mac.size)
+        if n:
+            kinds, args = rec_kind.tolist(), rec_arg.tolist()
+            held_at = [a for k, a in zip(kinds, args) if k == _k.WHY_HELD] + [int(hl_mac.size)]
+            macs, hows = hl_mac.tolist(), hl_how.tolist()
+            h = 0
+            for r, (k, a, ip) in enumerate(zip(kinds, args, rec_ip.tolist())):
+                if k == _k.WHY_MANY:
+                    why = f"claims {a} IPs in unsolicited replies"
+                else:
+                    e = held_at[h + 1]
+                    h += 1
+                    prev = [f"{mac_to_str(macs[q])} ({_HOW_NAME[hows[q]]})" for q in range(a, e)]
+                    why = f"claims {ipv4_str(ip)} held by {', '.join(prev)}"
+                self._why[self._next_why + r] = why
+            self._next_why += n
+        if len(self._why) > 2 * len(self.spoofers) + 4096:  # drop the evidence of spoofers no longer held
+            live = set(_k.spoofer_keys(self.spoofers.t)[2].tolist())
+            self._why = {i: v for i, v in self._why.items() if i in live}
