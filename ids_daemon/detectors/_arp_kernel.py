@@ -17,6 +17,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from ._keys_kernel import NO_REFCOUNT
 from ._scan_kernel import C_K1, C_K2, C_NXT, C_VAL, M_EVICT, M_HEAD, M_SIZE, t_delete, t_find, t_insert, t_move_end
 
 _ETH_P_ARP = 0x0806
@@ -123,7 +124,7 @@ def _grow_rows(a, need):
     return out
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@nb.njit(cache=True, nogil=True, **NO_REFCOUNT)
 def _held_touch(Bm, Bi, BN, ip):
     """The bindings node of ``ip``, touched or inserted (the caller then drops its stale claims:
     `_purge`). Returns (node, whether it is new: its held list must be emptied)."""
@@ -135,7 +136,7 @@ def _held_touch(Bm, Bi, BN, ip):
     return n, True
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@nb.njit(cache=True, nogil=True, **NO_REFCOUNT)
 def _purge(hn, HM, HF, HL, HU, HH, n, now, hold_s):
     """Drop the claims of held list ``n`` older than ``hold_s`` (the others keep their order)."""
     k = 0
@@ -152,7 +153,7 @@ def _purge(hn, HM, HF, HL, HU, HH, n, now, hold_s):
     hn[n] = k
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@nb.njit(cache=True, nogil=True, **NO_REFCOUNT)
 def _drop_at(hn, HM, HF, HL, HU, HH, n, q):
     for z in range(q + 1, hn[n]):
         HM[n, z - 1] = HM[n, z]
@@ -163,7 +164,7 @@ def _drop_at(hn, HM, HF, HL, HU, HH, n, q):
     hn[n] -= 1
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@nb.njit(cache=True, nogil=True, **NO_REFCOUNT)
 def _find_mac(hn, HM, n, mac):
     for q in range(hn[n]):
         if HM[n, q] == mac:
@@ -171,7 +172,7 @@ def _find_mac(hn, HM, n, mac):
     return -1
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@nb.njit(cache=True, nogil=True, **NO_REFCOUNT)
 def _make_room(hn, HM, HF, HL, HU, HH, n):
     """A full held list loses its least recently claimed MAC (the first of the oldest)."""
     if hn[n] >= HELD_MAX:

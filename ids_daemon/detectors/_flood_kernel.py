@@ -17,7 +17,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from ._keys_kernel import table_size
+from ._keys_kernel import NO_REFCOUNT, table_size
 from ._scan_kernel import C_VAL, t_find, t_insert, t_move_end
 
 V_BUCKET, V_FIRST, V_COUNT, V_ZERO = C_VAL, C_VAL + 1, C_VAL + 2, C_VAL + 3
@@ -204,7 +204,7 @@ def _key_index(keys, rkey, cnt):
     return idx
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@nb.njit(cache=True, nogil=True, **NO_REFCOUNT)
 def _place(rows, idx, out, pos):
     for i in range(rows.size):
         j = idx[i]

@@ -11,6 +11,12 @@ from __future__ import annotations
 
 import numba as nb
 import numpy as np
+from numba.core.cpu import CPUTargetOptions
+
+# Helpers that take arrays and return scalars need no reference counting; numba's private
+# `_nrt` option turns it off (~25 ns saved per call, half an LRU unlink's time). Where a numba
+# release no longer has the option, the helpers compile as ordinary kernels: slower, same results.
+NO_REFCOUNT: dict[str, bool] = {"_nrt": False} if hasattr(CPUTargetOptions, "_nrt") else {}
 
 _M1 = np.uint64(0x9E3779B97F4A7C15)
 _M2 = np.uint64(0xC2B2AE3D27D4EB4F)
@@ -52,7 +58,7 @@ def _set_of(keys):
     return tab, mask, zero
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@nb.njit(cache=True, nogil=True, **NO_REFCOUNT)
 def _has(tab, mask, zero, x):
     if x == 0:
         return zero

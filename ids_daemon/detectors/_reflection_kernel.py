@@ -13,7 +13,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from ._keys_kernel import _pair_key1, table_size
+from ._keys_kernel import NO_REFCOUNT, _pair_key1, table_size
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -34,7 +34,7 @@ def new_queries(size: int) -> np.ndarray:
     return Q
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@nb.njit(cache=True, nogil=True, **NO_REFCOUNT)
 def _live(Q, QF, kk, t, tmask, query_s):
     s = kk & tmask
     return np.uint64(Q[s, Q_KEY]) == kk and t - QF[s, Q_TS] <= query_s

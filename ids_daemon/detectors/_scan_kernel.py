@@ -19,7 +19,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from ._keys_kernel import table_size
+from ._keys_kernel import NO_REFCOUNT, table_size
 
 M_HEAD, M_TAIL, M_SIZE, M_FREE, M_CAP, M_MASK, M_EVICT, M_HWM = range(8)
 
@@ -89,7 +89,7 @@ _LO = np.uint64(0xFFFFFFFF)
 _S32 = np.uint64(32)
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@nb.njit(cache=True, nogil=True, **NO_REFCOUNT)
 def t_find(meta, idx, N, a, b, c):
     mask = np.uint64(meta[M_MASK])
     x = _h(a, b, c)
@@ -107,7 +107,7 @@ def t_find(meta, idx, N, a, b, c):
         i = (i + np.uint64(1)) & mask
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@nb.njit(cache=True, nogil=True, **NO_REFCOUNT)
 def _unlink(meta, N, n):
     p = N[n, C_PRV]
     q = N[n, C_NXT]
@@ -121,7 +121,7 @@ def _unlink(meta, N, n):
         meta[M_TAIL] = p
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@nb.njit(cache=True, nogil=True, **NO_REFCOUNT)
 def _append(meta, N, n):
     t = meta[M_TAIL]
     N[n, C_PRV] = t
@@ -133,14 +133,14 @@ def _append(meta, N, n):
     meta[M_TAIL] = n
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@nb.njit(cache=True, nogil=True, **NO_REFCOUNT)
 def t_move_end(meta, N, n):
     if meta[M_TAIL] != n:
         _unlink(meta, N, n)
         _append(meta, N, n)
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@nb.njit(cache=True, nogil=True, **NO_REFCOUNT)
 def _idx_remove(meta, idx, N, n):
     mask = np.uint64(meta[M_MASK])
     i = _h(np.uint64(N[n, C_K1]), np.uint64(N[n, C_K2]), N[n, C_K3]) & mask
@@ -160,7 +160,7 @@ def _idx_remove(meta, idx, N, n):
     idx[i] = 0
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@nb.njit(cache=True, nogil=True, **NO_REFCOUNT)
 def t_delete(meta, idx, N, n):
     """Remove node ``n`` (no eviction counted)."""
     _idx_remove(meta, idx, N, n)
@@ -170,7 +170,7 @@ def t_delete(meta, idx, N, n):
     meta[M_SIZE] -= 1
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@nb.njit(cache=True, nogil=True, **NO_REFCOUNT)
 def t_insert(meta, idx, N, a, b, c):
     """Insert a key known to be absent; returns (node, whether a node was evicted for it)."""
     evicted = False
@@ -201,7 +201,7 @@ def t_insert(meta, idx, N, a, b, c):
     return n, evicted
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@nb.njit(cache=True, nogil=True, **NO_REFCOUNT)
 def t_touch(meta, idx, N, a, b, c):
     """`LRU.touch`: (node, new, evicted)."""
     n = t_find(meta, idx, N, a, b, c)
@@ -253,7 +253,7 @@ ACTIVE_VALUES = 3
 TARGET_VALUES = 3  # none used: rows of 8
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@nb.njit(cache=True, nogil=True, **NO_REFCOUNT)
 def _free_members(B, BN, BM, head):
     b = head
     while b >= 0:
@@ -264,7 +264,7 @@ def _free_members(B, BN, BM, head):
         b = q
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@nb.njit(cache=True, nogil=True, **NO_REFCOUNT)
 def _add_member(N, B, BN, BM, g, mem):
     """Add ``mem`` to group ``g``'s members unless there (free blocks are checked before)."""
     cnt = N[g, G_LEN]
@@ -407,7 +407,7 @@ def count_events(start, ea, et, es, eh, ep, ek, ebad, eos, G, B, BN, BM, A, TG,
 
 
 # ---- connections seen opening: a hash set of 64-bit keys -----------------------------------------
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@nb.njit(cache=True, nogil=True, **NO_REFCOUNT)
 def _set_slot(keys, used, x):
     """Where ``x`` is in the set, or the free slot where it would go (linear probing)."""
     mask = np.uint64(keys.size - 1)
@@ -562,7 +562,7 @@ def classify(status, ipver, l4ok, proto, flags, icmp_type, ip_len, ip_hdr_len, l
     return kind, port, stack, code, okeys
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@nb.njit(cache=True, nogil=True, **NO_REFCOUNT)
 def _set_has1(keys, used, x):
     return used[_set_slot(keys, used, x)]
 
@@ -730,7 +730,7 @@ def probes_of(kind, port, code, stack, sport, dport, src, dst, ts, ck1, cu1, cm1
     return np_, uk, at, k_u, failed, ev, porder, ans, rs_keys, rs_at
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@nb.njit(cache=True, nogil=True, **NO_REFCOUNT)
 def _probe_of(ptab, pslot, pmask, x):
     j = _h(x, 0, 0) & pmask
     while pslot[j] != 0:

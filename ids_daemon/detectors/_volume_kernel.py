@@ -12,6 +12,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from ._keys_kernel import NO_REFCOUNT
 from ._keys_kernel import _pair_key1 as _pair_key  # `base.pair_key` of one frame
 
 K_SYN, K_ACK, K_PSHACK, K_RSTFIN, K_UDP, K_ICMP, K_FRAG, K_HTTP = range(8)
@@ -63,7 +64,7 @@ def _bits(n):
     return m, bits
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@nb.njit(cache=True, nogil=True, **NO_REFCOUNT)
 def _find(tab, keys, x, shift, mask):
     """Index stored for ``x`` in ``tab`` (open addressing over ``keys``), or -1."""
     h = _slot(x, shift)
@@ -75,7 +76,7 @@ def _find(tab, keys, x, shift, mask):
 
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@nb.njit(cache=True, nogil=True, **NO_REFCOUNT)
 def _set_insert(tab, keys, n, x, shift, mask):
     """Add ``x`` to the set (``tab``: open-addressing slots -> index into ``keys``, which holds
     ``n`` keys); True when it was not there (the caller counts it in ``n``)."""
