@@ -186,10 +186,10 @@ def test_dual_stack_replay_flags_ipv6_like_its_ipv4_twin(tmp_path: Path) -> None
         if ":" in (p["flow"]["dst_ip"] or ""):
             jsonschema.validate(p, schema)  # IPv6 predictions are valid v1 records
     # what the detectors leave to the model (the UDP flood, which has too few sources for the
-    # flood detector) is scored alike in both families: the same windows, the same verdicts and
-    # p_attack within a few tenths rank for rank. (Not closer: the IPv6 windows' size columns
-    # carry the IPv6 header's 20 extra bytes, docs/features.md; model v5, without Rate, leans
-    # on sizes more than v4 did, and scores the twins 0.09-0.16 apart.)
+    # flood detector) is scored alike in both families: the same windows, p_attack within a few
+    # hundredths rank for rank, and the same verdicts but where a twin sits that close to the
+    # operating point. (Not closer: the IPv6 windows' size columns carry the IPv6 header's 20
+    # extra bytes, docs/features.md; model v6 scores the twins up to 0.013 apart, v5 0.09-0.16.)
     p_att: dict[int, dict[str, list[float]]] = {4: collections.defaultdict(list), 6: collections.defaultdict(list)}
     verdicts: dict[int, list[bool]] = {4: [], 6: []}
     for p in preds:
@@ -202,8 +202,8 @@ def test_dual_stack_replay_flags_ipv6_like_its_ipv4_twin(tmp_path: Path) -> None
     assert set(p_att[4]) == set(p_att[6]) == {"udp"}
     p4, p6 = sorted(p_att[4]["udp"]), sorted(p_att[6]["udp"])
     assert len(p4) == len(p6) > 20
-    assert sorted(verdicts[4]) == sorted(verdicts[6])
-    assert max(abs(a - b) for a, b in zip(p4, p6)) <= 0.25 and min(p4 + p6) >= 0.5
+    assert max(abs(a - b) for a, b in zip(p4, p6)) <= 0.05 and min(p4 + p6) >= 0.5
+    assert abs(sum(verdicts[4]) - sum(verdicts[6])) <= 2
     # the SYN and echo floods (150 spoofed sources within 0.1 s) are the flood detector's in both
     # families, as the scans are the scan detector's. (The size columns of the IPv6 windows the
     # model does see carry the IPv6 header's 20 extra bytes: a known gap, see docs/features.md.)
