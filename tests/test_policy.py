@@ -130,6 +130,32 @@ def test_the_checkpoint_kept_never_loses_to_the_imitation_on_validation() -> Non
     assert net is worse[-1][1] and sel["validation"] is None and "no validation" in sel["rule"]
 
 
+def test_validation_takes_whole_real_sources_and_a_share_of_each_synthetic_scenario() -> None:
+    """`validation_split`: real sources go to validation whole (never split between fit and
+    validation); with a train-only share, each synthetic scenario (label) keeps captures in
+    fit and gives the share of them to validation, drawn by the seed; a scenario of one
+    capture stays in fit."""
+    from dataclasses import replace
+
+    from trainer.policy import SYNTHETIC, validation_split
+
+    base = crafted_episode()
+    real = [replace(base, name=f"r{s}{i}", source=s) for s in "abc" for i in range(2)]
+    synth = [replace(base, name=f"{SYNTHETIC}-{lab}-{i}", source=SYNTHETIC, label=lab)
+             for lab, n in (("DDoS", 3), ("Recon", 3), ("BenignTraffic", 6), ("Lone", 1)) for i in range(n)]
+    eps = real + synth
+    fit, val = validation_split(eps, seed=0, train_only_share=1 / 3)
+    assert sorted(e.name for e in fit + val) == sorted(e.name for e in eps) and not {e.name for e in fit} & {e.name for e in val}
+    vreal = {e.source for e in val if e.source != SYNTHETIC}
+    assert len(vreal) == 1 and not vreal & {e.source for e in fit}
+    per = {lab: sum(e.label == lab for e in val) for lab in ("DDoS", "Recon", "BenignTraffic", "Lone")}
+    assert per == {"DDoS": 1, "Recon": 1, "BenignTraffic": 2, "Lone": 0}
+    drawn = {seed: sorted(e.name for e in validation_split(eps, seed, train_only_share=1 / 3)[1]) for seed in range(6)}
+    assert drawn[0] == sorted(e.name for e in val) and len(set(map(tuple, drawn.values()))) > 1
+    # without the share, the synthetic episodes all stay in fit, as before
+    assert all(e.source != SYNTHETIC for e in validation_split(eps, seed=0)[1])
+
+
 @pytest.mark.slow
 def test_training_keeps_the_imitation_where_ppo_has_nothing_to_gain() -> None:
     """On episodes where the rule is already the best policy (block the attacker at its one
@@ -151,6 +177,39 @@ def test_training_keeps_the_imitation_where_ppo_has_nothing_to_gain() -> None:
     assert all(c["reward"] <= sel["validation"]["reward"] for c in sel["checkpoints"])
     rule = run_policy(val[0], CLASSES, rc, baseline_policies(rc)["block_if_attack"]())
     assert sel["validation"]["reward"] == rule.reward and sel["validation_sources"] == [val[0].source]
+
+
+def test_episodes_are_replayed_in_the_batches_a_live_capture_would_have() -> None:
+    """`LiveLikeSource`: a file batch is handed on in blocks of packet time (a block ends at
+    the first frame block_s after the block's first, a clock that steps back included),
+    every frame once, in order, with its index in the file."""
+    from ids_daemon.capture.batch import PacketBatch
+
+    from trainer.policy import LiveLikeSource
+
+    ts = [0.0, 0.05, 0.09, 0.1, 0.15, 0.3, 0.31, 0.5, 0.4, 0.7]
+
+    class Reader:
+        def __init__(self) -> None:
+            b = PacketBatch.empty(len(ts))
+            b.ts = np.array(ts)
+            self.batches = [b, PacketBatch.empty(0), None]
+            self.closed = False
+
+        def next_batch(self):
+            return self.batches.pop(0)
+
+        def close(self) -> None:
+            self.closed = True
+
+    src = LiveLikeSource(Reader(), 0.1)
+    got = []
+    while (b := src.next_batch()) is not None:
+        got.append(b)
+    assert [list(b.ts) for b in got if len(b)] == [ts[0:3], ts[3:5], ts[5:7], ts[7:9], ts[9:10]]
+    assert [b.first_index for b in got if len(b)] == [0, 3, 5, 7, 9] and len(got[-1]) == 0
+    src.close()
+    assert src.inner.closed  # the reader's own methods go through
 
 
 @pytest.mark.shared_data("real/MANIFEST.tsv")

@@ -85,12 +85,63 @@ def rule_labeller(label: str, rules: list[dict[str, Any]]) -> PacketLabeller:
     return lab
 
 
-def replay_predictions(cfg: Config, capture: Path, out: Path, model: str | None = None) -> None:
-    """Run a capture through the daemon's pipeline into a JSON-lines file, as
-    ``ids-daemon replay -r CAPTURE -o OUT`` does."""
-    from ids_daemon.builder import build_pipeline
+class LiveLikeSource:
+    """A capture file's frames handed on as a live capture hands them on: a batch ends
+    ``block_s`` of packet time after its first frame (the live ring retires a block at
+    least every ``capture.block_timeout_ms``), or at the reader's batch size. A file read
+    in 65,536-frame batches publishes a short capture's predictions in one burst after
+    its last packet, which would make every response look too late (docs/rl.md)."""
 
-    pipe = build_pipeline(cfg, read=str(capture), sinks=["jsonl"], output=str(out), model=model, append=False)
+    def __init__(self, inner: Any, block_s: float):
+        if block_s <= 0:
+            raise ValueError("block_s must be > 0")
+        self.inner, self.block_s = inner, float(block_s)
+        self._pending: Any = None
+        self._cuts: list[int] = []
+
+    def next_batch(self) -> Any:
+        """The next live-sized batch; None at the end (as the reader's)."""
+        if self._pending is None:
+            b = self.inner.next_batch()
+            if b is None or not len(b):
+                return b
+            # cut points: each batch's first frame starts a block of block_s (packet time,
+            # made monotonic: a capture's clock may step back)
+            mono = np.maximum.accumulate(np.asarray(b.ts, np.float64))
+            cuts, i = [], 0
+            while i < len(b):
+                i = max(i + 1, int(np.searchsorted(mono, mono[i] + self.block_s, side="left")))
+                cuts.append(min(i, len(b)))
+            self._pending, self._cuts, self._at = b, cuts, 0
+        b, a = self._pending, self._at
+        end = self._cuts.pop(0)
+        self._at = end
+        if not self._cuts:
+            self._pending = None
+        if a == 0 and end == len(b):
+            return b
+        out = b.take(slice(a, end))
+        out.first_index = b.first_index + a
+        return out
+
+    def __getattr__(self, name: str) -> Any:  # the reader's stats, close, byte counts
+        return getattr(self.inner, name)
+
+
+def replay_predictions(cfg: Config, capture: Path, out: Path, model: str | None = None,
+                       live_batches: bool = True) -> None:
+    """Run a capture through the daemon's pipeline into a JSON-lines file, as
+    ``ids-daemon replay -r CAPTURE -o OUT`` does; with ``live_batches``, in the batches
+    a live capture would have (`LiveLikeSource`: predictions published when the daemon
+    on the wire would have published them)."""
+    from ids_daemon.builder import build_pipeline, open_source
+
+    source = None
+    if live_batches:
+        inner, _ = open_source(cfg, str(capture), None)
+        source = LiveLikeSource(inner, cfg.capture.block_timeout_ms / 1000.0)
+    pipe = build_pipeline(cfg, read=str(capture), sinks=["jsonl"], output=str(out), model=model, append=False,
+                          source=source)
     try:
         st = pipe.run()
     finally:
@@ -104,7 +155,7 @@ SYNTHETIC = "synthetic"  # the source name of the synthetic generator's episodes
 
 def build_episodes(manifest: Path | None, out: Path, cfg: Config, model: str | None = None,
                    sources: list[str] | None = None, synthetic: Path | None = None,
-                   log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+                   log: Callable[[str], None] = print, live_batches: bool = True) -> list[dict[str, Any]]:
     """Write one episode per capture of the real ``manifest`` (of ``sources`` only, when
     given) and of the ``synthetic`` corpus's manifest.json (``ids-trainer synth``; source
     'synthetic') into ``out`` and its index; returns the index rows."""
@@ -128,7 +179,7 @@ def build_episodes(manifest: Path | None, out: Path, cfg: Config, model: str | N
         t0 = time.perf_counter()
         truth = capture_truth(path, **how)
         truth.save(out / (name + TRUTH_SUFFIX))
-        replay_predictions(cfg, path, out / (name + PREDICTIONS_SUFFIX), model)
+        replay_predictions(cfg, path, out / (name + PREDICTIONS_SUFFIX), model, live_batches)
         n_pred = len(read_predictions(out / (name + PREDICTIONS_SUFFIX)))
         rows.append({"name": name, "source": source, "label": label, "packets": len(truth.time),
                      "attack_packets": int(truth.attack.sum()), "predictions": n_pred})
@@ -163,16 +214,34 @@ class Trained:
 
 
 def validation_split(episodes: list[Episode], seed: int, share: float = 1 / 3,
-                     train_only: tuple[str, ...] = (SYNTHETIC,)) -> tuple[list[Episode], list[Episode]]:
-    """The training episodes split by source into fit and validation (``share`` of the real
-    sources, dealt as `source_folds` deals them: attack-bearing ones spread first, by
-    ``seed``); the ``train_only`` sources stay in fit. No validation (share 0, or fewer
-    than two real sources): every episode is fit."""
+                     train_only: tuple[str, ...] = (SYNTHETIC,),
+                     train_only_share: float = 0.0) -> tuple[list[Episode], list[Episode]]:
+    """The training episodes split into fit and validation: ``share`` of the real sources
+    (by source, dealt as `source_folds` deals them: attack-bearing ones spread first, by
+    ``seed``), and ``train_only_share`` of each scenario (label) of the ``train_only``
+    sources (by capture, drawn by ``seed``; a scenario of one capture stays in fit): the
+    synthetic corpus is never measured, so part of it may choose the checkpoint, and its
+    scenarios repeat with other seeds, where the real sources rarely hold a decision the
+    agent makes differently from the rule (docs/rl.md). No validation (both shares 0, or
+    fewer than two real sources and no train-only share): every episode is fit."""
     real = [e for e in episodes if e.source not in train_only]
-    if share <= 0 or len({e.source for e in real}) < 2:
-        return list(episodes), []
-    held = set(source_folds(real, max(2, round(1 / share)), seed)[0])
-    return [e for e in episodes if e.source not in held], [e for e in real if e.source in held]
+    held: set[str] = set()
+    if share > 0 and len({e.source for e in real}) >= 2:
+        held = set(source_folds(real, max(2, round(1 / share)), seed)[0])
+    val_names: set[str] = set()
+    if train_only_share > 0:
+        rng = np.random.default_rng(seed)
+        scenarios: dict[tuple[str, str], list[str]] = {}
+        for e in episodes:
+            if e.source in train_only:
+                scenarios.setdefault((e.source, e.label), []).append(e.name)
+        for key in sorted(scenarios):
+            names = sorted(scenarios[key])
+            k = int(round(train_only_share * len(names))) if len(names) > 1 else 0
+            val_names.update(rng.permutation(names)[:k].tolist())
+    val = [e for e in episodes if e.source in held or e.name in val_names]
+    chosen = {id(e) for e in val}
+    return [e for e in episodes if id(e) not in chosen], val
 
 
 def pareto_safe(o: Outcome, ref: Outcome) -> bool:
@@ -368,8 +437,8 @@ def source_folds(episodes: list[Episode], folds: int, seed: int) -> list[list[st
 def evaluate_by_source(episodes: list[Episode], classes: list[str], reward: RewardConfig, *, folds: int = 2,
                        seed: int = 0, timesteps: int = 60_000, hidden: tuple[int, ...] = (64, 64),
                        warm_start: str | None = WARM_START, train_only: tuple[str, ...] = (SYNTHETIC,),
-                       validation_share: float = 1 / 3, check_every: int = 10_000,
-                       log: Callable[[str], None] = print, **ppo: Any) -> dict[str, Any]:
+                       validation_share: float = 1 / 3, synthetic_validation_share: float = 0.0,
+                       check_every: int = 10_000, log: Callable[[str], None] = print, **ppo: Any) -> dict[str, Any]:
     """Train on all folds but one, measure on that one, for every fold; per policy the
     figures over every held-out source (each source is held out once). The ``train_only``
     sources (the synthetic corpus) are in every fold's training and never measured. Within
@@ -383,7 +452,7 @@ def evaluate_by_source(episodes: list[Episode], classes: list[str], reward: Rewa
     table = action_table(reward.durations)
     for k, held in enumerate(groups):
         fit, val = validation_split([e for e in episodes if e.source not in held], seed + k, validation_share,
-                                    train_only)
+                                    train_only, synthetic_validation_share)
         test = [e for e in episodes if e.source in held and e.source not in train_only]
         t0 = time.perf_counter()
         got = train_agent(fit, classes, reward, timesteps=timesteps, seed=seed + k, hidden=hidden,
@@ -403,7 +472,8 @@ def evaluate_by_source(episodes: list[Episode], classes: list[str], reward: Rewa
                 per_policy.setdefault(name, {})[src] = o
     out = summary(per_policy, reward, fold_rows)
     out["training"] = {"algorithm": "PPO", "timesteps": timesteps, "warm_start": warm_start, "seed": seed,
-                       "hidden": list(hidden), "validation_share": validation_share, "check_every": check_every}
+                       "hidden": list(hidden), "validation_share": validation_share,
+                       "synthetic_validation_share": synthetic_validation_share, "check_every": check_every, **ppo}
     return out
 
 

@@ -28,6 +28,8 @@ _OPT_SEED = typer.Option(0, "--seed")
 _OPT_REPORT = typer.Option(None, "--report", help="write the report (JSON) here too")
 _OPT_VAL = typer.Option(1 / 3, "--validation-share", min=0.0, max=0.5,
                         help="share of the training's real sources that choose the checkpoint (0: the last one)")
+_OPT_SVAL = typer.Option(0.0, "--synthetic-validation-share", min=0.0, max=0.5,
+                         help="share of each synthetic scenario's captures that also choose the checkpoint")
 _OPT_CHECK = typer.Option(10_000, "--check-every", min=1, help="PPO steps between two checkpoints scored on validation")
 _OPT_WARM = typer.Option("block_if_attack", "--warm-start", help="rule policy the agent imitates before PPO "
                                                                  "(none: PPO from a random policy)")
@@ -65,6 +67,9 @@ def episodes(
     sources: Optional[list[str]] = _OPT_SOURCE,
     model: Optional[str] = typer.Option(None, "--model", help="model directory the daemon replays with (default: bundled)"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="config.yml for the daemon's pipeline"),
+    file_batches: bool = typer.Option(False, "--file-batches", help="replay in the file reader's batches "
+                                      "(capture.batch_size frames) instead of a live capture's "
+                                      "(capture.block_timeout_ms of packet time)"),
 ) -> None:
     """Replay every labelled capture through the daemon; record its predictions and the truth.
     The episodes of the synthetic corpus are trained on in every fold of `evaluate`, never measured."""
@@ -78,7 +83,8 @@ def episodes(
     manifest = None if no_real else _real_manifest(real)
     try:
         rows = build_episodes(manifest, out, load_config(config, {}), model=model, sources=sources or None,
-                              synthetic=synthetic, log=lambda m: print(m, file=sys.stderr))
+                              synthetic=synthetic, log=lambda m: print(m, file=sys.stderr),
+                              live_batches=not file_batches)
     except (IdsError, ValueError) as e:
         raise _fail(e)
     print(f"{len(rows)} episodes, {sum(r['packets'] for r in rows)} packets "
@@ -95,7 +101,7 @@ def train(
     timesteps: int = _OPT_STEPS,
     seed: int = _OPT_SEED,
     warm_start: str = _OPT_WARM,
-    validation_share: float = _OPT_VAL, check_every: int = _OPT_CHECK,
+    validation_share: float = _OPT_VAL, synthetic_validation_share: float = _OPT_SVAL, check_every: int = _OPT_CHECK,
     attack_cost: float = _OPT_ATTACK, availability_cost: float = _OPT_AVAIL, change_cost: float = _OPT_CHANGE,
     rate_limit_pps: int = _OPT_PPS, durations: Optional[list[float]] = _OPT_DUR,
 ) -> None:
@@ -111,7 +117,7 @@ def train(
         if not eps:
             raise ValueError("no episodes to train on")
         classes = default_classes()
-        fit, val = validation_split(eps, seed, validation_share)
+        fit, val = validation_split(eps, seed, validation_share, train_only_share=synthetic_validation_share)
         got = train_agent(fit, classes, reward, timesteps=timesteps, seed=seed,
                           warm_start=warm_start_rule(warm_start, reward), validation=val, check_every=check_every)
         d = save_trained(out, got.net, fit, classes, reward, {"timesteps": timesteps, "seed": seed, "algorithm": "PPO",
@@ -134,7 +140,7 @@ def evaluate(
     timesteps: int = _OPT_STEPS,
     seed: int = _OPT_SEED,
     warm_start: str = _OPT_WARM,
-    validation_share: float = _OPT_VAL, check_every: int = _OPT_CHECK,
+    validation_share: float = _OPT_VAL, synthetic_validation_share: float = _OPT_SVAL, check_every: int = _OPT_CHECK,
     attack_cost: float = _OPT_ATTACK, availability_cost: float = _OPT_AVAIL, change_cost: float = _OPT_CHANGE,
     rate_limit_pps: int = _OPT_PPS, durations: Optional[list[float]] = _OPT_DUR,
     report: Optional[Path] = _OPT_REPORT,
@@ -155,6 +161,7 @@ def evaluate(
         else:
             result = evaluate_by_source(eps, default_classes(), reward, folds=folds, seed=seed, timesteps=timesteps,
                                         warm_start=warm_start, validation_share=validation_share,
+                                        synthetic_validation_share=synthetic_validation_share,
                                         check_every=check_every, log=lambda m: print(m, file=sys.stderr))
     except (IdsError, ValueError) as e:
         raise _fail(e)
