@@ -15,6 +15,7 @@ import torch
 from ..features.ciciot import INDEX
 from ..model.artifacts import LoadedModel, ModelError, load_model
 from ..model.classes import family_of
+from ..model import fast
 from ..model.encoding import TorchEncoder
 from ..sequence import SequenceBatch
 from ..sinks.base import EncodedBatch
@@ -52,7 +53,7 @@ class InferenceWorker:
     def __init__(self, model_dir: str | os.PathLike | None = None, device: str = "auto", half: bool = False,
                  top_k: int = 3, sensor: str | None = None, threshold: float | None = None,
                  interface: str | None = None, attribution: str = "flagged",
-                 attribution_min_p: float | None = None, attribution_top: int = 3):
+                 attribution_min_p: float | None = None, attribution_top: int = 3, fast_path: bool = True):
         if attribution not in ATTRIBUTION_MODES:
             raise ModelError(f"attribution {attribution!r}: must be one of {', '.join(ATTRIBUTION_MODES)}")
         # gradient x input per column (docs/evidence.md): on every prediction, on the flagged
@@ -63,6 +64,8 @@ class InferenceWorker:
         self.attributed = 0  # sequences that went through the backward pass
         self.model_dir = Path(model_dir) if model_dir else None
         self.device = resolve_device(device)
+        # False: the reference path (TorchEncoder, then the model), for comparison (bench/gpu.py)
+        self.fast_path = bool(fast_path)
         self.half = bool(half) and self.device.type == "cuda"
         self.top_k = int(top_k)
         self.threshold_override = threshold  # inference.threshold: replaces the model's operating point
@@ -97,6 +100,11 @@ class InferenceWorker:
         self.weights = family_weights(self.families)
         self.columns = np.array([INDEX[c] for c in loaded.columns], dtype=np.int64)
         self.encode = TorchEncoder(loaded.encoder, self.device)
+        # the forward pass without padding bins (ids_daemon.model.fast); half precision and
+        # other networks take the reference path
+        self.fast: fast.FastLSTM | None = None
+        if self.fast_path and not self.half and fast.supports(loaded.model, loaded.encoder):
+            self.fast = fast.FastLSTM(loaded.model, loaded.encoder)
         self.column_names = list(loaded.columns)
         self.bins = int(loaded.encoder.bins or 0)
         benign = np.flatnonzero(self.weights == 0.0)
@@ -130,17 +138,25 @@ class InferenceWorker:
 
     def probabilities(self, seq: SequenceBatch) -> np.ndarray:
         """Class probabilities for a batch of sequences (raw feature values)."""
-        t = self._input(seq.x)
+        p = self.logits(self._input(seq.x))
+        # in double precision: p_attack = 1 - P(benign) is compared with a threshold
+        # near 1, where float32 has no resolution left (1 - 6e-8 rounds to 1)
         with torch.inference_mode():
-            x = self.encode(t)
-            if self.half:
-                x = x.half()
-            # in double precision: p_attack = 1 - P(benign) is compared with a threshold
-            # near 1, where float32 has no resolution left (1 - 6e-8 rounds to 1)
-            p = torch.softmax(self.loaded.model(x).double(), dim=1)
+            p = torch.softmax(p.double(), dim=1)
         self.batches += 1
         self.sequences += len(seq)
         return p.cpu().numpy()
+
+    def logits(self, t: torch.Tensor) -> torch.Tensor:
+        """Class logits of raw sequences ``t`` (n, T, columns) float32 on the device: the fast
+        path when the model has one, else the encoder then the model."""
+        with torch.inference_mode():
+            if self.fast is not None:
+                return self.fast(t)
+            x = self.encode(t)
+            if self.half:
+                x = x.half()
+            return self.loaded.model(x)
 
     def attributions(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(shares, probabilities) for raw sequences ``x`` (n, T, columns): the signed
