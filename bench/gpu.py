@@ -46,7 +46,7 @@ import gen  # noqa: E402
 
 from ids_daemon.builder import build_pipeline, windows_of_file  # noqa: E402
 from ids_daemon.config import load_config  # noqa: E402
-from ids_daemon.inference.worker import InferenceWorker  # noqa: E402
+from ids_daemon.inference.worker import InferenceWorker, set_threads  # noqa: E402
 from ids_daemon.sequence import SequenceBuffer  # noqa: E402
 from ids_daemon.sinks.jsonl import JsonlSink  # noqa: E402
 
@@ -153,7 +153,7 @@ def main() -> int:
                     help="devices, comma-separated (default: the CPU, and CUDA when present)")
     ap.add_argument("--model", default=None, help="model directory (default: the bundled model)")
     ap.add_argument("--half", action="store_true", help="half precision on CUDA (the reference path only)")
-    ap.add_argument("--threads", type=int, help="torch's CPU threads (default: torch's own choice)")
+    ap.add_argument("--threads", type=int, help="torch's CPU threads (default: the daemon's, inference.threads)")
     ap.add_argument("--seconds", type=float, default=2.0, help="time per batch size and path")
     ap.add_argument("--repeat", type=int, default=4, help="alternations of the two paths; the best counts")
     ap.add_argument("--batches", default="1,64,256,1024,4096,16384,65536")
@@ -161,8 +161,7 @@ def main() -> int:
     ap.add_argument("--replay-packets", type=int, default=200_000, help="packets per replayed capture (0: skip)")
     ap.add_argument("--replay-repeat", type=int, default=2)
     a = ap.parse_args()
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    set_threads(a.threads)
     batches = [int(x) for x in a.batches.split(",")]
     for name in a.device.split(","):
         worker = InferenceWorker(a.model, name, half=a.half, sensor="bench")

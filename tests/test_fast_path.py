@@ -159,3 +159,19 @@ def test_gpu_bench_runs_on_the_cpu() -> None:
     assert "max |p_fast - p_ref|" in r.stdout
     diff = float(r.stdout.split("max |p_fast - p_ref|")[1].split()[0])
     assert diff < TOL
+
+
+def test_worker_threads_follow_the_configuration() -> None:
+    """inference.threads fixes torch's CPU threads; null leaves a core to the capture thread."""
+    import os
+
+    from ids_daemon.builder import make_worker
+
+    before = torch.get_num_threads()
+    try:
+        make_worker(load_config(None, {"inference.device": "cpu", "inference.threads": 3, "metrics.listen": None}))
+        assert torch.get_num_threads() == 3
+        make_worker(load_config(None, {"inference.device": "cpu", "metrics.listen": None}))
+        assert torch.get_num_threads() == max(1, len(os.sched_getaffinity(0)) - 1)
+    finally:
+        torch.set_num_threads(before)
