@@ -175,3 +175,15 @@ def test_worker_threads_follow_the_configuration() -> None:
         assert torch.get_num_threads() == max(1, len(os.sched_getaffinity(0)) - 1)
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_fast_path_that_disagrees_at_load_is_not_used(monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    """The worker probes the fast path against the reference when it installs a model; a
+    fast path that differs is left out, with a warning, and predictions still come."""
+    real_call = fast.FastLSTM.__call__
+    monkeypatch.setattr(fast.FastLSTM, "__call__", lambda self, x: real_call(self, x) * 1.01)
+    w = InferenceWorker(None, "cpu", sensor="test")
+    assert w.fast is None
+    assert "differs from the reference" in caplog.text
+    x = np.zeros((2, w.seq_len, len(w.columns)), dtype=np.float32)
+    assert np.isfinite(w.logits(torch.from_numpy(x)).numpy()).all()
