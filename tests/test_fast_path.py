@@ -187,3 +187,14 @@ def test_a_fast_path_that_disagrees_at_load_is_not_used(monkeypatch: pytest.Monk
     assert "differs from the reference" in caplog.text
     x = np.zeros((2, w.seq_len, len(w.columns)), dtype=np.float32)
     assert np.isfinite(w.logits(torch.from_numpy(x)).numpy()).all()
+
+
+def test_the_device_encoding_gpus_run_equals_the_cpu_kernel(worker: InferenceWorker) -> None:
+    """On CUDA the fast path encodes with torch ops (no numba): the same features here."""
+    x = torch.from_numpy(_hard_values(worker.loaded.encoder, 512, worker.seq_len, 5))
+    with torch.inference_mode():
+        a, b = worker.fast.encode(x), worker.fast.encode_torch(x)
+    assert a.shape == b.shape and b.is_contiguous()
+    f = worker.fast.columns
+    assert torch.equal(a[..., f:], b[..., f:])
+    assert torch.allclose(a[..., :f], b[..., :f], rtol=1e-6, atol=1e-6)

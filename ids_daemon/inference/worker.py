@@ -142,7 +142,7 @@ class InferenceWorker:
         self.severity_counts = np.zeros(4, dtype=np.int64)
 
     def _checked_fast(self, loaded: LoadedModel) -> fast.FastLSTM | None:
-        """The fast path, if it gives the reference's probabilities (within 1e-5) on probe
+        """The fast path, if it gives the reference's probabilities (within 1e-5 on the CPU) on probe
         sequences: empty windows, the encoder's medians and clip maxima, values on every bin
         edge. Run at load, so that its kernel is compiled before the first batch."""
         enc = loaded.encoder
@@ -158,7 +158,9 @@ class InferenceWorker:
             want = torch.softmax(loaded.model(self.encode(t)).double(), dim=1)
             got = torch.softmax(candidate(t).double(), dim=1)
         diff = float((want - got).abs().max())
-        if not diff < 1e-5:  # NaN too
+        # a GPU's libraries may take reduced-precision paths (TF32) in both, each its own way
+        tol = 1e-5 if self.device.type == "cpu" else 1e-3
+        if not diff < tol:  # NaN too
             log.warning("the fast forward pass differs from the reference by %.2g on probe sequences; "
                         "using the reference path", diff)
             return None

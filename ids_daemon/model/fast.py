@@ -82,6 +82,10 @@ class FastLSTM:
             enc = torch.from_numpy(out)
             enc[..., :f] = c.abs().log1p_().copysign_(c).sub_(self.mu).mul_(self.inv_sd)
             return enc
+        return self.encode_torch(x)
+
+    def encode_torch(self, x: torch.Tensor) -> torch.Tensor:
+        """`encode` as torch ops on any device (what a GPU runs; tested on the CPU)."""
         x = torch.where(torch.isposinf(x), self.clip_max, x)
         x = torch.where(torch.isfinite(x), x, self.median)
         lg = (torch.log1p(x.abs()).copysign(x) - self.mu) * self.inv_sd
