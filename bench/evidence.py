@@ -130,13 +130,11 @@ def main() -> None:
     ap.add_argument("--sequences", type=int, default=8192)
     ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("--compare", metavar="REV", help="also time the sentence of this git revision")
-    ap.add_argument("--threads", type=int, help="torch's CPU threads (default: torch's own choice)")
+    ap.add_argument("--threads", type=int, help="torch's CPU threads (default: the daemon's, inference.threads)")
     a = ap.parse_args()
     import torch
 
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    cfg = load_config(None, {"inference.device": "cpu", "metrics.listen": None})
+    cfg = load_config(None, {"inference.device": "cpu", "metrics.listen": None, "inference.threads": a.threads})
     worker = make_worker(cfg)
     print(f"model {worker.model_info['name']} {worker.model_info['version']}, device cpu, "
           f"torch {torch.get_num_threads()} threads")

@@ -1,20 +1,37 @@
-"""Inference worker on a GPU: sequences/s and per-batch latency (p50/p99) by batch size.
+"""Inference worker by batch size, fast path against the reference path, and replay end to
+end, on each device (CUDA beside the CPU when there is a GPU), in one run.
 
-    .venv/bin/python bench/gpu.py [--device cuda] [--model DIR] [--half] [--seconds S]
+    .venv/bin/python bench/gpu.py [--device cpu,cuda] [--threads N] [--half] [--seconds S]
+                                  [--batches 1,64,...] [--repeat R] [--replay-packets N]
 
-It times what the worker does per micro-batch on the device: host → device copy from
-pinned memory, feature encoding (the scaler on the device), the LSTM, softmax and the
-copy back — everything but the JSON encoding of the predictions, which runs on the
-CPU in the sink stage. Sequences are real windows: the bench's benign capture through
-the meter and the sequence buffer, tiled to the batch size. Runs on the CPU too
-(`--device cpu`), for comparison. Goal on an H100: >= 2 M sequences/s at the best
-batch size.
+Worker: what it does per micro-batch (`InferenceWorker.logits`, softmax in double, the
+probabilities back on the host): host → device copy (from pinned memory on a GPU), the
+feature encoding, the LSTM and its head. Not the JSON encoding of the predictions. Two
+paths on the same sequences, alternating ``--repeat`` times for ``--seconds`` each, the
+best of each counts:
+
+  - ref:  `TorchEncoder` (every bin, 342 wide for the bundled model), then the model
+  - fast: `ids_daemon.model.fast.FastLSTM` (the padding bins left out), what the worker runs
+
+with sequences/s of wall time and, on the CPU, of this process's CPU time (torch's threads
+included; on a shared machine the steadier figure), the fast path's p50/p99 latency, and
+the largest difference of their probabilities on the real sequences. Sequences are real
+windows: the bench's benign capture through the meter and the sequence buffer, tiled to
+the batch size.
+
+Replay: ``ids-daemon replay`` as the CLI builds it (JSON-lines sink) on the flood-heavy
+and the benign-heavy capture of bench/gen.py, with the worker on each device, fast path
+and reference path alternating: packets/s and predictions/s (0 packets: skipped).
+
+Goals: >= 150 k sequences/s at batch 1,024 on the CPU (issue 18); >= 2 M sequences/s at the
+best batch size on an H100. tests/test_fast_path.py runs this on the CPU with tiny settings.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,67 +44,142 @@ sys.path.insert(0, str(HERE.parent))
 
 import gen  # noqa: E402
 
-from ids_daemon.builder import windows_of_file  # noqa: E402
+from ids_daemon.builder import build_pipeline, windows_of_file  # noqa: E402
 from ids_daemon.config import load_config  # noqa: E402
-from ids_daemon.inference.worker import InferenceWorker  # noqa: E402
+from ids_daemon.inference.worker import InferenceWorker, set_threads  # noqa: E402
 from ids_daemon.sequence import SequenceBuffer  # noqa: E402
+from ids_daemon.sinks.jsonl import JsonlSink  # noqa: E402
+
+
+def capture(kind: str, packets: int) -> Path:
+    """bench/out's capture of ``kind`` (flood or benign) with ``packets`` packets, made once."""
+    writer, seed = {"flood": (gen.write_flood_pcap, 1), "benign": (gen.write_benign_pcap, 2)}[kind]
+    p = HERE / "out" / f"{kind}-v1-{packets}-s{seed}.pcap"
+    if not p.exists():
+        p.parent.mkdir(exist_ok=True)
+        writer(p, packets, seed)
+    return p
 
 
 def real_sequences(worker: InferenceWorker, packets: int) -> np.ndarray:
-    p = HERE / "out" / f"benign-v1-{packets}-s2.pcap"
-    if not p.exists():
-        p.parent.mkdir(exist_ok=True)
-        gen.write_benign_pcap(p, packets, 2)
     cfg = load_config(None, {"meter.window": worker.window, "metrics.listen": None})
-    return SequenceBuffer(worker.seq_len, worker.columns, 1 << 18).push(windows_of_file(cfg, str(p))).x
+    return SequenceBuffer(worker.seq_len, worker.columns, 1 << 18).push(
+        windows_of_file(cfg, str(capture("benign", packets)))).x
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--model", default=None, help="model directory (default: the bundled model)")
-    ap.add_argument("--half", action="store_true", help="half precision")
-    ap.add_argument("--seconds", type=float, default=2.0, help="time per batch size")
-    ap.add_argument("--batches", default="1,64,256,1024,4096,16384,65536")
-    a = ap.parse_args()
-    worker = InferenceWorker(a.model, a.device, half=a.half)
+def probabilities(worker: InferenceWorker, host: torch.Tensor, fast: bool) -> np.ndarray:
+    """The worker's micro-batch on either path: raw sequences on the host → probabilities on the host."""
+    keep = worker.fast
+    if not fast:
+        worker.fast = None
+    try:
+        logits = worker.logits(host.to(worker.device, non_blocking=True))
+        with torch.inference_mode():
+            return torch.softmax(logits.double(), dim=1).cpu().numpy()  # back on the host: synchronises
+    finally:
+        worker.fast = keep
+
+
+def worker_table(worker: InferenceWorker, base: np.ndarray, batches: list[int], seconds: float,
+                 repeat: int) -> None:
     dev = worker.device
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
-    base = real_sequences(worker, 200_000)
-    print(f"device {name}, model {worker.model_info['name']} (T={worker.seq_len}, {len(worker.columns)} columns, "
-          f"input {worker.loaded.encoder.output_size}), half={worker.half}, {len(base)} real sequences")
-    print(f"{'batch':>7s} {'seq/s':>12s} {'p50 ms':>8s} {'p99 ms':>8s}")
-    best = 0.0
-    for bs in [int(x) for x in a.batches.split(",")]:
+    on_cpu = dev.type == "cpu"
+    cpu_cols = f" {'ref CPU/s':>11s} {'fast CPU/s':>11s} {'x':>5s}" if on_cpu else ""
+    print(f"{'batch':>7s} {'ref seq/s':>11s} {'fast seq/s':>11s} {'x':>5s}{cpu_cols} {'p50 ms':>8s} {'p99 ms':>8s}")
+    for bs in batches:
         x = np.ascontiguousarray(np.resize(base, (bs,) + base.shape[1:]), dtype=np.float32)
         host = torch.from_numpy(x)
         if dev.type == "cuda":
             host = host.pin_memory()
-        lat = []
-        n = 0
+        best = {False: [0.0, 0.0], True: [0.0, 0.0]}  # (wall, CPU) sequences/s
+        lat: list[float] = []
+        for fast in (False, True):  # warm: first calls, lazy initialisation
+            for _ in range(3):
+                probabilities(worker, host, fast)
+        for _ in range(repeat):  # alternating: the machine's load changes under the run
+            for fast in (False, True):
+                n = 0
+                c0, t0 = time.process_time(), time.perf_counter()
+                t_end = t0 + seconds / repeat
+                while True:
+                    s = time.perf_counter()
+                    probabilities(worker, host, fast)
+                    e = time.perf_counter()
+                    n += bs
+                    if fast:
+                        lat.append(e - s)
+                    if e >= t_end:
+                        break
+                wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+                best[fast] = [max(best[fast][0], n / wall), max(best[fast][1], n / max(cpu, 1e-9))]
+        (rw, rc), (fw, fc) = best[False], best[True]
+        cpu_vals = f" {rc:>11,.0f} {fc:>11,.0f} {fc / rc:>5.2f}" if on_cpu else ""
+        print(f"{bs:>7d} {rw:>11,.0f} {fw:>11,.0f} {fw / rw:>5.2f}{cpu_vals} "
+              f"{np.percentile(lat, 50) * 1e3:>8.3f} {np.percentile(lat, 99) * 1e3:>8.3f}")
 
-        def one() -> None:
-            t = host.to(dev, non_blocking=True)
-            with torch.inference_mode():
-                z = worker.encode(t)
-                if worker.half:
-                    z = z.half()
-                p = torch.softmax(worker.loaded.model(z).float(), dim=1)
-            p.cpu()  # back to the host: synchronises
 
-        for _ in range(3):
-            one()
-        t_end = time.perf_counter() + a.seconds
-        t0 = time.perf_counter()
-        while time.perf_counter() < t_end:
-            s = time.perf_counter()
-            one()
-            lat.append(time.perf_counter() - s)
-            n += bs
-        rate = n / (time.perf_counter() - t0)
-        best = max(best, rate)
-        print(f"{bs:>7d} {rate:>12,.0f} {np.percentile(lat, 50) * 1e3:>8.3f} {np.percentile(lat, 99) * 1e3:>8.3f}")
-    print(f"best {best:,.0f} sequences/s on {name}" + (f" (goal on an H100: 2,000,000)" if dev.type == "cuda" else ""))
+def replay_rates(worker: InferenceWorker, packets: int, repeat: int) -> None:
+    cfg = load_config(None, {"inference.device": str(worker.device), "metrics.listen": None})
+    print(f"{'capture':8s} {'path':5s} {'packets/s':>11s} {'predictions/s':>14s} {'predictions':>12s}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in ("flood", "benign"):
+            p = capture(kind, packets)
+            best: dict[bool, tuple[float, float, int]] = {}
+            for _ in range(repeat):
+                for fast in (False, True):
+                    keep = worker.fast
+                    if not fast:
+                        worker.fast = None
+                    try:
+                        pipe = build_pipeline(cfg, read=str(p), sink_objects=[JsonlSink(str(Path(tmp) / "p.jsonl"))],
+                                              worker=worker)
+                        try:
+                            st = pipe.run()
+                        finally:
+                            pipe.source.close()
+                    finally:
+                        worker.fast = keep
+                    r = (st.frames / st.seconds, st.predictions / st.seconds, st.predictions)
+                    if fast not in best or r[0] > best[fast][0]:
+                        best[fast] = r
+            for fast in (False, True):
+                pps, prs, n = best[fast]
+                print(f"{kind:8s} {'fast' if fast else 'ref':5s} {pps:>11,.0f} {prs:>14,.0f} {n:>12,d}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu,cuda" if torch.cuda.is_available() else "cpu",
+                    help="devices, comma-separated (default: the CPU, and CUDA when present)")
+    ap.add_argument("--model", default=None, help="model directory (default: the bundled model)")
+    ap.add_argument("--half", action="store_true", help="half precision on CUDA (the reference path only)")
+    ap.add_argument("--threads", type=int, help="torch's CPU threads (default: the daemon's, inference.threads)")
+    ap.add_argument("--seconds", type=float, default=2.0, help="time per batch size and path")
+    ap.add_argument("--repeat", type=int, default=4, help="alternations of the two paths; the best counts")
+    ap.add_argument("--batches", default="1,64,256,1024,4096,16384,65536")
+    ap.add_argument("--packets", type=int, default=200_000, help="packets of the capture the sequences come from")
+    ap.add_argument("--replay-packets", type=int, default=200_000, help="packets per replayed capture (0: skip)")
+    ap.add_argument("--replay-repeat", type=int, default=2)
+    a = ap.parse_args()
+    set_threads(a.threads)
+    batches = [int(x) for x in a.batches.split(",")]
+    for name in a.device.split(","):
+        worker = InferenceWorker(a.model, name, half=a.half, sensor="bench")
+        dev = worker.device
+        label = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu, torch {torch.get_num_threads()} threads"
+        base = real_sequences(worker, a.packets)
+        print(f"\n== {label}: model {worker.model_info['name']} {worker.model_info['version']} (T={worker.seq_len}, "
+              f"{len(worker.columns)} columns, input {worker.loaded.encoder.output_size}"
+              + (f", fast path input {worker.fast.width}" if worker.fast else ", no fast path")
+              + f"), half={worker.half}, {len(base):,} real sequences")
+        if worker.fast is not None:
+            host = torch.from_numpy(np.ascontiguousarray(base, dtype=np.float32))
+            diff = np.abs(probabilities(worker, host, True) - probabilities(worker, host, False)).max()
+            print(f"max |p_fast - p_ref| {diff:.2e} on {len(base):,} real sequences")
+        worker_table(worker, base, batches, a.seconds, a.repeat)
+        if a.replay_packets:
+            print(f"replay end to end, JSON lines, {a.replay_packets:,} packets per capture, best of {a.replay_repeat}")
+            replay_rates(worker, a.replay_packets, a.replay_repeat)
     return 0
 
 

@@ -209,9 +209,10 @@ def make_worker(cfg: Config, model: str | None = None, sensor: str | None = None
                 interface: str | None = None) -> Any:
     """The inference worker with the configured model (``model`` overrides inference.model);
     ``interface`` is the live capture's, named in every prediction (None for a file)."""
-    from .inference.worker import InferenceWorker
+    from .inference.worker import InferenceWorker, set_threads
 
     inf = cfg.inference
+    set_threads(inf.threads)
     return InferenceWorker(model or inf.model, inf.device, inf.half, inf.top_k, sensor or cfg.sensor,
                            threshold=inf.threshold, interface=interface, attribution=inf.attribution,
                            attribution_min_p=inf.attribution_min_p)

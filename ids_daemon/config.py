@@ -140,6 +140,9 @@ class InferenceConfig(_Section):
     max_batch: int = Field(1024, ge=1, le=1 << 16, description="sequences per micro-batch")
     max_wait_ms: float = Field(20.0, ge=0, description="a batch runs when full or when its oldest sequence waited this long")
     half: bool = Field(False, description="half precision on CUDA")
+    threads: int | None = Field(
+        None, ge=1, le=1024, description="torch's CPU threads (null: the cores this process may use, less the "
+        "one the capture thread takes, at least 1)")
     top_k: int = Field(3, ge=1, le=50, description="class probabilities in each prediction")
     threshold: float | None = Field(
         None, ge=0, le=1, description="is_attack when p_attack = 1 - P(benign) reaches this (default: the model's "

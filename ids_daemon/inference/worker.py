@@ -15,6 +15,7 @@ import torch
 from ..features.ciciot import INDEX
 from ..model.artifacts import LoadedModel, ModelError, load_model
 from ..model.classes import family_of
+from ..model import fast
 from ..model.encoding import TorchEncoder
 from ..sequence import SequenceBatch
 from ..sinks.base import EncodedBatch
@@ -36,6 +37,25 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
+def set_threads(threads: int | None) -> int:
+    """Fix torch's CPU threads for the process (``None``: the cores it may use, less one for
+    the capture thread, at least 1) and return the number.
+
+    torch's default is one thread per core. The daemon's capture thread keeps a core busy,
+    and torch's threads then wait for each other on the rest: on the 2-core machine the
+    worker at batch 1,024 ran at 43 k sequences/s of CPU time with two threads against
+    133 k with one (bench/gpu.py, same run)."""
+    if threads is None:
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cores = os.cpu_count() or 1
+        threads = max(1, cores - 1)
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return threads
+
+
 def schema_valid(probs: np.ndarray, decision: tuple[np.ndarray, ...]) -> np.ndarray:
     """Rows whose numbers the v1 schema accepts: probabilities, confidence, risk and
     p_attack finite and in [0, 1] (NaN is encoded as null, which the schema rejects)."""
@@ -52,7 +72,7 @@ class InferenceWorker:
     def __init__(self, model_dir: str | os.PathLike | None = None, device: str = "auto", half: bool = False,
                  top_k: int = 3, sensor: str | None = None, threshold: float | None = None,
                  interface: str | None = None, attribution: str = "flagged",
-                 attribution_min_p: float | None = None, attribution_top: int = 3):
+                 attribution_min_p: float | None = None, attribution_top: int = 3, fast_path: bool = True):
         if attribution not in ATTRIBUTION_MODES:
             raise ModelError(f"attribution {attribution!r}: must be one of {', '.join(ATTRIBUTION_MODES)}")
         # gradient x input per column (docs/evidence.md): on every prediction, on the flagged
@@ -63,6 +83,8 @@ class InferenceWorker:
         self.attributed = 0  # sequences that went through the backward pass
         self.model_dir = Path(model_dir) if model_dir else None
         self.device = resolve_device(device)
+        # False: the reference path (TorchEncoder, then the model), for comparison (bench/gpu.py)
+        self.fast_path = bool(fast_path)
         self.half = bool(half) and self.device.type == "cuda"
         self.top_k = int(top_k)
         self.threshold_override = threshold  # inference.threshold: replaces the model's operating point
@@ -97,6 +119,11 @@ class InferenceWorker:
         self.weights = family_weights(self.families)
         self.columns = np.array([INDEX[c] for c in loaded.columns], dtype=np.int64)
         self.encode = TorchEncoder(loaded.encoder, self.device)
+        # the forward pass without padding bins (ids_daemon.model.fast); half precision and
+        # other networks take the reference path
+        self.fast: fast.FastLSTM | None = None
+        if self.fast_path and not self.half and fast.supports(loaded.model, loaded.encoder):
+            self.fast = self._checked_fast(loaded)
         self.column_names = list(loaded.columns)
         self.bins = int(loaded.encoder.bins or 0)
         benign = np.flatnonzero(self.weights == 0.0)
@@ -114,6 +141,31 @@ class InferenceWorker:
         self.class_counts = np.zeros(len(self.classes), dtype=np.int64)
         self.severity_counts = np.zeros(4, dtype=np.int64)
 
+    def _checked_fast(self, loaded: LoadedModel) -> fast.FastLSTM | None:
+        """The fast path, if it gives the reference's probabilities (within 1e-5 on the CPU) on probe
+        sequences: empty windows, the encoder's medians and clip maxima, values on every bin
+        edge. Run at load, so that its kernel is compiled before the first batch."""
+        enc = loaded.encoder
+        f = len(enc.columns)
+        rows = [np.zeros(f), np.asarray(enc.median), np.asarray(enc.clip_max)]
+        for k in range(enc.bins + 1):  # every column on its k-th edge (its last where it has fewer)
+            rows.append(np.array([e[min(k, len(e) - 1)] if len(e) else 0.0 for e in enc.edges] if enc.edges
+                                 else np.zeros(f)))
+        x = np.repeat(np.stack(rows).astype(np.float32)[:, None, :], loaded.seq_len, axis=1)
+        t = torch.from_numpy(x).to(self.device)
+        candidate = fast.FastLSTM(loaded.model, loaded.encoder)
+        with torch.inference_mode():
+            want = torch.softmax(loaded.model(self.encode(t)).double(), dim=1)
+            got = torch.softmax(candidate(t).double(), dim=1)
+        diff = float((want - got).abs().max())
+        # a GPU's libraries may take reduced-precision paths (TF32) in both, each its own way
+        tol = 1e-5 if self.device.type == "cpu" else 1e-3
+        if not diff < tol:  # NaN too
+            log.warning("the fast forward pass differs from the reference by %.2g on probe sequences; "
+                        "using the reference path", diff)
+            return None
+        return candidate
+
     @property
     def seq_len(self) -> int:
         return self.loaded.seq_len
@@ -130,17 +182,25 @@ class InferenceWorker:
 
     def probabilities(self, seq: SequenceBatch) -> np.ndarray:
         """Class probabilities for a batch of sequences (raw feature values)."""
-        t = self._input(seq.x)
+        p = self.logits(self._input(seq.x))
+        # in double precision: p_attack = 1 - P(benign) is compared with a threshold
+        # near 1, where float32 has no resolution left (1 - 6e-8 rounds to 1)
         with torch.inference_mode():
-            x = self.encode(t)
-            if self.half:
-                x = x.half()
-            # in double precision: p_attack = 1 - P(benign) is compared with a threshold
-            # near 1, where float32 has no resolution left (1 - 6e-8 rounds to 1)
-            p = torch.softmax(self.loaded.model(x).double(), dim=1)
+            p = torch.softmax(p.double(), dim=1)
         self.batches += 1
         self.sequences += len(seq)
         return p.cpu().numpy()
+
+    def logits(self, t: torch.Tensor) -> torch.Tensor:
+        """Class logits of raw sequences ``t`` (n, T, columns) float32 on the device: the fast
+        path when the model has one, else the encoder then the model."""
+        with torch.inference_mode():
+            if self.fast is not None:
+                return self.fast(t)
+            x = self.encode(t)
+            if self.half:
+                x = x.half()
+            return self.loaded.model(x)
 
     def attributions(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(shares, probabilities) for raw sequences ``x`` (n, T, columns): the signed
