@@ -184,6 +184,39 @@ def _make_room(hn, HM, HF, HL, HU, HH, n):
 
 
 @nb.njit(cache=True, nogil=True)
+def _held_claim(Bm, Bi, BN, hn, HM, HF, HL, HU, HH, ip, mac, now, hold_s, how):
+    """``mac`` claims ``ip`` now: the IP's held list (rows grown when the IP is new beyond
+    them; lapsed claims purged), the MAC found or added (``how`` it was learnt; a full list
+    makes room), its last claim set to now. Returns the IP's row, the MAC's slot and the
+    arrays (grown ones are new arrays)."""
+    n, new = _held_touch(Bm, Bi, BN, ip)
+    if n >= hn.size:
+        need = n + 1
+        hn = _grow_rows(hn, need)
+        HM = _grow_rows(HM, need)
+        HF = _grow_rows(HF, need)
+        HL = _grow_rows(HL, need)
+        HU = _grow_rows(HU, need)
+        HH = _grow_rows(HH, need)
+    if new:
+        hn[n] = 0
+    else:
+        _purge(hn, HM, HF, HL, HU, HH, n, now, hold_s)
+    q = _find_mac(hn, HM, n, mac)
+    if q < 0:
+        _make_room(hn, HM, HF, HL, HU, HH, n)
+        q = hn[n]
+        HM[n, q] = mac
+        HF[n, q] = now
+        HL[n, q] = now
+        HU[n, q] = 0
+        HH[n, q] = how
+        hn[n] = q + 1
+    HL[n, q] = now
+    return n, q, hn, HM, HF, HL, HU, HH
+
+
+@nb.njit(cache=True, nogil=True)
 def _holder(ips, macs, last, multi, ip, now, hold_s):
     """`_SourceTable.holder` over its columns ordered by IP (stably): the one MAC, or -1."""
     lo = np.searchsorted(ips, np.uint32(ip), "left")
@@ -251,56 +284,11 @@ def claims(op, spa, tpa, sha, tha, ts, relayed, B, R, C, S, hn, HM, HF, HL, HU, 
         gratuitous = s == t
         if (o == 2 and not gratuitous and t != 0 and th != 0 and th != _BCAST and th != m
                 and (th >> np.uint64(40)) & np.uint64(1) == 0):
-            n, new = _held_touch(Bm, Bi, BN, t)
-            if n >= hn.size:
-                need = n + 1
-                hn = _grow_rows(hn, need)
-                HM = _grow_rows(HM, need)
-                HF = _grow_rows(HF, need)
-                HL = _grow_rows(HL, need)
-                HU = _grow_rows(HU, need)
-                HH = _grow_rows(HH, need)
-            if new:
-                hn[n] = 0
-            else:
-                _purge(hn, HM, HF, HL, HU, HH, n, now, hold_s)
-            q = _find_mac(hn, HM, n, th)
-            if q < 0:
-                _make_room(hn, HM, HF, HL, HU, HH, n)
-                q = hn[n]
-                HM[n, q] = th
-                HF[n, q] = now
-                HL[n, q] = now
-                HU[n, q] = 0
-                HH[n, q] = HOW_TARGET
-                hn[n] = q + 1
-            HL[n, q] = now
+            n, q, hn, HM, HF, HL, HU, HH = _held_claim(Bm, Bi, BN, hn, HM, HF, HL, HU, HH, t, th, now, hold_s,
+                                                       HOW_TARGET)
         rq = t_find(Rm, Ri, RN, np.uint64(t), np.uint64(s), np.int64(0))
         unsol = not relayed[f] and (gratuitous or (o == 2 and (rq < 0 or now - RF[rq, R_VAL] > solicit_s)))
-        n, new = _held_touch(Bm, Bi, BN, s)
-        if n >= hn.size:
-            need = n + 1
-            hn = _grow_rows(hn, need)
-            HM = _grow_rows(HM, need)
-            HF = _grow_rows(HF, need)
-            HL = _grow_rows(HL, need)
-            HU = _grow_rows(HU, need)
-            HH = _grow_rows(HH, need)
-        if new:
-            hn[n] = 0
-        else:
-            _purge(hn, HM, HF, HL, HU, HH, n, now, hold_s)
-        r = _find_mac(hn, HM, n, m)
-        if r < 0:
-            _make_room(hn, HM, HF, HL, HU, HH, n)
-            r = hn[n]
-            HM[n, r] = m
-            HF[n, r] = now
-            HL[n, r] = now
-            HU[n, r] = 0
-            HH[n, r] = HOW_SENDER
-            hn[n] = r + 1
-        HL[n, r] = now
+        n, r, hn, HM, HF, HL, HU, HH = _held_claim(Bm, Bi, BN, hn, HM, HF, HL, HU, HH, s, m, now, hold_s, HOW_SENDER)
         HH[n, r] = HOW_SENDER
         if unsol:
             HU[n, r] += 1
