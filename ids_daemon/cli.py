@@ -276,7 +276,8 @@ def _run_pipeline(cfg: Config, read: Optional[str], interface: Optional[str], mo
           + f", {c.packets} metered ({c.packets_ipv6} IPv6), {c.skipped_text()}, "
           f"{st.windows} windows, {st.predictions} predictions "
           f"in {st.batches} batches (mean {st.mean_batch:.0f}), {kernel}queue drops: "
-          f"{st.dropped_sequences} sequences, {st.dropped_findings} findings; refused (invalid under the schema): "
+          f"{st.dropped_sequences} sequences, {st.dropped_findings} findings; coalesced (superseded by their key's "
+          f"newer sequence while the worker lagged): {st.coalesced_sequences} sequences; refused (invalid under the schema): "
           f"{pipe.worker.refused}; {st.seconds:.2f} s ({st.frames / max(st.seconds, 1e-9):,.0f} packets/s; busy "
           + ", ".join(f"{k} {v:.2f} s" for k, v in st.busy.items())
           + f"); peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"), file=sys.stderr)

@@ -148,6 +148,13 @@ class InferenceConfig(_Section):
         None, ge=0, le=1, description="is_attack when p_attack = 1 - P(benign) reaches this (default: the model's "
         "operating point from its metadata; ids-trainer calibrate fits one to a site)")
     queue_batches: int = Field(64, ge=1, description="bound of each queue between stages (in batches)")
+    overload: Literal["coalesce", "drop"] = Field(
+        "coalesce", description="live, when the worker's queue is full: coalesce (the sequences built meanwhile "
+        "wait, only each key's newest kept, so every key still gets a verdict) or drop (those sequences are "
+        "dropped); both counted")
+    coalesce_keys: int = Field(
+        65536, ge=1, le=1 << 26, description="overload: coalesce: at most this many keys wait for the worker "
+        "(T x F x 4 bytes of sequence and about 470 of window each); sequences of keys beyond it are dropped (counted)")
     attribution: Literal["on", "flagged", "off"] = Field(
         "flagged", description="the input columns that pushed p_attack most, in each prediction's attribution "
         "(gradient x input, docs/evidence.md): on (every prediction), flagged (is_attack ones, or p_attack >= "

@@ -99,8 +99,12 @@ class _Collector:
         yield counter("ids_flows_expired_active", "Flows restarted on the active timeout", c.expired_active)
         yield counter("ids_windows", "Windows produced by the meter", st.windows)
         yield counter("ids_sequences", "Sequences built for the model", st.sequences)
-        yield counter("ids_queue_drops", "Sequences dropped because the worker could not keep up (live)",
+        yield counter("ids_queue_drops", "Sequences dropped because the worker could not keep up (live; with "
+                      "coalescing: keys beyond inference.coalesce_keys)",
                       st.dropped_sequences)
+        yield counter("ids_queue_coalesced", "Sequences superseded by a newer sequence of the same key while the "
+                      "worker could not keep up (live, inference.overload: coalesce); that key's newest was classified",
+                      st.coalesced_sequences)
         yield counter("ids_findings_dropped", "Detector findings dropped because the sink queue was full (live)",
                       st.dropped_findings)
         yield counter("ids_model_reloads", "Model reloads (SIGHUP)", st.reloads)

@@ -9,9 +9,12 @@ Three threads joined by bounded queues, so a slow stage pushes back instead of g
 memory: the calling thread captures, meters and builds sequences; a worker thread
 forms micro-batches (`ids_daemon.inference.batcher`) and runs the model; a sink thread
 writes. Replaying a file, a full queue blocks the reader (nothing is dropped);
-capturing live, a full sequence queue drops the sequences that do not fit and counts
-them (the kernel ring keeps the capture itself going). Windows for the CSV sink are
-never dropped.
+capturing live, while the sequence queue is full the sequences built meanwhile wait on
+the capture thread, and of those only each key's newest is kept (counted as coalesced;
+`ids_daemon.inference.coalesce`), so every key still gets a verdict; keys beyond
+``inference.coalesce_keys`` are dropped and counted (``inference.overload: drop``:
+every sequence that does not fit is dropped, as before). The kernel ring keeps the
+capture itself going. Windows for the CSV sink are never dropped.
 
 Stopping (SIGINT/SIGTERM, end of file, ``count``/``duration``, a capture error):
 capture stops, what the ring still holds is read, every partial window and sequence
@@ -43,6 +46,7 @@ from .errors import CaptureError
 from .features.meter import Meter, MeterOutput
 from .features.window import POOL_PROTO_ARP
 from .inference.batcher import MicroBatcher
+from .inference.coalesce import Coalescer
 from .notify import notify  # imported now: after a privilege drop the checkout may be unreadable
 from .sequence import SequenceBatch, SequenceBuffer
 from .sinks.base import EncodedBatch, Sink
@@ -68,6 +72,7 @@ class PipelineStats:
     predictions: int = 0
     rows_written: int = 0  # features: windows (or per-packet rows) handed to the sinks
     dropped_sequences: int = 0  # live only: the worker could not keep up
+    coalesced_sequences: int = 0  # live only: superseded by a newer sequence of the same key while the worker lagged
     detector_frames: int = 0  # frames a protocol-fact detector flagged
     claimed_frames: int = 0  # of those, frames kept out of the model's windows (the model's detector_claims)
     findings: dict[str, int] = field(default_factory=dict)  # detector findings per class (before the rate limit)
@@ -135,6 +140,10 @@ class Pipeline:
                 self._limiter = RateLimiter(cfg.detectors.repeat_s)
         qn = cfg.inference.queue_batches
         self._q_seq: queue.Queue = queue.Queue(maxsize=qn)
+        # live, worker lagging: sequences wait here, newest per key (capture thread only)
+        self._held: Coalescer | None = (Coalescer(cfg.inference.coalesce_keys)
+                                        if worker is not None and live and cfg.inference.overload == "coalesce"
+                                        else None)
         self._q_out: queue.Queue = queue.Queue(maxsize=qn)
         self._stop = threading.Event()
         self._reload = threading.Event()
@@ -178,6 +187,7 @@ class Pipeline:
             self.stats.error = self.stats.error or str(e)
             self._failure = self._failure or e
         finally:
+            self._release_held(block=True)  # what waited is classified too
             self._put(self._q_seq if self.worker is not None else self._q_out, _END, block=True)
             for t in reversed(threads):
                 t.join()
@@ -305,11 +315,14 @@ class Pipeline:
         if self._loader is not None:
             self._loader.join()
         if self._next_model is not None:
+            self._release_held(block=True)  # built for the old model: ahead of the switch
             self._queue_model_switch()
         self._meter_out(self.meter.flush())
 
     def _control(self) -> None:
-        """Act on a reload request, and queue a model the loader has ready (capture thread)."""
+        """Act on a reload request, queue a model the loader has ready, and sequences that
+        waited for room (capture thread)."""
+        self._release_held(block=False)
         if self._reload.is_set():
             self._reload.clear()
             self._start_loader()
@@ -348,8 +361,30 @@ class Pipeline:
                     return
         seq = self.seqbuf.push(windows)
         self.stats.sequences += len(seq)
+        held = self._held
+        if held is not None and (len(held) or self._q_seq.full()):
+            # behind what already waits, so that a key's newest sequence stays its newest
+            held.add(seq)
+            self._release_held(block=False)
+            return
         if not self._put(self._q_seq, seq, block=not self.live):
-            self.stats.dropped_sequences += len(seq)
+            if held is not None:
+                held.add(seq)  # the worker cannot have filled the queue: kept all the same
+            else:
+                self.stats.dropped_sequences += len(seq)
+
+    def _release_held(self, block: bool) -> None:
+        """Queue the sequences that waited for room (newest per key) when there is room,
+        or at once with ``block``; fold the coalescer's counts into the stats."""
+        held = self._held
+        if held is None:
+            return
+        # only this thread puts: a queue not full now takes the put below
+        if len(held) and (block or not self._q_seq.full()):
+            self._put(self._q_seq, held.take(), block=True)
+        coalesced, dropped = held.pop_counts()
+        self.stats.coalesced_sequences += coalesced
+        self.stats.dropped_sequences += dropped
 
     def _detect(self, batch: Any) -> np.ndarray:
         """Run the protocol-fact detectors and publish their findings (rate-limited) on the
@@ -418,6 +453,8 @@ class Pipeline:
     def _queue_model_switch(self) -> None:
         """Capture thread: queue the switch behind the sequences built for the old model."""
         loaded = self._next_model
+        if self._held is not None and len(self._held):
+            return  # sequences for the old model still wait for room: they go first
         if not self._put(self._q_seq, _Reload(loaded), block=not self.live):
             return  # live with a full queue: try again after the next batch
         self._next_model = None
@@ -498,6 +535,7 @@ class Pipeline:
         st = self.stats
         kd = self.kernel_drops()
         line = (f"packets {c.packets} flows {c.keys_tracked} windows {st.windows} predictions {st.predictions} "
-                f"queue drops {st.dropped_sequences + st.dropped_findings}"
+                + (f"coalesced {st.coalesced_sequences} " if self._held is not None else "")
+                + f"queue drops {st.dropped_sequences + st.dropped_findings}"
                 + (f" kernel drops {kd}" if kd is not None else "") + f" batch {st.mean_batch:.0f}")
         print(("\r" + line + " " * 8) if not final else ("\r" + line + "\n"), end="", file=sys.stderr, flush=True)
