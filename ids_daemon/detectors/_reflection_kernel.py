@@ -192,13 +192,14 @@ S_KEY, S_TS = 0, 1  # columns of a sent slot (ts is a float)
 
 
 def new_sent(size: int) -> np.ndarray:
-    """The direct-mapped record of (sender, destination) pairs: per slot the latest pair's key and ts."""
+    """The direct-mapped record of what hosts sent, (sender, protocol, ports): per slot the latest key and ts."""
     S = np.zeros((size, 2), np.int64)
     S.view(np.float64)[:, S_TS] = -np.inf
     return S
 
 
 _PORTS = np.uint64(1 << 62)  # marks a (protocol, ports) key's second part: no address id has bit 62 alone
+# (the table is the record's alone today; the mark keeps its keys apart from `_pair_key1`'s address pairs)
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -214,13 +215,13 @@ def _sent_live(S, SF, kk, t, mask, sent_s):
 
 
 @nb.njit(cache=True, nogil=True)
-def icmp_unsolicited(status, ipver, l4_ok, proto, sport, dport, src, dst, in_src, in_dst, in_proto, in_sport,
-                     in_dport, ts, S, sent_s):
-    """One pass in capture order over a batch: every IP datagram stores two keys in ``S`` (`new_sent`:
-    direct-mapped, the latest wins): (sender, destination) and (sender, protocol, ports; 0 for others
-    than TCP/UDP); every ICMP error (a quote decoded) looks up the same two keys of the datagram it
-    quotes with its receiver (the error's destination) as sender, as they were before it. Returns (the
-    rows of the errors neither key of which was stored within ``sent_s``, live keys overwritten)."""
+def icmp_unsolicited(status, ipver, l4_ok, proto, sport, dport, src, in_src, in_dst, in_proto, in_sport, in_dport,
+                     dst, ts, S, sent_s):
+    """One pass in capture order over a batch: every IP datagram stores the key (sender, protocol,
+    ports; 0 for others than TCP/UDP and for non-first fragments) in ``S`` (`new_sent`: direct-mapped,
+    the latest wins); every ICMP error (a quote decoded) looks up the key of the datagram it quotes with
+    its receiver (the error's destination) as sender, as it was before it. Returns (the rows of the errors
+    whose key was not stored within ``sent_s``, live keys overwritten by another)."""
     SF = S.view(np.float64)
     mask = np.uint64(S.shape[0] - 1)
     n = status.size
@@ -232,21 +233,14 @@ def icmp_unsolicited(status, ipver, l4_ok, proto, sport, dport, src, dst, in_src
             continue
         t = ts[i]
         if in_src[i] != 0 or in_dst[i] != 0:
-            if not (_sent_live(S, SF, _pair_key1(dst[i], in_dst[i], 0), t, mask, sent_s)
-                    or _sent_live(S, SF, _ports_key(dst[i], in_proto[i], in_sport[i], in_dport[i]), t, mask,
-                                  sent_s)):
+            kk = _ports_key(dst[i], in_proto[i], in_sport[i], in_dport[i])
+            s = _mix(kk) & mask
+            if not (np.uint64(S[s, S_KEY]) == kk and t - SF[s, S_TS] <= sent_s):
                 out[k] = i
                 k += 1
             continue  # an error solicits nothing
         p = proto[i]
         tu = (p == 6 or p == 17) and l4_ok[i]
-        kk = _pair_key1(src[i], dst[i], 0)
-        s = _mix(kk) & mask
-        old = np.uint64(S[s, S_KEY])
-        if old != kk and old != 0 and t - SF[s, S_TS] <= sent_s:
-            lost += 1
-        S[s, S_KEY] = np.int64(kk)
-        SF[s, S_TS] = t
         kk = _ports_key(src[i], p, sport[i] if tu else 0, dport[i] if tu else 0)
         s = _mix(kk) & mask
         old = np.uint64(S[s, S_KEY])
@@ -261,5 +255,5 @@ def warm_up_icmp() -> None:
     k = np.array([5, 7], np.uint64)
     u8 = np.zeros(2, np.uint8)
     p16 = np.zeros(2, np.uint16)
-    icmp_unsolicited(u8, u8 + 4, np.ones(2, np.bool_), u8 + 17, p16, p16, k, k, k, k, u8, p16, p16, np.zeros(2),
+    icmp_unsolicited(u8, u8 + 4, np.ones(2, np.bool_), u8 + 17, p16, p16, k, k, k, u8, p16, p16, k, np.zeros(2),
                      new_sent(16), 60.0)

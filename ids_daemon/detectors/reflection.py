@@ -24,12 +24,13 @@ the same way). Solicited answers (the victim's own lookups during the attack) ar
 ICMP errors (backscatter). An ICMP or ICMPv6 error (destination unreachable, time exceeded,
 parameter problem, packet too big) answers the datagram whose IP header it quotes
 (`PacketBatch.icmp_in_src`/``icmp_in_dst``): one its receiver sent (quoted source = the error's
-destination) to the quoted destination. It is unsolicited when the capture saw no datagram from
-the receiver to that destination within ``query_s``: a flood spoofing the victim's address towards
-random hosts has their routers and hosts send the victim errors about datagrams it never sent. The
-match is on the address pair, not the ports: a non-first fragment quotes no ports, and what makes a
-spoofed datagram's error stand out is that the victim never talked to that destination at all (a
-traceroute's time-exceeded come from routers, but quote the probes' destination). ``icmp_sources``
+destination). It is unsolicited when the capture saw the receiver send no datagram with the quoted
+protocol and ports (TCP, UDP; the protocol alone for others and for non-first fragments) within
+``query_s``: a flood spoofing the victim's address towards random hosts has their routers and hosts
+send the victim errors about datagrams it never sent. The quoted destination is not compared: a
+capture whose addresses were rewritten (anonymised) rewrites the outer header, not the quote, and
+random ports already tell a spoofed datagram from the receiver's own (a traceroute's errors, from
+routers, quote its probes' ports). ``icmp_sources``
 (20) or more distinct hosts sending one host unsolicited errors within one ``window_s`` bucket is
 backscatter: its unsolicited errors are flagged from the bucket's first (same batch) until ``hold_s``
 after the last, named by the flood whose datagrams they quote (UDP and any other protocol:
@@ -38,7 +39,7 @@ is DDoS-SYN_Flood: they are the attack's own packets coming back, which is how a
 Suricata or Zeek log of the flood would file them, not a separate ICMP flood (no one floods with
 errors: their rate is the flood's, spread over its targets). The record of what each host sent is
 a direct-mapped table of ``max_sent`` slots (numpy, one compiled pass per batch,
-`_reflection_kernel.icmp_unsolicited`; a live pair overwritten counts in ``sent_evictions``).
+`_reflection_kernel.icmp_unsolicited`; a live key overwritten counts in ``sent_evictions``).
 
 State: the queries of the last ``query_s`` in a direct-mapped table of ``max_queries`` slots
 (numpy arrays; a live query overwritten by another is counted in ``query_evictions``), and
@@ -121,9 +122,9 @@ class ReflectionDetector:
     # ---- ICMP errors ------------------------------------------------------------------------------
     def _icmp(self, b: PacketBatch, verdict: np.ndarray, src: np.ndarray, dst: np.ndarray) -> list[Finding]:
         cfg = self.cfg
-        rows, lost = _k.icmp_unsolicited(b.status, b.ip_version, b.l4_ok, b.proto, b.sport, b.dport, src, dst,
+        rows, lost = _k.icmp_unsolicited(b.status, b.ip_version, b.l4_ok, b.proto, b.sport, b.dport, src,
                                          b.icmp_in_src, b.icmp_in_dst, b.icmp_in_proto, b.icmp_in_sport,
-                                         b.icmp_in_dport, b.ts, self._sent, float(cfg.query_s))
+                                         b.icmp_in_dport, dst, b.ts, self._sent, float(cfg.query_s))
         self.counters["sent_evictions"] += int(lost)
         if rows.size:
             self._icmp_count(b, rows, src, dst)
