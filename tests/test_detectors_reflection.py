@@ -242,7 +242,8 @@ def test_icmp_quote_is_decoded(tmp_path: Path) -> None:
 def test_backscatter_is_flagged(tmp_path: Path) -> None:
     """A flood spoofing the victim's address towards random hosts: 300 unreachables (port, host, admin
     prohibited) and time-exceeded from 150 of them within 1.5 s come back to it, and 40 ICMPv6 errors to an
-    IPv6 victim; the victim's own lookups meanwhile are answered, not flagged."""
+    IPv6 victim, and 30 about TCP to a victim whose address an anonymiser rewrote outside the quotes (DDoS-TCP_Flood);
+    the victim's own lookups meanwhile are answered, not flagged."""
     rng = np.random.default_rng(3)
     targets = [f"{a}.{b}.{c}.{d}" for a, b, c, d in rng.integers(1, 224, (150, 4)).tolist()]
     pkts = []
@@ -258,19 +259,25 @@ def test_backscatter_is_flagged(tmp_path: Path) -> None:
         r = f"2001:db8:{i + 1:x}::1"
         pkts.append(at(Ether() / IPv6(src=r, dst=v6) / ICMPv6DestUnreach(code=4)
                        / IPv6(src=v6, dst=r) / UDP(sport=2000 + i, dport=123), 1 + i * 0.01))
+    anon = "192.168.1.77"  # an anonymised capture: the outer addresses rewritten, the quotes (of TCP) not
+    for i in range(30):
+        pkts.append(at(Ether() / IP(src=f"100.64.{i}.1", dst=anon) / ICMP(type=3, code=1)
+                       / IP(src="10.0.0.5", dst=f"100.65.{i}.9") / TCP(sport=3000 + i, dport=443), 2 + i * 0.01))
     for k in range(10):
         pkts += lookup(0.5 + k * 0.1, k)
     b, fc, findings = run(write(tmp_path, "backscatter.pcap", pkts))
-    err = b.proto == 1
+    err = (b.proto == 1) & (b.dst4 == 0xC0A80114)
     err6 = (b.ip_version == 6) & (b.proto == 58)
-    assert err.sum() == 300 and err6.sum() == 40
+    tcp_err = (b.proto == 1) & (b.dst4 == 0xC0A8014D)
+    assert err.sum() == 300 and err6.sum() == 40 and tcp_err.sum() == 30
+    assert (fc[tcp_err] == C["DDoS-TCP_Flood"]).all()
     # flagged from the bucket's first error (the same batch)
     assert (fc[err] == C["DDoS-UDP_Flood"]).all() and (fc[err6] == C["DDoS-UDP_Flood"]).all()
-    assert (fc[~err & ~err6] == -1).all()
+    assert (fc[~err & ~err6 & ~tcp_err] == -1).all()
     bs = [f for f in findings if f.detector == "reflection" and f.protocol == "icmp"]
-    assert {f.victim for f in bs} == {VICTIM, v6} and all(f.attacker == "" for f in bs)
+    assert {f.victim for f in bs} == {VICTIM, v6, anon} and all(f.attacker == "" for f in bs)
     assert any("from 150 sources" in f.evidence and "UDP datagrams it never sent" in f.evidence for f in bs)
-    assert sum(f.packets for f in bs) == 340
+    assert sum(f.packets for f in bs) == 370
 
 
 def test_errors_to_datagrams_sent_are_not_backscatter(tmp_path: Path) -> None:
