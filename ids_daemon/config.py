@@ -457,6 +457,11 @@ class ReflectionDetectorConfig(_Section):
                              "rounded up to a power of two; overwritten live queries are counted)")
     max_victims: int = Field(16384, ge=16, le=1 << 24, description="per-host answer counters and held victims kept "
                              "(LRU beyond)")
+    icmp_sources: int = Field(20, ge=2, description="distinct hosts sending one host unsolicited ICMP errors within "
+                              "window_s: backscatter (benign corpus maximum: see docs/detectors.md)")
+    max_sent: int = Field(262144, ge=16, le=1 << 24, description="slots of the record of what hosts sent (sender, "
+                          "protocol, ports) that ICMP errors are matched against (direct-mapped, rounded up to a power "
+                          "of two; overwritten live keys are counted)")
 
     @field_validator("ports")
     @classmethod

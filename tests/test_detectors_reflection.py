@@ -1,15 +1,19 @@
 """Reflection detector (`detector:reflection`): DNS (fragmented ANY answers), NTP monlist and TCP SYN-ACK
 reflections are flagged; a resolver's client, a DNS server, an NTP client, SSDP discovery and a SYN flood's
-backscatter are not; the state is bounded."""
+backscatter are not; the state is bounded. ICMP errors about datagrams the receiver never sent (a spoofed
+flood's backscatter) are flagged; errors to UDP it sent to closed ports, a traceroute's and a firewall's are
+not."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import numpy as np
-from scapy.all import DNS, DNSQR, DNSRR, IP, TCP, UDP, Ether, Raw, fragment
+from scapy.all import (DNS, DNSQR, DNSRR, ICMP, IP, TCP, UDP, Ether, ICMPv6DestUnreach, ICMPv6PacketTooBig, IPv6,
+                       Raw, fragment)
 
-from ids_daemon.capture.batch import PacketBatch
+from ids_daemon.capture.batch import PacketBatch, v6_ids
 from ids_daemon.capture.pcap import PcapSource
 from ids_daemon.config import DetectorsConfig, ReflectionDetectorConfig
 from ids_daemon.detectors import DETECTOR_CLASSES, DetectorSet
@@ -209,3 +213,151 @@ def test_reflection_counted_across_small_batches_and_bounded(tmp_path: Path) -> 
 
 def rng_addrs(n: int) -> np.ndarray:
     return np.random.default_rng(9).integers(1, 2**32 - 1, n, dtype=np.uint64).astype(np.uint32)
+
+
+# ---- ICMP errors: backscatter -------------------------------------------------------------------------
+def unreachable(src: str, victim: str, dst: str, sport: int, dport: int, t: float, code: int = 3):
+    """A destination unreachable from ``src`` to ``victim`` quoting a UDP datagram victim -> dst."""
+    return at(Ether() / IP(src=src, dst=victim) / ICMP(type=3, code=code)
+              / IP(src=victim, dst=dst, ttl=50) / UDP(sport=sport, dport=dport) / Raw(b"\x00" * 12), t)
+
+
+def test_icmp_quote_is_decoded(tmp_path: Path) -> None:
+    """The quoted header's addresses, protocol and ports (IPv4 and IPv6); a quote cut short and an echo
+    reply leave them 0."""
+    pkts = [unreachable("198.51.100.1", VICTIM, "203.0.113.9", 4000, 53, 1),
+            at(Ether() / IPv6(src="2001:db8::1", dst="2001:db8::20") / ICMPv6PacketTooBig(mtu=1280)
+               / IPv6(src="2001:db8::20", dst="2001:db8::99") / TCP(sport=443, dport=50000), 2),
+            at(Ether() / IP(src="198.51.100.1", dst=VICTIM) / ICMP(type=11) / Raw(bytes(IP(src=VICTIM))[:12]), 3),
+            at(Ether() / IP(src="198.51.100.1", dst=VICTIM) / ICMP(type=0), 4)]
+    with PcapSource(write(tmp_path, "quote.pcap", pkts)) as src:
+        b = src.next_batch()
+    assert b.icmp_in_src[0] == 0xC0A80114 and b.icmp_in_dst[0] == 0xCB007109
+    assert (b.icmp_in_proto[0], b.icmp_in_sport[0], b.icmp_in_dport[0]) == (17, 4000, 53)
+    assert b.icmp_in_src[1] == v6_ids(np.frombuffer(socket.inet_pton(socket.AF_INET6, "2001:db8::20"), np.uint8)[None])[0]
+    assert (b.icmp_in_proto[1], b.icmp_in_sport[1], b.icmp_in_dport[1]) == (6, 443, 50000)
+    assert (b.icmp_in_src[2:] == 0).all() and (b.icmp_in_dst[2:] == 0).all() and (b.icmp_in_proto[2:] == 0).all()
+
+
+def test_backscatter_is_flagged(tmp_path: Path) -> None:
+    """A flood spoofing the victim's address towards random hosts: 300 unreachables (port, host, admin
+    prohibited) and time-exceeded from 150 of them within 1.5 s come back to it, and 40 ICMPv6 errors to an
+    IPv6 victim, and 30 about TCP to a victim whose address an anonymiser rewrote outside the quotes (DDoS-TCP_Flood);
+    the victim's own lookups meanwhile are answered, not flagged."""
+    rng = np.random.default_rng(3)
+    targets = [f"{a}.{b}.{c}.{d}" for a, b, c, d in rng.integers(1, 224, (150, 4)).tolist()]
+    pkts = []
+    for i in range(300):
+        t = targets[i % 150]
+        if i % 7 == 0:
+            pkts.append(at(Ether() / IP(src=t, dst=VICTIM) / ICMP(type=11) / IP(src=VICTIM, dst=t, ttl=1)
+                           / UDP(sport=1024 + i, dport=80), 1 + i * 0.005))
+        else:
+            pkts.append(unreachable(t, VICTIM, t, 1024 + i, 80, 1 + i * 0.005, code=(3, 1, 13)[i % 3]))
+    v6 = "2001:db8::20"
+    for i in range(40):
+        r = f"2001:db8:{i + 1:x}::1"
+        pkts.append(at(Ether() / IPv6(src=r, dst=v6) / ICMPv6DestUnreach(code=4)
+                       / IPv6(src=v6, dst=r) / UDP(sport=2000 + i, dport=123), 1 + i * 0.01))
+    anon = "192.168.1.77"  # an anonymised capture: the outer addresses rewritten, the quotes (of TCP) not
+    for i in range(30):
+        pkts.append(at(Ether() / IP(src=f"100.64.{i}.1", dst=anon) / ICMP(type=3, code=1)
+                       / IP(src="10.0.0.5", dst=f"100.65.{i}.9") / TCP(sport=3000 + i, dport=443), 2 + i * 0.01))
+    for k in range(10):
+        pkts += lookup(0.5 + k * 0.1, k)
+    b, fc, findings = run(write(tmp_path, "backscatter.pcap", pkts))
+    err = (b.proto == 1) & (b.dst4 == 0xC0A80114)
+    err6 = (b.ip_version == 6) & (b.proto == 58)
+    tcp_err = (b.proto == 1) & (b.dst4 == 0xC0A8014D)
+    assert err.sum() == 300 and err6.sum() == 40 and tcp_err.sum() == 30
+    assert (fc[tcp_err] == C["DDoS-TCP_Flood"]).all()
+    # flagged from the bucket's first error (the same batch)
+    assert (fc[err] == C["DDoS-UDP_Flood"]).all() and (fc[err6] == C["DDoS-UDP_Flood"]).all()
+    assert (fc[~err & ~err6 & ~tcp_err] == -1).all()
+    bs = [f for f in findings if f.detector == "reflection" and f.protocol == "icmp"]
+    assert {f.victim for f in bs} == {VICTIM, v6, anon} and all(f.attacker == "" for f in bs)
+    assert any("from 150 sources" in f.evidence and "UDP datagrams it never sent" in f.evidence for f in bs)
+    assert sum(f.packets for f in bs) == 370
+
+
+def test_errors_to_datagrams_sent_are_not_backscatter(tmp_path: Path) -> None:
+    """With a threshold of 2 sources: a host that sent UDP to closed ports on 60 hosts and gets their port
+    unreachables; a UDP traceroute (30 hops x 3 probes, time exceeded from 29 routers, port unreachable from
+    the target), an ICMP-echo one, and one whose quotes kept the addresses an anonymiser rewrote outside; TCP
+    connections refused by a firewall's admin-prohibited."""
+    pkts = []
+    for h in range(60):  # UDP to closed ports (a game client, a failed DNS server list): answered by errors
+        dst = f"10.1.{h // 200}.{h % 200 + 1}"
+        t = 1 + h * 0.02
+        pkts.append(at(Ether() / IP(src=CLIENT, dst=dst) / UDP(sport=5000 + h, dport=9999) / Raw(b"x" * 20), t))
+        pkts.append(unreachable(dst, CLIENT, dst, 5000 + h, 9999, t + 0.001))
+    target = "93.184.216.34"
+    for hop in range(1, 31):  # traceroute -U: probes to 33434+ with rising TTL
+        for k in range(3):
+            t = 5 + hop * 0.1 + k * 0.02
+            dport = 33434 + (hop - 1) * 3 + k
+            probe = IP(src=CLIENT, dst=target, ttl=hop) / UDP(sport=44444, dport=dport)
+            pkts.append(at(Ether() / probe, t))
+            router = target if hop == 30 else f"172.16.{hop}.1"
+            err = ICMP(type=3, code=3) if hop == 30 else ICMP(type=11, code=0)
+            pkts.append(at(Ether() / IP(src=router, dst=CLIENT) / err / IP(bytes(probe))[IP], t + 0.01))
+    for hop in range(1, 21):  # traceroute -I: echo requests
+        t = 10 + hop * 0.1
+        probe = IP(src=VICTIM, dst=target, ttl=hop) / ICMP(type=8, id=7, seq=hop)
+        pkts.append(at(Ether() / probe, t))
+        pkts.append(at(Ether() / IP(src=f"172.17.{hop}.1", dst=VICTIM) / ICMP(type=11) / IP(bytes(probe))[IP],
+                       t + 0.01))
+    for hop in range(1, 21):  # a traceroute in an anonymised capture: outer addresses rewritten, the quotes not
+        t = 15 + hop * 0.1
+        probe = IP(src="10.99.0.1", dst="8.8.4.4", ttl=hop) / UDP(sport=45000, dport=33434 + hop)
+        pkts.append(at(Ether() / IP(src="192.168.1.40", dst=target, ttl=hop) / probe[UDP], t))
+        pkts.append(at(Ether() / IP(src=f"172.18.{hop}.1", dst="192.168.1.40") / ICMP(type=11) / IP(bytes(probe))[IP],
+                       t + 0.01))
+    for k in range(5):  # SYNs refused by a firewall
+        syn = IP(src=CLIENT, dst="198.51.100.77") / TCP(sport=41000 + k, dport=8443, flags="S")
+        pkts.append(at(Ether() / syn, 20 + k))
+        pkts.append(at(Ether() / IP(src="198.51.100.1", dst=CLIENT) / ICMP(type=3, code=13) / IP(bytes(syn))[IP],
+                       20.01 + k))
+    path = write(tmp_path, "solicited.pcap", pkts)
+    b, fc, findings = run(path, only=ReflectionDetectorConfig(icmp_sources=2))
+    assert ((b.icmp_in_src != 0).sum()) == 60 + 90 + 20 + 20 + 5  # the quotes decoded: the test tests something
+    assert (fc == -1).all() and not findings
+    b, fc, findings = run(path)  # (the scan detector may name the refused SYNs: not the reflection detector's)
+    assert not [f for f in findings if f.detector == "reflection"]
+    assert not np.isin(fc, REFLECTION_CLASSES + [C["DDoS-TCP_Flood"], C["DDoS-ICMP_Flood"]]).any()
+
+
+def test_backscatter_state_is_bounded(tmp_path: Path) -> None:
+    """100,000 datagrams from spoofed sources keep the sent record at its size (overwrites counted); errors
+    to 5,000 distinct victims keep the per-host tables at max_victims (evictions counted)."""
+    d = ReflectionDetector(ReflectionDetectorConfig(max_sent=1024, max_victims=64, icmp_sources=2))
+    n = 100_000
+    q = PacketBatch.empty(n)
+    q.ts[:] = T0 + 10 + np.arange(n) * 1e-5
+    q.ip_version[:] = 4
+    q.proto[:] = 17
+    q.l4_ok[:] = True
+    q.src4[:] = rng_addrs(n)
+    q.dst4[:] = rng_addrs(n)[::-1]
+    q.sport[:] = 40000
+    q.dport[:] = 53
+    d.process(q, np.full(n, -1, np.int16))
+    assert d._sent.shape[0] == 1024 and d.counters["sent_evictions"] >= n - 1024
+    m = 10_000
+    e = PacketBatch.empty(m)
+    e.ts[:] = T0 + 12 + np.arange(m) * 1e-4
+    e.ip_version[:] = 4
+    e.proto[:] = 1
+    e.l4_ok[:] = True
+    e.icmp_type[:] = 3
+    victims = rng_addrs(5000)
+    e.dst4[:] = np.repeat(victims, 2)
+    e.src4[:] = np.arange(m, dtype=np.uint32) + 1  # two sources per victim: each crosses icmp_sources=2
+    e.icmp_in_src[:] = e.dst4
+    e.icmp_in_dst[:] = e.src4
+    e.icmp_in_proto[:] = 17
+    v = np.full(m, -1, np.int16)
+    d.process(e, v)
+    assert len(d.icmp_counts) <= 64 and len(d.icmp_held) <= 64
+    assert d.counters["icmp_victim_evictions"] >= 5000 - 64 and d.counters["backscatter"] == 5000
+    assert (v == C["DDoS-UDP_Flood"]).sum() >= 64

@@ -120,6 +120,15 @@ class PacketBatch:
     tcp_ack: np.ndarray  # uint32
     arp_tha: np.ndarray  # uint64
     http_req: np.ndarray  # uint8: 0, HTTP_REQ_COMPLETE, HTTP_REQ_PARTIAL
+    # the IP header an ICMP/ICMPv6 error quotes (destination unreachable, time exceeded, parameter
+    # problem, packet too big): its source and destination as `address_ids`, its protocol and (TCP,
+    # UDP, first fragment) ports; 0 when the frame is no such error or the quote is cut short (the
+    # reflection detector's backscatter)
+    icmp_in_src: np.ndarray  # uint64
+    icmp_in_dst: np.ndarray  # uint64
+    icmp_in_proto: np.ndarray  # uint8
+    icmp_in_sport: np.ndarray  # uint16
+    icmp_in_dport: np.ndarray  # uint16
     first_index: int = 0  # number of the batch's first frame in its source (0-based)
     source: str = field(default="", compare=False)
     # The frames' bytes as captured, back to back in one uint8 buffer, frame i at
@@ -142,6 +151,8 @@ class PacketBatch:
         "dns_qr": np.bool_, "dns_rcode": np.uint8, "dns_ancount": np.uint16, "dns_qhash": np.uint64,
         "dns_ahash": np.uint64, "http_sig": np.uint8, "auth_sig": np.uint8,
         "tcp_seq": np.uint32, "tcp_ack": np.uint32, "arp_tha": np.uint64, "http_req": np.uint8,
+        "icmp_in_src": np.uint64, "icmp_in_dst": np.uint64, "icmp_in_proto": np.uint8,
+        "icmp_in_sport": np.uint16, "icmp_in_dport": np.uint16,
     }
 
     @classmethod

@@ -31,6 +31,7 @@ from .batch import (
     STATUS_OK,
     STATUS_OTHER,
     PacketBatch,
+    v6_ids,
 )
 
 _VLAN_TPIDS = (0x8100, 0x88A8, 0x9100)
@@ -329,6 +330,51 @@ def _decode_l4(rd: _Reader, b: PacketBatch, i: np.ndarray, p: np.ndarray, l4av: 
         b.icmp_code[c] = rd.u8(q + 1)
         b.l4_hdr_len[c] = 8
         b.l4_ok[c] = True
+        _decode_icmp_quote(rd, b, c, q, l4av[icmp], icmp_proto)
+
+
+# ICMP errors, which quote the IP header of the datagram they answer (RFC 792, RFC 4443): destination
+# unreachable, time exceeded, parameter problem (IPv4: 3, 11, 12; ICMPv6: 1, 3, 4 and 2, packet too big)
+_ICMP4_ERRORS = np.zeros(256, dtype=bool)
+_ICMP4_ERRORS[[3, 11, 12]] = True
+_ICMP6_ERRORS = np.zeros(256, dtype=bool)
+_ICMP6_ERRORS[[1, 2, 3, 4]] = True
+
+
+def _decode_icmp_quote(rd: _Reader, b: PacketBatch, c: np.ndarray, q: np.ndarray, l4av: np.ndarray,
+                       icmp_proto: int) -> None:
+    """Source, destination (as `address_ids`, no IPv6 name kept), protocol and ports of the IP header an
+    ICMP error quotes after its 8-byte header, when the whole quoted header is there and of the error's
+    family (ports: TCP or UDP, a first fragment, their 4 bytes there; IPv6 extension headers not walked)."""
+    if icmp_proto == 1:
+        e = _ICMP4_ERRORS[b.icmp_type[c]] & (l4av >= 28)
+        if not e.any():
+            return
+        c, r, av = c[e], q[e] + 8, l4av[e] - 8
+        vh = rd.u8(r)
+        ihl = (vh & 0x0F).astype(np.int64) * 4
+        ok = ((vh >> 4) == 4) & (ihl >= 20) & (av >= ihl)
+        c, r, av, ihl = c[ok], r[ok], av[ok], ihl[ok]
+        proto = rd.u8(r + 9)
+        b.icmp_in_proto[c] = proto
+        b.icmp_in_src[c] = rd.u32(r + 12)
+        b.icmp_in_dst[c] = rd.u32(r + 16)
+        ports = ((proto == 6) | (proto == 17)) & ((rd.u16(r + 6) & 0x1FFF) == 0) & (av >= ihl + 4)
+    else:
+        e = _ICMP6_ERRORS[b.icmp_type[c]] & (l4av >= 48)
+        if not e.any():
+            return
+        c, r, av = c[e], q[e] + 8, l4av[e] - 8
+        ok = (rd.u8(r) >> 4) == 6
+        c, r, av = c[ok], r[ok], av[ok]
+        proto = rd.u8(r + 6)
+        b.icmp_in_proto[c] = proto
+        b.icmp_in_src[c] = v6_ids(rd.block16(r + 8))
+        b.icmp_in_dst[c] = v6_ids(rd.block16(r + 24))
+        ihl = np.full(c.shape[0], 40, np.int64)
+        ports = ((proto == 6) | (proto == 17)) & (av >= 44)
+    b.icmp_in_sport[c[ports]] = rd.u16(r[ports] + ihl[ports])
+    b.icmp_in_dport[c[ports]] = rd.u16(r[ports] + ihl[ports] + 2)
 
 
 # ---- DNS (UDP port 53): the few fields the DNS-spoofing detector compares ----

@@ -185,3 +185,75 @@ def warm_up() -> None:
     answers_and_queries(u8, u8, np.ones(2, np.bool_), u8, p16, p16, p16, np.zeros(2, np.bool_),
                         np.zeros(2, np.bool_), np.zeros(2, np.uint32), np.zeros((2, 16), np.uint8),
                         np.zeros(1 << 16, np.bool_), k, k)
+
+
+# ---- ICMP errors: the record of what each host sent (see reflection.py, "ICMP errors") ----------------
+S_KEY, S_TS = 0, 1  # columns of a sent slot (ts is a float)
+
+
+def new_sent(size: int) -> np.ndarray:
+    """The direct-mapped record of what hosts sent, (sender, protocol, ports): per slot the latest key and ts."""
+    S = np.zeros((size, 2), np.int64)
+    S.view(np.float64)[:, S_TS] = -np.inf
+    return S
+
+
+_PORTS = np.uint64(1 << 62)  # marks a (protocol, ports) key's second part: no address id has bit 62 alone
+# (the table is the record's alone today; the mark keeps its keys apart from `_pair_key1`'s address pairs)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _ports_key(host, proto, sport, dport):
+    return _pair_key1(host, _PORTS | (np.uint64(proto) << np.uint64(32)) | (np.uint64(sport) << np.uint64(16))
+                      | np.uint64(dport), 1)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _sent_live(S, SF, kk, t, mask, sent_s):
+    s = _mix(kk) & mask
+    return np.uint64(S[s, S_KEY]) == kk and t - SF[s, S_TS] <= sent_s
+
+
+@nb.njit(cache=True, nogil=True)
+def icmp_unsolicited(status, ipver, l4_ok, proto, sport, dport, src, in_src, in_dst, in_proto, in_sport, in_dport,
+                     dst, ts, S, sent_s):
+    """One pass in capture order over a batch: every IP datagram stores the key (sender, protocol,
+    ports; 0 for others than TCP/UDP and for non-first fragments) in ``S`` (`new_sent`: direct-mapped,
+    the latest wins); every ICMP error (a quote decoded) looks up the key of the datagram it quotes with
+    its receiver (the error's destination) as sender, as it was before it. Returns (the rows of the errors
+    whose key was not stored within ``sent_s``, live keys overwritten by another)."""
+    SF = S.view(np.float64)
+    mask = np.uint64(S.shape[0] - 1)
+    n = status.size
+    out = np.empty(n, np.int64)
+    k = 0
+    lost = 0
+    for i in range(n):
+        if status[i] != 0 or ipver[i] == 0:
+            continue
+        t = ts[i]
+        if in_src[i] != 0 or in_dst[i] != 0:
+            kk = _ports_key(dst[i], in_proto[i], in_sport[i], in_dport[i])
+            s = _mix(kk) & mask
+            if not (np.uint64(S[s, S_KEY]) == kk and t - SF[s, S_TS] <= sent_s):
+                out[k] = i
+                k += 1
+            continue  # an error solicits nothing
+        p = proto[i]
+        tu = (p == 6 or p == 17) and l4_ok[i]
+        kk = _ports_key(src[i], p, sport[i] if tu else 0, dport[i] if tu else 0)
+        s = _mix(kk) & mask
+        old = np.uint64(S[s, S_KEY])
+        if old != kk and old != 0 and t - SF[s, S_TS] <= sent_s:
+            lost += 1
+        S[s, S_KEY] = np.int64(kk)
+        SF[s, S_TS] = t
+    return out[:k], lost
+
+
+def warm_up_icmp() -> None:
+    k = np.array([5, 7], np.uint64)
+    u8 = np.zeros(2, np.uint8)
+    p16 = np.zeros(2, np.uint16)
+    icmp_unsolicited(u8, u8 + 4, np.ones(2, np.bool_), u8 + 17, p16, p16, k, k, k, u8, p16, p16, k, np.zeros(2),
+                     new_sent(16), 60.0)

@@ -21,6 +21,26 @@ DDoS-SYN_Flood for SYN-ACKs (the attacker's traffic is a SYN flood aimed at the 
 with the victim's address as source; the flood detector names the backscatter of a SYN flood
 the same way). Solicited answers (the victim's own lookups during the attack) are not flagged.
 
+ICMP errors (backscatter). An ICMP or ICMPv6 error (destination unreachable, time exceeded,
+parameter problem, packet too big) answers the datagram whose IP header it quotes
+(`PacketBatch.icmp_in_src`/``icmp_in_dst``): one its receiver sent (quoted source = the error's
+destination). It is unsolicited when the capture saw the receiver send no datagram with the quoted
+protocol and ports (TCP, UDP; the protocol alone for others and for non-first fragments) within
+``query_s``: a flood spoofing the victim's address towards random hosts has their routers and hosts
+send the victim errors about datagrams it never sent. The quoted destination is not compared: a
+capture whose addresses were rewritten (anonymised) rewrites the outer header, not the quote, and
+random ports already tell a spoofed datagram from the receiver's own (a traceroute's errors, from
+routers, quote its probes' ports). ``icmp_sources``
+(20) or more distinct hosts sending one host unsolicited errors within one ``window_s`` bucket is
+backscatter: its unsolicited errors are flagged from the bucket's first (same batch) until ``hold_s``
+after the last, named by the flood whose datagrams they quote (UDP and any other protocol:
+DDoS-UDP_Flood, TCP: DDoS-TCP_Flood, ICMP: DDoS-ICMP_Flood), as the SYN-ACK backscatter of a SYN flood
+is DDoS-SYN_Flood: they are the attack's own packets coming back, which is how an analyst reading a
+Suricata or Zeek log of the flood would file them, not a separate ICMP flood (no one floods with
+errors: their rate is the flood's, spread over its targets). The record of what each host sent is
+a direct-mapped table of ``max_sent`` slots (numpy, one compiled pass per batch,
+`_reflection_kernel.icmp_unsolicited`; a live key overwritten counts in ``sent_evictions``).
+
 State: the queries of the last ``query_s`` in a direct-mapped table of ``max_queries`` slots
 (numpy arrays; a live query overwritten by another is counted in ``query_evictions``), and
 per-host answer counts and held victims in `LRU` tables. Per batch the work is vectorised
@@ -42,6 +62,9 @@ from . import _reflection_kernel as _k
 
 SERVICE = {19: "chargen", 53: "DNS", 123: "NTP", 161: "SNMP", 389: "CLDAP", 1900: "SSDP", 11211: "memcached"}
 C_UDP, C_FRAG, C_SYN = "DDoS-UDP_Flood", "DDoS-UDP_Fragmentation", "DDoS-SYN_Flood"
+# the flood an ICMP error's quoted protocol names (other protocols: C_UDP)
+ICMP_CLASS = {6: "DDoS-TCP_Flood", 1: "DDoS-ICMP_Flood", 58: "DDoS-ICMP_Flood"}
+QUOTED = {6: "TCP", 17: "UDP", 1: "ICMP", 58: "ICMPv6"}
 MAX_REFLECTORS = 4096  # distinct reflectors remembered per victim
 _M = np.uint64(0x9E3779B97F4A7C15)
 
@@ -66,18 +89,27 @@ class ReflectionDetector:
         # victim -> [from ts, until ts, reflectors (set), answers flagged, services (set)]
         self.held = LRU(self.cfg.max_victims, self.counters, "held_evictions")
         self.peak = (0, 0)  # most unsolicited answers to one host in one bucket, and their sources (measuring)
+        self.counters.update({"backscatter": 0, "sent_evictions": 0})
+        self._sent = _k.new_sent(1 << max(4, (self.cfg.max_sent - 1).bit_length()))
+        warm_once(_k.warm_up_icmp)
+        # victim -> [bucket, unsolicited errors in it, its first ts, their sources (set)]
+        self.icmp_counts = LRU(self.cfg.max_victims, self.counters, "icmp_victim_evictions")
+        # victim -> [from ts, until ts, error sources (set), errors flagged, quoted protocols (set)]
+        self.icmp_held = LRU(self.cfg.max_victims, self.counters, "icmp_held_evictions")
+        self.icmp_peak = (0, 0)  # most distinct sources of unsolicited errors to one host in a bucket, their errors
 
     # ---- per batch ---------------------------------------------------------------------------------
     def process(self, b: PacketBatch, verdict: np.ndarray) -> list[Finding]:
         cfg = self.cfg
         src, dst = address_ids(b)
+        findings = self._icmp(b, verdict, src, dst)
         # answers (SYN-ACKs, UDP from a reflected port) and queries (SYNs, UDP to one) with their keys,
         # in one compiled pass
         a_rows, q_rows, synack, qk, ak, ak0 = _k.answers_and_queries(
             b.status, b.ip_version, b.l4_ok, b.proto, b.tcp_flags, b.sport, b.dport, b.dns_ok, b.dns_qr, b.dst4,
             b.dst6, self._is_port, src, dst)
         if not a_rows.size and not q_rows.size and not self.held:
-            return []  # the usual batch
+            return findings  # the usual batch
         ts = b.ts
         self._batch_no += 1
         sol, lost = _k.solicit(a_rows, ak, ak0, q_rows, qk, ts, self._queries, float(cfg.query_s), self._batch_no)
@@ -85,7 +117,90 @@ class ReflectionDetector:
         unsolicited = a_rows[~sol]
         if unsolicited.size:
             self._count(b, unsolicited, src, dst)
-        return self._flag(b, verdict, unsolicited, src, dst, synack)
+        return findings + self._flag(b, verdict, unsolicited, src, dst, synack)
+
+    # ---- ICMP errors ------------------------------------------------------------------------------
+    def _icmp(self, b: PacketBatch, verdict: np.ndarray, src: np.ndarray, dst: np.ndarray) -> list[Finding]:
+        cfg = self.cfg
+        rows, lost = _k.icmp_unsolicited(b.status, b.ip_version, b.l4_ok, b.proto, b.sport, b.dport, src,
+                                         b.icmp_in_src, b.icmp_in_dst, b.icmp_in_proto, b.icmp_in_sport,
+                                         b.icmp_in_dport, dst, b.ts, self._sent, float(cfg.query_s))
+        self.counters["sent_evictions"] += int(lost)
+        if rows.size:
+            self._icmp_count(b, rows, src, dst)
+        if not self.icmp_held:
+            return []
+        t0 = float(b.ts[0])
+        for k in [k for k, v in self.icmp_held.items() if v[1] < t0 and v[0] < t0]:
+            del self.icmp_held[k]
+        if not rows.size or not self.icmp_held:
+            return []
+        rows = rows[isin_keys(dst[rows], held_keys(self.icmp_held))]
+        findings = []
+        for v in np.unique(dst[rows]).tolist():
+            h = self.icmp_held[v]
+            r = rows[dst[rows] == v]
+            r = r[b.ts[r] >= h[0]]
+            r = r[:chain(b.ts[r], h[1], cfg.hold_s)]
+            if not r.size:
+                continue
+            h[1] = max(h[1], float(b.ts[r].max()) + cfg.hold_s)
+            if len(h[2]) < MAX_REFLECTORS:
+                h[2].update(np.unique(src[r]).tolist())
+            h[3] += int(r.size)
+            qp = b.icmp_in_proto[r]
+            h[4].update(QUOTED.get(p, f"IP proto {p}") for p in np.unique(qp).tolist())
+            cls_of = np.array([ICMP_CLASS.get(int(p), C_UDP) for p in qp.tolist()])
+            victim = address_name(v)
+            n_src = len(h[2])
+            for cls in sorted(set(cls_of.tolist())):
+                rr = r[cls_of == cls]
+                m = np.zeros(len(b), dtype=bool)
+                m[rr] = True
+                mark(verdict, m, cls)
+                findings.append(Finding(
+                    detector=self.name, cls=cls, first_ts=float(b.ts[rr].min()), last_ts=float(b.ts[rr].max()),
+                    packets=int(rr.size), attacker="", victim=victim, protocol="icmp",
+                    evidence=(f"{victim} receives ICMP errors about {', '.join(sorted(h[4]))} datagrams it never sent "
+                              f"(backscatter of a flood spoofing its address: {cfg.icmp_sources}+ sources within "
+                              f"{cfg.window_s:g} s; {h[3]} so far from {n_src}{'+' if n_src >= MAX_REFLECTORS else ''}"
+                              f" sources; {rr.size} packets here)")))
+        return findings
+
+    def _icmp_count(self, b: PacketBatch, rows: np.ndarray, src: np.ndarray, dst: np.ndarray) -> None:
+        cfg = self.cfg
+        bucket = np.floor(b.ts[rows] / cfg.window_s).astype(np.int64)
+        with np.errstate(over="ignore"):
+            vb = dst[rows] * _M + bucket.astype(np.uint64)
+        _, first, inv = np.unique(vb, return_index=True, return_inverse=True)
+        for j in np.argsort(first).tolist():  # (victim, bucket) groups in capture order
+            r = rows[inv == j]
+            v, bk = int(dst[r[0]]), int(bucket[first[j]])
+            st = self.icmp_counts.get_touch(v)
+            if st is None or st[0] != bk:
+                st = [bk, 0, float(b.ts[r[0]]), set()]
+                self.icmp_counts.touch(v, st)
+            st[1] += int(r.size)
+            before = len(st[3])
+            if before >= MAX_REFLECTORS:
+                continue
+            # the row at which the bucket's distinct sources reach the threshold
+            s_r = src[r]
+            _, fi = np.unique(s_r, return_index=True)
+            fresh = np.sort(fi[~isin_keys(s_r[fi], np.fromiter(st[3], np.uint64, len(st[3])))])
+            st[3].update(s_r[fresh].tolist())
+            if len(st[3]) > self.icmp_peak[0]:
+                self.icmp_peak = (len(st[3]), st[1])
+            if len(st[3]) < cfg.icmp_sources:
+                continue
+            need = cfg.icmp_sources - before
+            t_cross = float(b.ts[r[fresh[max(need - 1, 0)]]]) if need > 0 else float(b.ts[r[0]])
+            h = self.icmp_held.get_touch(v)
+            if h is None or h[1] < st[2]:
+                self.counters["backscatter"] += 1
+                self.icmp_held.touch(v, [st[2], t_cross + cfg.hold_s, set(st[3]), 0, set()])
+            else:
+                h[1] = max(h[1], t_cross + cfg.hold_s)
 
     def _count(self, b: PacketBatch, rows: np.ndarray, src: np.ndarray, dst: np.ndarray) -> None:
         cfg = self.cfg
