@@ -197,15 +197,7 @@ def test_reflection_counted_across_small_batches_and_bounded(tmp_path: Path) -> 
         flagged += int((v >= 0).sum())
     assert flagged == 405 and d.counters["reflections"] == 1  # the batch of the 100th answer and all after
     n = 100_000
-    q = PacketBatch.empty(n)
-    q.ts[:] = T0 + 10 + np.arange(n) * 1e-5
-    q.ip_version[:] = 4
-    q.proto[:] = 17
-    q.l4_ok[:] = True
-    q.src4[:] = rng_addrs(n)
-    q.dst4[:] = rng_addrs(n)
-    q.sport[:] = 40000
-    q.dport[:] = 53
+    q = dns_queries_from_everywhere(n)
     v = np.full(n, -1, np.int16)
     d.process(q, v)
     assert d.qkeys.size == 1024 and d.counters["query_evictions"] >= n - 1024 and len(d.held) <= 64
@@ -213,6 +205,20 @@ def test_reflection_counted_across_small_batches_and_bounded(tmp_path: Path) -> 
 
 def rng_addrs(n: int) -> np.ndarray:
     return np.random.default_rng(9).integers(1, 2**32 - 1, n, dtype=np.uint64).astype(np.uint32)
+
+
+def dns_queries_from_everywhere(n: int, reverse_dst: bool = False) -> PacketBatch:
+    """``n`` DNS queries 10 µs apart, each between random addresses (a spoofed flood's state load)."""
+    q = PacketBatch.empty(n)
+    q.ts[:] = T0 + 10 + np.arange(n) * 1e-5
+    q.ip_version[:] = 4
+    q.proto[:] = 17
+    q.l4_ok[:] = True
+    q.src4[:] = rng_addrs(n)
+    q.dst4[:] = rng_addrs(n)[::-1] if reverse_dst else rng_addrs(n)
+    q.sport[:] = 40000
+    q.dport[:] = 53
+    return q
 
 
 # ---- ICMP errors: backscatter -------------------------------------------------------------------------
@@ -332,15 +338,7 @@ def test_backscatter_state_is_bounded(tmp_path: Path) -> None:
     to 5,000 distinct victims keep the per-host tables at max_victims (evictions counted)."""
     d = ReflectionDetector(ReflectionDetectorConfig(max_sent=1024, max_victims=64, icmp_sources=2))
     n = 100_000
-    q = PacketBatch.empty(n)
-    q.ts[:] = T0 + 10 + np.arange(n) * 1e-5
-    q.ip_version[:] = 4
-    q.proto[:] = 17
-    q.l4_ok[:] = True
-    q.src4[:] = rng_addrs(n)
-    q.dst4[:] = rng_addrs(n)[::-1]
-    q.sport[:] = 40000
-    q.dport[:] = 53
+    q = dns_queries_from_everywhere(n, reverse_dst=True)
     d.process(q, np.full(n, -1, np.int16))
     assert d._sent.shape[0] == 1024 and d.counters["sent_evictions"] >= n - 1024
     m = 10_000
