@@ -217,6 +217,21 @@ def _held_claim(Bm, Bi, BN, hn, HM, HF, HL, HU, HH, ip, mac, now, hold_s, how):
 
 
 @nb.njit(cache=True, nogil=True)
+def _new_spoofer(Sm, Si, SN, SF, mac, ip, now, why_base, rec_mac, rec_ip, rec_kind, rec_arg, nrec, kind, arg):
+    """``mac`` becomes a spoofer of ``ip`` now, for the reason recorded at ``nrec`` (``kind``,
+    ``arg``: the Python side words the finding from it); returns the next record's index."""
+    sn, _ev = t_insert(Sm, Si, SN, mac, np.uint64(ip), np.int64(0))
+    SF[sn, S_SINCE] = now
+    SF[sn, S_LAST] = now
+    SN[sn, S_WHY] = why_base + nrec
+    rec_mac[nrec] = mac
+    rec_ip[nrec] = ip
+    rec_kind[nrec] = kind
+    rec_arg[nrec] = arg
+    return nrec + 1
+
+
+@nb.njit(cache=True, nogil=True)
 def _holder(ips, macs, last, multi, ip, now, hold_s):
     """`_SourceTable.holder` over its columns ordered by IP (stably): the one MAC, or -1."""
     lo = np.searchsorted(ips, np.uint32(ip), "left")
@@ -346,15 +361,8 @@ def claims(op, spa, tpa, sha, tha, ts, relayed, B, R, C, S, hn, HM, HF, HL, HU, 
                     if was_covered and ip != s:
                         continue
                     if t_find(Sm, Si, SN, m, np.uint64(ip), np.int64(0)) < 0:
-                        sn, _ev = t_insert(Sm, Si, SN, m, np.uint64(ip), np.int64(0))
-                        SF[sn, S_SINCE] = now
-                        SF[sn, S_LAST] = now
-                        SN[sn, S_WHY] = why_base + nrec
-                        rec_mac[nrec] = m
-                        rec_ip[nrec] = ip
-                        rec_kind[nrec] = WHY_MANY
-                        rec_arg[nrec] = k
-                        nrec += 1
+                        nrec = _new_spoofer(Sm, Si, SN, SF, m, ip, now, why_base, rec_mac, rec_ip, rec_kind,
+                                            rec_arg, nrec, WHY_MANY, k)
                 if Sm[M_EVICT] == evictions:
                     cov[c] = evictions + 1
         nh = 0
@@ -419,15 +427,8 @@ def claims(op, spa, tpa, sha, tha, ts, relayed, B, R, C, S, hn, HM, HF, HL, HU, 
                         hl_mac[nhl] = hmac[q]
                         hl_how[nhl] = hhow[q]
                         nhl += 1
-                sn, _ev = t_insert(Sm, Si, SN, cu, np.uint64(s), np.int64(0))
-                SF[sn, S_SINCE] = now
-                SF[sn, S_LAST] = now
-                SN[sn, S_WHY] = why_base + nrec
-                rec_mac[nrec] = cu
-                rec_ip[nrec] = s
-                rec_kind[nrec] = WHY_HELD
-                rec_arg[nrec] = start
-                nrec += 1
+                nrec = _new_spoofer(Sm, Si, SN, SF, cu, s, now, why_base, rec_mac, rec_ip, rec_kind, rec_arg, nrec,
+                                    WHY_HELD, start)
         sn = t_find(Sm, Si, SN, m, np.uint64(s), np.int64(0))
         if sn >= 0:
             SF[sn, S_LAST] = now
