@@ -1,6 +1,6 @@
 """The daemon end to end, against the meter alone, in one run.
 
-    .venv/bin/python bench/pipeline.py [--packets N] [--no-kafka] [--subscribe N]
+    .venv/bin/python bench/pipeline.py [--packets N] [--no-kafka] [--subscribe N] [--whole-process]
 
 For the flood-heavy and benign-heavy captures of bench/gen.py it prints packets/s of
   (0) dpkt's bare parse: every frame through dpkt.pcap.Reader and dpkt.ethernet.Ethernet
@@ -81,6 +81,24 @@ def replay(path: Path, worker: InferenceWorker, cfg: Config, sinks: list) -> tup
     finally:
         pipe.source.close()
     return st.frames / st.seconds, st.predictions
+
+
+def replay_process(path: Path, tmp: Path, packets: int, bootstrap: str | None = None) -> float:
+    """Packets/s of ``ids-daemon replay -r path`` as a process of its own, start to exit, into a
+    JSON-lines file, or into Kafka at ``bootstrap``."""
+    exe = str(Path(sys.executable).parent / "ids-daemon")
+    env = dict(os.environ, PYTHONPATH=os.environ.get("PYTHONPATH") or str(HERE.parent))
+    cmd = [exe, "replay", "-r", str(path), "--metrics-listen", "off", "--device", "cpu"]
+    if bootstrap:
+        cmd += ["--sink", "kafka", "--kafka-bootstrap", bootstrap, "--topic", f"bench-wp-{time.time_ns()}"]
+    else:
+        cmd += ["-o", str(tmp / "wp.jsonl")]
+    t = time.perf_counter()
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t
+    if p.returncode != 0:
+        raise RuntimeError(f"ids-daemon replay exited {p.returncode}: {p.stderr.strip().splitlines()[-1:]}")
+    return packets / wall
 
 
 def worker_rates(path: Path, worker: InferenceWorker, cfg: Config) -> dict[int, float]:
@@ -181,6 +199,8 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3, help="runs of (b) and (c), interleaved; the best of each counts")
     ap.add_argument("--subscribe", type=int, default=300_000, help="predictions `subscribe` reads (0: skip)")
     ap.add_argument("--produce", type=int, default=200_000, help="records per codec in the producer figures (0: skip)")
+    ap.add_argument("--whole-process", action="store_true",
+                    help="also time `ids-daemon replay` as a process of its own (start-up included)")
     a = ap.parse_args()
     out = HERE / "out"
     out.mkdir(exist_ok=True)
@@ -211,6 +231,7 @@ def main() -> int:
           f"{'(c) kafka':>11s} {'c/b':>5s} {'predictions':>12s}")
     ok_b = ok_c = True
     sample: list[bytes] = []
+    whole: list[tuple[str, float, float, float]] = []
     for label, p in files:
         bare = max(dpkt_parse(p) for _ in range(2))
         base = max(meter_alone(p, worker.window) for _ in range(2))
@@ -239,6 +260,25 @@ def main() -> int:
         kc = f"{rc / 1e3:>10,.0f}k {rc / rb:5.2f}" if rc else f"{'-':>11s} {'-':>5s}"
         print(f"{label:8s} {bare / 1e3:>10,.0f}k {base / 1e3:>10,.0f}k {rb / 1e3:>10,.0f}k {rb / bare:5.2f} "
               f"{rb / base:5.2f} {kc} {preds:>12,d}")
+        if a.whole_process:
+            with tempfile.TemporaryDirectory() as tmp:
+                wb = wc = 0.0
+                for _ in range(a.repeat):  # interleaved with Kafka's, best of each
+                    wb = max(wb, replay_process(p, Path(tmp), a.packets))
+                    if broker is not None:
+                        wc = max(wc, replay_process(p, Path(tmp), a.packets, broker.bootstrap))
+            whole.append((label, bare, wb, wc))
+    if whole:
+        one = out / "one-packet.pcap"
+        if not one.exists():
+            gen.write_benign_pcap(one, 1, 3)
+        with tempfile.TemporaryDirectory() as tmp:
+            start = min(1.0 / replay_process(one, Path(tmp), 1) for _ in range(2))
+        print(f"whole process (`ids-daemon replay -r FILE`, start to exit; its start-up alone, a 1-packet "
+              f"capture: {start:.2f} s):")
+        for label, bare, wb, wc in whole:
+            kc = f", Kafka {wc / 1e3:,.0f}k/s ({wc / wb:.2f} x JSON lines)" if wc else ""
+            print(f"  {label:8s} JSON lines {wb / 1e3:,.0f}k/s ({wb / bare:.2f} x dpkt){kc}")
     sub_rate = None
     if broker is not None:
         if a.produce:
