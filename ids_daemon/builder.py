@@ -154,6 +154,38 @@ def warm_up() -> None:
         meter.flush()
 
 
+class _EarlyKernels:
+    """The detectors made, and the decode and meter kernels loaded, on a thread while the
+    worker is made. Start-up is seconds against a replay's run of one or two: torch's import
+    and numba's loading of ~30 cached kernels, each about half of it. numba's part is mostly
+    LLVM (through ctypes, which lets the GIL go), so the two overlap on a second core.
+    `result` joins and returns the `DetectorSet`, or raises what the thread raised."""
+
+    def __init__(self, cfg: Config):
+        import threading
+
+        self._cfg = cfg
+        self._out: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="ids-kernels", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            from .detectors import DetectorSet
+
+            self._out = DetectorSet(self._cfg.detectors)
+            warm_up()
+        except BaseException as e:  # noqa: BLE001 - handed to the caller by result()
+            self._error = e
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._out
+
+
 def open_source(cfg: Config, read: str | None, interface: str | None, keep_raw: bool = False) -> tuple[Any, bool]:
     """The packet source: a capture file read ahead in a thread, or a live interface
     (announced on stderr once capturing); returns (source, live). ``keep_raw``: batches
@@ -257,13 +289,18 @@ def build_pipeline(cfg: Config, *, read: str | None = None, interface: str | Non
     from .pipeline import Pipeline
 
     meter_cfg = cfg.meter
+    detectors = None
     if features:
         worker = None
         seq_len = n_cols = 0
     else:
         if worker is None:
-            worker = make_worker(cfg, model,
-                                 interface=None if read is not None else (interface or cfg.capture.interface))
+            early = _EarlyKernels(cfg) if cfg.detectors.enabled else None
+            try:
+                worker = make_worker(cfg, model,
+                                     interface=None if read is not None else (interface or cfg.capture.interface))
+            finally:
+                detectors = early.result() if early is not None else None
         if meter_cfg.window != worker.window:
             log.warning("meter.window %d differs from the model's window %d: using the model's",
                         meter_cfg.window, worker.window)
@@ -282,7 +319,8 @@ def build_pipeline(cfg: Config, *, read: str | None = None, interface: str | Non
     try:
         meter = Meter(meter_cfg, per_packet=per_packet)
         return Pipeline(cfg, source, live, meter, sink_list, worker, speed=speed, status=status, metrics=metrics,
-                        count=count, duration=duration, progress=progress, alert_pcap=alert_pcap)
+                        count=count, duration=duration, progress=progress, alert_pcap=alert_pcap,
+                        detectors=detectors)
     except BaseException:
         source.close()
         raise

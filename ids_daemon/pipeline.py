@@ -100,12 +100,13 @@ class _Reload:
 class Pipeline:
     """Runs a packet source through the meter into the sinks, through the model when there
     is a ``worker`` (predictions), straight when there is none (windows or rows, as the
-    meter was made: ``Meter(per_packet=...)``). Made by `ids_daemon.builder.build_pipeline`."""
+    meter was made: ``Meter(per_packet=...)``). Made by `ids_daemon.builder.build_pipeline`.
+    ``detectors``: the `DetectorSet` to run (None: one made here from the config)."""
 
     def __init__(self, cfg: Config, source: Any, live: bool, meter: Meter, sinks: list[Sink],
                  worker: InferenceWorker | None = None, *, speed: float | None = None, status: bool = False,
                  metrics: Any = None, count: int | None = None, duration: float | None = None,
-                 progress: bool = False, alert_pcap: Any = None):
+                 progress: bool = False, alert_pcap: Any = None, detectors: Any = None):
         self.cfg = cfg
         self.source = source
         self.live = live
@@ -136,7 +137,8 @@ class Pipeline:
                 from .detectors import DetectorSet
                 from .detectors.publish import RateLimiter
 
-                self.detectors = DetectorSet(cfg.detectors)
+                # made already (start-up overlapped with the model's: ids_daemon.builder), or here
+                self.detectors = detectors if detectors is not None else DetectorSet(cfg.detectors)
                 self._limiter = RateLimiter(cfg.detectors.repeat_s)
         qn = cfg.inference.queue_batches
         self._q_seq: queue.Queue = queue.Queue(maxsize=qn)

@@ -100,6 +100,38 @@ def test_features_and_replay_are_one_pipeline(tmp_path: Path) -> None:
     assert len(wb) == fs.windows and int(wb.packets.sum()) == feats.meter.counters.packets
 
 
+def test_detectors_made_beside_the_model_are_the_ones_run(tmp_path: Path, monkeypatch) -> None:
+    """The detectors are made (and their kernels loaded) on a thread while the worker loads
+    (start-up: ids_daemon.builder); the pipeline runs that set, and an error made there is
+    the builder's error, not a thread's traceback with a half-built pipeline."""
+    import ids_daemon.detectors as det
+
+    made: list[tuple[object, str]] = []
+    real = det.DetectorSet
+
+    class Recorded(real):  # type: ignore[misc, valid-type]
+        def __init__(self, cfg=None):
+            super().__init__(cfg)
+            made.append((self, threading.current_thread().name))
+
+    monkeypatch.setattr(det, "DetectorSet", Recorded)
+    pipe = build_pipeline(cfg_(), read=str(SAMPLE), output=str(tmp_path / "p.jsonl"))
+    try:
+        st = pipe.run()
+    finally:
+        pipe.source.close()
+    assert [name for _, name in made] == ["ids-kernels"]  # one set, made off the main thread
+    assert pipe.detectors is made[0][0] and st.frames == 5401
+
+    class Broken(real):  # type: ignore[misc, valid-type]
+        def __init__(self, cfg=None):
+            raise IdsError("detectors: no room for the scan tables")
+
+    monkeypatch.setattr(det, "DetectorSet", Broken)
+    with pytest.raises(IdsError, match="no room for the scan tables"):
+        build_pipeline(cfg_(), read=str(SAMPLE), output=str(tmp_path / "q.jsonl"))
+
+
 def test_status_line_shows_queue_drops(tmp_path: Path, capfd) -> None:
     pipe = build_pipeline(cfg_(), read=str(SAMPLE), output=str(tmp_path / "p.jsonl"), status=True)
     try:
