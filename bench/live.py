@@ -21,6 +21,10 @@ once it has caught up, and prints per capture a row per rate:
 - CPU %: the daemon's utime + stime (/proc/PID/stat, every thread) over the wall time
   from the sender's start until the daemon went quiet after it (% of one core: the
   capture, worker and sink threads together may exceed 100);
+- run-queue wait %: over the same time, how long the daemon's threads were ready to run
+  but waited for a CPU (/proc/PID/task/*/schedstat, summed, % of one core; "-" where the
+  kernel keeps no schedstat): high on a machine busy with other work, where loss says
+  more about the machine than about the daemon;
 - load: the 1-minute load average when the run ended (other work on the machine).
 
 Default captures: bench/gen.py's flood-heavy and benign-heavy captures (--packets
@@ -63,7 +67,7 @@ _SUCCESS = re.compile(r"Successful packets:\s+(\d+)")
 _FAILED = re.compile(r"Failed packets:\s+(\d+)")
 
 COLUMNS = ("offered", "achieved", "sent", "received", "processed", "kernel drops", "queue drops", "coalesced",
-           "findings dropped", "predictions", "lost %", "CPU %", "load")
+           "findings dropped", "predictions", "lost %", "CPU %", "run-queue wait %", "load")
 
 
 class BenchError(Exception):
@@ -85,6 +89,7 @@ class Row:
     findings_dropped: int
     predictions: int
     cpu: float  # % of one core
+    wait: float | None  # % of one core: ready to run, waiting for a CPU (None: no schedstat)
     load: float
 
     @property
@@ -96,7 +101,7 @@ class Row:
         return ["top" if not self.offered else f"{self.offered:,d}", f"{self.achieved:,.0f}", f"{self.sent:,d}",
                 f"{self.received:,d}", f"{self.processed:,d}", f"{self.kernel_drops:,d}", f"{self.queue_drops:,d}",
                 f"{self.coalesced:,d}", f"{self.findings_dropped:,d}", f"{self.predictions:,d}", f"{self.lost:.2f}",
-                f"{self.cpu:.0f}", f"{self.load:.2f}"]
+                f"{self.cpu:.0f}", "-" if self.wait is None else f"{self.wait:.0f}", f"{self.load:.2f}"]
 
 
 def table(rows: list[Row]) -> str:
@@ -172,6 +177,52 @@ def cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5); the split starts at field 3
 
 
+def run_queue_wait(pid: int) -> dict[str, int] | None:
+    """Nanoseconds each thread of the process has waited on a run queue (ready, not
+    running); None where the kernel keeps no schedstat."""
+    waits = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                waits[tid] = int(f.read().split()[1])
+        except FileNotFoundError:
+            if not os.path.exists(f"/proc/{pid}/task/{tid}"):
+                continue  # the thread ended meanwhile
+            return None
+        except (OSError, IndexError, ValueError):
+            continue
+    return waits
+
+
+@dataclass
+class Sample:
+    """The daemon's clock readings at one moment."""
+
+    t: float  # time.monotonic()
+    ticks: int  # cpu_ticks
+    waits: dict[str, int] | None  # run_queue_wait
+
+    @classmethod
+    def of(cls, pid: int) -> "Sample":
+        return cls(time.monotonic(), cpu_ticks(pid), run_queue_wait(pid))
+
+    def cpu_since(self, start: "Sample") -> float:
+        """% of one core the process used from ``start`` to this sample."""
+        return 100.0 * (self.ticks - start.ticks) / os.sysconf("SC_CLK_TCK") / max(self.t - start.t, 1e-9)
+
+    def wait_since(self, start: "Sample") -> float | None:
+        """% of one core its threads spent waiting for a CPU from ``start`` to this sample
+        (threads started meanwhile counted from zero)."""
+        if self.waits is None or start.waits is None:
+            return None
+        ns = sum(w - start.waits.get(tid, 0) for tid, w in self.waits.items())
+        return 100.0 * ns / 1e9 / max(self.t - start.t, 1e-9)
+
+
 def _stop(proc: subprocess.Popen | None, sig: int, wait: float) -> None:
     """``sig`` to ``proc`` (if still running), SIGKILL after ``wait`` s."""
     if proc is None or proc.poll() is not None:
@@ -223,20 +274,19 @@ class Daemon:
         lines = [line for line in self.stderr().splitlines() if line.strip()]
         return lines[-1] if lines else "(no output)"
 
-    def wait_quiet(self, limit: float, quiet_cores: float = 0.15, step: float = 0.25) -> tuple[float, int]:
+    def wait_quiet(self, limit: float, quiet_cores: float = 0.15, step: float = 0.25) -> Sample:
         """Wait until the daemon has used under ``quiet_cores`` of a core over ``step`` s (it
-        has caught up with what was sent), at most ``limit`` s; returns the time and CPU
-        ticks at the start of that quiet interval."""
-        hz = os.sysconf("SC_CLK_TCK")
-        t, ticks = time.monotonic(), cpu_ticks(self.proc.pid)
-        deadline = t + limit
+        has caught up with what was sent), at most ``limit`` s; returns the sample at the
+        start of that quiet interval."""
+        s = Sample.of(self.proc.pid)
+        deadline = s.t + limit
         while time.monotonic() < deadline:
             time.sleep(step)
-            t2, ticks2 = time.monotonic(), cpu_ticks(self.proc.pid)
-            if (ticks2 - ticks) / hz < quiet_cores * (t2 - t):
-                return t, ticks
-            t, ticks = t2, ticks2
-        return t, ticks
+            s2 = Sample.of(self.proc.pid)
+            if s2.cpu_since(s) < 100 * quiet_cores:
+                return s
+            s = s2
+        return s
 
     def stop(self) -> dict[str, int]:
         """SIGINT (the daemon drains its ring and queues, then prints its summary); the summary's counts."""
@@ -258,12 +308,17 @@ class Daemon:
             self._err.close()
 
 
-def send(lab: Lab, capture: Path, rate: int, seconds: float, pps_multi: int,
+def send(lab: Lab, capture: Path, rate: int, seconds: int, pps_multi: int,
          started: list[subprocess.Popen]) -> tuple[float, int]:
     """tcpreplay from the namespace: (achieved packets/s, packets sent)."""
-    pace = ["--topspeed"] if rate == 0 else ["--pps", str(rate)] + (["--pps-multi", str(pps_multi)] if pps_multi > 1 else [])
+    if rate == 0:
+        pace = ["--topspeed"]
+    else:
+        pace = ["--pps", str(rate)] + (["--pps-multi", str(pps_multi)] if pps_multi > 1 else [])
+    # Preloaded, so that reading the file does not pace the sender; looped (--loop 0) until
+    # --duration ends it, mid-loop if need be.
     cmd = ["ip", "netns", "exec", lab.ns, "tcpreplay", "-i", lab.peer, "--preload-pcap", "--no-flow-stats",
-           "--loop", "0", "--duration", str(max(1, round(seconds))), *pace, str(capture)]
+           "--loop", "0", "--duration", str(seconds), *pace, str(capture)]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                          text=True, start_new_session=True)
     started.append(p)
@@ -289,10 +344,9 @@ def measure(lab: Lab, capture: Path, rate: int, a: argparse.Namespace, started: 
         d = Daemon(lab.host, Path(tmp), a.config, started)
         try:
             d.wait_ready(a.start_timeout)
-            hz = os.sysconf("SC_CLK_TCK")
-            t0, c0 = time.monotonic(), cpu_ticks(d.proc.pid)
+            s0 = Sample.of(d.proc.pid)
             achieved, sent = send(lab, capture, rate, a.seconds, a.pps_multi, started)
-            t1, c1 = d.wait_quiet(limit=60)
+            s1 = d.wait_quiet(limit=60)
             if d.proc.poll() is not None:
                 raise BenchError(f"the daemon exited ({d.proc.returncode}) during the run: {d.last_line()}")
             s = d.stop()
@@ -302,7 +356,7 @@ def measure(lab: Lab, capture: Path, rate: int, a: argparse.Namespace, started: 
     return Row(offered=rate, achieved=achieved, sent=sent, received=s["received"], processed=s["frames"],
                kernel_drops=s["kernel_drops"], queue_drops=s["queue_drops"], coalesced=s["coalesced"],
                findings_dropped=s["findings_dropped"], predictions=s["predictions"],
-               cpu=100.0 * (c1 - c0) / hz / max(t1 - t0, 1e-9), load=load)
+               cpu=s1.cpu_since(s0), wait=s1.wait_since(s0), load=load)
 
 
 def default_captures(packets: int) -> list[tuple[str, Path]]:
@@ -325,9 +379,9 @@ def _rates(text: str) -> list[int]:
     try:
         rates = [int(float(r)) for r in text.split(",") if r.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--rates: packets/s separated by commas, 0 for top speed, not {text!r}")
+        raise argparse.ArgumentTypeError(f"packets/s separated by commas, 0 for top speed, not {text!r}") from None
     if not rates or any(r < 0 for r in rates):
-        raise argparse.ArgumentTypeError("--rates: at least one rate, none negative")
+        raise argparse.ArgumentTypeError("at least one rate, none negative")
     return rates
 
 
@@ -365,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     ap.add_argument("--rates", type=_rates, default=_rates("50000,100000,200000,500000,0"),
                     help="offered packets/s, comma separated; 0: tcpreplay --topspeed")
-    ap.add_argument("--seconds", type=float, default=25.0, help="seconds of sending per rate (the capture looped)")
+    ap.add_argument("--seconds", type=int, default=25, help="seconds of sending per rate (the capture looped)")
     ap.add_argument("--capture", action="append", metavar="FILE",
                     help="capture to send (repeat for several; default: bench/gen.py's flood-heavy and benign-heavy)")
     ap.add_argument("--packets", type=int, default=200_000, help="frames in each default capture")
@@ -376,13 +430,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--start-timeout", type=float, default=300.0,
                     help="seconds the daemon may take to start (a fresh checkout compiles its numba kernels first)")
     a = ap.parse_args(argv)
+    if a.seconds < 1:
+        ap.error("--seconds: at least 1")
     # SIGINT too: a shell starts a background job with it ignored, and the run must still
     # be stoppable (and cleaned up) by it
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _on_signal)
     try:
         preflight()
-        print(f"{os.cpu_count()} cores; daemon and tcpreplay not niced; {a.seconds:g} s per rate", flush=True)
+        print(f"{os.cpu_count()} cores; daemon and tcpreplay not niced; {a.seconds} s per rate", flush=True)
         run(a, lambda label, p, rows: print(f"\n{label} ({p})\n{table(rows)}", flush=True))
     except BenchError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)

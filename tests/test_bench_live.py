@@ -21,7 +21,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 LIVE = ROOT / "bench" / "live.py"
 COLUMNS = ["offered", "achieved", "sent", "received", "processed", "kernel drops", "queue drops", "coalesced",
-           "findings dropped", "predictions", "lost %", "CPU %", "load"]
+           "findings dropped", "predictions", "lost %", "CPU %", "run-queue wait %", "load"]
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="network namespaces and AF_PACKET are Linux only")
 
@@ -79,6 +79,7 @@ def test_one_low_rate_row(tmp_path: Path) -> None:
         assert _number(row[col]) >= 0 and float(_number(row[col])).is_integer()
     assert _number(row["lost %"]) == pytest.approx(100 * (sent - processed) / sent, abs=0.006)
     assert _number(row["CPU %"]) > 0
+    assert row["run-queue wait %"] == "-" or _number(row["run-queue wait %"]) >= 0  # "-": no schedstat
     assert _namespaces() <= before  # its namespace was removed
 
 
