@@ -31,6 +31,15 @@ if [ "${1:-}" = "--test" ] && ! command -v chromium >/dev/null && ! command -v c
         echo "setup: warning: chromium not found; the report tests need it (Debian: apt-get install chromium)" >&2
     fi
 fi
+# bench/live.py (and its test) sends captures at set rates with tcpreplay.
+if [ "${1:-}" = "--test" ] && ! command -v tcpreplay >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "setup: installing tcpreplay (bench/live.py and its test send captures with it)"
+        apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tcpreplay >/dev/null
+    else
+        echo "setup: warning: tcpreplay not found; bench/live.py and its test need it (Debian: apt-get install tcpreplay)" >&2
+    fi
+fi
 
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
