@@ -192,7 +192,9 @@ def test_worker_modes_decide_which_predictions_carry_attribution(sample_sequence
     assert ["attribution" in m for m in out["flagged"]] == flagged
     assert not any("attribution" in m for m in out["off"])
     for a, b in zip(out["on"], out["flagged"]):  # the same numbers whichever pass computed them
-        assert a["p_attack"] == pytest.approx(b["p_attack"], abs=1e-9)
+        # (up to float32 summation order: "on" takes every sequence through the attribution's
+        # pass, "flagged" through the fast path first; they differed by 1.4e-8 on one machine)
+        assert a["p_attack"] == pytest.approx(b["p_attack"], abs=1e-6)
         if "attribution" in b:
             assert [c["column"] for c in a["attribution"]] == [c["column"] for c in b["attribution"]]
     assert all(m["evidence"] for mode in out.values() for m in mode)

@@ -31,14 +31,14 @@ def json_schema() -> dict[str, Any]:
     return json.loads(text)
 
 
-_FLOW_CACHE: dict[int, dict[str, Any]] = {}
+_FLOW_CACHE: dict[int, tuple[bytes, str]] = {}
 _FLOW_CACHE_MAX = 1 << 18
 
 
-def _flows(w: Any) -> list[dict[str, Any]]:
-    """The ``flow`` object of each window, cached by key hash: a key predicts again and
-    again, and its identity (endpoints in initiator order, or the pool's host, and a
-    flow's Community ID) is fixed."""
+def _flows(w: Any) -> list[tuple[bytes, str]]:
+    """Each window's key (the Kafka message key) and its ``flow`` object as JSON text, cached by
+    key hash: a key predicts again and again, and its identity (endpoints in initiator order, or
+    the pool's host, and a flow's Community ID) is fixed."""
     hashes = w.key.tolist()
     missing = [i for i, h in enumerate(hashes) if h not in _FLOW_CACHE]
     if missing:
@@ -59,13 +59,34 @@ def _flows(w: Any) -> list[dict[str, Any]]:
                     cid[r] = c
         for j, i in enumerate(missing):
             fl = flow[j]
-            _FLOW_CACHE[hashes[i]] = {
+            _FLOW_CACHE[hashes[i]] = (keys[j].encode(), orjson.dumps({
                 "key": keys[j], "kind": _KIND_NAMES.get(int(m.kind[j]), "capture"), "protocol": proto_name(m.proto[j]),
                 "src_ip": src[j] if fl else None, "src_port": int(m.sport[j]) if fl else None,
                 "dst_ip": dst[j], "dst_port": int(m.dport[j]) if fl else None,
                 "community_id": cid[j],
-            }
+            }).decode())
     return [_FLOW_CACHE[h] for h in hashes]
+
+
+def _numbers(values: list[Any]) -> list[str]:
+    """orjson's text of each number (or bool, or None) in ``values``, from one call: the text
+    it writes for the same value inside an object, so the messages below are byte for byte
+    what ``orjson.dumps`` of their dicts writes (floats in the shortest form that reads back,
+    NaN as null)."""
+    return orjson.dumps(values).decode()[1:-1].split(",") if values else []
+
+
+def _strings(values: list[str]) -> list[str]:
+    """orjson's text of each string in ``values`` (quoted, escaped), from one call: inside a
+    dumped string every quote is escaped, so an unescaped ``","`` is always a separator."""
+    if not values:
+        return []
+    inner = orjson.dumps(values).decode()[2:-2].split('","')
+    return [f'"{x}"' for x in inner]
+
+
+def _json(v: Any) -> str:
+    return orjson.dumps(v).decode()
 
 
 def encode_predictions(seq: Any, probs: np.ndarray, decision: tuple[np.ndarray, ...], severity: np.ndarray, *,
@@ -80,53 +101,50 @@ def encode_predictions(seq: Any, probs: np.ndarray, decision: tuple[np.ndarray, 
     ``evidence``: one sentence per sequence (its last window's facts), ``attribution``:
     per sequence, the columns that pushed p_attack most (None: not computed for it);
     both are optional fields of the record (docs/evidence.md). ``pcap_files``: per sequence,
-    the alert pcap file its packets are written to (None: not recorded)."""
+    the alert pcap file its packets are written to (None: not recorded).
+
+    Each object is written as ``orjson.dumps`` of its dict would write it (key order, number
+    text, escapes; tests/test_predictions.py reads every message back and dumps it again), but
+    from text made once per batch (the fields every message shares), per class (its names) or
+    per flow (its identity, cached): building a dict of dicts per prediction and dumping it
+    took over half of `InferenceWorker.predict` with the model's fast path."""
     w = seq.windows
     n = len(w)
     pred, conf, risk, p_attack, is_attack = decision
-    sev = severity
     k = min(top_k, probs.shape[1])
     top = np.argsort(-probs, axis=1)[:, :k]
     flows = _flows(w)
-    timestamp = iso8601(now)
-    first, last, packets = w.first_ts.tolist(), w.last_ts.tolist(), w.packets.tolist()
-    reasons = w.reason.tolist()
-    hist = seq.lengths.tolist()
-    pred_l, conf_l, risk_l, sev_l = pred.tolist(), conf.tolist(), risk.tolist(), sev.tolist()
-    top_l = top.tolist()
-    tp = np.take_along_axis(probs, top, axis=1).tolist()
-    pa_l, att_l = p_attack.tolist(), is_attack.tolist()
+    head = (f'{{"schema":{_json(SCHEMA_ID)},"id":{_json(f"{id_prefix}-")[:-1]}')
+    shared = (f'","time":{_json(now)},"timestamp":{_json(iso8601(now))},"sensor":{_json(sensor)},'
+              f'"interface":{_json(interface)},"predicted_attack":')
+    named = [f'{_json(c)},"family":{_json(f)},"is_attack":' for c, f in zip(classes, families)]
+    prob_of = [f'{{"class":{_json(c)},"p":' for c in classes]
+    sev_text = [f',"severity":{_json(v)},"probabilities":[' for v in SEVERITIES]
+    reason_text = [f',"close_reason":{_json(name)},"history":' for name in REASON_NAMES]
+    tail = f'}},"model":{_json(model)}'
+    first, last, packets = _numbers(w.first_ts.tolist()), _numbers(w.last_ts.tolist()), w.packets.tolist()
+    reasons, hist = w.reason.tolist(), seq.lengths.tolist()
+    pred_l, sev_l = pred.tolist(), severity.tolist()
+    att_l = _numbers(is_attack.tolist())
+    pa_l, conf_l, risk_l = _numbers(p_attack.tolist()), _numbers(conf.tolist()), _numbers(risk.tolist())
+    tp = _numbers(np.take_along_axis(probs, top, axis=1).ravel().tolist())
+    entries = [f"{prob_of[j]}{p}}}" for j, p in zip(top.ravel().tolist(), tp)]
+    probs_text = [",".join(entries[b:b + k]) for b in range(0, n * k, k)]
+    ev = _strings(evidence) if evidence is not None else None
     values: list[bytes] = []
     kb: list[bytes] = []
     for i in range(n):  # one message per prediction; the model ran on the whole batch
-        c = pred_l[i]
-        flow = flows[i]
-        msg = {
-            "schema": SCHEMA_ID,
-            "id": f"{id_prefix}-{first_id + i}",
-            "time": now,
-            "timestamp": timestamp,
-            "sensor": sensor,
-            "interface": interface,
-            "predicted_attack": classes[c],
-            "family": families[c],
-            "is_attack": att_l[i],
-            "p_attack": pa_l[i],
-            "confidence": conf_l[i],
-            "risk_score": risk_l[i],
-            "severity": SEVERITIES[sev_l[i]],
-            "probabilities": [{"class": classes[j], "p": p} for j, p in zip(top_l[i], tp[i])],
-            "flow": flow,
-            "window": {"first_ts": first[i], "last_ts": last[i], "packets": packets[i],
-                       "close_reason": REASON_NAMES[reasons[i]], "history": hist[i]},
-            "model": model,
-        }
-        if evidence is not None:
-            msg["evidence"] = evidence[i]
+        key, flow = flows[i]
+        text = (f'{head}{first_id + i}{shared}{named[pred_l[i]]}{att_l[i]},"p_attack":{pa_l[i]},'
+                f'"confidence":{conf_l[i]},"risk_score":{risk_l[i]}{sev_text[sev_l[i]]}{probs_text[i]}],'
+                f'"flow":{flow},"window":{{"first_ts":{first[i]},"last_ts":{last[i]},"packets":{packets[i]}'
+                f'{reason_text[reasons[i]]}{hist[i]}{tail}')
+        if ev is not None:
+            text += f',"evidence":{ev[i]}'
         if attribution is not None and attribution[i] is not None:
-            msg["attribution"] = attribution[i]
+            text += f',"attribution":{_json(attribution[i])}'
         if pcap_files is not None and pcap_files[i] is not None:
-            msg["pcap_file"] = pcap_files[i]
-        values.append(orjson.dumps(msg))
-        kb.append(flow["key"].encode())
+            text += f',"pcap_file":{_json(pcap_files[i])}'
+        values.append((text + "}").encode())
+        kb.append(key)
     return EncodedBatch(keys=kb, values=values, schema=SCHEMA_ID)
