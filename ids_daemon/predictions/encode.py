@@ -130,21 +130,18 @@ def encode_predictions(seq: Any, probs: np.ndarray, decision: tuple[np.ndarray, 
     tp = _numbers(np.take_along_axis(probs, top, axis=1).ravel().tolist())
     entries = [f"{prob_of[j]}{p}}}" for j, p in zip(top.ravel().tolist(), tp)]
     probs_text = [",".join(entries[b:b + k]) for b in range(0, n * k, k)]
-    ev = _strings(evidence) if evidence is not None else None
-    values: list[bytes] = []
-    kb: list[bytes] = []
-    for i in range(n):  # one message per prediction; the model ran on the whole batch
-        key, flow = flows[i]
-        text = (f'{head}{first_id + i}{shared}{named[pred_l[i]]}{att_l[i]},"p_attack":{pa_l[i]},'
-                f'"confidence":{conf_l[i]},"risk_score":{risk_l[i]}{sev_text[sev_l[i]]}{probs_text[i]}],'
-                f'"flow":{flow},"window":{{"first_ts":{first[i]},"last_ts":{last[i]},"packets":{packets[i]}'
-                f'{reason_text[reasons[i]]}{hist[i]}{tail}')
-        if ev is not None:
-            text += f',"evidence":{ev[i]}'
+    ev = _strings(evidence) if evidence is not None else [""] * n
+    lead = ',"evidence":' if evidence is not None else ""
+    texts = [f'{head}{first_id + i}{shared}{named[pred_l[i]]}{att_l[i]},"p_attack":{pa_l[i]},'
+             f'"confidence":{conf_l[i]},"risk_score":{risk_l[i]}{sev_text[sev_l[i]]}{probs_text[i]}],'
+             f'"flow":{flows[i][1]},"window":{{"first_ts":{first[i]},"last_ts":{last[i]},"packets":{packets[i]}'
+             f'{reason_text[reasons[i]]}{hist[i]}{tail}{lead}{ev[i]}'
+             for i in range(n)]  # one message per prediction; the model ran on the whole batch
+    for i in range(n) if attribution is not None or pcap_files is not None else ():
         if attribution is not None and attribution[i] is not None:
-            text += f',"attribution":{_json(attribution[i])}'
+            texts[i] += f',"attribution":{_json(attribution[i])}'
         if pcap_files is not None and pcap_files[i] is not None:
-            text += f',"pcap_file":{_json(pcap_files[i])}'
-        values.append((text + "}").encode())
-        kb.append(key)
+            texts[i] += f',"pcap_file":{_json(pcap_files[i])}'
+    values = [f"{t}}}".encode() for t in texts]
+    kb = [key for key, _ in flows]
     return EncodedBatch(keys=kb, values=values, schema=SCHEMA_ID)
