@@ -97,6 +97,25 @@ class FloodDetector:
         # target key -> [flag from, flag until, victim id, kind, the crowd that crossed]
         self.held = LRU(self.cfg.max_targets, self.counters, "flood_evictions")
 
+    def held_frames(self, rows: np.ndarray, fkind: np.ndarray, addr: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """Per row of ``rows``, whether it is a datagram of a flood this detector holds (from earlier
+        batches): its (``addr``, flood kind ``fkind``, -1 for none) is a held target and its time
+        not past the hold. The scan and reflection detectors run before this one on a batch and
+        leave such frames out of their bookkeeping: a spoofed flood's datagrams are neither probes
+        nor queries (docs/detectors.md, Scans: "Datagrams of a held flood")."""
+        if not self.held or not rows.size:
+            return np.zeros(rows.size, np.bool_)
+        keys, until = self.held_targets()
+        return _fk.held_rows(rows, np.ascontiguousarray(fkind, dtype=np.int8), addr,
+                             np.ascontiguousarray(ts, dtype=np.float64), keys, until)
+
+    def held_targets(self) -> tuple[np.ndarray, np.ndarray]:
+        """The held targets' keys (`_target_key`, ascending) and, per key, the time its hold ends."""
+        keys = held_keys(self.held)
+        order = np.argsort(keys)
+        until = np.fromiter((v[1] for v in self.held.values()), dtype=np.float64, count=len(self.held))
+        return keys[order], until[order]
+
     @staticmethod
     def _kinds(b: PacketBatch) -> tuple[np.ndarray, np.ndarray]:
         """Per frame, the flood kind it would be part of, and the kind of flood it answers
