@@ -473,10 +473,10 @@ _FLOOD_M = np.uint64(0x9E3779B97F4A7C15)
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _flood_first(fk, s, d, t, hkeys, huntil, F, fmeta):
+def _flood_first(fk, s, d, t, hkeys, hlo, huntil, F, fmeta):
     """Whether a datagram of flood kind ``fk`` from ``s`` to ``d`` at ``t`` is its pair's first of a
     flood held on ``d``: its target key (flood.py's `_target_key`) one of ``hkeys`` (sorted) with
-    ``t`` not past its ``huntil``, and the (sender, receiver) pair's bit set in neither generation
+    ``t`` within its [``hlo``, ``huntil``], and the (sender, receiver) pair's bit set in neither generation
     of the bit filter ``F`` (uint64 words, a power of two of rows; column ``fmeta[1]`` the current
     generation, the other the older one, side by side so that one cache line holds both;
     ``fmeta[0]``: bits set in the current one), which it then sets. A pair whose bit another pair
@@ -489,7 +489,7 @@ def _flood_first(fk, s, d, t, hkeys, huntil, F, fmeta):
             q += 1
     else:
         q = np.searchsorted(hkeys, key)
-    if q >= nk or hkeys[q] != key or t > huntil[q]:
+    if q >= nk or hkeys[q] != key or t > huntil[q] or t < hlo[q]:
         return False
     x = pair_key1(s, d, 0)
     b = (x ^ (x >> np.uint64(32))) & np.uint64(F.shape[0] * 64 - 1)
@@ -504,12 +504,12 @@ def _flood_first(fk, s, d, t, hkeys, huntil, F, fmeta):
 
 @nb.njit(cache=True, nogil=True)
 def classify(status, ipver, l4ok, proto, flags, icmp_type, ip_len, ip_hdr_len, l4_hdr_len, dst4, dst6,
-             ethertype, arp_op, src4, sport, dport, src, dst, ts, hkeys, huntil, F, fmeta):
+             ethertype, arp_op, src4, sport, dport, src, dst, ts, hkeys, hlo, huntil, F, fmeta):
     """Every frame's probe kind (-1: none; K_ACK before the connection check), probed port, whether
     it is a SYN of an OS stack, and its answer code (AN_*); and the keys of the connections seen
     opening (forward keys of the opening frames, then their reverse keys), as `ScanDetector` had
     them from numpy masks. A SYN, UDP datagram or echo request that is its (sender, receiver)
-    pair's first of a flood held on the receiver (``hkeys``, ``huntil``, ``F``, ``fmeta``: see
+    pair's first of a flood held on the receiver (``hkeys``, ``hlo``, ``huntil``, ``F``, ``fmeta``: see
     `_flood_first`; no keys: none) is no probe and opens no connection: the second on is."""
     held = hkeys.size > 0
     n = status.size
@@ -572,7 +572,7 @@ def classify(status, ipver, l4ok, proto, flags, icmp_type, ip_len, ip_hdr_len, l
                 kind[i] = K_ACK
                 port[i] = dport[i]
             if (held and kind[i] == K_TCP and (f & (TH_SYN | TH_ACK)) == TH_SYN
-                    and _flood_first(0, src[i], dst[i], ts[i], hkeys, huntil, F, fmeta)):
+                    and _flood_first(0, src[i], dst[i], ts[i], hkeys, hlo, huntil, F, fmeta)):
                 kind[i] = -1
                 port[i] = 0
                 stack[i] = False
@@ -586,13 +586,13 @@ def classify(status, ipver, l4ok, proto, flags, icmp_type, ip_len, ip_hdr_len, l
         elif p == 17:
             code[i] |= AN_UDP
             if dok and dport[i] <= sport[i]:
-                if not (held and _flood_first(1, src[i], dst[i], ts[i], hkeys, huntil, F, fmeta)):
+                if not (held and _flood_first(1, src[i], dst[i], ts[i], hkeys, hlo, huntil, F, fmeta)):
                     kind[i] = K_UDP
                     port[i] = dport[i]
         elif (p == 58) == (v == 6):  # ICMP of the frame's family
             t = icmp_type[i]
             if t == (128 if v == 6 else 8):
-                if dok and not (held and _flood_first(2, src[i], dst[i], ts[i], hkeys, huntil, F, fmeta)):
+                if dok and not (held and _flood_first(2, src[i], dst[i], ts[i], hkeys, hlo, huntil, F, fmeta)):
                     kind[i] = K_ICMP
             elif t == (129 if v == 6 else 0):
                 code[i] |= AN_ICMP

@@ -146,7 +146,7 @@ _CLS = {_k.C_PORTSCAN: "Recon-PortScan", _k.C_PINGSWEEP: "Recon-PingSweep", _k.C
 _CLS_INDEX = np.array([CLASS_INDEX[_CLS[c]] for c in range(len(_CLS))], dtype=np.int16)  # kernel class -> verdict
 _WHAT = {_k.W_PORTS: "ports", _k.W_HOSTS: "hosts", _k.W_PINGED: "hosts pinged", _k.W_ARP: "unanswered ARP requests"}
 _U64 = (1 << 64) - 1
-_NO_HELD = (np.zeros(0, np.uint64), np.zeros(0, np.float64))
+_NO_HELD = (np.zeros(0, np.uint64), np.zeros(0, np.float64), np.zeros(0, np.float64))
 
 
 def _warm_up() -> None:
@@ -223,12 +223,16 @@ class ScanDetector:
         a second one is no such address, and its datagrams are probes from that second on: a
         scanner of the flooded host loses one probe (one port) to the flood."""
         src, dst = address_ids(b)
-        hkeys, huntil = self.floods.held_targets() if self.floods is not None else _NO_HELD
+        if self.floods is not None:
+            self.floods.count(b)  # (so that a flood held from this batch on is skipped too)
+            held = self.floods.held_targets()
+        else:
+            held = _NO_HELD
         f = self.flood_pairs
         kind, port, stack, code, okeys = _k.classify(
             b.status, b.ip_version, b.l4_ok, b.proto, b.tcp_flags, b.icmp_type, b.ip_len, b.ip_hdr_len,
             b.l4_hdr_len, b.dst4, b.dst6, b.ethertype, b.arp_op, b.src4, b.sport, b.dport, src, dst,
-            np.ascontiguousarray(b.ts, dtype=np.float64), hkeys, huntil, f.F, f.meta)
+            np.ascontiguousarray(b.ts, dtype=np.float64), *held, f.F, f.meta)
         f.rotate()
         if okeys.size:
             self.conns.add(okeys)
