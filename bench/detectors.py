@@ -9,7 +9,9 @@ CPU seconds of the process (on a shared machine wall time mostly measures the ne
 here runs threads). Every figure is also given as
 a share of the meter's time. Within (b), each detector's own time is printed, and the per-batch
 columns the detectors share (`address_ids`, cached on the batch, paid by the first detector that
-asks) as "shared columns". The goal (issue 17): all detectors together at most a quarter of the
+asks) as "shared columns". The flood detector's count of a batch's sources, which the scan
+detector has run first (`FloodDetector.count`: a flood held from this batch on is no probes), is
+timed as the flood detector's. The goal (issue 17): all detectors together at most a quarter of the
 meter's time.
 """
 
