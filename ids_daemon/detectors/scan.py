@@ -105,7 +105,8 @@ class _PairFilter:
     set (half a million pairs by default: 3.5 s of a spoofed flood of 150,000 packets/s, about a
     minute of one of 10,000). A pair then reads as seen when another set its bit about one time
     in eight or less: its first datagram is then a probe, as every datagram was before the rule.
-    Sized to stay in the cache: twice as large cost three times as much per datagram (~110 ns)."""
+    Sized to stay in the cache: twice as large cost three times as much per datagram (~110 ns)
+    with the neighbours' load high."""
 
     def __init__(self, cap: int):
         words = 1 << max(4, (max(cap, 1) - 1).bit_length() - 2)
