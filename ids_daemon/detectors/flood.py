@@ -101,9 +101,10 @@ class FloodDetector:
 
     def held_frames(self, rows: np.ndarray, fkind: np.ndarray, addr: np.ndarray, ts: np.ndarray) -> np.ndarray:
         """Per row of ``rows``, whether it is a datagram of a flood this detector holds: its
-        (``addr``, flood kind ``fkind``, -1 for none) is a held target and its time within the hold. The scan and reflection detectors run before this one on a batch and
-        leave such frames out of their bookkeeping: a spoofed flood's datagrams are neither probes
-        nor queries (docs/detectors.md, Scans: "Datagrams of a held flood")."""
+        (``addr``, flood kind ``fkind``, -1 for none) is a held target and its time within the
+        hold. The reflection detector leaves such frames out of its queries and answers, as the
+        scan detector leaves them out of its probes (from `held_targets`): a spoofed flood's
+        datagrams are neither (docs/detectors.md, Scans: "Datagrams of a held flood")."""
         if not self.held or not rows.size:
             return np.zeros(rows.size, np.bool_)
         keys, lo, until = self.held_targets()
