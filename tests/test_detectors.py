@@ -25,7 +25,7 @@ from ids_daemon.detectors.publish import RateLimiter, encode_findings
 from ids_daemon.errors import ConfigError
 from ids_daemon.predictions import json_schema
 
-from .detect import run  # noqa: E402
+from .detect import run, run_with  # noqa: E402
 from .helpers import EXE  # noqa: E402
 from .paths import REAL  # noqa: E402
 needs_real = pytest.mark.shared_data("real")  # tests/conftest.py: skip or fail, and when
@@ -625,6 +625,54 @@ def test_a_short_syn_burst_from_a_crowd_is_a_flood(tmp_path: Path) -> None:
     assert [f.victim for f in findings] == [VICTIM] and "32+ distinct sources within 0.1 s" in findings[0].evidence
     _, fc_off, _ = run(path, DetectorsConfig(flood=FloodDetectorConfig(burst_sources=0)))
     assert (fc_off == -1).all()
+
+
+def test_a_port_scan_of_a_flooded_host_is_found_and_the_crowd_is_no_probe(tmp_path: Path) -> None:
+    """A spoofed SYN flood on VICTIM:80 (600 sources in 0.6 s), and two vertical SYN scans of
+    VICTIM: one before the flood, one during it. Batches of 64 frames: from the flood's first
+    SYN on once it is held, a source's first SYN to the flooded host is the flood's, no probe
+    (neither pending nor remembered as a reflection query). The scanner during the flood sends VICTIM a
+    second SYN, and is found from its probes to the other ports; the spoofed sources are not
+    probes, which the scan detector's counters show against a set whose scan and reflection
+    detectors do not know the flood detector."""
+    rng = np.random.default_rng(11)
+    spoofed = [f"{a}.{b}.{c}.{d}" for a, b, c, d in rng.integers(1, 224, (600, 4)).tolist()]
+    before, during = "10.0.0.5", "10.0.0.6"
+    pkts = []
+    for i, p_ in enumerate(range(1, 101)):  # a scan before the flood
+        pkts.append(at(IP(src=before, dst=VICTIM) / TCP(sport=50000, dport=p_, flags="S"), 1 + i * 0.002))
+        pkts.append(at(IP(src=VICTIM, dst=before) / TCP(sport=p_, dport=50000, flags="RA"), 1 + i * 0.002 + 0.0005))
+    for i, s in enumerate(spoofed):  # the flood, answered
+        pkts.append(at(IP(src=s, dst=VICTIM) / TCP(sport=1024 + i, dport=80, flags="S"), 10 + i * 0.001))
+        pkts.append(at(IP(src=VICTIM, dst=s) / TCP(sport=80, dport=1024 + i, flags="SA"), 10 + i * 0.001 + 0.0002))
+    for i, p_ in enumerate(range(1, 101)):  # a scan during the flood
+        pkts.append(at(IP(src=during, dst=VICTIM) / TCP(sport=50001, dport=p_, flags="S"), 10.2 + i * 0.003))
+        pkts.append(at(IP(src=VICTIM, dst=during) / TCP(sport=p_, dport=50001, flags="RA"), 10.2 + i * 0.003 + 0.0004))
+    path = write(tmp_path, "scan_in_flood.pcap", sorted(pkts, key=lambda p: p.time))
+    ds = DetectorSet()
+    b, fc, findings = run_with(ds, path, batch_size=64)
+    by = {(f.cls, f.attacker, f.victim) for f in findings}
+    assert ("Recon-PortScan", before, VICTIM) in by and ("Recon-PortScan", during, VICTIM) in by
+    assert ("DDoS-SYN_Flood", "", VICTIM) in by
+    crowd = (b.dport == 80) & (b.tcp_flags == 2) & (b.ts >= 1_700_000_010.0) & (b.src4 != 0x0A000006)
+    assert crowd.sum() == 600 and (fc[crowd][40:] == C["DDoS-SYN_Flood"]).all()  # from the burst's crossing on
+    scanned = (b.src4 == 0x0A000006) & (b.tcp_flags == 2)
+    assert (fc[scanned] >= 0).all() and (fc[scanned] == C["Recon-PortScan"]).sum() >= 70
+    scan = next(d for d in ds.detectors if d.name == "scan")
+    # the same capture with the scan and reflection detectors blind to the flood: every SYN a probe
+    blind = DetectorSet()
+    for d in blind.detectors:
+        if hasattr(d, "floods"):
+            d.floods = None
+    _, _, findings_blind = run_with(blind, path, batch_size=64)
+    scan_blind = next(d for d in blind.detectors if d.name == "scan")
+    assert scan_blind.counters["probes"] == 100 + 600 + 100
+    # the scanners' (less the second one's first SYN to VICTIM), and the crowd's of the batches before
+    # the one whose count crossed the burst threshold (32 sources) only
+    assert 100 + 99 < scan.counters["probes"] < 100 + 99 + 32
+    refl, refl_blind = (next(d for d in s_.detectors if d.name == "reflection") for s_ in (ds, blind))
+    assert not refl.held and not refl_blind.held
+    assert {(f.cls, f.attacker, f.victim) for f in findings_blind} == by
 
 
 # ---- OS fingerprinting and IP protocol scans --------------------------------------------------

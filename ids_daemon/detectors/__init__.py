@@ -69,6 +69,12 @@ class DetectorSet:
                 self.detectors.append(ReflectionDetector(self.cfg.reflection))
             if self.cfg.volume.enabled:  # last: a crowd, a scan or a reflection names its packets first
                 self.detectors.append(VolumeDetector(self.cfg.volume))
+            # a datagram of a flood the crowd-flood detector holds (its count of the batch run first) is neither a
+            # scan probe nor a reflection query (docs/detectors.md, Scans: "Datagrams of a held flood")
+            floods = next((d for d in self.detectors if isinstance(d, FloodDetector)), None)
+            for d in self.detectors:
+                if isinstance(d, (ScanDetector, ReflectionDetector)):
+                    d.floods = floods
 
     def process(self, batch: PacketBatch) -> DetectorResult:
         verdict = np.full(len(batch), -1, dtype=np.int16)

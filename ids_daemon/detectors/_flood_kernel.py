@@ -243,6 +243,7 @@ def warm_up() -> None:
     kinds(z, z, np.ones(3, np.bool_), z, np.zeros(3, np.uint16), z)
     k = np.array([1, 2, 3], np.uint64)
     rows_by_key(rows, k, rows, k, k)
+    held_rows(rows, np.zeros(3, np.int8), k, np.zeros(3), k, np.zeros(3), np.zeros(3))
 
 
 @nb.njit(cache=True, nogil=True)
@@ -273,3 +274,23 @@ def n_distinct(a, exclude):
                 break
             h = (h + np.uint64(1)) & mask
     return n
+
+
+@nb.njit(cache=True, nogil=True)
+def held_rows(rows, fkind, addr, ts, keys, lo, until):
+    """Per row ``rows[j]``, whether it is a datagram of a flood held at its time: its (``addr``,
+    ``fkind[j]``) target key (flood.py's `_target_key`) is one of ``keys`` (sorted) and its time is
+    within that target's [``lo``, ``until``]. ``fkind[j]`` < 0: no flood kind."""
+    out = np.zeros(rows.size, np.bool_)
+    if keys.size == 0:
+        return out
+    for j in range(rows.size):
+        k = fkind[j]
+        if k < 0:
+            continue
+        i = rows[j]
+        key = np.uint64(addr[i]) ^ ((np.uint64(k) + np.uint64(1)) * _M)
+        p = np.searchsorted(keys, key)
+        if p < keys.size and keys[p] == key and lo[p] <= ts[i] <= until[p]:
+            out[j] = True
+    return out

@@ -469,13 +469,49 @@ def _ports_key(sp, dp):
     return (np.uint64(sp) << _S16) | np.uint64(dp)
 
 
+_FLOOD_M = np.uint64(0x9E3779B97F4A7C15)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _flood_first(fk, s, d, t, hkeys, hlo, huntil, F, fmeta):
+    """Whether a datagram of flood kind ``fk`` from ``s`` to ``d`` at ``t`` is its pair's first of a
+    flood held on ``d``: its target key (flood.py's `_target_key`) one of ``hkeys`` (sorted) with
+    ``t`` within its [``hlo``, ``huntil``], and the (sender, receiver) pair's bit set in neither generation
+    of the bit filter ``F`` (uint64 words, a power of two of rows; column ``fmeta[1]`` the current
+    generation, the other the older one, side by side so that one cache line holds both;
+    ``fmeta[0]``: bits set in the current one), which it then sets. A pair whose bit another pair
+    set reads as not new."""
+    key = np.uint64(d) ^ ((np.uint64(fk) + _ONE) * _FLOOD_M)
+    nk = hkeys.size
+    if nk <= 8:  # (a flood or a few: a scan of them, not a binary search's branches)
+        q = 0
+        while q < nk and hkeys[q] != key:
+            q += 1
+    else:
+        q = np.searchsorted(hkeys, key)
+    if q >= nk or hkeys[q] != key or t > huntil[q] or t < hlo[q]:
+        return False
+    x = pair_key1(s, d, 0)
+    b = (x ^ (x >> np.uint64(32))) & np.uint64(F.shape[0] * 64 - 1)
+    w = np.int64(b >> np.uint64(6))
+    m = _ONE << (b & np.uint64(63))
+    if (F[w, 0] | F[w, 1]) & m:
+        return False
+    F[w, fmeta[1]] |= m
+    fmeta[0] += 1
+    return True
+
+
 @nb.njit(cache=True, nogil=True)
 def classify(status, ipver, l4ok, proto, flags, icmp_type, ip_len, ip_hdr_len, l4_hdr_len, dst4, dst6,
-             ethertype, arp_op, src4, sport, dport, src, dst):
+             ethertype, arp_op, src4, sport, dport, src, dst, ts, hkeys, hlo, huntil, F, fmeta):
     """Every frame's probe kind (-1: none; K_ACK before the connection check), probed port, whether
     it is a SYN of an OS stack, and its answer code (AN_*); and the keys of the connections seen
     opening (forward keys of the opening frames, then their reverse keys), as `ScanDetector` had
-    them from numpy masks."""
+    them from numpy masks. A SYN, UDP datagram or echo request that is its (sender, receiver)
+    pair's first of a flood held on the receiver (``hkeys``, ``hlo``, ``huntil``, ``F``, ``fmeta``: see
+    `_flood_first`; no keys: none) is no probe and opens no connection: the second on is."""
+    held = hkeys.size > 0
     n = status.size
     kind = np.full(n, -1, np.int8)
     port = np.zeros(n, np.uint16)
@@ -535,7 +571,12 @@ def classify(status, ipver, l4ok, proto, flags, icmp_type, ip_len, ip_hdr_len, l
             elif dok and (f & 0x3F) == TH_ACK and np.int64(ip_len[i]) - np.int64(ip_hdr_len[i]) - np.int64(l4_hdr_len[i]) <= 0:
                 kind[i] = K_ACK
                 port[i] = dport[i]
-            if (f & (TH_SYN | TH_RST)) == TH_SYN and not crafted:
+            if (held and kind[i] == K_TCP and (f & (TH_SYN | TH_ACK)) == TH_SYN
+                    and _flood_first(0, src[i], dst[i], ts[i], hkeys, hlo, huntil, F, fmeta)):
+                kind[i] = -1
+                port[i] = 0
+                stack[i] = False
+            elif (f & (TH_SYN | TH_RST)) == TH_SYN and not crafted:
                 opening[no] = i
                 no += 1
             if (f & TH_RST) != 0:
@@ -545,12 +586,13 @@ def classify(status, ipver, l4ok, proto, flags, icmp_type, ip_len, ip_hdr_len, l
         elif p == 17:
             code[i] |= AN_UDP
             if dok and dport[i] <= sport[i]:
-                kind[i] = K_UDP
-                port[i] = dport[i]
+                if not (held and _flood_first(1, src[i], dst[i], ts[i], hkeys, hlo, huntil, F, fmeta)):
+                    kind[i] = K_UDP
+                    port[i] = dport[i]
         elif (p == 58) == (v == 6):  # ICMP of the frame's family
             t = icmp_type[i]
             if t == (128 if v == 6 else 8):
-                if dok:
+                if dok and not (held and _flood_first(2, src[i], dst[i], ts[i], hkeys, hlo, huntil, F, fmeta)):
                     kind[i] = K_ICMP
             elif t == (129 if v == 6 else 0):
                 code[i] |= AN_ICMP

@@ -96,6 +96,30 @@ class FloodDetector:
         self.clients = LRU(self.cfg.max_targets, self.counters, "client_evictions")  # (SYN-flooded victim, client)
         # target key -> [flag from, flag until, victim id, kind, the crowd that crossed]
         self.held = LRU(self.cfg.max_targets, self.counters, "flood_evictions")
+        self._counted = None  # the batch `count` counted, until `process` flags it
+        self._pre = None  # what `count` leaves `process`: (answers, rows, their target keys, src, dst)
+
+    def held_frames(self, rows: np.ndarray, fkind: np.ndarray, addr: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """Per row of ``rows``, whether it is a datagram of a flood this detector holds: its
+        (``addr``, flood kind ``fkind``, -1 for none) is a held target and its time within the
+        hold. The reflection detector leaves such frames out of its queries and answers, as the
+        scan detector leaves them out of its probes (from `held_targets`): a spoofed flood's
+        datagrams are neither (docs/detectors.md, Scans: "Datagrams of a held flood")."""
+        if not self.held or not rows.size:
+            return np.zeros(rows.size, np.bool_)
+        keys, lo, until = self.held_targets()
+        return _fk.held_rows(rows, np.ascontiguousarray(fkind, dtype=np.int8), addr,
+                             np.ascontiguousarray(ts, dtype=np.float64), keys, lo, until)
+
+    def held_targets(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The held targets' keys (`_target_key`, ascending) and, per key, the time its hold starts
+        (its flood's first bucket's first packet) and ends: what `_flag` flags."""
+        keys = held_keys(self.held)
+        order = np.argsort(keys)
+        n = len(self.held)
+        lo = np.fromiter((v[0] for v in self.held.values()), dtype=np.float64, count=n)
+        until = np.fromiter((v[1] for v in self.held.values()), dtype=np.float64, count=n)
+        return keys[order], lo[order], until[order]
 
     @staticmethod
     def _kinds(b: PacketBatch) -> tuple[np.ndarray, np.ndarray]:
@@ -104,21 +128,37 @@ class FloodDetector:
         `_flood_kernel.kinds`)."""
         return _fk.kinds(b.status, b.ip_version, b.l4_ok, b.proto, b.tcp_flags, b.icmp_type)
 
-    def process(self, b: PacketBatch, verdict: np.ndarray) -> list[Finding]:
+    def count(self, b: PacketBatch) -> None:
+        """Count the batch's sources per target (once per batch: the scan detector, which runs
+        before this one, has the batch counted first, so that the floods it skips include those
+        held from this batch on)."""
+        if self._counted is b:
+            return
+        self._counted = b
+        self._pre = None
         kind, answers = self._kinds(b)
         rows = np.flatnonzero(kind >= 0)
         if not rows.size:
-            return []
+            return
         src, dst = address_ids(b)
         tkey = _target_key(dst[rows], kind[rows])
         self._count(b, rows, tkey, src, dst, kind, self.buckets, self.cfg.window_s, self.cfg.sources)
         if self.cfg.burst_sources:
-            burst = np.isin(kind[rows], _BURST_KINDS)
+            kr = kind[rows]
+            burst = (kr == K_SYN) | (kr == K_ICMP)  # (_BURST_KINDS)
             if burst.any() and self.held:  # a target already held needs no burst to be a flood
                 burst &= ~isin_keys(tkey, held_keys(self.held))
             if burst.any():
                 self._count(b, rows[burst], tkey[burst], src, dst, kind, self.bursts, self.cfg.burst_s,
                             self.cfg.burst_sources)
+        self._pre = (answers, rows, tkey, src, dst)
+
+    def process(self, b: PacketBatch, verdict: np.ndarray) -> list[Finding]:
+        self.count(b)
+        pre, self._pre, self._counted = self._pre, None, None
+        if pre is None:
+            return []
+        answers, rows, tkey, src, dst = pre
         if self.held:
             # resets from the crowd to a SYN-flooded host: the owners of the spoofed addresses refusing
             # the SYN-ACKs they never asked for (up to a third of a SYN flood's capture); never counted as

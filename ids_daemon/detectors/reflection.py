@@ -41,6 +41,9 @@ errors: their rate is the flood's, spread over its targets). The record of what 
 a direct-mapped table of ``max_sent`` slots (numpy, one compiled pass per batch,
 `_reflection_kernel.icmp_unsolicited`; a live key overwritten counts in ``sent_evictions``).
 
+A SYN or UDP datagram to a host the crowd-flood detector holds as flooded with that kind is no
+query, and the host's SYN-ACKs and UDP replies no answers (`_drop_flood`).
+
 State: the queries of the last ``query_s`` in a direct-mapped table of ``max_queries`` slots
 (numpy arrays; a live query overwritten by another is counted in ``query_evictions``), and
 per-host answer counts and held victims in `LRU` tables. Per batch the work is vectorised
@@ -97,6 +100,8 @@ class ReflectionDetector:
         # victim -> [from ts, until ts, error sources (set), errors flagged, quoted protocols (set)]
         self.icmp_held = LRU(self.cfg.max_victims, self.counters, "icmp_held_evictions")
         self.icmp_peak = (0, 0)  # most distinct sources of unsolicited errors to one host in a bucket, their errors
+        # the crowd-flood detector of the same set (`DetectorSet`), whose held floods' datagrams are no queries
+        self.floods = None
 
     # ---- per batch ---------------------------------------------------------------------------------
     def process(self, b: PacketBatch, verdict: np.ndarray) -> list[Finding]:
@@ -108,6 +113,8 @@ class ReflectionDetector:
         a_rows, q_rows, synack, qk, ak, ak0 = _k.answers_and_queries(
             b.status, b.ip_version, b.l4_ok, b.proto, b.tcp_flags, b.sport, b.dport, b.dns_ok, b.dns_qr, b.dst4,
             b.dst6, self._is_port, src, dst)
+        if self.floods is not None and self.floods.held:
+            a_rows, q_rows, qk, ak, ak0 = self._drop_flood(b, a_rows, q_rows, synack, qk, ak, ak0, src, dst)
         if not a_rows.size and not q_rows.size and not self.held:
             return findings  # the usual batch
         ts = b.ts
@@ -118,6 +125,22 @@ class ReflectionDetector:
         if unsolicited.size:
             self._count(b, unsolicited, src, dst)
         return findings + self._flag(b, verdict, unsolicited, src, dst, synack)
+
+    def _drop_flood(self, b: PacketBatch, a_rows: np.ndarray, q_rows: np.ndarray, synack: np.ndarray,
+                    qk: np.ndarray, ak: np.ndarray, ak0: np.ndarray, src: np.ndarray, dst: np.ndarray) -> tuple:
+        """No query is a datagram of a flood the crowd-flood detector holds on its destination (a SYN
+        or UDP datagram to a host flooded with that kind by hundreds of sources), and no answer is
+        the flooded host's answer to it (its SYN-ACKs, its UDP replies): the spoofed crowd queries
+        nothing, and remembering each of its SYNs only to find the host's SYN-ACK solicited costs
+        the table a slot per packet. The host's answers to sources that did not send it the flood
+        are answers as before once the hold ends."""
+        if q_rows.size:
+            keep = ~self.floods.held_frames(q_rows, np.where(b.proto[q_rows] == 6, 0, 1).astype(np.int8), dst, b.ts)
+            q_rows, qk = q_rows[keep], qk[keep]
+        if a_rows.size:
+            keep = ~self.floods.held_frames(a_rows, np.where(synack[a_rows], 0, 1).astype(np.int8), src, b.ts)
+            a_rows, ak, ak0 = a_rows[keep], ak[keep], ak0[keep]
+        return a_rows, q_rows, qk, ak, ak0
 
     # ---- ICMP errors ------------------------------------------------------------------------------
     def _icmp(self, b: PacketBatch, verdict: np.ndarray, src: np.ndarray, dst: np.ndarray) -> list[Finding]:
