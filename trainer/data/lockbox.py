@@ -54,6 +54,8 @@ ROUNDS: tuple[tuple[int, tuple[str, ...]], ...] = (
     # the three repositories no round had held, and one benign repository drawn from those not in
     # round 4. Drawn at the start of the session after round 4's evaluation, before any change.
     # The brute-force detector's regression tests read two of its captures, as before the draw.
+    # Evaluated once, at the end of that session's detector-cost work (docs/detection.md). The
+    # next round draws by the same rule with seed 22, outside this one.
     (21, ("edim98/SSI_Measurements_2022", "OISF/suricata-verify", "aman14199/wireshark-traffic-analysis",
           "DorsaO/Traffic-Analysis-Wireshark")),
 )
