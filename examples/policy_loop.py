@@ -7,10 +7,15 @@ Each prediction updates the state of its target host (`ids_daemon.consumers.rl`)
 looks at that host's observation and decides.
 
 With ``--policy DIR`` a trained policy (``ids-trainer policy train``, docs/rl.md; the
-bundled one is ids_daemon/data/policy) decides: ignore, rate_limit or block for a
-duration, from the observation plus what is in force on the host; an action is
-published when it changes what is in force (a block that ran out is no longer in
-force), with its ``duration_s``. Running it needs torch only.
+bundled one is ids_daemon/data/policy) decides: ignore, rate_limit, block or (a policy
+trained with it) filter for a duration, from the observation plus what is in force on
+the host; an action is published when it changes what is in force (a block that ran
+out is no longer in force), with its ``duration_s``. A filter stops only the host's
+inbound packets of one class, the one its latest attack names
+(`ids_daemon.consumers.policy.FLOOD_FILTER`): the message carries it as
+``packet_class`` (a `FILTERS` name: tcp-syn, tcp, udp, icmp, gre) with
+``direction: inbound``; where the attack names no class the policy's filter is
+published as a block. Running it needs torch only.
 
 Without it, a threshold rule decides: block (a high or critical attack),
 rate_limit (a medium one, or a low-confidence attack), or ignore. `Hysteresis` keeps a
@@ -30,16 +35,48 @@ import argparse
 import signal
 import sys
 import time
+from typing import Any
 
 import orjson
 from confluent_kafka import Producer
 
-from ids_daemon.consumers.policy import HostActions, Hysteresis, decide, load_policy, policy_observation
+from ids_daemon.consumers.policy import (FILTERS, HostActions, Hysteresis, LoadedPolicy, decide, filter_class,
+                                         load_policy, policy_observation)
 from ids_daemon.consumers.rl import ObservationBuilder
 from ids_daemon.consumers.subscribe import PredictionSubscriber
 from ids_daemon.model.artifacts import load_model
+from ids_daemon.predictions.decode import Prediction
 
-__all__ = ["Hysteresis", "decide", "main"]  # the rule policy lives in ids_daemon.consumers.policy
+# the rule policy lives in ids_daemon.consumers.policy
+__all__ = ["Hysteresis", "action_message", "agent_step", "decide", "main"]
+
+
+def agent_step(agent: LoadedPolicy, obs: ObservationBuilder, in_force: HostActions, host: str,
+               clock: float) -> tuple[str, float, str | None] | None:
+    """The trained policy's decision for ``host`` at ``clock``: (kind, duration, packet class)
+    when it changes what is in force, else None. A filter is of the class the host's latest
+    attack names (`filter_class`); where it names none, what goes in force is a block."""
+    action, duration = agent.act(policy_observation(obs, in_force, host, clock, agent.max_duration, agent.has_filter))
+    if not in_force.apply(host, action, duration, clock, filter_class(obs, host) if action == "filter" else None):
+        return None
+    return in_force.kind[host], duration, in_force.packet_class[host]
+
+
+def action_message(p: Prediction, host: str, action: str, duration: float | None,
+                   packet_class: str | None = None) -> dict[str, Any]:
+    """The ``ids.action.v1`` message of a change of ``host``'s action, prompted by ``p``:
+    ``duration_s`` for an action in force for a while, and for a filter the packet class
+    it stops (a `FILTERS` name) and that only the host's inbound packets are stopped."""
+    msg: dict[str, Any] = {"schema": "ids.action.v1", "time": time.time(), "host": host, "action": action,
+                           "reason": f"{p.predicted_attack} ({p.family}) risk {p.risk_score:.2f} {p.severity}",
+                           "prediction_id": p.id, "sensor": p.sensor}
+    if duration:
+        msg["duration_s"] = duration
+    if action == "filter":
+        if packet_class not in FILTERS:
+            raise ValueError(f"a filter needs a packet class, not {packet_class!r}")
+        msg["packet_class"], msg["direction"] = packet_class, "inbound"
+    return msg
 
 
 def main() -> int:
@@ -90,19 +127,14 @@ def main() -> int:
             for p in batch:
                 host = obs.update(p)
                 clock = max(clock, p.window.last_ts)
-                duration = None
+                duration, packet_class = None, None
                 if agent is not None:
-                    action, duration = agent.act(policy_observation(obs, in_force, host, clock, agent.max_duration))
-                    if not in_force.apply(host, action, duration, clock):
-                        action = None
+                    got = agent_step(agent, obs, in_force, host, clock)
+                    action, duration, packet_class = got if got is not None else (None, None, None)
                 else:
                     action = policy.step(host, decide(obs.observation(host, clock), obs.layout), clock)
                 if action is not None:
-                    msg = {"schema": "ids.action.v1", "time": time.time(), "host": host, "action": action,
-                           "reason": f"{p.predicted_attack} ({p.family}) risk {p.risk_score:.2f} {p.severity}",
-                           "prediction_id": p.id, "sensor": p.sensor}
-                    if duration:
-                        msg["duration_s"] = duration
+                    msg = action_message(p, host, action, duration, packet_class)
                     producer.produce(a.actions_topic, orjson.dumps(msg), host.encode())
                     sent += 1
             if batch:

@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from ids_daemon.consumers.policy import (EXTRA_LAYOUT, HostActions, PolicyNet, action_table, bundled_policy_dir,
-                                         load_policy, policy_observation, save_policy)
-from ids_daemon.consumers.response import (PREDICTIONS_SUFFIX, TRUTH_SUFFIX, Outcome, RewardConfig, Truth,
-                                           load_episodes, read_predictions, run_policy, write_index)
+from ids_daemon.consumers.policy import (EXTRA_LAYOUT, FILTER_LAYOUT, HostActions, PolicyNet, action_table,
+                                         bundled_policy_dir, extra_layout, filter_class, load_policy,
+                                         policy_observation, save_policy)
+from ids_daemon.consumers.response import (PREDICTIONS_SUFFIX, TRUTH_SUFFIX, EpisodeError, Outcome, RewardConfig,
+                                           Truth, load_episodes, read_predictions, run_policy, write_index)
+from ids_daemon.predictions import Prediction
 from ids_daemon.consumers.rl import ObservationBuilder
 from ids_daemon.model.artifacts import METADATA, WEIGHTS, ModelError
 
@@ -28,12 +30,13 @@ TRAINER = [sys.executable, "-m", "trainer.cli"]
 
 
 def _layout(classes: list[str], tau: float = 30.0) -> list[str]:
+    """The layout of a policy without the filter action (as the bundled one)."""
     return ObservationBuilder(classes, tau=tau).layout + EXTRA_LAYOUT
 
 
 def test_policy_artefact_round_trips_and_refuses_damaged_weights(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    acts = action_table((15.0, 60.0))
+    acts = action_table((15.0, 60.0), with_filter=False)
     net = PolicyNet(len(_layout(CLASSES)), len(acts), (8, 8))
     d = save_policy(tmp_path / "p", net, actions=acts, layout=_layout(CLASSES), classes=CLASSES, tau=30.0)
     pol = load_policy(d)
@@ -51,6 +54,47 @@ def test_policy_artefact_round_trips_and_refuses_damaged_weights(tmp_path: Path)
     (d / METADATA).write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="layout"):
         load_policy(d)
+
+
+def test_a_policy_with_the_filter_action_sees_the_filter_and_refuses_the_old_layout(tmp_path: Path) -> None:
+    """Actions with filter: the observation ends with `FILTER_LAYOUT` (a filter in force,
+    whether the host's attack names a packet class); a policy recorded with filter actions
+    but the layout without them is refused. One without filter keeps the old layout."""
+    acts = action_table((15.0, 60.0))
+    assert [k for k, _ in acts].count("filter") == 2 and action_table((15.0,), with_filter=False) == \
+        [("ignore", 0.0), ("rate_limit", 15.0), ("block", 15.0)]
+    lay = ObservationBuilder(CLASSES).layout + extra_layout(acts)
+    assert lay[-len(FILTER_LAYOUT):] == FILTER_LAYOUT and extra_layout(action_table((15.0,), False)) == EXTRA_LAYOUT
+    net = PolicyNet(len(lay), len(acts), (8,))
+    pol = load_policy(save_policy(tmp_path / "p", net, actions=acts, layout=lay, classes=CLASSES, tau=30.0))
+    assert pol.has_filter and pol.actions == acts
+    old = _layout(CLASSES)
+    save_policy(tmp_path / "q", PolicyNet(len(old), len(acts), (8,)), actions=acts, layout=old, classes=CLASSES,
+                tau=30.0)
+    with pytest.raises(ModelError, match="layout"):
+        load_policy(tmp_path / "q")
+    assert not load_policy(bundled_policy_dir()).has_filter  # trained before the filter action: still loads
+    # the observation: a SYN flood's target is filterable, and a filter in force shows
+    ob, ha = ObservationBuilder(CLASSES), HostActions()
+    ob.update(Prediction.from_dict(pred_dict(0, VICTIM, "DDoS-SYN_Flood", 0.9, "critical", 5.0)))
+    v = policy_observation(ob, ha, VICTIM, 5.0, 60.0, with_filter=True)
+    assert len(v) == len(lay) and v[lay.index("filterable")] == 1 and v[lay.index("in_force=filter")] == 0
+    assert ha.apply(VICTIM, "filter", 60.0, 5.0, "tcp-syn")
+    v = policy_observation(ob, ha, VICTIM, 5.0, 60.0, with_filter=True)
+    assert v[lay.index("in_force=filter")] == 1 and v[lay.index("in_force=block")] == 0
+
+
+def test_a_truth_file_without_packet_classes_is_refused_naming_the_fix(tmp_path: Path) -> None:
+    """Episodes recorded before the packet-class column: the filter would stop nothing in
+    them, silently; they are refused with one line that says how to record them again."""
+    tr = crafted_episode().truth
+    tr.save(tmp_path / ("new" + TRUTH_SUFFIX))
+    assert (Truth.load(tmp_path / ("new" + TRUTH_SUFFIX)).pclass == tr.pclass).all()
+    np.savez_compressed(tmp_path / ("old" + TRUTH_SUFFIX), time=tr.time, src=tr.src, dst=tr.dst, attack=tr.attack,
+                        hosts=np.asarray(tr.hosts, dtype=str))
+    with pytest.raises(EpisodeError) as e:
+        Truth.load(tmp_path / ("old" + TRUTH_SUFFIX))
+    assert "ids-trainer policy episodes" in str(e.value) and "\n" not in str(e.value)
 
 
 def test_the_bundled_policy_loads_and_is_small() -> None:
@@ -247,9 +291,9 @@ def _offline_actions(jsonl: Path, policy_dir: Path) -> list[tuple[str, str]]:
     for p in read_predictions(jsonl):
         h = obs.update(p)
         clock = max(clock, p.window.last_ts)
-        kind, dur = pol.act(policy_observation(obs, ha, h, clock, pol.max_duration))
-        if ha.apply(h, kind, dur, clock):
-            out.append((h, kind))
+        kind, dur = pol.act(policy_observation(obs, ha, h, clock, pol.max_duration, pol.has_filter))
+        if ha.apply(h, kind, dur, clock, filter_class(obs, h) if kind == "filter" else None):
+            out.append((h, ha.kind[h]))
     return out
 
 

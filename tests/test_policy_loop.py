@@ -81,3 +81,36 @@ def test_hosts_are_held_independently_and_hold_zero_is_the_bare_policy() -> None
     assert run(stream, PL.Hysteresis(hold_s=0.0)) == run(stream)
     with pytest.raises(ValueError):
         PL.Hysteresis(hold_s=-1)
+
+
+def test_a_trained_filter_is_published_with_its_packet_class_and_direction(tmp_path) -> None:
+    """A policy whose actions include filter (here one that always asks for a filter of
+    60 s): the loop's decision on a SYN flood's target is a filter of tcp-syn, published as
+    an ``ids.action.v1`` message with the class, ``direction: inbound`` and its duration;
+    on a scanned host (no flood class) what goes in force, and is published, is a block;
+    asking again changes nothing and publishes nothing."""
+    import torch
+
+    from ids_daemon.consumers.policy import (HostActions, PolicyNet, action_table, extra_layout, load_policy,
+                                             save_policy)
+
+    acts = action_table((15.0, 60.0))
+    lay = ObservationBuilder(CLASSES).layout + extra_layout(acts)
+    net = PolicyNet(len(lay), len(acts), (4,))
+    with torch.no_grad():
+        net.head.bias.copy_(torch.tensor([10.0 if a == ("filter", 60.0) else 0.0 for a in acts]))
+    agent = load_policy(save_policy(tmp_path / "p", net, actions=acts, layout=lay, classes=CLASSES, tau=30.0))
+    obs, ha, out = ObservationBuilder(CLASSES, tau=agent.tau), HostActions(), []
+    stream = [pred(0, HOST, "DDoS-SYN_Flood", 0.9, "critical", 100.0), pred(1, "10.0.0.7", "Recon-PortScan", 0.8,
+                                                                            "high", 101.0),
+              pred(2, HOST, "BenignTraffic", 0.0, "low", 102.0)]
+    for p in stream:
+        h = obs.update(p)
+        got = PL.agent_step(agent, obs, ha, h, p.window.last_ts)
+        if got is not None:
+            out.append(PL.action_message(p, h, *got))
+    assert [(m["host"], m["action"], m.get("packet_class"), m.get("direction"), m["duration_s"]) for m in out] == \
+        [(HOST, "filter", "tcp-syn", "inbound", 60.0), ("10.0.0.7", "block", None, None, 60.0)]
+    assert all(m["schema"] == "ids.action.v1" for m in out)
+    with pytest.raises(ValueError, match="packet class"):
+        PL.action_message(stream[0], HOST, "filter", 60.0, None)

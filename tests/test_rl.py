@@ -11,8 +11,9 @@ from typing import Callable
 import numpy as np
 
 from ids_daemon.predictions import Prediction
-from ids_daemon.consumers.policy import HostActions
-from ids_daemon.consumers.response import Episode, RewardConfig, Truth, make_env, run_policy
+from ids_daemon.capture.batch import TH_ACK, TH_PSH, TH_RST, TH_SYN
+from ids_daemon.consumers.policy import PACKET_CLASSES, HostActions
+from ids_daemon.consumers.response import Episode, Replay, RewardConfig, Truth, make_env, packet_class, run_policy
 from ids_daemon.consumers.rl import FAMILIES, ObservationBuilder
 
 from .kafka_broker import read_topic
@@ -104,6 +105,96 @@ def test_ignoring_everything_scores_the_attack_packets_full_cost() -> None:
     assert (o.attack_stopped, o.benign_stopped, o.changes, o.reward) == (0, 0, 0, -200.0)
     fig = o.figures()
     assert fig["attack_stopped"] == 0.0 and fig["benign_lost"] == 0.0 and fig["actions_per_hour"] == 0.0
+
+
+def syn_flood_target_episode() -> Episode:
+    """100 s around a SYN flood's target VICTIM: ATTACKER sends it a SYN (no ACK) at each
+    whole second 0..99 (attack); CLIENT sends it a UDP datagram at each .25 and an
+    established-session TCP segment at each .5 (benign, inbound, other classes), and VICTIM
+    opens a connection to CLIENT with a SYN at each .75 (benign, outbound, the flood's own
+    class). The daemon names VICTIM: benign at 10, a SYN flood at 50, benign at 80."""
+    k = np.arange(100.0)
+    t = np.concatenate([k, k + 0.25, k + 0.5, k + 0.75])
+    src = np.array([ATTACKER] * 100 + [CLIENT] * 200 + [VICTIM] * 100)
+    dst = np.array([VICTIM] * 300 + [CLIENT] * 100)
+    proto = np.repeat([6, 17, 6, 6], 100)
+    flags = np.repeat([TH_SYN, 0, TH_ACK | TH_PSH, TH_SYN], 100)
+    pclass = packet_class(proto, flags, np.full(400, 4))
+    truth = Truth.from_packets(t, src, dst, np.arange(400) < 100, pclass)
+    preds = [pred(0, VICTIM, "BenignTraffic", 0.0, "low", 10.0),
+             pred(1, VICTIM, "DDoS-SYN_Flood", 0.9, "critical", 50.0),
+             pred(2, VICTIM, "BenignTraffic", 0.0, "low", 80.0)]
+    return Episode(name="syn-target", source="tests", predictions=preds, truth=truth)
+
+
+def test_a_hosts_filter_class_is_its_latest_flood_finding() -> None:
+    """`filter_class`: the class of the host's latest attack prediction that names a flood's
+    packets. The model's predictions name a family only ("DDoS"): they keep it, as a scan
+    does; a UDP flood's finding replaces it; a host never named in a flood has none."""
+    from ids_daemon.consumers.policy import filter_class
+
+    ob = ObservationBuilder(CLASSES)
+    ob.update(pred(0, VICTIM, "BenignTraffic", 0.0, "low", 1.0))
+    assert filter_class(ob, VICTIM) is None and filter_class(ob, "never-seen") is None
+    ob.update(pred(1, VICTIM, "DDoS-SYN_Flood", 0.9, "critical", 3.0))
+    family = pred_dict(2, VICTIM, "DDoS-SYN_Flood", 0.8, "high", 4.0)
+    family["predicted_attack"] = "DDoS"
+    ob.update(Prediction.from_dict(family))
+    ob.update(pred(3, VICTIM, "Recon-PortScan", 0.7, "high", 5.0))
+    ob.update(pred(4, VICTIM, "BenignTraffic", 0.0, "low", 6.0))
+    assert filter_class(ob, VICTIM) == "tcp-syn"
+    udp = pred_dict(5, VICTIM, "DDoS-SYN_Flood", 0.9, "critical", 2.0)  # late: an earlier window
+    udp["predicted_attack"] = "DDoS-UDP_Flood"
+    ob.update(Prediction.from_dict(udp))
+    assert filter_class(ob, VICTIM) == "udp"
+
+
+def test_packet_classes_by_protocol_and_flags() -> None:
+    proto = np.array([6, 6, 6, 6, 17, 1, 58, 47, 0, 6])
+    flags = np.array([TH_SYN, TH_SYN | TH_ACK, TH_ACK, TH_RST, 0, 0, 0, 0, 0, TH_SYN])
+    ipv = np.array([4, 4, 6, 4, 4, 4, 6, 4, 0, 0])  # the last two: ARP, and no IP
+    got = [PACKET_CLASSES[c] for c in packet_class(proto, flags, ipv)]
+    assert got == ["tcp-syn", "tcp-other", "tcp-other", "tcp-other", "udp", "icmp", "icmp", "gre", "other", "other"]
+
+
+def test_filtering_a_syn_flood_target_stops_exactly_its_later_inbound_syns() -> None:
+    """The filter stops VICTIM's inbound SYN-only packets after the decision (the attack's
+    49 at 51..99) and none of its benign packets: not the inbound UDP and established TCP,
+    not its own outbound SYNs. A block at the same moment stops those 150 benign too."""
+    rc = RewardConfig(change_cost=3.0)
+    after_50 = lambda kind: (lambda v, lay, h, t, cur: (kind, 300.0) if t >= 50 else ("ignore", 0.0))  # noqa: E731
+    o = run_policy(syn_flood_target_episode(), CLASSES, rc, after_50("filter"))
+    assert (o.attack_stopped, o.benign_stopped, o.changes, o.filters) == (49, 0, 1, 1)  # asked again at 80: no change
+    assert o.reward == -(100 - 49) - 3.0 and o.attack == 100 and o.benign == 300
+    b = run_policy(syn_flood_target_episode(), CLASSES, rc, after_50("block"))
+    assert (b.attack_stopped, b.benign_stopped, b.changes) == (49, 150, 1)
+    # the filter is of the class the host's latest attack names, kept through its benign windows
+    r = Replay(syn_flood_target_episode(), CLASSES, rc)
+    while r.advance():
+        r.act(*after_50("filter")(None, None, r.host, r.t, None))
+        assert r.actions.in_force(VICTIM, r.t)[0] == ("filter" if r.t >= 50 else "ignore")
+    assert r.actions.packet_class[VICTIM] == "tcp-syn"
+
+
+def test_a_filter_where_the_attack_names_no_packet_class_is_a_block() -> None:
+    """A filter on a host whose latest attack is a scan (no flood class), or that was never
+    predicted an attack, puts a block in force: the same packets stopped as a block's."""
+    rc = RewardConfig(change_cost=0.0)
+    ep = syn_flood_target_episode()
+    ep.predictions[1] = pred(1, VICTIM, "Recon-PortScan", 0.9, "critical", 50.0)
+    at_50 = lambda kind: (lambda v, lay, h, t, cur: (kind, 300.0) if t == 50 else ("ignore", 0.0))  # noqa: E731
+    f, b = run_policy(ep, CLASSES, rc, at_50("filter")), run_policy(ep, CLASSES, rc, at_50("block"))
+    # in force for 50 < t <= 80, then lifted
+    assert (f.attack_stopped, f.benign_stopped) == (b.attack_stopped, b.benign_stopped) == (30, 90)
+    assert f.filters == 0 and f.changes == b.changes
+    never = run_policy(syn_flood_target_episode(), CLASSES, rc,
+                       lambda v, lay, h, t, cur: ("filter", 15.0) if t == 10 else ("ignore", 0.0))
+    assert never.attack_stopped == 14 and never.benign_stopped == 45  # 10 < t < 25: blocked
+    ha = HostActions()
+    assert ha.apply("h", "filter", 10.0, 0.0, None) and ha.in_force("h", 1.0) == ("block", 9.0)
+    assert not ha.apply("h", "block", 10.0, 1.0)  # already in force
+    assert ha.apply("h", "filter", 10.0, 2.0, "udp") and ha.packet_class["h"] == "udp"
+    assert not ha.apply("h", "filter", 10.0, 3.0, "udp") and ha.apply("h", "filter", 10.0, 4.0, "tcp-syn")
 
 
 def test_a_rate_limit_thins_a_host_to_its_packets_per_second() -> None:

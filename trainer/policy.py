@@ -22,9 +22,10 @@ import numpy as np
 from ids_daemon.capture.batch import ip_strings
 from ids_daemon.capture.pcap import PcapSource
 from ids_daemon.config import Config
-from ids_daemon.consumers.policy import (PolicyNet, action_table, load_policy, rule_policies, save_policy)
+from ids_daemon.consumers.policy import PolicyNet, load_policy, rule_policies, save_policy
 from ids_daemon.consumers.response import (PREDICTIONS_SUFFIX, TRUTH_SUFFIX, Episode, Outcome, Policy, RewardConfig,
-                                           Truth, make_env, read_predictions, run_policy, write_index)
+                                           Truth, make_env, packet_class, read_predictions, run_policy,
+                                           write_index)
 
 from .data.real import ManifestError, frame_labeller, read_tsv_manifest
 
@@ -38,9 +39,9 @@ PacketLabeller = Callable[[Any, np.ndarray, np.ndarray], np.ndarray]
 def capture_truth(path: Path, frame_label: Callable[..., np.ndarray] | None = None,
                   packet_label: PacketLabeller | None = None, batch_size: int = 65536) -> Truth:
     """Every frame of a capture: time, source and destination address ('' for frames with
-    none: neither IP nor ARP) and its label, given per raw frame (``frame_label``, a
-    `PcapSource.frame_hook`: the real corpus's filters) or per decoded packet
-    (``packet_label``: the synthetic corpus's rules)."""
+    none: neither IP nor ARP), its protocol/flags class (`packet_class`) and its label,
+    given per raw frame (``frame_label``, a `PcapSource.frame_hook`: the real corpus's
+    filters) or per decoded packet (``packet_label``: the synthetic corpus's rules)."""
     pending: list[np.ndarray] = []
     parts: list[tuple[np.ndarray, ...]] = []
     src = PcapSource(path, batch_size=batch_size)
@@ -57,9 +58,10 @@ def capture_truth(path: Path, frame_label: Callable[..., np.ndarray] | None = No
             att = pending.pop(0) if frame_label is not None else np.asarray(packet_label(b, s, d), bool)
             if len(att) != len(b):
                 raise ManifestError(f"{path.name}: {len(att)} labels for a batch of {len(b)} frames")
-            parts.append((b.ts, s, d, att))
+            parts.append((b.ts, s, d, att, packet_class(b.proto, b.tcp_flags, b.ip_version)))
     if not parts:
-        return Truth.from_packets(np.zeros(0), np.zeros(0, str), np.zeros(0, str), np.zeros(0, bool))
+        return Truth.from_packets(np.zeros(0), np.zeros(0, str), np.zeros(0, str), np.zeros(0, bool),
+                                  np.zeros(0, np.uint8))
     return Truth.from_packets(*(np.concatenate(c) for c in zip(*parts)))
 
 
@@ -272,7 +274,7 @@ def train_agent(episodes: list[Episode], classes: list[str], reward: RewardConfi
           **ppo}
     model = PPO("MlpPolicy", env, seed=seed, device="cpu", verbose=0,
                 policy_kwargs={"net_arch": {"pi": list(hidden), "vf": list(hidden)}, "activation_fn": torch.nn.Tanh}, **kw)
-    table = action_table(reward.durations)
+    table = reward.actions()
 
     def score(net: PolicyNet) -> Outcome:
         tot = Outcome()
@@ -328,7 +330,7 @@ def imitate(model: Any, episodes: list[Episode], classes: list[str], reward: Rew
     on never acting before it has seen enough of them (docs/rl.md)."""
     import torch
 
-    table = action_table(reward.durations)
+    table = reward.actions()
     xs, ys = [], []
     for ep in episodes:
         act = rule()
@@ -368,10 +370,10 @@ def save_trained(out: Path, net: PolicyNet, episodes: list[Episode], classes: li
                  training: dict[str, Any]) -> Path:
     """The policy directory of a trained agent (weights, checksummed metadata)."""
     from ids_daemon.consumers.rl import ObservationBuilder
-    from ids_daemon.consumers.policy import EXTRA_LAYOUT
+    from ids_daemon.consumers.policy import extra_layout
 
-    layout = ObservationBuilder(classes, tau=reward.tau).layout + EXTRA_LAYOUT
-    return save_policy(out, net, actions=action_table(reward.durations), layout=layout, classes=classes,
+    layout = ObservationBuilder(classes, tau=reward.tau).layout + extra_layout(reward.actions())
+    return save_policy(out, net, actions=reward.actions(), layout=layout, classes=classes,
                        tau=reward.tau, extra={"reward": reward.as_dict(),
                                               "training": {**training, "sources": sorted({e.source for e in episodes}),
                                                            "episodes": len(episodes)}})
@@ -408,11 +410,27 @@ def baseline_policies(reward: RewardConfig, hold_s: float = 30.0) -> dict[str, C
 WARM_START = "block_if_attack"  # the rule PPO starts from (`imitate`)
 
 
+FILTER_IF_ATTACK = "filter_if_attack"
+
+
+def warm_start_rules(reward: RewardConfig) -> dict[str, Callable[[], Policy]]:
+    """The rules PPO may start from: the baselines, and (with the filter action)
+    ``filter_if_attack``, `block_if_attack` with filter for block (a block where the host's
+    class names no packet class). It is a starting point, not a baseline: the table's rules
+    stay the four the agent is measured against."""
+    rules = baseline_policies(reward)
+    if reward.filter:
+        dur = max(reward.durations)
+        rules[FILTER_IF_ATTACK] = lambda: (lambda v, lay, h, t, cur: ("filter", dur) if v[lay.index("is_attack")]
+                                           else ("ignore", 0.0))
+    return rules
+
+
 def warm_start_rule(name: str | None, reward: RewardConfig) -> Callable[[], Policy] | None:
     """The rule policy called ``name`` (None or 'none': PPO from a random policy)."""
     if name in (None, "none"):
         return None
-    rules = baseline_policies(reward)
+    rules = warm_start_rules(reward)
     if name not in rules:
         raise ValueError(f"--warm-start: {name!r} is not one of none, {', '.join(rules)}")
     return rules[name]
@@ -449,7 +467,7 @@ def evaluate_by_source(episodes: list[Episode], classes: list[str], reward: Rewa
     groups = source_folds([e for e in episodes if e.source not in train_only], folds, seed)
     per_policy: dict[str, dict[str, Outcome]] = {}
     fold_rows = []
-    table = action_table(reward.durations)
+    table = reward.actions()
     for k, held in enumerate(groups):
         fit, val = validation_split([e for e in episodes if e.source not in held], seed + k, validation_share,
                                     train_only, synthetic_validation_share)
@@ -465,7 +483,9 @@ def evaluate_by_source(episodes: list[Episode], classes: list[str], reward: Rewa
             f"{got.selection['chosen_steps']} steps on {len(val)} validation episodes "
             f"({fold_rows[-1]['train_s']} s); measuring on {len(held)} held-out sources")
         nets = {"imitation only": got.imitation, "last PPO": got.last, "trained": got.net}
-        pols = {**baseline_policies(reward),
+        start = {} if warm_start in baseline_policies(reward) or warm_start_rule(warm_start, reward) is None \
+            else {f"{warm_start} (start)": warm_start_rule(warm_start, reward)}  # a start that is no baseline: shown
+        pols = {**baseline_policies(reward), **start,
                 **{name: (lambda n=n: net_policy(n, table)) for name, n in nets.items() if n is not None}}
         for name, per in evaluate(test, classes, reward, pols).items():
             for src, o in per.items():
@@ -508,10 +528,12 @@ def evaluate_saved(policy_dir: Path, episodes: list[Episode], reward: RewardConf
     """A saved policy beside the rule policies on ``episodes`` (the reward it was trained for
     unless given; the durations are always the policy's own)."""
     pol = load_policy(policy_dir)
-    durations = tuple(d for k, d in pol.actions if k == "block")  # the policy's actions are fixed
-    reward = replace(reward, durations=durations) if reward else RewardConfig(**{**pol.meta.get("reward", {}),
-                                                                                "durations": durations})
-    if action_table(reward.durations) != pol.actions:
+    # the policy's actions are fixed: its durations, and filter or not (a policy from before
+    # the filter action has none)
+    durations = tuple(d for k, d in pol.actions if k == "block")
+    own = {"durations": durations, "filter": pol.has_filter}
+    reward = replace(reward, **own) if reward else RewardConfig(**{**pol.meta.get("reward", {}), **own})
+    if reward.actions() != pol.actions:
         raise ValueError(f"{policy_dir}: the policy's actions are not the environment's")
     pols = {**baseline_policies(reward), "trained": lambda: net_policy(pol.net, pol.actions)}
     return summary(evaluate(episodes, pol.classes, reward, pols), reward)

@@ -31,8 +31,10 @@ _OPT_VAL = typer.Option(1 / 3, "--validation-share", min=0.0, max=0.5,
 _OPT_SVAL = typer.Option(0.0, "--synthetic-validation-share", min=0.0, max=0.5,
                          help="share of each synthetic scenario's captures that also choose the checkpoint")
 _OPT_CHECK = typer.Option(10_000, "--check-every", min=1, help="PPO steps between two checkpoints scored on validation")
-_OPT_WARM = typer.Option("block_if_attack", "--warm-start", help="rule policy the agent imitates before PPO "
-                                                                 "(none: PPO from a random policy)")
+_OPT_WARM = typer.Option("block_if_attack", "--warm-start", help="rule policy the agent imitates before PPO: a "
+                         "baseline rule or filter_if_attack (none: PPO from a random policy)")
+_OPT_FILTER = typer.Option(True, "--filter/--no-filter", help="the agent's actions include filter (the host's inbound "
+                           "packets of its flood's class only)")
 
 
 def _fail(e: Exception) -> typer.Exit:
@@ -40,12 +42,13 @@ def _fail(e: Exception) -> typer.Exit:
     return typer.Exit(1)
 
 
-def _reward(attack_cost: float, availability_cost: float, change_cost: float, pps: int, durations: Optional[list[float]]):
+def _reward(attack_cost: float, availability_cost: float, change_cost: float, pps: int,
+            durations: Optional[list[float]], with_filter: bool = True):
     from ids_daemon.consumers.response import RewardConfig
 
     kw = {"durations": tuple(durations)} if durations else {}
     return RewardConfig(attack_cost=attack_cost, availability_cost=availability_cost, change_cost=change_cost,
-                        rate_limit_pps=pps, **kw)
+                        rate_limit_pps=pps, filter=with_filter, **kw)
 
 
 def _report(result: dict, report: Optional[Path]) -> None:
@@ -103,7 +106,7 @@ def train(
     warm_start: str = _OPT_WARM,
     validation_share: float = _OPT_VAL, synthetic_validation_share: float = _OPT_SVAL, check_every: int = _OPT_CHECK,
     attack_cost: float = _OPT_ATTACK, availability_cost: float = _OPT_AVAIL, change_cost: float = _OPT_CHANGE,
-    rate_limit_pps: int = _OPT_PPS, durations: Optional[list[float]] = _OPT_DUR,
+    rate_limit_pps: int = _OPT_PPS, durations: Optional[list[float]] = _OPT_DUR, with_filter: bool = _OPT_FILTER,
 ) -> None:
     """Train a response policy (PPO) on episodes and write it as a policy directory; the
     checkpoint is chosen on --validation-share of the real sources (docs/rl.md)."""
@@ -112,7 +115,7 @@ def train(
     from .policy import default_classes, save_trained, train_agent, validation_split, warm_start_rule
 
     try:
-        reward = _reward(attack_cost, availability_cost, change_cost, rate_limit_pps, durations)
+        reward = _reward(attack_cost, availability_cost, change_cost, rate_limit_pps, durations, with_filter)
         eps = [e for e in load_episodes(episodes_dir, sources or None) if e.source not in set(exclude or [])]
         if not eps:
             raise ValueError("no episodes to train on")
@@ -142,7 +145,7 @@ def evaluate(
     warm_start: str = _OPT_WARM,
     validation_share: float = _OPT_VAL, synthetic_validation_share: float = _OPT_SVAL, check_every: int = _OPT_CHECK,
     attack_cost: float = _OPT_ATTACK, availability_cost: float = _OPT_AVAIL, change_cost: float = _OPT_CHANGE,
-    rate_limit_pps: int = _OPT_PPS, durations: Optional[list[float]] = _OPT_DUR,
+    rate_limit_pps: int = _OPT_PPS, durations: Optional[list[float]] = _OPT_DUR, with_filter: bool = _OPT_FILTER,
     report: Optional[Path] = _OPT_REPORT,
 ) -> None:
     """The policy table by held-out source: attack packets stopped, benign packets lost,
@@ -152,7 +155,7 @@ def evaluate(
     from .policy import default_classes, evaluate_by_source, evaluate_saved
 
     try:
-        reward = _reward(attack_cost, availability_cost, change_cost, rate_limit_pps, durations)
+        reward = _reward(attack_cost, availability_cost, change_cost, rate_limit_pps, durations, with_filter)
         eps = load_episodes(episodes_dir, sources or None)
         if not eps:
             raise ValueError("no episodes")

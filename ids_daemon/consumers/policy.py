@@ -11,8 +11,11 @@ into `PolicyNet` (`save_policy`). A policy directory is like a model directory:
                                SHA-256 of weights.pt
 
 An action is (kind, duration): ``ignore`` lifts whatever is in force on the host,
-``rate_limit`` and ``block`` put it in force for ``duration`` seconds of traffic time.
-Asking for the kind already in force changes nothing (its expiry stays); anything else
+``rate_limit`` and ``block`` put it in force for ``duration`` seconds of traffic time,
+and ``filter`` stops only the host's inbound packets of the packet class of its latest
+flood (`filter_class`, `FLOOD_FILTER`: TCP SYN without ACK for a SYN flood, UDP for a
+UDP flood, ...; a block where no prediction named one, `resolve_action`).
+Asking for what is already in force changes nothing (its expiry stays); anything else
 is a change, which a live loop publishes (`ids.action.v1`) and the environment charges.
 """
 
@@ -30,22 +33,54 @@ import torch
 from torch import nn
 
 from ..model.artifacts import METADATA, ModelError, load_checked_state, read_artefact_metadata, write_weights
+from .filters import FILTERS, FLOOD_FILTER, PACKET_CLASSES  # noqa: F401 (re-exported: what a filter stops)
 from .rl import ObservationBuilder
 
-KINDS = ("ignore", "rate_limit", "block")
-RANK = {k: i for i, k in enumerate(KINDS)}
+KINDS = ("ignore", "rate_limit", "block", "filter")
+RANK = {k: i for i, k in enumerate(KINDS)}  # the environment's code of each kind
 DEFAULT_DURATIONS = (15.0, 60.0, 300.0)
 POLICY_FORMAT = "ids-daemon-policy"
 POLICY_FORMAT_VERSION = 1
 # appended to ObservationBuilder.layout: what is in force on the host now
 EXTRA_LAYOUT = ["in_force=rate_limit", "in_force=block", "in_force_remaining"]
+# and, for a policy whose actions include filter: a filter in force, and whether an attack
+# prediction of the host named a flood's packet class (`filter_class`; else filter is a block)
+FILTER_LAYOUT = ["in_force=filter", "filterable"]
 
-
-def action_table(durations: tuple[float, ...] = DEFAULT_DURATIONS) -> list[tuple[str, float]]:
-    """The discrete actions: 0 is ignore, then rate_limit and block for each duration."""
+def action_table(durations: tuple[float, ...] = DEFAULT_DURATIONS,
+                 with_filter: bool = True) -> list[tuple[str, float]]:
+    """The discrete actions: 0 is ignore, then rate_limit and block for each duration, then
+    (``with_filter``) filter for each duration."""
     if not durations or any(d <= 0 for d in durations):
         raise ValueError("durations must be positive seconds")
-    return [("ignore", 0.0)] + [(k, float(d)) for k in ("rate_limit", "block") for d in durations]
+    kinds = ("rate_limit", "block", "filter") if with_filter else ("rate_limit", "block")
+    return [("ignore", 0.0)] + [(k, float(d)) for k in kinds for d in durations]
+
+
+def extra_layout(actions: list[tuple[str, float]]) -> list[str]:
+    """What a policy with these actions sees after `ObservationBuilder.layout`."""
+    return EXTRA_LAYOUT + (FILTER_LAYOUT if any(k == "filter" for k, _ in actions) else [])
+
+
+def filter_class(obs: ObservationBuilder, host: str) -> str | None:
+    """The filter (a `FILTERS` name) of the flood class ``host``'s latest attack prediction
+    naming one named (`KeyState.flood_class`); None when none ever did."""
+    st = obs.states.get(host)
+    return FLOOD_FILTER.get(st.flood_class) if st is not None and st.flood_class else None
+
+
+def resolve_action(kind: str, packet_class: str | None) -> tuple[str, str | None]:
+    """The action put in force: a filter with no packet class is a block; other kinds
+    carry no packet class."""
+    if kind not in RANK:
+        raise ValueError(f"unknown action {kind!r}")
+    if kind != "filter":
+        return kind, None
+    if packet_class is None:
+        return "block", None
+    if packet_class not in FILTERS:
+        raise ValueError(f"unknown packet class {packet_class!r}")
+    return kind, packet_class
 
 
 class HostActions:
@@ -54,6 +89,7 @@ class HostActions:
     def __init__(self) -> None:
         self.kind: dict[str, str] = {}
         self.until: dict[str, float] = {}
+        self.packet_class: dict[str, str | None] = {}  # a filter's `FILTERS` name
 
     def in_force(self, host: str, t: float) -> tuple[str, float]:
         """(kind, seconds left) on ``host`` at ``t``; ignore once the action expired."""
@@ -62,23 +98,27 @@ class HostActions:
             return "ignore", 0.0
         return k, self.until[host] - t
 
-    def apply(self, host: str, kind: str, duration: float, t: float) -> bool:
-        """Ask for ``kind`` on ``host`` at ``t``; True when that changes what is in force."""
-        if kind not in RANK:
-            raise ValueError(f"unknown action {kind!r}")
-        if self.in_force(host, t)[0] == kind:
+    def apply(self, host: str, kind: str, duration: float, t: float, packet_class: str | None = None) -> bool:
+        """Ask for ``kind`` on ``host`` at ``t`` (a filter of ``packet_class``, `resolve_action`);
+        True when that changes what is in force (a filter of another class is a change)."""
+        kind, packet_class = resolve_action(kind, packet_class)
+        if self.in_force(host, t)[0] == kind and self.packet_class.get(host) == packet_class:
             return False
         self.kind[host] = kind
         self.until[host] = t + duration if kind != "ignore" else t
+        self.packet_class[host] = packet_class
         return True
 
 
 def policy_observation(obs: ObservationBuilder, actions: HostActions, host: str, t: float,
-                       max_duration: float) -> np.ndarray:
-    """``obs``'s vector of ``host`` at ``t`` with `EXTRA_LAYOUT` appended."""
+                       max_duration: float, with_filter: bool = False) -> np.ndarray:
+    """``obs``'s vector of ``host`` at ``t`` with `EXTRA_LAYOUT` appended (and `FILTER_LAYOUT`
+    with ``with_filter``: for a policy whose actions include filter)."""
     kind, left = actions.in_force(host, t)
-    extra = np.array([kind == "rate_limit", kind == "block", min(1.0, left / max_duration)], dtype=np.float32)
-    return np.concatenate([obs.observation(host, t), extra])
+    extra = [kind == "rate_limit", kind == "block", min(1.0, left / max_duration)]
+    if with_filter:
+        extra += [kind == "filter", filter_class(obs, host) is not None]
+    return np.concatenate([obs.observation(host, t), np.array(extra, dtype=np.float32)])
 
 
 # ---- rule policies: what the example loop did before a trained policy --------------------
@@ -104,7 +144,7 @@ class Hysteresis:
     been asked for in the last ``hold_s`` seconds.
     """
 
-    RANK = RANK
+    RANK = {"ignore": 0, "rate_limit": 1, "block": 2}  # its own order: the rules never filter
 
     def __init__(self, hold_s: float = 30.0):
         if hold_s < 0:
@@ -199,6 +239,11 @@ class LoadedPolicy:
     def max_duration(self) -> float:
         return max(d for _, d in self.actions)
 
+    @property
+    def has_filter(self) -> bool:
+        """Whether its actions include filter (and its observation `FILTER_LAYOUT`)."""
+        return any(k == "filter" for k, _ in self.actions)
+
     def act(self, obs: np.ndarray) -> tuple[str, float]:
         """The most likely action for one observation vector."""
         with torch.inference_mode():
@@ -233,7 +278,7 @@ def load_policy(directory: str | os.PathLike) -> LoadedPolicy:
         n_obs, classes, tau = len(meta["layout"]), list(meta["classes"]), float(meta["tau"])
         if any(k not in RANK for k, _ in actions) or not actions or tau <= 0:
             raise ValueError("actions or tau out of range")
-        expected = ObservationBuilder(classes, tau=tau).layout + EXTRA_LAYOUT
+        expected = ObservationBuilder(classes, tau=tau).layout + extra_layout(actions)
     except (KeyError, TypeError, ValueError) as e:
         raise ModelError(f"{mp}: inconsistent policy metadata: {e}") from None
     if meta["layout"] != expected:

@@ -2,11 +2,12 @@
 
 An episode is one replayed capture: the predictions the daemon published for it (v1
 JSON lines, exactly as a consumer of the topic receives them) and the truth, every
-packet's time, source and destination host and label (`Truth`, a compact .npz).
-`Replay` steps a policy through it: each prediction is one decision about the
-prediction's host at the prediction's packet time (the last packet of its window);
+packet's time, source and destination host, protocol/flags class and label (`Truth`, a
+compact .npz). `Replay` steps a policy through it: each prediction is one decision about
+the prediction's host at the prediction's packet time (the last packet of its window);
 packets are settled as packet time passes, each stopped or not by what is in force
-on its source or destination host then. The reward of a step is what the packets
+on its source or destination host then (a filter: on its destination only, and only a
+packet of the filter's classes). The reward of a step is what the packets
 settled since the previous step cost (docs/rl.md):
 
     - attack_cost       per attack packet that got through
@@ -31,10 +32,16 @@ import orjson
 
 from ..errors import IdsError
 from ..predictions.decode import Prediction
-from .policy import DEFAULT_DURATIONS, EXTRA_LAYOUT, HostActions, RANK, action_table, policy_observation
+from .policy import (DEFAULT_DURATIONS, FILTERS, PACKET_CLASSES, HostActions, RANK, action_table, extra_layout,
+                     filter_class, policy_observation)
 from .rl import ObservationBuilder
 
 TRUTH_SUFFIX = ".truth.npz"
+# Per packet, its protocol/flags class (`Truth.pclass`, an index into PACKET_CLASSES): what a
+# `filter` action matches (`FILTERS` names the classes each filter stops).
+PC_OTHER, PC_TCP_SYN, PC_TCP, PC_UDP, PC_ICMP, PC_GRE = (PACKET_CLASSES.index(c) for c in PACKET_CLASSES)
+# per filter name, the bit mask of the packet classes it stops
+FILTER_MASK = {f: sum(1 << PACKET_CLASSES.index(c) for c in cs) for f, cs in FILTERS.items()}
 PREDICTIONS_SUFFIX = ".predictions.jsonl"
 INDEX = "episodes.json"
 
@@ -43,19 +50,45 @@ class EpisodeError(IdsError):
     """An episode file that is missing or does not fit (one line, naming the file)."""
 
 
+def packet_class(proto: np.ndarray, tcp_flags: np.ndarray, ip_version: np.ndarray) -> np.ndarray:
+    """Per packet, its class code (``PACKET_CLASSES``): a TCP SYN without ACK, other TCP, UDP,
+    ICMP/ICMPv6, GRE, or other (not IP, or another protocol). IPv6's ``proto`` is the
+    upper-layer header; a fragment carries its datagram's protocol (a later fragment has no
+    flags, so a TCP one is tcp-other)."""
+    proto = np.asarray(proto)
+    flags = np.asarray(tcp_flags).astype(np.uint16)
+    ip = np.asarray(ip_version) != 0
+    out = np.full(len(proto), PC_OTHER, np.uint8)
+    tcp = ip & (proto == 6)
+    syn = tcp & ((flags & 0x02) != 0) & ((flags & 0x10) == 0)
+    out[tcp] = PC_TCP
+    out[syn] = PC_TCP_SYN
+    out[ip & (proto == 17)] = PC_UDP
+    out[ip & ((proto == 1) | (proto == 58))] = PC_ICMP
+    out[ip & (proto == 47)] = PC_GRE
+    return out
+
+
 @dataclass
 class Truth:
     """Every packet of a capture, in time order: time (s), source and destination as
-    indices into ``hosts`` (address text; '' for frames without one), and its label."""
+    indices into ``hosts`` (address text; '' for frames without one), its label, and its
+    protocol/flags class (`packet_class`; all ``other`` when not given)."""
 
     time: np.ndarray  # float64
     src: np.ndarray  # int32
     dst: np.ndarray  # int32
     attack: np.ndarray  # bool
     hosts: list[str]
+    pclass: np.ndarray | None = None  # uint8, PACKET_CLASSES codes
 
     def __post_init__(self) -> None:
         n = len(self.time)
+        if self.pclass is None:
+            self.pclass = np.zeros(n, np.uint8)
+        self.pclass = np.asarray(self.pclass, np.uint8)
+        if len(self.pclass) != n or (n and int(self.pclass.max()) >= len(PACKET_CLASSES)):
+            raise EpisodeError("truth packet classes do not fit")
         if not (len(self.src) == len(self.dst) == len(self.attack) == n):
             raise EpisodeError("truth columns differ in length")
         if n and (np.diff(self.time) < 0).any():
@@ -64,24 +97,33 @@ class Truth:
             raise EpisodeError("truth host index out of range")
 
     @classmethod
-    def from_packets(cls, time: np.ndarray, src: np.ndarray, dst: np.ndarray, attack: np.ndarray) -> "Truth":
+    def from_packets(cls, time: np.ndarray, src: np.ndarray, dst: np.ndarray, attack: np.ndarray,
+                     pclass: np.ndarray | None = None) -> "Truth":
         """From per-packet columns with hosts as text (any order: sorted by time, stably)."""
         order = np.argsort(np.asarray(time, np.float64), kind="stable")
         names, inv = np.unique(np.concatenate([np.asarray(src, str), np.asarray(dst, str)]), return_inverse=True)
         n = len(order)
+        pc = None if pclass is None else np.asarray(pclass, np.uint8)[order]
         return cls(time=np.asarray(time, np.float64)[order], src=inv[:n][order].astype(np.int32),
-                   dst=inv[n:][order].astype(np.int32), attack=np.asarray(attack, bool)[order], hosts=names.tolist())
+                   dst=inv[n:][order].astype(np.int32), attack=np.asarray(attack, bool)[order], hosts=names.tolist(),
+                   pclass=pc)
 
     def save(self, path: Path) -> None:
         np.savez_compressed(path, time=self.time, src=self.src, dst=self.dst, attack=self.attack,
-                            hosts=np.asarray(self.hosts, dtype=str))
+                            hosts=np.asarray(self.hosts, dtype=str), pclass=self.pclass)
 
     @classmethod
     def load(cls, path: Path) -> "Truth":
+        """A truth file; one written before the packet-class column is refused (the `filter`
+        action would stop nothing in it, silently)."""
         try:
             with np.load(path, allow_pickle=False) as z:
+                if "pclass" not in z.files:
+                    raise EpisodeError(f"{path}: a truth file without packet classes (written before the filter "
+                                       "action): record the episodes again with ids-trainer policy episodes")
                 return cls(time=z["time"].astype(np.float64), src=z["src"].astype(np.int32),
-                           dst=z["dst"].astype(np.int32), attack=z["attack"].astype(bool), hosts=z["hosts"].tolist())
+                           dst=z["dst"].astype(np.int32), attack=z["attack"].astype(bool), hosts=z["hosts"].tolist(),
+                           pclass=z["pclass"].astype(np.uint8))
         except (OSError, KeyError, ValueError) as e:
             raise EpisodeError(f"{path}: not a truth file ({e})") from None
 
@@ -168,12 +210,17 @@ class RewardConfig:
     rate_limit_pps: int = 10  # packets per second a rate-limited host keeps (per direction-less host)
     durations: tuple[float, ...] = DEFAULT_DURATIONS  # seconds an action stays in force
     tau: float = 30.0  # the observation's memory (ObservationBuilder)
+    filter: bool = True  # the action table includes filter (the rules never use it)
 
     def __post_init__(self) -> None:
         self.durations = tuple(float(d) for d in self.durations)
         if min(self.attack_cost, self.availability_cost, self.change_cost) < 0 or self.rate_limit_pps < 0:
             raise ValueError("costs and rate_limit_pps must be >= 0")
         action_table(self.durations)  # validates the durations
+
+    def actions(self) -> list[tuple[str, float]]:
+        """The action table of this environment."""
+        return action_table(self.durations, self.filter)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -188,6 +235,7 @@ class Outcome:
     benign: int = 0
     benign_stopped: float = 0.0
     changes: int = 0
+    filters: int = 0  # of the changes, those that put a filter in force
     hours: float = 0.0
     reward: float = 0.0
     episodes: int = 0
@@ -201,7 +249,7 @@ class Outcome:
                 "benign_lost": self.benign_stopped / self.benign if self.benign else None,
                 "actions_per_hour": self.changes / self.hours if self.hours > 0 else None,
                 "reward": self.reward, "attack_packets": self.attack, "benign_packets": self.benign,
-                "changes": self.changes, "hours": self.hours, "episodes": self.episodes}
+                "changes": self.changes, "filters": self.filters, "hours": self.hours, "episodes": self.episodes}
 
 
 class Replay:
@@ -210,15 +258,17 @@ class Replay:
     def __init__(self, ep: Episode, classes: list[str], reward: RewardConfig):
         self.ep, self.cfg = ep, reward
         self.obs = ObservationBuilder(classes, key_by="host", tau=reward.tau)
-        self.layout = self.obs.layout + EXTRA_LAYOUT
+        self.table = reward.actions()
+        self.with_filter = reward.filter
+        self.layout = self.obs.layout + extra_layout(self.table)
         self.actions = HostActions()
-        self.table = action_table(reward.durations)
         self.max_duration = max(reward.durations)
         tr = ep.truth
         self._host = {h: i for i, h in enumerate(tr.hosts) if h}
         n_hosts = len(tr.hosts) + 1  # the last slot: a host the truth never saw
         self._kind = np.zeros(n_hosts, np.int8)
         self._until = np.zeros(n_hosts, np.float64)
+        self._mask = np.zeros(n_hosts, np.uint8)  # a filter's packet classes (FILTER_MASK)
         self._rank_src, self._rank_dst = tr.bin_rank()
         self._next = 0  # the next prediction
         self._settled = 0  # packets settled so far
@@ -241,6 +291,8 @@ class Replay:
         stopped = ((ks == 2) & live_s) | ((kd == 2) & live_d)
         stopped |= (ks == 1) & live_s & (self._rank_src[a:b] >= pps)
         stopped |= (kd == 1) & live_d & (self._rank_dst[a:b] >= pps)
+        # a filter: the destination host's inbound packets of its classes only
+        stopped |= (kd == 3) & live_d & (((self._mask[d] >> tr.pclass[a:b]) & 1) == 1)
         att = tr.attack[a:b]
         a_stop, b_stop = int((stopped & att).sum()), int((stopped & ~att).sum())
         self.out.attack_stopped += a_stop
@@ -263,19 +315,24 @@ class Replay:
 
     def observation(self) -> np.ndarray:
         """The policy's view of the current prediction's host."""
-        return policy_observation(self.obs, self.actions, self.host, self.t, self.max_duration)
+        return policy_observation(self.obs, self.actions, self.host, self.t, self.max_duration, self.with_filter)
 
     def in_force(self) -> str:
         return self.actions.in_force(self.host, self.t)[0]
 
     def act(self, kind: str, duration: float) -> bool:
-        """Ask for ``kind`` on the current host; True (and charged) when it changes what is in force."""
-        if not self.actions.apply(self.host, kind, duration, self.t):
+        """Ask for ``kind`` on the current host (a filter: of the class its latest attack
+        prediction names, `filter_class`); True (and charged) when it changes what is in force."""
+        cls = filter_class(self.obs, self.host) if kind == "filter" else None
+        if not self.actions.apply(self.host, kind, duration, self.t, cls):
             return False
+        kind = self.actions.kind[self.host]  # a filter with no class is a block
         i = self._host.get(self.host, len(self._kind) - 1)
         self._kind[i] = RANK[kind]
         self._until[i] = self.t + duration if kind != "ignore" else self.t
+        self._mask[i] = FILTER_MASK[cls] if kind == "filter" else 0
         self.out.changes += 1
+        self.out.filters += kind == "filter"
         self.pending -= self.cfg.change_cost
         return True
 
@@ -319,7 +376,7 @@ def make_env(episodes: list[Episode], classes: list[str], reward: RewardConfig |
 
     Each reset starts the next episode (in an order drawn from ``seed``; episodes without
     predictions are skipped, there is nothing to decide in them); each step applies
-    the action (an index into `action_table`) to the current prediction's host and
+    the action (an index into ``reward.actions()``, `action_table`) to the current prediction's host and
     moves to the next prediction. ``info`` names the episode, host and time; the reward
     is multiplied by ``reward_scale`` (for training), with ``credit`` it is counted from
     what the actions did only (`Replay.take_reward`), and the episode ends with its last
@@ -340,7 +397,7 @@ def make_env(episodes: list[Episode], classes: list[str], reward: RewardConfig |
         metadata = {"render_modes": []}
 
         def __init__(self) -> None:
-            self.table = action_table(cfg.durations)
+            self.table = cfg.actions()
             probe = Replay(playable[0], classes, cfg)
             self.layout = probe.layout
             self.observation_space = gym.spaces.Box(0.0, 1.0, shape=(len(self.layout),), dtype=np.float32)

@@ -31,6 +31,7 @@ import numpy as np
 
 from ..predictions.decode import Prediction
 from ..predictions.vocabulary import FAMILIES as _FAMILIES, SEVERITY_RANK
+from .filters import FLOOD_FILTER
 
 FAMILIES = _FAMILIES + ("other",)  # the observation's one-hot: a family outside CICIoT2023 is "other"
 ACTIONS = ("ignore", "rate_limit", "block")
@@ -43,6 +44,9 @@ class KeyState:
     last: Prediction
     last_seen: float
     recent: deque = field(default_factory=deque)  # (time, risk) within tau
+    # the class of its latest attack prediction that named a flood's packets (`FLOOD_FILTER`):
+    # the model's predictions name a family only ("DDoS"), a detector's finding the class
+    flood_class: str | None = None
 
 
 class ObservationBuilder:
@@ -81,6 +85,8 @@ class ObservationBuilder:
             st = self.states[k] = KeyState(last=p, last_seen=t)
         if t >= st.last_seen:
             st.last, st.last_seen = p, t
+        if p.is_attack and p.predicted_attack in FLOOD_FILTER:  # in arrival order: a finding may come late
+            st.flood_class = p.predicted_attack
         st.recent.append((t, p.risk_score))
         while st.recent and st.recent[0][0] < st.last_seen - self.tau:
             st.recent.popleft()
