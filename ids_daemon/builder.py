@@ -157,8 +157,9 @@ def warm_up() -> None:
 class _EarlyKernels:
     """The detectors made, and the decode and meter kernels loaded, on a thread while the
     worker is made. Start-up is seconds against a replay's run of one or two: torch's import
-    and numba's loading of ~30 cached kernels, each about half of it. numba's part is mostly
-    LLVM (through ctypes, which lets the GIL go), so the two overlap on a second core.
+    about half of it, numba's first dispatch and its loading of ~30 cached kernels about a third
+    (docs/daemon.md). numba's part is mostly LLVM (through ctypes, which lets the GIL go), so
+    the two overlap on a second core.
     `result` joins and returns the `DetectorSet`, or raises what the thread raised."""
 
     def __init__(self, cfg: Config):

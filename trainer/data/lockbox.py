@@ -15,9 +15,10 @@ lockbox from the repositories no opened lockbox held, with the next seed. Once a
 attack only) has fewer than two such repositories left, that side takes all it has and the seed
 draws the rest from its other repositories except those of the round just opened: they were
 evaluated once and then developed on, so such a round holds out only the work done after its
-draw, and says less than the first rounds did (the corpus has 19 repositories; rounds 1-4 held 16). `LOCKBOX` is the
-current round's draw for the corpus it was drawn on (tests/test_detection.py checks that
-the draw still gives it); `OPENED` lists the earlier rounds.
+draw, and says less than the first rounds did (the corpus has 19 repositories; rounds 1-4
+held 16). `LOCKBOX` is the current round's draw for the corpus it was drawn on
+(tests/test_detection.py checks that the draw still gives it); `OPENED` lists the earlier
+rounds.
 """
 
 from __future__ import annotations
