@@ -218,12 +218,18 @@ class ReflectionDetector:
                 continue
             need = cfg.icmp_sources - before
             t_cross = float(b.ts[r[fresh[max(need - 1, 0)]]]) if need > 0 else float(b.ts[r[0]])
-            h = self.icmp_held.get_touch(v)
-            if h is None or h[1] < st[2]:
-                self.counters["backscatter"] += 1
-                self.icmp_held.touch(v, [st[2], t_cross + cfg.hold_s, set(st[3]), 0, set()])
-            else:
-                h[1] = max(h[1], t_cross + cfg.hold_s)
+            self._hold(self.icmp_held, "backscatter", v, st, t_cross)
+
+    def _hold(self, held: LRU, counter: str, v: int, st: list, t_cross: float) -> list | None:
+        """Hold victim ``v`` from its bucket's start (``st``) until ``t_cross`` + hold_s: a new
+        hold (counted under ``counter``; None returned), or the running one extended (returned)."""
+        h = held.get_touch(v)
+        if h is None or h[1] < st[2]:
+            self.counters[counter] += 1
+            held.touch(v, [st[2], t_cross + self.cfg.hold_s, set(st[3]), 0, set()])
+            return None
+        h[1] = max(h[1], t_cross + self.cfg.hold_s)
+        return h
 
     def _count(self, b: PacketBatch, rows: np.ndarray, src: np.ndarray, dst: np.ndarray) -> None:
         cfg = self.cfg
@@ -249,14 +255,9 @@ class ReflectionDetector:
             if st[1] < cfg.answers:
                 continue
             t_cross = float(b.ts[r[max(cfg.answers - before - 1, 0)]])
-            h = self.held.get_touch(v)
-            if h is None or h[1] < st[2]:
-                self.counters["reflections"] += 1
-                self.held.touch(v, [st[2], t_cross + cfg.hold_s, set(st[3]), 0, set()])
-            else:
-                h[1] = max(h[1], t_cross + cfg.hold_s)
-                if len(h[2]) < MAX_REFLECTORS:
-                    h[2].update(st[3])
+            h = self._hold(self.held, "reflections", v, st, t_cross)
+            if h is not None and len(h[2]) < MAX_REFLECTORS:
+                h[2].update(st[3])
 
     def _flag(self, b: PacketBatch, verdict: np.ndarray, unsolicited: np.ndarray,
               src: np.ndarray, dst: np.ndarray, synack: np.ndarray) -> list[Finding]:
