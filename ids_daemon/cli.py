@@ -518,6 +518,21 @@ def report(
                 f"{agg.detector_findings:,} detector finding{'s' if agg.detector_findings != 1 else ''}) -> {where}"))
 
 
+@app.command("compile")
+def compile_kernels(
+    jobs: int = typer.Option(2, "-j", "--jobs", min=1, help="processes compiling at once"),
+) -> None:
+    """Compile the numba kernels into their cache now (scripts/setup.sh runs this): a fresh
+    install's first run otherwise spends about 90 s of CPU compiling before its first packet."""
+    from .precompile import compile_all
+
+    rep = compile_all(jobs)
+    if rep.failed_groups:
+        _warn(f"compile: groups {', '.join(rep.failed_groups)} failed in their processes; compiled here instead")
+    _info(f"compile: numba kernels cached in {rep.seconds:.0f} s"
+          + (f" ({rep.compiled_after} compiled by the final pass)" if rep.compiled_after else ""))
+
+
 @app.command()
 def demo(
     output: Optional[str] = typer.Option(None, "-o", "--output", help="JSON-lines file for the predictions"),

@@ -62,4 +62,7 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     fi
 fi
 "${pip[@]}" -e ".${extras}"
+# numba compiles on first call: do it now, once, in parallel, not in the first run (ids_daemon/precompile.py)
+echo "setup: compiling the numba kernels into their cache (about a minute, once)"
+.venv/bin/ids-daemon compile
 echo "setup: ready (.venv)"

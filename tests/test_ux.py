@@ -161,7 +161,7 @@ def _help(exe: str, *cmd: str) -> str:
 def test_plain_flags_have_no_value_placeholder() -> None:
     """A flag that takes no value shows none (it showed `<bool>`); options with a value do."""
     helps = {f"ids-daemon {c}": _help(EXE, c) for c in ("features", "replay", "run", "subscribe", "alerts", "report",
-                                                       "demo")}
+                                                       "demo", "compile")}
     helps.update({f"ids-trainer {c}": _help(TRAINER, c) for c in ("inspect", "train", "evaluate", "calibrate",
                                                                   "synth", "bundle")})
     for where, text in helps.items():
