@@ -437,18 +437,6 @@ def claims(op, spa, tpa, sha, tha, ts, relayed, B, R, C, S, hn, HM, HF, HL, HU, 
 
 
 @nb.njit(cache=True, nogil=True)
-def expire_spoofers(S, end, hold_s):
-    """Drop the spoofers whose last claim is more than ``hold_s`` before ``end``."""
-    Sm, Si, SN, SF = S[0], S[1], S[2], S[3]
-    n = Sm[M_HEAD]
-    while n >= 0:
-        q = SN[n, C_NXT]
-        if end - SF[n, S_LAST] > hold_s:
-            t_delete(Sm, Si, SN, n)
-        n = q
-
-
-@nb.njit(cache=True, nogil=True)
 def spoofer_keys(S):
     """(mac, ip, evidence id) of every spoofer, least recently inserted first."""
     Sm, SN = S[0], S[2]

@@ -216,7 +216,8 @@ class ArpDetector:
             tab.sync()
         self._record(rec_mac, rec_ip, rec_kind, rec_arg, hl_mac, hl_how)
         end = float(batch.ts[idx[-1]])
-        _k.expire_spoofers(self.spoofers.t, end, float(cfg.hold_s))
+        # a spoofer whose last claim is more than hold_s before the batch's end is forgotten
+        _sk.expire_before(self.spoofers.t, _k.S_LAST, end - float(cfg.hold_s))
         if not len(self.spoofers):
             return []
         # flag every frame of this batch in which a spoofer claims the IP it spoofs, and the
