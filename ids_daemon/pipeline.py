@@ -320,6 +320,8 @@ class Pipeline:
             self._release_held(block=True)  # built for the old model: ahead of the switch
             self._queue_model_switch()
         self._meter_out(self.meter.flush())
+        if self.detectors is not None:
+            self._publish_findings(self._limiter.flush())  # repeats folded since their key's last message
 
     def _control(self) -> None:
         """Act on a reload request, queue a model the loader has ready, and sequences that
@@ -391,33 +393,39 @@ class Pipeline:
     def _detect(self, batch: Any) -> np.ndarray:
         """Run the protocol-fact detectors and publish their findings (rate-limited) on the
         sink queue, beside the model's predictions; returns which frames they flagged."""
-        from .detectors.publish import encode_findings
-
         res = self.detectors.process(batch)
         flagged = res.frame_class >= 0
-        if not res.findings:
+        if res.findings:
+            self.stats.detector_frames += res.flagged()
+            for f in res.findings:
+                self.stats.findings[f.cls] = self.stats.findings.get(f.cls, 0) + 1
+        elif not self._limiter.pending:
             return flagged
-        self.stats.detector_frames += res.flagged()
-        for f in res.findings:
-            self.stats.findings[f.cls] = self.stats.findings.get(f.cls, 0) + 1
-        keep = self._limiter.admit(res.findings)
-        files = None
+        # folded findings due by this batch's packet time come out too
+        keep = self._limiter.admit(res.findings, now=float(batch.ts[-1]) if len(batch) else None)
+        self._publish_findings(keep)
         if self.alert_pcap is not None:
-            # every finding, the rate-limited ones too, keeps its packets coming; the published name the file
+            # every finding, the rate-limited ones too, keeps its packets coming
             kept = {id(f) for f in keep}
             dropped = [f for f in res.findings if id(f) not in kept]
-            files = self.alert_pcap.flag_findings(keep)
             if dropped:
                 self.alert_pcap.flag_findings(dropped)
+        return flagged
+
+    def _publish_findings(self, keep: list[Any]) -> None:
+        """Findings the rate limit let through (or folded ones now due) as predictions on the
+        sink queue; with the alert pcap on, each names its file."""
         if not keep:
-            return flagged
+            return
+        from .detectors.publish import encode_findings
+
+        files = self.alert_pcap.flag_findings(keep) if self.alert_pcap is not None else None
         enc = encode_findings(keep, sensor=self.worker.sensor, id_prefix=self.worker.id_prefix,
                               first_id=self.stats.detector_predictions, now=time.time(),
                               interface=self.worker.interface, pcap_files=files)
         self.stats.detector_predictions += len(keep)
         if not self._put(self._q_out, enc, block=not self.live):
             self.stats.dropped_findings += len(keep)
-        return flagged
 
     # ---- model reload ------------------------------------------------------------------------
     def _start_loader(self) -> None:

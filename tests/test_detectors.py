@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import jsonschema
@@ -20,7 +21,7 @@ from ids_daemon.capture.decode import HTTP_SIGNATURES, http_signature
 from ids_daemon.config import (BruteForceDetectorConfig, DetectorsConfig, FloodDetectorConfig, OsScanDetectorConfig,
                                ScanDetectorConfig,
                                load_config)
-from ids_daemon.detectors import DETECTOR_CLASSES, DetectorSet
+from ids_daemon.detectors import DETECTOR_CLASSES, DetectorSet, Finding
 from ids_daemon.detectors.publish import RateLimiter, encode_findings
 from ids_daemon.errors import ConfigError
 from ids_daemon.predictions import json_schema
@@ -294,16 +295,16 @@ def test_rate_limit_and_encoding_validate_against_the_schema(tmp_path: Path) -> 
     pkts = [arp_rep(i, ATT_MAC, GW, VICTIM_MAC, VICTIM) for i in range(3)]
     pkts += [arp_req(5, GW_MAC, GW, VICTIM)]
     _, _, findings = run(write(tmp_path, "s.pcap", pkts))
+    assert len(findings) == 1
     rl = RateLimiter(60.0)
     assert len(rl.admit(list(findings))) == 1
-    again = [f for f in findings]
-    for f in again:
-        f.first_ts += 10
-    assert rl.admit(again) == [] and rl.counters["suppressed"] == len(again)
-    for f in again:
-        f.first_ts += 100
-    kept = rl.admit(again)
-    assert len(kept) == 1 and kept[0].suppressed == 1
+    again = [replace(f, first_ts=f.first_ts + 10, last_ts=f.last_ts + 10) for f in findings]
+    assert rl.admit(again) == [] and rl.counters["suppressed"] == 1
+    later = [replace(f, first_ts=f.first_ts + 110, last_ts=f.last_ts + 110) for f in findings]
+    kept = rl.admit(later)
+    # the folded one comes out first (its time had passed), then the new one
+    assert [k.first_ts for k in kept] == [again[0].first_ts, later[0].first_ts]
+    assert [k.suppressed for k in kept] == [0, 0]
     enc = encode_findings(kept, sensor="s", id_prefix="x", first_id=0, now=1.0, interface="br-lan")
     rec = json.loads(enc.values[0])
     jsonschema.validate(rec, json_schema())
@@ -311,6 +312,54 @@ def test_rate_limit_and_encoding_validate_against_the_schema(tmp_path: Path) -> 
     assert rec["timestamp"] == "1970-01-01T00:00:01.000000Z" and rec["interface"] == "br-lan"
     assert rec["model"]["name"] == "detector:arp" and rec["flow"]["kind"] == "detector"
     assert rec["risk_score"] == 0.7 and rec["severity"] == "high" and "evidence" in rec
+
+
+def _finding(first: float, last: float, packets: int, evidence: str = "e") -> Finding:
+    return Finding(detector="flood", cls="DDoS-SYN_Flood", first_ts=first, last_ts=last, packets=packets,
+                   attacker="", victim="10.0.0.1", protocol="tcp", evidence=evidence)
+
+
+def test_folded_findings_come_out_together_when_due_and_at_the_end() -> None:
+    """Repeats within repeat_s are one message, published repeat_s after the key's last one
+    (by packet time) or by flush: every frame they stood for is in some message."""
+    rl = RateLimiter(60.0)
+    assert [f.packets for f in rl.admit([_finding(0, 1, 32)], now=1)] == [32]
+    assert rl.admit([_finding(1, 2, 18, "ports 20"), _finding(2, 3, 5, "ports 25")], now=3) == []
+    assert rl.counters["suppressed"] == 2
+    assert rl.admit([], now=60.9) == []  # 59.9 s after the last message's end: not yet
+    due = rl.admit([], now=61.0)
+    assert [(f.first_ts, f.last_ts, f.packets, f.suppressed, f.evidence) for f in due] == [(1, 3, 23, 1, "ports 25")]
+    # the next repeats fold for repeat_s from that message (packet time 61)
+    assert rl.admit([_finding(61.5, 62, 7)], now=62) == []
+    assert rl.admit([_finding(63, 64, 4)], now=120.9) == []
+    assert [(f.packets, f.suppressed) for f in rl.admit([], now=121)] == [(11, 1)]
+    assert rl.admit([_finding(122, 123, 2)], now=123) == []
+    assert [(f.packets, f.suppressed) for f in rl.flush()] == [(2, 0)] and rl.flush() == []
+    # another victim is another key: never folded into the first
+    other = replace(_finding(64, 65, 3), victim="10.0.0.2")
+    assert rl.admit([other], now=65) == [other]
+
+
+def test_a_flood_split_over_batches_is_all_published(tmp_path: Path) -> None:
+    """A SYN flood the flood detector flags over several batches: the detector's messages
+    together carry every frame it flagged (the repeats folded by the rate limit come out when
+    the replay ends), and the summary counts them."""
+    pkts = [Ether() / IP(src=f"10.98.{i // 250}.{i % 250 + 1}", dst="10.0.0.1") /
+            TCP(sport=1024 + i, dport=80, flags="S") for i in range(200)]
+    for i, p in enumerate(pkts):
+        p.time = 1_700_000_000 + i * 0.001
+    pcap = write(tmp_path, "f.pcap", pkts)
+    cfg = tmp_path / "c.yml"
+    cfg.write_text("capture:\n  batch_size: 32\n")
+    out = tmp_path / "p.jsonl"
+    p = subprocess.run([EXE, "replay", "-r", str(pcap), "-o", str(out), "--config", str(cfg),
+                        "--metrics-listen", "off"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    det = [m for m in map(json.loads, out.read_text().splitlines()) if m["flow"]["kind"] == "detector"]
+    flagged = int(p.stderr.split(" frames flagged")[0].split()[-1])
+    assert flagged > 150, p.stderr
+    assert sum(m["window"]["packets"] for m in det) == flagged, (det, p.stderr)
+    assert len(det) >= 2 and det[-1]["suppressed"] > 0  # the folded repeats, in one message
 
 
 def test_bad_detector_config_names_the_key() -> None:

@@ -1,12 +1,16 @@
 """Findings → v1 predictions (the same `EncodedBatch` the model's predictions travel in).
 
 One prediction per finding, after a rate limit: at most one per (detector, attacker,
-victim, class) per ``repeat_s`` seconds of packet time; the findings folded in the
-meantime are counted in the next one's ``suppressed``.
+victim, class) per ``repeat_s`` seconds of packet time. The findings folded in the
+meantime are published together, as one prediction, once ``repeat_s`` has passed since
+the key's last one (or when the run ends): their packets summed, their time span, the
+latest's evidence, and in ``suppressed`` how many were folded into it beyond the first.
+Every frame a published finding stood for is then in some message's ``window.packets``.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -21,27 +25,63 @@ from .base import LRU, Finding
 
 
 class RateLimiter:
-    """Keeps the first finding of a key per ``repeat_s``; counts (and carries) the rest."""
+    """Keeps the first finding of a key per ``repeat_s``; folds the rest into one finding that
+    `admit` publishes when it is due and `flush` at the end."""
 
     def __init__(self, repeat_s: float, max_keys: int = 65536):
         self.repeat_s = repeat_s
+        self.max_keys = max_keys
         self.counters: dict[str, int] = {"suppressed": 0}
-        self.last = LRU(max_keys, self.counters, "evictions")  # key -> [last published ts, suppressed, packets]
+        self.last = LRU(max_keys, self.counters, "evictions")  # key -> packet time of its last message
+        # key -> the findings folded since its last message, merged; insertion order = oldest first
+        self.pending: dict[tuple, Finding] = {}
 
-    def admit(self, findings: list[Finding]) -> list[Finding]:
-        out = []
+    def admit(self, findings: list[Finding], now: float | None = None) -> list[Finding]:
+        """The findings to publish now: folded ones whose ``repeat_s`` has passed by packet time
+        ``now`` (the batch's last frame), then those of ``findings`` not folded."""
+        out = self._due(now) if now is not None and self.pending else []
         for f in findings:
             key = (f.detector, f.attacker, f.victim, f.cls)
-            st = self.last.get_touch(key)
-            if st is not None and f.first_ts - st[0] < self.repeat_s:
-                st[1] += 1
-                st[2] += f.packets
+            last = self.last.get_touch(key)
+            if last is not None and f.first_ts - last < self.repeat_s:
                 self.counters["suppressed"] += 1
+                self._fold(key, f, out)
                 continue
-            if st is not None:
-                f.suppressed = st[1]
-            self.last.touch(key, [f.last_ts, 0, 0])
+            folded = self.pending.pop(key, None)
+            if folded is not None:  # its time had come (`now` not given, or behind this finding)
+                out.append(folded)
+            self.last.touch(key, f.last_ts)
             out.append(f)
+        return out
+
+    def flush(self) -> list[Finding]:
+        """Every folded finding still waiting (the run is ending)."""
+        out = list(self.pending.values())
+        self.pending.clear()
+        return out
+
+    def _fold(self, key: tuple, f: Finding, out: list[Finding]) -> None:
+        p = self.pending.get(key)
+        if p is None:
+            self.pending[key] = replace(f, suppressed=0)
+            if len(self.pending) > self.max_keys:  # bounded: the oldest is published early, not lost
+                old = next(iter(self.pending))
+                out.append(self.pending.pop(old))
+            return
+        p.suppressed += 1
+        p.packets += f.packets
+        p.first_ts = min(p.first_ts, f.first_ts)
+        p.last_ts = max(p.last_ts, f.last_ts)
+        p.evidence = f.evidence  # the latest wording (a scan's port count grows)
+
+    def _due(self, now: float) -> list[Finding]:
+        out = []
+        for key, p in list(self.pending.items()):
+            last = self.last.get(key)
+            if last is None or now - last >= self.repeat_s:
+                del self.pending[key]
+                self.last.touch(key, now)  # the next repeats fold for repeat_s from this message
+                out.append(p)
         return out
 
 
