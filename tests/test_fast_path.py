@@ -79,6 +79,19 @@ def test_fast_encoding_is_the_reference_without_its_always_zero_bins(worker: Inf
     assert np.allclose(got[..., :f], ref[..., :f], rtol=1e-5, atol=1e-4)
 
 
+def test_reference_encoding_for_attribution_is_torch_encoders_bit_for_bit(worker: InferenceWorker) -> None:
+    """The attribution differentiates the reference encoding; the fast path's kernel writes
+    it (`FastLSTM.encode_reference`) exactly as `TorchEncoder` does, signs of zeros included."""
+    enc = worker.loaded.encoder
+    for seed in (1, 2):
+        x = torch.from_numpy(_hard_values(enc, 512, worker.seq_len, seed))
+        with torch.no_grad():
+            ref = TorchEncoder(enc, "cpu")(x).numpy()
+            got = worker.fast.encode_reference(x).numpy()
+        assert got.shape == ref.shape and got.dtype == ref.dtype
+        assert np.array_equal(got.view(np.uint32), ref.view(np.uint32))
+
+
 def test_fast_probabilities_match_the_reference_on_random_sequences(worker: InferenceWorker) -> None:
     m, enc = worker.loaded.model, worker.loaded.encoder
     x = _hard_values(enc, 4096, worker.seq_len, 2)
