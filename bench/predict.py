@@ -13,7 +13,10 @@ on the CPU, the default configuration (evidence, attribution flagged at the mode
 operating point), each batch size the best of ``--repeat`` passes over the sequences. The
 trees alternate ``--rounds`` times (the machine's load changes under the run) and the best
 of each counts: sequences/s of the process's CPU time (the steadier figure on a shared
-machine) and of wall time, and this tree's ratio to the baseline. Goal (issue 18): >= 150 k
+machine) and of wall time, and each tree's ratio to the baseline (CPU time).
+``--no-dedupe-row`` adds this tree with the model on every row of a batch, repeated
+sequences too (`InferenceWorker(dedupe=False)`: byte for byte the messages of the tree
+before the grouping of distinct sequences). Goal (issue 18): >= 150 k
 sequences/s at 1,024.
 """
 
@@ -32,13 +35,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def child(data: str, batches: list[int], repeat: int) -> None:
+def child(data: str, batches: list[int], repeat: int, dedupe: bool) -> None:
     """One tree's pass (run with PYTHONPATH at that tree): JSON of {capture: {batch: [cpu s, wall s, n]}}."""
     from ids_daemon.builder import make_worker
     from ids_daemon.config import load_config
 
     cfg = load_config(None, {"inference.device": "cpu", "metrics.listen": None, "inference.threads": 1})
     worker = make_worker(cfg)
+    if hasattr(worker, "dedupe"):
+        worker.dedupe = dedupe
     with open(data, "rb") as fh:
         seqs = pickle.load(fh)
     out: dict[str, dict[int, list[float]]] = {}
@@ -86,24 +91,30 @@ def main() -> None:
     ap.add_argument("--sequences", type=int, default=8192)
     ap.add_argument("--rounds", type=int, default=3, help="alternations of the trees; the best counts")
     ap.add_argument("--repeat", type=int, default=3, help="passes per batch size in each round")
+    ap.add_argument("--no-dedupe-row", action="store_true",
+                    help="also time this tree with the model on every row (InferenceWorker(dedupe=False))")
     ap.add_argument("--child", metavar="DATA", help=argparse.SUPPRESS)
+    ap.add_argument("--dedupe", type=int, default=1, help=argparse.SUPPRESS)
     a = ap.parse_args()
     batches = [int(b) for b in a.batches.split(",")]
     if a.child:
-        child(a.child, batches, a.repeat)
+        child(a.child, batches, a.repeat, bool(a.dedupe))
         return
-    trees = {"this tree": HERE.parent}
+    # label: (checkout, the worker's dedupe)
+    trees = {"this tree": (HERE.parent, True)}
+    if a.no_dedupe_row:
+        trees = {"no dedupe": (HERE.parent, False), **trees}
     if a.baseline:
-        trees = {"baseline": Path(a.baseline).resolve(), **trees}
+        trees = {"baseline": (Path(a.baseline).resolve(), True), **trees}
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
     best: dict[str, dict] = {t: {} for t in trees}
     with tempfile.TemporaryDirectory() as d:
         data = Path(d) / "sequences.pickle"
         sequences(a.packets, a.sequences, data)
         for _ in range(a.rounds):
-            for label, root in trees.items():
+            for label, (root, dedupe) in trees.items():
                 cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(data), "--batches", a.batches,
-                       "--repeat", str(a.repeat)]
+                       "--repeat", str(a.repeat), "--dedupe", str(int(dedupe))]
                 res = json.loads(subprocess.run(cmd, env=dict(env, PYTHONPATH=str(root)), check=True,
                                                 capture_output=True, text=True, cwd=root).stdout)
                 for name, by in res.items():
@@ -113,11 +124,11 @@ def main() -> None:
     print(f"InferenceWorker.predict, CPU, one torch thread, evidence + attribution flagged; best of "
           f"{a.rounds} rounds x {a.repeat} passes")
     print(f"  {'capture':13s} {'batch':>6s} " + " ".join(f"{t + ' CPU/s':>17s} {'wall/s':>9s}" for t in trees)
-          + ("  ratio (CPU)" if a.baseline else ""))
+          + ("".join(f"  {t + ' ×':>12s}" for t in list(trees)[1:]) if a.baseline else ""))
     for key in best["this tree"]:
         row = [best[t][key] for t in trees]
         cells = " ".join(f"{n / cpu:17,.0f} {n / wall:9,.0f}" for cpu, wall, n in row)
-        ratio = f"  {row[0][0] / row[-1][0]:10.2f}x" if a.baseline else ""
+        ratio = "".join(f"  {row[0][0] / r[0]:11.2f}x" for r in row[1:]) if a.baseline else ""
         print(f"  {key[0]:13s} {key[1]:6d} {cells}{ratio}")
 
 

@@ -21,6 +21,7 @@ benign.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from itertools import repeat
 
 import numpy as np
@@ -93,19 +94,31 @@ def top_columns_json(shares: np.ndarray, names: list[str], k: int = 3) -> list[s
     byte, without a dict per column: the entries are gathered from per-column texts and the
     shares' text comes from one ``orjson.dumps`` of the rounded shares (the prediction's
     encoder puts the text in the message as it is)."""
-    if not len(shares):
+    n = len(shares)
+    if not n:
         return []
     k = min(k, shares.shape[1])
+    if k == 0:
+        return ["[]"] * n
     idx = np.argsort(-np.abs(shares), axis=1, kind="stable")[:, :k]
-    vals = np.round(np.take_along_axis(shares, idx, axis=1), 4).astype(np.float64)
-    text = np.array(orjson.dumps(vals.ravel(), option=orjson.OPT_SERIALIZE_NUMPY).decode()[1:-1].split(","),
-                    dtype=object).reshape(vals.shape)
-    entry = np.array([f'{{"column":{orjson.dumps(c).decode()},"share":' for c in names], dtype=object)
-    # a share that rounds to 0 is left out; sorted by size, those come last in a row, so
-    # each kept entry but the first follows another
-    cols = [np.where(vals[:, j] != 0, ("," if j else "") + entry[idx[:, j]] + text[:, j] + "}", "").tolist()
-            for j in range(k)]
-    return list(map("".join, zip(repeat("["), *cols, repeat("]"))))
+    vals = np.round(shares[np.arange(n)[:, None], idx], 4).astype(np.float64)
+    text = orjson.dumps(vals.ravel(), option=orjson.OPT_SERIALIZE_NUMPY).decode()[1:-1].split(",")
+    heads = _entries(tuple(names))[idx]
+    parts: list = []
+    for j in range(k):
+        parts += [repeat("}," if j else "["), heads[:, j].tolist(), text[j::k]]
+    out = list(map("".join, zip(*parts, repeat("}]"))))
+    # a share that rounds to 0 is left out (rare: a row's gradient nearly all in fewer columns)
+    for i in np.flatnonzero((vals == 0).any(axis=1)).tolist():
+        out[i] = orjson.dumps([{"column": names[c], "share": v} for c, v in zip(idx[i].tolist(), vals[i].tolist())
+                               if v != 0]).decode()
+    return out
+
+
+@lru_cache(maxsize=8)
+def _entries(names: tuple[str, ...]) -> np.ndarray:
+    """Each column's entry opening, ``{"column":"name","share":``, as orjson writes it."""
+    return np.array([f'{{"column":{orjson.dumps(c).decode()},"share":' for c in names], dtype=object)
 
 
 class _null:
