@@ -174,6 +174,18 @@ def test_gpu_bench_runs_on_the_cpu() -> None:
     assert diff < TOL
 
 
+def test_predict_bench_runs_against_a_baseline() -> None:
+    """bench/predict.py with tiny settings, this checkout as its own baseline: every tree
+    and batch size gets a row, so the script cannot rot."""
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "predict.py"), "--baseline", str(ROOT),
+                        "--no-dedupe-row", "--packets", "3000", "--sequences", "80", "--batches", "32",
+                        "--rounds", "1", "--repeat", "1"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [line.split() for line in r.stdout.splitlines() if line.strip().startswith(("benign", "flood"))]
+    assert [row[:2] for row in rows] == [["benign-heavy", "32"], ["flood-heavy", "32"]]
+    assert all(len(row) == 2 + 2 * 3 + 2 and row[-1].endswith("x") for row in rows)
+
+
 def test_worker_threads_follow_the_configuration() -> None:
     """inference.threads fixes torch's CPU threads; null leaves a core to the capture thread."""
     import os
