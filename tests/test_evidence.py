@@ -200,6 +200,142 @@ def test_worker_modes_decide_which_predictions_carry_attribution(sample_sequence
     assert all(m["evidence"] for mode in out.values() for m in mode)
 
 
+def test_attribution_text_is_what_orjson_writes_for_top_columns() -> None:
+    """`top_columns_json` writes the JSON of `top_columns` byte for byte: shares rounding to
+    0 (and -0.0) left out, ties in column order, k beyond the columns, a quoted name."""
+    import orjson
+
+    from ids_daemon.inference.attribution import top_columns_json
+
+    rng = np.random.default_rng(3)
+    shares = rng.standard_normal((400, 5)) * 10.0 ** rng.uniform(-7, 0, (400, 5))
+    shares[::7, 2:] = 0.0
+    shares[::11] = 0.0  # a row with no share at all: []
+    shares[5] = [0.25, -0.25, 0.25, 1e-5, -4e-5]  # ties, and shares that round to 0 and -0
+    shares[6, :] = [1 / 3, -2 / 3, 0.1, 0.00005, -0.00015]
+    names = ["Rate", 'odd "name"\\', "Tot sum", "TCP", "ünï"]
+    for k in (1, 3, 5, 9):
+        want = [orjson.dumps(t).decode() for t in top_columns(shares, names, k)]
+        assert top_columns_json(shares, names, k) == want
+    assert top_columns_json(shares[:0], names, 3) == []
+    assert top_columns_json(shares[11:12], names, 3) == ["[]"]
+
+
+def test_whole_predict_writes_what_the_reference_pieces_write(sample_sequences) -> None:
+    """`InferenceWorker.predict` (fast encodings, attribution and messages written as text)
+    gives, byte for byte, the messages of the reference pieces: the attribution of
+    `TorchEncoder`'s encoding, `top_columns`' dicts, `encode_predictions` from those dicts,
+    in every attribution mode, with and without every sequence flagged."""
+    from ids_daemon.inference import worker as worker_module
+    from ids_daemon.inference.risk import decide, severity_index
+    from ids_daemon.predictions.encode import encode_predictions
+
+    w, seq = sample_sequences
+    saved = w.attribution, w.threshold, w.next_id, worker_module.time.time, w.dedupe
+    now = 1_800_000_000.5
+    try:
+        worker_module.time.time = lambda: now
+        # every row through the model, as the reference does (repeated sequences: the next test)
+        w.dedupe = False
+        for mode, threshold in (("flagged", saved[1]), ("flagged", 0.0), ("on", saved[1]), ("off", saved[1])):
+            w.attribution, w.threshold, w.next_id = mode, threshold, 17
+            got = w.predict(seq)
+            x = torch.from_numpy(np.ascontiguousarray(seq.x, dtype=np.float32))
+            with torch.no_grad():
+                e = w.encode(x)
+            shares, logits = margin_attribution(w.loaded.model, e, w.benign_index, len(w.column_names), w.bins)
+            probs = (torch.softmax(logits.double(), dim=1).numpy() if mode == "on" else w.probabilities(seq))
+            decision = decide(probs, w.weights, w.threshold)
+            flagged = decision[4] if mode == "flagged" else np.full(len(seq), mode == "on")
+            attribution = None
+            if mode != "off":
+                flagged_rows = np.flatnonzero(flagged)
+                sub = None
+                if len(flagged_rows):
+                    with torch.no_grad():
+                        e = w.encode(x[torch.from_numpy(flagged_rows)])
+                    sub, _ = margin_attribution(w.loaded.model, e, w.benign_index, len(w.column_names), w.bins)
+                tops = dict(zip(flagged_rows.tolist(), top_columns(sub, w.column_names, 3) if sub is not None else []))
+                attribution = [tops.get(i) for i in range(len(seq))] if mode == "flagged" else top_columns(
+                    shares, w.column_names, 3)
+                assert (mode != "flagged" or threshold != 0.0) or all(a is not None for a in attribution)
+            want = encode_predictions(seq, probs, decision, severity_index(decision[2]), classes=w.classes,
+                                      families=w.families, model=w.model_info, sensor=w.sensor,
+                                      id_prefix=w.id_prefix, first_id=17, top_k=w.top_k, now=now,
+                                      interface=w.interface, evidence=window_sentences(seq.windows),
+                                      attribution=attribution)
+            assert got.keys == want.keys
+            assert got.values == want.values, mode
+    finally:
+        w.attribution, w.threshold, w.next_id, worker_module.time.time, w.dedupe = saved
+
+
+def test_repeated_sequences_run_the_model_once_and_share_its_numbers(sample_sequences) -> None:
+    """A batch whose sequences repeat (a flood's windows, key after key) runs the model and
+    the attribution on each distinct sequence once; every row gets, bit for bit, the numbers
+    and attribution its distinct sequence gets in a batch of the distinct ones."""
+    from ids_daemon.inference.worker import distinct_rows
+
+    w, seq = sample_sequences
+    rng = np.random.default_rng(5)
+    base = seq.take(slice(0, 40))
+    rows = rng.integers(0, len(base), 300)
+    rows[:40] = np.arange(40)  # every one at least once, first in order
+    batch = base.take(rows)
+    first, inverse = distinct_rows(batch.x)
+    assert np.array_equal(batch.x[first][inverse].view(np.uint32), batch.x.view(np.uint32))
+    assert len(first) == len(np.unique(batch.x.reshape(len(batch), -1), axis=0))
+    saved = w.attribution, w.threshold, w.dedupe, w.attributed
+    ran: list[int] = []  # the rows each forward pass (plain or with gradients) took
+    real_probs, real_attr = w._probabilities, w.attributions
+    w._probabilities = lambda x: (ran.append(len(x)), real_probs(x))[1]
+    w.attributions = lambda x: (ran.append(len(x)), real_attr(x))[1]
+    try:
+        w.threshold = 0.0  # every row flagged: every one attributed
+        out = {}
+        for dedupe, b in ((True, batch), (False, batch.take(first))):
+            w.dedupe = dedupe
+            before = w.attributed
+            for mode in ("flagged", "on"):
+                w.attribution = mode
+                out[dedupe, mode] = [json.loads(v) for v in w.predict(b).values]
+            assert w.attributed - before == 2 * len(b)  # counted per row, repeated ones too
+    finally:
+        w.attribution, w.threshold, w.dedupe, w.attributed = saved
+        del w._probabilities, w.attributions
+    assert ran == [len(first)] * 6  # flagged: forward, attribution; on: attribution; either batch
+    fields = ("predicted_attack", "is_attack", "p_attack", "confidence", "risk_score", "probabilities", "attribution")
+    for mode in ("flagged", "on"):
+        got, want = out[True, mode], out[False, mode]
+        for i, j in enumerate(inverse.tolist()):
+            assert {f: got[i][f] for f in fields} == {f: want[j][f] for f in fields}, (mode, i)
+
+
+def test_distinct_rows_groups_equal_bits_only() -> None:
+    from ids_daemon.inference import worker as worker_module
+    from ids_daemon.inference.worker import distinct_rows
+
+    x = np.zeros((6, 4, 3), dtype=np.float32)
+    x[1, 0, 0] = -0.0  # another bit pattern: another sequence
+    x[2, 3, 2] = np.nan
+    x[3, 3, 2] = np.nan  # the same NaN bits: the same sequence
+    x[4] = x[0]
+    x[5, 1, 1] = 1e-45
+    first, inverse = distinct_rows(x)
+    g = inverse.tolist()  # groups: 0 and 4, 2 and 3; 1 and 5 each alone
+    assert len(first) == 4 and g[0] == g[4] and g[2] == g[3] and len({g[0], g[1], g[2], g[5]}) == 4
+    assert np.array_equal(x[first][inverse].view(np.uint32), x.view(np.uint32))
+    assert distinct_rows(x[:1]) is None and distinct_rows(x[[0, 1, 2]]) is None  # nothing to share
+    big = np.random.default_rng(0).random((100, 4, 3)).astype(np.float32)
+    assert distinct_rows(big) is None  # every row distinct: nothing to share
+    saved = worker_module._MIX.copy()
+    try:  # a hash every row shares (a collision on every pair): no grouping at all, never a wrong one
+        worker_module._MIX[:] = 0
+        assert distinct_rows(np.concatenate([big, big[:50]])) is None
+    finally:
+        worker_module._MIX = saved
+
+
 # --- config and the real replay -------------------------------------------------
 
 def test_attribution_option_is_validated_and_bare_yaml_on_off_work(tmp_path: Path) -> None:

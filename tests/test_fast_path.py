@@ -79,6 +79,19 @@ def test_fast_encoding_is_the_reference_without_its_always_zero_bins(worker: Inf
     assert np.allclose(got[..., :f], ref[..., :f], rtol=1e-5, atol=1e-4)
 
 
+def test_reference_encoding_for_attribution_is_torch_encoders_bit_for_bit(worker: InferenceWorker) -> None:
+    """The attribution differentiates the reference encoding; the fast path's kernel writes
+    it (`FastLSTM.encode_reference`) exactly as `TorchEncoder` does, signs of zeros included."""
+    enc = worker.loaded.encoder
+    for seed in (1, 2):
+        x = torch.from_numpy(_hard_values(enc, 512, worker.seq_len, seed))
+        with torch.no_grad():
+            ref = TorchEncoder(enc, "cpu")(x).numpy()
+            got = worker.fast.encode_reference(x).numpy()
+        assert got.shape == ref.shape and got.dtype == ref.dtype
+        assert np.array_equal(got.view(np.uint32), ref.view(np.uint32))
+
+
 def test_fast_probabilities_match_the_reference_on_random_sequences(worker: InferenceWorker) -> None:
     m, enc = worker.loaded.model, worker.loaded.encoder
     x = _hard_values(enc, 4096, worker.seq_len, 2)
@@ -159,6 +172,18 @@ def test_gpu_bench_runs_on_the_cpu() -> None:
     assert "max |p_fast - p_ref|" in r.stdout
     diff = float(r.stdout.split("max |p_fast - p_ref|")[1].split()[0])
     assert diff < TOL
+
+
+def test_predict_bench_runs_against_a_baseline() -> None:
+    """bench/predict.py with tiny settings, this checkout as its own baseline: every tree
+    and batch size gets a row, so the script cannot rot."""
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "predict.py"), "--baseline", str(ROOT),
+                        "--no-dedupe-row", "--packets", "3000", "--sequences", "80", "--batches", "32",
+                        "--rounds", "1", "--repeat", "1"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [line.split() for line in r.stdout.splitlines() if line.strip().startswith(("benign", "flood"))]
+    assert [row[:2] for row in rows] == [["benign-heavy", "32"], ["flood-heavy", "32"]]
+    assert all(len(row) == 2 + 2 * 3 + 2 and row[-1].endswith("x") for row in rows)
 
 
 def test_worker_threads_follow_the_configuration() -> None:

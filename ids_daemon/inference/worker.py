@@ -20,7 +20,7 @@ from ..model.encoding import TorchEncoder
 from ..sequence import SequenceBatch
 from ..sinks.base import EncodedBatch
 from .attribution import MODES as ATTRIBUTION_MODES
-from .attribution import margin_attribution, top_columns
+from .attribution import margin_attribution, top_columns_json
 from .evidence import window_sentences
 from .risk import decide, family_weights, severity_index
 
@@ -66,13 +66,60 @@ def schema_valid(probs: np.ndarray, decision: tuple[np.ndarray, ...]) -> np.ndar
     return ok
 
 
+def distinct_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(first, inverse) of the distinct sequences of ``x`` (n, T, columns), bit for bit:
+    ``x[first]`` are distinct and ``x[first][inverse]`` is ``x``; None when every sequence
+    differs, or nearly every one (nothing worth sharing).
+
+    Rows are hashed (their bits times fixed odd multipliers, summed modulo 2^64: a few
+    multiplications per row) and grouped by hash; a group whose rows are not all equal (a
+    hash collision) means None, never a wrong grouping. A batch at least 95 % distinct by
+    its last words is left as it is (None)."""
+    n = len(x)
+    if n < 2:
+        return None
+    flat = np.ascontiguousarray(x).reshape(n, -1)
+    bits = flat.view(np.uint64) if flat.nbytes % (8 * n) == 0 else flat.view(np.uint32).astype(np.uint64)
+    w = bits.shape[1]
+    if _MIX.shape[0] < w:
+        _grow_mix(w)
+    # the last 8 words first (the last window's last 16 columns): equal sequences have them
+    # equal, so when those are nearly all distinct so are the sequences and hashing whole
+    # rows would not pay (the benign-heavy bench capture: 96-100 % of a batch distinct)
+    tail = bits[:, -1] * _MIX[0]
+    for j in range(1, min(w, 8)):  # column by column: a row-wise sum of 8 words costs more
+        tail += bits[:, -1 - j] * _MIX[j]
+    tail.sort()
+    if 1 + np.count_nonzero(tail[1:] != tail[:-1]) > _WORTH * n:
+        return None
+    h = (bits * _MIX[:w]).sum(axis=1)
+    first, inverse = np.unique(h, return_index=True, return_inverse=True)[1:]
+    if len(first) == n:
+        return None
+    if not np.array_equal(bits, bits[first[inverse]]):
+        return None  # two different sequences with one hash: run every row
+    return first, inverse
+
+
+_MIX = np.zeros(0, dtype=np.uint64)
+_WORTH = 0.95  # share of distinct last windows above which a batch is not worth grouping
+
+
+def _grow_mix(width: int) -> None:
+    """Odd 64-bit multipliers for rows of ``width`` words (fixed seed: the same every run)."""
+    global _MIX
+    rng = np.random.default_rng(0x5EED)
+    _MIX = rng.integers(0, 2**63, size=width, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+
+
 class InferenceWorker:
     """Runs a model directory (default: the bundled model) on sequences."""
 
     def __init__(self, model_dir: str | os.PathLike | None = None, device: str = "auto", half: bool = False,
                  top_k: int = 3, sensor: str | None = None, threshold: float | None = None,
                  interface: str | None = None, attribution: str = "flagged",
-                 attribution_min_p: float | None = None, attribution_top: int = 3, fast_path: bool = True):
+                 attribution_min_p: float | None = None, attribution_top: int = 3, fast_path: bool = True,
+                 dedupe: bool = True):
         if attribution not in ATTRIBUTION_MODES:
             raise ModelError(f"attribution {attribution!r}: must be one of {', '.join(ATTRIBUTION_MODES)}")
         # gradient x input per column (docs/evidence.md): on every prediction, on the flagged
@@ -85,6 +132,8 @@ class InferenceWorker:
         self.device = resolve_device(device)
         # False: the reference path (TorchEncoder, then the model), for comparison (bench/gpu.py)
         self.fast_path = bool(fast_path)
+        # False: the model on every row of a batch, repeated sequences too (bench/predict.py)
+        self.dedupe = bool(dedupe)
         self.half = bool(half) and self.device.type == "cuda"
         self.top_k = int(top_k)
         self.threshold_override = threshold  # inference.threshold: replaces the model's operating point
@@ -182,13 +231,16 @@ class InferenceWorker:
 
     def probabilities(self, seq: SequenceBatch) -> np.ndarray:
         """Class probabilities for a batch of sequences (raw feature values)."""
-        p = self.logits(self._input(seq.x))
+        self.batches += 1
+        self.sequences += len(seq)
+        return self._probabilities(seq.x)
+
+    def _probabilities(self, x: np.ndarray) -> np.ndarray:
+        p = self.logits(self._input(x))
         # in double precision: p_attack = 1 - P(benign) is compared with a threshold
         # near 1, where float32 has no resolution left (1 - 6e-8 rounds to 1)
         with torch.inference_mode():
             p = torch.softmax(p.double(), dim=1)
-        self.batches += 1
-        self.sequences += len(seq)
         return p.cpu().numpy()
 
     def logits(self, t: torch.Tensor) -> torch.Tensor:
@@ -208,7 +260,10 @@ class InferenceWorker:
         backward pass; `ids_daemon.inference.attribution`), and the class probabilities of
         the same forward pass."""
         with torch.no_grad():
-            e = self.encode(self._input(x))
+            t = self._input(x)
+            # the reference encoding (every bin: the shares are per column of it), bit for bit
+            # what TorchEncoder writes; the fast path's kernel makes it at a third of the cost
+            e = self.fast.encode_reference(t) if self.fast is not None else self.encode(t)
             if self.half:
                 e = e.half()
         shares, logits = margin_attribution(self.loaded.model, e, self.benign_index, len(self.column_names),
@@ -221,13 +276,21 @@ class InferenceWorker:
         from ..predictions.encode import encode_predictions
 
         shares = None
+        # the model runs once per distinct sequence (a flood's windows repeat from key to
+        # key); every row then takes its sequence's numbers
+        distinct = distinct_rows(seq.x) if self.dedupe else None
+        x = seq.x if distinct is None else seq.x[distinct[0]]
         if self.attribution == "on" and len(seq):
             # every row: one forward with gradients serves both the probabilities and the attribution
-            shares, probs = self.attributions(seq.x)
-            self.batches += 1
-            self.sequences += len(seq)
+            shares, probs = self.attributions(x)
+            self.attributed += len(seq) - len(x)
         else:
-            probs = self.probabilities(seq)
+            probs = self._probabilities(x)
+        if distinct is not None:
+            probs = probs[distinct[1]]
+            shares = shares[distinct[1]] if shares is not None else None
+        self.batches += 1
+        self.sequences += len(seq)
         decision = decide(probs, self.weights, self.threshold)
         ok = schema_valid(probs, decision)
         if not ok.all():
@@ -240,22 +303,32 @@ class InferenceWorker:
                           self.model_info["version"], n_bad, len(seq))
             self.refused += n_bad
             seq, probs = seq.take(ok), probs[ok]
+            if distinct is not None:
+                distinct = (distinct[0], distinct[1][ok])
             decision = tuple(d[ok] for d in decision)
             if shares is not None:
                 shares = shares[ok]
-        attribution = None
+        # each row's attribution as JSON text (None: not computed for it)
+        attribution: list[str | None] | None = None
         if self.attribution == "on" and shares is not None:
-            attribution = top_columns(shares, self.column_names, self.attribution_top)
+            attribution = top_columns_json(shares, self.column_names, self.attribution_top)
         elif self.attribution == "flagged":
             flagged = decision[4].astype(bool)
             if self.attribution_min_p is not None:
                 flagged = flagged | (decision[3] >= self.attribution_min_p)
             rows = np.flatnonzero(flagged)
             if len(rows):
-                attribution = [None] * len(seq)
-                sub, _ = self.attributions(seq.x[rows])
-                for r, a in zip(rows.tolist(), top_columns(sub, self.column_names, self.attribution_top)):
-                    attribution[r] = a
+                texts = np.full(len(seq), None, dtype=object)
+                if distinct is None:
+                    sub, _ = self.attributions(seq.x[rows])
+                    texts[rows] = top_columns_json(sub, self.column_names, self.attribution_top)
+                else:  # each flagged distinct sequence once
+                    which, at = np.unique(distinct[1][rows], return_inverse=True)
+                    sub, _ = self.attributions(x[which])
+                    self.attributed += len(rows) - len(which)
+                    texts[rows] = np.array(top_columns_json(sub, self.column_names, self.attribution_top),
+                                           dtype=object)[at]
+                attribution = texts.tolist()
         pred, risk = decision[0], decision[2]
         sev = severity_index(risk)
         self.class_counts += np.bincount(pred, minlength=len(self.classes))
@@ -267,6 +340,6 @@ class InferenceWorker:
                                  model=self.model_info, sensor=self.sensor, id_prefix=self.id_prefix,
                                  first_id=self.next_id, top_k=self.top_k, now=time.time(),
                                  interface=self.interface, evidence=window_sentences(seq.windows),
-                                 attribution=attribution, pcap_files=files)
+                                 attribution_json=attribution, pcap_files=files)
         self.next_id += len(seq)
         return out

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
+from itertools import repeat
 from importlib import resources
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import orjson
@@ -76,6 +77,16 @@ def _numbers(values: list[Any]) -> list[str]:
     return orjson.dumps(values).decode()[1:-1].split(",") if values else []
 
 
+def _floats(columns: list[np.ndarray]) -> list[str]:
+    """`_numbers` of the columns' values one after the other, from one ``orjson.dumps`` of
+    the numpy array (no Python float per value: the same text, orjson writes a float64 the
+    same way from either; NaN and infinities as null) when every column holds floats."""
+    if all(c.dtype.kind == "f" for c in columns):
+        a = np.concatenate(columns, dtype=np.float64)
+        return orjson.dumps(a, option=orjson.OPT_SERIALIZE_NUMPY).decode()[1:-1].split(",") if len(a) else []
+    return _numbers([v for c in columns for v in c.tolist()])
+
+
 def _strings(values: list[str]) -> list[str]:
     """orjson's text of each string in ``values`` (quoted, escaped), from one call: inside a
     dumped string every quote is escaped, so an unescaped ``","`` is always a separator."""
@@ -89,59 +100,73 @@ def _json(v: Any) -> str:
     return orjson.dumps(v).decode()
 
 
+def _column(table: list[str], index: np.ndarray) -> list[str]:
+    """``table[i]`` for each ``i`` of ``index``, gathered in C (an object array's take)."""
+    return np.array(table, dtype=object)[index].tolist()
+
+
 def encode_predictions(seq: Any, probs: np.ndarray, decision: tuple[np.ndarray, ...], severity: np.ndarray, *,
                        classes: list[str], families: list[str], model: dict[str, str], sensor: str, id_prefix: str,
                        first_id: int, top_k: int, now: float, interface: str | None = None,
                        evidence: list[str] | None = None,
                        attribution: list[list[dict[str, Any]] | None] | None = None,
-                       pcap_files: list[str | None] | None = None) -> EncodedBatch:
+                       pcap_files: list[str | None] | None = None,
+                       attribution_json: list[str | None] | None = None) -> EncodedBatch:
     """One JSON object per sequence of ``seq`` (a SequenceBatch), from its probabilities
     and the worker's ``decision`` (`ids_daemon.inference.risk.decide`) and severities.
     ``interface``: the live capture interface (None for a file: no interface saw it).
     ``evidence``: one sentence per sequence (its last window's facts), ``attribution``:
     per sequence, the columns that pushed p_attack most (None: not computed for it);
-    both are optional fields of the record (docs/evidence.md). ``pcap_files``: per sequence,
-    the alert pcap file its packets are written to (None: not recorded).
+    both are optional fields of the record (docs/evidence.md). ``attribution_json``: the
+    attribution as JSON text already (`ids_daemon.inference.attribution.top_columns_json`),
+    in place of ``attribution``. ``pcap_files``: per sequence, the alert pcap file its
+    packets are written to (None: not recorded).
 
     Each object is written as ``orjson.dumps`` of its dict would write it (key order, number
     text, escapes; tests/test_predictions.py reads every message back and dumps it again), but
     from text made once per batch (the fields every message shares), per class (its names) or
     per flow (its identity, cached): building a dict of dicts per prediction and dumping it
-    took over half of `InferenceWorker.predict` with the model's fast path."""
+    took over half of `InferenceWorker.predict` with the model's fast path. Every number comes
+    from one ``orjson.dumps`` of the batch's numbers; per-row texts are gathered from per-class
+    tables in C (an object array's take) and the messages written by one f-string each."""
     w = seq.windows
     n = len(w)
+    if not n:
+        return EncodedBatch(keys=[], values=[], schema=SCHEMA_ID)
     pred, conf, risk, p_attack, is_attack = decision
     k = min(top_k, probs.shape[1])
     top = np.argsort(-probs, axis=1)[:, :k]
     flows = _flows(w)
-    head = (f'{{"schema":{_json(SCHEMA_ID)},"id":{_json(f"{id_prefix}-")[:-1]}')
+    # every number (and is_attack's bools) from one orjson call, sliced back into columns
+    nums = _floats([w.first_ts, w.last_ts, p_attack, conf, risk, np.take_along_axis(probs, top, axis=1).ravel()])
+    first, last, pa, cf, rs = (nums[j * n:(j + 1) * n] for j in range(5))
+    att = _numbers(is_attack.tolist())
+    # the top-k entries: the class's text opens an entry (and closes the one before it)
+    entry = [f'{{"class":{_json(c)},"p":' for c in classes]
+    parts: list[list[str]] = []
+    for j in range(k):
+        parts += [_column(entry if j == 0 else ["}," + e for e in entry], top[:, j]), nums[5 * n + j::k]]
+    probs_text = list(map("".join, zip(*parts)))
+    named = _column([f'{_json(c)},"family":{_json(f)},"is_attack":' for c, f in zip(classes, families)], pred)
+    sev = _column([f',"severity":{_json(v)},"probabilities":[' for v in SEVERITIES], severity)
+    reason = _column([f',"close_reason":{_json(name)},"history":' for name in REASON_NAMES], w.reason)
+    head = f'{{"schema":{_json(SCHEMA_ID)},"id":{_json(f"{id_prefix}-")[:-1]}'
     shared = (f'","time":{_json(now)},"timestamp":{_json(iso8601(now))},"sensor":{_json(sensor)},'
               f'"interface":{_json(interface)},"predicted_attack":')
-    named = [f'{_json(c)},"family":{_json(f)},"is_attack":' for c, f in zip(classes, families)]
-    prob_of = [f'{{"class":{_json(c)},"p":' for c in classes]
-    sev_text = [f',"severity":{_json(v)},"probabilities":[' for v in SEVERITIES]
-    reason_text = [f',"close_reason":{_json(name)},"history":' for name in REASON_NAMES]
-    tail = f'}},"model":{_json(model)}'
-    first, last, packets = _numbers(w.first_ts.tolist()), _numbers(w.last_ts.tolist()), w.packets.tolist()
-    reasons, hist = w.reason.tolist(), seq.lengths.tolist()
-    pred_l, sev_l = pred.tolist(), severity.tolist()
-    att_l = _numbers(is_attack.tolist())
-    pa_l, conf_l, risk_l = _numbers(p_attack.tolist()), _numbers(conf.tolist()), _numbers(risk.tolist())
-    tp = _numbers(np.take_along_axis(probs, top, axis=1).ravel().tolist())
-    entries = [f"{prob_of[j]}{p}}}" for j, p in zip(top.ravel().tolist(), tp)]
-    probs_text = [",".join(entries[b:b + k]) for b in range(0, n * k, k)]
-    ev = _strings(evidence) if evidence is not None else [""] * n
-    lead = ',"evidence":' if evidence is not None else ""
-    texts = [f'{head}{first_id + i}{shared}{named[pred_l[i]]}{att_l[i]},"p_attack":{pa_l[i]},'
-             f'"confidence":{conf_l[i]},"risk_score":{risk_l[i]}{sev_text[sev_l[i]]}{probs_text[i]}],'
-             f'"flow":{flows[i][1]},"window":{{"first_ts":{first[i]},"last_ts":{last[i]},"packets":{packets[i]}'
-             f'{reason_text[reasons[i]]}{hist[i]}{tail}{lead}{ev[i]}'
-             for i in range(n)]  # one message per prediction; the model ran on the whole batch
-    for i in range(n) if attribution is not None or pcap_files is not None else ():
-        if attribution is not None and attribution[i] is not None:
-            texts[i] += f',"attribution":{_json(attribution[i])}'
-        if pcap_files is not None and pcap_files[i] is not None:
-            texts[i] += f',"pcap_file":{_json(pcap_files[i])}'
-    values = [f"{t}}}".encode() for t in texts]
-    kb = [key for key, _ in flows]
-    return EncodedBatch(keys=kb, values=values, schema=SCHEMA_ID)
+    tail = f'}},"model":{_json(model)}' + (',"evidence":' if evidence is not None else "")
+    ev = _strings(evidence) if evidence is not None else repeat("")
+    # the optional fields after the evidence, per row ("" where a row has none)
+    if attribution is not None and attribution_json is None:
+        attribution_json = [None if a is None else _json(a) for a in attribution]
+    opt: Iterable[str] = repeat("")
+    if attribution_json is not None or pcap_files is not None:
+        att_t = attribution_json if attribution_json is not None else repeat(None)
+        pcap_t = pcap_files if pcap_files is not None else repeat(None)
+        opt = [("" if a is None else f',"attribution":{a}') + ("" if f is None else f',"pcap_file":{_json(f)}')
+               for a, f, _ in zip(att_t, pcap_t, range(n))]
+    texts = [f'{head}{i}{shared}{nm}{at},"p_attack":{p},"confidence":{c},"risk_score":{r}{sv}{pt}}}],"flow":{fl[1]},'
+             f'"window":{{"first_ts":{ft},"last_ts":{lt},"packets":{pk}{rn}{h}{tail}{e}{o}}}'
+             for i, nm, at, p, c, r, sv, pt, fl, ft, lt, pk, rn, h, e, o
+             in zip(range(first_id, first_id + n), named, att, pa, cf, rs, sev, probs_text, flows, first, last,
+                    w.packets.tolist(), reason, seq.lengths.tolist(), ev, opt)]  # one message per prediction
+    return EncodedBatch(keys=[key for key, _ in flows], values=list(map(str.encode, texts)), schema=SCHEMA_ID)
