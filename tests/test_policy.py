@@ -20,6 +20,7 @@ from ids_daemon.consumers.response import (PREDICTIONS_SUFFIX, TRUTH_SUFFIX, Epi
                                            Truth, load_episodes, read_predictions, run_policy, write_index)
 from ids_daemon.predictions import Prediction
 from ids_daemon.consumers.rl import ObservationBuilder
+from ids_daemon.consumers.filters import FILTERS
 from ids_daemon.model.artifacts import METADATA, WEIGHTS, ModelError
 
 from .helpers import EXE
@@ -73,7 +74,11 @@ def test_a_policy_with_the_filter_action_sees_the_filter_and_refuses_the_old_lay
                 tau=30.0)
     with pytest.raises(ModelError, match="layout"):
         load_policy(tmp_path / "q")
-    assert not load_policy(bundled_policy_dir()).has_filter  # trained before the filter action: still loads
+    # a policy trained before the filter action (its two-kind table and layout) still loads
+    plain = action_table((15.0,), with_filter=False)
+    assert not load_policy(save_policy(tmp_path / "old", PolicyNet(len(old), len(plain), (8,)), actions=plain,
+                                       layout=old, classes=CLASSES, tau=30.0)).has_filter
+    assert load_policy(bundled_policy_dir()).has_filter  # the bundled one is trained with it
     # the observation: a SYN flood's target is filterable, and a filter in force shows
     ob, ha = ObservationBuilder(CLASSES), HostActions()
     ob.update(Prediction.from_dict(pred_dict(0, VICTIM, "DDoS-SYN_Flood", 0.9, "critical", 5.0)))
@@ -149,26 +154,32 @@ def test_a_short_ppo_run_learns_to_block_the_attacker_and_exports_to_torch(tmp_p
     assert trained.attack_stopped > 0.5 * trained.attack and trained.reward > never.reward
 
 
-def test_the_checkpoint_kept_never_loses_to_the_imitation_on_validation() -> None:
-    """`select_checkpoint`: a PPO checkpoint replaces the imitation only when it beats it on
-    validation reward without stopping fewer attack packets or losing more benign ones; of
-    those, the best reward; when none does, the imitation."""
+def test_the_checkpoint_kept_beats_the_imitation_on_validation_by_a_margin() -> None:
+    """`select_checkpoint`: a PPO checkpoint replaces the imitation only when its validation
+    reward is higher by at least min_gain x the attack packets and it stops no fewer attack
+    packets (benign packets lost are in the reward); of those, the best reward; when none
+    does, the imitation."""
     from trainer.policy import select_checkpoint
 
     def ck(steps: int, reward: float, stopped: float, lost: float):
         return (steps, PolicyNet(3, 2, (4,)), Outcome(attack=100, attack_stopped=stopped, benign=1000,
                                                      benign_stopped=lost, reward=reward))
     imitation = ck(0, -100.0, 10, 5)
-    worse = [ck(1, -90.0, 12, 6),  # better reward, more attack stopped, but more benign lost
-             ck(2, -95.0, 9, 0),  # better reward, fewer benign lost, but fewer attack stopped
+    worse = [ck(1, -99.5, 12, 5),  # better reward, but by less than the margin (1 = 0.01 x 100)
+             ck(2, -95.0, 9, 0),  # better reward, but fewer attack packets stopped
              ck(3, -101.0, 11, 4)]  # better on both shares, worse reward
     net, sel = select_checkpoint([imitation, *worse], True, True)
     assert net is imitation[1] and sel["chosen"] == "imitation" and sel["chosen_steps"] == 0
     assert sel["validation"]["reward"] == -100.0 and len(sel["checkpoints"]) == 4
-    safe, best = ck(4, -99.0, 10, 5), ck(5, -97.0, 11, 5)
-    net, sel = select_checkpoint([imitation, *worse, safe, best], True, True)
+    # more benign packets lost is no bar when the reward (which prices them) gains the margin
+    trade, best = ck(4, -99.0, 12, 7), ck(5, -97.0, 11, 5)
+    net, sel = select_checkpoint([imitation, *worse, trade], True, True)
+    assert net is trade[1] and sel["chosen_steps"] == 4
+    net, sel = select_checkpoint([imitation, *worse, trade, best], True, True)
     assert net is best[1] and sel["chosen"] == "ppo" and sel["chosen_steps"] == 5
     assert sel["validation"] == {"steps": 5, "reward": -97.0, "attack_stopped": 0.11, "benign_lost": 0.005}
+    # a larger margin keeps the imitation
+    assert select_checkpoint([imitation, *worse, trade, best], True, True, min_gain=0.05)[1]["chosen"] == "imitation"
     # no validation: the last checkpoint, said so
     net, sel = select_checkpoint([imitation, *worse], True, False)
     assert net is worse[-1][1] and sel["validation"] is None and "no validation" in sel["rule"]
@@ -198,6 +209,95 @@ def test_validation_takes_whole_real_sources_and_a_share_of_each_synthetic_scena
     assert drawn[0] == sorted(e.name for e in val) and len(set(map(tuple, drawn.values()))) > 1
     # without the share, the synthetic episodes all stay in fit, as before
     assert all(e.source != SYNTHETIC for e in validation_split(eps, seed=0)[1])
+
+
+def served_flood_episode(name: str, label: str, benign_during: bool) -> "Episode":
+    """A flood of 600 attack packets on VICTIM over 6 s (from t = 10), and a benign client's
+    packets to VICTIM at each whole second 0..29 (``benign_during``) or only before the flood."""
+    from ids_daemon.consumers.response import Episode, Truth
+
+    ta = 10.0 + np.arange(600) / 100.0
+    tb = np.arange(30.0) if benign_during else np.arange(9.0)
+    truth = Truth.from_packets(np.concatenate([ta, tb + 0.25]), np.array([ATTACKER] * 600 + ["10.0.0.77"] * len(tb)),
+                               np.array([VICTIM] * (600 + len(tb))), np.arange(600 + len(tb)) < 600)
+    return Episode(name=name, source=SYNTHETIC_SOURCE, predictions=[], truth=truth, label=label)
+
+
+SYNTHETIC_SOURCE = "synthetic"
+
+
+def test_a_flood_on_a_host_with_benign_traffic_is_told_apart_from_one_without() -> None:
+    """`served_flood_target`: a host receiving a flood's packets that also sends or receives
+    benign ones during the flood; benign traffic only before it, or too few attack packets
+    for a flood, is not one."""
+    from trainer.policy import served_flood_target
+
+    assert served_flood_target(served_flood_episode("s", "DoS-SYN_Flood", True))
+    assert not served_flood_target(served_flood_episode("s", "DoS-SYN_Flood", False))
+    assert not served_flood_target(served_flood_episode("s", "DoS-SYN_Flood", True), min_packets=601)
+    assert not served_flood_target(crafted_episode())  # 100 attack packets: no flood
+
+
+def test_validation_always_holds_a_share_of_the_synthetic_floods_on_served_hosts() -> None:
+    """`validation_split`: of the synthetic episodes with a flood on a host that has benign
+    traffic, a share of each scenario goes to validation even without a synthetic share
+    (validation of real sources alone rarely holds one); the other synthetic episodes stay
+    in fit; without validation at all (share 0), every episode is fit."""
+    from dataclasses import replace
+
+    from trainer.policy import SYNTHETIC, validation_split
+
+    assert SYNTHETIC == SYNTHETIC_SOURCE
+    base = crafted_episode()
+    real = [replace(base, name=f"r{s}{i}", source=s) for s in "abc" for i in range(2)]
+    served = [served_flood_episode(f"{SYNTHETIC}-served-{lab}-{i}", lab, True)
+              for lab in ("DoS-SYN_Flood", "DDoS-UDP_Flood") for i in range(3)]
+    plain = [served_flood_episode(f"{SYNTHETIC}-{i}", "DoS-SYN_Flood", False) for i in range(3)]
+    eps = real + served + plain
+    fit, val = validation_split(eps, seed=0)
+    vs = [e for e in val if e.source == SYNTHETIC]
+    assert sorted(e.label for e in vs) == ["DDoS-UDP_Flood", "DoS-SYN_Flood"]
+    assert all(e.name.startswith(f"{SYNTHETIC}-served") for e in vs)
+    assert {e.name for e in plain} <= {e.name for e in fit}
+    assert sorted(e.name for e in fit + val) == sorted(e.name for e in eps)
+    drawn = {seed: sorted(e.name for e in validation_split(eps, seed)[1] if e.source == SYNTHETIC) for seed in range(6)}
+    assert len(set(map(tuple, drawn.values()))) > 1
+    assert validation_split(eps, seed=0, served_share=0.0)[1] == [e for e in val if e.source != SYNTHETIC]
+    fit0, val0 = validation_split(eps, seed=0, share=0.0)
+    assert not val0 and len(fit0) == len(eps)
+
+
+def test_served_floods_carry_benign_clients_of_the_flooded_host(tmp_path: Path) -> None:
+    """`generate_served_floods`: per kind, a capture whose flood's target also talks with
+    benign clients during the flood; the flood is the target's inbound packets of the
+    flood's class, unanswered; the clients' packets are benign; the same seed gives the
+    same bytes, and an existing manifest keeps its files."""
+    from ids_daemon.consumers.response import PACKET_CLASSES
+
+    from trainer.dataset import read_manifest
+    from trainer.policy import capture_truth, rule_labeller, served_flood_target
+    from trainer.synth.served import SERVED_FLOODS, generate_served_floods
+
+    (tmp_path / "manifest.json").write_text(json.dumps({"version": 1, "files": [{"path": "x.pcap", "label": "B"}]}))
+    (tmp_path / "x.pcap").write_bytes(b"")
+    files = read_manifest(generate_served_floods(tmp_path, seed=3, per_kind=1))
+    assert [f["label"] for f in files] == ["B"] + [lab for lab, _ in SERVED_FLOODS]
+    for f in files[1:]:
+        t = capture_truth(f["path"], packet_label=rule_labeller(f["label"], f["rules"]))
+        ep = type("E", (), {"truth": t})()
+        assert served_flood_target(ep), f["path"].name
+        a = t.attack
+        victim = int(np.bincount(t.dst[a]).argmax())
+        assert (t.dst[a] == victim).all()  # unanswered: every attack packet is inbound to the target
+        want = "udp" if "UDP" in f["label"] else "tcp-syn"
+        assert (t.pclass[a] == PACKET_CLASSES.index(want)).all()
+        during = ~a & (t.time >= t.time[a][0]) & (t.time <= t.time[a][-1])
+        peers = {t.hosts[i] for i in np.concatenate([t.src[during & (t.dst == victim)], t.dst[during & (t.src == victim)]])}
+        assert len(peers & set(f["rules"][0]["hosts"])) >= 1 and f["rules"][0]["label"] == "BenignTraffic"
+        assert ((t.src[~a] == victim) | (t.dst[~a] == victim)).mean() > 0.5
+    again = tmp_path / "again"
+    generate_served_floods(again, seed=3, per_kind=1)
+    assert all((again / f["path"].name).read_bytes() == f["path"].read_bytes() for f in files[1:])
 
 
 @pytest.mark.slow
@@ -329,7 +429,11 @@ def test_trained_policy_drives_the_example_loop_end_to_end(kafka_broker, kafka_t
     assert len(acts) == sent > 0 and all(a["schema"] == "ids.action.v1" for a in acts)
     assert all(a["duration_s"] > 0 for a in acts if a["action"] != "ignore")
     assert [(a["host"], a["action"]) for a in acts] == _offline_actions(jsonl, bundled_policy_dir())
-    assert {"192.168.39.65", "192.168.60.97"} & {a["host"] for a in acts if a["action"] == "block"}
+    # the sample's SYN-flooded hosts get a filter of the flood's class, not a block that
+    # would cut them off
+    filt = {a["host"]: a for a in acts if a["action"] == "filter"}
+    assert {"192.168.39.65", "192.168.60.97"} & set(filt)
+    assert all(a["packet_class"] in FILTERS and a["direction"] == "inbound" for a in filt.values())
 
 
 def test_synthetic_episodes_label_packets_by_the_generator_rules(tmp_path: Path) -> None:

@@ -432,13 +432,19 @@ def synth(
     seed: int = typer.Option(0, "--seed"),
     packets: int = typer.Option(60_000, "--packets", help="approximate total packets"),
     classes: list[str] = typer.Option(None, "--class", help="only these classes (repeatable)"),
+    served_floods: int = typer.Option(0, "--served-floods", min=0, help="also this many captures of each flood on a "
+                                      "host that serves benign clients meanwhile (for the response policies' episodes, "
+                                      "docs/rl.md; the model's recipe does not use them)"),
 ) -> None:
     """Write reproducible labelled captures (benign IoT traffic and 26 attack classes)."""
     from .synth import generate_corpus
+    from .synth.served import generate_served_floods
 
     try:
         manifest = generate_corpus(out, seed=seed, packets=packets, classes=classes or None,
                                    progress=sys.stderr.isatty())
+        if served_floods:
+            manifest = generate_served_floods(out, seed=seed, per_kind=served_floods)
     except ValueError as e:
         raise _user_error(str(e))
     import json

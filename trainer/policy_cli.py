@@ -30,9 +30,15 @@ _OPT_VAL = typer.Option(1 / 3, "--validation-share", min=0.0, max=0.5,
                         help="share of the training's real sources that choose the checkpoint (0: the last one)")
 _OPT_SVAL = typer.Option(0.0, "--synthetic-validation-share", min=0.0, max=0.5,
                          help="share of each synthetic scenario's captures that also choose the checkpoint")
+_OPT_SERVED = typer.Option(1 / 3, "--served-validation-share", min=0.0, max=0.5,
+                           help="share of each synthetic scenario of floods on hosts with benign traffic that chooses "
+                           "the checkpoint (with --validation-share > 0)")
+_OPT_GAIN = typer.Option(0.01, "--min-gain", min=0.0, help="a PPO checkpoint replaces the imitation when its validation "
+                         "reward is higher by this share of the validation's attack packets (and it stops no fewer)")
 _OPT_CHECK = typer.Option(10_000, "--check-every", min=1, help="PPO steps between two checkpoints scored on validation")
-_OPT_WARM = typer.Option("block_if_attack", "--warm-start", help="rule policy the agent imitates before PPO: a "
-                         "baseline rule or filter_if_attack (none: PPO from a random policy)")
+_OPT_WARM = typer.Option("auto", "--warm-start", help="rule policy the agent imitates before PPO: a baseline rule or "
+                         "filter_if_attack (none: PPO from a random policy; auto: filter_if_attack, or "
+                         "block_if_attack with --no-filter)")
 _OPT_FILTER = typer.Option(True, "--filter/--no-filter", help="the agent's actions include filter (the host's inbound "
                            "packets of its flood's class only)")
 
@@ -105,6 +111,7 @@ def train(
     seed: int = _OPT_SEED,
     warm_start: str = _OPT_WARM,
     validation_share: float = _OPT_VAL, synthetic_validation_share: float = _OPT_SVAL, check_every: int = _OPT_CHECK,
+    served_validation_share: float = _OPT_SERVED, min_gain: float = _OPT_GAIN,
     attack_cost: float = _OPT_ATTACK, availability_cost: float = _OPT_AVAIL, change_cost: float = _OPT_CHANGE,
     rate_limit_pps: int = _OPT_PPS, durations: Optional[list[float]] = _OPT_DUR, with_filter: bool = _OPT_FILTER,
 ) -> None:
@@ -112,20 +119,23 @@ def train(
     checkpoint is chosen on --validation-share of the real sources (docs/rl.md)."""
     from ids_daemon.consumers.response import load_episodes
 
-    from .policy import default_classes, save_trained, train_agent, validation_split, warm_start_rule
+    from .policy import default_classes, default_warm_start, save_trained, train_agent, validation_split, warm_start_rule
 
     try:
         reward = _reward(attack_cost, availability_cost, change_cost, rate_limit_pps, durations, with_filter)
+        warm_start = default_warm_start(reward) if warm_start == "auto" else warm_start
         eps = [e for e in load_episodes(episodes_dir, sources or None) if e.source not in set(exclude or [])]
         if not eps:
             raise ValueError("no episodes to train on")
         classes = default_classes()
-        fit, val = validation_split(eps, seed, validation_share, train_only_share=synthetic_validation_share)
+        fit, val = validation_split(eps, seed, validation_share, train_only_share=synthetic_validation_share,
+                                    served_share=served_validation_share)
         got = train_agent(fit, classes, reward, timesteps=timesteps, seed=seed,
-                          warm_start=warm_start_rule(warm_start, reward), validation=val, check_every=check_every)
+                          warm_start=warm_start_rule(warm_start, reward), validation=val, check_every=check_every,
+                          min_gain=min_gain)
         d = save_trained(out, got.net, fit, classes, reward, {"timesteps": timesteps, "seed": seed, "algorithm": "PPO",
                                                               "warm_start": warm_start, "check_every": check_every,
-                                                              "selection": got.selection})
+                                                              "min_gain": min_gain, "selection": got.selection})
     except (IdsError, ValueError) as e:
         raise _fail(e)
     sel = got.selection
@@ -144,6 +154,7 @@ def evaluate(
     seed: int = _OPT_SEED,
     warm_start: str = _OPT_WARM,
     validation_share: float = _OPT_VAL, synthetic_validation_share: float = _OPT_SVAL, check_every: int = _OPT_CHECK,
+    served_validation_share: float = _OPT_SERVED, min_gain: float = _OPT_GAIN,
     attack_cost: float = _OPT_ATTACK, availability_cost: float = _OPT_AVAIL, change_cost: float = _OPT_CHANGE,
     rate_limit_pps: int = _OPT_PPS, durations: Optional[list[float]] = _OPT_DUR, with_filter: bool = _OPT_FILTER,
     report: Optional[Path] = _OPT_REPORT,
@@ -152,10 +163,11 @@ def evaluate(
     actions per hour and total reward, for the rule policies and the trained agent."""
     from ids_daemon.consumers.response import load_episodes
 
-    from .policy import default_classes, evaluate_by_source, evaluate_saved
+    from .policy import default_classes, default_warm_start, evaluate_by_source, evaluate_saved
 
     try:
         reward = _reward(attack_cost, availability_cost, change_cost, rate_limit_pps, durations, with_filter)
+        warm_start = default_warm_start(reward) if warm_start == "auto" else warm_start
         eps = load_episodes(episodes_dir, sources or None)
         if not eps:
             raise ValueError("no episodes")
@@ -165,6 +177,7 @@ def evaluate(
             result = evaluate_by_source(eps, default_classes(), reward, folds=folds, seed=seed, timesteps=timesteps,
                                         warm_start=warm_start, validation_share=validation_share,
                                         synthetic_validation_share=synthetic_validation_share,
+                                        served_validation_share=served_validation_share, min_gain=min_gain,
                                         check_every=check_every, log=lambda m: print(m, file=sys.stderr))
     except (IdsError, ValueError) as e:
         raise _fail(e)
