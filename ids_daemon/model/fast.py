@@ -78,18 +78,21 @@ class FastLSTM:
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """(n, T, width) LSTM input of raw sequences ``x`` (n, T, columns) float32 on the device:
         the reference encoding without its padding bins."""
-        f = self.columns
         if self.device.type == "cpu":
-            xs = np.ascontiguousarray(x.numpy(), dtype=np.float32)
-            out = np.empty(xs.shape[:2] + (self.width,), dtype=np.float32)
-            clean = np.empty_like(xs)
-            _clean_and_bins(xs, self._clip_max, self._median, self._col, self._lo, self._inv_width, self._pos,
-                            clean, out)
-            c = torch.from_numpy(clean)
-            enc = torch.from_numpy(out)
-            enc[..., :f] = c.abs().log1p_().copysign_(c).sub_(self.mu).mul_(self.inv_sd)
+            c, enc = self._cleaned_and_binned(x, self.width, self._pos, zeroed=False)
+            enc[..., :self.columns] = c.abs().log1p_().copysign_(c).sub_(self.mu).mul_(self.inv_sd)
             return enc
         return self.encode_torch(x)
+
+    def _cleaned_and_binned(self, x: torch.Tensor, width: int, pos: np.ndarray,
+                            zeroed: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the cleaned values, an encoding ``width`` wide whose real bins sit at ``pos``) of
+        raw sequences ``x`` on the CPU, by the numba pass; ``zeroed``: every other entry 0."""
+        xs = np.ascontiguousarray(x.numpy(), dtype=np.float32)
+        out = (np.zeros if zeroed else np.empty)(xs.shape[:2] + (width,), dtype=np.float32)
+        clean = np.empty_like(xs)
+        _clean_and_bins(xs, self._clip_max, self._median, self._col, self._lo, self._inv_width, pos, clean, out)
+        return torch.from_numpy(clean), torch.from_numpy(out)
 
     def encode_reference(self, x: torch.Tensor) -> torch.Tensor:
         """`TorchEncoder`'s encoding (n, T, every bin), bit for bit, of raw sequences ``x``
@@ -102,13 +105,7 @@ class FastLSTM:
         GPU) `TorchEncoder` itself."""
         if self.device.type != "cpu":
             return self.reference(x)
-        xs = np.ascontiguousarray(x.numpy(), dtype=np.float32)
-        out = np.zeros(xs.shape[:2] + (self.reference_width,), dtype=np.float32)
-        clean = np.empty_like(xs)
-        _clean_and_bins(xs, self._clip_max, self._median, self._col, self._lo, self._inv_width, self._ref_pos,
-                        clean, out)
-        c = torch.from_numpy(clean)
-        enc = torch.from_numpy(out)
+        c, enc = self._cleaned_and_binned(x, self.reference_width, self._ref_pos, zeroed=True)
         enc[..., :self.columns] = (torch.log1p(c.abs()).copysign(c) - self.mu) * self.inv_sd
         return enc
 
