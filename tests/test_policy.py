@@ -134,17 +134,20 @@ def test_a_short_ppo_run_learns_to_block_the_attacker_and_exports_to_torch(tmp_p
                     {"name": "flood2", "source": "c"}])
     out = tmp_path / "policy"
     p = subprocess.run(TRAINER + ["policy", "train", "--episodes", str(d), "--out", str(out), "--timesteps", "4096",
-                                  "--check-every", "2048", "--warm-start", "none", "--duration", "15",
-                                  "--duration", "60"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+                                  "--check-every", "2048", "--warm-start", "none", "--restarts", "2",
+                                  "--duration", "15", "--duration", "60"],
+                       capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert p.returncode == 0, p.stderr
     pol = load_policy(out)
     train = pol.meta["training"]
     val = train["selection"]["validation_sources"]
     assert len(val) == 1 and sorted(train["sources"] + val) == ["a", "b", "c"]
     assert pol.actions == action_table((15.0, 60.0))
-    # from a random policy: the best of the two checkpoints on the validation source
-    assert [c["steps"] for c in train["selection"]["checkpoints"]] == [2048, 4096]
-    assert train["selection"]["validation"]["reward"] == max(c["reward"] for c in train["selection"]["checkpoints"])
+    # from a random policy: the best of the two restarts' two checkpoints on the validation source
+    sel = train["selection"]
+    assert [(c["restart"], c["steps"]) for c in sel["checkpoints"]] == [(0, 2048), (0, 4096), (1, 2048), (1, 4096)]
+    assert sel["validation"]["reward"] == max(c["reward"] for c in sel["checkpoints"])
+    assert train["restarts"] == 2 and sel["restart_seeds"][0] == 0 and len(set(sel["restart_seeds"])) == 2
     flood = load_episodes(d, ["a"])[0]
     rc = RewardConfig(durations=(15.0, 60.0))
     from trainer.policy import net_policy
@@ -177,12 +180,76 @@ def test_the_checkpoint_kept_beats_the_imitation_on_validation_by_a_margin() -> 
     assert net is trade[1] and sel["chosen_steps"] == 4
     net, sel = select_checkpoint([imitation, *worse, trade, best], True, True)
     assert net is best[1] and sel["chosen"] == "ppo" and sel["chosen_steps"] == 5
-    assert sel["validation"] == {"steps": 5, "reward": -97.0, "attack_stopped": 0.11, "benign_lost": 0.005}
+    assert sel["validation"] == {"steps": 5, "restart": 0, "reward": -97.0, "attack_stopped": 0.11,
+                                 "benign_lost": 0.005}
+    assert sel["chosen_restart"] == 0 and sel["checkpoints"][0]["restart"] is None
     # a larger margin keeps the imitation
     assert select_checkpoint([imitation, *worse, trade, best], True, True, min_gain=0.05)[1]["chosen"] == "imitation"
     # no validation: the last checkpoint, said so
     net, sel = select_checkpoint([imitation, *worse], True, False)
     assert net is worse[-1][1] and sel["validation"] is None and "no validation" in sel["rule"]
+
+
+def test_the_checkpoint_kept_is_chosen_across_every_restart_by_the_same_rule() -> None:
+    """`select_checkpoint` with PPO restarts: every restart's checkpoints compete under the
+    one rule (a later restart's wins when it is the best that beats the imitation, the
+    record says which restart and step), a tie keeps the earlier restart's, and a restart
+    that does better than the imitation by less than the margin does not replace it."""
+    from trainer.policy import select_checkpoint
+
+    def ck(steps: int, restart: int | None, reward: float, stopped: float):
+        return (steps, PolicyNet(3, 2, (4,)), Outcome(attack=100, attack_stopped=stopped, benign=1000,
+                                                     benign_stopped=1, reward=reward), restart)
+    imitation = ck(0, None, -100.0, 10)
+    r0 = [ck(10, 0, -100.0, 10), ck(20, 0, -99.5, 10)]  # never moved, or by less than the margin
+    r1 = [ck(10, 1, -90.0, 20), ck(20, 1, -95.0, 15)]
+    r2 = [ck(10, 2, -98.0, 12), ck(20, 2, -90.0, 20)]  # ties restart 1's best
+    net, sel = select_checkpoint([imitation, *r0, *r1, *r2], True, True)
+    assert net is r1[0][1] and sel["chosen"] == "ppo" and sel["chosen_restart"] == 1 and sel["chosen_steps"] == 10
+    assert [(c["restart"], c["steps"]) for c in sel["checkpoints"]] == [
+        (None, 0), (0, 10), (0, 20), (1, 10), (1, 20), (2, 10), (2, 20)]
+    net, sel = select_checkpoint([imitation, *r0, *r2, *r1], True, True)  # order decides a tie
+    assert net is r2[1][1] and sel["chosen_restart"] == 2 and sel["chosen_steps"] == 20
+    net, sel = select_checkpoint([imitation, *r0], True, True)
+    assert net is imitation[1] and sel["chosen"] == "imitation" and sel["chosen_restart"] is None
+
+
+@pytest.mark.slow
+def test_ppo_restarts_are_deterministic_under_the_seed_and_restart_0_is_the_plain_run() -> None:
+    """`train_agent` with restarts: the same seed gives the same restarts (seeds, every
+    checkpoint's weights and validation figures); restart 0 is the run without restarts,
+    step for step, whatever the later restarts' entropy bonus; the other restarts have
+    seeds of their own, and other seeds than a neighbouring run's (a fold's seed is the
+    run's + the fold)."""
+    from dataclasses import replace
+
+    from trainer.policy import baseline_policies, restart_seed, train_agent, validation_split
+
+    rc = RewardConfig(durations=(15.0, 60.0))
+    eps = [replace(crafted_episode(), name=f"e{s}", source=s) for s in ("a", "b", "c")]
+    fit, val = validation_split(eps, seed=0)
+    kw = dict(timesteps=1024, hidden=(16, 16), check_every=512, validation=val, n_steps=512, batch_size=128,
+              warm_start=baseline_policies(rc)["block_if_attack"])
+    a = train_agent(fit, CLASSES, rc, seed=5, restarts=3, **kw)
+    b = train_agent(fit, CLASSES, rc, seed=5, restarts=3, **kw)
+    one = train_agent(fit, CLASSES, rc, seed=5, restarts=1, **kw)
+    assert a.selection == b.selection
+    seeds = a.selection["restart_seeds"]
+    assert seeds[0] == 5 and len(set(seeds)) == 3 and seeds == [restart_seed(5, r) for r in range(3)]
+    assert not set(seeds[1:]) & {restart_seed(6, r) for r in range(3)}
+    assert [(c["restart"], c["steps"]) for c in a.selection["checkpoints"]] == [
+        (None, 0), (0, 512), (0, 1024), (1, 512), (1, 1024), (2, 512), (2, 1024)]
+    assert one.selection["checkpoints"] == a.selection["checkpoints"][:3]
+    for x, y in ((a.net, b.net), (a.last, b.last), (a.last, one.last), (a.imitation, one.imitation)):
+        assert all(torch.equal(v, y.state_dict()[k]) for k, v in x.state_dict().items())
+    # a larger entropy bonus for the later restarts leaves restart 0 as it was
+    ent = train_agent(fit, CLASSES, rc, seed=5, restarts=2, restart_ent_coef=0.5, **kw)
+    assert ent.selection["checkpoints"][:3] == one.selection["checkpoints"]
+    assert all(torch.equal(v, one.last.state_dict()[k]) for k, v in ent.last.state_dict().items())
+    # no validation: nothing to choose a restart by, one run
+    solo = train_agent(fit, CLASSES, rc, seed=5, restarts=3, **{**kw, "validation": None})
+    assert solo.selection["restart_seeds"] == [5] and solo.selection["chosen"] == "ppo"
+    assert [(c["restart"], c["steps"]) for c in solo.selection["checkpoints"]] == [(0, 512), (0, 1024)]
 
 
 def test_validation_takes_whole_real_sources_and_a_share_of_each_synthetic_scenario() -> None:

@@ -207,7 +207,8 @@ def sb3_to_policy_net(model: Any, hidden: tuple[int, ...]) -> PolicyNet:
 @dataclass
 class Trained:
     """A training run's result: the chosen actor, the imitation it started from (None
-    without a warm start) and how the choice was made (`select_checkpoint`)."""
+    without a warm start), the last checkpoint of restart 0 (the run without restarts) and
+    how the choice was made (`select_checkpoint`)."""
 
     net: PolicyNet
     imitation: PolicyNet | None
@@ -278,6 +279,11 @@ def validation_split(episodes: list[Episode], seed: int, share: float = 1 / 3,
     return [e for e in episodes if id(e) not in chosen], val
 
 
+RESTARTS = 3  # PPO runs per training in `evaluate_by_source` and the CLI (`train_agent`, docs/rl.md)
+# the entropy bonus of restarts 1 and later there (the first's is PPO's 0.01): from the
+# imitation, PPO with 0.01 never changed an action in half of the folds whatever its seed;
+# with 0.05 the later restarts moved in every fold measured (docs/rl.md)
+RESTART_ENT_COEF = 0.05
 MIN_GAIN = 0.01  # a checkpoint replaces the imitation when it gains this share of validation's attack packets
 
 
@@ -295,13 +301,24 @@ def train_agent(episodes: list[Episode], classes: list[str], reward: RewardConfi
                 seed: int = 0, hidden: tuple[int, ...] = (64, 64), reward_scale: float = 0.05,
                 attack_share: float = 0.5, warm_start: Callable[[], Policy] | None = None,
                 validation: list[Episode] | None = None, check_every: int = 10_000, min_gain: float = MIN_GAIN,
-                **ppo: Any) -> Trained:
+                restarts: int = 1, restart_ent_coef: float | None = None, **ppo: Any) -> Trained:
     """Train PPO on ``episodes`` (first imitating ``warm_start``, a rule, when given) and
     choose the actor on the ``validation`` episodes: PPO runs in chunks of ``check_every``
     steps, each checkpoint is scored there (`run_policy`, as the policy table is), and the
     one kept is the best on reward among those that beat the imitation by a margin
     (`beats_imitation`), else the imitation itself. Without a warm start, the best checkpoint
-    on reward; without validation episodes, the last."""
+    on reward; without validation episodes, the last.
+
+    With ``restarts`` > 1 (and validation episodes: without them there is nothing to choose
+    a restart by), PPO runs that many times from the same start (the imitation, or the same
+    random weights), each with its own seed (`restart_seed`: restart 0 is ``seed`` itself,
+    the run without restarts), and the rule above chooses among every restart's checkpoints
+    at once. From the imitation PPO often never changes an action within its steps, and
+    whether it does depends on its seed (docs/rl.md): restarts are several draws of that.
+    ``restart_ent_coef``: the entropy bonus of restarts 1 and later (default: the first's),
+    to make them explore more from the same start."""
+    if restarts < 1:
+        raise ValueError("restarts must be >= 1")
     try:
         import torch
         from stable_baselines3 import PPO
@@ -328,36 +345,71 @@ def train_agent(episodes: list[Episode], classes: list[str], reward: RewardConfi
         imitation = sb3_to_policy_net(model, hidden)
         if validation:
             checks.append((0, imitation, score(imitation)))
-    done = 0
-    while done < timesteps:
-        step = min(check_every, timesteps - done)
-        model.learn(total_timesteps=step, reset_num_timesteps=done == 0)
-        done += step
-        net = sb3_to_policy_net(model, hidden)
-        checks.append((done, net, score(net) if validation else Outcome()))
-    net, selection = select_checkpoint(checks, imitation is not None, bool(validation), min_gain)
+    runs = restarts if validation else 1
+    # every restart starts from these weights (restart 0 goes on from them in place, so
+    # that a run with one restart is the run before restarts existed, step for step)
+    start = {k: v.clone() for k, v in model.policy.state_dict().items()}
+    seeds = [restart_seed(seed, r) for r in range(runs)]
+    last: PolicyNet | None = None
+    for r, sub in enumerate(seeds):
+        if r > 0:
+            env = make_env(episodes, classes, reward, seed=sub, reward_scale=reward_scale, credit=True,
+                           attack_share=attack_share)
+            more = {} if restart_ent_coef is None else {"ent_coef": restart_ent_coef}
+            model = PPO("MlpPolicy", env, seed=sub, device="cpu", verbose=0,
+                        policy_kwargs={"net_arch": {"pi": list(hidden), "vf": list(hidden)},
+                                       "activation_fn": torch.nn.Tanh}, **{**kw, **more})
+            model.policy.load_state_dict(start)
+        done = 0
+        while done < timesteps:
+            step = min(check_every, timesteps - done)
+            model.learn(total_timesteps=step, reset_num_timesteps=done == 0)
+            done += step
+            net = sb3_to_policy_net(model, hidden)
+            checks.append((done, net, score(net) if validation else Outcome(), r))
+        if r == 0:
+            last = checks[-1][1]
+    # the imitation is a checkpoint only where there is validation to score it on
+    net, selection = select_checkpoint(checks, imitation is not None and bool(validation), bool(validation), min_gain)
     selection["validation_sources"] = sorted({e.source for e in validation or []})
-    return Trained(net=net, imitation=imitation, last=checks[-1][1], selection=selection)
+    selection["restart_seeds"] = seeds
+    assert last is not None
+    return Trained(net=net, imitation=imitation, last=last, selection=selection)
 
 
-def select_checkpoint(checks: list[tuple[int, PolicyNet, Outcome]], from_imitation: bool,
+def restart_seed(seed: int, restart: int) -> int:
+    """The seed of PPO restart ``restart`` of a run seeded ``seed``: ``seed`` itself for
+    restart 0 (a run with one restart is the run before restarts), else drawn from both
+    (`numpy.random.SeedSequence`), so that restarts of neighbouring seeds (a fold's seed is
+    the run's seed + the fold) do not share seeds."""
+    if restart == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, restart]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def select_checkpoint(checks: list[tuple[Any, ...]], from_imitation: bool,
                       validated: bool, min_gain: float = MIN_GAIN) -> tuple[PolicyNet, dict[str, Any]]:
-    """The checkpoint `train_agent` keeps, of (PPO steps, actor, validation outcome) in
-    order (steps 0: the imitation when ``from_imitation``), and the record of the choice."""
+    """The checkpoint `train_agent` keeps, of (PPO steps, actor, validation outcome[, PPO
+    restart]) in order (the first: the imitation when ``from_imitation``; restart 0 when
+    none is given), and the record of the choice. Every restart's checkpoints compete
+    under the one rule; on a tie the earliest in order (the first restart's) is kept."""
     if not validated:
         k = len(checks) - 1
         rule = "last checkpoint (no validation sources)"
     elif from_imitation:
-        ok = [i for i, (_, _, o) in enumerate(checks) if i > 0 and beats_imitation(o, checks[0][2], min_gain)]
+        ok = [i for i, c in enumerate(checks) if i > 0 and beats_imitation(c[2], checks[0][2], min_gain)]
         k = max(ok, key=lambda i: (checks[i][2].reward, -i)) if ok else 0
         rule = (f"best validation reward among the checkpoints that beat the imitation's by {min_gain:g} x its attack "
                 "packets without stopping fewer, else the imitation")
     else:
         k = max(range(len(checks)), key=lambda i: (checks[i][2].reward, -i))
         rule = "best validation reward"
-    rows = [{"steps": s, **({k2: o.figures()[k2] for k2 in ("reward", "attack_stopped", "benign_lost")}
-                            if validated else {})} for s, _, o in checks]
-    return checks[k][1], {"rule": rule, "chosen_steps": checks[k][0],
+    def restart(i: int) -> int | None:
+        return None if from_imitation and i == 0 else (int(checks[i][3]) if len(checks[i]) > 3 else 0)
+    rows = [{"steps": c[0], "restart": restart(i),
+             **({k2: c[2].figures()[k2] for k2 in ("reward", "attack_stopped", "benign_lost")} if validated else {})}
+            for i, c in enumerate(checks)]
+    return checks[k][1], {"rule": rule, "chosen_steps": checks[k][0], "chosen_restart": restart(k),
                           "chosen": "imitation" if from_imitation and k == 0 else "ppo",
                           "validation": rows[k] if validated else None, "checkpoints": rows}
 
@@ -505,12 +557,15 @@ def evaluate_by_source(episodes: list[Episode], classes: list[str], reward: Rewa
                        warm_start: str | None = WARM_START, train_only: tuple[str, ...] = (SYNTHETIC,),
                        validation_share: float = 1 / 3, synthetic_validation_share: float = 0.0,
                        served_validation_share: float = 1 / 3, min_gain: float = MIN_GAIN,
-                       check_every: int = 10_000, log: Callable[[str], None] = print, **ppo: Any) -> dict[str, Any]:
+                       check_every: int = 10_000, restarts: int = RESTARTS,
+                       restart_ent_coef: float | None = RESTART_ENT_COEF, log: Callable[[str], None] = print,
+                       **ppo: Any) -> dict[str, Any]:
     """Train on all folds but one, measure on that one, for every fold; per policy the
     figures over every held-out source (each source is held out once). The ``train_only``
     sources (the synthetic corpus) are in every fold's training and never measured. Within
     a fold's training sources, ``validation_share`` of the real ones choose the checkpoint
-    (`validation_split`, `train_agent`): the held-out sources never do."""
+    among every one of the fold's ``restarts`` PPO runs (`validation_split`, `train_agent`):
+    the held-out sources never do. "last PPO" is restart 0's last checkpoint."""
     if folds < 2:
         raise ValueError("folds must be >= 2")
     groups = source_folds([e for e in episodes if e.source not in train_only], folds, seed)
@@ -524,12 +579,14 @@ def evaluate_by_source(episodes: list[Episode], classes: list[str], reward: Rewa
         t0 = time.perf_counter()
         got = train_agent(fit, classes, reward, timesteps=timesteps, seed=seed + k, hidden=hidden,
                           warm_start=warm_start_rule(warm_start, reward), validation=val, check_every=check_every,
-                          min_gain=min_gain, **ppo)
+                          min_gain=min_gain, restarts=restarts, restart_ent_coef=restart_ent_coef, **ppo)
         fold_rows.append({"fold": k, "held_out": held, "fit_episodes": len(fit), "validation_episodes": len(val),
                           "test_episodes": len(test), "train_s": round(time.perf_counter() - t0, 1),
                           "selection": got.selection})
+        restart_of = got.selection["chosen_restart"]
         log(f"fold {k}: trained on {len(fit)} episodes, chose {got.selection['chosen']} at "
-            f"{got.selection['chosen_steps']} steps on {len(val)} validation episodes "
+            f"{got.selection['chosen_steps']} steps"
+            f"{'' if restart_of is None else f' of restart {restart_of}'} on {len(val)} validation episodes "
             f"({fold_rows[-1]['train_s']} s); measuring on {len(held)} held-out sources")
         nets = {"imitation only": got.imitation, "last PPO": got.last, "trained": got.net}
         start = {} if warm_start in baseline_policies(reward) or warm_start_rule(warm_start, reward) is None \
@@ -544,7 +601,8 @@ def evaluate_by_source(episodes: list[Episode], classes: list[str], reward: Rewa
                        "hidden": list(hidden), "validation_share": validation_share,
                        "synthetic_validation_share": synthetic_validation_share,
                        "served_validation_share": served_validation_share, "min_gain": min_gain,
-                       "check_every": check_every, **ppo}
+                       "check_every": check_every, "restarts": restarts, "restart_ent_coef": restart_ent_coef,
+                       **ppo}
     return out
 
 

@@ -36,6 +36,11 @@ _OPT_SERVED = typer.Option(1 / 3, "--served-validation-share", min=0.0, max=0.5,
 _OPT_GAIN = typer.Option(0.01, "--min-gain", min=0.0, help="a PPO checkpoint replaces the imitation when its validation "
                          "reward is higher by this share of the validation's attack packets (and it stops no fewer)")
 _OPT_CHECK = typer.Option(10_000, "--check-every", min=1, help="PPO steps between two checkpoints scored on validation")
+_OPT_RESTARTS = typer.Option(3, "--restarts", min=1, help="PPO runs per fold (per training) from the same start, each "
+                             "with its own seed derived from --seed; the checkpoint is chosen among all of them on "
+                             "validation (one run without validation episodes)")
+_OPT_RENT = typer.Option(0.05, "--restart-ent-coef", min=0.0, help="PPO's entropy bonus in restarts 1 and later (the "
+                         "first's is 0.01): they explore more from the same start")
 _OPT_WARM = typer.Option("auto", "--warm-start", help="rule policy the agent imitates before PPO: a baseline rule or "
                          "filter_if_attack (none: PPO from a random policy; auto: filter_if_attack, or "
                          "block_if_attack with --no-filter)")
@@ -111,7 +116,8 @@ def train(
     seed: int = _OPT_SEED,
     warm_start: str = _OPT_WARM,
     validation_share: float = _OPT_VAL, synthetic_validation_share: float = _OPT_SVAL, check_every: int = _OPT_CHECK,
-    served_validation_share: float = _OPT_SERVED, min_gain: float = _OPT_GAIN,
+    served_validation_share: float = _OPT_SERVED, min_gain: float = _OPT_GAIN, restarts: int = _OPT_RESTARTS,
+    restart_ent_coef: float = _OPT_RENT,
     attack_cost: float = _OPT_ATTACK, availability_cost: float = _OPT_AVAIL, change_cost: float = _OPT_CHANGE,
     rate_limit_pps: int = _OPT_PPS, durations: Optional[list[float]] = _OPT_DUR, with_filter: bool = _OPT_FILTER,
 ) -> None:
@@ -132,15 +138,19 @@ def train(
                                     served_share=served_validation_share)
         got = train_agent(fit, classes, reward, timesteps=timesteps, seed=seed,
                           warm_start=warm_start_rule(warm_start, reward), validation=val, check_every=check_every,
-                          min_gain=min_gain)
+                          min_gain=min_gain, restarts=restarts, restart_ent_coef=restart_ent_coef)
         d = save_trained(out, got.net, fit, classes, reward, {"timesteps": timesteps, "seed": seed, "algorithm": "PPO",
                                                               "warm_start": warm_start, "check_every": check_every,
-                                                              "min_gain": min_gain, "selection": got.selection})
+                                                              "min_gain": min_gain, "restarts": restarts,
+                                                              "restart_ent_coef": restart_ent_coef,
+                                                              "selection": got.selection})
     except (IdsError, ValueError) as e:
         raise _fail(e)
     sel = got.selection
+    of = "" if sel["chosen_restart"] is None else f" of restart {sel['chosen_restart']}"
     print(f"policy {d} (trained on {len(fit)} episodes of {len({e.source for e in fit})} sources; chose "
-          f"{sel['chosen']} at {sel['chosen_steps']} PPO steps on {len(val)} validation episodes: {sel['validation']})")
+          f"{sel['chosen']} at {sel['chosen_steps']} PPO steps{of} on {len(val)} validation episodes: "
+          f"{sel['validation']})")
 
 
 @app.command()
@@ -154,7 +164,8 @@ def evaluate(
     seed: int = _OPT_SEED,
     warm_start: str = _OPT_WARM,
     validation_share: float = _OPT_VAL, synthetic_validation_share: float = _OPT_SVAL, check_every: int = _OPT_CHECK,
-    served_validation_share: float = _OPT_SERVED, min_gain: float = _OPT_GAIN,
+    served_validation_share: float = _OPT_SERVED, min_gain: float = _OPT_GAIN, restarts: int = _OPT_RESTARTS,
+    restart_ent_coef: float = _OPT_RENT,
     attack_cost: float = _OPT_ATTACK, availability_cost: float = _OPT_AVAIL, change_cost: float = _OPT_CHANGE,
     rate_limit_pps: int = _OPT_PPS, durations: Optional[list[float]] = _OPT_DUR, with_filter: bool = _OPT_FILTER,
     report: Optional[Path] = _OPT_REPORT,
@@ -178,7 +189,8 @@ def evaluate(
                                         warm_start=warm_start, validation_share=validation_share,
                                         synthetic_validation_share=synthetic_validation_share,
                                         served_validation_share=served_validation_share, min_gain=min_gain,
-                                        check_every=check_every, log=lambda m: print(m, file=sys.stderr))
+                                        check_every=check_every, restarts=restarts,
+                                        restart_ent_coef=restart_ent_coef, log=lambda m: print(m, file=sys.stderr))
     except (IdsError, ValueError) as e:
         raise _fail(e)
     _report(result, report)
