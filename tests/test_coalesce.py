@@ -116,8 +116,10 @@ def test_a_lagging_worker_still_judges_every_key(tmp_path: Path) -> None:
     assert set(keys) == set(per_key)  # every key got a verdict
     assert st.predictions == len(keys) == st.sequences - st.coalesced_sequences - st.dropped_sequences
 
-    # the same lag dropping what does not fit, as before: keys go without a verdict
-    dr, dkeys = _run(pcap, tmp_path / "dr.jsonl", live=True, overload="drop", delay=0.02)
+    # a worker lagging more, dropping what does not fit, as before: keys go without a verdict
+    # (at the same lag, a capture thread slowed by a busy machine sometimes let the worker
+    # take a sequence of every key: 1 run in 5 on an idle machine, in CI too)
+    dr, dkeys = _run(pcap, tmp_path / "dr.jsonl", live=True, overload="drop", delay=0.2)
     assert dr.dropped_sequences > 0 and dr.coalesced_sequences == 0
     assert dr.predictions == dr.sequences - dr.dropped_sequences
     assert len(set(dkeys)) < len(per_key)
