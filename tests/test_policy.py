@@ -25,7 +25,7 @@ from ids_daemon.model.artifacts import METADATA, WEIGHTS, ModelError
 
 from .helpers import EXE
 from .kafka_broker import read_topic
-from .test_rl import ATTACKER, CLASSES, ROOT, VICTIM, crafted_episode, pred_dict
+from .test_rl import ATTACKER, CLASSES, ROOT, VICTIM, crafted_episode, pred, pred_dict
 
 TRAINER = [sys.executable, "-m", "trainer.cli"]
 
@@ -303,6 +303,42 @@ def test_a_flood_on_a_host_with_benign_traffic_is_told_apart_from_one_without() 
     assert not served_flood_target(served_flood_episode("s", "DoS-SYN_Flood", False))
     assert not served_flood_target(served_flood_episode("s", "DoS-SYN_Flood", True), min_packets=601)
     assert not served_flood_target(crafted_episode())  # 100 attack packets: no flood
+
+
+def test_filter_and_hold_keeps_a_floods_filter_through_benign_looking_windows() -> None:
+    """The default warm start `filter_and_hold`: a SYN flood's target is filtered on the
+    alarm and the filter is held while its windows look benign, so the flood stays out; the
+    rule that lifts it on each benign-looking window lets the flood back in. The served
+    client's packets (not SYNs) go through under either."""
+    from ids_daemon.consumers.filters import PACKET_CLASSES
+    from ids_daemon.consumers.response import Episode, Truth, run_policy
+    from trainer.policy import FILTER_AND_HOLD, FILTER_IF_ATTACK, default_warm_start, warm_start_rules
+
+    ta = 10.0 + np.arange(600) / 100.0  # 600 SYNs into VICTIM over 6 s
+    tb = np.arange(30.0) + 0.25  # the served client's data packets, each second
+    pclass = np.array([PACKET_CLASSES.index("tcp-syn")] * 600 + [PACKET_CLASSES.index("tcp-other")] * 30)
+    truth = Truth.from_packets(np.concatenate([ta, tb]), np.array([ATTACKER] * 600 + ["10.0.0.77"] * 30),
+                               np.array([VICTIM] * 630), np.arange(630) < 600, pclass)
+    preds = [pred(0, VICTIM, "DDoS-SYN_Flood", 0.9, "critical", 10.055)]
+    preds += [pred(i, VICTIM, "BenignTraffic", 0.0, "low", 10.055 + i) for i in range(1, 6)]
+    ep = Episode(name="served", source="tests", predictions=preds, truth=truth)
+    rc = RewardConfig()
+    assert default_warm_start(rc) == FILTER_AND_HOLD
+    rules = warm_start_rules(rc)
+    hold = run_policy(ep, CLASSES, rc, rules[FILTER_AND_HOLD]())
+    lift = run_policy(ep, CLASSES, rc, rules[FILTER_IF_ATTACK]())
+    assert hold.attack_stopped == (ta > 10.055).sum() == 594  # every SYN after the alarm
+    assert lift.attack_stopped == ((ta > 10.055) & (ta < 11.055)).sum() == 100  # until the next window, 1 s on
+    assert hold.benign_stopped == lift.benign_stopped == 0
+    assert hold.reward > lift.reward
+    # an alarm that names no flood class: the filter is a block of the host, and it is
+    # lifted on the next benign-looking window as the other rule lifts it
+    scan = [pred(0, VICTIM, "Recon-PortScan", 0.9, "high", 10.055)] + preds[1:]
+    ep2 = Episode(name="scan", source="tests", predictions=scan, truth=truth)
+    hold2 = run_policy(ep2, CLASSES, rc, rules[FILTER_AND_HOLD]())
+    assert hold2.attack_stopped == 100 and hold2.benign_stopped == 1  # the client's packet at 10.25
+    assert (hold2.attack_stopped, hold2.benign_stopped) == \
+        (run_policy(ep2, CLASSES, rc, rules[FILTER_IF_ATTACK]()).attack_stopped, 1)
 
 
 def test_validation_always_holds_a_share_of_the_synthetic_floods_on_served_hosts() -> None:

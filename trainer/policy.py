@@ -504,26 +504,36 @@ WARM_START = "block_if_attack"  # the rule PPO starts from (`imitate`)
 
 
 FILTER_IF_ATTACK = "filter_if_attack"
+FILTER_AND_HOLD = "filter_and_hold"
 
 
 def warm_start_rules(reward: RewardConfig) -> dict[str, Callable[[], Policy]]:
     """The rules PPO may start from: the baselines, and (with the filter action)
     ``filter_if_attack``, `block_if_attack` with filter for block (a block where the host's
-    class names no packet class). It is a starting point, not a baseline: the table's rules
-    stay the four the agent is measured against."""
+    class names no packet class), and ``filter_and_hold``, the same holding a flood's filter
+    for its duration rather than lifting it on the next benign-looking window. They are
+    starting points, not baselines: the table's rules stay the four the agent is measured
+    against (the start is shown beside them)."""
     rules = baseline_policies(reward)
     if reward.filter:
         dur = max(reward.durations)
         rules[FILTER_IF_ATTACK] = lambda: (lambda v, lay, h, t, cur: ("filter", dur) if v[lay.index("is_attack")]
                                            else ("ignore", 0.0))
+        # the same, but a filter of a flood's class is held for its duration through the
+        # benign-looking windows between alarms (it stops that class only; lifting it on
+        # each such window lets the flood back in until the next alarm)
+        rules[FILTER_AND_HOLD] = lambda: (
+            lambda v, lay, h, t, cur: ("filter", dur) if v[lay.index("is_attack")]
+            or (cur == "filter" and v[lay.index("filterable")]) else ("ignore", 0.0))
     return rules
 
 
 def default_warm_start(reward: RewardConfig) -> str:
-    """The rule PPO starts from by default: ``filter_if_attack`` where the actions include
-    filter (the rule that filters floods gives the filter actions weight to start from; a
-    rule that never filters gives them none, docs/rl.md), else ``block_if_attack``."""
-    return FILTER_IF_ATTACK if reward.filter else WARM_START
+    """The rule PPO starts from by default: ``filter_and_hold`` where the actions include
+    filter (a rule that filters floods gives the filter actions weight to start from, one
+    that never filters gives them none; holding the filter is what PPO found from
+    ``filter_if_attack`` in only some of its runs, docs/rl.md), else ``block_if_attack``."""
+    return FILTER_AND_HOLD if reward.filter else WARM_START
 
 
 def warm_start_rule(name: str | None, reward: RewardConfig) -> Callable[[], Policy] | None:

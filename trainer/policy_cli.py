@@ -41,9 +41,9 @@ _OPT_RESTARTS = typer.Option(3, "--restarts", min=1, help="PPO runs per fold (pe
                              "validation (one run without validation episodes)")
 _OPT_RENT = typer.Option(0.05, "--restart-ent-coef", min=0.0, help="PPO's entropy bonus in restarts 1 and later (the "
                          "first's is 0.01): they explore more from the same start")
-_OPT_WARM = typer.Option("auto", "--warm-start", help="rule policy the agent imitates before PPO: a baseline rule or "
-                         "filter_if_attack (none: PPO from a random policy; auto: filter_if_attack, or "
-                         "block_if_attack with --no-filter)")
+_OPT_WARM = typer.Option("auto", "--warm-start", help="rule policy the agent imitates before PPO: a baseline rule, "
+                         "filter_if_attack or filter_and_hold (none: PPO from a random policy; auto: "
+                         "filter_and_hold, or block_if_attack with --no-filter)")
 _OPT_FILTER = typer.Option(True, "--filter/--no-filter", help="the agent's actions include filter (the host's inbound "
                            "packets of its flood's class only)")
 
