@@ -9,6 +9,7 @@ from pathlib import Path
 
 import jsonschema
 import numpy as np
+import orjson
 import pytest
 import torch
 
@@ -203,8 +204,6 @@ def test_worker_modes_decide_which_predictions_carry_attribution(sample_sequence
 def test_attribution_text_is_what_orjson_writes_for_top_columns() -> None:
     """`top_columns_json` writes the JSON of `top_columns` byte for byte: shares rounding to
     0 (and -0.0) left out, ties in column order, k beyond the columns, a quoted name."""
-    import orjson
-
     from ids_daemon.inference.attribution import top_columns_json
 
     rng = np.random.default_rng(3)
@@ -263,7 +262,8 @@ def test_whole_predict_writes_what_the_reference_pieces_write(sample_sequences) 
                                       families=w.families, model=w.model_info, sensor=w.sensor,
                                       id_prefix=w.id_prefix, first_id=17, top_k=w.top_k, now=now,
                                       interface=w.interface, evidence=window_sentences(seq.windows),
-                                      attribution=attribution)
+                                      attribution=None if attribution is None else
+                                      [None if a is None else orjson.dumps(a).decode() for a in attribution])
             assert got.keys == want.keys
             assert got.values == want.values, mode
     finally:

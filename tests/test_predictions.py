@@ -60,7 +60,8 @@ def test_messages_are_what_orjson_writes_for_their_dicts() -> None:
     for iface, sensor, ev in ((None, 'gw "1"\\x', evidence), ("eth0", "gw-2", None)):
         out = encode_predictions(seq, probs, decision, sev, classes=classes, families=families, model=model,
                                  sensor=sensor, id_prefix='run"7', first_id=41, top_k=3, now=now, interface=iface,
-                                 evidence=ev, attribution=attribution, pcap_files=pcap_files)
+                                 evidence=ev, attribution=[None if a is None else orjson.dumps(a).decode()
+                                                           for a in attribution], pcap_files=pcap_files)
         assert len(out.values) == len(out.keys) == n
         w = seq.windows
         for i, (key, value) in enumerate(zip(out.keys, out.values)):

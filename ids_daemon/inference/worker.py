@@ -340,6 +340,6 @@ class InferenceWorker:
                                  model=self.model_info, sensor=self.sensor, id_prefix=self.id_prefix,
                                  first_id=self.next_id, top_k=self.top_k, now=time.time(),
                                  interface=self.interface, evidence=window_sentences(seq.windows),
-                                 attribution_json=attribution, pcap_files=files)
+                                 attribution=attribution, pcap_files=files)
         self.next_id += len(seq)
         return out

@@ -109,18 +109,16 @@ def encode_predictions(seq: Any, probs: np.ndarray, decision: tuple[np.ndarray, 
                        classes: list[str], families: list[str], model: dict[str, str], sensor: str, id_prefix: str,
                        first_id: int, top_k: int, now: float, interface: str | None = None,
                        evidence: list[str] | None = None,
-                       attribution: list[list[dict[str, Any]] | None] | None = None,
-                       pcap_files: list[str | None] | None = None,
-                       attribution_json: list[str | None] | None = None) -> EncodedBatch:
+                       attribution: list[str | None] | None = None,
+                       pcap_files: list[str | None] | None = None) -> EncodedBatch:
     """One JSON object per sequence of ``seq`` (a SequenceBatch), from its probabilities
     and the worker's ``decision`` (`ids_daemon.inference.risk.decide`) and severities.
     ``interface``: the live capture interface (None for a file: no interface saw it).
     ``evidence``: one sentence per sequence (its last window's facts), ``attribution``:
-    per sequence, the columns that pushed p_attack most (None: not computed for it);
-    both are optional fields of the record (docs/evidence.md). ``attribution_json``: the
-    attribution as JSON text already (`ids_daemon.inference.attribution.top_columns_json`),
-    in place of ``attribution``. ``pcap_files``: per sequence, the alert pcap file its
-    packets are written to (None: not recorded).
+    per sequence, the columns that pushed p_attack most as JSON text
+    (`ids_daemon.inference.attribution.top_columns_json`; None: not computed for it);
+    both are optional fields of the record (docs/evidence.md). ``pcap_files``: per sequence,
+    the alert pcap file its packets are written to (None: not recorded).
 
     Each object is written as ``orjson.dumps`` of its dict would write it (key order, number
     text, escapes; tests/test_predictions.py reads every message back and dumps it again), but
@@ -156,11 +154,9 @@ def encode_predictions(seq: Any, probs: np.ndarray, decision: tuple[np.ndarray, 
     tail = f'}},"model":{_json(model)}' + (',"evidence":' if evidence is not None else "")
     ev = _strings(evidence) if evidence is not None else repeat("")
     # the optional fields after the evidence, per row ("" where a row has none)
-    if attribution is not None and attribution_json is None:
-        attribution_json = [None if a is None else _json(a) for a in attribution]
     opt: Iterable[str] = repeat("")
-    if attribution_json is not None or pcap_files is not None:
-        att_t = attribution_json if attribution_json is not None else repeat(None)
+    if attribution is not None or pcap_files is not None:
+        att_t = attribution if attribution is not None else repeat(None)
         pcap_t = pcap_files if pcap_files is not None else repeat(None)
         opt = [("" if a is None else f',"attribution":{a}') + ("" if f is None else f',"pcap_file":{_json(f)}')
                for a, f, _ in zip(att_t, pcap_t, range(n))]
