@@ -33,8 +33,13 @@ def meter_table_bytes(max_flows: int) -> int:
 
 
 def sequence_buffer_bytes(max_flows: int, seq_len: int, n_columns: int) -> int:
-    """Bytes of the sequence buffer: max_flows × T × F float32 plus a count and a free slot per key."""
-    return max_flows * (seq_len * n_columns * 4 + 8 + 8)
+    """Bytes of the sequence buffer (`ids_daemon.sequence`): max_flows × T × F float32, and its
+    key table: a node of six int64 a key, an index of 8-byte slots (a power of two, at least
+    twice the keys) and 8 int64 of bookkeeping."""
+    slots = 16
+    while slots < 2 * max_flows:
+        slots <<= 1
+    return max_flows * (seq_len * n_columns * 4 + 6 * 8) + slots * 8 + 8 * 8
 
 
 @dataclass

@@ -195,6 +195,56 @@ def test_sequence_buffer_matches_the_training_rule() -> None:
     assert len(buf) == before - 1
 
 
+
+def _reference_sequences(batches: list[WindowBatch], t: int, cols: np.ndarray, max_keys: int):
+    """The sequence rule written plainly (an OrderedDict of each key's windows, least recently
+    used first out): what the compiled buffer must give, sequence for sequence."""
+    from collections import OrderedDict
+
+    held: OrderedDict[int, list[np.ndarray]] = OrderedDict()
+    evicted = 0
+    outs, lens = [], []
+    for wb in batches:
+        for i in range(len(wb)):
+            k = int(wb.key[i])
+            if k in held:
+                held.move_to_end(k)
+            else:
+                if len(held) >= max_keys:
+                    held.popitem(last=False)
+                    evicted += 1
+                held[k] = []
+            h = held[k]
+            h.append(wb.features[i, cols].astype(np.float32))
+            last = h[-t:]
+            outs.append(np.stack([h[0]] * (t - len(last)) + last))
+            lens.append(len(last))
+            if wb.reason[i] != REASON_FULL:
+                del held[k]
+    return np.stack(outs), np.array(lens), evicted, len(held)
+
+
+def test_sequence_buffer_evicts_and_forgets_as_the_plain_rule_does() -> None:
+    """Under a full table (LRU evictions) and final windows mixed in, over several batches, the
+    compiled buffer hands out exactly the plain rule's sequences, lengths, evictions and keys."""
+    rng = np.random.default_rng(3)
+    n, t, cap = 3000, 4, 24
+    wb = WindowBatch.empty(n)
+    wb.features[:] = rng.normal(size=wb.features.shape)
+    # 60 keys over a 24-key table, some far more often than others: hits, misses and evictions
+    wb.key[:] = (rng.zipf(1.3, n) % 60).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    wb.reason[:] = np.where(rng.random(n) < 0.05, REASON_IDLE, REASON_FULL)
+    cols = np.array([3, 0, 7, 11])
+    parts = [wb.take(slice(a, b)) for a, b in ((0, 1), (1, 700), (700, 700), (700, n))]
+    buf = SequenceBuffer(t, cols, cap)
+    got = [buf.push(p) for p in parts]
+    want_x, want_len, want_evicted, want_keys = _reference_sequences(parts, t, cols, cap)
+    assert want_evicted > 100  # the table was full for most of the run
+    assert np.array_equal(np.concatenate([g.x for g in got]), want_x)
+    assert np.array_equal(np.concatenate([g.lengths for g in got]), want_len)
+    assert buf.evicted == want_evicted and len(buf) == want_keys
+    assert buf.sequences == n
+
 @pytest.mark.root
 def test_live_run_on_loopback_predicts_what_it_captured(tmp_path: Path) -> None:
     import random

@@ -169,7 +169,7 @@ def test_table_sizes_match_what_is_allocated() -> None:
         real = Meter(MeterConfig(max_flows=n, prealloc=False)).memory_bytes
         assert meter_table_bytes(n) <= real <= meter_table_bytes(n) + 4096
         buf = SequenceBuffer(4, np.arange(39), n)
-        assert sequence_buffer_bytes(n, 4, 39) == buf._hist.nbytes + buf._count.nbytes + buf._free.nbytes  # noqa: SLF001
+        assert sequence_buffer_bytes(n, 4, 39) == buf.nbytes
 
 
 def test_tables_beyond_the_memory_limit_are_refused_in_one_line() -> None:

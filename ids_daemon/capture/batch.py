@@ -174,7 +174,14 @@ class PacketBatch:
     def take(self, index: np.ndarray | slice) -> "PacketBatch":
         """Rows selected by a boolean mask, an index array or a slice (the frame bytes
         are kept for a slice of consecutive rows, dropped otherwise)."""
-        cols = {name: getattr(self, name)[index] for name in self.column_names()}
+        if isinstance(index, np.ndarray) and index.dtype == np.bool_:
+            # a mask turned into row numbers once: masking each of the ~60 columns counts the
+            # mask again every time (8 ms for a 32k-frame batch against 0.7 ms for this)
+            index = np.flatnonzero(index)
+        if isinstance(index, np.ndarray):
+            cols = {name: getattr(self, name).take(index, axis=0) for name in self.column_names()}
+        else:
+            cols = {name: getattr(self, name)[index] for name in self.column_names()}
         out = PacketBatch(**cols, first_index=self.first_index, source=self.source)
         if self.raw_off is not None and isinstance(index, slice) and index.step in (None, 1):
             a, b, _ = index.indices(len(self))
