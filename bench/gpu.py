@@ -1,27 +1,30 @@
-"""Inference worker by batch size, fast path against the reference path, and replay end to
-end, on each device (CUDA beside the CPU when there is a GPU), in one run.
+"""Inference worker by batch size, each engine and path against the reference path, and
+replay end to end, on each device (CUDA beside the CPU when there is a GPU), in one run.
 
     .venv/bin/python bench/gpu.py [--device cpu,cuda] [--threads N] [--half] [--seconds S]
                                   [--batches 1,64,...] [--repeat R] [--replay-packets N]
 
-Worker: what it does per micro-batch (`InferenceWorker.logits`, softmax in double, the
-probabilities back on the host): host → device copy (from pinned memory on a GPU), the
-feature encoding, the LSTM and its head. Not the JSON encoding of the predictions. Two
-paths on the same sequences, alternating ``--repeat`` times for ``--seconds`` each, the
-best of each counts:
+Worker: what it does per micro-batch (its probabilities: logits, softmax in double, back on
+the host): host → device copy (from pinned memory on a GPU), the feature encoding, the LSTM
+and its head. Not the JSON encoding of the predictions. The paths, on the same sequences,
+alternating ``--repeat`` times for ``--seconds`` each, the best of each counts:
 
-  - ref:  `TorchEncoder` (every bin, 342 wide for the bundled model), then the model
-  - fast: `ids_daemon.model.fast.FastLSTM` (the padding bins left out), what the worker runs
+  - ref:   torch: `TorchEncoder` (every bin, 342 wide for the bundled model), then the model
+  - fast:  torch: `ids_daemon.model.fast.FastLSTM` (the padding bins left out), what the
+           worker runs on a GPU (and on the CPU with ``inference.engine: torch``)
+  - numpy: `ids_daemon.model.numpy_lstm.NumpyLSTM` (the same bins, no torch), what the
+           worker runs on the CPU by default (CPU only)
 
-with sequences/s of wall time and, on the CPU, of this process's CPU time (torch's threads
-included; on a shared machine the steadier figure), the fast path's p50/p99 latency, and
-the largest difference of their probabilities on the real sequences. Sequences are real
+with sequences/s of wall time and, on the CPU, of this process's CPU time (every thread
+included; on a shared machine the steadier figure), each path's ratio to ref, the last
+path's p50/p99 latency, and the largest difference of each path's probabilities from ref's
+on the real sequences. Sequences are real
 windows: the bench's benign capture through the meter and the sequence buffer, tiled to
 the batch size.
 
 Replay: ``ids-daemon replay`` as the CLI builds it (JSON-lines sink) on the flood-heavy
-and the benign-heavy capture of bench/gen.py, with the worker on each device, fast path
-and reference path alternating: packets/s and predictions/s (0 packets: skipped).
+and the benign-heavy capture of bench/gen.py, with the worker on each device, the paths
+alternating: packets/s and predictions/s (0 packets: skipped).
 
 Goals: >= 150 k sequences/s at batch 1,024 on the CPU (issue 18); >= 2 M sequences/s at the
 best batch size on an H100. tests/test_fast_path.py runs this on the CPU with tiny settings.
@@ -47,6 +50,7 @@ import gen  # noqa: E402
 from ids_daemon.builder import build_pipeline, windows_of_file  # noqa: E402
 from ids_daemon.config import load_config  # noqa: E402
 from ids_daemon.inference.worker import InferenceWorker, set_threads  # noqa: E402
+from ids_daemon.model.numpy_lstm import NumpyLSTM  # noqa: E402
 from ids_daemon.sequence import SequenceBuffer  # noqa: E402
 from ids_daemon.sinks.jsonl import JsonlSink  # noqa: E402
 
@@ -67,84 +71,102 @@ def real_sequences(worker: InferenceWorker, packets: int) -> np.ndarray:
         windows_of_file(cfg, str(capture("benign", packets)))).x
 
 
-def probabilities(worker: InferenceWorker, host: torch.Tensor, fast: bool) -> np.ndarray:
-    """The worker's micro-batch on either path: raw sequences on the host → probabilities on the host."""
-    keep = worker.fast
-    if not fast:
-        worker.fast = None
-    try:
-        logits = worker.logits(host.to(worker.device, non_blocking=True))
+class Path_:
+    """One way of running the worker's model: the worker's torch engine with or without its fast
+    path, or the numpy engine; `use` switches the worker to it (the replay runs through it)."""
+
+    def __init__(self, name: str, worker: InferenceWorker):
+        self.name, self.worker = name, worker
+        self.numpy = (NumpyLSTM(worker.loaded.state, worker.loaded.config, worker.loaded.encoder)
+                      if name == "numpy" else None)
+        self.fast = worker.fast if name == "fast" else None
+
+    def use(self) -> None:
+        self.worker.numpy, self.worker.fast = self.numpy, self.fast
+
+    def probabilities(self, host: torch.Tensor) -> np.ndarray:
+        """Raw sequences on the host → probabilities on the host."""
+        self.use()
+        if self.numpy is not None:
+            return self.worker._probabilities(host.numpy())  # noqa: SLF001 - what predict calls
+        logits = self.worker.logits(host.to(str(self.worker.device), non_blocking=True))
         with torch.inference_mode():
             return torch.softmax(logits.double(), dim=1).cpu().numpy()  # back on the host: synchronises
-    finally:
-        worker.fast = keep
 
 
-def worker_table(worker: InferenceWorker, base: np.ndarray, batches: list[int], seconds: float,
-                 repeat: int) -> None:
-    dev = worker.device
+def paths_of(worker: InferenceWorker) -> list[Path_]:
+    names = ["ref"] + (["fast"] if worker.fast is not None else [])
+    if worker.device.type == "cpu" and not worker.half:
+        names.append("numpy")
+    return [Path_(n, worker) for n in names]
+
+
+def worker_table(paths: list[Path_], base: np.ndarray, batches: list[int], seconds: float, repeat: int) -> None:
+    dev = paths[0].worker.device
     on_cpu = dev.type == "cpu"
-    cpu_cols = f" {'ref CPU/s':>11s} {'fast CPU/s':>11s} {'x':>5s}" if on_cpu else ""
-    print(f"{'batch':>7s} {'ref seq/s':>11s} {'fast seq/s':>11s} {'x':>5s}{cpu_cols} {'p50 ms':>8s} {'p99 ms':>8s}")
+    head = f"{'batch':>7s}" + "".join(f" {p.name + ' seq/s':>11s}" + (f" {'x':>5s}" if i else "")
+                                      for i, p in enumerate(paths))
+    if on_cpu:
+        head += "".join(f" {p.name + ' CPU/s':>11s}" + (f" {'x':>5s}" if i else "") for i, p in enumerate(paths))
+    print(head + f" {'p50 ms':>8s} {'p99 ms':>8s}")
     for bs in batches:
         x = np.ascontiguousarray(np.resize(base, (bs,) + base.shape[1:]), dtype=np.float32)
         host = torch.from_numpy(x)
         if dev.type == "cuda":
             host = host.pin_memory()
-        best = {False: [0.0, 0.0], True: [0.0, 0.0]}  # (wall, CPU) sequences/s
+        best = {p.name: [0.0, 0.0] for p in paths}  # (wall, CPU) sequences/s
         lat: list[float] = []
-        for fast in (False, True):  # warm: first calls, lazy initialisation
+        for p in paths:  # warm: first calls, lazy initialisation
             for _ in range(3):
-                probabilities(worker, host, fast)
+                p.probabilities(host)
         for _ in range(repeat):  # alternating: the machine's load changes under the run
-            for fast in (False, True):
+            for p in paths:
                 n = 0
                 c0, t0 = time.process_time(), time.perf_counter()
                 t_end = t0 + seconds / repeat
                 while True:
                     s = time.perf_counter()
-                    probabilities(worker, host, fast)
+                    p.probabilities(host)
                     e = time.perf_counter()
                     n += bs
-                    if fast:
+                    if p is paths[-1]:
                         lat.append(e - s)
                     if e >= t_end:
                         break
                 wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-                best[fast] = [max(best[fast][0], n / wall), max(best[fast][1], n / max(cpu, 1e-9))]
-        (rw, rc), (fw, fc) = best[False], best[True]
-        cpu_vals = f" {rc:>11,.0f} {fc:>11,.0f} {fc / rc:>5.2f}" if on_cpu else ""
-        print(f"{bs:>7d} {rw:>11,.0f} {fw:>11,.0f} {fw / rw:>5.2f}{cpu_vals} "
-              f"{np.percentile(lat, 50) * 1e3:>8.3f} {np.percentile(lat, 99) * 1e3:>8.3f}")
+                best[p.name] = [max(best[p.name][0], n / wall), max(best[p.name][1], n / max(cpu, 1e-9))]
+        ref = best["ref"]
+        row = f"{bs:>7d}" + "".join(f" {best[p.name][0]:>11,.0f}" + (f" {best[p.name][0] / ref[0]:>5.2f}" if i else "")
+                                    for i, p in enumerate(paths))
+        if on_cpu:
+            row += "".join(f" {best[p.name][1]:>11,.0f}" + (f" {best[p.name][1] / ref[1]:>5.2f}" if i else "")
+                           for i, p in enumerate(paths))
+        print(row + f" {np.percentile(lat, 50) * 1e3:>8.3f} {np.percentile(lat, 99) * 1e3:>8.3f}")
 
 
-def replay_rates(worker: InferenceWorker, packets: int, repeat: int) -> None:
+def replay_rates(paths: list[Path_], packets: int, repeat: int) -> None:
+    worker = paths[0].worker
     cfg = load_config(None, {"inference.device": str(worker.device), "metrics.listen": None})
     print(f"{'capture':8s} {'path':5s} {'packets/s':>11s} {'predictions/s':>14s} {'predictions':>12s}")
     with tempfile.TemporaryDirectory() as tmp:
         for kind in ("flood", "benign"):
-            p = capture(kind, packets)
-            best: dict[bool, tuple[float, float, int]] = {}
+            cap = capture(kind, packets)
+            best: dict[str, tuple[float, float, int]] = {}
             for _ in range(repeat):
-                for fast in (False, True):
-                    keep = worker.fast
-                    if not fast:
-                        worker.fast = None
+                for p in paths:
+                    p.use()
+                    pipe = build_pipeline(cfg, read=str(cap), sink_objects=[JsonlSink(str(Path(tmp) / "p.jsonl"))],
+                                          worker=worker)
                     try:
-                        pipe = build_pipeline(cfg, read=str(p), sink_objects=[JsonlSink(str(Path(tmp) / "p.jsonl"))],
-                                              worker=worker)
-                        try:
-                            st = pipe.run()
-                        finally:
-                            pipe.source.close()
+                        st = pipe.run()
                     finally:
-                        worker.fast = keep
+                        pipe.source.close()
                     r = (st.frames / st.seconds, st.predictions / st.seconds, st.predictions)
-                    if fast not in best or r[0] > best[fast][0]:
-                        best[fast] = r
-            for fast in (False, True):
-                pps, prs, n = best[fast]
-                print(f"{kind:8s} {'fast' if fast else 'ref':5s} {pps:>11,.0f} {prs:>14,.0f} {n:>12,d}")
+                    if p.name not in best or r[0] > best[p.name][0]:
+                        best[p.name] = r
+            for p in paths:
+                pps, prs, n = best[p.name]
+                print(f"{kind:8s} {p.name:5s} {pps:>11,.0f} {prs:>14,.0f} {n:>12,d}")
 
 
 def main() -> int:
@@ -153,7 +175,7 @@ def main() -> int:
                     help="devices, comma-separated (default: the CPU, and CUDA when present)")
     ap.add_argument("--model", default=None, help="model directory (default: the bundled model)")
     ap.add_argument("--half", action="store_true", help="half precision on CUDA (the reference path only)")
-    ap.add_argument("--threads", type=int, help="torch's CPU threads (default: the daemon's, inference.threads)")
+    ap.add_argument("--threads", type=int, help="the model's CPU threads (default: the daemon's, inference.threads)")
     ap.add_argument("--seconds", type=float, default=2.0, help="time per batch size and path")
     ap.add_argument("--repeat", type=int, default=4, help="alternations of the two paths; the best counts")
     ap.add_argument("--batches", default="1,64,256,1024,4096,16384,65536")
@@ -164,22 +186,25 @@ def main() -> int:
     set_threads(a.threads)
     batches = [int(x) for x in a.batches.split(",")]
     for name in a.device.split(","):
-        worker = InferenceWorker(a.model, name, half=a.half, sensor="bench")
+        worker = InferenceWorker(a.model, name, half=a.half, sensor="bench", engine="torch")
         dev = worker.device
-        label = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu, torch {torch.get_num_threads()} threads"
+        label = (torch.cuda.get_device_name(str(dev)) if dev.type == "cuda"
+                 else f"cpu, {torch.get_num_threads()} torch threads")
+        paths = paths_of(worker)
         base = real_sequences(worker, a.packets)
         print(f"\n== {label}: model {worker.model_info['name']} {worker.model_info['version']} (T={worker.seq_len}, "
               f"{len(worker.columns)} columns, input {worker.loaded.encoder.output_size}"
               + (f", fast path input {worker.fast.width}" if worker.fast else ", no fast path")
-              + f"), half={worker.half}, {len(base):,} real sequences")
-        if worker.fast is not None:
-            host = torch.from_numpy(np.ascontiguousarray(base, dtype=np.float32))
-            diff = np.abs(probabilities(worker, host, True) - probabilities(worker, host, False)).max()
-            print(f"max |p_fast - p_ref| {diff:.2e} on {len(base):,} real sequences")
-        worker_table(worker, base, batches, a.seconds, a.repeat)
+              + f"), half={worker.half}, {len(base):,} real sequences; paths {', '.join(p.name for p in paths)}")
+        host = torch.from_numpy(np.ascontiguousarray(base, dtype=np.float32))
+        want = paths[0].probabilities(host)
+        for p in paths[1:]:
+            diff = np.abs(p.probabilities(host) - want).max()
+            print(f"max |p_{p.name} - p_ref| {diff:.2e} on {len(base):,} real sequences")
+        worker_table(paths, base, batches, a.seconds, a.repeat)
         if a.replay_packets:
             print(f"replay end to end, JSON lines, {a.replay_packets:,} packets per capture, best of {a.replay_repeat}")
-            replay_rates(worker, a.replay_packets, a.replay_repeat)
+            replay_rates(paths, a.replay_packets, a.replay_repeat)
     return 0
 
 

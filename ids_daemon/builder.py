@@ -251,7 +251,7 @@ def make_worker(cfg: Config, model: str | None = None, sensor: str | None = None
     set_threads(inf.threads)
     return InferenceWorker(model or inf.model, inf.device, inf.half, inf.top_k, sensor or cfg.sensor,
                            threshold=inf.threshold, interface=interface, attribution=inf.attribution,
-                           attribution_min_p=inf.attribution_min_p)
+                           attribution_min_p=inf.attribution_min_p, engine=inf.engine)
 
 
 def make_alert_pcap(cfg: Config) -> Any:

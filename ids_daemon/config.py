@@ -139,10 +139,13 @@ class InferenceConfig(_Section):
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N")
     max_batch: int = Field(1024, ge=1, le=1 << 16, description="sequences per micro-batch")
     max_wait_ms: float = Field(20.0, ge=0, description="a batch runs when full or when its oldest sequence waited this long")
+    engine: Literal["auto", "numpy", "torch"] = Field(
+        "auto", description="what runs the network: auto (numpy on the CPU, so that torch is never imported; "
+        "torch on a GPU), numpy (CPU only) or torch")
     half: bool = Field(False, description="half precision on CUDA")
     threads: int | None = Field(
-        None, ge=1, le=1024, description="torch's CPU threads (null: the cores this process may use, less the "
-        "one the capture thread takes, at least 1)")
+        None, ge=1, le=1024, description="the model's CPU threads, numpy's BLAS and torch's (null: the cores this "
+        "process may use, less the one the capture thread takes, at least 1)")
     top_k: int = Field(3, ge=1, le=50, description="class probabilities in each prediction")
     threshold: float | None = Field(
         None, ge=0, le=1, description="is_attack when p_attack = 1 - P(benign) reaches this (default: the model's "

@@ -134,7 +134,9 @@ def sample_sequences():
     from ids_daemon.builder import make_worker, windows_of_file
     from ids_daemon.sequence import SequenceBuffer
 
-    cfg = load_config(None, {"inference.device": "cpu", "metrics.listen": None})
+    # the torch engine: these tests compare the worker with torch's reference pieces byte for
+    # byte (the CPU's numpy engine against torch: tests/test_numpy_lstm.py)
+    cfg = load_config(None, {"inference.device": "cpu", "inference.engine": "torch", "metrics.listen": None})
     w = make_worker(cfg)
     wb = windows_of_file(cfg, str(SAMPLE))
     seq = SequenceBuffer(w.seq_len, w.columns, 1 << 12).push(wb)

@@ -54,7 +54,7 @@ def _hard_values(enc: FeatureEncoder, n: int, t: int, seed: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def worker() -> InferenceWorker:
-    return InferenceWorker(None, "cpu", sensor="test")
+    return InferenceWorker(None, "cpu", sensor="test", engine="torch")
 
 
 def test_bundled_model_has_padding_bins_the_fast_path_drops(worker: InferenceWorker) -> None:
@@ -158,7 +158,7 @@ def test_half_precision_and_foreign_networks_take_the_reference_path() -> None:
 
 def test_gpu_bench_runs_on_the_cpu() -> None:
     """bench/gpu.py, the command the GPU machine runs, on the CPU with tiny settings: it
-    prints both paths for each batch size and their agreement, so it cannot rot."""
+    prints every path for each batch size and their agreement, so it cannot rot."""
     r = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu.py"), "--device", "cpu", "--seconds", "0.05",
                         "--batches", "1,256", "--packets", "3000", "--replay-packets", "3000", "--replay-repeat", "1"],
                        capture_output=True, text=True, timeout=600, cwd=ROOT)
@@ -169,9 +169,14 @@ def test_gpu_bench_runs_on_the_cpu() -> None:
         assert len(row) == 1, r.stdout
         ref_rate, fast_rate = (float(v.replace(",", "")) for v in row[0][1:3])
         assert ref_rate > 0 and fast_rate > 0
-    assert "max |p_fast - p_ref|" in r.stdout
-    diff = float(r.stdout.split("max |p_fast - p_ref|")[1].split()[0])
-    assert diff < TOL
+    for path in ("fast", "numpy"):  # the torch engine's fast path, and the CPU's default engine
+        assert f"max |p_{path} - p_ref|" in r.stdout
+        diff = float(r.stdout.split(f"max |p_{path} - p_ref|")[1].split()[0])
+        assert diff < TOL
+    replayed = [ln.split() for ln in lines if ln.split()[:1] in (["flood"], ["benign"])]
+    assert sorted((row[0], row[1]) for row in replayed) == sorted(
+        (k, p) for k in ("flood", "benign") for p in ("ref", "fast", "numpy"))
+    assert len({row[-1] for row in replayed}) <= 2  # each path makes a capture's predictions
 
 
 def test_predict_bench_runs_against_a_baseline() -> None:
@@ -187,17 +192,25 @@ def test_predict_bench_runs_against_a_baseline() -> None:
 
 
 def test_worker_threads_follow_the_configuration() -> None:
-    """inference.threads fixes torch's CPU threads; null leaves a core to the capture thread."""
+    """inference.threads fixes the model's CPU threads, numpy's BLAS (the CPU engine) and
+    torch's; null leaves a core to the capture thread."""
     import os
+
+    from threadpoolctl import threadpool_info, threadpool_limits
 
     from ids_daemon.builder import make_worker
 
+    def blas() -> set[int]:  # numpy's own (another library's BLAS may be loaded beside it)
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas" and "numpy" in i["filepath"]}
+
     before = torch.get_num_threads()
     try:
-        make_worker(load_config(None, {"inference.device": "cpu", "inference.threads": 3, "metrics.listen": None}))
-        assert torch.get_num_threads() == 3
-        make_worker(load_config(None, {"inference.device": "cpu", "metrics.listen": None}))
-        assert torch.get_num_threads() == max(1, len(os.sched_getaffinity(0)) - 1)
+        with threadpool_limits(user_api="blas"):  # restored after the test
+            make_worker(load_config(None, {"inference.device": "cpu", "inference.threads": 3, "metrics.listen": None}))
+            assert torch.get_num_threads() == 3 and blas() == {3}
+            make_worker(load_config(None, {"inference.device": "cpu", "metrics.listen": None}))
+            usable = max(1, len(os.sched_getaffinity(0)) - 1)
+            assert torch.get_num_threads() == usable and blas() == {usable}
     finally:
         torch.set_num_threads(before)
 
@@ -207,7 +220,7 @@ def test_a_fast_path_that_disagrees_at_load_is_not_used(monkeypatch: pytest.Monk
     fast path that differs is left out, with a warning, and predictions still come."""
     real_call = fast.FastLSTM.__call__
     monkeypatch.setattr(fast.FastLSTM, "__call__", lambda self, x: real_call(self, x) * 1.01)
-    w = InferenceWorker(None, "cpu", sensor="test")
+    w = InferenceWorker(None, "cpu", sensor="test", engine="torch")
     assert w.fast is None
     assert "differs from the reference" in caplog.text
     x = np.zeros((2, w.seq_len, len(w.columns)), dtype=np.float32)

@@ -15,16 +15,22 @@ import torch
 from torch import nn
 
 from ids_daemon.config import Config
-from ids_daemon.inference.worker import resolve_device as pick_device
+from ids_daemon.inference.worker import resolve_device
 from ids_daemon.model.artifacts import LoadedModel, save_model
 from ids_daemon.model.classes import FAMILY_OF, canonical_class
 from ids_daemon.model.encoding import FeatureEncoder
 from ids_daemon.model.lstm import RealDataLSTMPredictor
 
+
 from .dataset import Dataset, iter_batches
 from .metrics import (benign_index, binary_rates, choose_threshold, classification_metrics, plot_confusion,
                       plot_curves, write_json)
 from .split import Split, make_split
+
+
+def pick_device(name: str) -> torch.device:
+    """``resolve_device``'s choice as a torch device (training always runs in torch)."""
+    return torch.device(str(resolve_device(name)))
 
 ENCODER_FIT_ROWS = 500_000  # rows sampled to fit the encoder's quantiles on large data
 PRE_ENCODE_BYTES = 1 << 30  # encode everything once when it fits, else per batch

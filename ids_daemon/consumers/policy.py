@@ -284,7 +284,7 @@ def load_policy(directory: str | os.PathLike) -> LoadedPolicy:
     if meta["layout"] != expected:
         raise ModelError(f"{mp}: the observation layout is not the one this daemon builds")
     net = PolicyNet(n_obs, len(actions), hidden)
-    state = load_checked_state(d, meta)
+    state = {k: torch.from_numpy(v) for k, v in load_checked_state(d, meta).items()}
     try:
         net.load_state_dict(state, strict=True)
     except (RuntimeError, TypeError) as e:

@@ -24,20 +24,24 @@ from __future__ import annotations
 from functools import lru_cache
 from itertools import repeat
 
+from typing import Any
+
 import numpy as np
 import orjson
-import torch
 
 MODES = ("on", "flagged", "off")
 
 
-def margin_attribution(model: torch.nn.Module, x: torch.Tensor, benign: int | None, n_columns: int,
-                       bins: int) -> tuple[np.ndarray, torch.Tensor]:
+def margin_attribution(model: Any, x: Any, benign: int | None, n_columns: int,
+                       bins: int) -> tuple[np.ndarray, Any]:
     """(shares, logits): (n, columns) signed shares (rows sum to 1 in absolute value; 0
     where the gradient is 0) for ``x`` (n, T, encoded) on the model's device, and the
     forward pass's logits (detached), so that a caller attributing every row needs no
     second forward. ``benign``: the benign class index (None: a model without one; the
-    margin is then the top class's log-probability)."""
+    margin is then the top class's log-probability). The torch engine's; the numpy engine
+    computes the same by hand (`ids_daemon.model.numpy_lstm`)."""
+    import torch
+
     lstm, head, drop = (getattr(model, a, None) for a in ("lstm", "classifier", "dropout"))
     split = (isinstance(lstm, torch.nn.LSTM) and head is not None and drop is not None and lstm.batch_first
              and not lstm.bidirectional and x.shape[1] > 1)

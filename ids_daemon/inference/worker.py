@@ -6,54 +6,98 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
 
 from ..features.ciciot import INDEX
 from ..model.artifacts import LoadedModel, ModelError, load_model
 from ..model.classes import family_of
-from ..model import fast
-from ..model.encoding import TorchEncoder
+from ..model.numpy_lstm import NumpyLSTM
 from ..sequence import SequenceBatch
 from ..sinks.base import EncodedBatch
 from .attribution import MODES as ATTRIBUTION_MODES
-from .attribution import margin_attribution, top_columns_json
+from .attribution import top_columns_json
 from .evidence import window_sentences
 from .risk import decide, family_weights, severity_index
 
 log = logging.getLogger("ids_daemon.inference")
 
+ENGINES = ("auto", "numpy", "torch")
 
-def resolve_device(name: str) -> torch.device:
-    """``auto``: CUDA when present, else the CPU; a CUDA device that is not there is an error."""
+
+@dataclass(frozen=True)
+class Device:
+    """Where the model runs, named as torch names it (``cpu``, ``cuda``, ``cuda:1``), without
+    importing torch."""
+
+    type: str
+    index: int | None = None
+
+    def __str__(self) -> str:
+        return self.type if self.index is None else f"{self.type}:{self.index}"
+
+
+def _gpu_driver_present() -> bool:
+    """Whether this machine has an NVIDIA (or ROCm) kernel driver: without one torch cannot
+    find a GPU, and ``auto`` need not import torch to ask."""
+    return (Path("/proc/driver/nvidia/version").exists() or Path("/dev/kfd").exists()
+            or any(Path("/dev").glob("nvidia[0-9]*")))
+
+
+def resolve_device(name: str) -> Device:
+    """``auto``: CUDA when present, else the CPU; a CUDA device that is not there is an error.
+    torch is imported only to look for a GPU where a GPU driver is installed, or for ``cuda``."""
+    if name == "cpu" or (name == "auto" and not _gpu_driver_present()):
+        return Device("cpu")
+    import torch
+
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return Device("cuda") if torch.cuda.is_available() else Device("cpu")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ModelError(f"device {name!r}: no CUDA device is available")
-    return dev
+    return Device(dev.type, dev.index)
+
+
+_THREADS: int | None = None  # set_threads' choice, applied to torch when it is imported later
 
 
 def set_threads(threads: int | None) -> int:
-    """Fix torch's CPU threads for the process (``None``: the cores it may use, less one for
-    the capture thread, at least 1) and return the number.
+    """Fix the model's CPU threads for the process (``None``: the cores it may use, less one
+    for the capture thread, at least 1) and return the number: numpy's BLAS (the CPU engine)
+    and torch's (when torch is or gets imported).
 
-    torch's default is one thread per core. The daemon's capture thread keeps a core busy,
-    and torch's threads then wait for each other on the rest: on the 2-core machine the
-    worker at batch 1,024 ran at 43 k sequences/s of CPU time with two threads against
-    133 k with one (bench/gpu.py, same run)."""
+    Both default to one thread per core. The daemon's capture thread keeps a core busy, and
+    the model's threads then wait for each other on the rest: on the 2-core machine the
+    worker at batch 1,024 ran at 43 k sequences/s of CPU time with two torch threads against
+    133 k with one (bench/gpu.py, same run); numpy's OpenBLAS, left at two, at a third of its
+    one-thread rate."""
+    global _THREADS
     if threads is None:
         try:
             cores = len(os.sched_getaffinity(0))
         except (AttributeError, OSError):
             cores = os.cpu_count() or 1
         threads = max(1, cores - 1)
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(threads, user_api="blas")
+    _THREADS = threads
+    if "torch" in sys.modules:
+        _torch_threads()
     return threads
+
+
+def _torch_threads() -> None:
+    import torch
+
+    if _THREADS is not None and torch.get_num_threads() != _THREADS:
+        torch.set_num_threads(_THREADS)
 
 
 def schema_valid(probs: np.ndarray, decision: tuple[np.ndarray, ...]) -> np.ndarray:
@@ -101,6 +145,16 @@ def distinct_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     return first, inverse
 
 
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    """Class probabilities of logits (n, classes), in float64 (torch.softmax's arithmetic)."""
+    z = logits.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        z -= z.max(axis=1, keepdims=True)
+        np.exp(z, out=z)
+        z /= z.sum(axis=1, keepdims=True)
+    return z
+
+
 _MIX = np.zeros(0, dtype=np.uint64)
 _WORTH = 0.95  # share of distinct last windows above which a batch is not worth grouping
 
@@ -119,7 +173,7 @@ class InferenceWorker:
                  top_k: int = 3, sensor: str | None = None, threshold: float | None = None,
                  interface: str | None = None, attribution: str = "flagged",
                  attribution_min_p: float | None = None, attribution_top: int = 3, fast_path: bool = True,
-                 dedupe: bool = True):
+                 dedupe: bool = True, engine: str = "auto"):
         if attribution not in ATTRIBUTION_MODES:
             raise ModelError(f"attribution {attribution!r}: must be one of {', '.join(ATTRIBUTION_MODES)}")
         # gradient x input per column (docs/evidence.md): on every prediction, on the flagged
@@ -129,9 +183,17 @@ class InferenceWorker:
         self.attribution_top = int(attribution_top)
         self.attributed = 0  # sequences that went through the backward pass
         self.model_dir = Path(model_dir) if model_dir else None
+        if engine not in ENGINES:
+            raise ModelError(f"engine {engine!r}: must be one of {', '.join(ENGINES)}")
         self.device = resolve_device(device)
-        # False: the reference path (TorchEncoder, then the model), for comparison (bench/gpu.py)
+        # auto: numpy on the CPU (no torch in the process), torch on a GPU
+        self.engine = ("numpy" if self.device.type == "cpu" else "torch") if engine == "auto" else engine
+        if self.engine == "numpy" and self.device.type != "cpu":
+            raise ModelError(f"engine numpy runs on the CPU, not on {self.device}")
+        # False: the reference path (TorchEncoder, then the torch model), for comparison (bench/gpu.py)
         self.fast_path = bool(fast_path)
+        if not self.fast_path:
+            self.engine = "torch"
         # False: the model on every row of a batch, repeated sequences too (bench/predict.py)
         self.dedupe = bool(dedupe)
         self.half = bool(half) and self.device.type == "cuda"
@@ -150,7 +212,7 @@ class InferenceWorker:
         self.install(self.loaded)
 
     def _load(self, path: Path | None) -> LoadedModel:
-        loaded = load_model(path, self.device)
+        loaded = load_model(path, str(self.device))
         if self.half:
             loaded.model.half()
         return loaded
@@ -158,21 +220,21 @@ class InferenceWorker:
     def install(self, loaded: LoadedModel) -> None:
         """Switch to an already loaded model."""
         self.loaded = loaded
-        # served, never trained: the attribution's backward pass then computes the input's
-        # gradient only, not the weights' (a fifth of its cost on CPU)
-        for p in loaded.model.parameters():
-            p.requires_grad_(False)
         self.classes = loaded.classes
         fams = loaded.families
         self.families = [fams.get(c) or family_of(c) or c for c in self.classes]
         self.weights = family_weights(self.families)
         self.columns = np.array([INDEX[c] for c in loaded.columns], dtype=np.int64)
-        self.encode = TorchEncoder(loaded.encoder, self.device)
-        # the forward pass without padding bins (ids_daemon.model.fast); half precision and
-        # other networks take the reference path
-        self.fast: fast.FastLSTM | None = None
-        if self.fast_path and not self.half and fast.supports(loaded.model, loaded.encoder):
-            self.fast = self._checked_fast(loaded)
+        # the CPU engine: the network in numpy, padding bins left out (ids_daemon.model.numpy_lstm)
+        self.numpy: NumpyLSTM | None = None
+        # the torch engine: the forward pass without padding bins (ids_daemon.model.fast); half
+        # precision and other networks take the reference path
+        self.fast: Any = None
+        self.encode: Any = None
+        if self.engine == "numpy" and not loaded.config.bidirectional:
+            self.numpy = self._checked_numpy(loaded)
+        if self.numpy is None:
+            self._install_torch(loaded)
         self.column_names = list(loaded.columns)
         self.bins = int(loaded.encoder.bins or 0)
         benign = np.flatnonzero(self.weights == 0.0)
@@ -190,18 +252,55 @@ class InferenceWorker:
         self.class_counts = np.zeros(len(self.classes), dtype=np.int64)
         self.severity_counts = np.zeros(4, dtype=np.int64)
 
-    def _checked_fast(self, loaded: LoadedModel) -> fast.FastLSTM | None:
-        """The fast path, if it gives the reference's probabilities (within 1e-5 on the CPU) on probe
-        sequences: empty windows, the encoder's medians and clip maxima, values on every bin
-        edge. Run at load, so that its kernel is compiled before the first batch."""
+    def _install_torch(self, loaded: LoadedModel) -> None:
+        from ..model import fast
+        from ..model.encoding import TorchEncoder
+
+        _torch_threads()
+        # served, never trained: the attribution's backward pass then computes the input's
+        # gradient only, not the weights' (a fifth of its cost on CPU)
+        for p in loaded.model.parameters():
+            p.requires_grad_(False)
+        self.encode = TorchEncoder(loaded.encoder, str(self.device))
+        if self.fast_path and not self.half and fast.supports(loaded.model, loaded.encoder):
+            self.fast = self._checked_fast(loaded)
+
+    def _probes(self, loaded: LoadedModel) -> np.ndarray:
+        """Probe sequences (k, T, columns) float32: empty windows, the encoder's medians and clip
+        maxima, values on every bin edge."""
         enc = loaded.encoder
         f = len(enc.columns)
         rows = [np.zeros(f), np.asarray(enc.median), np.asarray(enc.clip_max)]
         for k in range(enc.bins + 1):  # every column on its k-th edge (its last where it has fewer)
             rows.append(np.array([e[min(k, len(e) - 1)] if len(e) else 0.0 for e in enc.edges] if enc.edges
                                  else np.zeros(f)))
-        x = np.repeat(np.stack(rows).astype(np.float32)[:, None, :], loaded.seq_len, axis=1)
-        t = torch.from_numpy(x).to(self.device)
+        return np.repeat(np.stack(rows).astype(np.float32)[:, None, :], loaded.seq_len, axis=1)
+
+    def _checked_numpy(self, loaded: LoadedModel) -> NumpyLSTM | None:
+        """The numpy engine, if its probabilities on probe sequences are those of the same
+        arithmetic over the whole encoding (padding bins kept) within 1e-5: a check that leaving
+        the padding bins out changed nothing. Run at load, so that its kernel is
+        compiled before the first batch; on a mismatch the torch engine serves, with a warning."""
+        x = self._probes(loaded)
+        candidate = NumpyLSTM(loaded.state, loaded.config, loaded.encoder)
+        whole = NumpyLSTM(loaded.state, loaded.config, loaded.encoder, padding=True)
+        with np.errstate(all="ignore"):
+            diff = float(np.abs(_softmax(candidate.logits(x)) - _softmax(whole.logits(x))).max())
+        if not diff < 1e-5:  # NaN too
+            log.warning("the numpy engine differs from the whole encoding by %.2g on probe sequences; "
+                        "using torch", diff)
+            return None
+        return candidate
+
+    def _checked_fast(self, loaded: LoadedModel) -> Any:
+        """The fast path, if it gives the reference's probabilities (within 1e-5 on the CPU) on probe
+        sequences: empty windows, the encoder's medians and clip maxima, values on every bin
+        edge. Run at load, so that its kernel is compiled before the first batch."""
+        import torch
+
+        from ..model import fast
+
+        t = torch.from_numpy(self._probes(loaded)).to(str(self.device))
         candidate = fast.FastLSTM(loaded.model, loaded.encoder)
         with torch.inference_mode():
             want = torch.softmax(loaded.model(self.encode(t)).double(), dim=1)
@@ -223,10 +322,12 @@ class InferenceWorker:
     def window(self) -> int:
         return self.loaded.window
 
-    def _input(self, x: np.ndarray) -> torch.Tensor:
+    def _input(self, x: np.ndarray) -> Any:
+        import torch
+
         t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
         if self.device.type == "cuda":
-            t = t.pin_memory().to(self.device, non_blocking=True)
+            t = t.pin_memory().to(str(self.device), non_blocking=True)
         return t
 
     def probabilities(self, seq: SequenceBatch) -> np.ndarray:
@@ -236,16 +337,25 @@ class InferenceWorker:
         return self._probabilities(seq.x)
 
     def _probabilities(self, x: np.ndarray) -> np.ndarray:
-        p = self.logits(self._input(x))
         # in double precision: p_attack = 1 - P(benign) is compared with a threshold
         # near 1, where float32 has no resolution left (1 - 6e-8 rounds to 1)
+        if self.numpy is not None:
+            return _softmax(self.numpy.logits(x))
+        import torch
+
+        p = self.logits(self._input(x))
         with torch.inference_mode():
             p = torch.softmax(p.double(), dim=1)
         return p.cpu().numpy()
 
-    def logits(self, t: torch.Tensor) -> torch.Tensor:
-        """Class logits of raw sequences ``t`` (n, T, columns) float32 on the device: the fast
-        path when the model has one, else the encoder then the model."""
+    def logits(self, t: Any) -> Any:
+        """Class logits of raw sequences ``t`` (n, T, columns) float32: a tensor on the device for
+        the torch engine (the fast path when the model has one, else the encoder then the model),
+        an array for the numpy engine."""
+        if self.numpy is not None:
+            return self.numpy.logits(np.asarray(t))
+        import torch
+
         with torch.inference_mode():
             if self.fast is not None:
                 return self.fast(t)
@@ -259,6 +369,15 @@ class InferenceWorker:
         share of each model column in the attack logit margin (gradient x input, one
         backward pass; `ids_daemon.inference.attribution`), and the class probabilities of
         the same forward pass."""
+        if self.numpy is not None:
+            with np.errstate(all="ignore"):
+                shares, logits = self.numpy.attribution(x, self.benign_index)
+            self.attributed += len(x)
+            return shares, _softmax(logits)
+        import torch
+
+        from .attribution import margin_attribution
+
         with torch.no_grad():
             t = self._input(x)
             # the reference encoding (every bin: the shares are per column of it), bit for bit

@@ -1,6 +1,7 @@
 """Model directories: weights that cannot run code, and JSON metadata that says what they are.
 
-    MODEL_DIR/weights.pt       state_dict only, loaded with torch.load(weights_only=True)
+    MODEL_DIR/weights.pt       state_dict only (torch.save), read as arrays by
+                               `ids_daemon.model.state` (nothing in it runs; no torch)
     MODEL_DIR/metadata.json    LSTMConfig, feature columns and their encoding, classes and
                                families, window N and sequence length T, data summary,
                                metrics, version, SHA-256 of weights.pt
@@ -15,19 +16,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..errors import IdsError
 from ..features.ciciot import COLUMNS
+from .config import LSTMConfig, state_shapes
 from .encoding import FeatureEncoder
-from .lstm import LSTMConfig, RealDataLSTMPredictor
+from .state import StateError, read_state
 
 FORMAT = "ids-daemon-model"
 FORMAT_VERSION = 1
@@ -51,12 +52,30 @@ _INT_KEYS = {"format_version": (1, 1 << 30), "window": (1, 10000), "seq_len": (1
 
 @dataclass
 class LoadedModel:
-    """A model ready to run: network (eval mode, on its device), encoder and metadata."""
+    """A checked model: its weights as arrays, network shape, encoder and metadata. The torch
+    module (`model`) is built on first use, on ``device``: the daemon's CPU path runs the
+    arrays in numpy (`ids_daemon.model.numpy_lstm`) and never imports torch."""
 
-    model: RealDataLSTMPredictor
+    state: dict[str, np.ndarray]
+    config: LSTMConfig
     encoder: FeatureEncoder
     meta: dict[str, Any]
     path: Path
+    device: str = "cpu"
+    _model: Any = field(default=None, repr=False)
+
+    @property
+    def model(self) -> Any:
+        """The `RealDataLSTMPredictor` (eval mode, on ``device``) of these weights."""
+        if self._model is None:
+            import torch
+
+            from .lstm import RealDataLSTMPredictor
+
+            model = RealDataLSTMPredictor(self.config)
+            model.load_state_dict({k: torch.from_numpy(v) for k, v in self.state.items()}, strict=True)
+            self._model = model.to(torch.device(self.device)).eval()
+        return self._model
 
     @property
     def classes(self) -> list[str]:
@@ -92,8 +111,10 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def write_weights(directory: Path, model: torch.nn.Module) -> str:
-    """Replace ``directory``'s weights.pt with the model's state_dict (atomically); its SHA-256."""
+def write_weights(directory: Path, model: Any) -> str:
+    """Replace ``directory``'s weights.pt with the (torch) model's state_dict (atomically); its SHA-256."""
+    import torch
+
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tmp = directory / (WEIGHTS + ".tmp")
     torch.save(state, tmp)
@@ -101,7 +122,7 @@ def write_weights(directory: Path, model: torch.nn.Module) -> str:
     return sha256_file(directory / WEIGHTS)
 
 
-def save_model(directory: str | os.PathLike, model: RealDataLSTMPredictor, encoder: FeatureEncoder,
+def save_model(directory: str | os.PathLike, model: Any, encoder: FeatureEncoder,
                classes: list[str], *, families: dict[str, str], window: int, seq_len: int, label_scheme: str,
                name: str = "ids-lstm", version: str = "1", data: dict[str, Any] | None = None,
                metrics: dict[str, Any] | None = None, training: dict[str, Any] | None = None,
@@ -197,17 +218,17 @@ def _check_sha(wp: Path, meta: dict[str, Any]) -> None:
                          f"(file changed or damaged: sha256 {digest[:12]}…, expected {str(meta.get('weights_sha256'))[:12]}…)")
 
 
-def _read_state(wp: Path) -> dict[str, Any]:
+def _read_state(wp: Path) -> dict[str, np.ndarray]:
     try:
-        return torch.load(wp, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
+        return read_state(wp)
+    except (StateError, OSError) as e:
         raise ModelError(f"{wp}: cannot read the weights ({str(e).splitlines()[0]})") from None
 
 
-def load_checked_state(directory: Path, meta: dict[str, Any]) -> dict[str, Any]:
-    """The state_dict of ``directory``'s weights.pt, refused unless it hashes to
-    ``meta["weights_sha256"]`` (tensors only: weights_only loading runs no code). Other
-    weights-only artefacts (the response policy) load through it."""
+def load_checked_state(directory: Path, meta: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The state_dict of ``directory``'s weights.pt as arrays, refused unless it hashes to
+    ``meta["weights_sha256"]`` (tensors only: reading it runs no code). Other weights-only
+    artefacts (the response policy) load through it."""
     wp = directory / WEIGHTS
     if not wp.is_file():
         raise ModelError(f"{directory}: weights file {WEIGHTS} is missing")
@@ -215,8 +236,9 @@ def load_checked_state(directory: Path, meta: dict[str, Any]) -> dict[str, Any]:
     return _read_state(wp)
 
 
-def load_model(directory: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> LoadedModel:
-    """Load and check a model directory (default: the bundled model) onto ``device``."""
+def load_model(directory: str | os.PathLike | None = None, device: Any = "cpu") -> LoadedModel:
+    """Load and check a model directory (default: the bundled model) for ``device`` (a name or
+    a torch device: where `LoadedModel.model` goes when something asks for it)."""
     d = Path(directory) if directory is not None else bundled_model_dir()
     meta = read_metadata(d)
     wp = d / WEIGHTS
@@ -238,15 +260,33 @@ def load_model(directory: str | os.PathLike | None = None, device: str | torch.d
     if len(meta["classes"]) != config.num_classes:
         raise ModelError(f"{d}: {len(meta['classes'])} class names for a network with {config.num_classes} outputs")
     state = _read_state(wp)
-    model = RealDataLSTMPredictor(config)
-    try:
-        model.load_state_dict(state, strict=True)
-    except (RuntimeError, TypeError) as e:
-        raise ModelError(f"{wp}: weights do not fit the recorded network: {str(e).splitlines()[0]}") from None
-    model.to(torch.device(device)).eval()
-    loaded = LoadedModel(model=model, encoder=encoder, meta=meta, path=d)
+    misfit = _misfit(state, config)
+    if misfit:
+        raise ModelError(f"{wp}: weights do not fit the recorded network: {misfit}")
+    if any(v.dtype != np.float32 for v in state.values()):
+        state = {k: v.astype(np.float32) for k, v in state.items()}
+    loaded = LoadedModel(state=state, config=config, encoder=encoder, meta=meta, path=d, device=str(device))
     probe_model(loaded)
     return loaded
+
+
+def _misfit(state: dict[str, np.ndarray], config: LSTMConfig) -> str:
+    """What keeps ``state`` from loading into the network ``config`` describes ("" when it fits),
+    in the words of torch's strict ``load_state_dict``."""
+    want = state_shapes(config)
+    missing = [k for k in want if k not in state]
+    extra = [k for k in state if k not in want]
+    if missing:
+        return f"Missing key(s) in state_dict: {', '.join(missing)}"
+    if extra:
+        return f"Unexpected key(s) in state_dict: {', '.join(extra)}"
+    for k, shape in want.items():
+        if tuple(state[k].shape) != shape:
+            return (f"size mismatch for {k}: the weights hold shape {tuple(state[k].shape)}, the network "
+                    f"takes {shape}")
+        if not np.issubdtype(state[k].dtype, np.floating):
+            return f"{k} holds {state[k].dtype}, not floating-point weights"
+    return ""
 
 
 def probe_model(loaded: LoadedModel) -> None:
@@ -255,18 +295,28 @@ def probe_model(loaded: LoadedModel) -> None:
 
     Weights or encoder statistics with NaN/inf pass every structural check yet make every
     prediction NaN (null confidence, invalid under the v1 schema): refuse them at load."""
-    from .encoding import TorchEncoder
-
     enc = loaded.encoder
-    dev = next(loaded.model.parameters()).device
     # empty windows, the encoder's medians (a typical window) and its clip maxima (a huge one)
     rows = np.stack([np.zeros(len(enc.median)), np.asarray(enc.median, dtype=np.float64),
                      np.asarray(enc.clip_max, dtype=np.float64)]).astype(np.float32)
-    x = torch.from_numpy(np.repeat(rows[:, None, :], loaded.seq_len, axis=1)).to(dev)
-    dtype = next(loaded.model.parameters()).dtype
-    with torch.inference_mode():
-        p = torch.softmax(loaded.model(TorchEncoder(enc, dev)(x).to(dtype)).double(), dim=1)
-    bad = ~torch.isfinite(p).all(dim=1)
-    if bool(bad.any()):
+    x = np.repeat(rows[:, None, :], loaded.seq_len, axis=1)
+    if loaded.config.bidirectional:  # torch's alone
+        import torch
+
+        from .encoding import TorchEncoder
+
+        dev = next(loaded.model.parameters()).device
+        with torch.inference_mode():
+            logits = loaded.model(TorchEncoder(enc, dev)(torch.from_numpy(x).to(dev))).double().cpu().numpy()
+    else:
+        from .numpy_lstm import NumpyLSTM
+
+        with np.errstate(all="ignore"):
+            logits = NumpyLSTM(loaded.state, loaded.config, enc).logits(x).astype(np.float64)
+    with np.errstate(all="ignore"):
+        p = np.exp(logits - logits.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+    bad = ~np.isfinite(p).all(axis=1)
+    if bad.any():
         raise ModelError(f"{loaded.path}: the model's outputs are not finite (NaN/inf) on {int(bad.sum())} of "
                          f"{len(p)} probe sequences: damaged weights or encoder statistics; refusing it")

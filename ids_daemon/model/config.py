@@ -18,3 +18,23 @@ class LSTMConfig(BaseModel):
     num_classes: int = Field(34, ge=2, description="output classes (set from the data)")
     dropout: float = Field(0.3, ge=0.0, lt=1.0, description="between LSTM layers and in the head")
     bidirectional: bool = Field(False, description="read each sequence both ways")
+
+
+def state_shapes(config: LSTMConfig) -> dict[str, tuple[int, ...]]:
+    """The state_dict names and shapes of `RealDataLSTMPredictor` for ``config`` (a weights
+    file is checked against them without building the torch module)."""
+    h, d = config.hidden_size, 2 if config.bidirectional else 1
+    out: dict[str, tuple[int, ...]] = {}
+    for k in range(config.num_layers):
+        inp = config.input_size if k == 0 else h * d
+        for sfx in ("", "_reverse")[:d]:
+            out[f"lstm.weight_ih_l{k}{sfx}"] = (4 * h, inp)
+            out[f"lstm.weight_hh_l{k}{sfx}"] = (4 * h, h)
+            out[f"lstm.bias_ih_l{k}{sfx}"] = (4 * h,)
+            out[f"lstm.bias_hh_l{k}{sfx}"] = (4 * h,)
+    width = h * d
+    out["classifier.0.weight"] = (width // 2, width)
+    out["classifier.0.bias"] = (width // 2,)
+    out["classifier.3.weight"] = (config.num_classes, width // 2)
+    out["classifier.3.bias"] = (config.num_classes,)
+    return out

@@ -1,5 +1,7 @@
-"""The served model's forward pass for inference (no autograd): raw columns → logits,
-with the piecewise-linear encoding's padding bins left out of the LSTM's input.
+"""The served model's forward pass for inference in torch (no autograd): raw columns →
+logits, with the piecewise-linear encoding's padding bins left out of the LSTM's input. The
+worker runs it on a GPU, and on the CPU with ``inference.engine: torch``; the CPU's default is
+the same arithmetic in numpy (`ids_daemon.model.numpy_lstm`), which needs no torch.
 
 The reference path (`TorchEncoder`, then `RealDataLSTMPredictor`) builds each time step's
 ``columns × (1 + bins)`` encoded vector (38 × 9 = 342 for the bundled model) and
@@ -24,10 +26,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from numba import njit
 
 from .encoding import FeatureEncoder, TorchEncoder
 from .lstm import RealDataLSTMPredictor
+from .numpy_lstm import clean_and_bins
 
 
 def supports(model: torch.nn.Module, encoder: FeatureEncoder) -> bool:
@@ -91,7 +93,7 @@ class FastLSTM:
         xs = np.ascontiguousarray(x.numpy(), dtype=np.float32)
         out = (np.zeros if zeroed else np.empty)(xs.shape[:2] + (width,), dtype=np.float32)
         clean = np.empty_like(xs)
-        _clean_and_bins(xs, self._clip_max, self._median, self._col, self._lo, self._inv_width, pos, clean, out)
+        clean_and_bins(xs, self._clip_max, self._median, self._col, self._lo, self._inv_width, pos, clean, out)
         return torch.from_numpy(clean), torch.from_numpy(out)
 
     def encode_reference(self, x: torch.Tensor) -> torch.Tensor:
@@ -122,26 +124,3 @@ class FastLSTM:
         model's device; call it under `torch.inference_mode`."""
         out, _ = self.lstm(self.encode(x))
         return self.classifier(out[:, -1, :])
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _clean_and_bins(x: np.ndarray, clip_max: np.ndarray, median: np.ndarray, col: np.ndarray, lo: np.ndarray,
-                    inv_width: np.ndarray, pos: np.ndarray, clean: np.ndarray, out: np.ndarray) -> None:
-    """``clean``: ``x`` with +inf → the column's largest training value, NaN and -inf → its
-    median (`TorchEncoder`'s cleaning); ``out[..., pos[k]]``: real bin k's share,
-    clip((value - lo) · inv_width, 0, 1), in `TorchEncoder`'s float32 arithmetic."""
-    n, steps, f = x.shape
-    nk = col.shape[0]
-    one = np.float32(1.0)
-    zero = np.float32(0.0)
-    for i in range(n):
-        for t in range(steps):
-            c = clean[i, t]
-            xr = x[i, t]
-            for j in range(f):
-                v = xr[j]
-                v = clip_max[j] if v == np.inf else v
-                c[j] = v if np.isfinite(v) else median[j]
-            o = out[i, t]
-            for k in range(nk):
-                o[pos[k]] = min(max((c[col[k]] - lo[k]) * inv_width[k], zero), one)

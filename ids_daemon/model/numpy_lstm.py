@@ -1,0 +1,241 @@
+"""The served LSTM on the CPU in numpy: the forward pass and the attribution's one-step
+backward pass, from the weights' arrays, without torch.
+
+Why: torch's import is about half of the daemon's start-up on a CPU (2 of ~3.6 s on the
+project's 2-core machine, `ids-daemon replay` of one packet) and a third of its memory,
+for a network of a few matrix products. numpy's GEMMs (OpenBLAS, one thread) run this
+LSTM as fast as torch's oneDNN kernel does (bench/gpu.py); the GPU, half precision and
+networks this class does not serve keep the torch path (`ids_daemon.model.fast`).
+
+The network is `RealDataLSTMPredictor` in eval mode: stacked one-direction LSTM layers, then
+Linear → ReLU → Linear on the last step's output (dropout is the identity). Like
+`FastLSTM`, the input leaves out the piecewise-linear encoding's padding bins (always 0,
+their weights never count). Gates are torch's order (input, forget, cell, output); every
+sigmoid and tanh is one ``exp`` over the whole gate matrix (tanh(z) = 2σ(2z) − 1, the
+cell gate's rows of the weights doubled once at load): numpy's ``exp`` is vectorised where
+its ``tanh`` is not, which halves the elementwise time.
+
+The attribution is `ids_daemon.inference.attribution`'s, computed by hand: gradient × input
+of the attack logit margin (logsumexp of the attack logits − the benign logit) on the last
+window's encoded features, the history's state held fixed; the gradient goes back through
+the head and one step of each layer. The same numbers as torch's autograd up to float32
+rounding (tests/test_numpy_lstm.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .config import LSTMConfig
+from .encoding import FeatureEncoder
+
+
+class NumpyLSTM:
+    """Logits and attributions of a one-direction `RealDataLSTMPredictor` (weights ``state``,
+    a state_dict as numpy arrays) for raw sequences (n, T, columns) float32. ``padding``: keep
+    the padding bins too (the whole encoding: what the worker checks the engine against)."""
+
+    def __init__(self, state: dict[str, np.ndarray], config: LSTMConfig, encoder: FeatureEncoder,
+                 padding: bool = False):
+        if config.bidirectional:
+            raise ValueError("a bidirectional LSTM is served by torch")
+        f, bins = len(encoder.columns), encoder.bins
+        self.columns, self.bins = f, bins
+        real = np.isfinite(encoder._lo[:, :bins]) if bins else np.zeros((f, 0), dtype=bool)
+        if padding:
+            real = np.ones_like(real)
+        keep = np.concatenate([np.arange(f), f + np.flatnonzero(real.ravel())])
+        self.width = len(keep)
+        # the column each kept feature belongs to (its attribution is summed per column)
+        self.owner = np.concatenate([np.arange(f), np.repeat(np.arange(f), bins).reshape(f, max(bins, 0))[real]]
+                                    ).astype(np.int64)
+        self._col = np.ascontiguousarray(self.owner[f:], dtype=np.int64)
+        self._pos = np.arange(f, self.width, dtype=np.int64)
+        self._lo = np.ascontiguousarray(encoder._lo32[:, :bins][real], dtype=np.float32)
+        self._inv_width = np.ascontiguousarray(encoder._inv_width32[:, :bins][real], dtype=np.float32)
+        self._clip_max = np.asarray(encoder.clip_max, dtype=np.float32)
+        self._median = np.asarray(encoder.median, dtype=np.float32)
+        self._mu = encoder._mu32
+        self._inv_sd = encoder._inv_sd32
+        h = config.hidden_size
+        self.hidden = h
+        # the cell gate's rows doubled: its tanh is then 2σ(·) − 1 of the same exp as the others
+        scale = np.ones((4 * h, 1), dtype=np.float32)
+        scale[2 * h:3 * h] = 2.0
+        self.layers = []
+        for k in range(config.num_layers):
+            w_ih = np.asarray(state[f"lstm.weight_ih_l{k}"], dtype=np.float32)
+            if k == 0:
+                w_ih = w_ih[:, keep]
+            w_hh = np.asarray(state[f"lstm.weight_hh_l{k}"], dtype=np.float32)
+            b = (np.asarray(state[f"lstm.bias_ih_l{k}"], dtype=np.float32)
+                 + np.asarray(state[f"lstm.bias_hh_l{k}"], dtype=np.float32))
+            # (inputs, 4H) and (H, 4H): the products are x @ w, row-major on both sides
+            self.layers.append((np.ascontiguousarray((w_ih * scale).T), np.ascontiguousarray((w_hh * scale).T),
+                                (b * scale[:, 0]).astype(np.float32)))
+        self.w1 = np.ascontiguousarray(np.asarray(state["classifier.0.weight"], dtype=np.float32).T)
+        self.b1 = np.asarray(state["classifier.0.bias"], dtype=np.float32)
+        self.w2 = np.ascontiguousarray(np.asarray(state["classifier.3.weight"], dtype=np.float32).T)
+        self.b2 = np.asarray(state["classifier.3.bias"], dtype=np.float32)
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        """(n, T, width) LSTM input of raw sequences ``x`` (n, T, columns): the reference
+        encoding (`TorchEncoder`'s float32 arithmetic) without its padding bins."""
+        xs = np.ascontiguousarray(x, dtype=np.float32)
+        out = np.empty(xs.shape[:2] + (self.width,), dtype=np.float32)
+        clean = np.empty_like(xs)
+        clean_and_bins(xs, self._clip_max, self._median, self._col, self._lo, self._inv_width, self._pos, clean, out)
+        lg = out[..., :self.columns]
+        np.abs(clean, out=lg)
+        np.log1p(lg, out=lg)
+        np.copysign(lg, clean, out=lg)
+        lg -= self._mu
+        lg *= self._inv_sd
+        return out
+
+    def _step(self, gx: np.ndarray, h: np.ndarray | None, c: np.ndarray | None, w_hh: np.ndarray):
+        """One LSTM step from the input's projection ``gx`` (n, 4H, bias included): (h, c, the
+        gates' sigmoids (n, 4H), tanh(c))."""
+        n = self.hidden
+        z = gx if h is None else gx + h @ w_hh
+        s = _sigmoid(z)
+        i, f, g, o = s[:, :n], s[:, n:2 * n], s[:, 2 * n:3 * n], s[:, 3 * n:]
+        g = 2.0 * g - 1.0
+        c_new = i * g if c is None else f * c + i * g
+        tc = 2.0 * _sigmoid(2.0 * c_new) - 1.0
+        return o * tc, c_new, s, tc
+
+    def _layers(self, enc: np.ndarray, steps: int) -> tuple[list, np.ndarray]:
+        """The layers over the first ``steps`` steps of ``enc`` (n, T, width): each layer's
+        final (h, c) (None, None for no steps), and the last layer's outputs (n, steps, H)."""
+        n = enc.shape[0]
+        x = enc[:, :steps]
+        states = []
+        for w_ih, w_hh, b in self.layers:
+            if steps == 0:
+                states.append((None, None))
+                continue
+            gx = (x.reshape(n * steps, -1) @ w_ih).reshape(n, steps, -1)
+            gx += b
+            h = c = None
+            outs = np.empty((n, steps, self.hidden), dtype=np.float32)
+            for t in range(steps):
+                h, c, _, _ = self._step(gx[:, t], h, c, w_hh)
+                outs[:, t] = h
+            states.append((h, c))
+            x = outs
+        return states, x
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """Class logits (n, classes) float32 of raw sequences ``x`` (n, T, columns)."""
+        if not len(x):
+            return np.zeros((0, len(self.b2)), dtype=np.float32)
+        enc = self.encode(x)
+        with np.errstate(over="ignore"):
+            _, out = self._layers(enc, enc.shape[1])
+        return self._head(out[:, -1])[2]
+
+    def _head(self, h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        z1 = h @ self.w1
+        z1 += self.b1
+        a = np.maximum(z1, 0.0)
+        logits = a @ self.w2
+        logits += self.b2
+        return z1, a, logits
+
+    def attribution(self, x: np.ndarray, benign: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """(shares, logits) for raw sequences ``x`` (n, T, columns): each column's signed share
+        of gradient × input on the last window's encoded features, rows summing to 1 in
+        absolute value (0 where the gradient is 0), as `margin_attribution` gives them;
+        ``benign``: the benign class (None: the margin is the top class's log-probability)."""
+        n, steps = x.shape[0], x.shape[1]
+        if not n:
+            return np.zeros((0, self.columns)), np.zeros((0, len(self.b2)), dtype=np.float32)
+        enc = self.encode(x)
+        with np.errstate(over="ignore"):
+            states, _ = self._layers(enc, steps - 1)
+            # the last step of every layer, keeping what its backward pass needs
+            inp, saved = enc[:, -1], []
+            for (w_ih, w_hh, b), (h0, c0) in zip(self.layers, states):
+                gx = inp @ w_ih
+                gx += b
+                h, c, s, tc = self._step(gx, h0, c0, w_hh)
+                saved.append((c0, s, tc))
+                inp = h
+            z1, _, logits = self._head(inp)
+        lg = logits.astype(np.float64)
+        if benign is None:
+            top = lg.argmax(axis=1)
+            d = -_softmax(lg)
+            d[np.arange(n), top] += 1.0
+        else:
+            attack = np.ones(lg.shape[1], dtype=bool)
+            attack[benign] = False
+            d = np.zeros_like(lg)
+            d[:, attack] = _softmax(lg[:, attack])
+            d[:, benign] = -1.0
+        dh = ((d.astype(np.float32) @ self.w2.T) * (z1 > 0)) @ self.w1.T
+        hh = self.hidden
+        for (w_ih, _, _), (c0, s, tc) in zip(reversed(self.layers), reversed(saved)):
+            i, f, g, o = s[:, :hh], s[:, hh:2 * hh], 2.0 * s[:, 2 * hh:3 * hh] - 1.0, s[:, 3 * hh:]
+            dc = dh * o * (1.0 - tc * tc)
+            dz = np.empty_like(s)
+            dz[:, :hh] = dc * g * i * (1.0 - i)
+            dz[:, hh:2 * hh] = (dc * c0 * f * (1.0 - f)) if c0 is not None else 0.0
+            # d tanh(z)/dz = 1 - tanh², halved: the weights it goes back through are doubled
+            dz[:, 2 * hh:3 * hh] = 0.5 * dc * i * (1.0 - g * g)
+            dz[:, 3 * hh:] = dh * tc * o * (1.0 - o)
+            dh = dz @ w_ih.T  # the layer's input: the layer below's h, or the encoded window
+        gx = (dh * enc[:, -1]).astype(np.float64)
+        per = gx @ self._owner_matrix()
+        tot = np.abs(per).sum(axis=1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share = np.where(tot > 0, per / np.maximum(tot, 1e-30), 0.0)
+        return np.nan_to_num(share, nan=0.0, posinf=0.0, neginf=0.0), logits
+
+    def _owner_matrix(self) -> np.ndarray:
+        """(width, columns) 0/1: which column each kept feature belongs to (a product sums them)."""
+        m = getattr(self, "_owner_m", None)
+        if m is None:
+            m = np.zeros((self.width, self.columns))
+            m[np.arange(self.width), self.owner] = 1.0
+            self._owner_m = m
+        return m
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-z)), in float32 (exp overflows to inf for z < -88: the result is then 0)."""
+    s = np.negative(z)
+    np.exp(s, out=s)
+    s += 1.0
+    np.reciprocal(s, out=s)
+    return s
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def clean_and_bins(x: np.ndarray, clip_max: np.ndarray, median: np.ndarray, col: np.ndarray, lo: np.ndarray,
+                   inv_width: np.ndarray, pos: np.ndarray, clean: np.ndarray, out: np.ndarray) -> None:
+    """``clean``: ``x`` with +inf → the column's largest training value, NaN and -inf → its
+    median (`TorchEncoder`'s cleaning); ``out[..., pos[k]]``: real bin k's share,
+    clip((value - lo) · inv_width, 0, 1), in `TorchEncoder`'s float32 arithmetic."""
+    n, steps, f = x.shape
+    nk = col.shape[0]
+    one = np.float32(1.0)
+    zero = np.float32(0.0)
+    for i in range(n):
+        for t in range(steps):
+            c = clean[i, t]
+            xr = x[i, t]
+            for j in range(f):
+                v = xr[j]
+                v = clip_max[j] if v == np.inf else v
+                c[j] = v if np.isfinite(v) else median[j]
+            o = out[i, t]
+            for k in range(nk):
+                o[pos[k]] = min(max((c[col[k]] - lo[k]) * inv_width[k], zero), one)
