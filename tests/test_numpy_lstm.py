@@ -214,3 +214,30 @@ def test_a_cpu_replay_never_imports_torch(tmp_path: Path) -> None:
     assert "numpy" in imported and "ids_daemon.model.numpy_lstm" in imported
     assert not {m for m in imported if m == "torch" or m.startswith("torch.")}
     assert sum(1 for _ in out.open()) > 10
+
+
+def test_the_window_cache_gives_what_computing_every_window_gives(bundled) -> None:
+    """Windows repeated within a batch and across batches (a key's window is in its next T - 1
+    sequences) are looked up by their bits; a full cache starts again; a batch larger than the
+    cache bypasses it. Every way, the logits and attributions of the uncached engine."""
+    loaded, _ = bundled
+    rng = np.random.default_rng(7)
+    windows = _hard_values(loaded.encoder, 300, 1, 9)[:, 0]  # 300 distinct raw windows
+    windows[1] = windows[0]  # two equal ones
+    windows[2] = windows[0].copy()
+    windows[2, 5] = np.nan  # a NaN: compared by its bits, cleaned by the encoder
+    windows[3] = windows[2]
+    net = NumpyLSTM(loaded.state, loaded.config, loaded.encoder, cache_windows=64)
+    plain = NumpyLSTM(loaded.state, loaded.config, loaded.encoder, cache_windows=0)
+    assert plain.cache is None
+    for size in (5, 12, 16, 40):  # 40 sequences x 4 windows > 64: past the cache
+        x = windows[rng.integers(0, 40, (size, loaded.seq_len))]
+        assert np.abs(net.logits(x) - plain.logits(x)).max() < 1e-5
+        got, want = net.attribution(x, 0)[0], plain.attribution(x, 0)[0]
+        assert np.abs(got - want).max() < 1e-5
+    cache = net.cache
+    assert cache.hits > 0 and cache.misses > 0 and cache.resets >= 1
+    # within one batch a window met again is a hit: 8 rows, 2 distinct
+    fresh = NumpyLSTM(loaded.state, loaded.config, loaded.encoder, cache_windows=64)
+    fresh.logits(np.stack([windows[[0, 1, 2, 3]], windows[[3, 2, 1, 0]]]))
+    assert (fresh.cache.misses, fresh.cache.hits) == (2, 6)
