@@ -88,6 +88,9 @@ class Path_:
         """Raw sequences on the host → probabilities on the host."""
         self.use()
         if self.numpy is not None:
+            if self.numpy.cache is not None:
+                # the same batch again and again: a stream meets its windows once, not every call
+                self.numpy.cache.clear()
             return self.worker._probabilities(host.numpy())  # noqa: SLF001 - what predict calls
         logits = self.worker.logits(host.to(str(self.worker.device), non_blocking=True))
         with torch.inference_mode():

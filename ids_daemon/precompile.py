@@ -24,7 +24,7 @@ from importlib import resources
 
 # Each group is compiled by its own process, in this order (the next starts when a process is
 # free); cold CPU seconds measured alone: scans 41, ARP 28, capture sources and meter 24, the
-# rest 12, the bundled model's encoder 5 (torch's import most of it), so two processes end within seconds of each other. Every group with a scan or
+# rest 12, the bundled model's engine (its encoding and window-cache kernels) 5, so two processes end within seconds of each other. Every group with a scan or
 # reflection detector builds the flood detector too: DetectorSet hands them its held floods,
 # which their kernels' signatures see.
 GROUPS: dict[str, tuple[str, ...]] = {
@@ -109,7 +109,8 @@ def _capture_kernels() -> None:
 
 
 def _model_kernels() -> None:
-    """The fast path's encoder: the worker checks that path against the reference at load."""
+    """The CPU engine's kernels (encoding, window cache): the worker runs them on probe
+    sequences at load, checking the engine against the whole encoding."""
     from .builder import make_worker
     from .config import Config
 
