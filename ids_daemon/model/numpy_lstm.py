@@ -18,11 +18,11 @@ its ``tanh`` is not, which halves the elementwise time.
 A window is in T sequences of its key (the last T windows each), and a flood's windows repeat
 from key to key, so the first layer's input projection (the encoding and the widest product,
 most of the arithmetic) is kept for the windows seen last (`WindowCache`, by their raw bits)
-and computed once per window. `bench/predict.py`, one core, batch 1,024, the cache emptied
-before each pass over the sequences: the whole `predict` at 79 k sequences/s on the benign
-bench capture and 152 k on the flood-heavy one, against 67 k and 118 k for the torch engine
-in the same run. Another run, one process, the 200 k-packet bench captures: 79 k and 117 k
-with the cache, 59 k and 90 k without it, 54 k and 92 k in torch.
+and computed once per window. The rest of the arithmetic is elementwise (the gates), run in
+place in two buffers per layer (`_run`). `bench/predict.py`, one core, batch 1,024, the cache
+emptied before each pass over the sequences, against the torch engine of the tree before in
+the same run: the whole `predict` at 100.9 k sequences/s on the benign bench capture (torch
+77.5 k) and 182.7 k on the flood-heavy one (torch 136.9 k).
 
 The attribution is `ids_daemon.inference.attribution`'s, computed by hand: gradient × input
 of the attack logit margin (logsumexp of the attack logits − the benign logit) on the last
@@ -139,13 +139,14 @@ class NumpyLSTM:
             self.cache.proj[miss_slots] = new
         return self.cache.proj[slot].reshape(n, steps, -1)
 
-    def _layers(self, gx0: np.ndarray, steps: int) -> tuple[list, np.ndarray]:
+    def _layers(self, gx0: np.ndarray, steps: int) -> tuple[list, np.ndarray | None]:
         """The layers over the first ``steps`` steps, from the first layer's input projection
         ``gx0`` (n, T, 4H): each layer's final (h, c) (None, None for no steps), and the last
-        layer's outputs (n, steps, H)."""
+        layer's final h (None for no steps)."""
         n = gx0.shape[0]
         x = None
         states = []
+        last = len(self.layers) - 1
         for k, (w_ih, w_hh, b) in enumerate(self.layers):
             if steps == 0:
                 states.append((None, None))
@@ -155,14 +156,49 @@ class NumpyLSTM:
             else:
                 gx = (x.reshape(n * steps, -1) @ w_ih).reshape(n, steps, -1)
                 gx += b
-            h = c = None
-            outs = np.empty((n, steps, self.hidden), dtype=np.float32)
-            for t in range(steps):
-                h, c, _, _ = self._step(gx[:, t], h, c, w_hh)
-                outs[:, t] = h
+            h, c, x = self._run(gx, steps, w_hh, outputs=k < last)
             states.append((h, c))
-            x = outs
-        return states, x
+        return states, (states[-1][0] if steps else None)
+
+    def _run(self, gx: np.ndarray, steps: int, w_hh: np.ndarray, outputs: bool):
+        """One layer over ``steps`` steps of its input projection ``gx`` (n, ≥steps, 4H): (h, c,
+        every step's h (n, steps, H) when ``outputs``). `_step`'s arithmetic, in place in two
+        buffers (a third of the elementwise time, which is most of the model's once the windows'
+        projections are cached)."""
+        n, hh = gx.shape[0], self.hidden
+        z = np.empty((n, 4 * hh), dtype=np.float32)
+        t = np.empty((n, hh), dtype=np.float32)
+        outs = np.empty((n, steps, hh), dtype=np.float32) if outputs else None
+        h = c = None
+        for k in range(steps):
+            if h is None:
+                np.copyto(z, gx[:, k])
+            else:
+                np.matmul(h, w_hh, out=z)
+                z += gx[:, k]
+            np.negative(z, out=z)  # σ(z) = 1 / (1 + exp(-z)), every gate at once
+            np.exp(z, out=z)
+            z += 1.0
+            np.reciprocal(z, out=z)
+            i, f, g, o = z[:, :hh], z[:, hh:2 * hh], z[:, 2 * hh:3 * hh], z[:, 3 * hh:]
+            g *= 2.0  # the cell gate: tanh = 2σ(2·) − 1 (its weights were doubled)
+            g -= 1.0
+            i *= g
+            if c is None:
+                c = i.copy()
+            else:
+                c *= f
+                c += i
+            np.multiply(c, -2.0, out=t)  # tanh(c) = 2σ(2c) − 1
+            np.exp(t, out=t)
+            t += 1.0
+            np.reciprocal(t, out=t)
+            t *= 2.0
+            t -= 1.0
+            h = o * t
+            if outs is not None:
+                outs[:, k] = h
+        return h, c, outs
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """Class logits (n, classes) float32 of raw sequences ``x`` (n, T, columns)."""
@@ -170,8 +206,8 @@ class NumpyLSTM:
             return np.zeros((0, len(self.b2)), dtype=np.float32)
         gx0 = self.project(x)
         with np.errstate(over="ignore"):
-            _, out = self._layers(gx0, gx0.shape[1])
-        return self._head(out[:, -1])[2]
+            _, h = self._layers(gx0, gx0.shape[1])
+        return self._head(h)[2]
 
     def _head(self, h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         z1 = h @ self.w1
