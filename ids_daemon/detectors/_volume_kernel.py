@@ -12,7 +12,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from ._keys_kernel import NO_REFCOUNT
+from ._keys_kernel import CHUNK, NO_REFCOUNT, prefetch
 from ._keys_kernel import _pair_key1 as _pair_key  # `base.pair_key` of one frame
 
 K_SYN, K_ACK, K_PSHACK, K_RSTFIN, K_UDP, K_ICMP, K_FRAG, K_HTTP = range(8)
@@ -110,27 +110,35 @@ def count_batch(rows, rkey, kind, src, dst, answers, closed, est, ts, dport, spo
     ghead = np.empty(n, np.int64)
     gbucket = np.empty(n, np.int64)
     rgroup = np.empty(n, np.int64)
+    ckb = np.empty(CHUNK, np.uint64)  # a chunk's (key, bucket)s and buckets, their slots prefetched
+    cbk = np.empty(CHUNK, np.int64)
     ng = 0
-    for r in range(n):
-        i = rows[r]
-        bk = np.int64(np.floor(ts[i] / window_s))
-        kb = rkey[r] * _M + np.uint64(bk)
-        h = _slot(kb, shift)
-        while True:
-            j = tab[h]
-            if j < 0:
-                j = ng
-                tab[h] = np.int32(j)
-                gkb[j] = kb
-                ghead[j] = r
-                gbucket[j] = bk
-                ng += 1
-                break
-            if gkb[j] == kb:
-                break
-            h = (h + np.uint64(1)) & mask
-        gcnt[j] += 1
-        rgroup[r] = j
+    for c0 in range(0, n, CHUNK):
+        c1 = min(n, c0 + CHUNK)
+        for r in range(c0, c1):
+            bk = np.int64(np.floor(ts[rows[r]] / window_s))
+            kb = rkey[r] * _M + np.uint64(bk)
+            ckb[r - c0] = kb
+            cbk[r - c0] = bk
+            prefetch(tab, _slot(kb, shift))
+        for r in range(c0, c1):
+            kb = ckb[r - c0]
+            h = _slot(kb, shift)
+            while True:
+                j = tab[h]
+                if j < 0:
+                    j = ng
+                    tab[h] = np.int32(j)
+                    gkb[j] = kb
+                    ghead[j] = r
+                    gbucket[j] = cbk[r - c0]
+                    ng += 1
+                    break
+                if gkb[j] == kb:
+                    break
+                h = (h + np.uint64(1)) & mask
+            gcnt[j] += 1
+            rgroup[r] = j
     # which (key, bucket)s are candidates
     km, kbits = _bits(known.size)
     kshift, kmask = np.uint64(64 - kbits), np.uint64(km - 1)
@@ -248,12 +256,17 @@ def count_batch(rows, rkey, kind, src, dst, answers, closed, est, ts, dport, spo
     for c in range(nc):
         i = rows[c_head[c]]
         pairs[_pair_bit(src[i], dst[i])] = True
+    # (the filter first, for every frame and without branches: most frames fail it, and the branches
+    # on what a frame is mispredict on a flood's mix of kinds)
     for i in range(ts.size):
+        back = pairs[_pair_bit(dst[i], src[i])]
+        if not (back or (est[i] and pairs[_pair_bit(src[i], dst[i])])):
+            continue
         a = answers[i]
         e = est[i]
         cl = closed[i]
         if a >= 0 or cl or (na > 0 and proto[i] == 6):
-            if not pairs[_pair_bit(dst[i], src[i])]:
+            if not back:
                 a, cl = -1, False
                 tc = False
             else:
