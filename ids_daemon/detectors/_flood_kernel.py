@@ -261,6 +261,7 @@ def warm_up() -> None:
     k = np.array([1, 2, 3], np.uint64)
     rows_by_key(rows, k, rows, k, k)
     held_rows(rows, np.zeros(3, np.int8), k, np.zeros(3), k, np.zeros(3), np.zeros(3))
+    flag_rows(rows, np.zeros(3), 0.0, 1.0, np.full(3, -1, np.int16), 10, k, np.uint64(5))
 
 
 @nb.njit(cache=True, nogil=True)
@@ -291,6 +292,34 @@ def n_distinct(a, exclude):
                 break
             h = (h + np.uint64(1)) & mask
     return n
+
+
+@nb.njit(cache=True, nogil=True)
+def flag_rows(rows, ts, lo, hi, verdict, cls, src, victim):
+    """`FloodDetector._flag` of one held key's ``rows``: those with a time within [``lo``, ``hi``] get
+    class ``cls`` where no earlier detector flagged them; returns (how many, their first and last
+    time, how many distinct sources other than ``victim`` they have: `n_distinct`)."""
+    keep = np.empty(rows.size, np.int64)
+    m = 0
+    for q in range(rows.size):
+        i = rows[q]
+        t = ts[i]
+        if t >= lo and t <= hi:
+            keep[m] = i
+            m += 1
+    if m == 0:
+        return 0, 0.0, 0.0, 0
+    t0 = np.inf
+    t1 = -np.inf
+    s = np.empty(m, np.uint64)
+    for q in range(m):
+        i = keep[q]
+        if verdict[i] < 0:
+            verdict[i] = cls
+        t0 = min(t0, ts[i])
+        t1 = max(t1, ts[i])
+        s[q] = src[i]
+    return m, t0, t1, n_distinct(s, victim)
 
 
 @nb.njit(cache=True, nogil=True)
