@@ -66,12 +66,15 @@ def count(T, members, rows, tkey, src, ts, width, sources):
                 g_src[g] = src[r]
                 break
             if g_key[g] == k and g_bk[g] == bk:
-                if src[r] != g_src[g]:
-                    g_multi[g] = True
                 break
             h = (h + np.uint64(1)) & mmask
         row_g[i] = g
+    # each group's rows and whether it has two sources, in a pass of their own: in the hashing loop
+    # above, the per-row updates of a few busy groups cost it half its time
+    for i in range(n):
+        g = row_g[i]
         g_cnt[g] += 1
+        g_multi[g] |= src[rows[i]] != g_src[g]
     # candidates: judged against the table as it was before this batch
     cand = np.empty(ng, np.int64)
     nc = 0

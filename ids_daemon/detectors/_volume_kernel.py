@@ -137,8 +137,9 @@ def count_batch(rows, rkey, kind, src, dst, answers, closed, est, ts, dport, spo
                 if gkb[j] == kb:
                     break
                 h = (h + np.uint64(1)) & mask
-            gcnt[j] += 1
             rgroup[r] = j
+    for r in range(n):  # (in a pass of its own: in the hashing loop a busy group's count costs it dearly)
+        gcnt[rgroup[r]] += 1
     # which (key, bucket)s are candidates
     km, kbits = _bits(known.size)
     kshift, kmask = np.uint64(64 - kbits), np.uint64(km - 1)
@@ -197,10 +198,16 @@ def count_batch(rows, rkey, kind, src, dst, answers, closed, est, ts, dport, spo
     ckeys = np.empty(nf, np.uint64)
     npk = 0
     nck = 0
+    # (the candidates' rows listed without a branch, and the payload summed in a pass of its own:
+    # candidates' rows interleave at random, and a busy candidate's sum costs the hashing loop dearly)
+    crow = np.empty(n + 1, np.int64)
+    ncr = 0
     for r in range(n):
+        crow[ncr] = r
+        ncr += gslot[rgroup[r]] >= 0
+    for q in range(ncr):
+        r = crow[q]
         c = gslot[rgroup[r]]
-        if c < 0:
-            continue
         i = rows[r]
         kp = c_kb[c] ^ ((np.uint64(dport[i]) + np.uint64(1)) * _M2)
         if _set_insert(ptab, pkeys, npk, kp, pshift, pmask):
@@ -210,7 +217,11 @@ def count_batch(rows, rkey, kind, src, dst, answers, closed, est, ts, dport, spo
         if _set_insert(ctab, ckeys, nck, kc, pshift, pmask):
             nck += 1
             c_conns[c] += 1
+    for q in range(ncr):
+        r = crow[q]
+        c = gslot[rgroup[r]]
         if c_kind[c] == K_UDP:
+            i = rows[r]
             c_pay[c] += max(np.int64(ip_len[i]) - np.int64(ip_hdr_len[i]) - np.int64(l4_hdr_len[i]), 0)
     # one TCP tally serves the three TCP kinds, under K_ACK's key of the candidate's pair
     am, abits = _bits(nc)
@@ -256,12 +267,17 @@ def count_batch(rows, rkey, kind, src, dst, answers, closed, est, ts, dport, spo
     for c in range(nc):
         i = rows[c_head[c]]
         pairs[_pair_bit(src[i], dst[i])] = True
-    # (the filter first, for every frame and without branches: most frames fail it, and the branches
-    # on what a frame is mispredict on a flood's mix of kinds)
+    # (the frames that pass the filter listed first, without branches: on a flood most fail it, on
+    # a busy link they interleave with the others at random, and the branches on what a frame is
+    # mispredict on a mix of kinds)
+    pas = np.empty(ts.size + 1, np.int64)
+    npas = 0
     for i in range(ts.size):
+        pas[npas] = i
+        npas += pairs[_pair_bit(dst[i], src[i])] | (est[i] & pairs[_pair_bit(src[i], dst[i])])
+    for q in range(npas):
+        i = pas[q]
         back = pairs[_pair_bit(dst[i], src[i])]
-        if not (back or (est[i] and pairs[_pair_bit(src[i], dst[i])])):
-            continue
         a = answers[i]
         e = est[i]
         cl = closed[i]
