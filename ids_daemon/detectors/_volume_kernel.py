@@ -151,12 +151,12 @@ def count_batch(rows, rkey, kind, src, dst, answers, closed, est, ts, dport, spo
         ktab[h] = j
     gslot = np.full(ng, -1, np.int64)
     nc = 0
+    needs = np.empty(rates.size, np.float64)  # per kind (once, not a division per group)
+    for k in range(rates.size):
+        needs[k] = max(rates[k] * span / 4, 2.0)
     for j in range(ng):
         r = ghead[j]
-        need = rates[kind[rows[r]]] * span / 4
-        if need < 2.0:
-            need = 2.0
-        if gcnt[j] >= need or (known.size > 0 and _find(ktab, known, rkey[r], kshift, kmask) >= 0):
+        if gcnt[j] >= needs[kind[rows[r]]] or (known.size > 0 and _find(ktab, known, rkey[r], kshift, kmask) >= 0):
             gslot[j] = nc
             nc += 1
     c_kb = np.empty(nc, np.uint64)
