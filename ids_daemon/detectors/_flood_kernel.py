@@ -17,7 +17,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from ._keys_kernel import NO_REFCOUNT, table_size
+from ._keys_kernel import NO_REFCOUNT, _has, _set_of, table_size
 from ._scan_kernel import C_VAL, t_find, t_insert, t_move_end
 
 V_BUCKET, V_FIRST, V_COUNT, V_ZERO = C_VAL, C_VAL + 1, C_VAL + 2, C_VAL + 3
@@ -265,6 +265,7 @@ def warm_up() -> None:
     rows_by_key(rows, k, rows, k, k)
     held_rows(rows, np.zeros(3, np.int8), k, np.zeros(3), k, np.zeros(3), np.zeros(3))
     flag_rows(rows, np.zeros(3), 0.0, 1.0, np.full(3, -1, np.int16), 10, k, np.uint64(5))
+    established(np.ones(3, np.bool_), np.zeros(3, np.uint16), k, k)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -323,6 +324,21 @@ def flag_rows(rows, ts, lo, hi, verdict, cls, src, victim):
         t1 = max(t1, ts[i])
         s[q] = src[i]
     return m, t0, t1, n_distinct(s, victim)
+
+
+@nb.njit(cache=True, nogil=True)
+def established(tcp, flags, dst, victims):
+    """The rows (ascending) of the ``tcp`` frames that acknowledge without SYN or RST (an
+    established connection's segments) sent to one of ``victims``: `FloodDetector._clients`' mask."""
+    tab, mask, zero = _set_of(victims)
+    out = np.empty(tcp.size, np.int64)
+    m = 0
+    for i in range(tcp.size):
+        f = flags[i]
+        if tcp[i] and (f & 0x10) != 0 and (f & 0x06) == 0 and _has(tab, mask, zero, np.uint64(dst[i])):
+            out[m] = i
+            m += 1
+    return out[:m]
 
 
 @nb.njit(cache=True, nogil=True)

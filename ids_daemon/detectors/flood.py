@@ -36,12 +36,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..capture.batch import STATUS_OK, TH_ACK, TH_RST, TH_SYN, PacketBatch, address_ids, address_name
+from ..capture.batch import TH_RST, TH_SYN, PacketBatch, address_ids, address_name
 from ..config import FloodDetectorConfig
 from . import _flood_kernel as _fk
 from . import _scan_kernel as _sk
 from . import _keys_kernel as _kk
-from .base import CLASS_INDEX, LRU, Finding, held_keys, isin_keys, warm_once
+from .base import CLASS_INDEX, LRU, Finding, held_keys, isin_keys, tcp_mask, warm_once
 
 K_SYN, K_UDP, K_ICMP = 0, 1, 2
 CLASS_OF = {K_SYN: "DDoS-SYN_Flood", K_UDP: "DDoS-UDP_Flood", K_ICMP: "DDoS-ICMP_Flood"}
@@ -191,10 +191,8 @@ class FloodDetector:
     def _clients(self, b: PacketBatch, src: np.ndarray, dst: np.ndarray, victims: set[int]) -> set[tuple[int, int]]:
         """(victim, client) pairs with an established connection: the client acknowledges
         data without SYN or RST, which no spoofed address does (this batch's and remembered)."""
-        f = b.tcp_flags
         victim_ids = np.fromiter(victims, dtype=np.uint64, count=len(victims))
-        est = np.flatnonzero((b.status == STATUS_OK) & (b.ip_version > 0) & b.l4_ok & (b.proto == 6)
-                             & (f & TH_ACK != 0) & (f & (TH_SYN | TH_RST) == 0) & isin_keys(dst, victim_ids))
+        est = _fk.established(tcp_mask(b), b.tcp_flags, dst, victim_ids)  # (one compiled pass, not seven)
         est = est[_kk.distinct_pairs(dst[est], src[est])]  # (the set below as from every row: same order)
         for pair in set(zip(dst[est].tolist(), src[est].tolist())):
             self.clients.touch(pair, None)
