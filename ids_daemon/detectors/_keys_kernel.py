@@ -12,9 +12,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 from llvmlite import ir
-from llvmlite.binding import llvm_version_info
 from numba import types
-from numba.core import cgutils
 from numba.core.cpu import CPUTargetOptions
 from numba.extending import intrinsic
 
@@ -34,8 +32,6 @@ _M3 = np.uint64(0x94D049BB133111EB)
 # computes each frame's slot and prefetches it, a second does the table work in frame order (so
 # every result is as before), by which time the lines have arrived.
 CHUNK = 64
-# (the intrinsic's name carries its pointer type: opaque pointers from LLVM 15 on)
-_PREFETCH = "llvm.prefetch.p0" if llvm_version_info[0] >= 15 else "llvm.prefetch.p0i8"
 
 
 @intrinsic
@@ -51,8 +47,9 @@ def prefetch(typingctx, arr, i):
         i8p = ir.IntType(8).as_pointer()
         ptr = builder.bitcast(builder.gep(ary.data, [idx]), i8p)
         i32 = ir.IntType(32)
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
-                                            _PREFETCH)
+        # (named by llvmlite from the pointer type, as numba names its own intrinsics)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = builder.module.declare_intrinsic("llvm.prefetch", [i8p], fnty)
         builder.call(fn, [ptr, i32(1), i32(3), i32(1)])
         return context.get_dummy_value()
 
