@@ -17,7 +17,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from ._keys_kernel import NO_REFCOUNT, table_size
+from ._keys_kernel import NO_REFCOUNT, _has, _set_of, table_size
 from ._scan_kernel import C_VAL, t_find, t_insert, t_move_end
 
 V_BUCKET, V_FIRST, V_COUNT, V_ZERO = C_VAL, C_VAL + 1, C_VAL + 2, C_VAL + 3
@@ -66,12 +66,15 @@ def count(T, members, rows, tkey, src, ts, width, sources):
                 g_src[g] = src[r]
                 break
             if g_key[g] == k and g_bk[g] == bk:
-                if src[r] != g_src[g]:
-                    g_multi[g] = True
                 break
             h = (h + np.uint64(1)) & mmask
         row_g[i] = g
+    # each group's rows and whether it has two sources, in a pass of their own: in the hashing loop
+    # above, the per-row updates of a few busy groups cost it half its time
+    for i in range(n):
+        g = row_g[i]
         g_cnt[g] += 1
+        g_multi[g] |= src[rows[i]] != g_src[g]
     # candidates: judged against the table as it was before this batch
     cand = np.empty(ng, np.int64)
     nc = 0
@@ -192,15 +195,32 @@ def kinds(status, ipver, l4_ok, proto, flags, icmp_type):
 
 @nb.njit(cache=True, nogil=True, inline="always")
 def _key_index(keys, rkey, cnt):
-    """Per entry of ``rkey``, its index in the sorted ``keys`` or -1, counted in ``cnt[index + 1]``."""
+    """Per entry of ``rkey``, its index in ``keys`` (distinct) or -1, counted in ``cnt[index + 1]``.
+    (The keys in a small open-addressing table, at most a quarter full: a row's key is found in one
+    probe, without the branches of a binary search that a mix of flood kinds mispredicts.)"""
+    m = 16
+    while m < 4 * keys.size:
+        m <<= 1
+    mask = np.uint64(m - 1)
+    tk = np.zeros(m, np.uint64)
+    tj = np.full(m, -1, np.int64)
+    for j in range(keys.size):
+        h = _mix2(keys[j], np.uint64(2)) & mask
+        while tj[h] >= 0:
+            h = (h + np.uint64(1)) & mask
+        tk[h] = keys[j]
+        tj[h] = j
     idx = np.empty(rkey.size, np.int64)
     for i in range(rkey.size):
-        j = np.searchsorted(keys, rkey[i])
-        if j < keys.size and keys[j] == rkey[i]:
-            idx[i] = j
+        x = rkey[i]
+        h = _mix2(x, np.uint64(2)) & mask
+        j = tj[h]
+        while j >= 0 and tk[h] != x:
+            h = (h + np.uint64(1)) & mask
+            j = tj[h]
+        idx[i] = j
+        if j >= 0:
             cnt[j + 1] += 1
-        else:
-            idx[i] = -1
     return idx
 
 
@@ -244,6 +264,8 @@ def warm_up() -> None:
     k = np.array([1, 2, 3], np.uint64)
     rows_by_key(rows, k, rows, k, k)
     held_rows(rows, np.zeros(3, np.int8), k, np.zeros(3), k, np.zeros(3), np.zeros(3))
+    flag_rows(rows, np.zeros(3), 0.0, 1.0, np.full(3, -1, np.int16), 10, k, np.uint64(5))
+    established(np.ones(3, np.bool_), np.zeros(3, np.uint16), k, k)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -274,6 +296,49 @@ def n_distinct(a, exclude):
                 break
             h = (h + np.uint64(1)) & mask
     return n
+
+
+@nb.njit(cache=True, nogil=True)
+def flag_rows(rows, ts, lo, hi, verdict, cls, src, victim):
+    """`FloodDetector._flag` of one held key's ``rows``: those with a time within [``lo``, ``hi``] get
+    class ``cls`` where no earlier detector flagged them; returns (how many, their first and last
+    time, how many distinct sources other than ``victim`` they have: `n_distinct`)."""
+    keep = np.empty(rows.size, np.int64)
+    m = 0
+    for q in range(rows.size):
+        i = rows[q]
+        t = ts[i]
+        if t >= lo and t <= hi:
+            keep[m] = i
+            m += 1
+    if m == 0:
+        return 0, 0.0, 0.0, 0
+    t0 = np.inf
+    t1 = -np.inf
+    s = np.empty(m, np.uint64)
+    for q in range(m):
+        i = keep[q]
+        if verdict[i] < 0:
+            verdict[i] = cls
+        t0 = min(t0, ts[i])
+        t1 = max(t1, ts[i])
+        s[q] = src[i]
+    return m, t0, t1, n_distinct(s, victim)
+
+
+@nb.njit(cache=True, nogil=True)
+def established(tcp, flags, dst, victims):
+    """The rows (ascending) of the ``tcp`` frames that acknowledge without SYN or RST (an
+    established connection's segments) sent to one of ``victims``: `FloodDetector._clients`' mask."""
+    tab, mask, zero = _set_of(victims)
+    out = np.empty(tcp.size, np.int64)
+    m = 0
+    for i in range(tcp.size):
+        f = flags[i]
+        if tcp[i] and (f & 0x10) != 0 and (f & 0x06) == 0 and _has(tab, mask, zero, np.uint64(dst[i])):
+            out[m] = i
+            m += 1
+    return out[:m]
 
 
 @nb.njit(cache=True, nogil=True)

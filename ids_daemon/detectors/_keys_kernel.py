@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import numba as nb
 import numpy as np
+from llvmlite import ir
+from numba import types
 from numba.core.cpu import CPUTargetOptions
+from numba.extending import intrinsic
 
 # Helpers that take arrays and return scalars need no reference counting; numba's private
 # `_nrt` option turns it off (~25 ns saved per call, half an LRU unlink's time). Where a numba
@@ -21,6 +24,36 @@ NO_REFCOUNT: dict[str, bool] = {"_nrt": False} if hasattr(CPUTargetOptions, "_nr
 _M1 = np.uint64(0x9E3779B97F4A7C15)
 _M2 = np.uint64(0xC2B2AE3D27D4EB4F)
 _M3 = np.uint64(0x94D049BB133111EB)
+
+# A state table far larger than the cache (a direct-mapped record of 4 MB, a bit filter of 1 MB)
+# touched at one random slot per frame costs a cache miss per frame; inside a loop that does much
+# else per frame the core keeps only one or two of those misses in flight (~30 ns a frame). The
+# kernels that touch such tables work in chunks of `CHUNK` frames: a first pass over the chunk
+# computes each frame's slot and prefetches it, a second does the table work in frame order (so
+# every result is as before), by which time the lines have arrived.
+CHUNK = 64
+
+
+@intrinsic
+def prefetch(typingctx, arr, i):
+    """Ask the cache for element ``i`` of the C-contiguous array ``arr`` (flat index; for writing,
+    kept in all levels): a hint, no effect on any value."""
+    if not isinstance(arr, types.Array) or arr.layout != "C" or not isinstance(i, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        idx = context.cast(builder, args[1], sig.args[1], types.intp)
+        i8p = ir.IntType(8).as_pointer()
+        ptr = builder.bitcast(builder.gep(ary.data, [idx]), i8p)
+        i32 = ir.IntType(32)
+        # (named by llvmlite from the pointer type, as numba names its own intrinsics)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = builder.module.declare_intrinsic("llvm.prefetch", [i8p], fnty)
+        builder.call(fn, [ptr, i32(1), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return types.void(arr, i), codegen
 
 
 @nb.njit(cache=True, nogil=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from ._keys_kernel import NO_REFCOUNT, _pair_key1, table_size
+from ._keys_kernel import CHUNK, NO_REFCOUNT, _pair_key1, prefetch, table_size
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -221,33 +221,51 @@ def icmp_unsolicited(status, ipver, l4_ok, proto, sport, dport, src, in_src, in_
     ports; 0 for others than TCP/UDP and for non-first fragments) in ``S`` (`new_sent`: direct-mapped,
     the latest wins); every ICMP error (a quote decoded) looks up the key of the datagram it quotes with
     its receiver (the error's destination) as sender, as it was before it. Returns (the rows of the errors
-    whose key was not stored within ``sent_s``, live keys overwritten by another)."""
+    whose key was not stored within ``sent_s``, live keys overwritten by another). (In chunks of
+    `CHUNK` frames, their slots prefetched first: the table is megabytes, a slot per frame.)"""
     SF = S.view(np.float64)
     mask = np.uint64(S.shape[0] - 1)
     n = status.size
     out = np.empty(n, np.int64)
+    ck = np.empty(CHUNK, np.uint64)  # a chunk's keys, slots, and rows (~row for an error's lookup)
+    cs = np.empty(CHUNK, np.int64)
+    cr = np.empty(CHUNK, np.int64)
     k = 0
     lost = 0
-    for i in range(n):
-        if status[i] != 0 or ipver[i] == 0:
-            continue
-        t = ts[i]
-        if in_src[i] != 0 or in_dst[i] != 0:
-            kk = _ports_key(dst[i], in_proto[i], in_sport[i], in_dport[i])
-            s = _mix(kk) & mask
-            if not (np.uint64(S[s, S_KEY]) == kk and t - SF[s, S_TS] <= sent_s):
-                out[k] = i
-                k += 1
-            continue  # an error solicits nothing
-        p = proto[i]
-        tu = (p == 6 or p == 17) and l4_ok[i]
-        kk = _ports_key(src[i], p, sport[i] if tu else 0, dport[i] if tu else 0)
-        s = _mix(kk) & mask
-        old = np.uint64(S[s, S_KEY])
-        if old != kk and old != 0 and t - SF[s, S_TS] <= sent_s:
-            lost += 1
-        S[s, S_KEY] = np.int64(kk)
-        SF[s, S_TS] = t
+    for c0 in range(0, n, CHUNK):
+        m = 0
+        for i in range(c0, min(n, c0 + CHUNK)):
+            if status[i] != 0 or ipver[i] == 0:
+                continue
+            if in_src[i] != 0 or in_dst[i] != 0:
+                kk = _ports_key(dst[i], in_proto[i], in_sport[i], in_dport[i])
+                cr[m] = ~i
+            else:
+                p = proto[i]
+                tu = (p == 6 or p == 17) and l4_ok[i]
+                kk = _ports_key(src[i], p, sport[i] if tu else 0, dport[i] if tu else 0)
+                cr[m] = i
+            s = np.int64(_mix(kk) & mask)
+            prefetch(S, 2 * s)
+            ck[m] = kk
+            cs[m] = s
+            m += 1
+        for j in range(m):
+            i = cr[j]
+            kk = ck[j]
+            s = cs[j]
+            if i < 0:  # an error: looked up, solicits nothing
+                i = ~i
+                if not (np.uint64(S[s, S_KEY]) == kk and ts[i] - SF[s, S_TS] <= sent_s):
+                    out[k] = i
+                    k += 1
+                continue
+            t = ts[i]
+            old = np.uint64(S[s, S_KEY])
+            if old != kk and old != 0 and t - SF[s, S_TS] <= sent_s:
+                lost += 1
+            S[s, S_KEY] = np.int64(kk)
+            SF[s, S_TS] = t
     return out[:k], lost
 
 

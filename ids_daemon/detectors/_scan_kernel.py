@@ -19,7 +19,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from ._keys_kernel import NO_REFCOUNT, table_size
+from ._keys_kernel import NO_REFCOUNT, prefetch, table_size
 
 M_HEAD, M_TAIL, M_SIZE, M_FREE, M_CAP, M_MASK, M_EVICT, M_HWM = range(8)
 
@@ -472,34 +472,74 @@ def _ports_key(sp, dp):
 _FLOOD_M = np.uint64(0x9E3779B97F4A7C15)
 
 
+@nb.njit(cache=True, nogil=True)
+def _held_table(hkeys, hlo, huntil):
+    """The held floods' target keys (flood.py's `_target_key`) with the [from, until] of each, as a
+    small open-addressing table (key, from, until, used), at most a quarter full: a datagram's key
+    is found in one probe, without the branches of a search that a mix of flood kinds mispredicts."""
+    m = 16
+    while m < 4 * hkeys.size:
+        m <<= 1
+    tk = np.zeros(m, np.uint64)
+    tlo = np.zeros(m, np.float64)
+    thi = np.zeros(m, np.float64)
+    used = np.zeros(m, np.bool_)
+    mask = np.uint64(m - 1)
+    for q in range(hkeys.size):
+        x = hkeys[q]
+        h = (x * _FLOOD_M) >> np.uint64(40) & mask
+        while used[h]:
+            h = (h + _ONE) & mask
+        tk[h] = x
+        tlo[h] = hlo[q]
+        thi[h] = huntil[q]
+        used[h] = True
+    return tk, tlo, thi, used, mask
+
+
 @nb.njit(cache=True, nogil=True, inline="always")
-def _flood_first(fk, s, d, t, hkeys, hlo, huntil, F, fmeta):
-    """Whether a datagram of flood kind ``fk`` from ``s`` to ``d`` at ``t`` is its pair's first of a
-    flood held on ``d``: its target key (flood.py's `_target_key`) one of ``hkeys`` (sorted) with
-    ``t`` within its [``hlo``, ``huntil``], and the (sender, receiver) pair's bit set in neither generation
-    of the bit filter ``F`` (uint64 words, a power of two of rows; column ``fmeta[1]`` the current
-    generation, the other the older one, side by side so that one cache line holds both;
-    ``fmeta[0]``: bits set in the current one), which it then sets. A pair whose bit another pair
-    set reads as not new."""
+def _flood_held(fk, d, t, tk, tlo, thi, used, mask):
+    """Whether a datagram of flood kind ``fk`` to ``d`` at ``t`` belongs to a flood held on ``d``: its
+    target key one of the held ones (`_held_table`), ``t`` within its [from, until]."""
     key = np.uint64(d) ^ ((np.uint64(fk) + _ONE) * _FLOOD_M)
-    nk = hkeys.size
-    if nk <= 8:  # (a flood or a few: a scan of them, not a binary search's branches)
-        q = 0
-        while q < nk and hkeys[q] != key:
-            q += 1
-    else:
-        q = np.searchsorted(hkeys, key)
-    if q >= nk or hkeys[q] != key or t > huntil[q] or t < hlo[q]:
-        return False
+    h = (key * _FLOOD_M) >> np.uint64(40) & mask
+    while used[h]:
+        if tk[h] == key:
+            return tlo[h] <= t <= thi[h]
+        h = (h + _ONE) & mask
+    return False
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _pair_filter_bit(s, d, F):
+    """The bit of the (sender, receiver) pair in the bit filter ``F`` (see `_flood_firsts`)."""
     x = pair_key1(s, d, 0)
-    b = (x ^ (x >> np.uint64(32))) & np.uint64(F.shape[0] * 64 - 1)
-    w = np.int64(b >> np.uint64(6))
-    m = _ONE << (b & np.uint64(63))
-    if (F[w, 0] | F[w, 1]) & m:
-        return False
-    F[w, fmeta[1]] |= m
-    fmeta[0] += 1
-    return True
+    return (x ^ (x >> np.uint64(32))) & np.uint64(F.shape[0] * 64 - 1)
+
+
+@nb.njit(cache=True, nogil=True)
+def _flood_firsts(cbit, nc, F, fmeta):
+    """For the held floods' datagrams of a batch, in frame order (``cbit[:nc]``: their pairs' bits,
+    `_pair_filter_bit`), whether each is its (sender, receiver) pair's first: the pair's bit set in
+    neither generation of the bit filter ``F`` (uint64 words, a power of two of rows; column
+    ``fmeta[1]`` the current generation, the other the older one, side by side so that one cache
+    line holds both; ``fmeta[0]``: bits set in the current one), which it then sets. A pair whose
+    bit another pair set reads as not new. (A tight loop of its own, the words prefetched a few
+    datagrams ahead: inside `classify`'s loop each cost a cache miss of its own.)"""
+    first = np.zeros(nc, np.bool_)
+    g = fmeta[1]
+    for j in range(nc):
+        if j + 16 < nc:
+            prefetch(F, 2 * np.int64(cbit[j + 16] >> np.uint64(6)))
+        b = cbit[j]
+        w = np.int64(b >> np.uint64(6))
+        m = _ONE << (b & np.uint64(63))
+        if (F[w, 0] | F[w, 1]) & m:
+            continue
+        F[w, g] |= m
+        fmeta[0] += 1
+        first[j] = True
+    return first
 
 
 @nb.njit(cache=True, nogil=True)
@@ -510,7 +550,9 @@ def classify(status, ipver, l4ok, proto, flags, icmp_type, ip_len, ip_hdr_len, l
     opening (forward keys of the opening frames, then their reverse keys), as `ScanDetector` had
     them from numpy masks. A SYN, UDP datagram or echo request that is its (sender, receiver)
     pair's first of a flood held on the receiver (``hkeys``, ``hlo``, ``huntil``, ``F``, ``fmeta``: see
-    `_flood_first`; no keys: none) is no probe and opens no connection: the second on is."""
+    `_flood_held`, `_flood_firsts`; no keys: none) is no probe and opens no connection: the second on
+    is. (Such datagrams are taken as probes in the pass over the frames, then the filter decides
+    for all of them in order, and those that are their pair's first are taken back.)"""
     held = hkeys.size > 0
     n = status.size
     kind = np.full(n, -1, np.int8)
@@ -519,6 +561,10 @@ def classify(status, ipver, l4ok, proto, flags, icmp_type, ip_len, ip_hdr_len, l
     code = np.zeros(n, np.uint8)
     opening = np.empty(n, np.int64)
     no = 0
+    tk, tlo, thi, used, hmask = _held_table(hkeys, hlo, huntil)
+    crow = np.empty(n if held else 0, np.int64)  # the held floods' datagrams, their pairs' bits
+    cbit = np.empty(n if held else 0, np.uint64)
+    nc = 0
     for i in range(n):
         st_ok = status[i] == 0
         v = ipver[i]
@@ -572,11 +618,11 @@ def classify(status, ipver, l4ok, proto, flags, icmp_type, ip_len, ip_hdr_len, l
                 kind[i] = K_ACK
                 port[i] = dport[i]
             if (held and kind[i] == K_TCP and (f & (TH_SYN | TH_ACK)) == TH_SYN
-                    and _flood_first(0, src[i], dst[i], ts[i], hkeys, hlo, huntil, F, fmeta)):
-                kind[i] = -1
-                port[i] = 0
-                stack[i] = False
-            elif (f & (TH_SYN | TH_RST)) == TH_SYN and not crafted:
+                    and _flood_held(0, dst[i], ts[i], tk, tlo, thi, used, hmask)):
+                crow[nc] = i
+                cbit[nc] = _pair_filter_bit(src[i], dst[i], F)
+                nc += 1
+            if (f & (TH_SYN | TH_RST)) == TH_SYN and not crafted:
                 opening[no] = i
                 no += 1
             if (f & TH_RST) != 0:
@@ -586,16 +632,39 @@ def classify(status, ipver, l4ok, proto, flags, icmp_type, ip_len, ip_hdr_len, l
         elif p == 17:
             code[i] |= AN_UDP
             if dok and dport[i] <= sport[i]:
-                if not (held and _flood_first(1, src[i], dst[i], ts[i], hkeys, hlo, huntil, F, fmeta)):
-                    kind[i] = K_UDP
-                    port[i] = dport[i]
+                kind[i] = K_UDP
+                port[i] = dport[i]
+                if held and _flood_held(1, dst[i], ts[i], tk, tlo, thi, used, hmask):
+                    crow[nc] = i
+                    cbit[nc] = _pair_filter_bit(src[i], dst[i], F)
+                    nc += 1
         elif (p == 58) == (v == 6):  # ICMP of the frame's family
             t = icmp_type[i]
             if t == (128 if v == 6 else 8):
-                if dok and not (held and _flood_first(2, src[i], dst[i], ts[i], hkeys, hlo, huntil, F, fmeta)):
+                if dok:
                     kind[i] = K_ICMP
+                    if held and _flood_held(2, dst[i], ts[i], tk, tlo, thi, used, hmask):
+                        crow[nc] = i
+                        cbit[nc] = _pair_filter_bit(src[i], dst[i], F)
+                        nc += 1
             elif t == (129 if v == 6 else 0):
                 code[i] |= AN_ICMP
+    if nc:
+        first = _flood_firsts(cbit, nc, F, fmeta)
+        back = np.zeros(n, np.bool_)
+        for j in range(nc):
+            if first[j]:
+                i = crow[j]
+                kind[i] = -1
+                port[i] = 0
+                stack[i] = False
+                back[i] = True
+        q = 0
+        for j in range(no):  # a flood's first SYN of its pair opens no connection either
+            if not back[opening[j]]:
+                opening[q] = opening[j]
+                q += 1
+        no = q
     okeys = np.empty(2 * no, np.uint64)
     for j in range(no):
         i = opening[j]
@@ -636,27 +705,24 @@ def probes_of(kind, port, code, stack, sport, dport, src, dst, ts, ck1, cu1, cm1
     has1 = cm1[0] > 0
     has2 = cm2[0] > 0
     np_ = 0
-    for i in range(n):
-        k = kind[i]
-        if k == K_ACK and (has1 or has2):
+    # (branches on a frame's kind mispredict where data and bare ACKs alternate at random: the bare
+    # ACKs are listed without one, then looked up, and the counts summed without one)
+    if has1 or has2:
+        acks = np.empty(n, np.int64)
+        nack = 0
+        for i in range(n):
+            acks[nack] = i
+            nack += kind[i] == K_ACK
+        for q in range(nack):
+            i = acks[q]
             x = pair_key1(src[i], dst[i], _ports_key(sport[i], dport[i]))
             if (has1 and _set_has1(ck1, cu1, x)) or (has2 and _set_has1(ck2, cu2, x)):
                 kind[i] = -1
-                k = -1
-        if k >= 0:
-            np_ += 1
+    for i in range(n):
+        np_ += kind[i] >= 0
         c = code[i]
-        if c != 0:
-            if c & AN_RST:
-                nr += 1
-            if c & AN_TCP:
-                na += 2
-            if c & AN_UDP:
-                na += 1
-            if c & AN_ICMP:
-                na += 1
-            if c & AN_ARP:
-                na += 1
+        nr += (c & AN_RST) != 0
+        na += 2 * ((c & AN_TCP) != 0) + ((c & AN_UDP) != 0) + ((c & AN_ICMP) != 0) + ((c & AN_ARP) != 0)
     meta, N = T[0], T[2]
     use_pairs = 4 * (np_ + meta[M_SIZE]) < na + nr
     pairs = np.zeros((1 << PAIR_BITS) if use_pairs else 1, np.bool_)
@@ -673,10 +739,14 @@ def probes_of(kind, port, code, stack, sport, dport, src, dst, ts, ck1, cu1, cm1
     uk = np.empty(np_, np.uint64)
     at = np.empty(np_, np.int64)
     u = 0
+    prow = np.empty(np_ + 1, np.int64)  # the probes' frames (listed without a branch on the kind)
+    q = 0
     for i in range(n):
+        prow[q] = i
+        q += kind[i] >= 0
+    for q in range(np_):
+        i = prow[q]
         k = kind[i]
-        if k < 0:
-            continue
         if use_pairs:
             pairs[_pair_bit(src[i], dst[i])] = True
         x = probe_key(src[i], dst[i], port[i], k)

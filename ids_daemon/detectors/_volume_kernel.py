@@ -12,7 +12,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from ._keys_kernel import NO_REFCOUNT
+from ._keys_kernel import CHUNK, NO_REFCOUNT, prefetch
 from ._keys_kernel import _pair_key1 as _pair_key  # `base.pair_key` of one frame
 
 K_SYN, K_ACK, K_PSHACK, K_RSTFIN, K_UDP, K_ICMP, K_FRAG, K_HTTP = range(8)
@@ -110,27 +110,36 @@ def count_batch(rows, rkey, kind, src, dst, answers, closed, est, ts, dport, spo
     ghead = np.empty(n, np.int64)
     gbucket = np.empty(n, np.int64)
     rgroup = np.empty(n, np.int64)
+    ckb = np.empty(CHUNK, np.uint64)  # a chunk's (key, bucket)s and buckets, their slots prefetched
+    cbk = np.empty(CHUNK, np.int64)
     ng = 0
-    for r in range(n):
-        i = rows[r]
-        bk = np.int64(np.floor(ts[i] / window_s))
-        kb = rkey[r] * _M + np.uint64(bk)
-        h = _slot(kb, shift)
-        while True:
-            j = tab[h]
-            if j < 0:
-                j = ng
-                tab[h] = np.int32(j)
-                gkb[j] = kb
-                ghead[j] = r
-                gbucket[j] = bk
-                ng += 1
-                break
-            if gkb[j] == kb:
-                break
-            h = (h + np.uint64(1)) & mask
-        gcnt[j] += 1
-        rgroup[r] = j
+    for c0 in range(0, n, CHUNK):
+        c1 = min(n, c0 + CHUNK)
+        for r in range(c0, c1):
+            bk = np.int64(np.floor(ts[rows[r]] / window_s))
+            kb = rkey[r] * _M + np.uint64(bk)
+            ckb[r - c0] = kb
+            cbk[r - c0] = bk
+            prefetch(tab, _slot(kb, shift))
+        for r in range(c0, c1):
+            kb = ckb[r - c0]
+            h = _slot(kb, shift)
+            while True:
+                j = tab[h]
+                if j < 0:
+                    j = ng
+                    tab[h] = np.int32(j)
+                    gkb[j] = kb
+                    ghead[j] = r
+                    gbucket[j] = cbk[r - c0]
+                    ng += 1
+                    break
+                if gkb[j] == kb:
+                    break
+                h = (h + np.uint64(1)) & mask
+            rgroup[r] = j
+    for r in range(n):  # (in a pass of its own: in the hashing loop a busy group's count costs it dearly)
+        gcnt[rgroup[r]] += 1
     # which (key, bucket)s are candidates
     km, kbits = _bits(known.size)
     kshift, kmask = np.uint64(64 - kbits), np.uint64(km - 1)
@@ -142,12 +151,12 @@ def count_batch(rows, rkey, kind, src, dst, answers, closed, est, ts, dport, spo
         ktab[h] = j
     gslot = np.full(ng, -1, np.int64)
     nc = 0
+    needs = np.empty(rates.size, np.float64)  # per kind (once, not a division per group)
+    for k in range(rates.size):
+        needs[k] = max(rates[k] * span / 4, 2.0)
     for j in range(ng):
         r = ghead[j]
-        need = rates[kind[rows[r]]] * span / 4
-        if need < 2.0:
-            need = 2.0
-        if gcnt[j] >= need or (known.size > 0 and _find(ktab, known, rkey[r], kshift, kmask) >= 0):
+        if gcnt[j] >= needs[kind[rows[r]]] or (known.size > 0 and _find(ktab, known, rkey[r], kshift, kmask) >= 0):
             gslot[j] = nc
             nc += 1
     c_kb = np.empty(nc, np.uint64)
@@ -189,10 +198,16 @@ def count_batch(rows, rkey, kind, src, dst, answers, closed, est, ts, dport, spo
     ckeys = np.empty(nf, np.uint64)
     npk = 0
     nck = 0
+    # (the candidates' rows listed without a branch, and the payload summed in a pass of its own:
+    # candidates' rows interleave at random, and a busy candidate's sum costs the hashing loop dearly)
+    crow = np.empty(n + 1, np.int64)
+    ncr = 0
     for r in range(n):
+        crow[ncr] = r
+        ncr += gslot[rgroup[r]] >= 0
+    for q in range(ncr):
+        r = crow[q]
         c = gslot[rgroup[r]]
-        if c < 0:
-            continue
         i = rows[r]
         kp = c_kb[c] ^ ((np.uint64(dport[i]) + np.uint64(1)) * _M2)
         if _set_insert(ptab, pkeys, npk, kp, pshift, pmask):
@@ -202,7 +217,11 @@ def count_batch(rows, rkey, kind, src, dst, answers, closed, est, ts, dport, spo
         if _set_insert(ctab, ckeys, nck, kc, pshift, pmask):
             nck += 1
             c_conns[c] += 1
+    for q in range(ncr):
+        r = crow[q]
+        c = gslot[rgroup[r]]
         if c_kind[c] == K_UDP:
+            i = rows[r]
             c_pay[c] += max(np.int64(ip_len[i]) - np.int64(ip_hdr_len[i]) - np.int64(l4_hdr_len[i]), 0)
     # one TCP tally serves the three TCP kinds, under K_ACK's key of the candidate's pair
     am, abits = _bits(nc)
@@ -248,12 +267,22 @@ def count_batch(rows, rkey, kind, src, dst, answers, closed, est, ts, dport, spo
     for c in range(nc):
         i = rows[c_head[c]]
         pairs[_pair_bit(src[i], dst[i])] = True
+    # (the frames that pass the filter listed first, without branches: on a flood most fail it, on
+    # a busy link they interleave with the others at random, and the branches on what a frame is
+    # mispredict on a mix of kinds)
+    pas = np.empty(ts.size + 1, np.int64)
+    npas = 0
     for i in range(ts.size):
+        pas[npas] = i
+        npas += pairs[_pair_bit(dst[i], src[i])] | (est[i] & pairs[_pair_bit(src[i], dst[i])])
+    for q in range(npas):
+        i = pas[q]
+        back = pairs[_pair_bit(dst[i], src[i])]
         a = answers[i]
         e = est[i]
         cl = closed[i]
         if a >= 0 or cl or (na > 0 and proto[i] == 6):
-            if not pairs[_pair_bit(dst[i], src[i])]:
+            if not back:
                 a, cl = -1, False
                 tc = False
             else:

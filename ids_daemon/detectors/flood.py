@@ -36,12 +36,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..capture.batch import STATUS_OK, TH_ACK, TH_RST, TH_SYN, PacketBatch, address_ids, address_name
+from ..capture.batch import TH_RST, TH_SYN, PacketBatch, address_ids, address_name
 from ..config import FloodDetectorConfig
 from . import _flood_kernel as _fk
 from . import _scan_kernel as _sk
 from . import _keys_kernel as _kk
-from .base import CLASS_INDEX, LRU, Finding, held_keys, isin_keys, warm_once
+from .base import CLASS_INDEX, LRU, Finding, held_keys, isin_keys, tcp_mask, warm_once
 
 K_SYN, K_UDP, K_ICMP = 0, 1, 2
 CLASS_OF = {K_SYN: "DDoS-SYN_Flood", K_UDP: "DDoS-UDP_Flood", K_ICMP: "DDoS-ICMP_Flood"}
@@ -191,10 +191,8 @@ class FloodDetector:
     def _clients(self, b: PacketBatch, src: np.ndarray, dst: np.ndarray, victims: set[int]) -> set[tuple[int, int]]:
         """(victim, client) pairs with an established connection: the client acknowledges
         data without SYN or RST, which no spoofed address does (this batch's and remembered)."""
-        f = b.tcp_flags
         victim_ids = np.fromiter(victims, dtype=np.uint64, count=len(victims))
-        est = np.flatnonzero((b.status == STATUS_OK) & (b.ip_version > 0) & b.l4_ok & (b.proto == 6)
-                             & (f & TH_ACK != 0) & (f & (TH_SYN | TH_RST) == 0) & isin_keys(dst, victim_ids))
+        est = _fk.established(tcp_mask(b), b.tcp_flags, dst, victim_ids)  # (one compiled pass, not seven)
         est = est[_kk.distinct_pairs(dst[est], src[est])]  # (the set below as from every row: same order)
         for pair in set(zip(dst[est].tolist(), src[est].tolist())):
             self.clients.touch(pair, None)
@@ -222,10 +220,10 @@ class FloodDetector:
         syn_victims = {v[2] for v in self.held.values() if v[3] == K_SYN}
         clients = self._clients(b, src, dst, syn_victims) if syn_victims else {}
         peers = None  # victim -> its clients (built on first need)
+        ts = np.ascontiguousarray(b.ts, dtype=np.float64)
         for j in np.flatnonzero(first[1:] > first[:-1]).tolist():  # the held keys this batch carries
             lo, hi, victim_id, kd, crowd = self.held[int(keys[j])]
             r = by_key[first[j]:first[j + 1]]
-            r = r[(b.ts[r] >= lo) & (b.ts[r] <= hi)]
             if kd == K_SYN and clients:
                 # a client that completes its handshakes is not the crowd: its SYNs, the SYN-ACKs
                 # to it and its resets stay in the windows (the flooded router's web users)
@@ -237,15 +235,17 @@ class FloodDetector:
                 if known:
                     peer = np.where(src[r] == victim_id, dst[r], src[r])
                     r = r[~isin_keys(peer, np.array(known, dtype=np.uint64))]
-            if not r.size:
-                continue
             cls = CLASS_OF[kd]
-            verdict[r[verdict[r] < 0]] = CLASS_INDEX[cls]  # `mark`
-            n_src = int(_fk.n_distinct(src[r], np.uint64(victim_id)))
+            # the rows within the hold flagged (`mark`), with their count, first and last time and distinct
+            # sources, in one compiled pass (`_flood_kernel.flag_rows`)
+            n, t_lo, t_hi, n_src = _fk.flag_rows(r, ts, float(lo), float(hi), verdict, CLASS_INDEX[cls], src,
+                                                 np.uint64(victim_id))
+            if not n:
+                continue
             victim = address_name(victim_id)
             what = "TCP SYN" if kd == K_SYN else _PROTO_NAME[kd].upper()
             findings.append(Finding(
-                detector=self.name, cls=cls, first_ts=float(b.ts[r].min()), last_ts=float(b.ts[r].max()),
-                packets=int(r.size), attacker="", victim=victim, protocol=_PROTO_NAME[kd],
-                evidence=f"{victim} flooded with {what} from {crowd} ({r.size} packets from {n_src} sources here)"))
+                detector=self.name, cls=cls, first_ts=float(t_lo), last_ts=float(t_hi),
+                packets=int(n), attacker="", victim=victim, protocol=_PROTO_NAME[kd],
+                evidence=f"{victim} flooded with {what} from {crowd} ({n} packets from {n_src} sources here)"))
         return findings
