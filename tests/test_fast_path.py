@@ -131,15 +131,21 @@ def test_fast_path_on_real_attack_captures(worker: InferenceWorker, shared_data)
     assert np.abs(_reference(m, enc, x) - _fast(m, enc, x)).max() < TOL
 
 
-@pytest.mark.parametrize("method,layers", [("log", 1), ("ple", 2)])
-def test_fast_path_on_other_networks(method: str, layers: int) -> None:
-    """An encoder without bins and a stacked LSTM: the fast path keeps what they have."""
+def small_encoder(method: str) -> FeatureEncoder:
+    """An encoder of six columns over heavy tails, with a flag (few edges: padding bins) and a
+    constant column, by ``method`` (``log``: no bins)."""
     rng = np.random.default_rng(3)
     cols = [f"c{i}" for i in range(6)]
     rows = rng.standard_normal((2000, 6)) * 10.0 ** rng.integers(0, 5, 6)
     rows[:, 2] = rng.integers(0, 2, 2000)  # a flag: few edges, padding bins
     rows[:, 3] = 7.0  # a constant column
-    enc = FeatureEncoder(cols, method, bins=8).fit(rows)
+    return FeatureEncoder(cols, method, bins=8).fit(rows)
+
+
+@pytest.mark.parametrize("method,layers", [("log", 1), ("ple", 2)])
+def test_fast_path_on_other_networks(method: str, layers: int) -> None:
+    """An encoder without bins and a stacked LSTM: the fast path keeps what they have."""
+    enc = small_encoder(method)
     torch.manual_seed(0)
     m = RealDataLSTMPredictor(LSTMConfig(input_size=enc.output_size, hidden_size=16, num_layers=layers,
                                          num_classes=5)).eval()

@@ -29,7 +29,7 @@ from ids_daemon.model.state import StateError, read_state
 from ids_daemon.sequence import SequenceBuffer
 
 from .paths import PCAPS, ROOT
-from .test_fast_path import _hard_values
+from .test_fast_path import _hard_values, small_encoder
 
 TOL = 1e-5  # max abs difference of probabilities
 # of attribution shares: predictions carry them to 4 decimals; float32 rounding of gradients
@@ -121,12 +121,7 @@ def test_numpy_engine_gives_torchs_probabilities_on_hard_values(bundled) -> None
 def test_numpy_engine_on_other_networks(method: str, layers: int, steps: int) -> None:
     """An encoder without bins, stacked layers, one-window sequences: probabilities and
     attributions (with a benign class and without one) as torch's."""
-    rng = np.random.default_rng(3)
-    cols = [f"c{i}" for i in range(6)]
-    rows = rng.standard_normal((2000, 6)) * 10.0 ** rng.integers(0, 5, 6)
-    rows[:, 2] = rng.integers(0, 2, 2000)  # a flag: few edges, padding bins
-    rows[:, 3] = 7.0  # a constant column
-    enc = FeatureEncoder(cols, method, bins=8).fit(rows)
+    enc = small_encoder(method)
     torch.manual_seed(layers)
     cfg = LSTMConfig(input_size=enc.output_size, hidden_size=16, num_layers=layers, num_classes=5)
     m = RealDataLSTMPredictor(cfg).eval()
