@@ -312,7 +312,7 @@ def probe_model(loaded: LoadedModel) -> None:
         from .numpy_lstm import NumpyLSTM
 
         with np.errstate(all="ignore"):
-            logits = NumpyLSTM(loaded.state, loaded.config, enc).logits(x).astype(np.float64)
+            logits = NumpyLSTM(loaded.state, loaded.config, enc, cache_windows=0).logits(x).astype(np.float64)
     with np.errstate(all="ignore"):
         p = np.exp(logits - logits.max(axis=1, keepdims=True))
         p /= p.sum(axis=1, keepdims=True)

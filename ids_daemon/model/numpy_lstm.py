@@ -13,7 +13,8 @@ Linear → ReLU → Linear on the last step's output (dropout is the identity). 
 their weights never count). Gates are torch's order (input, forget, cell, output); every
 sigmoid and tanh is one ``exp`` over the whole gate matrix (tanh(z) = 2σ(2z) − 1, the
 cell gate's rows of the weights doubled once at load): numpy's ``exp`` is vectorised where
-its ``tanh`` is not, which halves the elementwise time.
+its ``tanh`` is not (a sigmoid through ``exp`` took 0.49 ms for 1,024 × 256 values here,
+through ``tanh`` 0.79).
 
 A window is in T sequences of its key (the last T windows each), and a flood's windows repeat
 from key to key, so the first layer's input projection (the encoding and the widest product,
