@@ -118,85 +118,64 @@ class NumpyLSTM:
         tc = 2.0 * _sigmoid(2.0 * c_new) - 1.0
         return o * tc, c_new, s, tc
 
-    def project(self, x: np.ndarray) -> np.ndarray:
-        """The first layer's input projection (n, T, 4H), bias included, of raw sequences ``x``.
+    def project(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The first layer's input projection of raw sequences ``x`` (n, T, columns), bias
+        included, as (rows (m, 4H), slot (n, T)): step t of sequence i is ``rows[slot[i, t]]``.
 
         A window is in T sequences of its key (the last T of each), and in a flood in many
         keys' sequences: its encoding and projection, most of the arithmetic, are looked up by
         the window's raw values (`WindowCache`) and computed only for windows not seen lately.
         A window's projection is then the one computed when it was first seen, in another
-        batch: equal up to float32 summation order to computing it again."""
+        batch: equal up to float32 summation order to computing it again. The rows are read
+        where they lie (the cache's array), not gathered: a batch's gather was 9 MB of copying."""
         n, steps, f = x.shape
         w_ih, _, b = self.layers[0]
         rows = np.ascontiguousarray(x, dtype=np.float32).reshape(n * steps, f)
         if self.cache is None or len(rows) > self.cache.capacity:
             out = self.encode(rows[:, None, :])[:, 0] @ w_ih
             out += b
-            return out.reshape(n, steps, -1)
+            return out, np.arange(n * steps, dtype=np.int64).reshape(n, steps)
         slot, miss_rows, miss_slots = self.cache.lookup(rows)
         if len(miss_rows):
             new = self.encode(rows[miss_rows][:, None, :])[:, 0] @ w_ih
             new += b
             self.cache.proj[miss_slots] = new
-        return self.cache.proj[slot].reshape(n, steps, -1)
+        return self.cache.proj, slot.reshape(n, steps)
 
-    def _layers(self, gx0: np.ndarray, steps: int) -> tuple[list, np.ndarray | None]:
+    def _layers(self, proj: np.ndarray, slot: np.ndarray, steps: int) -> tuple[list, np.ndarray | None]:
         """The layers over the first ``steps`` steps, from the first layer's input projection
-        ``gx0`` (n, T, 4H): each layer's final (h, c) (None, None for no steps), and the last
-        layer's final h (None for no steps)."""
-        n = gx0.shape[0]
-        x = None
+        (`project`'s rows and slots): each layer's final (h, c) (None, None for no steps), and
+        the last layer's final h (None for no steps)."""
+        n = slot.shape[0]
         states = []
         last = len(self.layers) - 1
         for k, (w_ih, w_hh, b) in enumerate(self.layers):
             if steps == 0:
                 states.append((None, None))
                 continue
-            if k == 0:
-                gx = gx0
-            else:
-                gx = (x.reshape(n * steps, -1) @ w_ih).reshape(n, steps, -1)
-                gx += b
-            h, c, x = self._run(gx, steps, w_hh, outputs=k < last)
+            if k > 0:  # the layer below's every h, projected: rows n * steps, in order
+                proj = (x.reshape(n * steps, -1) @ w_ih)
+                proj += b
+                slot = np.arange(n * steps, dtype=np.int64).reshape(n, steps)
+            h, c, x = self._run(proj, slot, steps, w_hh, outputs=k < last)
             states.append((h, c))
         return states, (states[-1][0] if steps else None)
 
-    def _run(self, gx: np.ndarray, steps: int, w_hh: np.ndarray, outputs: bool):
-        """One layer over ``steps`` steps of its input projection ``gx`` (n, ≥steps, 4H): (h, c,
-        every step's h (n, steps, H) when ``outputs``). `_step`'s arithmetic, in place in two
-        buffers (a third of the elementwise time, which is most of the model's once the windows'
-        projections are cached)."""
-        n, hh = gx.shape[0], self.hidden
-        z = np.empty((n, 4 * hh), dtype=np.float32)
-        t = np.empty((n, hh), dtype=np.float32)
+    def _run(self, proj: np.ndarray, slot: np.ndarray, steps: int, w_hh: np.ndarray, outputs: bool):
+        """One layer over ``steps`` steps, step t of sequence i's input projection at
+        ``proj[slot[i, t]]``: (h, c, every step's h (n, steps, H) when ``outputs``). The
+        recurrent product is BLAS's; the rest of a step, the gates and the state, is one
+        compiled pass (`_cell`): fifteen numpy passes over the gate matrix took twice as long,
+        and were most of the model's time once the windows' projections are cached."""
+        n, hh = slot.shape[0], self.hidden
+        z = np.zeros((n, 4 * hh), dtype=np.float32)  # h @ w_hh: 0 before the first step
+        h = np.zeros((n, hh), dtype=np.float32)
+        c = np.zeros((n, hh), dtype=np.float32)
         outs = np.empty((n, steps, hh), dtype=np.float32) if outputs else None
-        h = c = None
         for k in range(steps):
-            if h is None:
-                np.copyto(z, gx[:, k])
-            else:
+            if k:
                 np.matmul(h, w_hh, out=z)
-                z += gx[:, k]
-            np.negative(z, out=z)  # σ(z) = 1 / (1 + exp(-z)), every gate at once
-            np.exp(z, out=z)
-            z += 1.0
-            np.reciprocal(z, out=z)
-            i, f, g, o = z[:, :hh], z[:, hh:2 * hh], z[:, 2 * hh:3 * hh], z[:, 3 * hh:]
-            g *= 2.0  # the cell gate: tanh = 2σ(2·) − 1 (its weights were doubled)
-            g -= 1.0
-            i *= g
-            if c is None:
-                c = i.copy()
-            else:
-                c *= f
-                c += i
-            np.multiply(c, -2.0, out=t)  # tanh(c) = 2σ(2c) − 1
-            np.exp(t, out=t)
-            t += 1.0
-            np.reciprocal(t, out=t)
-            t *= 2.0
-            t -= 1.0
-            h = o * t
+            _cell(z, proj, slot, k, c, h)
             if outs is not None:
                 outs[:, k] = h
         return h, c, outs
@@ -205,9 +184,8 @@ class NumpyLSTM:
         """Class logits (n, classes) float32 of raw sequences ``x`` (n, T, columns)."""
         if not len(x):
             return np.zeros((0, len(self.b2)), dtype=np.float32)
-        gx0 = self.project(x)
-        with np.errstate(over="ignore"):
-            _, h = self._layers(gx0, gx0.shape[1])
+        proj, slot = self.project(x)
+        _, h = self._layers(proj, slot, slot.shape[1])
         return self._head(h)[2]
 
     def _head(self, h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -226,15 +204,15 @@ class NumpyLSTM:
         n, steps = x.shape[0], x.shape[1]
         if not n:
             return np.zeros((0, self.columns)), np.zeros((0, len(self.b2)), dtype=np.float32)
-        gx0 = self.project(x)
+        proj, slot = self.project(x)
         last = self.encode(x[:, -1:])[:, 0]  # the last window's encoded features: the gradient's input
         with np.errstate(over="ignore"):
-            states, _ = self._layers(gx0, steps - 1)
+            states, _ = self._layers(proj, slot, steps - 1)
             # the last step of every layer, keeping what its backward pass needs
             inp, saved = None, []
             for k, ((w_ih, w_hh, b), (h0, c0)) in enumerate(zip(self.layers, states)):
                 if k == 0:
-                    gx = gx0[:, -1]
+                    gx = proj[slot[:, -1]]
                 else:
                     gx = inp @ w_ih
                     gx += b
@@ -359,6 +337,52 @@ def _lookup(rows, held, index, used, slot, miss_rows, miss_slots):
             i = (i + np.uint64(1)) & mask
         slot[r] = s
     return k
+
+
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
+def _tanh(x):
+    """tanh in float32 as a rational function (Eigen's `generic_fast_tanh_float`, the one
+    torch's CPU kernels once used): within 3e-7 of the true value everywhere (its clamp at
+    ±7.9 is where float32's tanh is 1 to that much), and only multiplies, adds and a divide,
+    so a loop of it is vectorised, where a loop of ``exp`` is a scalar call per value."""
+    x = min(max(x, np.float32(-7.90531110763549805)), np.float32(7.90531110763549805))
+    x2 = x * x
+    p = x2 * np.float32(-2.76076847742355e-16) + np.float32(2.00018790482477e-13)
+    p = p * x2 + np.float32(-8.60467152213735e-11)
+    p = p * x2 + np.float32(5.12229709037114e-08)
+    p = p * x2 + np.float32(1.48572235717979e-05)
+    p = p * x2 + np.float32(6.37261928875436e-04)
+    p = p * x2 + np.float32(4.89352455891786e-03)
+    q = x2 * np.float32(1.19825839466702e-06) + np.float32(1.18534705686654e-04)
+    q = q * x2 + np.float32(2.26843463243900e-03)
+    q = q * x2 + np.float32(4.89352518554385e-03)
+    return p * x / q
+
+
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
+def _cell(z, proj, slot, k, c, h):
+    """One LSTM step, in place: ``z`` (n, 4H) the recurrent product h @ w_hh (0 at the first
+    step, where ``c`` is 0 too), step ``k``'s input projection ``proj[slot[i, k]]``; ``c`` and
+    ``h`` (n, H) become the new state. Gates in torch's order (input, forget, cell, output),
+    σ(a) = (1 + tanh(a/2)) / 2, and the cell gate's rows were doubled at load (for the
+    2σ(2a) − 1 of the numpy passes): its tanh is of half its sum too."""
+    n, hh = h.shape
+    half = np.float32(0.5)
+    for r in range(n):
+        p = proj[slot[r, k]]
+        zr = z[r]
+        # two simple loops, not one: each reads and writes few arrays, so LLVM vectorises them
+        for j in range(4 * hh):
+            zr[j] = _tanh(half * (zr[j] + p[j]))
+        cr = c[r]
+        hr = h[r]
+        for j in range(hh):
+            i = half + half * zr[j]
+            f = half + half * zr[hh + j]
+            o = half + half * zr[3 * hh + j]
+            cn = f * cr[j] + i * zr[2 * hh + j]
+            cr[j] = cn
+            hr[j] = o * _tanh(cn)
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
