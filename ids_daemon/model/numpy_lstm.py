@@ -135,11 +135,11 @@ class NumpyLSTM:
             out = self.encode(rows[:, None, :])[:, 0] @ w_ih
             out += b
             return out, np.arange(n * steps, dtype=np.int64).reshape(n, steps)
-        slot, miss_rows, miss_slots = self.cache.lookup(rows)
-        if len(miss_rows):
-            new = self.encode(rows[miss_rows][:, None, :])[:, 0] @ w_ih
+        slot, miss_rows, first = self.cache.lookup(rows)
+        if len(miss_rows):  # the new windows' slots follow one another: the product lands in place
+            new = self.cache.proj[first:first + len(miss_rows)]
+            np.matmul(self.encode(rows[miss_rows][:, None, :])[:, 0], w_ih, out=new)
             new += b
-            self.cache.proj[miss_slots] = new
         return self.cache.proj, slot.reshape(n, steps)
 
     def _layers(self, proj: np.ndarray, slot: np.ndarray, steps: int) -> tuple[list, np.ndarray | None]:
@@ -284,35 +284,42 @@ class WindowCache:
         self.index.fill(-1)
         self.used[0] = 0
 
-    def lookup(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(each row's slot, the rows not held, the slots given to them) for ``rows`` (m,
-        columns) float32, m at most the capacity; the caller writes the missing rows' projections
-        into ``proj`` at their slots before reading any."""
+    def lookup(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        """(each row's slot, the rows not held, the first slot given to them: they have the
+        slots from there on, in order) for ``rows`` (m, columns) float32, m at most the
+        capacity; the caller writes the missing rows' projections into ``proj`` at their slots
+        before reading any."""
         m = len(rows)
         if self.used[0] + m > self.capacity:
             self.clear()
             self.resets += 1
         slot = np.empty(m, dtype=np.int64)
         miss_rows = np.empty(m, dtype=np.int64)
-        miss_slots = np.empty(m, dtype=np.int64)
-        k = _lookup(rows.view(np.uint32), self.rows, self.index, self.used, slot, miss_rows, miss_slots)
+        first = int(self.used[0])
+        k = _lookup(rows.view(np.uint32), self.rows, self.index, self.used, slot, miss_rows)
         self.misses += k
         self.hits += m - k
-        return slot, miss_rows[:k], miss_slots[:k]
+        return slot, miss_rows[:k], first
 
 
 @njit(cache=True, nogil=True)
-def _lookup(rows, held, index, used, slot, miss_rows, miss_slots):
+def _lookup(rows, held, index, used, slot, miss_rows):
     """`WindowCache.lookup`'s pass: each row hashed (its words times odd constants), probed
-    linearly, compared word for word with the held row; a row not found is stored (in the
-    order met, so a repeat later in the same batch finds it) and listed as missing."""
+    linearly, compared word for word with the held row; a row not found is stored in the next
+    free slot (in the order met, so a repeat later in the same batch finds it) and listed as
+    missing."""
     m, f = rows.shape
     mask = np.uint64(index.size - 1)
     k = 0
     for r in range(m):
+        # words in pairs: a multiply per two words, and the chain of multiplies half as long
         h = np.uint64(0x9E3779B97F4A7C15)
-        for j in range(f):
-            h = (h ^ np.uint64(rows[r, j])) * np.uint64(0xBF58476D1CE4E5B9)
+        for j in range(0, f - 1, 2):
+            h = (h ^ (np.uint64(rows[r, j]) | (np.uint64(rows[r, j + 1]) << np.uint64(32)))) \
+                * np.uint64(0xBF58476D1CE4E5B9)
+            h ^= h >> np.uint64(29)
+        if f & 1:
+            h = (h ^ np.uint64(rows[r, f - 1])) * np.uint64(0xBF58476D1CE4E5B9)
             h ^= h >> np.uint64(29)
         i = h & mask
         while True:
@@ -324,7 +331,6 @@ def _lookup(rows, held, index, used, slot, miss_rows, miss_slots):
                 for j in range(f):
                     held[s, j] = rows[r, j]
                 miss_rows[k] = r
-                miss_slots[k] = s
                 k += 1
                 break
             same = True
@@ -371,16 +377,14 @@ def _cell(z, proj, slot, k, c, h):
     for r in range(n):
         p = proj[slot[r, k]]
         zr = z[r]
-        # two simple loops, not one: each reads and writes few arrays, so LLVM vectorises them
-        for j in range(4 * hh):
-            zr[j] = _tanh(half * (zr[j] + p[j]))
         cr = c[r]
         hr = h[r]
         for j in range(hh):
-            i = half + half * zr[j]
-            f = half + half * zr[hh + j]
-            o = half + half * zr[3 * hh + j]
-            cn = f * cr[j] + i * zr[2 * hh + j]
+            i = half + half * _tanh(half * (zr[j] + p[j]))
+            f = half + half * _tanh(half * (zr[hh + j] + p[hh + j]))
+            g = _tanh(half * (zr[2 * hh + j] + p[2 * hh + j]))
+            o = half + half * _tanh(half * (zr[3 * hh + j] + p[3 * hh + j]))
+            cn = f * cr[j] + i * g
             cr[j] = cn
             hr[j] = o * _tanh(cn)
 
