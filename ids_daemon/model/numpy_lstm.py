@@ -10,20 +10,21 @@ networks this class does not serve keep the torch path (`ids_daemon.model.fast`)
 The network is `RealDataLSTMPredictor` in eval mode: stacked one-direction LSTM layers, then
 Linear → ReLU → Linear on the last step's output (dropout is the identity). Like
 `FastLSTM`, the input leaves out the piecewise-linear encoding's padding bins (always 0,
-their weights never count). Gates are torch's order (input, forget, cell, output); every
-sigmoid and tanh is one ``exp`` over the whole gate matrix (tanh(z) = 2σ(2z) − 1, the
-cell gate's rows of the weights doubled once at load): numpy's ``exp`` is vectorised where
-its ``tanh`` is not (a sigmoid through ``exp`` took 0.49 ms for 1,024 × 256 values here,
-through ``tanh`` 0.79).
+their weights never count). Gates are torch's order (input, forget, cell, output), the cell
+gate's rows of the weights doubled once at load (tanh(z) = 2σ(2z) − 1). The forward pass's
+steps run compiled (`_cell`); the attribution's last step, on flagged rows only, is numpy:
+every sigmoid and tanh one ``exp`` over the whole gate matrix (numpy's ``exp`` is vectorised
+where its ``tanh`` is not: 0.49 ms against 0.79 for 1,024 × 256 values here).
 
 A window is in T sequences of its key (the last T windows each), and a flood's windows repeat
 from key to key, so the first layer's input projection (the encoding and the widest product,
 most of the arithmetic) is kept for the windows seen last (`WindowCache`, by their raw bits)
-and computed once per window. The rest of the arithmetic is elementwise (the gates), run in
-place in two buffers per layer (`_run`). `bench/predict.py`, one core, batch 1,024, the cache
-emptied before each pass over the sequences, against the torch engine of the tree before in
-the same run: the whole `predict` at 100.9 k sequences/s on the benign bench capture (torch
-77.5 k) and 182.7 k on the flood-heavy one (torch 136.9 k).
+and computed once per window. What is left per step is the recurrent product (BLAS) and the
+gates, one compiled pass (`_cell`: tanh as a rational function, so that the loop vectorises).
+`bench/predict.py`, one core, batch 1,024, the cache emptied before each pass over the
+sequences, against the torch engine of the tree before in the same run: the whole `predict`
+at 143.5 k sequences/s on the benign bench capture (torch 89.1 k) and 235.6 k on the
+flood-heavy one (torch 127.8 k); docs/daemon.md has the steps and the other batch sizes.
 
 The attribution is `ids_daemon.inference.attribution`'s, computed by hand: gradient × input
 of the attack logit margin (logsumexp of the attack logits − the benign logit) on the last
@@ -304,10 +305,10 @@ class WindowCache:
 
 @njit(cache=True, nogil=True)
 def _lookup(rows, held, index, used, slot, miss_rows):
-    """`WindowCache.lookup`'s pass: each row hashed (its words times odd constants), probed
-    linearly, compared word for word with the held row; a row not found is stored in the next
-    free slot (in the order met, so a repeat later in the same batch finds it) and listed as
-    missing."""
+    """`WindowCache.lookup`'s pass: each row hashed (its words two at a time, times an odd
+    constant), probed linearly, compared word for word with the held row; a row not found is
+    stored in the next free slot (in the order met, so a repeat later in the same batch finds
+    it) and listed as missing."""
     m, f = rows.shape
     mask = np.uint64(index.size - 1)
     k = 0
