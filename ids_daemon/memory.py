@@ -15,8 +15,12 @@ from pathlib import Path
 from .errors import ConfigError
 
 GiB = 1 << 30
-# torch, numba, the model and the batches in flight, measured at about 0.6 GiB on the
-# bundled model (tests/test_pipeline.py's flood run); kept free beside the tables
+# kept free beside the tables for what the run allocates after the check: the live ring
+# (capture.ring_mb, 64 MiB) and an alert ring, the batches in the queues between stages,
+# the sinks' buffers (librdkafka's queue while a broker is slow). The model (numpy or torch)
+# is loaded before the check, so MemAvailable already leaves it out. Replays of 300 k bench
+# packets grew 41-84 MiB past the check with the numpy engine and 72-106 MiB with torch's
+# (peaks 485-523 and 696-730 MiB): the margin is for a slow broker and full queues.
 HEADROOM = 768 << 20
 _UNLIMITED = 1 << 60  # cgroup v1 writes "no limit" as a page-rounded 2^63
 

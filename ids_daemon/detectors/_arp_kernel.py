@@ -18,7 +18,7 @@ import numba as nb
 import numpy as np
 
 from ._keys_kernel import NO_REFCOUNT
-from ._scan_kernel import C_K1, C_K2, C_NXT, C_VAL, M_EVICT, M_HEAD, M_SIZE, t_delete, t_find, t_insert, t_move_end
+from ._scan_kernel import C_K1, C_K2, C_NXT, C_VAL, M_EVICT, M_HEAD, M_SIZE, t_find, t_insert, t_move_end
 
 _ETH_P_ARP = 0x0806
 _STATUS_OK = 0
