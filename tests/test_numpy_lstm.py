@@ -241,7 +241,8 @@ def test_the_window_cache_gives_what_computing_every_window_gives(bundled) -> No
 def test_compiled_gates_tanh_is_within_float32_rounding_of_the_true_one():
     """The forward pass's gates (`_cell`) use a rational tanh, not numpy's: a wrong
     coefficient or clamp would move every probability. Within 3e-7 of tanh everywhere, odd,
-    and saturated (±1 to float32) far out; the gates then match numpy's exp formulation."""
+    and saturated (±1 to float32) far out; the gates then match numpy's exp formulation, and
+    a NaN stays NaN."""
     from ids_daemon.model import numpy_lstm as nl
 
     x = np.concatenate([np.linspace(-30, 30, 600_001), [-1e30, -1e-30, 0.0, 1e-30, 1e30]]).astype(np.float32)
@@ -262,3 +263,10 @@ def test_compiled_gates_tanh_is_within_float32_rounding_of_the_true_one():
     h, c = h0.copy(), c0.copy()
     nl._cell(h0 @ w_hh, proj, np.arange(n, dtype=np.int64)[:, None], 0, c, h)
     assert np.abs(c - want_c).max() < 1e-5 and np.abs(h - want_h).max() < 1e-6
+    # NaN goes through (no fast-math 'no NaN' assumption): the worker's schema check sees it
+    # and refuses the prediction rather than publishing a clamped, finite number
+    assert np.isnan(nl._tanh(np.float32(np.nan)))
+    proj[5, 3] = np.nan
+    h, c = h0.copy(), c0.copy()
+    nl._cell(h0 @ w_hh, proj, np.arange(n, dtype=np.int64)[:, None], 0, c, h)
+    assert np.isnan(h[5, 3]) and np.isfinite(np.delete(h, 5, axis=0)).all()

@@ -346,7 +346,12 @@ def _lookup(rows, held, index, used, slot, miss_rows):
     return k
 
 
-@njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
+# fast-math without 'nnan'/'ninf': a NaN must stay NaN, so that the worker's schema check
+# refuses it (with them LLVM may fold the clamp into a finite number)
+_FAST = {"contract", "arcp", "afn"}
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
 def _tanh(x):
     """tanh in float32 as a rational function (Eigen's `generic_fast_tanh_float`, the one
     torch's CPU kernels once used): within 3e-7 of the true value everywhere (its clamp at
@@ -366,7 +371,7 @@ def _tanh(x):
     return p * x / q
 
 
-@njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
+@njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
 def _cell(z, proj, slot, k, c, h):
     """One LSTM step, in place: ``z`` (n, 4H) the recurrent product h @ w_hh (0 at the first
     step, where ``c`` is 0 too), step ``k``'s input projection ``proj[slot[i, k]]``; ``c`` and
