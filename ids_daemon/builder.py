@@ -135,9 +135,10 @@ def make_sinks(cfg: Config, names: list[str], output: str | None, takes: str = "
 
 def warm_up() -> None:
     """Run the compiled decode and meter code (and the sequence buffer's) once on the bundled
-    capture, before a live ring opens. The first frames through them load numba's compiled code (~0.4-0.8 s);
-    with the ring open that stall made a fresh daemon drop its first half second of
-    traffic (measured: 4,800 of 16,000 frames at 8 k packets/s into a 1 MiB ring; 0 after)."""
+    capture, before a live ring opens. The first frames through them load numba's compiled
+    code (~0.4-0.8 s); with the ring open that stall made a fresh daemon drop its first half
+    second of traffic (measured: 4,800 of 16,000 frames at 8 k packets/s into a 1 MiB ring;
+    0 after)."""
     from importlib import resources
 
     from .capture.pcap import PcapSource

@@ -17,7 +17,7 @@ import numpy as np
 from ..features.ciciot import INDEX
 from ..model.artifacts import LoadedModel, ModelError, load_model
 from ..model.classes import family_of
-from ..model.numpy_lstm import NumpyLSTM
+from ..model.numpy_lstm import NumpyLSTM, softmax
 from ..sequence import SequenceBatch
 from ..sinks.base import EncodedBatch
 from .attribution import MODES as ATTRIBUTION_MODES
@@ -143,16 +143,6 @@ def distinct_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     if not np.array_equal(bits, bits[first[inverse]]):
         return None  # two different sequences with one hash: run every row
     return first, inverse
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    """Class probabilities of logits (n, classes), in float64 (torch.softmax's arithmetic)."""
-    z = logits.astype(np.float64)
-    with np.errstate(invalid="ignore", over="ignore"):
-        z -= z.max(axis=1, keepdims=True)
-        np.exp(z, out=z)
-        z /= z.sum(axis=1, keepdims=True)
-    return z
 
 
 _MIX = np.zeros(0, dtype=np.uint64)
@@ -285,7 +275,7 @@ class InferenceWorker:
         candidate = NumpyLSTM(loaded.state, loaded.config, loaded.encoder)
         whole = NumpyLSTM(loaded.state, loaded.config, loaded.encoder, padding=True, cache_windows=0)
         with np.errstate(all="ignore"):
-            diff = float(np.abs(_softmax(candidate.logits(x)) - _softmax(whole.logits(x))).max())
+            diff = float(np.abs(softmax(candidate.logits(x)) - softmax(whole.logits(x))).max())
         if not diff < 1e-5:  # NaN too
             log.warning("the numpy engine differs from the whole encoding by %.2g on probe sequences; "
                         "using torch", diff)
@@ -340,7 +330,7 @@ class InferenceWorker:
         # in double precision: p_attack = 1 - P(benign) is compared with a threshold
         # near 1, where float32 has no resolution left (1 - 6e-8 rounds to 1)
         if self.numpy is not None:
-            return _softmax(self.numpy.logits(x))
+            return softmax(self.numpy.logits(x))
         import torch
 
         p = self.logits(self._input(x))
@@ -373,7 +363,7 @@ class InferenceWorker:
             with np.errstate(all="ignore"):
                 shares, logits = self.numpy.attribution(x, self.benign_index)
             self.attributed += len(x)
-            return shares, _softmax(logits)
+            return shares, softmax(logits)
         import torch
 
         from .attribution import margin_attribution

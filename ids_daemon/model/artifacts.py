@@ -295,6 +295,8 @@ def probe_model(loaded: LoadedModel) -> None:
 
     Weights or encoder statistics with NaN/inf pass every structural check yet make every
     prediction NaN (null confidence, invalid under the v1 schema): refuse them at load."""
+    from .numpy_lstm import NumpyLSTM, softmax
+
     enc = loaded.encoder
     # empty windows, the encoder's medians (a typical window) and its clip maxima (a huge one)
     rows = np.stack([np.zeros(len(enc.median)), np.asarray(enc.median, dtype=np.float64),
@@ -309,13 +311,9 @@ def probe_model(loaded: LoadedModel) -> None:
         with torch.inference_mode():
             logits = loaded.model(TorchEncoder(enc, dev)(torch.from_numpy(x).to(dev))).double().cpu().numpy()
     else:
-        from .numpy_lstm import NumpyLSTM
-
         with np.errstate(all="ignore"):
             logits = NumpyLSTM(loaded.state, loaded.config, enc, cache_windows=0).logits(x).astype(np.float64)
-    with np.errstate(all="ignore"):
-        p = np.exp(logits - logits.max(axis=1, keepdims=True))
-        p /= p.sum(axis=1, keepdims=True)
+    p = softmax(logits)
     bad = ~np.isfinite(p).all(axis=1)
     if bad.any():
         raise ModelError(f"{loaded.path}: the model's outputs are not finite (NaN/inf) on {int(bad.sum())} of "

@@ -224,13 +224,13 @@ class NumpyLSTM:
         lg = logits.astype(np.float64)
         if benign is None:
             top = lg.argmax(axis=1)
-            d = -_softmax(lg)
+            d = -softmax(lg)
             d[np.arange(n), top] += 1.0
         else:
             attack = np.ones(lg.shape[1], dtype=bool)
             attack[benign] = False
             d = np.zeros_like(lg)
-            d[:, attack] = _softmax(lg[:, attack])
+            d[:, attack] = softmax(lg[:, attack])
             d[:, benign] = -1.0
         dh = ((d.astype(np.float32) @ self.w2.T) * (z1 > 0)) @ self.w1.T
         hh = self.hidden
@@ -404,9 +404,15 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return s
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Class probabilities of logits (n, classes), in float64 (torch.softmax's arithmetic: the
+    worker compares p_attack with a threshold near 1, where float32 has no resolution left)."""
+    z = logits.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        z -= z.max(axis=1, keepdims=True)
+        np.exp(z, out=z)
+        z /= z.sum(axis=1, keepdims=True)
+    return z
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
