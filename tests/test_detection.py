@@ -332,7 +332,7 @@ def test_lockbox_is_left_out_then_evaluated_as_one_fold(tmp_path: Path) -> None:
     res = json.loads(out.read_text())
     assert res["lockbox"]["mode"] == "only"
     assert [f["source"] for f in res["folds"]] == ["lockbox"]
-    assert {r["source"] for r in res["captures"]["lstm"]} == {"DorsaO/Traffic-Analysis-Wireshark"}
+    assert {r["source"] for r in res["captures"]["lstm"]} == {"carvalhomariana/learnITgirl"}
     fold = res["folds"][0]
     assert fold["train_sequences"] > 0 and fold["test_sequences"] > 0
 

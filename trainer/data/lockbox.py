@@ -55,10 +55,12 @@ ROUNDS: tuple[tuple[int, tuple[str, ...]], ...] = (
     # the three repositories no round had held, and one benign repository drawn from those not in
     # round 4. Drawn at the start of the session after round 4's evaluation, before any change.
     # The brute-force detector's regression tests read two of its captures, as before the draw.
-    # Evaluated once, at the end of that session's detector-cost work (docs/detection.md). The
-    # next round draws by the same rule with seed 22, outside this one.
+    # Evaluated once, at the end of that session's detector-cost work (docs/detection.md); opened.
     (21, ("edim98/SSI_Measurements_2022", "OISF/suricata-verify", "aman14199/wireshark-traffic-analysis",
           "DorsaO/Traffic-Analysis-Wireshark")),
+    # round 6: by the same rule, outside round 5, drawn at the start of the session after round 5
+    # was opened, before the horizontal-scan change that session made.
+    (22, ("carvalhomariana/learnITgirl", "zeek/zeek", "GrigorDimitrov/sop", "markofu/pcaps")),
 )
 OPENED: tuple[str, ...] = tuple(r for _, draw in ROUNDS[:-1] for r in draw)
 SEED: int = ROUNDS[-1][0]
