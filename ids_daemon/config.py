@@ -379,6 +379,18 @@ class ScanDetectorConfig(_Section):
     hold_s: float = Field(60.0, gt=0, description="a scanner stays flagged this long after its last probe")
     max_groups: int = Field(65536, ge=16, le=1 << 24, description="per-source groups kept (LRU beyond)")
     max_pending: int = Field(262144, ge=16, le=1 << 24, description="unanswered probes kept (LRU beyond)")
+    sweep_ports: list[int] = Field(default_factory=lambda: [22, 23, 135, 139, 445, 2323, 3389, 5555, 5900, 7547],
+                                   description="remote login and administration ports (SSH, telnet, RPC, SMB, RDP, "
+                                   "ADB, VNC, TR-069) that worms sweep through an OS stack: failed SYNs to distinct "
+                                   "hosts on one of these count for the horizontal rule whatever sends them")
+
+    @field_validator("sweep_ports")
+    @classmethod
+    def _sweep_ports(cls, v: list[int]) -> list[int]:
+        bad = [p for p in v if not 0 < p < 65536]
+        if bad:
+            raise ValueError(f"not TCP ports: {', '.join(map(str, bad))}")
+        return v
 
 
 class WebDetectorConfig(_Section):

@@ -7,7 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
+from pydantic import ValidationError
 from scapy.all import IP, TCP, Ether, Raw
+
+from ids_daemon.config import DetectorsConfig, ScanDetectorConfig
 
 from .test_detectors import C, at, run, write
 
@@ -80,3 +84,38 @@ def test_an_ack_scan_is_a_port_scan(tmp_path: Path) -> None:
     _, fc, findings = run(write(tmp_path, "ack.pcap", pkts))
     assert (fc == C["Recon-PortScan"]).sum() >= 20
     assert {f.cls for f in findings} == {"Recon-PortScan"}
+
+
+def os_stack_sweep(port: int, hosts: int = 60, tries: int = 3) -> list:
+    """connect() to ``hosts`` addresses on ``port``, one every 0.5 s, each SYN with an OS stack's
+    full option set and retransmitted ``tries`` times 1 s apart, never answered."""
+    out = []
+    for i in range(hosts):
+        for r in range(tries):
+            out.append(seg(i * 0.5 + r, HULK, f"100.64.{i // 200}.{i % 200 + 1}", 40000 + i, port, "S", 77 + i,
+                           opts=OPTS))
+    out.sort(key=lambda p: p.time)
+    return out
+
+
+def test_a_worm_sweeping_telnet_through_its_os_stack_is_a_scan_a_p2p_client_is_not(tmp_path: Path) -> None:
+    """A Mirai-like telnet scanner connects through its OS stack (full options, retransmitted
+    SYNs), like a P2P client failing to reach peers; on a login port (``sweep_ports``) its failed
+    SYNs to distinct hosts count for the horizontal rule, on a P2P port they do not."""
+    pkts = os_stack_sweep(23)
+    _, fc, findings = run(write(tmp_path, "telnet.pcap", pkts))
+    scans = [f for f in findings if f.cls == "Recon-PortScan"]
+    assert scans and scans[0].attacker == HULK and scans[0].victim == "*:23"
+    # flagged from the 20th failed host on (answer_s after its first SYN): 40 of 60 hosts' SYNs
+    assert (fc == C["Recon-PortScan"]).sum() >= 0.6 * len(pkts)
+    _, fc, findings = run(write(tmp_path, "p2p.pcap", os_stack_sweep(6346)))
+    assert not (fc >= 0).any() and not findings
+    # the same sweep with telnet taken off the list is a P2P client's to the detector
+    cfg = DetectorsConfig(scan=ScanDetectorConfig(sweep_ports=[22]))
+    _, fc, findings = run(write(tmp_path, "telnet2.pcap", pkts), cfg)
+    assert not (fc >= 0).any()
+
+
+def test_sweep_ports_must_be_tcp_ports() -> None:
+    with pytest.raises(ValidationError, match="not TCP ports: 70000"):
+        ScanDetectorConfig(sweep_ports=[23, 70000])

@@ -544,9 +544,11 @@ def _flood_firsts(cbit, nc, F, fmeta):
 
 @nb.njit(cache=True, nogil=True)
 def classify(status, ipver, l4ok, proto, flags, icmp_type, ip_len, ip_hdr_len, l4_hdr_len, dst4, dst6,
-             ethertype, arp_op, src4, sport, dport, src, dst, ts, hkeys, hlo, huntil, F, fmeta):
+             ethertype, arp_op, src4, sport, dport, src, dst, ts, hkeys, hlo, huntil, F, fmeta, sweep):
     """Every frame's probe kind (-1: none; K_ACK before the connection check), probed port, whether
-    it is a SYN of an OS stack, and its answer code (AN_*); and the keys of the connections seen
+    it is a SYN of an OS stack to a port outside ``sweep`` (a bool per port: the login services a
+    worm sweeps through its OS stack, whose SYNs count for the horizontal rule like raw ones),
+    and its answer code (AN_*); and the keys of the connections seen
     opening (forward keys of the opening frames, then their reverse keys), as `ScanDetector` had
     them from numpy masks. A SYN, UDP datagram or echo request that is its (sender, receiver)
     pair's first of a flood held on the receiver (``hkeys``, ``hlo``, ``huntil``, ``F``, ``fmeta``: see
@@ -612,7 +614,7 @@ def classify(status, ipver, l4ok, proto, flags, icmp_type, ip_len, ip_hdr_len, l
             if dok and ((f & (TH_ACK | TH_RST)) == 0 or crafted):
                 kind[i] = K_TCP
                 port[i] = dport[i]
-                if (f & TH_SYN) != 0 and l4_hdr_len[i] > 24:
+                if (f & TH_SYN) != 0 and l4_hdr_len[i] > 24 and not sweep[dport[i]]:
                     stack[i] = True
             elif dok and (f & 0x3F) == TH_ACK and np.int64(ip_len[i]) - np.int64(ip_hdr_len[i]) - np.int64(l4_hdr_len[i]) <= 0:
                 kind[i] = K_ACK

@@ -35,6 +35,10 @@ flooded with that kind is no probe (a spoofed crowd's address sends one; see `_p
 Connection attempts of an operating system's stack (SYNs with more options than an
 MSS) count for vertical scans only: a P2P client fails to reach many peers on one port
 (a P2P client: 20 peers on one port in a second), and so does a browser whose network broke.
+Except on the remote login and administration ports (``sweep_ports``: telnet, SSH, SMB, RDP,
+ADB, TR-069...): a worm such as Mirai's telnet scanners sweeps random addresses through its
+OS stack (connect() with retransmitted SYNs), and no P2P client or browser addresses those
+ports on host after host that never answers.
 """
 
 from __future__ import annotations
@@ -208,6 +212,9 @@ class ScanDetector:
         self.floods = None
         # (sender, flooded host) pairs that sent a held flood's datagram (their first is no probe)
         self.flood_pairs = _PairFilter(self.cfg.max_pending)
+        # the login ports whose OS-stack SYNs still count for the horizontal rule (see `_k.classify`)
+        self._sweep = np.zeros(65536, np.bool_)
+        self._sweep[np.asarray(self.cfg.sweep_ports, dtype=np.int64)] = True
 
     # -- probes and answers of one batch ------------------------------------------------------
     def _probes(self, b: PacketBatch):
@@ -233,7 +240,7 @@ class ScanDetector:
         kind, port, stack, code, okeys = _k.classify(
             b.status, b.ip_version, b.l4_ok, b.proto, b.tcp_flags, b.icmp_type, b.ip_len, b.ip_hdr_len,
             b.l4_hdr_len, b.dst4, b.dst6, b.ethertype, b.arp_op, b.src4, b.sport, b.dport, src, dst,
-            np.ascontiguousarray(b.ts, dtype=np.float64), *held, f.F, f.meta)
+            np.ascontiguousarray(b.ts, dtype=np.float64), *held, f.F, f.meta, self._sweep)
         f.rotate()
         if okeys.size:
             self.conns.add(okeys)
