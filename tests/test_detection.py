@@ -244,7 +244,7 @@ def test_by_source_holds_a_repository_out_and_counts_packets(tmp_path: Path) -> 
     # for the threshold, floods, scans, brute force): the fold mechanics are the same as
     # on the whole corpus, at a sixth of its packets (the whole corpus took 4 minutes here)
     # (none of them in the lockbox, which development runs leave out: trainer/data/lockbox.py)
-    keep = {"shrutikulkar/ADF-Project", "carvalhomariana/learnITgirl", "GrigorDimitrov/sop",
+    keep = {"shrutikulkar/ADF-Project", "edim98/SSI_Measurements_2022", "aman14199/wireshark-traffic-analysis",
             "padmavatisb/Intrusion-detection-system-using-ML-DL", "stratosphereips/StratosphereLinuxIPS",
             "thekrishnanand/Assignment1_NetworkSecurity_Ddos_Simulation"}
     lines = MANIFEST.read_text().splitlines()
@@ -256,7 +256,7 @@ def test_by_source_holds_a_repository_out_and_counts_packets(tmp_path: Path) -> 
     manifest.write_text("\n".join([lines[0], *("\t".join(r) for r in kept)]) + "\n")
     out = tmp_path / "bs.json"
     p = subprocess.run([TRAINER, "evaluate", "--by-source", "--real", str(manifest), "--source",
-                        "shrutikulkar/ADF-Project", "--source", "carvalhomariana/learnITgirl", "--epochs", "2", "--synthetic-packets", "0", "--out",
+                        "shrutikulkar/ADF-Project", "--source", "edim98/SSI_Measurements_2022", "--epochs", "2", "--synthetic-packets", "0", "--out",
                         str(out), "--compare", str(bundled_model_dir())], capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr
     res = json.loads(out.read_text())
@@ -265,7 +265,7 @@ def test_by_source_holds_a_repository_out_and_counts_packets(tmp_path: Path) -> 
 
     entries = read_tsv_manifest(manifest)
     assert {e.repo for e in entries} == keep
-    for name in ("shrutikulkar/ADF-Project", "carvalhomariana/learnITgirl"):
+    for name in ("shrutikulkar/ADF-Project", "edim98/SSI_Measurements_2022"):
         caps = [e for e in entries if e.repo == name]
         rows = [r for r in res["captures"]["lstm"] if r["source"] == name]
         assert sorted(r["capture"] for r in rows) == sorted(e.name for e in caps)
@@ -274,7 +274,7 @@ def test_by_source_holds_a_repository_out_and_counts_packets(tmp_path: Path) -> 
         for k in ("benign_flagged_share", "attack_flagged_share"):
             assert src[k] is None or 0.0 <= src[k] <= 1.0
     # every fold trained without its repository: the test part is that repository alone
-    assert [f["source"] for f in res["folds"]] == ["carvalhomariana/learnITgirl", "shrutikulkar/ADF-Project"]  # by name
+    assert [f["source"] for f in res["folds"]] == ["edim98/SSI_Measurements_2022", "shrutikulkar/ADF-Project"]  # by name
     assert all(f["test_sequences"] > 0 and f["train_sequences"] > 0 for f in res["folds"])
     assert "OVERALL" in p.stdout and "tree_at_target" in p.stdout
     # each held-out benign source fitted as a site: the daemon's recall on the real attacks
@@ -290,6 +290,9 @@ def test_by_source_holds_a_repository_out_and_counts_packets(tmp_path: Path) -> 
     assert 0.0 <= ov["model_unclaimed_attack_flagged_share"] <= 1.0
     assert ov["model_benign_flagged"] <= ov["benign_flagged"]
     assert "unclaimed" in p.stdout and "by window kind" in p.stdout
+    # and its scores: every benign and every unclaimed attack packet in the histograms, once
+    h = ov["model_score_hist"]
+    assert sum(h["benign"]) == ov["benign_packets"] and sum(h["unclaimed"]) == ov["attack_unclaimed"]
     # every fold has its operating point
     assert all(f["threshold"] is not None for f in res["folds"])
 
@@ -463,3 +466,24 @@ def test_temperature_scaling_calibrates_without_changing_the_argmax() -> None:
         after = model(torch.from_numpy(x)).double()
     assert torch.equal(after.argmax(1), before.argmax(1))
     assert torch.allclose(after, before / cal["temperature"], rtol=1e-4, atol=1e-4)
+
+
+def test_the_model_alone_bound_picks_the_threshold_that_spends_the_benign_budget() -> None:
+    """`ids-trainer evaluate --by-source` reports how far the model alone could go at one threshold
+    with at most 1 % of benign flagged: from histograms of p_attack, by packets."""
+    from trainer.bysource import SCORE_EDGES, best_alone, score_histogram
+
+    benign = np.concatenate([np.full(990, 0.01), np.full(10, 0.99995), np.full(5, 0.9999995), [np.nan]])
+    attack = np.concatenate([np.full(60, 0.9999), np.full(30, 0.99999995), np.full(10, 0.2), [np.nan, np.nan]])
+    hb, hu = score_histogram(benign), score_histogram(attack)
+    assert len(hb) == len(SCORE_EDGES) + 1 and sum(hb) == benign.size and hb[-1] == 1 and sum(hu) == attack.size
+    # 15 of 1,006 benign score above 0.9999: the lowest threshold within 1 % (10 packets) is
+    # the first edge above 0.99995, which leaves the 60 attack packets at 0.9999 unflagged
+    b = best_alone(hb, hu, 0.01)
+    assert b is not None and 0.99995 < b["threshold"] <= 0.9999995
+    assert b["benign_flagged_share"] == pytest.approx(5 / 1006)
+    assert b["unclaimed_flagged_share"] == pytest.approx(30 / 102)
+    # with a 2 % budget the 10 at 0.99995 may be flagged, and so the 60 attack packets below them
+    b2 = best_alone(hb, hu, 0.02)
+    assert b2["threshold"] <= 0.9999 and b2["unclaimed_flagged_share"] == pytest.approx(90 / 102)
+    assert best_alone(hb, [0] * len(hu), 0.01) is None

@@ -180,6 +180,39 @@ class Verdicts:
 
     flagged: np.ndarray  # (k,) bool
     family: np.ndarray  # (k,) object: merged family names ('' when not flagged)
+    score: np.ndarray | None = None  # (k,) p_attack, NaN where the model scored no window
+
+
+# issue 17's bound for the model alone: at most this share of benign packets flagged
+ALONE_BENIGN_TARGET = 0.01
+# 1 - p_attack at the edges of the score histograms (`packet_figures`): a threshold at each edge
+SCORE_EDGES = np.concatenate([[0.0], np.logspace(-6, 0, 61)])
+
+
+def score_histogram(score: np.ndarray) -> list[int]:
+    """Packets by their window's p_attack, binned at `SCORE_EDGES` of 1 - p_attack: bin j holds
+    the packets flagged at a threshold of 1 - SCORE_EDGES[j + 1] and not at 1 - SCORE_EDGES[j]
+    (bin 0: p_attack = 1); the last bin the packets no threshold flags (no window, or NaN)."""
+    q = 1.0 - score
+    j = np.searchsorted(SCORE_EDGES, q, side="left")  # q <= edge j: flagged at 1 - edge j
+    j = np.where(np.isnan(q) | (j >= len(SCORE_EDGES)), len(SCORE_EDGES), j)
+    return np.bincount(j, minlength=len(SCORE_EDGES) + 1).tolist()
+
+
+def best_alone(benign: list[int], unclaimed: list[int], benign_target: float) -> dict[str, Any] | None:
+    """The single threshold, over the pooled histograms, that flags the most unclaimed attack
+    packets with at most ``benign_target`` of the benign ones: how far the model alone could go
+    if the threshold were chosen knowing the held-out data (an upper bound, not an operating point)."""
+    b, u = np.cumsum(benign), np.cumsum(unclaimed)  # flagged at a threshold of 1 - SCORE_EDGES[j]
+    nb, nu = sum(benign), sum(unclaimed)
+    if not nb or not nu:
+        return None
+    ok = np.flatnonzero(b[:len(SCORE_EDGES)] <= benign_target * nb)
+    if not ok.size:
+        return None
+    j = int(ok[-1])
+    return {"threshold": float(1.0 - SCORE_EDGES[j]), "benign_flagged_share": float(b[j] / nb),
+            "unclaimed_flagged_share": float(u[j] / nu), "benign_target": benign_target}
 
 
 def window_verdicts(probs: np.ndarray, classes: list[str], threshold: float | None) -> tuple[np.ndarray, np.ndarray]:
@@ -232,7 +265,13 @@ def packet_figures(s: WindowSet, v: Verdicts, detector_classes: tuple[str, ...] 
         for k in np.unique(rk).tolist():
             m = (rk == k) & b_in
             kinds[k] = [int(m.sum()), int((m & model[inw]).sum())]
-    return {"capture": s.name, "source": s.source, "label": lc.entry.label,
+    hist = {}
+    if v.score is not None:  # the model alone's scores of the benign and the unclaimed attack packets
+        sc = np.full(len(rw), np.nan)
+        sc[inw] = v.score[rw[inw]]
+        hist = {"model_score_hist": {"benign": score_histogram(sc[~attack]),
+                                     "unclaimed": score_histogram(sc[attack & unclaimed])}}
+    return {**hist, "capture": s.name, "source": s.source, "label": lc.entry.label,
             "benign_packets": int((~attack).sum()), "benign_flagged": int((~attack & fl).sum()),
             "attack_packets": int(attack.sum()), "attack_flagged": int((attack & fl).sum()),
             "attack_family_right": int((attack & fl & (fam == want)).sum()),
@@ -254,7 +293,14 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
             kinds.setdefault(k, [0, 0])
             kinds[k][0] += n
             kinds[k][1] += f
-    return {**tot,
+    hists = [r["model_score_hist"] for r in rows if "model_score_hist" in r]
+    alone = {}
+    if hists:
+        hb = np.sum([h["benign"] for h in hists], axis=0).tolist()
+        hu = np.sum([h["unclaimed"] for h in hists], axis=0).tolist()
+        alone = {"model_score_hist": {"benign": hb, "unclaimed": hu},
+                 "model_alone_best_threshold": best_alone(hb, hu, ALONE_BENIGN_TARGET)}
+    return {**tot, **alone,
             "model_benign_flagged_share": (tot["model_benign_flagged"] / tot["benign_packets"]
                                            if tot["benign_packets"] else None),
             "model_unclaimed_attack_flagged_share": (tot["attack_unclaimed_flagged"] / tot["attack_unclaimed"]
@@ -387,8 +433,10 @@ def run_by_source(real: list[WindowSet], synthetic: list[WindowSet], cfg: Config
                 site_scores.append((1.0 - p[:, benign_index(ds.classes)], s.windows.packets[keep].astype(float),
                                     rk <= 0.5))
                 site_x.append((x, rk, ts))
+            bi = benign_index(ds.classes)
+            pa = 1.0 - p[:, bi] if bi is not None else None
             for mname, t in (("lstm", thr), ("lstm_argmax", None)):
-                verdicts[mname] = _expand(len(s.windows), keep, *window_verdicts(p, ds.classes, t))
+                verdicts[mname] = _expand(len(s.windows), keep, *window_verdicts(p, ds.classes, t), score=pa)
             if tree is not None:
                 pt = tree[0](x)
                 verdicts["tree_0.5"] = _expand(len(s.windows), keep, *window_verdicts(pt, ds.classes, 0.5))
@@ -560,12 +608,17 @@ def _daemon_recall(model: Any, encoder: Any, classes: list[str], real_attack: li
     return [n / total if total else 0.0 for n in flagged]
 
 
-def _expand(k: int, keep: np.ndarray, flagged: np.ndarray, family: np.ndarray) -> Verdicts:
+def _expand(k: int, keep: np.ndarray, flagged: np.ndarray, family: np.ndarray,
+            score: np.ndarray | None = None) -> Verdicts:
     f = np.zeros(k, dtype=bool)
     fam = np.full(k, "", dtype=object)
     f[keep] = flagged
     fam[keep] = family
-    return Verdicts(f, fam)
+    sc = None
+    if score is not None:
+        sc = np.full(k, np.nan)
+        sc[keep] = score
+    return Verdicts(f, fam, sc)
 
 
 def fixed_model_verdicts(model_dir: Path) -> Callable[[WindowSet], Verdicts]:
@@ -608,6 +661,12 @@ def format_table(result: dict[str, Any], method: str) -> str:
     if kinds:
         lines.append("  benign packets the model alone flags, by window kind: " + ", ".join(
             f"{k} {f}/{n} ({_pct(f / n if n else None)})" for k, (n, f) in sorted(kinds.items())))
+    best = m["overall"].get("model_alone_best_threshold")
+    if best:
+        lines.append(f"  the model alone at one threshold chosen on these held-out folds themselves (a bound, not an "
+                     f"operating point): p_attack >= {best['threshold']:.6f} flags "
+                     f"{_pct(best['unclaimed_flagged_share'])} of the unclaimed attack packets at "
+                     f"{_pct(best['benign_flagged_share'])} of benign (at most {_pct(best['benign_target'])})")
     return "\n".join(lines)
 
 
