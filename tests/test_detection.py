@@ -245,7 +245,7 @@ def test_by_source_holds_a_repository_out_and_counts_packets(tmp_path: Path) -> 
     # on the whole corpus, at a sixth of its packets (the whole corpus took 4 minutes here)
     # (none of them in the lockbox, which development runs leave out: trainer/data/lockbox.py)
     keep = {"shrutikulkar/ADF-Project", "edim98/SSI_Measurements_2022", "aman14199/wireshark-traffic-analysis",
-            "padmavatisb/Intrusion-detection-system-using-ML-DL", "stratosphereips/StratosphereLinuxIPS",
+            "padmavatisb/Intrusion-detection-system-using-ML-DL", "marcosValle/netlyzer",
             "thekrishnanand/Assignment1_NetworkSecurity_Ddos_Simulation"}
     lines = MANIFEST.read_text().splitlines()
     col = lines[0].split("\t").index("file")
@@ -335,7 +335,7 @@ def test_lockbox_is_left_out_then_evaluated_as_one_fold(tmp_path: Path) -> None:
     res = json.loads(out.read_text())
     assert res["lockbox"]["mode"] == "only"
     assert [f["source"] for f in res["folds"]] == ["lockbox"]
-    assert {r["source"] for r in res["captures"]["lstm"]} == {"carvalhomariana/learnITgirl"}
+    assert {r["source"] for r in res["captures"]["lstm"]} == {"DorsaO/Traffic-Analysis-Wireshark"}
     fold = res["folds"][0]
     assert fold["train_sequences"] > 0 and fold["test_sequences"] > 0
 

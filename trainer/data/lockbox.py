@@ -60,9 +60,14 @@ ROUNDS: tuple[tuple[int, tuple[str, ...]], ...] = (
           "DorsaO/Traffic-Analysis-Wireshark")),
     # round 6: by the same rule, outside round 5, drawn at the start of the session after round 5
     # was opened, before the horizontal-scan change that session made. Evaluated once, at the end
-    # of that change (docs/detection.md). The next round draws by the same rule with seed 23,
-    # outside this one.
+    # of that change (docs/detection.md); opened.
     (22, ("carvalhomariana/learnITgirl", "zeek/zeek", "GrigorDimitrov/sop", "markofu/pcaps")),
+    # round 7: by the same rule, outside round 6, drawn right after round 6's evaluation and
+    # before the training-recipe experiments that followed it in the same session. The scan
+    # detector's telnet-sweep rule had been developed on Stratosphere's test7 before the draw, and
+    # the detector tests read two SniperDZ captures, as before it.
+    (23, ("stratosphereips/StratosphereLinuxIPS", "chrissanders/packets", "SniperDZ-Pro/Cyber-Forensics-Workshop",
+          "DorsaO/Traffic-Analysis-Wireshark")),
 )
 OPENED: tuple[str, ...] = tuple(r for _, draw in ROUNDS[:-1] for r in draw)
 SEED: int = ROUNDS[-1][0]
