@@ -235,6 +235,7 @@ def test_claimed_packets_keep_their_labels_and_count_as_the_detectors() -> None:
 @pytest.mark.slow
 @needs_corpus
 def test_by_source_holds_a_repository_out_and_counts_packets(tmp_path: Path) -> None:
+    from trainer.bysource import MARGIN_EDGES
     from trainer.cli import default_real_manifest
     from trainer.data.real import read_tsv_manifest
 
@@ -291,8 +292,13 @@ def test_by_source_holds_a_repository_out_and_counts_packets(tmp_path: Path) -> 
     assert ov["model_benign_flagged"] <= ov["benign_flagged"]
     assert "unclaimed" in p.stdout and "by window kind" in p.stdout
     # and its scores: every benign and every unclaimed attack packet in the histograms, once
-    h = ov["model_score_hist"]
+    h = ov["model_margin_hist"]
     assert sum(h["benign"]) == ov["benign_packets"] and sum(h["unclaimed"]) == ov["attack_unclaimed"]
+    # at the factor 1 (each fold's own threshold) the histograms count what the model alone flagged
+    one = int(np.searchsorted(MARGIN_EDGES, 1.0))
+    assert MARGIN_EDGES[one] == 1.0
+    assert sum(h["benign"][:one + 1]) == ov["model_benign_flagged"]
+    assert sum(h["unclaimed"][:one + 1]) == ov["attack_unclaimed_flagged"]
     # every fold has its operating point
     assert all(f["threshold"] is not None for f in res["folds"])
 
@@ -468,22 +474,24 @@ def test_temperature_scaling_calibrates_without_changing_the_argmax() -> None:
     assert torch.allclose(after, before / cal["temperature"], rtol=1e-4, atol=1e-4)
 
 
-def test_the_model_alone_bound_picks_the_threshold_that_spends_the_benign_budget() -> None:
-    """`ids-trainer evaluate --by-source` reports how far the model alone could go at one threshold
-    with at most 1 % of benign flagged: from histograms of p_attack, by packets."""
-    from trainer.bysource import SCORE_EDGES, best_alone, score_histogram
+def test_the_model_alone_bound_picks_the_factor_that_spends_the_benign_budget() -> None:
+    """`ids-trainer evaluate --by-source` reports how far the model alone could go with at most
+    1 % of benign flagged if every fold's threshold moved by one factor (in 1 - p_attack):
+    from histograms of the windows' margins, by packets."""
+    from trainer.bysource import MARGIN_EDGES, best_alone, margin, margin_histogram
 
-    benign = np.concatenate([np.full(990, 0.01), np.full(10, 0.99995), np.full(5, 0.9999995), [np.nan]])
-    attack = np.concatenate([np.full(60, 0.9999), np.full(30, 0.99999995), np.full(10, 0.2), [np.nan, np.nan]])
-    hb, hu = score_histogram(benign), score_histogram(attack)
-    assert len(hb) == len(SCORE_EDGES) + 1 and sum(hb) == benign.size and hb[-1] == 1 and sum(hu) == attack.size
-    # 15 of 1,006 benign score above 0.9999: the lowest threshold within 1 % (10 packets) is
-    # the first edge above 0.99995, which leaves the 60 attack packets at 0.9999 unflagged
+    thr = 0.99  # margins: 1 - p over 0.01
+    benign = margin(np.concatenate([np.full(990, 0.01), np.full(10, 0.995), np.full(5, 0.9995), [np.nan]]), thr)
+    attack = margin(np.concatenate([np.full(60, 0.992), np.full(30, 0.99995), np.full(10, 0.2), [np.nan] * 2]), thr)
+    hb, hu = margin_histogram(benign), margin_histogram(attack)
+    assert len(hb) == len(MARGIN_EDGES) + 1 and sum(hb) == benign.size and hb[-1] == 1 and sum(hu) == attack.size
+    # at the operating point (factor 1) 15 of 1,006 benign are flagged, over 1 %: the largest
+    # factor within 1 % (10 packets) keeps the 5 at 0.9995 and loses the 60 attack packets at 0.992
     b = best_alone(hb, hu, 0.01)
-    assert b is not None and 0.99995 < b["threshold"] <= 0.9999995
+    assert b is not None and 0.05 <= b["factor"] < 0.5
     assert b["benign_flagged_share"] == pytest.approx(5 / 1006)
     assert b["unclaimed_flagged_share"] == pytest.approx(30 / 102)
-    # with a 2 % budget the 10 at 0.99995 may be flagged, and so the 60 attack packets below them
+    # with a 2 % budget the operating point itself (and a little below it) is within it
     b2 = best_alone(hb, hu, 0.02)
-    assert b2["threshold"] <= 0.9999 and b2["unclaimed_flagged_share"] == pytest.approx(90 / 102)
+    assert b2["factor"] >= 1.0 and b2["unclaimed_flagged_share"] == pytest.approx(90 / 102)
     assert best_alone(hb, [0] * len(hu), 0.01) is None

@@ -180,38 +180,44 @@ class Verdicts:
 
     flagged: np.ndarray  # (k,) bool
     family: np.ndarray  # (k,) object: merged family names ('' when not flagged)
-    score: np.ndarray | None = None  # (k,) p_attack, NaN where the model scored no window
+    margin: np.ndarray | None = None  # (k,) `margin` of the window, NaN where the model scored none
 
 
 # issue 17's bound for the model alone: at most this share of benign packets flagged
 ALONE_BENIGN_TARGET = 0.01
-# 1 - p_attack at the edges of the score histograms (`packet_figures`): a threshold at each edge
-SCORE_EDGES = np.concatenate([[0.0], np.logspace(-6, 0, 61)])
+# edges of the margin histograms (`packet_figures`): a window's (1 - p_attack) over its fold's
+# (1 - threshold), so 1 is the operating point and a factor k moves every fold's threshold alike
+MARGIN_EDGES = np.concatenate([[0.0], np.logspace(-4, 4, 81)])
 
 
-def score_histogram(score: np.ndarray) -> list[int]:
-    """Packets by their window's p_attack, binned at `SCORE_EDGES` of 1 - p_attack: bin j holds
-    the packets flagged at a threshold of 1 - SCORE_EDGES[j + 1] and not at 1 - SCORE_EDGES[j]
-    (bin 0: p_attack = 1); the last bin the packets no threshold flags (no window, or NaN)."""
-    q = 1.0 - score
-    j = np.searchsorted(SCORE_EDGES, q, side="left")  # q <= edge j: flagged at 1 - edge j
-    j = np.where(np.isnan(q) | (j >= len(SCORE_EDGES)), len(SCORE_EDGES), j)
-    return np.bincount(j, minlength=len(SCORE_EDGES) + 1).tolist()
+def margin(p_attack: np.ndarray, threshold: float) -> np.ndarray:
+    """(1 - p_attack) / (1 - threshold): flagged at the operating point when <= 1."""
+    return (1.0 - p_attack) / max(1.0 - threshold, 1e-12)
+
+
+def margin_histogram(m: np.ndarray) -> list[int]:
+    """Packets by their window's margin, binned at `MARGIN_EDGES`: bin j holds the packets
+    flagged with margins up to MARGIN_EDGES[j] and not up to MARGIN_EDGES[j - 1]; the last bin
+    the packets no factor flags (no window: NaN)."""
+    j = np.searchsorted(MARGIN_EDGES, m, side="left")  # m <= edge j
+    j = np.where(np.isnan(m) | (j >= len(MARGIN_EDGES)), len(MARGIN_EDGES), j)
+    return np.bincount(j, minlength=len(MARGIN_EDGES) + 1).tolist()
 
 
 def best_alone(benign: list[int], unclaimed: list[int], benign_target: float) -> dict[str, Any] | None:
-    """The single threshold, over the pooled histograms, that flags the most unclaimed attack
-    packets with at most ``benign_target`` of the benign ones: how far the model alone could go
-    if the threshold were chosen knowing the held-out data (an upper bound, not an operating point)."""
-    b, u = np.cumsum(benign), np.cumsum(unclaimed)  # flagged at a threshold of 1 - SCORE_EDGES[j]
+    """The one factor on every fold's 1 - threshold that flags the most unclaimed attack packets
+    with at most ``benign_target`` of the benign ones, from the pooled margin histograms: how far
+    the model alone could go if the recipe's threshold rule had been set knowing the held-out data
+    (with one fold, any threshold at all). The operating point itself is the factor 1."""
+    b, u = np.cumsum(benign), np.cumsum(unclaimed)  # flagged at a factor of MARGIN_EDGES[j]
     nb, nu = sum(benign), sum(unclaimed)
     if not nb or not nu:
         return None
-    ok = np.flatnonzero(b[:len(SCORE_EDGES)] <= benign_target * nb)
+    ok = np.flatnonzero(b[:len(MARGIN_EDGES)] <= benign_target * nb)
     if not ok.size:
         return None
     j = int(ok[-1])
-    return {"threshold": float(1.0 - SCORE_EDGES[j]), "benign_flagged_share": float(b[j] / nb),
+    return {"factor": float(MARGIN_EDGES[j]), "benign_flagged_share": float(b[j] / nb),
             "unclaimed_flagged_share": float(u[j] / nu), "benign_target": benign_target}
 
 
@@ -266,11 +272,11 @@ def packet_figures(s: WindowSet, v: Verdicts, detector_classes: tuple[str, ...] 
             m = (rk == k) & b_in
             kinds[k] = [int(m.sum()), int((m & model[inw]).sum())]
     hist = {}
-    if v.score is not None:  # the model alone's scores of the benign and the unclaimed attack packets
-        sc = np.full(len(rw), np.nan)
-        sc[inw] = v.score[rw[inw]]
-        hist = {"model_score_hist": {"benign": score_histogram(sc[~attack]),
-                                     "unclaimed": score_histogram(sc[attack & unclaimed])}}
+    if v.margin is not None:  # the model alone's margins of the benign and the unclaimed attack packets
+        mg = np.full(len(rw), np.nan)
+        mg[inw] = v.margin[rw[inw]]
+        hist = {"model_margin_hist": {"benign": margin_histogram(mg[~attack]),
+                                      "unclaimed": margin_histogram(mg[attack & unclaimed])}}
     return {**hist, "capture": s.name, "source": s.source, "label": lc.entry.label,
             "benign_packets": int((~attack).sum()), "benign_flagged": int((~attack & fl).sum()),
             "attack_packets": int(attack.sum()), "attack_flagged": int((attack & fl).sum()),
@@ -293,13 +299,13 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
             kinds.setdefault(k, [0, 0])
             kinds[k][0] += n
             kinds[k][1] += f
-    hists = [r["model_score_hist"] for r in rows if "model_score_hist" in r]
+    hists = [r["model_margin_hist"] for r in rows if "model_margin_hist" in r]
     alone = {}
     if hists:
         hb = np.sum([h["benign"] for h in hists], axis=0).tolist()
         hu = np.sum([h["unclaimed"] for h in hists], axis=0).tolist()
-        alone = {"model_score_hist": {"benign": hb, "unclaimed": hu},
-                 "model_alone_best_threshold": best_alone(hb, hu, ALONE_BENIGN_TARGET)}
+        alone = {"model_margin_hist": {"benign": hb, "unclaimed": hu},
+                 "model_alone_best_factor": best_alone(hb, hu, ALONE_BENIGN_TARGET)}
     return {**tot, **alone,
             "model_benign_flagged_share": (tot["model_benign_flagged"] / tot["benign_packets"]
                                            if tot["benign_packets"] else None),
@@ -434,9 +440,10 @@ def run_by_source(real: list[WindowSet], synthetic: list[WindowSet], cfg: Config
                                     rk <= 0.5))
                 site_x.append((x, rk, ts))
             bi = benign_index(ds.classes)
-            pa = 1.0 - p[:, bi] if bi is not None else None
+            mg = margin(1.0 - p[:, bi], thr) if bi is not None else None
             for mname, t in (("lstm", thr), ("lstm_argmax", None)):
-                verdicts[mname] = _expand(len(s.windows), keep, *window_verdicts(p, ds.classes, t), score=pa)
+                verdicts[mname] = _expand(len(s.windows), keep, *window_verdicts(p, ds.classes, t),
+                                          margin=mg if t is not None else None)
             if tree is not None:
                 pt = tree[0](x)
                 verdicts["tree_0.5"] = _expand(len(s.windows), keep, *window_verdicts(pt, ds.classes, 0.5))
@@ -609,16 +616,16 @@ def _daemon_recall(model: Any, encoder: Any, classes: list[str], real_attack: li
 
 
 def _expand(k: int, keep: np.ndarray, flagged: np.ndarray, family: np.ndarray,
-            score: np.ndarray | None = None) -> Verdicts:
+            margin: np.ndarray | None = None) -> Verdicts:
     f = np.zeros(k, dtype=bool)
     fam = np.full(k, "", dtype=object)
     f[keep] = flagged
     fam[keep] = family
-    sc = None
-    if score is not None:
-        sc = np.full(k, np.nan)
-        sc[keep] = score
-    return Verdicts(f, fam, sc)
+    mg = None
+    if margin is not None:
+        mg = np.full(k, np.nan)
+        mg[keep] = margin
+    return Verdicts(f, fam, mg)
 
 
 def fixed_model_verdicts(model_dir: Path) -> Callable[[WindowSet], Verdicts]:
@@ -661,10 +668,10 @@ def format_table(result: dict[str, Any], method: str) -> str:
     if kinds:
         lines.append("  benign packets the model alone flags, by window kind: " + ", ".join(
             f"{k} {f}/{n} ({_pct(f / n if n else None)})" for k, (n, f) in sorted(kinds.items())))
-    best = m["overall"].get("model_alone_best_threshold")
+    best = m["overall"].get("model_alone_best_factor")
     if best:
-        lines.append(f"  the model alone at one threshold chosen on these held-out folds themselves (a bound, not an "
-                     f"operating point): p_attack >= {best['threshold']:.6f} flags "
+        lines.append(f"  the model alone, every fold's 1 - threshold times one factor chosen on these held-out folds "
+                     f"(a bound, not an operating point; 1: as run): x{best['factor']:.3g} flags "
                      f"{_pct(best['unclaimed_flagged_share'])} of the unclaimed attack packets at "
                      f"{_pct(best['benign_flagged_share'])} of benign (at most {_pct(best['benign_target'])})")
     return "\n".join(lines)
