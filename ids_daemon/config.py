@@ -365,6 +365,14 @@ class DnsDetectorConfig(_Section):
     max_queries: int = Field(65536, ge=16, le=1 << 24, description="queries and responses kept (LRU beyond)")
 
 
+def _ports_of(v: list[int], proto: str) -> list[int]:
+    """``v`` when every entry is a port number (1-65535), else one error naming the others."""
+    bad = [p for p in v if not 0 < p < 65536]
+    if bad:
+        raise ValueError(f"not {proto} ports: {', '.join(map(str, bad))}")
+    return v
+
+
 class ScanDetectorConfig(_Section):
     """Port scans, ping sweeps and ARP host discovery."""
 
@@ -387,10 +395,7 @@ class ScanDetectorConfig(_Section):
     @field_validator("sweep_ports")
     @classmethod
     def _sweep_ports(cls, v: list[int]) -> list[int]:
-        bad = [p for p in v if not 0 < p < 65536]
-        if bad:
-            raise ValueError(f"not TCP ports: {', '.join(map(str, bad))}")
-        return v
+        return _ports_of(v, "TCP")
 
 
 class WebDetectorConfig(_Section):
@@ -424,10 +429,7 @@ class BruteForceDetectorConfig(_Section):
     @field_validator("ports")
     @classmethod
     def _ports(cls, v: list[int]) -> list[int]:
-        bad = [p for p in v if not 0 < p < 65536]
-        if bad:
-            raise ValueError(f"not TCP ports: {', '.join(map(str, bad))}")
-        return v
+        return _ports_of(v, "TCP")
 
 
 class FloodDetectorConfig(_Section):
@@ -481,10 +483,7 @@ class ReflectionDetectorConfig(_Section):
     @field_validator("ports")
     @classmethod
     def _ports(cls, v: list[int]) -> list[int]:
-        bad = [p for p in v if not 0 < p < 65536]
-        if bad:
-            raise ValueError(f"not UDP ports: {', '.join(map(str, bad))}")
-        return v
+        return _ports_of(v, "UDP")
 
 
 class SlowHttpDetectorConfig(_Section):
