@@ -65,7 +65,7 @@ ROUNDS: tuple[tuple[int, tuple[str, ...]], ...] = (
     # round 7: by the same rule, outside round 6, drawn right after round 6's evaluation and
     # before the training-recipe experiments that followed it in the same session. The scan
     # detector's telnet-sweep rule had been developed on Stratosphere's test7 before the draw, and
-    # the detector tests read two SniperDZ captures, as before it. The two recipe experiments on
+    # the detector tests read two SniperDZ captures, as before it. The three recipe experiments on
     # its development set changed nothing (docs/detection.md), so it is not opened.
     (23, ("stratosphereips/StratosphereLinuxIPS", "chrissanders/packets", "SniperDZ-Pro/Cyber-Forensics-Workshop",
           "DorsaO/Traffic-Analysis-Wireshark")),
