@@ -13,6 +13,11 @@ asks) as "shared columns". The flood detector's count of a batch's sources, whic
 detector has run first (`FloodDetector.count`: a flood held from this batch on is no probes), is
 timed as the flood detector's. The goal (issue 17): all detectors together at most a quarter of the
 meter's time.
+
+``--kernels`` adds, per capture, one more pass with every compiled kernel the detectors call
+from Python (the numba dispatchers of the ``_*_kernel`` modules) timed on its own, largest
+first, and what is left of the set's time (the Python around them): where a redesign would
+have to cut.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +39,8 @@ if not os.environ.get("PYTHONPATH"):  # else PYTHONPATH's tree is timed (an olde
     sys.path.insert(0, str(HERE.parent))
 
 import gen  # noqa: E402
+
+from ids_daemon import detectors as _detectors_pkg  # noqa: E402
 
 from ids_daemon.capture.batch import address_ids  # noqa: E402
 from ids_daemon.capture.pcap import PcapSource  # noqa: E402
@@ -93,7 +101,44 @@ def detector_pass(batches: list, cfg: Config) -> tuple[float, dict[str, float]]:
     return time.process_time() - t0, parts
 
 
-def measure(name: str, path: Path, cfg: Config, repeat: int) -> None:
+KERNEL_MODULES = ("_arp_kernel", "_flood_kernel", "_keys_kernel", "_reflection_kernel", "_scan_kernel",
+                  "_volume_kernel")
+
+
+@contextmanager
+def timed_kernels():
+    """Every numba dispatcher of the detectors' kernel modules wrapped, while the block runs,
+    with a CPU-time counter (yields {module.kernel: seconds}); restored after. Only calls made
+    from Python are counted: a kernel that another kernel calls runs inside its caller's time.
+    (Run it after a plain pass: a kernel compiled while its neighbours are wrapped would see
+    the wrappers.)"""
+    import importlib
+
+    spent: dict[str, float] = defaultdict(float)
+    saved = []
+    for mod_name in KERNEL_MODULES:
+        mod = importlib.import_module(f"{_detectors_pkg.__name__}.{mod_name}")
+        for attr, fn in list(vars(mod).items()):
+            if not hasattr(fn, "py_func"):
+                continue
+
+            def wrapper(*a, _fn=fn, _name=f"{mod_name.strip('_')}.{attr}", **k):
+                t = time.process_time()
+                try:
+                    return _fn(*a, **k)
+                finally:
+                    spent[_name] += time.process_time() - t
+
+            saved.append((mod, attr, fn))
+            setattr(mod, attr, wrapper)
+    try:
+        yield spent
+    finally:
+        for mod, attr, fn in saved:
+            setattr(mod, attr, fn)
+
+
+def measure(name: str, path: Path, cfg: Config, repeat: int, kernels: bool = False) -> None:
     batches = batches_of(path, cfg.capture.batch_size)
     n = sum(len(b) for b in batches)
     meter_pass(batches[:1], cfg)  # compiled kernels loaded before the clock runs
@@ -103,6 +148,15 @@ def measure(name: str, path: Path, cfg: Config, repeat: int) -> None:
     rows = [("meter", t_meter), ("all detectors", t_all)] + [(f"  {k}", v) for k, v in parts.items()]
     for what, s in rows:
         print(f"  {what:22s} {s:7.4f} s {n / s / 1e3:9.0f} k packets/s {s / t_meter:7.3f} x meter")
+    if kernels:
+        with timed_kernels() as spent:
+            t_set, _ = detector_pass(batches, cfg)
+        print(f"  compiled kernels called from Python (one pass, {t_set:.4f} s in all):")
+        for k, v in sorted(spent.items(), key=lambda kv: -kv[1]):
+            if v >= 0.0001:
+                print(f"    {k:38s} {v:7.4f} s {v / t_meter:7.3f} x meter")
+        rest = t_set - sum(spent.values())
+        print(f"    {'the rest (Python, numpy)':38s} {rest:7.4f} s {rest / t_meter:7.3f} x meter")
 
 
 def main() -> None:
@@ -110,15 +164,16 @@ def main() -> None:
     ap.add_argument("--packets", type=int, default=400_000)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--pcap", type=Path, action="append", default=[])
+    ap.add_argument("--kernels", action="store_true", help="also time each compiled kernel (one more pass)")
     a = ap.parse_args()
     cfg = Config()
     with tempfile.TemporaryDirectory() as d:
         flood = gen.write_flood_pcap(Path(d) / "flood.pcap", a.packets)
         benign = gen.write_benign_pcap(Path(d) / "benign.pcap", a.packets)
-        measure("flood-heavy", flood, cfg, a.repeat)
-        measure("benign-heavy", benign, cfg, a.repeat)
+        measure("flood-heavy", flood, cfg, a.repeat, a.kernels)
+        measure("benign-heavy", benign, cfg, a.repeat, a.kernels)
         for p in a.pcap:
-            measure(p.name, p, cfg, a.repeat)
+            measure(p.name, p, cfg, a.repeat, a.kernels)
 
 
 if __name__ == "__main__":
