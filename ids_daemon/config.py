@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 from .consumers.alerts.config import AlertConfig
@@ -365,12 +365,18 @@ class DnsDetectorConfig(_Section):
     max_queries: int = Field(65536, ge=16, le=1 << 24, description="queries and responses kept (LRU beyond)")
 
 
-def _ports_of(v: list[int], proto: str) -> list[int]:
-    """``v`` when every entry is a port number (1-65535), else one error naming the others."""
-    bad = [p for p in v if not 0 < p < 65536]
-    if bad:
-        raise ValueError(f"not {proto} ports: {', '.join(map(str, bad))}")
-    return v
+def _ports_of(proto: str) -> AfterValidator:
+    """A list of port numbers (1-65535) of ``proto``, or one error naming the others."""
+    def check(v: list[int]) -> list[int]:
+        bad = [p for p in v if not 0 < p < 65536]
+        if bad:
+            raise ValueError(f"not {proto} ports: {', '.join(map(str, bad))}")
+        return v
+    return AfterValidator(check)
+
+
+TcpPorts = Annotated[list[int], _ports_of("TCP")]
+UdpPorts = Annotated[list[int], _ports_of("UDP")]
 
 
 class ScanDetectorConfig(_Section):
@@ -387,15 +393,10 @@ class ScanDetectorConfig(_Section):
     hold_s: float = Field(60.0, gt=0, description="a scanner stays flagged this long after its last probe")
     max_groups: int = Field(65536, ge=16, le=1 << 24, description="per-source groups kept (LRU beyond)")
     max_pending: int = Field(262144, ge=16, le=1 << 24, description="unanswered probes kept (LRU beyond)")
-    sweep_ports: list[int] = Field(default_factory=lambda: [22, 23, 135, 139, 445, 2323, 3389, 5555, 5900, 7547],
-                                   description="remote login and administration ports (SSH, telnet, RPC, SMB, RDP, "
-                                   "ADB, VNC, TR-069) that worms sweep through an OS stack: failed SYNs to distinct "
-                                   "hosts on one of these count for the horizontal rule whatever sends them")
-
-    @field_validator("sweep_ports")
-    @classmethod
-    def _sweep_ports(cls, v: list[int]) -> list[int]:
-        return _ports_of(v, "TCP")
+    sweep_ports: TcpPorts = Field(default_factory=lambda: [22, 23, 135, 139, 445, 2323, 3389, 5555, 5900, 7547],
+                                  description="remote login and administration ports (SSH, telnet, RPC, SMB, RDP, "
+                                  "ADB, VNC, TR-069) that worms sweep through an OS stack: failed SYNs to distinct "
+                                  "hosts on one of these count for the horizontal rule whatever sends them")
 
 
 class WebDetectorConfig(_Section):
@@ -416,20 +417,15 @@ class BruteForceDetectorConfig(_Section):
     """Dictionary brute force: many connections to a login service, or repeated refused logins."""
 
     enabled: bool = True
-    ports: list[int] = Field(default_factory=lambda: [21, 22, 23, 25, 110, 143, 465, 587, 993, 995, 1433, 3306, 3389,
-                                                      5432, 5900],
-                             description="authentication service ports (servers announcing SSH count too)")
+    ports: TcpPorts = Field(default_factory=lambda: [21, 22, 23, 25, 110, 143, 465, 587, 993, 995, 1433, 3306, 3389,
+                                                     5432, 5900],
+                            description="authentication service ports (servers announcing SSH count too)")
     connections: int = Field(8, ge=2, le=1 << 16, description="connections (SYNs) from one client to one server's "
                              "login port within window_s")
     failures: int = Field(5, ge=2, le=1 << 16, description="refused logins in cleartext replies within window_s")
     window_s: float = Field(60.0, gt=0, description="connections and failures are counted over this much packet time")
     hold_s: float = Field(300.0, gt=0, description="an attacker's frames to/from the port stay flagged this long")
     max_keys: int = Field(65536, ge=16, le=1 << 24, description="(client, server, port) counters kept (LRU beyond)")
-
-    @field_validator("ports")
-    @classmethod
-    def _ports(cls, v: list[int]) -> list[int]:
-        return _ports_of(v, "TCP")
 
 
 class FloodDetectorConfig(_Section):
@@ -460,9 +456,9 @@ class ReflectionDetectorConfig(_Section):
     SYN-ACKs) to queries it never sent, at a rate no benign exchange has."""
 
     enabled: bool = True
-    ports: list[int] = Field(default_factory=lambda: [19, 53, 123, 161, 389, 1900, 11211],
-                             description="UDP source ports whose datagrams are answers (chargen, DNS, NTP, SNMP, "
-                             "CLDAP, SSDP, memcached); TCP SYN-ACKs from any port are answers too")
+    ports: UdpPorts = Field(default_factory=lambda: [19, 53, 123, 161, 389, 1900, 11211],
+                            description="UDP source ports whose datagrams are answers (chargen, DNS, NTP, SNMP, "
+                            "CLDAP, SSDP, memcached); TCP SYN-ACKs from any port are answers too")
     query_s: float = Field(60.0, gt=0, description="an answer is solicited when its receiver sent to that server:port "
                            "(a SYN for a SYN-ACK; to a multicast/broadcast group: any server) this long before")
     answers: int = Field(100, ge=2, description="unsolicited answers to one host within window_s: a reflection "
@@ -479,11 +475,6 @@ class ReflectionDetectorConfig(_Section):
     max_sent: int = Field(262144, ge=16, le=1 << 24, description="slots of the record of what hosts sent (sender, "
                           "protocol, ports) that ICMP errors are matched against (direct-mapped, rounded up to a power "
                           "of two; overwritten live keys are counted)")
-
-    @field_validator("ports")
-    @classmethod
-    def _ports(cls, v: list[int]) -> list[int]:
-        return _ports_of(v, "UDP")
 
 
 class SlowHttpDetectorConfig(_Section):
