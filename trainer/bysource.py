@@ -443,7 +443,7 @@ def run_by_source(real: list[WindowSet], synthetic: list[WindowSet], cfg: Config
             mg = margin(1.0 - p[:, bi], thr) if bi is not None else None
             for mname, t in (("lstm", thr), ("lstm_argmax", None)):
                 verdicts[mname] = _expand(len(s.windows), keep, *window_verdicts(p, ds.classes, t),
-                                          margin=mg if t is not None else None)
+                                          margins=mg if t is not None else None)
             if tree is not None:
                 pt = tree[0](x)
                 verdicts["tree_0.5"] = _expand(len(s.windows), keep, *window_verdicts(pt, ds.classes, 0.5))
@@ -616,15 +616,15 @@ def _daemon_recall(model: Any, encoder: Any, classes: list[str], real_attack: li
 
 
 def _expand(k: int, keep: np.ndarray, flagged: np.ndarray, family: np.ndarray,
-            margin: np.ndarray | None = None) -> Verdicts:
+            margins: np.ndarray | None = None) -> Verdicts:
     f = np.zeros(k, dtype=bool)
     fam = np.full(k, "", dtype=object)
     f[keep] = flagged
     fam[keep] = family
     mg = None
-    if margin is not None:
+    if margins is not None:
         mg = np.full(k, np.nan)
-        mg[keep] = margin
+        mg[keep] = margins
     return Verdicts(f, fam, mg)
 
 
