@@ -31,8 +31,21 @@ _COLUMNS = {  # name: dtype; every packet description holds all of them
     "icmp_type": np.uint8, "arp_op": np.uint16, "ipid": np.uint16, "seq": np.uint32, "ack": np.uint32,
 }
 
-_DST_MAC = bytes.fromhex("02000000000a")
-_SRC_MAC = bytes.fromhex("020000000001")
+# Layer 2 as a gateway's LAN shows it: every host of 192.168.1.0/24 has its own MAC (02:00 and its
+# IPv4 address), and what comes from or goes to any other address crosses the gateway's
+# (192.168.1.1) MAC. One MAC for every frame would be one station claiming every IP: ARP spoofing
+# and an ARP sweep to the detectors, which a benign capture must not be.
+_LAN, _LAN_MASK = 0xC0A80100, 0xFFFFFF00
+_GATEWAY = 0xC0A80101
+_MAC_OUI = 0x0200 << 32
+_BROADCAST = 0xFFFFFFFFFFFF
+
+
+def mac_of(addr: np.ndarray) -> np.ndarray:
+    """The MAC each IPv4 address is reached at on the LAN (uint64, 48 bits used)."""
+    a = np.asarray(addr).astype(np.uint64)
+    on_lan = (a & np.uint64(_LAN_MASK)) == np.uint64(_LAN)
+    return np.uint64(_MAC_OUI) | np.where(on_lan, a, np.uint64(_GATEWAY))
 
 
 def ip(text: str) -> int:
@@ -106,7 +119,11 @@ def build_records(cols: dict[str, np.ndarray]) -> np.ndarray:
 
     # Ethernet
     f = base + 16
-    _put_bytes(buf, f, _DST_MAC + _SRC_MAC)
+    src_mac, dst_mac = mac_of(cols["src"]), mac_of(cols["dst"])
+    request = arp & (cols["arp_op"] == 1)
+    dst_mac[request] = _BROADCAST
+    _put(buf, f, dst_mac, 6)
+    _put(buf, f + 6, src_mac, 6)
     _put(buf, f + 12, np.where(arp, 0x0806, 0x0800), 2)
 
     # IPv4
@@ -146,8 +163,9 @@ def build_records(cols: dict[str, np.ndarray]) -> np.ndarray:
     a = f[arp] + 14
     _put_bytes(buf, a, bytes.fromhex("0001" "0800" "06" "04"))
     _put(buf, a + 6, cols["arp_op"][arp], 2)
-    _put_bytes(buf, a + 8, _SRC_MAC)
+    _put(buf, a + 8, src_mac[arp], 6)
     _put(buf, a + 14, cols["src"][arp], 4)
+    _put(buf, a + 18, np.where(request[arp], 0, dst_mac[arp]), 6)  # a request's target MAC is unknown
     _put(buf, a + 24, cols["dst"][arp], 4)
     return buf
 
@@ -243,14 +261,18 @@ def benign_columns(rng: np.random.Generator, n: int, n_flows: int | None = None,
     cols["seq"][:] = (np.where(to_server, f_isn[0, c], f_isn[1, c]) + pos * 512) & 0xFFFFFFFF
     cols["ack"][:] = np.where(flags & ACK, (np.where(to_server, f_isn[1, c], f_isn[0, c]) + pos * 512) & 0xFFFFFFFF, 0)
 
+    # ARP as devices do it: asking for the gateway, the broker or now and then a CoAP peer, and the
+    # owner of the asked address answering (a reply's sender is the address it was asked for)
     arp = empty_columns(n_arp)
     arp["kind"][:] = KIND_ARP
     req = rng.random(n_arp) < 0.6
-    asker = rng.choice(np.append(devices, gw), size=n_arp)
-    target = rng.choice(np.append(devices, gw), size=n_arp)
+    asker = rng.choice(devices, size=n_arp)
+    target = np.where(rng.random(n_arp) < 0.7, gw, np.where(rng.random(n_arp) < 0.7, broker,
+                                                            rng.choice(devices, size=n_arp)))
+    target = np.where(target == asker, gw, target).astype(np.uint32)
     arp["arp_op"][:] = np.where(req, 1, 2)
-    arp["src"][:] = asker
-    arp["dst"][:] = target
+    arp["src"][:] = np.where(req, asker, target)
+    arp["dst"][:] = np.where(req, target, asker)
 
     out = cols
     # packets were drawn in time order except ARP (appended): interleave ARP by position
