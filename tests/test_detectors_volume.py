@@ -150,3 +150,42 @@ def test_a_real_syn_flood_from_one_host() -> None:
     assert (fc == C["DoS-SYN_Flood"]).mean() >= 0.95
     vol = [f for f in findings if f.detector == "volume"]
     assert vol and len({f.attacker for f in vol}) == 1 and all("SYNs in 1 s" in f.evidence for f in vol)
+
+
+def test_the_sketch_keeps_every_candidate_and_nothing_else() -> None:
+    """`_volume_kernel.count_batch` groups only the frames its sketch keeps: its candidates must be
+    exactly those of grouping every frame by (key, bucket), a known key's included, when keys
+    collide in the sketch (a small batch of many keys) and when they do not."""
+    from ids_daemon.detectors import _volume_kernel as vk
+
+    rng = np.random.default_rng(7)
+    for n, nkeys in ((3000, 2500), (3000, 40), (200, 150)):
+        b = PacketBatch.empty(n)
+        b.ts[:] = np.sort(1_700_000_000.0 + rng.random(n) * 2.5)  # three buckets of 1 s
+        b.ip_version[:] = 4
+        b.proto[:] = 17
+        b.l4_ok[:] = True
+        pool = rng.integers(1, 2**63, nkeys, dtype=np.uint64)
+        # a few heavy keys among many light ones
+        pick = np.where(rng.random(n) < 0.5, rng.integers(0, 3, n), rng.integers(0, nkeys, n))
+        rkey = pool[pick]
+        kind = np.full(n, vk.K_UDP, np.int8)
+        rows = np.arange(n)
+        known = pool[[nkeys - 1, nkeys - 2]]
+        rates = np.full(8, 400.0 if n > 1000 else 40.0)  # a heavy key's bucket holds ~n / 6 frames
+        span = 1.0
+        out = vk.count_batch(rows, rkey, kind, b.src4.astype(np.uint64), b.dst4.astype(np.uint64),
+                             np.full(n, -1, np.int8), np.zeros(n, np.bool_), np.zeros(n, np.bool_), b.ts, b.dport,
+                             b.sport, b.proto, b.l4_ok, b.tcp_flags, b.status, b.ip_version, b.ip_len,
+                             b.ip_hdr_len, b.l4_hdr_len, 1.0, rates, span, known, False)
+        c_key, c_n, c_head, c_bucket = out[1], out[2], out[3], out[4]
+        got = sorted(zip(c_key.tolist(), c_bucket.tolist(), c_n.tolist(), c_head.tolist()))
+        # the plain grouping
+        bucket = np.floor(b.ts / 1.0).astype(np.int64)
+        want = []
+        for k, bk in sorted(set(zip(rkey.tolist(), bucket.tolist()))):
+            at = np.flatnonzero((rkey == k) & (bucket == bk))
+            if at.size >= max(rates[0] * span / 4, 2.0) or k in known.tolist():
+                want.append((k, bk, int(at.size), int(at[0])))
+        assert got == want
+        assert len(want) > 3  # the heavy keys and the known ones are there

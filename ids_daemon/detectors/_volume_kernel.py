@@ -100,7 +100,45 @@ def count_batch(rows, rkey, kind, src, dst, answers, closed, est, ts, dport, spo
     distinct ports, distinct (source port, port) and payload bytes (UDP: IP length less both
     headers, at least 0) in this batch.
     A (key, bucket) is a candidate with max(2, rate of its kind * span / 4) frames or more, or
-    when its key is in ``known`` (being counted already)."""
+    when its key is in ``known`` (being counted already).
+
+    A batch has a few hundred candidates among hundreds of thousands of frames (a flood's spoofed
+    sources send a frame or a few per key), and grouping every frame by (key, bucket) was this
+    detector's largest cost. So the frames are first counted per key in a direct-mapped sketch
+    (one increment each, no key compared): a slot's count is at least its keys' frames in the
+    batch, so a frame whose slot counts fewer than its kind needs, and holds no known key,
+    belongs to no candidate. Only the rest are grouped (`_candidates`): the same candidates,
+    from a fraction of the frames."""
+    n = rows.size
+    needs = np.empty(rates.size, np.float64)
+    for k in range(rates.size):
+        needs[k] = max(rates[k] * span / 4, 2.0)
+    m, bits = _bits(n)
+    shift = np.uint64(64 - bits)
+    sketch = np.zeros(m, np.int64)
+    for r in range(n):
+        sketch[_slot(rkey[r], shift)] += 1
+    for j in range(known.size):
+        sketch[_slot(known[j], shift)] = n + 1
+    keep = np.empty(n + 1, np.int64)
+    nk = 0
+    for r in range(n):
+        keep[nk] = r
+        nk += sketch[_slot(rkey[r], shift)] >= needs[kind[rows[r]]]
+    keep = keep[:nk]
+    out = _candidates(rows[keep], rkey[keep], kind, src, dst, answers, closed, est, ts, dport, sport, proto, l4_ok,
+                      flags, status, ipv, ip_len, ip_hdr_len, l4_hdr_len, window_s, needs, known, is_http)
+    c_head = out[3]
+    for c in range(c_head.size):
+        c_head[c] = keep[c_head[c]]
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def _candidates(rows, rkey, kind, src, dst, answers, closed, est, ts, dport, sport, proto, l4_ok, flags, status,
+                ipv, ip_len, ip_hdr_len, l4_hdr_len, window_s, needs, known, is_http):
+    """`count_batch` over the frames its sketch kept (``needs``: the frames a (key, bucket) of
+    each kind needs); first frames index ``rows``."""
     n = rows.size
     m, bits = _bits(n)
     shift, mask = np.uint64(64 - bits), np.uint64(m - 1)
@@ -151,9 +189,6 @@ def count_batch(rows, rkey, kind, src, dst, answers, closed, est, ts, dport, spo
         ktab[h] = j
     gslot = np.full(ng, -1, np.int64)
     nc = 0
-    needs = np.empty(rates.size, np.float64)  # per kind (once, not a division per group)
-    for k in range(rates.size):
-        needs[k] = max(rates[k] * span / 4, 2.0)
     for j in range(ng):
         r = ghead[j]
         if gcnt[j] >= needs[kind[rows[r]]] or (known.size > 0 and _find(ktab, known, rkey[r], kshift, kmask) >= 0):
