@@ -7,7 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from scapy.all import ARP, IP, UDP, Ether
+import pytest
+from scapy.all import ARP, ICMP, IP, UDP, Ether
 
 from ids_daemon.capture.batch import PacketBatch, mac_to_str
 from ids_daemon.config import ArpDetectorConfig, DetectorsConfig
@@ -207,3 +208,49 @@ def test_arp_state_is_bounded_and_evictions_counted() -> None:
     assert arp.counters["claimant_evictions"] == 1 + n - cap  # (the spoofer's entry, then n - cap of theirs)
     assert arp.counters["binding_evictions"] == (n - cap) + (n + 1) + n
     assert max(len(arp.bindings), len(arp.requests), len(arp.unsolicited), len(arp.spoofers)) <= cap
+
+
+def redirect(t, mac, src, dst, gw):
+    """An ICMP host redirect from ``src`` (at ``mac``) telling ``dst`` to reach 8.8.8.8 through ``gw``."""
+    quote = IP(src=dst, dst="8.8.8.8") / UDP(sport=40000, dport=53)
+    return at(Ether(src=mac, dst="00:00:00:00:00:ff") / IP(src=src, dst=dst) / ICMP(type=5, code=1, gw=gw)
+              / bytes(quote)[:28], t)
+
+
+def test_a_spoofers_icmp_redirects_are_its_own(tmp_path: Path) -> None:
+    """A man in the middle's kernel forwards what it poisoned its victims into sending it and tells
+    them of a better first hop: its redirects are flagged with the spoofing while it is held a
+    spoofer (in batches without ARP too), the gateway's are not, nor the spoofer's after hold_s."""
+    pkts = []
+    for k in range(6):
+        pkts += [arp_rep(2 * k, ATT_MAC, GW, A_MAC, HOST_A), arp_rep(2 * k + 0.001, ATT_MAC, HOST_A, GW_MAC, GW)]
+    mine = [redirect(13 + k, ATT_MAC, ATTACKER, HOST_A, GW) for k in range(4)]
+    gws = [redirect(13.5 + k, GW_MAC, GW, HOST_B, "192.168.1.2") for k in range(3)]
+    later = [redirect(400 + k, ATT_MAC, ATTACKER, HOST_A, GW) for k in range(2)]  # hold_s (300 s) after its last claim
+    path = write(tmp_path, "mitm.pcap", pkts + mine + gws + later)
+    for bs in (3, 65536):
+        b, fc, findings, ds = run(path, batch_size=bs)
+        icmp = np.flatnonzero((b.proto == 1) & (b.ip_version == 4))
+        from_att = icmp[b.eth_src[icmp] == b.eth_src[np.flatnonzero(b.ethertype == 0x0806)[0]]]
+        assert (fc[from_att[:4]] == ARP_CLS).all()  # the four while it is held
+        assert not (fc[from_att[4:]] >= 0).any()  # not after
+        assert not (fc[np.setdiff1d(icmp, from_att)] >= 0).any()  # the gateway's redirects
+        red = [f for f in findings if f.protocol == "icmp"]
+        assert red and {f.attacker for f in red} == {ATT_MAC} and sum(f.packets for f in red) == 4
+        assert {f.victim for f in red} == {HOST_A} and "ICMP redirects" in red[0].evidence and GW in red[0].evidence
+        assert ds.counters["arp"]["redirects"] == 4
+
+
+@pytest.mark.shared_data("real")
+def test_a_real_dns_spoofers_redirects() -> None:
+    """The corpus's ARP-poisoning DNS spoofer (Linux, forwarding) sends its victim and the gateway
+    34 ICMP redirects while it poisons them: all flagged with it, and no other ICMP."""
+    from .paths import REAL
+
+    path = REAL / "attack/DNS_Spoofing/shrutikulkar_ADF-Project__dns_spoofing.pcap"
+    b, fc, findings, _ = run(path)
+    icmp = (b.proto == 1) & (b.ip_version == 4)
+    red = icmp & (b.icmp_type == 5)
+    assert red.sum() == 34
+    assert (fc[red] == ARP_CLS).all()
+    assert not (fc[icmp & ~red] >= 0).any()

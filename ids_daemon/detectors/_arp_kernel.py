@@ -24,16 +24,20 @@ _ETH_P_ARP = 0x0806
 _STATUS_OK = 0
 _GROUP_BIT = np.uint64(1 << 40)  # I/G bit of the first octet: multicast/broadcast MACs
 _MIX = np.uint64(0x9E3779B97F4A7C15)
+_ICMP, _REDIRECT = 1, 5
 
 
 @nb.njit(cache=True, nogil=True)
-def scan_batch(status, ip_version, ethertype, eth_src, src4, ts, learn):
-    """(ARP frame indices (decoded, sender IP set), and for the IPv4 frames a MAC can be learnt
-    from (unicast Ethernet source, host source address): per distinct MAC its address, first and
-    last time, lowest and highest source IP, in order of first appearance)."""
+def scan_batch(status, ip_version, ethertype, eth_src, src4, ts, proto, icmp_type, learn):
+    """(ARP frame indices (decoded, sender IP set), the IPv4 ICMP redirects' indices, and for the
+    IPv4 frames a MAC can be learnt from (unicast Ethernet source, host source address): per
+    distinct MAC its address, first and last time, lowest and highest source IP, in order of
+    first appearance)."""
     n = status.size
     arp = np.empty(n, np.int64)
     na = 0
+    redirects = np.empty(n, np.int64)
+    nr = 0
     m, bits = 16, 4
     if learn:
         while m < 2 * n:
@@ -56,7 +60,12 @@ def scan_batch(status, ip_version, ethertype, eth_src, src4, ts, learn):
                 arp[na] = i
                 na += 1
             continue
-        if not learn or ip_version[i] != 4:
+        if ip_version[i] != 4:
+            continue
+        if proto[i] == _ICMP and icmp_type[i] == _REDIRECT:
+            redirects[nr] = i
+            nr += 1
+        if not learn:
             continue
         mac = eth_src[i]
         if mac == 0 or (mac & _GROUP_BIT) != 0:
@@ -89,7 +98,7 @@ def scan_batch(status, ip_version, ethertype, eth_src, src4, ts, learn):
                     bhi[j] = ip
                 break
             h = (h + np.uint64(1)) & mask
-    return arp[:na], bm[:nu], bfirst[:nu], blast[:nu], blo[:nu], bhi[:nu]
+    return arp[:na], redirects[:nr], bm[:nu], bfirst[:nu], blast[:nu], blo[:nu], bhi[:nu]
 
 
 # ---- the per-frame rules (arp.py's former Python loop), state in arrays ----------------------------
@@ -438,18 +447,20 @@ def claims(op, spa, tpa, sha, tha, ts, relayed, B, R, C, S, hn, HM, HF, HL, HU, 
 
 @nb.njit(cache=True, nogil=True)
 def spoofer_keys(S):
-    """(mac, ip, evidence id) of every spoofer, least recently inserted first."""
-    Sm, SN = S[0], S[2]
+    """(mac, ip, evidence id, time of the last claim) of every spoofer, least recently inserted first."""
+    Sm, SN, SF = S[0], S[2], S[3]
     k = Sm[M_SIZE]
     mac = np.empty(k, np.uint64)
     ip = np.empty(k, np.uint32)
     why = np.empty(k, np.int64)
+    last = np.empty(k, np.float64)
     n = Sm[M_HEAD]
     j = 0
     while n >= 0:
         mac[j] = np.uint64(SN[n, C_K1])
         ip[j] = np.uint32(SN[n, C_K2])
         why[j] = SN[n, S_WHY]
+        last[j] = SF[n, S_LAST]
         j += 1
         n = SN[n, C_NXT]
-    return mac, ip, why
+    return mac, ip, why, last

@@ -13,7 +13,9 @@ IPs or more in unsolicited replies (not announcements of its own addresses) is a
 spoofer for all of them (poisoning both the victim and the gateway). Flagged: every
 frame in which a spoofer MAC claims the IP it spoofs, and its other ARP frames while
 it is held a spoofer (the batch's earlier ones too: the verdict is given when the
-batch has been read).
+batch has been read), and the ICMP redirects its MAC sends within ``hold_s`` of its last
+spoofed claim: a man in the middle's kernel forwarding what it poisoned its victims into
+sending it, out of the interface it came in on, tells each sender of a better first hop.
 """
 
 from __future__ import annotations
@@ -120,7 +122,7 @@ def _warm_up() -> None:
     b.eth_src[:] = (2, 2, 2, 4)
     b.src4[:] = (0x0A000001, 0x0A000002, 0x0A000001, 0x0A000001)
     b.ts[:] = (1.0, 2.0, 3.0, 0.5)
-    _k.scan_batch(b.status, b.ip_version, b.ethertype, b.eth_src, b.src4, b.ts, True)
+    _k.scan_batch(b.status, b.ip_version, b.ethertype, b.eth_src, b.src4, b.ts, b.proto, b.icmp_type, True)
     # and the rules' kernels, on a MAC that answers unasked for two addresses (a spoofer)
     b = PacketBatch.empty(4)
     b.ethertype[:] = 0x0806
@@ -167,7 +169,7 @@ class ArpDetector:
         warm_once(_warm_up)
         warm_once(_kk.warm_up)
         self.cfg = cfg or ArpDetectorConfig()
-        self.counters: dict[str, int] = {"arp_frames": 0, "conflicts": 0}
+        self.counters: dict[str, int] = {"arp_frames": 0, "conflicts": 0, "redirects": 0}
         n = self.cfg.max_hosts
         # the per-frame rules run compiled (`_arp_kernel.claims`) over these tables:
         # ip -> the MACs that hold it (a held list in the pools below: mac, first, last, unsolicited
@@ -187,15 +189,55 @@ class ArpDetector:
         self._next_why = 0
 
     def process(self, batch: PacketBatch, verdict: np.ndarray) -> list[Finding]:
-        # one compiled pass: the ARP frames (decoded, sender IP set), and the IPv4 frames' sources
-        # reduced per unicast MAC (host source addresses only)
+        # one compiled pass: the ARP frames (decoded, sender IP set), the ICMP redirects, and the
+        # IPv4 frames' sources reduced per unicast MAC (host source addresses only)
         learn = bool(self.cfg.learn_from_ip)
-        idx, *sources = _k.scan_batch(batch.status, batch.ip_version, batch.ethertype, batch.eth_src, batch.src4,
-                                      batch.ts, learn)
+        idx, redirects, *sources = _k.scan_batch(batch.status, batch.ip_version, batch.ethertype, batch.eth_src,
+                                                 batch.src4, batch.ts, batch.proto, batch.icmp_type, learn)
         if learn:
             self.sources.update(*sources)
-        if idx.size == 0:
+        findings = self._rules(batch, verdict, idx) if idx.size else []
+        if redirects.size and len(self.spoofers):
+            findings += self._redirects(batch, verdict, redirects)
+        return findings
+
+    def _redirects(self, batch: PacketBatch, verdict: np.ndarray, rows: np.ndarray) -> list[Finding]:
+        """The ICMP redirects (``rows``) a held spoofer's MAC sends: a man in the middle's kernel
+        forwarding the traffic it poisoned its victims into sending it, out of the interface it came
+        in on, tells each sender of a better first hop (Linux does by default). No host on a LAN
+        needs another to reroute it while that one claims addresses it does not hold."""
+        sp_mac, sp_ip, _, sp_last = _k.spoofer_keys(self.spoofers.t)
+        rows = rows[isin_keys(batch.eth_src[rows], sp_mac)]
+        if not rows.size:
             return []
+        # held when sent: within hold_s of the MAC's last spoofed claim (earlier in the batch too, as
+        # its ARP frames are)
+        last: dict[int, float] = {}
+        for m, t in zip(sp_mac.tolist(), sp_last.tolist()):
+            last[m] = max(last.get(m, t), t)
+        lim = np.array([last[m] for m in batch.eth_src[rows].tolist()]) + float(self.cfg.hold_s)
+        rows = rows[batch.ts[rows] <= lim]
+        if not rows.size:
+            return []
+        self.counters["redirects"] += int(rows.size)
+        mask = np.zeros(len(batch), dtype=bool)
+        mask[rows] = True
+        mark(verdict, mask, CLS)
+        findings = []
+        macs = batch.eth_src[rows]
+        for mac in np.unique(macs).tolist():
+            r = rows[macs == mac]
+            to = sorted({_ip_name(x) for x in batch.dst4[r].tolist()})
+            spoofed = sorted({_ip_name(i) for m, i in zip(sp_mac.tolist(), sp_ip.tolist()) if m == mac})
+            findings.append(Finding(
+                detector=self.name, cls=CLS, first_ts=float(batch.ts[r].min()), last_ts=float(batch.ts[r].max()),
+                packets=int(r.size), attacker=_mac_name(mac), victim=to[0] if len(to) == 1 else None, protocol="icmp",
+                evidence=f"{_mac_name(mac)} sends {r.size} ICMP redirect{'s' if r.size > 1 else ''} to {', '.join(to[:4])} while it spoofs "
+                         f"{', '.join(spoofed[:4])}"))
+        return findings
+
+    def _rules(self, batch: PacketBatch, verdict: np.ndarray, idx: np.ndarray) -> list[Finding]:
+        """The rules over the batch's ARP frames (``idx``), and the flagging of the spoofers' frames."""
         self.counters["arp_frames"] += int(idx.size)
         cfg = self.cfg
         # a frame sent by another station on the owner's behalf (a bridge, a relay, a spoofer
@@ -224,7 +266,7 @@ class ArpDetector:
         # spoofer's other ARP frames (its probes for victims, claims of its own address)
         sha = batch.arp_sha[idx]
         pair = _pair(sha, batch.src4[idx])
-        sp_mac, sp_ip, sp_why = _k.spoofer_keys(self.spoofers.t)
+        sp_mac, sp_ip, sp_why, _ = _k.spoofer_keys(self.spoofers.t)
         sp = list(zip(sp_mac.tolist(), sp_ip.tolist()))
         why_of = dict(zip(sp, sp_why.tolist()))
         bad = _pair(sp_mac, sp_ip)
