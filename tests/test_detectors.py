@@ -878,7 +878,8 @@ def test_real_benign_corpus_is_not_flagged() -> None:
         shares[f.name] = k / max(len(b), 1)
     worst = max(shares, key=shares.get)
     print(f"benign: {flagged}/{total} flagged ({flagged / total:.4%}); worst {worst} {shares[worst]:.2%}")
-    assert total > 150_000  # the development repositories' benign packets (ITI's 122 k among them since round 3)
+    # the development repositories' benign packets: 66 k when ITI's 122 k are in the lockbox (round 9)
+    assert total > 50_000
     assert flagged <= 0.005 * total
     assert shares[worst] <= 0.02, worst
 

@@ -116,8 +116,10 @@ def test_bundled_model_loads_and_fits_the_meter() -> None:
     assert set(loaded.columns) <= set(COLUMNS) and not set(loaded.columns) & set(LEAKING)
     # families, trained on the real corpus plus synthetic traffic, TTL left out (a shortcut)
     assert loaded.classes[0] == "Benign" and {"DDoS", "DoS", "Recon", "Web", "BruteForce"} <= set(loaded.classes)
-    # nor Rate (a site's pacing: docs/detection.md, lockbox round 2)
+    # nor Rate (a site's pacing: docs/detection.md, lockbox round 2), nor the service-port columns
+    # (which port, not what a flow does: lockbox round 8)
     assert not {"Duration", "Rate"} & set(loaded.columns) and loaded.meta["lstm_skips_arp"] is True
+    assert not {"HTTP", "HTTPS", "Telnet", "SSH", "IRC", "SMTP", "DNS", "DHCP"} & set(loaded.columns)
     # its report is the by-source evaluation on real captures, not a synthetic score
     m = json.loads((bundled_model_dir() / "metrics.json").read_text())
     overall = m["by_source"]["lstm"]
