@@ -189,3 +189,25 @@ def test_the_sketch_keeps_every_candidate_and_nothing_else() -> None:
                 want.append((k, bk, int(at.size), int(at[0])))
         assert got == want
         assert len(want) > 3  # the heavy keys and the known ones are there
+
+
+@pytest.mark.parametrize("agent, cls", [("Mozilla/5.0 (Nikto/2.1.6)", "VulnerabilityScan"),
+                                        ("Mozilla/5.0", "DoS-HTTP_Flood")])
+def test_a_scanner_at_a_floods_rate_is_a_scan(tmp_path: Path, agent: str, cls: str) -> None:
+    """Requests alone (no handshake or answer seen: the web detector cannot verify them) at 200 a
+    second: a flood by rate, named by what they carry. A scanner's fingerprint in most of them
+    makes it a VulnerabilityScan; plain page requests stay an HTTP flood."""
+    import random
+
+    rnd = random.Random(5)
+    w = _Writer()
+    for i in range(400):
+        get = f"GET /cgi-bin/{rnd.getrandbits(24):x}.cgi HTTP/1.1\r\nHost: victim\r\nUser-Agent: {agent}\r\n\r\n".encode()
+        w.tcp(1_700_000_000.0 + i / 200, ATTACKER, VICTIM, rnd.randrange(1024, 65535), 80, 0x18, rnd.getrandbits(32),
+              rnd.getrandbits(32), get, attack=True)
+    frames, attack = _sorted(w)
+    fc, findings, _ = run(tmp_path, frames)
+    assert (fc[np.asarray(attack)] == C[cls]).mean() >= 0.9
+    vol = [f for f in findings if f.detector == "volume"]
+    assert vol and {f.cls for f in vol} == {cls}
+    assert ("attack signatures" in vol[0].evidence) == (cls == "VulnerabilityScan")

@@ -40,7 +40,10 @@ host's SYN-ACKs. An HTTP flood flags everything between the client and the serve
 Classes: DoS-SYN_Flood, DoS-UDP_Flood, DoS-TCP_Flood (bare ACKs and other segments),
 DoS-HTTP_Flood, DDoS-PSHACK_Flood, DDoS-RSTFINFlood, DDoS-ICMP_Flood and the
 DDoS-*_Fragmentation classes by the fragments' protocol; when two or more sources flood
-one host with one kind at once, the DDoS class of that kind.
+one host with one kind at once, the DDoS class of that kind. An HTTP request flood whose
+requests in a batch mostly carry a scanner's fingerprint or an attack signature
+(`decode.HTTP_SIGNATURES`) is a VulnerabilityScan: a scanner tries a different attack in
+every request, at a flood's rate.
 
 Only keys with two or more packets in a batch (or already being counted) are looked at,
 so ordinary traffic costs one compiled pass per batch (`_volume_kernel`); state is capped at
@@ -294,10 +297,20 @@ class VolumeDetector:
             if not m.any():
                 continue
             many = crowd.get((host, kd), 1) >= 2
+            scanner = ""
             if kd == K_FRAG:
                 cls = _FRAG_CLASS.get(proto, "DDoS-UDP_Fragmentation")
             else:
                 cls = _CLASS[kd][1 if many else 0]
+            if kd == K_HTTP:
+                # requests that carry a scanner's fingerprint or an attack signature (decode's
+                # http_sig), most of them: a vulnerability scanner at its rate, not a flood (a
+                # flood repeats a page; a scanner tries a different attack in every request)
+                req = m & (b.http_req > 0)
+                signed = int(np.count_nonzero(req & (b.http_sig > 0)))
+                if signed * 2 > int(np.count_nonzero(req)):
+                    cls = "VulnerabilityScan"
+                    scanner = f"; {signed} of its {int(np.count_nonzero(req))} requests here carry attack signatures"
             if kd in (K_UDP, K_FRAG):
                 # a UDP scan probes each port once, slowly (nmap -sU waits on the host's ICMP rate limit);
                 # hundreds of datagrams a second to one host are a flood, whatever ports they pick
@@ -309,5 +322,5 @@ class VolumeDetector:
                 detector=self.name, cls=cls, first_ts=float(ts.min()), last_ts=float(ts.max()),
                 packets=int(np.count_nonzero(m)), attacker=address_name(source), victim=address_name(host),
                 protocol=_PROTO[kd],
-                evidence=f"{address_name(source)} floods {address_name(host)} with {what}: {why}"))
+                evidence=f"{address_name(source)} floods {address_name(host)} with {what}: {why}{scanner}"))
         return findings
