@@ -81,8 +81,14 @@ ROUNDS: tuple[tuple[int, tuple[str, ...]], ...] = (
     # round 9: by the same rule, outside round 8, drawn right after round 8's evaluation, before the
     # bundled model was retrained with that change and before any later one. The detector tests read
     # its DNS spoofer's capture (the ARP redirect rule, written before the draw); the test corpora
-    # moved off it.
+    # moved off it. Evaluated once, after the volume detector's naming of scanners at a flood's rate
+    # (docs/detection.md); opened.
     (25, ("chrissanders/packets", "ITI/ICS-Security-Tools", "marcosValle/netlyzer", "shrutikulkar/ADF-Project")),
+    # round 10: by the same rule, outside round 9, drawn right after round 9's evaluation, before any
+    # later change. The detector tests read some of its captures (floods, scans, brute force), as
+    # before the draw; the test corpora moved off it.
+    (26, ("stratosphereips/StratosphereLinuxIPS", "carvalhomariana/learnITgirl",
+          "aman14199/wireshark-traffic-analysis", "thekrishnanand/Assignment1_NetworkSecurity_Ddos_Simulation")),
 )
 OPENED: tuple[str, ...] = tuple(r for _, draw in ROUNDS[:-1] for r in draw)
 SEED: int = ROUNDS[-1][0]
