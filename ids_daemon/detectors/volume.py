@@ -307,10 +307,11 @@ class VolumeDetector:
                 # http_sig), most of them: a vulnerability scanner at its rate, not a flood (a
                 # flood repeats a page; a scanner tries a different attack in every request)
                 req = m & (b.http_req > 0)
+                n_req = int(np.count_nonzero(req))
                 signed = int(np.count_nonzero(req & (b.http_sig > 0)))
-                if signed * 2 > int(np.count_nonzero(req)):
+                if signed * 2 > n_req:
                     cls = "VulnerabilityScan"
-                    scanner = f"; {signed} of its {int(np.count_nonzero(req))} requests here carry attack signatures"
+                    scanner = f"; {signed} of its {n_req} requests here carry attack signatures"
             if kd in (K_UDP, K_FRAG):
                 # a UDP scan probes each port once, slowly (nmap -sU waits on the host's ICMP rate limit);
                 # hundreds of datagrams a second to one host are a flood, whatever ports they pick
