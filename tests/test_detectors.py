@@ -159,6 +159,20 @@ def test_vertical_tcp_scans(tmp_path: Path, flags: str, answer: str | None) -> N
     assert findings[0].attacker == SCANNER and findings[0].victim == TARGET
 
 
+def test_a_slow_scan_is_flagged_from_its_first_probe(tmp_path: Path) -> None:
+    """Unanswered SYNs ten a second: the 20th failed probe is known as failed only `answer_s`
+    after it was sent, some probes later. Every probe of the batch is the scan's, those counted
+    before the threshold included; the same probes over two batches flag the second batch
+    whole and leave the first (gone to the meter already) as it was."""
+    pkts = [at(p, 0.1 * i) for i, p in enumerate(p_ for p_ in syn_scan(0, range(1, 31), answer=None))]
+    pcap = write(tmp_path, "slow.pcap", pkts)
+    _, fc, findings = run(pcap)
+    assert (fc == C["Recon-PortScan"]).all(), fc
+    assert [f.packets for f in findings] == [30]
+    _, fc, _ = run(pcap, batch_size=16)
+    assert (fc[:16] == -1).all() and (fc[16:] == C["Recon-PortScan"]).all(), fc
+
+
 def test_a_held_scanner_exchange_with_its_target_is_flagged_its_other_traffic_not(tmp_path: Path) -> None:
     """After a vertical scan, the scanner's banner grab on an open port of its target is the
     scan too (a vulnerability scanner's checks), data included. Not flagged: a session
@@ -942,6 +956,8 @@ def test_real_other_attacks_are_not_web_brute_force_or_floods() -> None:
 def test_replay_publishes_detector_predictions(tmp_path: Path) -> None:
     pkts = syn_scan(0, range(1, 121)) + [arp_rep(1 + i, ATT_MAC, GW, VICTIM_MAC, VICTIM) for i in range(5)]
     pkts += [arp_req(7, GW_MAC, GW, VICTIM)]
+    # a session between two other hosts: the model's to judge (every scan and ARP frame is claimed)
+    pkts += tcp_conn(2.0, "10.0.0.40", "10.0.0.41", 40100, 8080, [b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"] * 3)
     pcap = write(tmp_path, "mix.pcap", sorted(pkts, key=lambda p: p.time))
     out = tmp_path / "out.jsonl"
     p = subprocess.run([EXE, "replay", "-r", str(pcap), "-o", str(out)], capture_output=True, text=True, timeout=300)

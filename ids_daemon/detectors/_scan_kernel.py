@@ -301,7 +301,8 @@ def count_events(start, ea, et, es, eh, ep, ek, ebad, eos, G, B, BN, BM, A, TG,
                  window_s, fail_ratio, hold_s, ports, hosts, ping_hosts, arp_hosts, cnt, info_base, R, RF):
     """`ScanDetector._count` over events ``start:``. Returns (index to resume at after the member
     blocks are grown, or -1 when done; records written). A record per new scanner: R[r] = (frame,
-    src, class, victim host, victim port, wording, kind, host, port, members), RF[r] = seconds."""
+    src, class, victim host, victim port, wording, kind, host, port, members), RF[r] = (seconds, packet time
+    of the crossing group's first probe)."""
     # (each table's arrays taken out of its tuple once: a helper that did it per call paid a reference
     # count increment and decrement per array, most of an insert's time)
     Gm, Gi, GN, GF = G[0], G[1], G[2], G[3]
@@ -399,7 +400,8 @@ def count_events(start, ea, et, es, eh, ep, ek, ebad, eos, G, B, BN, BM, A, TG,
                     R[nrec, 7] = np.int64(h)
                     R[nrec, 8] = p
                     R[nrec, 9] = glen
-                    RF[nrec] = t - GF[g, G_T0]
+                    RF[nrec, 0] = t - GF[g, G_T0]
+                    RF[nrec, 1] = GF[g, G_T0]
                     nrec += 1
                 else:
                     AF[an, A_UNTIL] = max(AF[an, A_UNTIL], t + hold_s)

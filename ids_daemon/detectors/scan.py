@@ -270,15 +270,20 @@ class ScanDetector:
         self.pending.sync()
         started: dict[int, int] = {}  # scanner -> index from which its frames are flagged
         if evs[0].size:
-            self._count(evs, started)
+            self._count(evs, started, ts)
         return self._flag(batch, verdict, kind, started)
 
-    def _count(self, evs: list[np.ndarray], started: dict) -> None:
-        """The events in order through the groups: a source crossing a threshold becomes a scanner."""
+    def _count(self, evs: list[np.ndarray], started: dict, ts: np.ndarray) -> None:
+        """The events in order through the groups: a source crossing a threshold becomes a scanner,
+        flagged (``started``) from the first frame of this batch at or after the first probe of the
+        group that crossed: the probes it counted are the scan's too, not only those after the
+        count. A probe is known to have failed only ``answer_s`` after it was sent, so a slow scan
+        crosses many probes after its first; frames of earlier batches have gone to the meter
+        already, as with `HeldPairs`' look-back."""
         cfg = self.cfg
         cnt = np.array([self.counters["failed_probes"], self.counters["scanners"]], np.int64)
         R = np.empty((evs[0].size, 10), np.int64)
-        RF = np.empty(evs[0].size, np.float64)
+        RF = np.empty((evs[0].size, 2), np.float64)
         i, nrec = 0, 0
         while True:
             i, got = _k.count_events(i, *evs, self.groups.t, self._blocks, self._bnext, self._bmeta,
@@ -309,8 +314,8 @@ class ScanDetector:
                 what = f"failed {_KIND_NAME[k]} probes to ports of {address_name(h)}"
             elif what == "hosts":
                 what = f"failed {_KIND_NAME[k]} probes to hosts on port {p_}"
-            self._info[self._next_info + r] = (victim, f"{row[9]} {what} in {float(RF[r]):.1f} s")
-            started[s] = a
+            self._info[self._next_info + r] = (victim, f"{row[9]} {what} in {float(RF[r, 0]):.1f} s")
+            started[s] = min(a, int(np.searchsorted(ts, float(RF[r, 1]))))
         self._next_info += nrec
         if len(self._info) > 2 * len(self.active) + 4096:  # drop the evidence of scanners no longer held
             nodes, _ = _k.t_keys(self.active.t)
