@@ -7,7 +7,8 @@ packets at that rate, the victim's answers, a little benign background) is writt
 temporary pcap and read back through `DetectorSet` as the daemon does; the table gives the
 share of the flood's packets flagged, the share flagged with the right family (DDoS and DoS
 as one) and the class named most. The benign bulk transfers (a 100 MB download, video over
-UDP and TCP, an SMB backup) must flag nothing.
+UDP and TCP, an SMB backup, a download through a UDP tunnel whose outer datagrams fragment, NFS
+reads over UDP) must flag nothing.
 """
 
 from __future__ import annotations

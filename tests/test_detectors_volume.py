@@ -16,7 +16,8 @@ from ids_daemon.config import DetectorsConfig, VolumeDetectorConfig
 from ids_daemon.detectors import DETECTOR_CLASSES, DetectorSet
 from ids_daemon.detectors.volume import VolumeDetector
 from trainer.bysource import family_key
-from trainer.synth.floods import ATTACKER, VICTIM, FLOOD_CLASS, SYN, _Writer, _sorted, benign, flood, write_pcap
+from trainer.synth.floods import (ATTACKER, BENIGN, VICTIM, FLOOD_CLASS, SYN, _fragments, _Writer, _sorted, benign, flood,
+                                  write_pcap)
 
 C = {c: i for i, c in enumerate(DETECTOR_CLASSES)}
 FAMILY = np.array([family_key(c) for c in DETECTOR_CLASSES] + [""], dtype=object)
@@ -53,12 +54,46 @@ def test_floods_from_one_host_are_flagged_with_their_family(tmp_path: Path, kind
     assert vol and {f.attacker for f in vol} == {ATTACKER} and {f.victim for f in vol} == {VICTIM}
 
 
-@pytest.mark.parametrize("kind", ["download", "download_thin", "video_udp", "video_tcp", "smb_backup"])
+@pytest.mark.parametrize("kind", BENIGN)
 def test_benign_bulk_transfers_flag_nothing(tmp_path: Path, kind: str) -> None:
     frames, _ = benign(kind, seconds=4.0, megabytes=30.0)
     fc, findings, _ = run(tmp_path, frames)
     assert len(frames) > 4000
     assert (fc == -1).all() and not findings
+
+
+@pytest.mark.parametrize("proto, cls", [(17, None), (1, "DDoS-ICMP_Fragmentation"), (6, "DDoS-ACK_Fragmentation"),
+                                        (50, None)])
+@pytest.mark.parametrize("answered", [True, False])
+def test_fragments_answered_by_datagrams_are_an_exchange(tmp_path: Path, proto: int, cls: str | None,
+                                                          answered: bool) -> None:
+    """2,000 datagrams of 3,000 bytes in 2 s (three fragments each) from one host to another. The
+    host answering every datagram with one of its own (UDP, or the tunnel's protocol: ESP here)
+    makes it an exchange; fragmented pings and TCP segments at that rate are a flood however
+    answered (the echo replies, the resets); unanswered, every protocol's are a flood."""
+    w = _Writer()
+    for i in range(2000):
+        t = 1_700_000_000.0 + i / 1000
+        _fragments(w, t, 0.0002, ATTACKER, VICTIM, proto, bytes(3000), 1480)
+        if answered:
+            if proto == 17 or proto == 1:
+                w.udp(t + 0.0005, VICTIM, ATTACKER, 7000, 7000, bytes(64)) if proto == 17 else \
+                    w.icmp(t + 0.0005, VICTIM, ATTACKER, 0, 0, bytes(64))
+            elif proto == 6:
+                w.tcp(t + 0.0005, VICTIM, ATTACKER, 80, 4000, 0x04)
+            else:
+                w.ip(t + 0.0005, VICTIM, ATTACKER, proto, bytes(96), False)
+    frames, _ = _sorted(w)
+    fc, findings, _ = run(tmp_path, frames)
+    frag = np.array([(f[20] & 0x3F) or f[21] for _, f in frames], dtype=bool)  # (IPv4 MF or fragment offset)
+    assert frag.sum() == 6000
+    # (fragments of another protocol than ICMP and TCP are named as UDP's)
+    want = cls or (None if answered else "DDoS-UDP_Fragmentation")
+    if want is None:
+        assert (fc == -1).all() and not findings
+    else:
+        assert (fc[frag] == C[want]).all()
+        assert {f.cls for f in findings} == {want}
 
 
 def test_two_sources_make_it_distributed(tmp_path: Path) -> None:

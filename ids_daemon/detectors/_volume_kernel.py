@@ -255,9 +255,12 @@ def _candidates(rows, rkey, kind, src, dst, answers, closed, est, ts, dport, spo
     for q in range(ncr):
         r = crow[q]
         c = gslot[rgroup[r]]
-        if c_kind[c] == K_UDP:
+        k = c_kind[c]
+        if k == K_UDP:
             i = rows[r]
             c_pay[c] += max(np.int64(ip_len[i]) - np.int64(ip_hdr_len[i]) - np.int64(l4_hdr_len[i]), 0)
+        elif k == K_FRAG:
+            c_pay[c] += answers[rows[r]] >= 0  # (fragments: their datagrams, the first fragments that answer)
     # one TCP tally serves the three TCP kinds, under K_ACK's key of the candidate's pair
     am, abits = _bits(nc)
     ashift, amask = np.uint64(64 - abits), np.uint64(am - 1)
@@ -336,6 +339,10 @@ def _candidates(rows, rkey, kind, src, dst, answers, closed, est, ts, dport, spo
                 c = _find(qtab, c_kb, _with_kind(rev, a) * _M + bk, qshift, qmask)
                 if c >= 0:
                     c_ans[c] += 1
+                if a == K_UDP:  # a UDP datagram back answers the other way's fragments too
+                    c = _find(qtab, c_kb, _with_kind(rev, K_FRAG) * _M + bk, qshift, qmask)
+                    if c >= 0:
+                        c_ans[c] += 1
             if cl:
                 c = _find(qtab, c_kb, _with_kind(rev, K_UDP) * _M + bk, qshift, qmask)
                 if c >= 0:
@@ -380,6 +387,13 @@ def classify(status, ipv, proto, l4_ok, frag_offset, frag_mf, flags, icmp_type, 
         f = flags[i]
         if frag_offset[i] > 0 or frag_mf[i]:
             kind[i] = K_FRAG
+            if frag_offset[i] == 0 and p != 6 and p != 1 and p != 58:
+                # a first fragment is a datagram: back to a host, it answers what that host sent
+                # (a UDP one also its UDP: an NFS read's reply, a tunnel's fragmented packets)
+                answers[i] = K_UDP if p == 17 else K_FRAG
+            continue
+        if p != 6 and p != 17 and p != 1 and p != 58:
+            answers[i] = K_FRAG  # a tunnel's datagram (ESP, GRE, ...) answers the other way's fragments
             continue
         if not l4_ok[i]:
             continue

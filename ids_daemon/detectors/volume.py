@@ -79,12 +79,14 @@ _NO_KEYS = np.zeros(0, np.uint64)
 
 
 class _Count:
-    __slots__ = ("bucket", "first_ts", "n", "answered", "completed", "closed", "ports", "conns", "payload")
+    __slots__ = ("bucket", "first_ts", "n", "answered", "completed", "closed", "ports", "conns", "payload",
+                 "datagrams")
 
     def __init__(self, bucket: int, first_ts: float):
         self.bucket = bucket
         self.first_ts = first_ts
         self.n = self.answered = self.completed = self.closed = self.payload = self.ports = self.conns = 0
+        self.datagrams = 0  # fragments: the datagrams they carry (first fragments of UDP or a tunnel)
 
 
 def _keys(src: np.ndarray, dst: np.ndarray, kind: np.ndarray, port: np.ndarray) -> np.ndarray:
@@ -194,13 +196,16 @@ class VolumeDetector:
             st.conns += conns
             if kd == K_UDP:
                 st.payload += payload
-            why = self._flood(kd, st, window_s)
+            elif kd == K_FRAG:
+                st.datagrams += payload  # (`count_batch` gives fragments' datagrams in that column)
+            why = self._flood(kd, st, window_s, proto_head[j])
             if why:
                 self._hold(k, st, ts_head[j], src_head[j], dst_head[j], kd,
                            dport_head[j] if kd == K_HTTP else -1, proto_head[j], why, window_s)
 
-    def _flood(self, kd: int, st: _Count, window_s: float) -> str:
-        """Why the bucket so far is a flood ("" when it is not)."""
+    def _flood(self, kd: int, st: _Count, window_s: float, proto: int) -> str:
+        """Why the bucket so far is a flood ("" when it is not); ``proto``: the protocol of the
+        key's first frame here (a fragment's)."""
         cfg = self.cfg
         # a TCP flood hammers a service (a port or a few); probes spread over more ports are a
         # scan's, retransmissions included (nmap retries unanswered ports)
@@ -229,8 +234,16 @@ class VolumeDetector:
             if st.n >= cfg.icmp_rate * window_s:
                 return f"{st.n} ICMP messages in {window_s:g} s"
         elif kd == K_FRAG:
+            # fragmented UDP or tunnel datagrams that the host answers (NFS reads over UDP, a VPN
+            # whose outer packets exceed the path's MTU) are an exchange, not a flood; fragmented
+            # pings and TCP segments (which a benign sender avoids) and fragments whose first
+            # fragment never comes are counted by rate alone
             if st.n >= cfg.frag_rate * window_s:
-                return f"{st.n} IP fragments in {window_s:g} s"
+                if proto not in (1, 6, 58) and st.datagrams and st.answered * cfg.unanswered >= st.datagrams:
+                    return ""
+                if proto in (1, 6, 58):
+                    return f"{st.n} IP fragments in {window_s:g} s"
+                return f"{st.n} IP fragments in {window_s:g} s, {st.answered} of {st.datagrams} datagrams answered"
         elif kd == K_HTTP:
             if st.n >= cfg.http_requests:
                 return f"{st.n} HTTP requests in {window_s:g} s"

@@ -18,7 +18,9 @@ datagram), ``http`` (DoS-HTTP_Flood: one connection per GET, answered). Benign: 
 (HTTP download, 1,448-byte segments, an ACK every second one), ``video_udp`` (RTP, 1,200-byte
 datagrams to one port, an RTCP report every 5 s), ``video_tcp``, ``download_thin`` (the same
 acknowledged every 32nd segment, as behind receive offload), ``smb_backup`` (writes to port
-445, acknowledged).
+445, acknowledged), ``vpn_fragmented`` (a download through a UDP tunnel whose outer datagrams
+are fragmented in two, the inner ACKs back in small datagrams), ``nfs_udp`` (NFSv3 reads over
+UDP, each 8 KiB reply in six fragments).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ FLOOD_CLASS = {
     "udp_frag": "DDoS-UDP_Fragmentation", "icmp_frag": "DDoS-ICMP_Fragmentation", "ack_frag": "DDoS-ACK_Fragmentation",
     "http": "DoS-HTTP_Flood",
 }
-BENIGN = ("download", "download_thin", "video_udp", "video_tcp", "smb_backup")
+BENIGN = ("download", "download_thin", "video_udp", "video_tcp", "smb_backup", "vpn_fragmented", "nfs_udp")
 
 
 def _ip(a: str) -> bytes:
@@ -206,9 +208,36 @@ def benign(kind: str, seconds: float = 10.0, seed: int = 0, t0: float = 1_700_00
                   + bytes(1188))
             if i % (5 * rate) == 0:  # RTCP receiver report every 5 s
                 w.udp(t + 0.001, CLIENT, SERVER, 5005, 5005, bytes(32))
+    elif kind == "vpn_fragmented":
+        # a download through a UDP tunnel (WireGuard's port) whose 1,448-byte inner segments make
+        # outer datagrams larger than the path's MTU: each goes as two fragments; the inner ACKs
+        # come back as small datagrams, one per two segments
+        segments = int(megabytes * 1e6 / 1448)
+        dt = seconds / segments
+        for i in range(segments):
+            t = t0 + i * dt
+            _fragments(w, t, dt / 4, SERVER, CLIENT, 17, struct.pack(">HHHH", 51820, 51820, 1540, 0) + bytes(1532),
+                       1480)
+            if i % 2 == 1:
+                w.udp(t + dt / 2, CLIENT, SERVER, 51820, 51820, bytes(96))
+    elif kind == "nfs_udp":
+        # NFSv3 over UDP: the client asks for 8 KiB at a time, each reply goes as six fragments
+        reads = int(megabytes * 1e6 / 8192)
+        dt = seconds / reads
+        for i in range(reads):
+            t = t0 + i * dt
+            w.udp(t, CLIENT, SERVER, 800, 2049, bytes(128))
+            _fragments(w, t + dt / 3, dt / 12, SERVER, CLIENT, 17, struct.pack(">HHHH", 2049, 800, 8328, 0)
+                       + bytes(8320), 1480)
     else:
         raise ValueError(f"unknown benign kind {kind!r}")
     return _sorted(w)
+
+
+def _fragments(w: _Writer, t: float, step: float, src: str, dst: str, proto: int, data: bytes, size: int) -> None:
+    """``data`` (the transport header and payload) as IPv4 fragments of ``size`` bytes, ``step`` apart."""
+    for k, off in enumerate(range(0, len(data), size)):
+        w.ip(t + k * step, src, dst, proto, data[off:off + size], False, frag=off // 8, mf=off + size < len(data))
 
 
 def _sorted(w: _Writer) -> tuple[list[tuple[float, bytes]], list[bool]]:
