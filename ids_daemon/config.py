@@ -413,6 +413,18 @@ class WebDetectorConfig(_Section):
     max_connections: int = Field(262144, ge=16, le=1 << 24, description="handshakes (SYN-ACKs) remembered (LRU beyond)")
 
 
+class ShellDetectorConfig(_Section):
+    """Backdoors: a remote command shell at work in a TCP connection (a Windows shell's banner, `id` output, a
+    command line that fetches and runs a program), once the receiver acknowledges the segment."""
+
+    enabled: bool = True
+    hold_s: float = Field(300.0, gt=0, description="the two hosts' frames stay flagged this long after the last "
+                          "flagged one")
+    confirm_s: float = Field(2.0, gt=0, description="a matching segment counts when its receiver acknowledges its "
+                             "bytes within this long")
+    max_pairs: int = Field(65536, ge=16, le=1 << 24, description="flagged host pairs kept (LRU beyond)")
+
+
 class BruteForceDetectorConfig(_Section):
     """Dictionary brute force: many connections to a login service, or repeated refused logins."""
 
@@ -543,6 +555,7 @@ class DetectorsConfig(_Section):
     scan: ScanDetectorConfig = ScanDetectorConfig()
     web: WebDetectorConfig = WebDetectorConfig()
     bruteforce: BruteForceDetectorConfig = BruteForceDetectorConfig()
+    shell: ShellDetectorConfig = ShellDetectorConfig()
     flood: FloodDetectorConfig = FloodDetectorConfig()
     osscan: OsScanDetectorConfig = OsScanDetectorConfig()
     volume: VolumeDetectorConfig = VolumeDetectorConfig()

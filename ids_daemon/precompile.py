@@ -31,10 +31,11 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "scan": ("scan", "flood", "volume"),
     "arp": ("arp",),
     "capture": (),
-    "claims": ("dns", "osscan", "web", "bruteforce", "flood", "slowhttp", "reflection"),
+    "claims": ("dns", "osscan", "web", "bruteforce", "shell", "flood", "slowhttp", "reflection"),
     "model": (),
 }
-_ALL_DETECTORS = ("arp", "dns", "osscan", "scan", "web", "bruteforce", "flood", "slowhttp", "reflection", "volume")
+_ALL_DETECTORS = ("arp", "dns", "osscan", "scan", "web", "bruteforce", "shell", "flood", "slowhttp", "reflection",
+                  "volume")
 
 
 @dataclass

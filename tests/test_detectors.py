@@ -385,7 +385,8 @@ def test_bad_detector_config_names_the_key() -> None:
         load_config(overrides={"detectors.bruteforce.ports": [22, 70000]})
     assert "detectors.bruteforce.ports" in str(e.value) and "70000" in str(e.value)
     names = [d.name for d in DetectorSet(load_config(Path(__file__).parents[1] / "config.yml").detectors).detectors]
-    assert names == ["arp", "dns", "osscan", "scan", "web", "bruteforce", "flood", "slowhttp", "reflection", "volume"]
+    assert names == ["arp", "dns", "osscan", "scan", "web", "bruteforce", "shell", "flood", "slowhttp", "reflection",
+                     "volume"]
     with pytest.raises(ConfigError) as e:
         load_config(overrides={"detectors.flood.sources": 3})
     assert "detectors.flood.sources" in str(e.value) and "\n" not in str(e.value)

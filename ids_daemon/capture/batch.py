@@ -120,6 +120,9 @@ class PacketBatch:
     tcp_ack: np.ndarray  # uint32
     arp_tha: np.ndarray  # uint64
     http_req: np.ndarray  # uint8: 0, HTTP_REQ_COMPLETE, HTTP_REQ_PARTIAL
+    # a TCP segment that shows a remote command shell at work (decode.SHELL_*: its banner, `id`
+    # output, a command line that fetches and runs a program): the backdoor detector's
+    shell_sig: np.ndarray  # uint8
     # the IP header an ICMP/ICMPv6 error quotes (destination unreachable, time exceeded, parameter
     # problem, packet too big): its source and destination as `address_ids`, its protocol and (TCP,
     # UDP, first fragment) ports; 0 when the frame is no such error or the quote is cut short (the
@@ -150,7 +153,7 @@ class PacketBatch:
         "eth_src": np.uint64, "arp_sha": np.uint64, "dns_ok": np.bool_, "dns_txid": np.uint16,
         "dns_qr": np.bool_, "dns_rcode": np.uint8, "dns_ancount": np.uint16, "dns_qhash": np.uint64,
         "dns_ahash": np.uint64, "http_sig": np.uint8, "auth_sig": np.uint8,
-        "tcp_seq": np.uint32, "tcp_ack": np.uint32, "arp_tha": np.uint64, "http_req": np.uint8,
+        "tcp_seq": np.uint32, "tcp_ack": np.uint32, "arp_tha": np.uint64, "http_req": np.uint8, "shell_sig": np.uint8,
         "icmp_in_src": np.uint64, "icmp_in_dst": np.uint64, "icmp_in_proto": np.uint8,
         "icmp_in_sport": np.uint16, "icmp_in_dport": np.uint16,
     }

@@ -521,6 +521,51 @@ _TELNET_FAIL = re.compile(rb"login incorrect|login failed|authentication fail|in
                           re.IGNORECASE)
 
 
+# shell_sig column: a TCP segment that shows a remote command shell at work, whatever the port
+# (the backdoor detector, ids_daemon/detectors/shell.py; Suricata's ATTACK_RESPONSE rules say the same)
+SHELL_BANNER, SHELL_ID, SHELL_DROPPER = 1, 2, 3
+SHELL_INSPECT = 1024
+# a shell's own banner and `id` output are what a telnet or rlogin server sends its users
+_SHELL_SERVICE_PORTS = frozenset((23, 513, 514, 2323))
+_SHELL_SIGS: tuple[tuple[int, str, re.Pattern], ...] = tuple((c, w, re.compile(rx, re.IGNORECASE if i else 0)) for c, w, rx, i in (
+    (SHELL_BANNER, "a Windows command shell's banner", rb"\AMicrosoft Windows( XP)? \[Version \d+\.\d+[\d.]*\]", 0),
+    (SHELL_ID, "the output of id", rb"\Auid=\d+\([\w.$-]*\) gid=\d+\(", 0),
+    (SHELL_DROPPER, "an FTP script that fetches a program", rb"\bftp(\.exe)?\s+(-\w+\s+)*-s:\S", 1),
+    (SHELL_DROPPER, "tftp fetching a program", rb"\btftp(\.exe)?\s+(-i\s+\S+\s+get\s|(-\w+\s+)*-g\s)", 1),
+    (SHELL_DROPPER, "a download made executable or piped to a shell",
+     rb"\b(wget|curl)\s[^\n]*?(https?|ftp)://[^\n]*?(chmod\s+[+0-7]*[x0-7]|\|\s*(ba)?sh\b)", 0),
+    (SHELL_DROPPER, "busybox asked for an applet that does not exist (a botnet's loader)", rb"/bin/busybox\s+[A-Z]{4,}\b", 0),
+    (SHELL_DROPPER, "a program written byte by byte with echo", rb"echo\s+-\w*e\w*\s+['\"]?(\\x[0-9a-f]{2}){8}", 1),
+    (SHELL_DROPPER, "certutil or PowerShell fetching a program",
+     rb"certutil(\.exe)?\s[^\n]*-urlcache[^\n]*https?://|(DownloadFile|DownloadString|Invoke-WebRequest)[^\n]*https?://", 1),
+))
+SHELL_SIGNATURES: tuple[tuple[int, str], ...] = ((SHELL_BANNER, "a Windows command shell's banner"),
+                                                 (SHELL_ID, "the output of id"),
+                                                 (SHELL_DROPPER, "a command line that fetches and runs a program"))
+# the first four bytes a segment must start with to be looked at: a shell's banner or `id` output,
+# or a command that such a line starts with
+_SHELL_HEADS = np.array(sorted({int.from_bytes(h, "big") for h in (
+    b"Micr", b"uid=", b"echo", b"ECHO", b"Echo", b"/bin", b"busy", b"wget", b"curl", b"tftp", b"TFTP", b"cd /", b"cd %",
+    b"cmd ", b"cmd.", b"CMD ", b"cmd/", b"powe", b"Powe", b"POWE", b"cert", b"IEX ", b"iex ", b"ftp ", b"sh -", b"bash",
+    b"rm -", b"nohu")}), dtype=np.uint32)
+
+
+def shell_signature(data: bytes, sport: int) -> tuple[int, str]:
+    """(code, what) of the first remote-shell signature a TCP segment's payload (sent from
+    ``sport``) matches, or (0, ""). A command line counts only in a segment of a few short lines
+    (a loader's or an operator's command, not a page or a script downloaded in full), and a
+    banner or `id` output not from a telnet or rlogin server (whose users get a shell by design)."""
+    for code, what, rx in _SHELL_SIGS:
+        if code == SHELL_DROPPER:
+            if len(data) >= SHELL_INSPECT or data.count(b"\n") > 4:
+                return 0, ""
+        elif sport in _SHELL_SERVICE_PORTS:
+            continue
+        if rx.search(data):
+            return code, what
+    return 0, ""
+
+
 def http_signature(data: bytes) -> int:
     """Code (index + 1 in HTTP_SIGNATURES) of the first signature an HTTP request matches, or 0."""
     raw = data[:HTTP_INSPECT].lower()
@@ -561,6 +606,9 @@ def _decode_tcp_payload(buf: np.ndarray, rd: _Reader, b: PacketBatch, l3: np.nda
         # a header that ends in this segment; slow HTTP (slowloris) never sends the blank line
         b.http_req[i] = HTTP_REQ_COMPLETE if buf[s0:s1].tobytes().find(b"\r\n\r\n") >= 0 else HTTP_REQ_PARTIAL
     sport = b.sport[idx]
+    shell = ~http & np.isin(head, _SHELL_HEADS)
+    for i, s0, s1, sp in zip(idx[shell].tolist(), start[shell].tolist(), stop[shell].tolist(), sport[shell].tolist()):
+        b.shell_sig[i] = shell_signature(buf[s0:min(s1, s0 + SHELL_INSPECT)].tobytes(), sp)[0]
     b.auth_sig[idx[head == _SSH]] = AUTH_SSH_BANNER
     for port, prefixes in _FAIL_PREFIX.items():
         for pre in prefixes:

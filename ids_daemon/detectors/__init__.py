@@ -1,5 +1,5 @@
 """Deterministic protocol-fact detectors beside the LSTM (ARP spoofing, DNS spoofing, scans,
-web attacks, dictionary brute force, floods from a crowd of sources, OS fingerprinting).
+web attacks, dictionary brute force, remote shells, floods, slow HTTP, reflection, OS fingerprinting).
 
 `DetectorSet(cfg).process(batch)` runs every enabled detector on one `PacketBatch`
 (batches in capture order) and returns a `DetectorResult`: ``frame_class[i]`` is the
@@ -25,6 +25,7 @@ from .flood import FloodDetector
 from .osscan import OsScanDetector
 from .reflection import ReflectionDetector
 from .scan import ScanDetector
+from .shell import ShellDetector
 from .slowhttp import SlowHttpDetector
 from .volume import VolumeDetector
 from .web import WebDetector
@@ -43,7 +44,7 @@ class DetectorResult:
 
 class DetectorSet:
     """All enabled detectors, run in a fixed order (ARP, DNS, OS fingerprinting, scans, web, brute
-    force, floods) on each batch; the first detector to flag a frame gives it its class."""
+    force, remote shells, floods, ...) on each batch; the first detector to flag a frame gives it its class."""
 
     def __init__(self, cfg: DetectorsConfig | None = None):
         self.cfg = cfg or DetectorsConfig()
@@ -61,6 +62,8 @@ class DetectorSet:
                 self.detectors.append(WebDetector(self.cfg.web))
             if self.cfg.bruteforce.enabled:
                 self.detectors.append(BruteForceDetector(self.cfg.bruteforce))
+            if self.cfg.shell.enabled:  # after brute force: a loader's password guessing stays what it is
+                self.detectors.append(ShellDetector(self.cfg.shell))
             if self.cfg.flood.enabled:
                 self.detectors.append(FloodDetector(self.cfg.flood))
             if self.cfg.slowhttp.enabled:

@@ -33,6 +33,8 @@ DETECTOR_CLASSES: tuple[str, ...] = (
     "DoS-SYN_Flood", "DoS-UDP_Flood", "DoS-TCP_Flood", "DoS-HTTP_Flood",
     "DDoS-TCP_Flood", "DDoS-PSHACK_Flood", "DDoS-RSTFINFlood", "DDoS-ACK_Fragmentation",
     "DDoS-UDP_Fragmentation", "DDoS-ICMP_Fragmentation", "DDoS-HTTP_Flood", "DDoS-SlowLoris",
+    # remote shells (the backdoor detector)
+    "Backdoor_Malware",
 )
 CLASS_INDEX: dict[str, int] = {c: i for i, c in enumerate(DETECTOR_CLASSES)}
 
@@ -41,7 +43,7 @@ CLASS_INDEX: dict[str, int] = {c: i for i, c in enumerate(DETECTOR_CLASSES)}
 class Finding:
     """One protocol fact a detector established (one prediction once published)."""
 
-    detector: str  # "arp", "dns", "scan", "web", "bruteforce", "flood"
+    detector: str  # "arp", "dns", "scan", "web", "bruteforce", "shell", "flood", ... (`DetectorSet`)
     cls: str  # a CICIoT2023 class name (one of DETECTOR_CLASSES)
     first_ts: float
     last_ts: float
