@@ -245,9 +245,9 @@ def test_by_source_holds_a_repository_out_and_counts_packets(tmp_path: Path) -> 
     # for the threshold, floods, scans, brute force): the fold mechanics are the same as
     # on the whole corpus, at a sixth of its packets (the whole corpus took 4 minutes here)
     # (none of them in the lockbox, which development runs leave out: trainer/data/lockbox.py)
-    keep = {"shrutikulkar/ADF-Project", "edim98/SSI_Measurements_2022", "epiecs/packetlife-backup",
+    keep = {"shrutikulkar/ADF-Project", "carvalhomariana/learnITgirl", "epiecs/packetlife-backup",
             "DorsaO/Traffic-Analysis-Wireshark", "padmavatisb/Intrusion-detection-system-using-ML-DL",
-            "GrigorDimitrov/sop", "marcosValle/netlyzer"}
+            "GrigorDimitrov/sop", "thekrishnanand/Assignment1_NetworkSecurity_Ddos_Simulation"}
     lines = MANIFEST.read_text().splitlines()
     col = lines[0].split("\t").index("file")
     kept = [ln.split("\t") for ln in lines[1:] if ln.split("\t")[1] in keep]
@@ -257,7 +257,7 @@ def test_by_source_holds_a_repository_out_and_counts_packets(tmp_path: Path) -> 
     manifest.write_text("\n".join([lines[0], *("\t".join(r) for r in kept)]) + "\n")
     out = tmp_path / "bs.json"
     p = subprocess.run([TRAINER, "evaluate", "--by-source", "--real", str(manifest), "--source",
-                        "shrutikulkar/ADF-Project", "--source", "edim98/SSI_Measurements_2022", "--epochs", "2", "--synthetic-packets", "0", "--out",
+                        "shrutikulkar/ADF-Project", "--source", "carvalhomariana/learnITgirl", "--epochs", "2", "--synthetic-packets", "0", "--out",
                         str(out), "--compare", str(bundled_model_dir())], capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr
     res = json.loads(out.read_text())
@@ -266,7 +266,7 @@ def test_by_source_holds_a_repository_out_and_counts_packets(tmp_path: Path) -> 
 
     entries = read_tsv_manifest(manifest)
     assert {e.repo for e in entries} == keep
-    for name in ("shrutikulkar/ADF-Project", "edim98/SSI_Measurements_2022"):
+    for name in ("shrutikulkar/ADF-Project", "carvalhomariana/learnITgirl"):
         caps = [e for e in entries if e.repo == name]
         rows = [r for r in res["captures"]["lstm"] if r["source"] == name]
         assert sorted(r["capture"] for r in rows) == sorted(e.name for e in caps)
@@ -275,7 +275,7 @@ def test_by_source_holds_a_repository_out_and_counts_packets(tmp_path: Path) -> 
         for k in ("benign_flagged_share", "attack_flagged_share"):
             assert src[k] is None or 0.0 <= src[k] <= 1.0
     # every fold trained without its repository: the test part is that repository alone
-    assert [f["source"] for f in res["folds"]] == ["edim98/SSI_Measurements_2022", "shrutikulkar/ADF-Project"]
+    assert [f["source"] for f in res["folds"]] == ["carvalhomariana/learnITgirl", "shrutikulkar/ADF-Project"]
     assert all(f["test_sequences"] > 0 and f["train_sequences"] > 0 for f in res["folds"])
     assert "OVERALL" in p.stdout and "tree_at_target" in p.stdout
     # each held-out benign source fitted as a site: the daemon's recall on the real attacks
@@ -324,7 +324,7 @@ def test_lockbox_is_left_out_then_evaluated_as_one_fold(tmp_path: Path) -> None:
     assert not {e.repo for e in read_tsv_manifest(MANIFEST, lockbox="exclude")} & set(LOCKBOX)
     assert {e.repo for e in read_tsv_manifest(MANIFEST, lockbox="only")} == set(LOCKBOX)
     # the final evaluation: one model trained without the lockbox, measured on it (a small corpus here)
-    keep = {"GrigorDimitrov/sop", "epiecs/packetlife-backup", "aman14199/wireshark-traffic-analysis"}
+    keep = {"GrigorDimitrov/sop", "epiecs/packetlife-backup", "SniperDZ-Pro/Cyber-Forensics-Workshop"}
     lines = MANIFEST.read_text().splitlines()
     col = lines[0].split("\t").index("file")
     kept = [ln.split("\t") for ln in lines[1:] if ln.split("\t")[1] in keep]
@@ -340,7 +340,7 @@ def test_lockbox_is_left_out_then_evaluated_as_one_fold(tmp_path: Path) -> None:
     res = json.loads(out.read_text())
     assert res["lockbox"]["mode"] == "only"
     assert [f["source"] for f in res["folds"]] == ["lockbox"]
-    assert {r["source"] for r in res["captures"]["lstm"]} == {"aman14199/wireshark-traffic-analysis"}
+    assert {r["source"] for r in res["captures"]["lstm"]} == {"SniperDZ-Pro/Cyber-Forensics-Workshop"}
     fold = res["folds"][0]
     assert fold["train_sequences"] > 0 and fold["test_sequences"] > 0
 
