@@ -230,6 +230,29 @@ def test_udp_scan_with_icmp_unreachable(tmp_path: Path) -> None:
     assert (fc == C["Recon-PortScan"]).sum() >= 0.6 * len(pkts)
 
 
+def test_a_udp_scanners_answers_are_flagged_its_resolvers_not(tmp_path: Path) -> None:
+    """A UDP scan whose open ports answer in UDP: those answers are the scan's (the target was
+    probed). The scanner's resolver answering its lookups meanwhile was never probed: its UDP to
+    the scanner is the scanner's own traffic, not a reply to a probe."""
+    pkts = []
+    for i, p in enumerate(range(100, 160)):
+        pkts.append(at(Ether() / IP(src=SCANNER, dst=TARGET) / UDP(sport=50000, dport=p), i * 0.01))
+        if p % 10 == 0:  # an open port answers
+            pkts.append(at(Ether() / IP(src=TARGET, dst=SCANNER) / UDP(sport=p, dport=50000) / Raw(b"x" * 8),
+                           i * 0.01 + 0.001))
+    for k in range(3):
+        pkts.append(at(Ether() / IP(src=SCANNER, dst="10.0.0.53") / UDP(sport=41000 + k, dport=53) / Raw(b"q" * 30),
+                       0.2 + 0.1 * k))
+        pkts.append(at(Ether() / IP(src="10.0.0.53", dst=SCANNER) / UDP(sport=53, dport=41000 + k) / Raw(b"a" * 60),
+                       0.2 + 0.1 * k + 0.002))
+    b, fc, _ = run(write(tmp_path, "udp2.pcap", sorted(pkts, key=lambda p: p.time)))
+    from_target = (b.src4 == 0x0A000009) & (b.proto == 17)
+    from_resolver = b.src4 == 0x0A000035
+    assert from_target.sum() == 6 and from_resolver.sum() == 3
+    assert (fc[from_target] == C["Recon-PortScan"]).all()
+    assert (fc[from_resolver] == -1).all()
+
+
 def test_horizontal_sweep_ping_sweep_and_arp_discovery(tmp_path: Path) -> None:
     pkts = [at(Ether() / IP(src=SCANNER, dst=f"10.1.0.{i}") / TCP(sport=40000 + i, dport=23, flags="S"), i * 0.005)
             for i in range(1, 100)]

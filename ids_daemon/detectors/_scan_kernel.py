@@ -1082,10 +1082,11 @@ def scanner_rows(kind, status, ipver, proto, flags, icmp_type, ethertype, arp_op
         tcp = v > 0 and p == 6
         probe = kind[i] >= 0 or (tcp and ((f & TH_RST) != 0 or (f & 0x3F) == TH_ACK))
         t = icmp_type[i]
+        # (a UDP datagram to the scanner is a reply only from a host it probed, `conv` below: from
+        # another it answers the scanner's own lookups, its DNS and NTP servers')
         reply = ((tcp and ((f & TH_RST) != 0 or (f & (TH_SYN | TH_ACK)) == (TH_SYN | TH_ACK)))
                  or (p == 1 and v == 4 and (t == 0 or t == 3 or t == 11))
                  or (p == 58 and v == 6 and (t == 129 or t == 1 or t == 3))
-                 or (p == 17 and v > 0)
                  or (ethertype[i] == 0x0806 and arp_op[i] == 2))
         fs = js >= 0
         td = jd >= 0
