@@ -198,6 +198,41 @@ def rows_of_keys(mask: np.ndarray, fwd: np.ndarray, rev: np.ndarray, held: Any) 
     return _kk.rows_of_keys(mask, fwd, rev, held_keys(held))
 
 
+# A receiver's ACK of a segment lands at the segment's end, or a few segments later when the sender
+# sent more; a blind spoofer's segment is answered by a duplicate ACK at an arbitrary distance:
+# 64 KiB leaves it 1 chance in 65,536.
+ACK_WINDOW = 1 << 16
+_M32 = 0xFFFFFFFF
+
+
+def acknowledged(b: PacketBatch, pending: "LRU", ack_rows: np.ndarray, ack_keys: np.ndarray, batch_no: int,
+                 confirm_s: float) -> list[tuple[int, tuple, float]]:
+    """The pending segments whose receiver acknowledged them in this batch, removed from
+    ``pending`` and returned as (key, entry, time of the ACK); then the entries that waited more
+    than ``confirm_s`` dropped. ``pending`` maps a connection key, as the receiver sends on it,
+    to (batch number, row, ts, sequence number after the segment, ...); ``ack_rows`` are the
+    batch's ACK segments (no reset) and ``ack_keys`` their connection keys as their sender's. An
+    ACK counts after the segment (a later row, or a later batch), within ``confirm_s``, when it
+    covers the segment's end by less than `ACK_WINDOW` (the web and backdoor detectors: only a
+    sender that holds the connection gets its bytes acknowledged)."""
+    out = []
+    for j, key, ack, t in zip(ack_rows.tolist(), ack_keys.tolist(), b.tcp_ack[ack_rows].tolist(),
+                              b.ts[ack_rows].tolist()):
+        p = pending.get(key)
+        if p is None or (p[0] == batch_no and j <= p[1]) or t > p[2] + confirm_s:
+            continue
+        if (ack - p[3]) & _M32 < ACK_WINDOW:
+            del pending[key]
+            out.append((key, p, t))
+    end = float(b.ts[-1])
+    while pending:
+        key, p = next(iter(pending.items()))
+        if end - p[2] <= confirm_s:
+            break
+        del pending[key]
+    return out
+
+
 # A pair's frames this long before the one that started its hold are flagged with it when they
 # are in the same batch: the handshake of the connection that carried the attack request (a
 # third of a short web attack's packets), a fingerprinting run's first pings. Frames of earlier

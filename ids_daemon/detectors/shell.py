@@ -25,14 +25,11 @@ import numpy as np
 from ..capture.batch import STATUS_OK, TH_ACK, TH_RST, PacketBatch, address_ids
 from ..capture.decode import SHELL_DROPPER, SHELL_SIGNATURES
 from ..config import ShellDetectorConfig
-from .base import LRU, Finding, HeldPairs, conn_pairs, isin_keys, pair_key, tcp_mask
+from .base import LRU, Finding, HeldPairs, acknowledged, conn_pairs, isin_keys, pair_key, tcp_mask
 
 CLS = "Backdoor_Malware"
 _WHAT = dict(SHELL_SIGNATURES)
 _M32 = 0xFFFFFFFF
-# how far past a segment's end its acknowledgement may land (the receiver acknowledging later
-# bytes too); a blind spoofer's segment draws a duplicate ACK at an arbitrary distance
-ACK_WINDOW = 1 << 16
 
 
 class ShellDetector:
@@ -75,23 +72,11 @@ class ShellDetector:
         """Pending segments their receiver acknowledged (held), and those that waited too long (dropped)."""
         keys = np.fromiter(self.pending.keys(), dtype=np.uint64, count=len(self.pending))
         acks = np.flatnonzero(tcp & (b.tcp_flags & (TH_ACK | TH_RST) == TH_ACK) & isin_keys(fwd, keys))
-        for j, key, ack, t in zip(acks.tolist(), fwd[acks].tolist(), b.tcp_ack[acks].tolist(), b.ts[acks].tolist()):
-            p = self.pending.get(key)
-            if p is None or (p[0] == self.batches and j <= p[1]) or t > p[2] + self.cfg.confirm_s:
-                continue
-            if (ack - p[3]) & _M32 < ACK_WINDOW:
-                del self.pending[key]
-                self.counters["segments_confirmed"] += 1
-                _, row, _, _, code, attacker, victim = p
-                k2 = int(pair_key(np.array([attacker], np.uint64), np.array([victim], np.uint64),
-                                  np.zeros(1, np.uint16))[0])
-                if k2 not in self.pairs.active:
-                    self.counters["pairs"] += 1
-                self.pairs.hold(k2, row if p[0] == self.batches else 0, t, CLS, attacker, victim, -1,
-                                f"remote shell: {_WHAT[code]}")
-        end = float(b.ts[-1])
-        while self.pending:
-            key, p = next(iter(self.pending.items()))
-            if end - p[2] <= self.cfg.confirm_s:
-                break
-            del self.pending[key]
+        for _, p, t in acknowledged(b, self.pending, acks, fwd[acks], self.batches, self.cfg.confirm_s):
+            self.counters["segments_confirmed"] += 1
+            batch_no, row, _, _, code, attacker, victim = p
+            k2 = int(pair_key(np.array([attacker], np.uint64), np.array([victim], np.uint64), np.zeros(1, np.uint16))[0])
+            if k2 not in self.pairs.active:
+                self.counters["pairs"] += 1
+            self.pairs.hold(k2, row if batch_no == self.batches else 0, t, CLS, attacker, victim, -1,
+                            f"remote shell: {_WHAT[code]}")

@@ -15,7 +15,7 @@ nothing (one spoofed segment would otherwise name any host the attacker):
 * or, for a connection whose handshake was not seen (it started before the daemon, or
   its SYN-ACK was evicted), the server acknowledges the request's bytes: a segment of
   the server on that connection, not a reset, with ack ≥ seq + payload length (by less
-  than ``ACK_WINDOW``) within ``confirm_s``. A TCP accepts a segment only with an
+  than `base.ACK_WINDOW`) within ``confirm_s``. A TCP accepts a segment only with an
   acceptable ack, i.e. from a sender that sees its sequence numbers.
 
 Then *that connection* (both directions) is flagged, from ``LOOKBACK_S`` before the
@@ -35,7 +35,8 @@ from ..capture.batch import TH_ACK, TH_FIN, TH_RST, TH_SYN, PacketBatch, address
 from ..capture.decode import HTTP_SIGNATURES
 from ..config import WebDetectorConfig
 from . import _keys_kernel as _kk
-from .base import LOOKBACK_S, LRU, Finding, _ep, conn_pairs, isin_keys, mark, rows_of_keys, tcp_mask, warm_once
+from .base import (LOOKBACK_S, LRU, Finding, _ep, acknowledged, conn_pairs, isin_keys, mark, rows_of_keys, tcp_mask,
+                   warm_once)
 
 _SCANNER = {code for code, _cls, what in HTTP_SIGNATURES if what.startswith("scanner")}
 _M32 = 0xFFFFFFFF
@@ -44,10 +45,6 @@ _M32 = 0xFFFFFFFF
 # and the bytes the server sent before it (earlier responses). 1 MiB each keeps a blind guess
 # of the server's ISN at 1 in 4,096; a connection past it is still verified by the server's ACK.
 SEQ_WINDOW = 1 << 20
-# A server's ACK of a request lands at the request's end, or a few segments later when the
-# client sent more (a POST body); a blind spoofer's segment is answered by a duplicate ACK at
-# an arbitrary distance: 64 KiB leaves it 1 chance in 65,536.
-ACK_WINDOW = 1 << 16
 
 
 class _Conn:
@@ -165,23 +162,12 @@ class WebDetector:
                                          port))
 
     def _confirm(self, b, fwd, rev, tcp, rst, starts) -> None:
-        """Pending requests the server acknowledged, and those that waited too long."""
+        """Pending requests the server acknowledged (held), and those that waited too long (dropped)."""
         keys = np.fromiter(self.pending.keys(), dtype=np.uint64, count=len(self.pending))
         acks = np.flatnonzero(tcp & ~rst & (b.tcp_flags & TH_ACK != 0) & isin_keys(rev, keys))
-        for j, key, ack, t in zip(acks.tolist(), rev[acks].tolist(), b.tcp_ack[acks].tolist(), b.ts[acks].tolist()):
-            p = self.pending.get(key)
-            if p is None or (p[0] == self.batches and j <= p[1]) or t > p[2] + self.cfg.confirm_s:
-                continue
-            if (ack - p[3]) & _M32 < ACK_WINDOW:
-                del self.pending[key]
-                at = p[1] if p[0] == self.batches else 0
-                self._hold(key, at, t, p[4], p[5], p[6], p[7], p[8], None, starts)
-        end = float(b.ts[-1])
-        while self.pending:
-            key, p = next(iter(self.pending.items()))
-            if end - p[2] <= self.cfg.confirm_s:
-                break
-            del self.pending[key]
+        for key, p, t in acknowledged(b, self.pending, acks, rev[acks], self.batches, self.cfg.confirm_s):
+            at = p[1] if p[0] == self.batches else 0
+            self._hold(key, at, t, p[4], p[5], p[6], p[7], p[8], None, starts)
 
     def _hold(self, key, at, t, code, client, cport, server, port, c_base, starts) -> None:
         _, cls, what = HTTP_SIGNATURES[code - 1]
