@@ -881,6 +881,16 @@ def test_real_port_scans(suffix: str) -> None:
 
 
 @needs_real
+def test_real_slow_scan_is_flagged_from_its_first_probe() -> None:
+    """29 SYNs ten a second to well-known ports, none answered: the 20th failed probe is known
+    as failed at the 30th's time, and every probe is the scan's (34.5 % flagged when the scan
+    was flagged from its crossing on)."""
+    _, fc, findings = run(REAL / "attack/Recon-PortScan/chrissanders_packets__ppa1e_portscan.pcap")
+    assert len(fc) == 29 and (fc == C["Recon-PortScan"]).all()
+    assert [f.packets for f in findings] == [29]
+
+
+@needs_real
 def test_real_vulnerability_scan_is_flagged_whole() -> None:
     """X-Scan: after its port scan, its checks on the open ports (two thirds of the capture)
     are held with the scan: 27 % of the packets were flagged before, 99.5 % now."""
