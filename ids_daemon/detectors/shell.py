@@ -25,11 +25,10 @@ import numpy as np
 from ..capture.batch import STATUS_OK, TH_ACK, TH_RST, PacketBatch, address_ids
 from ..capture.decode import SHELL_DROPPER, SHELL_SIGNATURES
 from ..config import ShellDetectorConfig
-from .base import LRU, Finding, HeldPairs, acknowledged, conn_pairs, isin_keys, pair_key, tcp_mask
+from .base import _M32, LRU, Finding, HeldPairs, acknowledged, conn_pairs, isin_keys, pair_key, tcp_mask
 
 CLS = "Backdoor_Malware"
 _WHAT = dict(SHELL_SIGNATURES)
-_M32 = 0xFFFFFFFF
 
 
 class ShellDetector:

@@ -239,10 +239,10 @@ class VolumeDetector:
             # pings and TCP segments (which a benign sender avoids) and fragments whose first
             # fragment never comes are counted by rate alone
             if st.n >= cfg.frag_rate * window_s:
-                if proto not in (1, 6, 58) and st.datagrams and st.answered * cfg.unanswered >= st.datagrams:
-                    return ""
                 if proto in (1, 6, 58):
                     return f"{st.n} IP fragments in {window_s:g} s"
+                if st.datagrams and st.answered * cfg.unanswered >= st.datagrams:
+                    return ""
                 return f"{st.n} IP fragments in {window_s:g} s, {st.answered} of {st.datagrams} datagrams answered"
         elif kd == K_HTTP:
             if st.n >= cfg.http_requests:

@@ -35,11 +35,10 @@ from ..capture.batch import TH_ACK, TH_FIN, TH_RST, TH_SYN, PacketBatch, address
 from ..capture.decode import HTTP_SIGNATURES
 from ..config import WebDetectorConfig
 from . import _keys_kernel as _kk
-from .base import (LOOKBACK_S, LRU, Finding, _ep, acknowledged, conn_pairs, isin_keys, mark, rows_of_keys, tcp_mask,
-                   warm_once)
+from .base import (_M32, LOOKBACK_S, LRU, Finding, _ep, acknowledged, conn_pairs, isin_keys, mark, rows_of_keys,
+                   tcp_mask, warm_once)
 
 _SCANNER = {code for code, _cls, what in HTTP_SIGNATURES if what.startswith("scanner")}
-_M32 = 0xFFFFFFFF
 # How far into a connection a request may lie, from either side's ISN + 1: the bytes the client
 # sent before it (requests are small: a keep-alive connection's earlier requests, a POST body)
 # and the bytes the server sent before it (earlier responses). 1 MiB each keeps a blind guess
