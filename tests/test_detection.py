@@ -230,6 +230,10 @@ def test_claimed_packets_keep_their_labels_and_count_as_the_detectors() -> None:
     r = packet_figures(WindowSet(e.name, e.repo, part.windows, part.window_labels, part), none, DETECTOR_CLASSES)
     assert r["attack_flagged"] == int((part.row_attack & claimed).sum())
     assert r["benign_flagged"] == int((~part.row_attack & claimed).sum()) <= 100  # the router's SYN-ACKs and resets
+    # the unclaimed attack packets, by the kind of window that carries them, add up to the count
+    uk = r["unclaimed_by_window_kind"]
+    assert sum(n for n, _ in uk.values()) == r["attack_unclaimed"] > 0 and all(f == 0 for _, f in uk.values())
+    assert set(uk) <= {"flow full", "flow partial", "pool full", "pool partial"}
 
 
 @pytest.mark.slow

@@ -260,17 +260,23 @@ def packet_figures(s: WindowSet, v: Verdicts, detector_classes: tuple[str, ...] 
     model = np.zeros(len(rw), dtype=bool)
     model[inw] = v.flagged[rw[inw]]
     unclaimed = det < 0
-    # which windows carry the benign packets the model flags: flows or pools, full or cut short
+    # which windows carry the benign packets the model flags, and the unclaimed attack packets it
+    # has to find: flows or pools, full or cut short
     kinds: dict[str, list[int]] = {}
+    ukinds: dict[str, list[int]] = {}
     if inw.any():
         w = s.windows
         wk = np.where(w.kind == KIND_POOL, "pool", "flow")
         wk = np.char.add(wk, np.where(w.reason == REASON_FULL, " full", " partial"))
         rk = wk[rw[inw]]
         b_in = ~attack[inw]
+        u_in = attack[inw] & unclaimed[inw]
         for k in np.unique(rk).tolist():
             m = (rk == k) & b_in
             kinds[k] = [int(m.sum()), int((m & model[inw]).sum())]
+            m = (rk == k) & u_in
+            if m.any():
+                ukinds[k] = [int(m.sum()), int((m & model[inw]).sum())]
     hist = {}
     if v.margin is not None:  # the model alone's margins of the benign and the unclaimed attack packets
         mg = np.full(len(rw), np.nan)
@@ -284,7 +290,18 @@ def packet_figures(s: WindowSet, v: Verdicts, detector_classes: tuple[str, ...] 
             "model_benign_flagged": int((~attack & model).sum()),
             "attack_unclaimed": int((attack & unclaimed).sum()),
             "attack_unclaimed_flagged": int((attack & unclaimed & model).sum()),
-            "benign_by_window_kind": kinds}
+            "benign_by_window_kind": kinds, "unclaimed_by_window_kind": ukinds}
+
+
+def _by_kind(rows: list[dict[str, Any]], key: str) -> dict[str, list[int]]:
+    """[packets, flagged by the model] per window kind, summed over capture rows."""
+    kinds: dict[str, list[int]] = {}
+    for r in rows:
+        for k, (n, f) in r.get(key, {}).items():
+            kinds.setdefault(k, [0, 0])
+            kinds[k][0] += n
+            kinds[k][1] += f
+    return kinds
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -293,12 +310,6 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "benign_packets", "benign_flagged", "attack_packets", "attack_flagged", "attack_family_right",
         "model_benign_flagged", "attack_unclaimed", "attack_unclaimed_flagged")}
     fam = [r["attack_family_right"] / r["attack_packets"] for r in rows if r["attack_packets"]]
-    kinds: dict[str, list[int]] = {}
-    for r in rows:
-        for k, (n, f) in r.get("benign_by_window_kind", {}).items():
-            kinds.setdefault(k, [0, 0])
-            kinds[k][0] += n
-            kinds[k][1] += f
     hists = [r["model_margin_hist"] for r in rows if "model_margin_hist" in r]
     alone = {}
     if hists:
@@ -311,7 +322,8 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
                                            if tot["benign_packets"] else None),
             "model_unclaimed_attack_flagged_share": (tot["attack_unclaimed_flagged"] / tot["attack_unclaimed"]
                                                      if tot["attack_unclaimed"] else None),
-            "model_benign_by_window_kind": kinds,
+            "model_benign_by_window_kind": _by_kind(rows, "benign_by_window_kind"),
+            "model_unclaimed_by_window_kind": _by_kind(rows, "unclaimed_by_window_kind"),
             "benign_flagged_share": tot["benign_flagged"] / tot["benign_packets"] if tot["benign_packets"] else None,
             "attack_flagged_share": tot["attack_flagged"] / tot["attack_packets"] if tot["attack_packets"] else None,
             "family_right_share": tot["attack_family_right"] / tot["attack_packets"] if tot["attack_packets"] else None,
@@ -664,10 +676,12 @@ def format_table(result: dict[str, Any], method: str) -> str:
                      f"{v['attack_packets']:>11} {_pct(v['attack_flagged_share']):>8} "
                      f"{_pct(v['family_right_mean_per_capture']):>8} {_pct(v.get('model_benign_flagged_share')):>9} "
                      f"{v.get('attack_unclaimed', 0):>9} {_pct(v.get('model_unclaimed_attack_flagged_share')):>8}")
-    kinds = m["overall"].get("model_benign_by_window_kind") or {}
-    if kinds:
-        lines.append("  benign packets the model alone flags, by window kind: " + ", ".join(
-            f"{k} {f}/{n} ({_pct(f / n if n else None)})" for k, (n, f) in sorted(kinds.items())))
+    for key, what in (("model_benign_by_window_kind", "benign packets"),
+                      ("model_unclaimed_by_window_kind", "unclaimed attack packets")):
+        kinds = m["overall"].get(key) or {}
+        if kinds:
+            lines.append(f"  {what} the model alone flags, by window kind: " + ", ".join(
+                f"{k} {f}/{n} ({_pct(f / n if n else None)})" for k, (n, f) in sorted(kinds.items())))
     best = m["overall"].get("model_alone_best_factor")
     if best:
         lines.append(f"  the model alone, every fold's 1 - threshold times one factor chosen on these held-out folds "
