@@ -116,6 +116,10 @@ class TrainConfig(_Section):
     threshold_by: Literal["packets", "captures"] = Field(
         "packets", description="target_fpr counts validation benign packets pooled (packets), or the mean share "
         "over validation benign captures, each counting the same whatever its size (captures)")
+    threshold_by_window_kind: bool = Field(
+        False, description="also hold target_fpr on each window kind's own validation benign packets (flows, and "
+        "the pools of short flows per served host): a kind that needs a stricter threshold than the shared one gets "
+        "its own (never a looser one)")
     seed: int = Field(0, description="seeds every random choice (split, init, batches)")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     mlflow: bool = Field(False, description="log to MLflow when it is installed")

@@ -43,6 +43,53 @@ def test_threshold_flags_at_most_the_target_share_of_benign_weight() -> None:
     assert choose_threshold(p, np.ones(1000), 0.06) <= 0.9
 
 
+def _pools_dataset(n_flow: int, n_pool: int, seed: int = 0):
+    """A validation set of benign flows (low p_attack), benign pools (higher) and attacks (high),
+    every sequence one packet: (p_attack, labels, dataset, validation rows)."""
+    from trainer.dataset import Dataset
+
+    rng = np.random.default_rng(seed)
+    n_att = 500
+    pa = np.concatenate([rng.uniform(0.0, 0.6, n_flow), rng.uniform(0.3, 0.95, n_pool), rng.uniform(0.9, 1.0, n_att)])
+    y = np.r_[np.zeros(n_flow + n_pool, np.int64), np.ones(n_att, np.int64)]
+    pools = np.r_[np.zeros(n_flow, bool), np.ones(n_pool, bool), rng.random(n_att) < 0.5]
+    n = len(y)
+    ds = Dataset(x=np.zeros((n, 1, 1), np.float32), y=y, classes=["BenignTraffic", "DDoS-SYN_Flood"], columns=["c"],
+                 groups=np.zeros(n, np.int64), order=np.arange(n, dtype=float), source="captures",
+                 weights=np.ones(n), pools=pools)
+    return pa, y, ds, np.arange(n)
+
+
+def test_operating_point_holds_the_target_on_each_window_kind() -> None:
+    from ids_daemon.inference.risk import row_thresholds
+    from ids_daemon.config import Config
+    from trainer.train import operating_point
+
+    tc = Config().lstm.train.model_copy(update={"target_fpr": 0.01, "threshold_by_window_kind": True})
+    pa, y, ds, idx = _pools_dataset(20_000, 1_000)
+    op = operating_point(pa, y, ds, idx, tc)
+    kinds = op["by_window_kind"]
+    # the shared threshold, fit mostly on flows, lets a tenth of the benign pools through
+    shared_pools = (pa[(y == 0) & ds.pools] >= op["threshold"]).mean()
+    assert shared_pools > 0.05
+    # the pools' own is stricter; the flows keep the shared one (theirs is looser: never taken)
+    assert kinds["pool"]["threshold"] == kinds["pool"]["own"] > op["threshold"]
+    assert kinds["flow"]["own"] < op["threshold"] == kinds["flow"]["threshold"]
+    t = row_thresholds(op, ds.pools)
+    for m in (ds.pools, ~ds.pools):  # each kind's benign at most the target
+        assert (pa[(y == 0) & m] >= t[(y == 0) & m]).mean() <= 0.01
+    assert kinds["benign_flagged"] <= op["benign_flagged"] <= 0.01
+    assert 0.5 < kinds["attack_flagged"] <= op["attack_flagged"]  # the price, on the attacks in pools
+    # a kind with too few benign sequences to fit a threshold keeps the shared one
+    pa, y, ds, idx = _pools_dataset(20_000, 20)
+    kinds = operating_point(pa, y, ds, idx, tc)["by_window_kind"]
+    assert kinds["pool"]["own"] is None and kinds["pool"]["benign_sequences"] == 20
+    assert kinds["pool"]["threshold"] == kinds["flow"]["threshold"]
+    # off (or the kinds unknown): one threshold, as before
+    op = operating_point(pa, y, ds, idx, tc.model_copy(update={"threshold_by_window_kind": False}))
+    assert "by_window_kind" not in op and row_thresholds(op, ds.pools) == op["threshold"]
+
+
 def test_binary_rates_count_packets() -> None:
     y = np.array([0, 0, 1, 1])
     r = binary_rates(y, np.array([0.2, 0.8, 0.9, 0.1]), np.array([10, 1, 5, 5]), ["BenignTraffic", "X"], 0.5)
@@ -63,6 +110,10 @@ def test_decide_uses_the_threshold_and_names_the_likeliest_attack() -> None:
     assert risk[2] == 0.0 and risk[0] == pytest.approx(0.9 * 0.3)
     _, _, _, _, att = decide(probs, w, 0.5)
     assert att.tolist() == [False, True, False]
+    # one threshold per row (the window kinds' own)
+    pred, _, risk, _, att = decide(probs, w, np.array([0.5, 0.7, 0.01]))
+    assert att.tolist() == [False, False, True] and [classes[i] for i in pred] == ["Benign", "Benign", "Recon"]
+    assert risk[0] == 0.0 and risk[2] == pytest.approx(0.4 * 0.05)
     # no operating point (older models): argmax
     pred, _, _, pa, att = decide(probs, w, None)
     assert att.tolist() == [False, False, False] and pa[1] == pytest.approx(0.6)
@@ -72,6 +123,10 @@ def test_bundled_model_has_an_operating_point_and_leaves_arp_to_the_detector() -
     meta = load_model().meta
     op = meta["operating_point"]
     assert 0.0 < op["threshold"] < 1.0 and op["target_fpr"] == pytest.approx(0.01)
+    # one per window kind, neither looser than the shared one
+    kinds = op["by_window_kind"]
+    assert op["threshold"] <= kinds["flow"]["threshold"] < 1.0 and op["threshold"] <= kinds["pool"]["threshold"] < 1.0
+    assert max(kinds["flow"]["threshold"], kinds["pool"]["threshold"]) > op["threshold"]
     assert meta["lstm_skips_arp"] is True
 
 
@@ -86,14 +141,24 @@ def test_predictions_carry_p_attack_and_follow_the_threshold(tmp_path: Path) -> 
     from ids_daemon.cli import sample_pcap
 
     schema = json_schema()
-    thr = load_model().meta["operating_point"]["threshold"]
+    kinds = load_model().meta["operating_point"]["by_window_kind"]
     preds = _replay(sample_pcap(), tmp_path / "a.jsonl")
     lstm = [m for m in preds if not m["model"]["name"].startswith("detector:")]
     assert lstm
     for m in preds[:500]:
         jsonschema.validate(m, schema)
-    assert all(m["is_attack"] == (m["p_attack"] >= thr) for m in lstm)
+    # each window judged at its kind's threshold
+    assert {m["flow"]["kind"] for m in lstm} == {"flow", "pool"}
+    assert all(m["is_attack"] == (m["p_attack"] >= kinds[m["flow"]["kind"]]["threshold"]) for m in lstm)
     assert any(not m["is_attack"] for m in lstm)
+    # a model whose pools need certainty and whose flows need nothing: the worker reads the kind
+    model = _model_copy(tmp_path / "kinds", operating_point={
+        "threshold": 0.0, "target_fpr": 0.01,
+        "by_window_kind": {"flow": {"threshold": 0.0}, "pool": {"threshold": 1.0}}})
+    split = [m for m in _replay(sample_pcap(), tmp_path / "k.jsonl", "--model", str(model))
+             if not m["model"]["name"].startswith("detector:")]
+    assert len(split) == len(lstm)
+    assert all(m["is_attack"] == (m["flow"]["kind"] == "flow" or m["p_attack"] >= 1.0) for m in split)
     # the operator's override moves the operating point: at the median p_attack about half
     # of the windows are flagged, at 1.0 none
     cfg = tmp_path / "c.yml"
@@ -328,7 +393,7 @@ def test_lockbox_is_left_out_then_evaluated_as_one_fold(tmp_path: Path) -> None:
     assert not {e.repo for e in read_tsv_manifest(MANIFEST, lockbox="exclude")} & set(LOCKBOX)
     assert {e.repo for e in read_tsv_manifest(MANIFEST, lockbox="only")} == set(LOCKBOX)
     # the final evaluation: one model trained without the lockbox, measured on it (a small corpus here)
-    keep = {"GrigorDimitrov/sop", "epiecs/packetlife-backup", "SniperDZ-Pro/Cyber-Forensics-Workshop"}
+    keep = {"GrigorDimitrov/sop", "epiecs/packetlife-backup", "aman14199/wireshark-traffic-analysis"}
     lines = MANIFEST.read_text().splitlines()
     col = lines[0].split("\t").index("file")
     kept = [ln.split("\t") for ln in lines[1:] if ln.split("\t")[1] in keep]
@@ -344,7 +409,7 @@ def test_lockbox_is_left_out_then_evaluated_as_one_fold(tmp_path: Path) -> None:
     res = json.loads(out.read_text())
     assert res["lockbox"]["mode"] == "only"
     assert [f["source"] for f in res["folds"]] == ["lockbox"]
-    assert {r["source"] for r in res["captures"]["lstm"]} == {"SniperDZ-Pro/Cyber-Forensics-Workshop"}
+    assert {r["source"] for r in res["captures"]["lstm"]} == {"aman14199/wireshark-traffic-analysis"}
     fold = res["folds"][0]
     assert fold["train_sequences"] > 0 and fold["test_sequences"] > 0
 
@@ -364,6 +429,9 @@ def test_calibration_fits_the_threshold_to_a_site(tmp_path: Path) -> None:
     rec = op["calibration"]
     assert op["threshold"] >= before and rec["threshold_before"] == pytest.approx(before)
     assert rec["flagged_after"] <= 0.005 and rec["packets"] > 10_000
+    # the model's per-kind thresholds stay, none below the site's
+    kinds, was = op["by_window_kind"], load_model().meta["operating_point"]["by_window_kind"]
+    assert all(kinds[k]["threshold"] == max(was[k]["threshold"], op["threshold"]) for k in ("flow", "pool"))
     assert meta["version"].endswith("+site") and op["chosen_on"].startswith("site")
     # the daemon runs the calibrated model with its new operating point
     preds = _replay(site, tmp_path / "p.jsonl", "--model", str(out))
@@ -389,6 +457,8 @@ def test_calibration_fine_tunes_only_where_the_site_needs_it(tmp_path: Path) -> 
     shutil.copytree(bundled_model_dir(), low)
     meta = json.loads((low / "metadata.json").read_text())
     meta["operating_point"]["threshold"] = 0.001
+    for k in ("flow", "pool"):
+        meta["operating_point"]["by_window_kind"][k]["threshold"] = 0.001
     (low / "metadata.json").write_text(json.dumps(meta))
     for model, target, needed in ((bundled_model_dir(), 0.5, False), (low, 0.005, True)):
         out = tmp_path / f"auto-{needed}"
@@ -405,8 +475,11 @@ def test_calibration_fine_tunes_only_where_the_site_needs_it(tmp_path: Path) -> 
         assert "fine-tuning auto" in p.stdout
         if needed:
             assert rec["held_out_flagged_after"] <= target + 1e-9
+            # new weights: the per-kind thresholds chosen for the old ones go, the site's holds for all
+            assert "by_window_kind" not in after["operating_point"] and rec["by_window_kind"].startswith("dropped")
         else:
             assert after["operating_point"]["threshold"] == pytest.approx(load_model().meta["operating_point"]["threshold"])
+            assert after["operating_point"]["by_window_kind"]["pool"]["threshold"] >= after["operating_point"]["threshold"]
 
 
 def test_calibration_default_rule_figures() -> None:

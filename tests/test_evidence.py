@@ -180,15 +180,16 @@ def test_lstm_attribution_differentiates_the_last_window_through_the_history_sta
 
 def test_worker_modes_decide_which_predictions_carry_attribution(sample_sequences) -> None:
     w, seq = sample_sequences
-    saved = w.attribution, w.threshold
+    saved = w.attribution, w.threshold, w.kind_thresholds
     try:
-        w.threshold = 0.9  # a site operating point that flags some of the sample's sequences
+        # a site operating point that flags some of the sample's sequences (one for every kind)
+        w.threshold, w.kind_thresholds = 0.9, None
         out = {}
         for mode in ("on", "flagged", "off"):
             w.attribution = mode
             out[mode] = [json.loads(v) for v in w.predict(seq).values]
     finally:
-        w.attribution, w.threshold = saved
+        w.attribution, w.threshold, w.kind_thresholds = saved
     flagged = [m["is_attack"] for m in out["on"]]
     assert 0 < sum(flagged) < len(flagged)
     assert all("attribution" in m for m in out["on"])
@@ -232,7 +233,7 @@ def test_whole_predict_writes_what_the_reference_pieces_write(sample_sequences) 
     from ids_daemon.predictions.encode import encode_predictions
 
     w, seq = sample_sequences
-    saved = w.attribution, w.threshold, w.next_id, worker_module.time.time, w.dedupe
+    saved = w.attribution, w.threshold, w.next_id, worker_module.time.time, w.dedupe, w.kind_thresholds
     now = 1_800_000_000.5
     try:
         worker_module.time.time = lambda: now
@@ -240,13 +241,15 @@ def test_whole_predict_writes_what_the_reference_pieces_write(sample_sequences) 
         w.dedupe = False
         for mode, threshold in (("flagged", saved[1]), ("flagged", 0.0), ("on", saved[1]), ("off", saved[1])):
             w.attribution, w.threshold, w.next_id = mode, threshold, 17
+            # the model's own operating point (one threshold per window kind), or one number for all
+            w.kind_thresholds = saved[5] if threshold == saved[1] else None
             got = w.predict(seq)
             x = torch.from_numpy(np.ascontiguousarray(seq.x, dtype=np.float32))
             with torch.no_grad():
                 e = w.encode(x)
             shares, logits = margin_attribution(w.loaded.model, e, w.benign_index, len(w.column_names), w.bins)
             probs = (torch.softmax(logits.double(), dim=1).numpy() if mode == "on" else w.probabilities(seq))
-            decision = decide(probs, w.weights, w.threshold)
+            decision = decide(probs, w.weights, w.row_thresholds(seq))
             flagged = decision[4] if mode == "flagged" else np.full(len(seq), mode == "on")
             attribution = None
             if mode != "off":
@@ -269,7 +272,7 @@ def test_whole_predict_writes_what_the_reference_pieces_write(sample_sequences) 
             assert got.keys == want.keys
             assert got.values == want.values, mode
     finally:
-        w.attribution, w.threshold, w.next_id, worker_module.time.time, w.dedupe = saved
+        w.attribution, w.threshold, w.next_id, worker_module.time.time, w.dedupe, w.kind_thresholds = saved
 
 
 def test_repeated_sequences_run_the_model_once_and_share_its_numbers(sample_sequences) -> None:
@@ -287,13 +290,13 @@ def test_repeated_sequences_run_the_model_once_and_share_its_numbers(sample_sequ
     first, inverse = distinct_rows(batch.x)
     assert np.array_equal(batch.x[first][inverse].view(np.uint32), batch.x.view(np.uint32))
     assert len(first) == len(np.unique(batch.x.reshape(len(batch), -1), axis=0))
-    saved = w.attribution, w.threshold, w.dedupe, w.attributed
+    saved = w.attribution, w.threshold, w.dedupe, w.attributed, w.kind_thresholds
     ran: list[int] = []  # the rows each forward pass (plain or with gradients) took
     real_probs, real_attr = w._probabilities, w.attributions
     w._probabilities = lambda x: (ran.append(len(x)), real_probs(x))[1]
     w.attributions = lambda x: (ran.append(len(x)), real_attr(x))[1]
     try:
-        w.threshold = 0.0  # every row flagged: every one attributed
+        w.threshold, w.kind_thresholds = 0.0, None  # every row flagged: every one attributed
         out = {}
         for dedupe, b in ((True, batch), (False, batch.take(first))):
             w.dedupe = dedupe
@@ -303,7 +306,7 @@ def test_repeated_sequences_run_the_model_once_and_share_its_numbers(sample_sequ
                 out[dedupe, mode] = [json.loads(v) for v in w.predict(b).values]
             assert w.attributed - before == 2 * len(b)  # counted per row, repeated ones too
     finally:
-        w.attribution, w.threshold, w.dedupe, w.attributed = saved
+        w.attribution, w.threshold, w.dedupe, w.attributed, w.kind_thresholds = saved
         del w._probabilities, w.attributions
     assert ran == [len(first)] * 6  # flagged: forward, attribution; on: attribution; either batch
     fields = ("predicted_attack", "is_attack", "p_attack", "confidence", "risk_score", "probabilities", "attribution")

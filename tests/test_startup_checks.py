@@ -92,6 +92,11 @@ def test_binary_config_file_is_one_line(tmp_path: Path, content: bytes) -> None:
     ({"window": -3}, "window"),
     ({"window": "10"}, "window"),
     ({"operating_point": {"threshold": 2}}, "operating_point.threshold"),
+    ({"operating_point": {"threshold": 0.9, "by_window_kind": {"flow": {"threshold": 0.9}, "pool": {}}}},
+     "operating_point.by_window_kind.pool.threshold"),
+    ({"operating_point": {"threshold": 0.9, "by_window_kind": {"flow": {"threshold": "0.9"},
+                                                               "pool": {"threshold": 0.95}}}},
+     "operating_point.by_window_kind.flow.threshold"),
 ])
 def test_bad_model_metadata_is_one_line_at_start(tmp_path: Path, change: dict, key: str) -> None:
     model = model_copy(tmp_path, **change)

@@ -32,6 +32,7 @@ import numpy as np
 from ids_daemon.config import Config, DetectorsConfig, MeterConfig
 from ids_daemon.features.ciciot import INDEX
 from ids_daemon.features.window import KIND_POOL, POOL_PROTO_ARP, REASON_FULL, WindowBatch
+from ids_daemon.inference.risk import kind_thresholds, row_thresholds
 from ids_daemon.model.classes import FAMILY_OF, canonical_class, label_in_scheme
 from ids_daemon.model.sequences import window_sequences
 
@@ -116,7 +117,7 @@ def build_dataset(sets: list[WindowSet], seq_len: int, columns: list[str], schem
     """Sequences (last T windows of a key) of the LSTM's windows of ``sets``; also, per set,
     the positions of its windows in the dataset (-1 for windows left out)."""
     ci = np.array([INDEX[c] for c in columns])
-    xs, ys, gs, os_, ws, where = [], [], [], [], [], []
+    xs, ys, gs, os_, ws, ps, where = [], [], [], [], [], [], []
     n = 0
     for g, s in enumerate(sets):
         keep = s.lstm_mask
@@ -128,6 +129,7 @@ def build_dataset(sets: list[WindowSet], seq_len: int, columns: list[str], schem
             gs.append(np.full(len(wb), g, np.int64))
             os_.append(wb.first_ts)
             ws.append(wb.packets.astype(np.float64))
+            ps.append(wb.kind == KIND_POOL)
             pos[keep] = np.arange(n, n + len(wb))
             n += len(wb)
         where.append(pos)
@@ -138,7 +140,8 @@ def build_dataset(sets: list[WindowSet], seq_len: int, columns: list[str], schem
     ds = Dataset(x=np.concatenate(xs) if xs else np.zeros((0, seq_len, len(columns)), np.float32), y=y,
                  classes=cls, columns=list(columns), groups=np.concatenate(gs) if gs else np.zeros(0, np.int64),
                  order=np.concatenate(os_) if os_ else np.zeros(0), source="captures",
-                 summary={"seq_len": seq_len, "label_scheme": scheme}, weights=np.concatenate(ws) if ws else None)
+                 summary={"seq_len": seq_len, "label_scheme": scheme}, weights=np.concatenate(ws) if ws else None,
+                 pools=np.concatenate(ps) if ps else np.zeros(0, bool))
     return ds, where
 
 
@@ -190,9 +193,10 @@ ALONE_BENIGN_TARGET = 0.01
 MARGIN_EDGES = np.concatenate([[0.0], np.logspace(-4, 4, 81)])
 
 
-def margin(p_attack: np.ndarray, threshold: float) -> np.ndarray:
-    """(1 - p_attack) / (1 - threshold): flagged at the operating point when <= 1."""
-    return (1.0 - p_attack) / max(1.0 - threshold, 1e-12)
+def margin(p_attack: np.ndarray, threshold: float | np.ndarray) -> np.ndarray:
+    """(1 - p_attack) / (1 - threshold) (one threshold, or one per row): flagged at the operating
+    point when <= 1."""
+    return (1.0 - p_attack) / np.maximum(1.0 - np.asarray(threshold, dtype=np.float64), 1e-12)
 
 
 def margin_histogram(m: np.ndarray) -> list[int]:
@@ -221,8 +225,10 @@ def best_alone(benign: list[int], unclaimed: list[int], benign_target: float) ->
             "unclaimed_flagged_share": float(u[j] / nu), "benign_target": benign_target}
 
 
-def window_verdicts(probs: np.ndarray, classes: list[str], threshold: float | None) -> tuple[np.ndarray, np.ndarray]:
-    """(flagged, family) from class probabilities: p_attack >= threshold (argmax when None);
+def window_verdicts(probs: np.ndarray, classes: list[str], threshold: float | np.ndarray | None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(flagged, family) from class probabilities: p_attack >= threshold (one, or one per row;
+    argmax when None);
     the family is that of the likeliest attack class."""
     b = benign_index(classes)
     if b is None:
@@ -430,10 +436,13 @@ def run_by_source(real: list[WindowSet], synthetic: list[WindowSet], cfg: Config
         held = {g for g, s in enumerate(sets) if s.source == src or (src == LOCKBOX_FOLD and s.source in together)}
         split = fold_split(ds, held, tc.val_fraction, tc.seed)
         r = train(ds, cfg, None, progress=False, split=split)
-        thr = r.metrics["operating_point"]["threshold"]
+        op = r.metrics["operating_point"]
+        thr = op["threshold"]
         fold = {"source": src, "threshold": thr, "epochs": r.metrics["training"]["epochs_run"],
                 "train_sequences": int(len(split.train)), "test_sequences": int(len(split.test))}
         tree = _tree(ds, split, tc.target_fpr, tc.seed, tc.threshold_by == "captures") if baseline_tree else None
+        if kind_thresholds(op) is not None:
+            fold["thresholds_by_window_kind"] = dict(zip(("flow", "pool"), kind_thresholds(op)))
         if tree is not None:
             fold["tree_threshold"] = tree[1]
         site_scores: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # benign windows: p_attack, packets, first half
@@ -452,8 +461,9 @@ def run_by_source(real: list[WindowSet], synthetic: list[WindowSet], cfg: Config
                                     rk <= 0.5))
                 site_x.append((x, rk, ts))
             bi = benign_index(ds.classes)
-            mg = margin(1.0 - p[:, bi], thr) if bi is not None else None
-            for mname, t in (("lstm", thr), ("lstm_argmax", None)):
+            t_rows = row_thresholds(op, ds.pools[pos[keep]] if ds.pools is not None else None)
+            mg = margin(1.0 - p[:, bi], t_rows) if bi is not None else None
+            for mname, t in (("lstm", t_rows), ("lstm_argmax", None)):
                 verdicts[mname] = _expand(len(s.windows), keep, *window_verdicts(p, ds.classes, t),
                                           margins=mg if t is not None else None)
             if tree is not None:

@@ -36,7 +36,8 @@ import numpy as np
 
 from ids_daemon.config import DetectorsConfig, MeterConfig
 from ids_daemon.features.ciciot import INDEX
-from ids_daemon.features.window import POOL_PROTO_ARP, WindowBatch
+from ids_daemon.features.window import KIND_POOL, POOL_PROTO_ARP, WindowBatch
+from ids_daemon.inference.risk import row_thresholds
 from ids_daemon.model.artifacts import METADATA, WEIGHTS, LoadedModel, load_model, write_weights
 from ids_daemon.model.sequences import window_sequences
 
@@ -50,8 +51,8 @@ def _p_attack(loaded: LoadedModel, x: np.ndarray) -> np.ndarray:
     return 1.0 - p[:, benign_index(loaded.classes)] if len(x) else np.zeros(0)
 
 
-def flagged_share(p_attack: np.ndarray, packets: np.ndarray, threshold: float | None) -> float:
-    """Share of packets in sequences at or above ``threshold`` (None: 0.5)."""
+def flagged_share(p_attack: np.ndarray, packets: np.ndarray, threshold: float | np.ndarray | None) -> float:
+    """Share of packets in sequences at or above ``threshold`` (one, or one per row; None: 0.5)."""
     tot = packets.sum()
     if not tot:
         return 0.0
@@ -63,11 +64,12 @@ def _lstm_windows(loaded: LoadedModel, wb: WindowBatch) -> WindowBatch:
     return wb.take(wb.proto != POOL_PROTO_ARP) if loaded.meta.get("lstm_skips_arp") else wb
 
 
-def sequences_of(loaded: LoadedModel, wb: WindowBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(raw sequences, packets, first_ts) of the windows the daemon would classify."""
+def sequences_of(loaded: LoadedModel, wb: WindowBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(raw sequences, packets, first_ts, is a pool) of the windows the daemon would classify."""
     wb = _lstm_windows(loaded, wb)
     ci = np.array([INDEX[c] for c in loaded.columns])
-    return window_sequences(wb, ci, loaded.seq_len), wb.packets.astype(np.float64), wb.first_ts
+    return (window_sequences(wb, ci, loaded.seq_len), wb.packets.astype(np.float64), wb.first_ts,
+            wb.kind == KIND_POOL)
 
 
 def fine_tune(loaded: LoadedModel, site_x: np.ndarray, replay_x: np.ndarray, replay_y: np.ndarray,
@@ -137,7 +139,7 @@ def replay_corpus(loaded: LoadedModel, meter: MeterConfig, real: Path | None, sy
         wb = s.windows
         keep = wb.proto != POOL_PROTO_ARP if loaded.meta.get("lstm_skips_arp") else np.ones(len(wb), bool)
         labels = [lut.get(label_in_scheme(v, scheme) if scheme != "as-is" else v, -1) for v in s.labels[keep]]
-        x, _, _ = sequences_of(loaded, wb)
+        x = sequences_of(loaded, wb)[0]
         y = np.array(labels, dtype=np.int64)
         ok = y >= 0
         xs.append(x[ok])
@@ -159,31 +161,34 @@ def calibrate(model_dir: Path, benign: list[Path], out: Path, target_fpr: float,
     if b is None:
         raise ValueError(f"{model_dir}: the model has no benign class; there is no p_attack to calibrate")
     mcfg = (meter or MeterConfig()).model_copy(update={"window": loaded.window})
-    xs, ws, ts, files = [], [], [], []
+    xs, ws, ts, ps, files = [], [], [], [], []
     hooks = claims_of(loaded, detectors)
     for f in benign:
         wb = meter_capture(f, mcfg, hooks() if hooks is not None else None)
-        x, w, t = sequences_of(loaded, wb)
+        x, w, t, pool = sequences_of(loaded, wb)
         xs.append(x)
         ws.append(w)
+        ps.append(pool)
         # position in time within its own capture, so each file splits 70/30 on its own
         ts.append((np.argsort(np.argsort(t, kind="stable")) + 0.5) / max(len(t), 1))
         files.append({"path": str(f), "windows": int(len(wb)), "packets": int(wb.packets.sum())})
     x = np.concatenate(xs)
     w = np.concatenate(ws)
+    pools = np.concatenate(ps)
     rel = np.concatenate(ts)
     if not w.sum():
         raise ValueError("the benign captures hold no traffic the model classifies")
     op = dict(loaded.meta.get("operating_point") or {})
     before = op.get("threshold")
+    before_rows = row_thresholds(op, pools)  # the daemon's own: one per window kind where the model has them
     pa = _p_attack(loaded, x)
     record: dict[str, Any] = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "files": files,
                               "sequences": int(len(x)), "packets": int(w.sum()), "target_fpr": target_fpr,
-                              "threshold_before": before, "flagged_before": flagged_share(pa, w, before)}
+                              "threshold_before": before, "flagged_before": flagged_share(pa, w, before_rows)}
     fit = rel <= 0.7  # fine-tuning trains on the first 70 % (in time) of each capture
     enough = fit.sum() >= 10 and (~fit).sum() >= 10
     if tune is None:
-        tune = bool(before is not None and choose_threshold(pa, w, target_fpr) > before and enough)
+        tune = bool(before is not None and record["flagged_before"] > target_fpr and enough)
         record["fine_tune"] = ("auto: the site needs a threshold above the model's" if tune else
                                "auto: not needed (the model's threshold holds the site's target)" if enough else
                                "auto: too little traffic to fine-tune on (fewer than 20 classified windows)")
@@ -204,7 +209,7 @@ def calibrate(model_dir: Path, benign: list[Path], out: Path, target_fpr: float,
                                                                           "synthetic_packets": synthetic_packets}},
             "threshold_chosen_on": "the last 30 % (in time) of each benign capture, not trained on",
             "held_out_flagged_after": flagged_share(pa[~fit], w[~fit], new),
-            "replayed_attacks_flagged_before": flagged_share(att_before, aw, before),
+            "replayed_attacks_flagged_before": flagged_share(att_before, aw, before),  # (the shared threshold)
             "replayed_attacks_flagged_after": flagged_share(att_after, aw, new),
             "rule": "fine-tuned on the site's benign traffic with replayed attacks; the site's threshold",
         })
@@ -212,7 +217,16 @@ def calibrate(model_dir: Path, benign: list[Path], out: Path, target_fpr: float,
         site = choose_threshold(pa, w, target_fpr)
         new = max(site, before) if before is not None else site
         record["rule"] = "the site's threshold for the target rate, never below the model's own"
-    record.update({"site_threshold": site, "threshold": new, "flagged_after": flagged_share(pa, w, new)})
+    kinds = op.pop("by_window_kind", None)
+    if isinstance(kinds, dict) and not tune:
+        # the model's per-kind thresholds stand where stricter than the site's: the site's
+        # target holds on its windows at ``new`` already, and a stricter kind only flags less
+        op["by_window_kind"] = {**kinds, **{k: {**kinds[k], "threshold": max(float(kinds[k]["threshold"]), new)}
+                                            for k in ("flow", "pool")}}
+    elif kinds is not None:
+        record["by_window_kind"] = "dropped: chosen for the weights before fine-tuning; the site's threshold holds for all"
+    after_rows = row_thresholds({**op, "threshold": new}, pools)
+    record.update({"site_threshold": site, "threshold": new, "flagged_after": flagged_share(pa, w, after_rows)})
     op.update({"threshold": new, "target_fpr": target_fpr, "chosen_on": "site benign traffic (ids-trainer calibrate)",
                "calibration": record})
     if out.resolve() != model_dir.resolve():

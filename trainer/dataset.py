@@ -66,6 +66,7 @@ class Dataset:
     source: str  # "csv" or "captures"
     summary: dict[str, Any] = field(default_factory=dict)
     weights: np.ndarray | None = None  # (n,) packets in each sequence's last window (None: 1 each)
+    pools: np.ndarray | None = None  # (n,) bool: the last window is a pool of short flows (None: not known)
 
     def weights_of(self, idx: np.ndarray) -> np.ndarray:
         """Packet weights of rows ``idx`` (ones when the data has no packet counts)."""

@@ -76,14 +76,14 @@ def choose_threshold(p_attack: np.ndarray, weights: np.ndarray, target_fpr: floa
 
 
 def binary_rates(y: np.ndarray, p_attack: np.ndarray, weights: np.ndarray, classes: list[str],
-                 threshold: float) -> dict[str, Any]:
-    """Shares of benign and attack weight (packets) flagged at ``threshold``."""
+                 threshold: float | np.ndarray) -> dict[str, Any]:
+    """Shares of benign and attack weight (packets) flagged at ``threshold`` (one, or one per row)."""
     b = benign_index(classes)
     flagged = np.asarray(p_attack) >= threshold
     w = np.asarray(weights, dtype=np.float64)
     benign = np.asarray(y) == b
     bw, aw = w[benign].sum(), w[~benign].sum()
-    return {"threshold": float(threshold),
+    return {"threshold": float(threshold) if np.ndim(threshold) == 0 else None,
             "benign_flagged": float(w[benign & flagged].sum() / bw) if bw else None,
             "attack_flagged": float(w[~benign & flagged].sum() / aw) if aw else None}
 

@@ -30,11 +30,30 @@ def risk_scores(probs: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.
     return pred, conf, np.clip(weights[pred] * conf, 0.0, 1.0)
 
 
-def decide(probs: np.ndarray, weights: np.ndarray, threshold: float | None
+def kind_thresholds(op: dict) -> tuple[float, float] | None:
+    """(flow, pool) thresholds of an operating point chosen per window kind (`by_window_kind`,
+    ids-trainer's ``threshold_by_window_kind``); None when it has one threshold for all windows."""
+    kinds = op.get("by_window_kind")
+    if not isinstance(kinds, dict) or op.get("threshold") is None:
+        return None
+    return float(kinds["flow"]["threshold"]), float(kinds["pool"]["threshold"])
+
+
+def row_thresholds(op: dict, pools: np.ndarray | None) -> float | np.ndarray | None:
+    """The threshold of each row (``pools``: its window is a pool of short flows) under the
+    operating point ``op``: one number when it has one threshold for all windows (or no kinds are
+    given), else one per row."""
+    kt = kind_thresholds(op)
+    if kt is None or pools is None:
+        return op.get("threshold")
+    return np.where(pools, kt[1], kt[0])
+
+
+def decide(probs: np.ndarray, weights: np.ndarray, threshold: float | np.ndarray | None
            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(class, confidence, risk, p_attack, is_attack) under an operating point.
 
-    p_attack = 1 - P(benign). With a threshold, ``is_attack = p_attack >= threshold``
+    p_attack = 1 - P(benign). With a threshold (one, or one per row), ``is_attack = p_attack >= threshold``
     and the class named is the likeliest attack class when it is an attack, the benign
     class otherwise; risk is the named family's weight times p_attack (0 when benign).
     Without one (models older than operating points), the argmax rule of `risk_scores`.

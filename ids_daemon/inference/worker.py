@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..features.ciciot import INDEX
+from ..features.window import KIND_POOL
 from ..model.artifacts import LoadedModel, ModelError, load_model
 from ..model.classes import family_of
 from ..model.numpy_lstm import NumpyLSTM, softmax
@@ -23,7 +24,7 @@ from ..sinks.base import EncodedBatch
 from .attribution import MODES as ATTRIBUTION_MODES
 from .attribution import top_columns_json
 from .evidence import window_sentences
-from .risk import decide, family_weights, severity_index
+from .risk import decide, family_weights, kind_thresholds, severity_index
 
 log = logging.getLogger("ids_daemon.inference")
 
@@ -233,6 +234,9 @@ class InferenceWorker:
         op = loaded.meta.get("operating_point") or {}
         self.threshold: float | None = (self.threshold_override if self.threshold_override is not None
                                         else op.get("threshold"))
+        # (flow, pool) thresholds when the model chose one per window kind; inference.threshold,
+        # the operator's one number, replaces both
+        self.kind_thresholds = kind_thresholds(op) if self.threshold_override is None else None
         # a model trained without ARP windows leaves them to the ARP detector
         self.skip_arp = bool(loaded.meta.get("lstm_skips_arp", False))
         # a model trained without the frames the protocol-fact detectors flag is never shown
@@ -380,6 +384,13 @@ class InferenceWorker:
         self.attributed += len(x)
         return shares, torch.softmax(logits.double(), dim=1).cpu().numpy()
 
+    def row_thresholds(self, seq: SequenceBatch) -> float | np.ndarray | None:
+        """The threshold of each sequence: its window kind's where the model has one per kind,
+        else the one (the model's, or inference.threshold)."""
+        if self.kind_thresholds is None:
+            return self.threshold
+        return np.where(seq.windows.kind == KIND_POOL, self.kind_thresholds[1], self.kind_thresholds[0])
+
     def predict(self, seq: SequenceBatch) -> EncodedBatch:
         """Predictions (schema v1, encoded) for a batch of sequences."""
         from ..predictions.encode import encode_predictions
@@ -400,7 +411,7 @@ class InferenceWorker:
             shares = shares[distinct[1]] if shares is not None else None
         self.batches += 1
         self.sequences += len(seq)
-        decision = decide(probs, self.weights, self.threshold)
+        decision = decide(probs, self.weights, self.row_thresholds(seq))
         ok = schema_valid(probs, decision)
         if not ok.all():
             # a model that passed its load probe can still overflow on some input (half

@@ -206,6 +206,13 @@ def read_metadata(directory: str | os.PathLike) -> dict[str, Any]:
     thr = (meta.get("operating_point") or {}).get("threshold")
     if thr is not None and (not isinstance(thr, (int, float)) or isinstance(thr, bool) or not 0 <= thr <= 1):
         raise ModelMetadataError(f"{mp}: operating_point.threshold: must be a number in [0, 1] (got {thr!r})")
+    kinds = (meta.get("operating_point") or {}).get("by_window_kind")
+    if kinds is not None:
+        for k in ("flow", "pool"):
+            t = kinds.get(k, {}).get("threshold") if isinstance(kinds, dict) and isinstance(kinds.get(k), dict) else None
+            if not isinstance(t, (int, float)) or isinstance(t, bool) or not 0 <= t <= 1:
+                raise ModelMetadataError(f"{mp}: operating_point.by_window_kind.{k}.threshold: must be a number in "
+                                         f"[0, 1] (got {t!r})")
     if not isinstance(meta["weights_sha256"], str):
         raise ModelMetadataError(f"{mp}: weights_sha256: must be a string")
     return meta
