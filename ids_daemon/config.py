@@ -460,9 +460,12 @@ class FloodDetectorConfig(_Section):
 
 
 class OsScanDetectorConfig(_Section):
-    """OS fingerprinting: ICMP timestamp, information and address-mask requests, coded echo requests."""
+    """Probes no stack sends: ICMP timestamp, information and address-mask requests, coded echo
+    requests (Recon-OSScan); TCP segments without ACK other than a lone SYN or RST (Recon-PortScan)."""
 
     enabled: bool = True
+    tcp_probes: bool = Field(True, description="also TCP segments without ACK other than a lone SYN or RST (NULL, "
+                             "FIN, Xmas, SYN+FIN: no stack sends them; nmap -sN/-sF/-sX, OS detection): Recon-PortScan")
     hold_s: float = Field(60.0, gt=0, description="a (prober, host) pair stays flagged this long after its last probe")
     max_pairs: int = Field(65536, ge=16, le=1 << 24, description="flagged (prober, host) pairs kept (LRU beyond)")
 

@@ -792,6 +792,49 @@ def test_os_fingerprinting_probes_flag_the_pair(tmp_path: Path) -> None:
     assert (fc_off == -1).all()
 
 
+@pytest.mark.parametrize("flags,what", [("F", "FIN without ACK"), ("", "no flags (NULL scan)"),
+                                        ("FPU", "FIN+PSH+URG without ACK"), ("SF", "SYN+FIN without ACK")])
+def test_tcp_segments_no_stack_sends_flag_the_pair(tmp_path: Path, flags: str, what: str) -> None:
+    """A segment without ACK that is neither a lone SYN nor a lone RST (a FIN, NULL or Xmas scan
+    probe, an OS-detection probe) makes (prober, host) a port scan, whatever the ports: the probe,
+    the host's reset and what the two exchange within the hold. A connection's own FIN+ACK, its
+    data, a lone SYN and the reset answering it are no probe; neither is the prober's traffic with
+    another host. Off (tcp_probes false), nothing is flagged."""
+    pkts = [at(IP(src=ATTACKER, dst=VICTIM) / TCP(sport=4000, dport=22, flags="S"), 0),  # a lone SYN: refused
+            at(IP(src=VICTIM, dst=ATTACKER) / TCP(sport=22, dport=4000, flags="R"), 0.001),
+            at(IP(src=CLIENT, dst=SERVER) / TCP(sport=5000, dport=80, flags="S"), 0.1),  # an ordinary session
+            at(IP(src=SERVER, dst=CLIENT) / TCP(sport=80, dport=5000, flags="SA"), 0.101),
+            at(IP(src=CLIENT, dst=SERVER) / TCP(sport=5000, dport=80, flags="PA") / Raw(b"GET / HTTP/1.1\r\n\r\n"),
+               0.102),
+            at(IP(src=CLIENT, dst=SERVER) / TCP(sport=5000, dport=80, flags="FA"), 0.2),
+            at(IP(src=SERVER, dst=CLIENT) / TCP(sport=80, dport=5000, flags="RA"), 0.201),
+            at(IP(src=ATTACKER, dst=VICTIM) / TCP(sport=4001, dport=3390, flags=flags), 10),  # the probe
+            at(IP(src=VICTIM, dst=ATTACKER) / TCP(sport=3390, dport=4001, flags="RA"), 10.001),
+            at(IP(src=ATTACKER, dst=VICTIM) / TCP(sport=4002, dport=3391, flags="S"), 11),
+            at(IP(src=ATTACKER, dst=SERVER) / TCP(sport=4003, dport=443, flags="S"), 12),  # another host
+            at(IP(src=ATTACKER, dst=VICTIM) / TCP(sport=4004, dport=80, flags="S"), 200)]  # after the hold
+    path = write(tmp_path, "stealth.pcap", pkts)
+    b, fc, findings = run(path)
+    want = [-1] * 7 + [C["Recon-PortScan"]] * 3 + [-1, -1]
+    assert fc.tolist() == want
+    assert [(f.cls, f.attacker, f.victim, f.detector) for f in findings] == [("Recon-PortScan", ATTACKER, VICTIM, "osscan")]
+    assert what in findings[0].evidence
+    _, fc_off, _ = run(path, DetectorsConfig(osscan=OsScanDetectorConfig(tcp_probes=False)))
+    assert (fc_off == -1).all()
+
+
+@needs_real
+def test_real_small_stealth_scan_is_flagged() -> None:
+    """nDPI's 7-port scan by hand over 40 s: too few ports for the scan detector; its FIN, NULL
+    and Xmas probes and the resets answering them are Recon-PortScan."""
+    b, fc, findings = run(REAL / "attack/Recon-PortScan/ntop_nDPI__tcp_scan.pcapng")
+    probes = (b.proto == 6) & (b.tcp_flags & 0x10 == 0) & (b.tcp_flags & 0x3F != 2)
+    answers = (b.proto == 6) & (b.src4 == 0xC0A80102) & np.isin(b.sport, [3390, 3391, 3392])
+    assert probes.sum() == 3 and answers.sum() == 3
+    assert (fc[probes | answers] == C["Recon-PortScan"]).all()
+    assert {(f.detector, f.attacker, f.victim) for f in findings} == {("osscan", "192.168.1.178", "192.168.1.2")}
+
+
 def test_ip_protocol_scan(tmp_path: Path) -> None:
     """nmap -sO: one datagram per IP protocol number to one host, answered by ICMP
     protocol-unreachable errors whose quoted header is not decoded: every protocol tried

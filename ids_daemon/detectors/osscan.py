@@ -1,4 +1,5 @@
-"""OS fingerprinting: ICMP probes that no ordinary stack or application sends.
+"""Probes that no ordinary stack or application sends: ICMP fingerprinting queries, and TCP
+segments with a flag set no stack emits.
 
 xprobe2, nmap -O and ICMP fingerprinting tools tell operating systems apart by how they
 answer ICMP messages that ping and the network stack never emit: timestamp (type 13),
@@ -8,10 +9,19 @@ the node-information query (139) and coded echo requests. In the real corpus, no
 the 199,642 benign packets is one of these; every ICMP fingerprinting capture holds
 several.
 
-One such probe makes its (prober, host) pair an OS scan for ``hold_s`` after the last
-probe: the probe, and everything the two exchange from it on in either direction (the
-host's replies, and the TCP and UDP probes a fingerprinting run sends to the same host),
-is flagged Recon-OSScan.
+TCP (``tcp_probes``): every segment after a connection's opening SYN carries ACK, and the
+only segment sent without ACK besides that SYN is a RST answering a segment that had none
+(RFC 9293, 3.10.7). A segment without ACK that is neither a lone SYN nor a lone RST is a
+crafted probe: nmap's FIN, NULL and Xmas (FIN+PSH+URG) scans, hping3's and unicornscan's, and
+the SYN+FIN and FIN+PSH+URG probes of OS detection (Suricata and Snort rules look for the
+same flag sets). In the development corpus none of the 53,783 benign TCP segments is one;
+three attack captures hold them, from 3 (a 7-port scan, too small for the scan detector's
+distinct-port rule) to 6,084.
+
+One such probe makes its (prober, host) pair a scan for ``hold_s`` after the last probe:
+the probe, and everything the two exchange from ``LOOKBACK_S`` before it on in either
+direction (the host's replies, and the other probes a run sends to the same host), is
+flagged Recon-OSScan (ICMP) or Recon-PortScan (TCP).
 """
 
 from __future__ import annotations
@@ -28,6 +38,14 @@ _QUERY4 = np.isin(np.arange(256), _V4_QUERIES)  # ICMP type -> a query of the se
 _QUERY6 = np.isin(np.arange(256), _V6_QUERIES)
 _WHAT = {13: "ICMP timestamp request", 15: "ICMP information request", 17: "ICMP address-mask request",
          139: "ICMPv6 node-information query"}
+_FIN, _SYN, _RST, _PSH, _ACK, _URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+_FLAG_NAMES = ((_SYN, "SYN"), (_FIN, "FIN"), (_RST, "RST"), (_PSH, "PSH"), (_URG, "URG"))
+
+
+def _tcp_what(flags: int) -> str:
+    """A crafted segment's flags, as the evidence names them."""
+    set_ = [n for bit, n in _FLAG_NAMES if flags & bit]
+    return "TCP segment with no flags (NULL scan)" if not set_ else f"TCP {'+'.join(set_)} without ACK"
 
 
 class OsScanDetector:
@@ -46,6 +64,12 @@ class OsScanDetector:
         icmp6 = ok & v6 & (batch.proto == 58)
         probe = ((icmp4 & (_QUERY4[t] | ((t == 8) & (c != 0))))
                  | (icmp6 & (_QUERY6[t] | ((t == 128) & (c != 0)))))
+        tcp_probe = None
+        if self.cfg.tcp_probes:
+            f = batch.tcp_flags & 0x3F
+            tcp_probe = (ok & (batch.proto == 6) & batch.l4_ok & (batch.frag_offset == 0) & ((f & _ACK) == 0)
+                         & (f != _SYN) & (f != _RST))
+            probe |= tcp_probe
         hits = np.flatnonzero(probe)
         if not hits.size and not self.pairs.active:
             return []  # the usual batch: no probe, nobody held (a few column compares)
@@ -54,11 +78,17 @@ class OsScanDetector:
         fwd, rev = pair_key(src, dst, zero), pair_key(dst, src, zero)
         if hits.size:
             self.counters["probes"] += int(hits.size)
+            is_tcp = tcp_probe[hits] if tcp_probe is not None else np.zeros(hits.size, bool)
             cols = (hits.tolist(), batch.ts[hits].tolist(), fwd[hits].tolist(), src[hits].tolist(),
-                    dst[hits].tolist(), t[hits].tolist(), c[hits].tolist())
-            for i, ts, key, prober, host, typ, code in zip(*cols):
+                    dst[hits].tolist(), t[hits].tolist(), c[hits].tolist(), is_tcp.tolist(),
+                    batch.tcp_flags[hits].tolist())
+            for i, ts, key, prober, host, typ, code, on_tcp, flags in zip(*cols):
                 if key not in self.pairs.active:
                     self.counters["pairs"] += 1
+                if on_tcp:
+                    self.pairs.hold(key, i, ts, "Recon-PortScan", prober, host, -1,
+                                    f"scan probe ({_tcp_what(flags & 0x3F)}: no stack sends it)")
+                    continue
                 what = _WHAT.get(typ) or f"ICMP{'v6' if typ == 128 else ''} echo request with code {code}"
                 self.pairs.hold(key, i, ts, "Recon-OSScan", prober, host, -1, f"fingerprinting probe ({what})")
         return self.pairs.flag(batch, verdict, ok, fwd, rev)
