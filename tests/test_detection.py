@@ -90,6 +90,29 @@ def test_operating_point_holds_the_target_on_each_window_kind() -> None:
     assert "by_window_kind" not in op and row_thresholds(op, ds.pools) == op["threshold"]
 
 
+def test_a_fixed_models_verdicts_and_a_sites_fit_keep_the_kinds(tmp_path: Path) -> None:
+    """--compare's fixed model judges each window at its kind's threshold, and the by-source
+    calibration's site fit raises each kind's to the site's at least (as calibrate does)."""
+    from ids_daemon.cli import sample_pcap
+    from ids_daemon.features.window import KIND_POOL
+    from ids_daemon.inference.risk import row_thresholds
+    from trainer.bysource import WindowSet, _site_operating_point, fixed_model_verdicts
+    from trainer.dataset import meter_capture
+
+    wb = meter_capture(sample_pcap(), MeterConfig())
+    pool = wb.kind == KIND_POOL
+    assert pool.any() and (~pool).any()
+    model = _model_copy(tmp_path, operating_point={"threshold": 0.0, "target_fpr": 0.01, "by_window_kind": {
+        "flow": {"threshold": 0.0}, "pool": {"threshold": 1.0}}})
+    v = fixed_model_verdicts(model)(WindowSet("sample", "s", wb, np.full(len(wb), "BenignTraffic", dtype=object)))
+    # every flow at 0, the pools at 1 (one threshold, 0, would flag them all)
+    assert v.flagged[~pool].all() and v.flagged[pool].sum() < pool.sum() / 2
+    op = {"threshold": 0.9, "by_window_kind": {"flow": {"threshold": 0.9}, "pool": {"threshold": 0.97}}}
+    fit = _site_operating_point(op, 0.95)
+    assert row_thresholds(fit, np.array([False, True])).tolist() == [0.95, 0.97]
+    assert _site_operating_point({"threshold": 0.9}, 0.95) == {"threshold": 0.95}
+
+
 def test_binary_rates_count_packets() -> None:
     y = np.array([0, 0, 1, 1])
     r = binary_rates(y, np.array([0.2, 0.8, 0.9, 0.1]), np.array([10, 1, 5, 5]), ["BenignTraffic", "X"], 0.5)

@@ -445,7 +445,8 @@ def run_by_source(real: list[WindowSet], synthetic: list[WindowSet], cfg: Config
             fold["thresholds_by_window_kind"] = dict(zip(("flow", "pool"), kind_thresholds(op)))
         if tree is not None:
             fold["tree_threshold"] = tree[1]
-        site_scores: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # benign windows: p_attack, packets, first half
+        # benign windows: p_attack, packets, first half, is a pool
+        site_scores: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         site_x: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # their sequences and place in time
         for g in sorted(held):
             s = sets[g]
@@ -458,7 +459,7 @@ def run_by_source(real: list[WindowSet], synthetic: list[WindowSet], cfg: Config
                 ts = s.windows.first_ts[keep]
                 rk = (np.argsort(np.argsort(ts, kind="stable")) + 0.5) / len(ts)
                 site_scores.append((1.0 - p[:, benign_index(ds.classes)], s.windows.packets[keep].astype(float),
-                                    rk <= 0.5))
+                                    rk <= 0.5, s.windows.kind[keep] == KIND_POOL))
                 site_x.append((x, rk, ts))
             bi = benign_index(ds.classes)
             t_rows = row_thresholds(op, ds.pools[pos[keep]] if ds.pools is not None else None)
@@ -473,7 +474,7 @@ def run_by_source(real: list[WindowSet], synthetic: list[WindowSet], cfg: Config
             for mname, v in verdicts.items():
                 methods[mname].append(packet_figures(s, v, detector_classes))
         if site_scores and calibration is not None:
-            fold["calibration"] = _calibration_figures(r, ds, split, site_scores, thr, calibration, site_x,
+            fold["calibration"] = _calibration_figures(r, ds, split, site_scores, op, calibration, site_x,
                                                        real_attack, detector_classes)
         if importance:
             fold["importance"] = permutation_importance(r.model.cpu(), r.encoder, ds, split.test, thr, tc.seed)
@@ -549,8 +550,9 @@ def summarise_importance(folds: list[dict[str, Any]], columns: list[str]) -> dic
 MIN_CALIBRATION_PACKETS = 2000
 
 
-def _calibration_figures(r: Any, ds: Dataset, split: Split, scores: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
-                         thr: float, target: float, scores_x: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+def _calibration_figures(r: Any, ds: Dataset, split: Split,
+                         scores: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+                         op: dict[str, Any], target: float, scores_x: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
                          real_attack: list[tuple[WindowSet, np.ndarray, np.ndarray]] = (),
                          detector_classes: tuple[str, ...] = ()) -> dict[str, Any] | None:
     """A site fitted on the first half (in time) of each of its benign captures and
@@ -558,30 +560,38 @@ def _calibration_figures(r: Any, ds: Dataset, split: Split, scores: list[tuple[n
     attack side is every attack sequence of the corpus under both thresholds, scored by
     the LSTM alone (``corpus_attack_*``), and every attack packet of the real corpus as the
     daemon flags it, detectors included (``real_attack_*``): what an operator's recall
-    on those attacks becomes."""
-    pa = np.concatenate([a for a, _, _ in scores])
-    w = np.concatenate([b for _, b, _ in scores])
-    first = np.concatenate([c for _, _, c in scores])
+    on those attacks becomes. The fold's operating point ``op`` may hold one threshold per
+    window kind; fitted to the site, each kind keeps its own where stricter than the site's, and
+    fine-tuning leaves the site's alone (as `ids-trainer calibrate` does)."""
+    pa = np.concatenate([a for a, _, _, _ in scores])
+    w = np.concatenate([b for _, b, _, _ in scores])
+    first = np.concatenate([c for _, _, c, _ in scores])
+    pools = np.concatenate([k for _, _, _, k in scores])
+    thr = op["threshold"]
     rank = np.concatenate([rk for _, rk, _ in scores_x])  # position in time within its capture, 0..1
     if w[first].sum() < MIN_CALIBRATION_PACKETS / 2 or w[~first].sum() < MIN_CALIBRATION_PACKETS / 2:
         return None
     site = max(choose_threshold(pa[first], w[first], target), thr)
+    after = _site_operating_point(op, site)
     b = benign_index(ds.classes)
     att = np.flatnonzero(ds.y != b)
     pat = 1.0 - probabilities(r.model.cpu(), r.encoder, ds.x[att])[:, b]
     aw = ds.weights_of(att)
+    apools = ds.pools[att] if ds.pools is not None else None
 
-    def share(p: np.ndarray, ww: np.ndarray, t: float) -> float:
+    def share(p: np.ndarray, ww: np.ndarray, t: float | np.ndarray) -> float:
         return float(ww[p >= t].sum() / ww.sum()) if ww.sum() else 0.0
 
+    before_rows, after_rows = row_thresholds(op, pools), row_thresholds(after, pools)
     out = {"target_fpr": target, "threshold_before": thr, "threshold_after": site,
            "first_half_packets": int(w[first].sum()), "second_half_packets": int(w[~first].sum()),
-           "second_half_flagged_before": share(pa[~first], w[~first], thr),
-           "second_half_flagged_after": share(pa[~first], w[~first], site),
-           "corpus_attack_flagged_before": share(pat, aw, thr), "corpus_attack_flagged_after": share(pat, aw, site)}
+           "second_half_flagged_before": share(pa[~first], w[~first], _rows(before_rows, ~first)),
+           "second_half_flagged_after": share(pa[~first], w[~first], _rows(after_rows, ~first)),
+           "corpus_attack_flagged_before": share(pat, aw, row_thresholds(op, apools)),
+           "corpus_attack_flagged_after": share(pat, aw, row_thresholds(after, apools))}
     if real_attack:
         out["real_attack_flagged_before"], out["real_attack_flagged_after"] = _daemon_recall(
-            r.model.cpu(), r.encoder, ds.classes, real_attack, (thr, site), detector_classes)
+            r.model.cpu(), r.encoder, ds.classes, real_attack, (op, after), detector_classes)
     # fine-tuning as `ids-trainer calibrate --fine-tune` does it: the first 70 % of the
     # first half trains (with replayed training sequences), the rest of the first half
     # chooses the threshold, the second half measures
@@ -605,7 +615,7 @@ def _calibration_figures(r: Any, ds: Dataset, split: Split, scores: list[tuple[n
                     "corpus_attack_flagged_fine_tuned": share(pat2, aw, t2)})
         if real_attack:
             out["real_attack_flagged_fine_tuned"] = _daemon_recall(tuned.model, r.encoder, ds.classes, real_attack,
-                                                                   (t2,), detector_classes)[0]
+                                                                   ({"threshold": t2},), detector_classes)[0]
     out.update(calibration_auto(out))
     return out
 
@@ -622,15 +632,30 @@ def calibration_auto(c: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _site_operating_point(op: dict[str, Any], site: float) -> dict[str, Any]:
+    """``op`` fitted to a site's threshold ``site``: each window kind's threshold at least it."""
+    kt = kind_thresholds(op)
+    if kt is None:
+        return {"threshold": site}
+    return {"threshold": site, "by_window_kind": {k: {"threshold": max(t, site)} for k, t in zip(("flow", "pool"), kt)}}
+
+
+def _rows(t: float | np.ndarray | None, m: np.ndarray) -> float | np.ndarray | None:
+    """The thresholds of the rows ``m`` (one threshold for all: itself)."""
+    return t[m] if isinstance(t, np.ndarray) else t
+
+
 def _daemon_recall(model: Any, encoder: Any, classes: list[str], real_attack: list[tuple[WindowSet, np.ndarray, np.ndarray]],
-                   thresholds: tuple[float, ...], detector_classes: tuple[str, ...]) -> list[float]:
-    """Share of the real corpus's attack packets flagged by the detectors or by ``model`` at
-    each of ``thresholds`` (the model scores every sequence once)."""
-    flagged = [0] * len(thresholds)
+                   ops: tuple[dict[str, Any], ...], detector_classes: tuple[str, ...]) -> list[float]:
+    """Share of the real corpus's attack packets flagged by the detectors or by ``model`` under
+    each of the operating points ``ops`` (the model scores every sequence once)."""
+    flagged = [0] * len(ops)
     total = 0
     for s, keep, x in real_attack:
         p = probabilities(model, encoder, x) if len(x) else np.zeros((0, len(classes)))
-        for k, thr in enumerate(thresholds):
+        pools = s.windows.kind[keep] == KIND_POOL
+        for k, op in enumerate(ops):
+            thr = row_thresholds(op, pools)
             f = packet_figures(s, _expand(len(s.windows), keep, *window_verdicts(p, classes, thr)), detector_classes)
             flagged[k] += f["attack_flagged"]
         total += int(s.capture.row_attack.sum())
@@ -652,20 +677,20 @@ def _expand(k: int, keep: np.ndarray, flagged: np.ndarray, family: np.ndarray,
 
 def fixed_model_verdicts(model_dir: Path) -> Callable[[WindowSet], Verdicts]:
     """Verdicts of an already trained model directory (its own columns, T and rule:
-    the stored threshold, else argmax) on a capture's windows; every window, ARP included,
-    as the daemon ran it."""
+    the stored threshold, one per window kind where it has them, else argmax) on a capture's
+    windows; every window, ARP included, as the daemon ran it."""
     from ids_daemon.model.artifacts import load_model
 
     loaded = load_model(model_dir)
     ci = np.array([INDEX[c] for c in loaded.columns])
-    thr = (loaded.meta.get("operating_point") or {}).get("threshold")
+    op = loaded.meta.get("operating_point") or {}
 
     def run(s: WindowSet) -> Verdicts:
         wb = s.windows
         if not len(wb):
             return Verdicts(np.zeros(0, bool), np.zeros(0, object))
         p = probabilities(loaded.model.cpu(), loaded.encoder, window_sequences(wb, ci, loaded.seq_len))
-        return Verdicts(*window_verdicts(p, loaded.classes, thr))
+        return Verdicts(*window_verdicts(p, loaded.classes, row_thresholds(op, wb.kind == KIND_POOL)))
 
     return run
 
