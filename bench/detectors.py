@@ -101,8 +101,8 @@ def detector_pass(batches: list, cfg: Config) -> tuple[float, dict[str, float]]:
     return time.process_time() - t0, parts
 
 
-KERNEL_MODULES = ("_arp_kernel", "_flood_kernel", "_keys_kernel", "_reflection_kernel", "_scan_kernel",
-                  "_volume_kernel")
+KERNEL_MODULES = ("_arp_kernel", "_flood_kernel", "_keys_kernel", "_osscan_kernel", "_reflection_kernel",
+                  "_scan_kernel", "_volume_kernel")
 
 
 @contextmanager

@@ -30,15 +30,12 @@ import numpy as np
 
 from ..capture.batch import STATUS_OK, PacketBatch, address_ids
 from ..config import OsScanDetectorConfig
-from .base import Finding, HeldPairs, pair_key
+from . import _osscan_kernel as _ok
+from .base import Finding, HeldPairs, pair_key, warm_once
 
-_V4_QUERIES = (13, 15, 17)  # timestamp, information, address-mask requests
-_V6_QUERIES = (139,)  # node-information query
-_QUERY4 = np.isin(np.arange(256), _V4_QUERIES)  # ICMP type -> a query of the set (a gather, not np.isin)
-_QUERY6 = np.isin(np.arange(256), _V6_QUERIES)
 _WHAT = {13: "ICMP timestamp request", 15: "ICMP information request", 17: "ICMP address-mask request",
          139: "ICMPv6 node-information query"}
-_FIN, _SYN, _RST, _PSH, _ACK, _URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+_FIN, _SYN, _RST, _PSH, _URG = 0x01, 0x02, 0x04, 0x08, 0x20
 _FLAG_NAMES = ((_SYN, "SYN"), (_FIN, "FIN"), (_RST, "RST"), (_PSH, "PSH"), (_URG, "URG"))
 
 
@@ -55,32 +52,21 @@ class OsScanDetector:
         self.cfg = cfg or OsScanDetectorConfig()
         self.counters: dict[str, int] = {"probes": 0, "pairs": 0}
         self.pairs = HeldPairs(self.name, self.cfg.hold_s, self.cfg.max_pairs, self.counters, protocol="icmp")
+        warm_once(_ok.warm_up)
 
     def process(self, batch: PacketBatch, verdict: np.ndarray) -> list[Finding]:
-        ok = (batch.status == STATUS_OK) & (batch.ip_version > 0)
-        v6 = batch.ip_version == 6
-        t, c = batch.icmp_type, batch.icmp_code
-        icmp4 = ok & ~v6 & (batch.proto == 1)
-        icmp6 = ok & v6 & (batch.proto == 58)
-        probe = ((icmp4 & (_QUERY4[t] | ((t == 8) & (c != 0))))
-                 | (icmp6 & (_QUERY6[t] | ((t == 128) & (c != 0)))))
-        tcp_probe = None
-        if self.cfg.tcp_probes:
-            f = batch.tcp_flags & 0x3F
-            tcp_probe = (ok & (batch.proto == 6) & batch.l4_ok & (batch.frag_offset == 0) & ((f & _ACK) == 0)
-                         & (f != _SYN) & (f != _RST))
-            probe |= tcp_probe
-        hits = np.flatnonzero(probe)
+        hits, is_tcp = _ok.probe_rows(batch.status, batch.ip_version, batch.proto, batch.l4_ok, batch.frag_offset,
+                                      batch.icmp_type, batch.icmp_code, batch.tcp_flags, self.cfg.tcp_probes)
         if not hits.size and not self.pairs.active:
-            return []  # the usual batch: no probe, nobody held (a few column compares)
+            return []  # the usual batch: no probe, nobody held (one compiled pass)
+        ok = (batch.status == STATUS_OK) & (batch.ip_version > 0)
         src, dst = address_ids(batch)
         zero = np.zeros(len(batch), dtype=np.uint16)
         fwd, rev = pair_key(src, dst, zero), pair_key(dst, src, zero)
         if hits.size:
             self.counters["probes"] += int(hits.size)
-            is_tcp = tcp_probe[hits] if tcp_probe is not None else np.zeros(hits.size, bool)
             cols = (hits.tolist(), batch.ts[hits].tolist(), fwd[hits].tolist(), src[hits].tolist(),
-                    dst[hits].tolist(), t[hits].tolist(), c[hits].tolist(), is_tcp.tolist(),
+                    dst[hits].tolist(), batch.icmp_type[hits].tolist(), batch.icmp_code[hits].tolist(), is_tcp.tolist(),
                     batch.tcp_flags[hits].tolist())
             for i, ts, key, prober, host, typ, code, on_tcp, flags in zip(*cols):
                 if key not in self.pairs.active:
