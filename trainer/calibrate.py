@@ -224,7 +224,8 @@ def calibrate(model_dir: Path, benign: list[Path], out: Path, target_fpr: float,
         op["by_window_kind"] = {**kinds, **{k: {**kinds[k], "threshold": max(float(kinds[k]["threshold"]), new)}
                                             for k in ("flow", "pool")}}
     elif kinds is not None:
-        record["by_window_kind"] = "dropped: chosen for the weights before fine-tuning; the site's threshold holds for all"
+        record["by_window_kind"] = ("dropped: chosen for the weights before fine-tuning; "
+                                    "the site's threshold holds for all")
     after_rows = row_thresholds({**op, "threshold": new}, pools)
     record.update({"site_threshold": site, "threshold": new, "flagged_after": flagged_share(pa, w, after_rows)})
     op.update({"threshold": new, "target_fpr": target_fpr, "chosen_on": "site benign traffic (ids-trainer calibrate)",

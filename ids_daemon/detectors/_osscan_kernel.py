@@ -6,7 +6,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-_FIN, _SYN, _RST, _ACK = 0x01, 0x02, 0x04, 0x10
+_SYN, _RST, _ACK = 0x02, 0x04, 0x10
 
 
 @nb.njit(cache=True, nogil=True)

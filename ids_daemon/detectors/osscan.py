@@ -66,8 +66,8 @@ class OsScanDetector:
         if hits.size:
             self.counters["probes"] += int(hits.size)
             cols = (hits.tolist(), batch.ts[hits].tolist(), fwd[hits].tolist(), src[hits].tolist(),
-                    dst[hits].tolist(), batch.icmp_type[hits].tolist(), batch.icmp_code[hits].tolist(), is_tcp.tolist(),
-                    batch.tcp_flags[hits].tolist())
+                    dst[hits].tolist(), batch.icmp_type[hits].tolist(), batch.icmp_code[hits].tolist(),
+                    is_tcp.tolist(), batch.tcp_flags[hits].tolist())
             for i, ts, key, prober, host, typ, code, on_tcp, flags in zip(*cols):
                 if key not in self.pairs.active:
                     self.counters["pairs"] += 1

@@ -209,7 +209,8 @@ def read_metadata(directory: str | os.PathLike) -> dict[str, Any]:
     kinds = (meta.get("operating_point") or {}).get("by_window_kind")
     if kinds is not None:
         for k in ("flow", "pool"):
-            t = kinds.get(k, {}).get("threshold") if isinstance(kinds, dict) and isinstance(kinds.get(k), dict) else None
+            kind = kinds.get(k) if isinstance(kinds, dict) else None
+            t = kind.get("threshold") if isinstance(kind, dict) else None
             if not isinstance(t, (int, float)) or isinstance(t, bool) or not 0 <= t <= 1:
                 raise ModelMetadataError(f"{mp}: operating_point.by_window_kind.{k}.threshold: must be a number in "
                                          f"[0, 1] (got {t!r})")
