@@ -252,7 +252,7 @@ def _run_pipeline(cfg: Config, read: Optional[str], interface: Optional[str], mo
     early.hand_over(pipe)
     what = f"{interface} (live)" if live else str(read)
     print(f"ids-daemon: classifying {what} with {worker.model_info['name']} {worker.model_info['version']} "
-          f"on {worker.device}", file=sys.stderr, flush=True)
+          f"on {worker.device} ({worker.operating_point_text()})", file=sys.stderr, flush=True)
     if metrics is not None and metrics.serve(cfg.metrics.listen):
         print(f"ids-daemon: metrics on http://{cfg.metrics.listen}/metrics", file=sys.stderr, flush=True)
     from .notify import notify

@@ -203,6 +203,21 @@ def test_predictions_carry_p_attack_and_follow_the_threshold(tmp_path: Path) -> 
     assert p.returncode != 0 and "inference.threshold" in p.stderr and "Traceback" not in p.stderr
 
 
+def test_the_start_line_says_what_decides_is_attack(tmp_path: Path) -> None:
+    from ids_daemon.cli import sample_pcap
+
+    kinds = load_model().meta["operating_point"]["by_window_kind"]
+    cfg = tmp_path / "c.yml"
+    cfg.write_text("inference:\n  threshold: 0.9\n")
+    for extra, want in (((), f"is_attack at p_attack >= {kinds['flow']['threshold']:.4g} for flows, "
+                                f"{kinds['pool']['threshold']:.4g} for pools"),
+                        (("--config", str(cfg)), "is_attack at p_attack >= 0.9 (inference.threshold)")):
+        p = subprocess.run([EXE, "replay", "-r", str(sample_pcap()), "-o", str(tmp_path / "p.jsonl"),
+                            *extra], capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stderr
+        assert want in p.stderr.splitlines()[0]
+
+
 def _model_copy(tmp_path: Path, **meta: object) -> Path:
     import shutil
 

@@ -384,6 +384,16 @@ class InferenceWorker:
         self.attributed += len(x)
         return shares, torch.softmax(logits.double(), dim=1).cpu().numpy()
 
+    def operating_point_text(self) -> str:
+        """What decides ``is_attack``, for the start-up line: the thresholds in use and whose."""
+        if self.kind_thresholds is not None:
+            flow, pool = self.kind_thresholds
+            return f"is_attack at p_attack >= {flow:.4g} for flows, {pool:.4g} for pools"
+        if self.threshold is None:
+            return "is_attack by the likeliest class (the model has no operating point)"
+        whose = "inference.threshold" if self.threshold_override is not None else "the model's"
+        return f"is_attack at p_attack >= {self.threshold:.4g} ({whose})"
+
     def row_thresholds(self, seq: SequenceBatch) -> float | np.ndarray | None:
         """The threshold of each sequence: its window kind's where the model has one per kind,
         else the one (the model's, or inference.threshold)."""
