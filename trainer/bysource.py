@@ -37,6 +37,7 @@ from ids_daemon.model.classes import FAMILY_OF, canonical_class, label_in_scheme
 from ids_daemon.model.sequences import window_sequences
 
 from .data.real import FrameDetector, LabelledCapture, meter_labelled, read_tsv_manifest
+from .calibrate import fit_to_site as _site_operating_point
 from .dataset import Dataset, meter_capture, model_columns, read_manifest, _rule_labels
 from .metrics import benign_index, choose_threshold
 from .split import Split
@@ -630,14 +631,6 @@ def calibration_auto(c: dict[str, Any]) -> dict[str, Any]:
         if f"{k}_{pick}" in c:
             out[f"{k}_auto"] = c[f"{k}_{pick}"]
     return out
-
-
-def _site_operating_point(op: dict[str, Any], site: float) -> dict[str, Any]:
-    """``op`` fitted to a site's threshold ``site``: each window kind's threshold at least it."""
-    kt = kind_thresholds(op)
-    if kt is None:
-        return {"threshold": site}
-    return {"threshold": site, "by_window_kind": {k: {"threshold": max(t, site)} for k, t in zip(("flow", "pool"), kt)}}
 
 
 def _rows(t: float | np.ndarray | None, m: np.ndarray) -> float | np.ndarray | None:

@@ -60,6 +60,18 @@ def flagged_share(p_attack: np.ndarray, packets: np.ndarray, threshold: float | 
     return float(packets[p_attack >= t].sum() / tot)
 
 
+def fit_to_site(op: dict[str, Any], site: float) -> dict[str, Any]:
+    """The operating point ``op`` with the site's threshold ``site``: the model's per-kind
+    thresholds stand where stricter (the site's target holds on its windows at ``site``
+    already, and a stricter kind only flags less), the others rise to ``site``."""
+    out = {**op, "threshold": site}
+    kinds = op.get("by_window_kind")
+    if isinstance(kinds, dict):
+        out["by_window_kind"] = {**kinds, **{k: {**kinds[k], "threshold": max(float(kinds[k]["threshold"]), site)}
+                                             for k in ("flow", "pool")}}
+    return out
+
+
 def _lstm_windows(loaded: LoadedModel, wb: WindowBatch) -> WindowBatch:
     return wb.take(wb.proto != POOL_PROTO_ARP) if loaded.meta.get("lstm_skips_arp") else wb
 
@@ -217,16 +229,11 @@ def calibrate(model_dir: Path, benign: list[Path], out: Path, target_fpr: float,
         site = choose_threshold(pa, w, target_fpr)
         new = max(site, before) if before is not None else site
         record["rule"] = "the site's threshold for the target rate, never below the model's own"
-    kinds = op.pop("by_window_kind", None)
-    if isinstance(kinds, dict) and not tune:
-        # the model's per-kind thresholds stand where stricter than the site's: the site's
-        # target holds on its windows at ``new`` already, and a stricter kind only flags less
-        op["by_window_kind"] = {**kinds, **{k: {**kinds[k], "threshold": max(float(kinds[k]["threshold"]), new)}
-                                            for k in ("flow", "pool")}}
-    elif kinds is not None:
+    if tune and op.pop("by_window_kind", None) is not None:
         record["by_window_kind"] = ("dropped: chosen for the weights before fine-tuning; "
                                     "the site's threshold holds for all")
-    after_rows = row_thresholds({**op, "threshold": new}, pools)
+    op = fit_to_site(op, new)
+    after_rows = row_thresholds(op, pools)
     record.update({"site_threshold": site, "threshold": new, "flagged_after": flagged_share(pa, w, after_rows)})
     op.update({"threshold": new, "target_fpr": target_fpr, "chosen_on": "site benign traffic (ids-trainer calibrate)",
                "calibration": record})

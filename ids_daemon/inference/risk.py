@@ -39,6 +39,11 @@ def kind_thresholds(op: dict) -> tuple[float, float] | None:
     return float(kinds["flow"]["threshold"]), float(kinds["pool"]["threshold"])
 
 
+def by_kind(kt: tuple[float, float], pools: np.ndarray) -> np.ndarray:
+    """Each row's threshold of the (flow, pool) pair ``kt`` (``pools``: its window is a pool)."""
+    return np.where(pools, kt[1], kt[0])
+
+
 def row_thresholds(op: dict, pools: np.ndarray | None) -> float | np.ndarray | None:
     """The threshold of each row (``pools``: its window is a pool of short flows) under the
     operating point ``op``: one number when it has one threshold for all windows (or no kinds are
@@ -46,7 +51,7 @@ def row_thresholds(op: dict, pools: np.ndarray | None) -> float | np.ndarray | N
     kt = kind_thresholds(op)
     if kt is None or pools is None:
         return op.get("threshold")
-    return np.where(pools, kt[1], kt[0])
+    return by_kind(kt, pools)
 
 
 def decide(probs: np.ndarray, weights: np.ndarray, threshold: float | np.ndarray | None

@@ -24,7 +24,7 @@ from ..sinks.base import EncodedBatch
 from .attribution import MODES as ATTRIBUTION_MODES
 from .attribution import top_columns_json
 from .evidence import window_sentences
-from .risk import decide, family_weights, kind_thresholds, severity_index
+from .risk import by_kind, decide, family_weights, kind_thresholds, severity_index
 
 log = logging.getLogger("ids_daemon.inference")
 
@@ -399,7 +399,7 @@ class InferenceWorker:
         else the one (the model's, or inference.threshold)."""
         if self.kind_thresholds is None:
             return self.threshold
-        return np.where(seq.windows.kind == KIND_POOL, self.kind_thresholds[1], self.kind_thresholds[0])
+        return by_kind(self.kind_thresholds, seq.windows.kind == KIND_POOL)
 
     def predict(self, seq: SequenceBatch) -> EncodedBatch:
         """Predictions (schema v1, encoded) for a batch of sequences."""
