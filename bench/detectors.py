@@ -1,6 +1,6 @@
 """What the protocol-fact detectors cost against the meter, detector by detector, in one run.
 
-    .venv/bin/python bench/detectors.py [--packets N] [--repeat R]
+    .venv/bin/python bench/detectors.py [--packets N] [--repeat R] [--batch-sizes 4096,65536]
 
 On the flood-heavy and benign-heavy captures of bench/gen.py (and any --pcap given), the
 batches are read and decoded once, then timed through (a) the meter alone and (b) the whole
@@ -138,13 +138,15 @@ def timed_kernels():
             setattr(mod, attr, fn)
 
 
-def measure(name: str, path: Path, cfg: Config, repeat: int, kernels: bool = False) -> None:
-    batches = batches_of(path, cfg.capture.batch_size)
+def measure(name: str, path: Path, cfg: Config, repeat: int, kernels: bool = False,
+            batch_size: int | None = None) -> None:
+    batches = batches_of(path, batch_size or cfg.capture.batch_size)
     n = sum(len(b) for b in batches)
     meter_pass(batches[:1], cfg)  # compiled kernels loaded before the clock runs
     t_meter = min(meter_pass(batches, cfg) for _ in range(repeat))
     t_all, parts = min((detector_pass(batches, cfg) for _ in range(repeat)), key=lambda x: x[0])
-    print(f"\n{name}: {n:,} packets in {len(batches)} batches (best of {repeat})")
+    print(f"\n{name}: {n:,} packets in {len(batches)} batches of up to {batch_size or cfg.capture.batch_size:,} "
+          f"(best of {repeat})")
     rows = [("meter", t_meter), ("all detectors", t_all)] + [(f"  {k}", v) for k, v in parts.items()]
     for what, s in rows:
         print(f"  {what:22s} {s:7.4f} s {n / s / 1e3:9.0f} k packets/s {s / t_meter:7.3f} x meter")
@@ -165,15 +167,20 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--pcap", type=Path, action="append", default=[])
     ap.add_argument("--kernels", action="store_true", help="also time each compiled kernel (one more pass)")
+    ap.add_argument("--batch-sizes", default="",
+                    help="comma-separated frames per batch (default: capture.batch_size, what a replay reads); "
+                         "live capture hands over what the ring holds, a few thousand frames a block")
     a = ap.parse_args()
     cfg = Config()
+    sizes = [int(x) for x in a.batch_sizes.split(",") if x.strip()] or [None]
     with tempfile.TemporaryDirectory() as d:
         flood = gen.write_flood_pcap(Path(d) / "flood.pcap", a.packets)
         benign = gen.write_benign_pcap(Path(d) / "benign.pcap", a.packets)
-        measure("flood-heavy", flood, cfg, a.repeat, a.kernels)
-        measure("benign-heavy", benign, cfg, a.repeat, a.kernels)
-        for p in a.pcap:
-            measure(p.name, p, cfg, a.repeat, a.kernels)
+        for bs in sizes:
+            measure("flood-heavy", flood, cfg, a.repeat, a.kernels, bs)
+            measure("benign-heavy", benign, cfg, a.repeat, a.kernels, bs)
+            for p in a.pcap:
+                measure(p.name, p, cfg, a.repeat, a.kernels, bs)
 
 
 if __name__ == "__main__":

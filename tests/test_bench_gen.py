@@ -56,3 +56,22 @@ def test_flood_capture_flags_its_flood_only(tmp_path: Path) -> None:
     assert not (verdict[~to_victim] >= 0).any()
     assert not (verdict[arp] >= 0).any()
     assert (verdict[to_victim] >= 0).mean() > 0.9
+
+
+def test_the_detectors_cost_bench_runs_at_each_batch_size() -> None:
+    """bench/detectors.py (the detectors' cost against the meter, issue 17) prints, per capture and
+    batch size asked for, the meter, the whole set and every detector of the set: a figure the
+    issue's goal is read from cannot rot unseen."""
+    import subprocess
+
+    out = subprocess.run([sys.executable, str(ROOT / "bench/detectors.py"), "--packets", "6000", "--repeat", "1",
+                          "--batch-sizes", "512,4096"], capture_output=True, text=True, timeout=600, check=True).stdout
+    names = [d.name for d in DetectorSet(Config().detectors).detectors]
+    for size in ("512", "4,096"):
+        for cap in ("flood-heavy", "benign-heavy"):
+            head = f"{cap}: 6,000 packets in"
+            block = [b for b in out.split("\n\n") if head in b and f"batches of up to {size} " in b]
+            assert len(block) == 1, out
+            lines = block[0].splitlines()
+            for what in ["meter", "all detectors", *names]:
+                assert any(ln.split()[0] == what.split()[0] and ln.rstrip().endswith("x meter") for ln in lines[1:]), what

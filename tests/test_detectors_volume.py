@@ -190,8 +190,10 @@ def test_a_real_syn_flood_from_one_host() -> None:
 def test_the_sketch_keeps_every_candidate_and_nothing_else() -> None:
     """`_volume_kernel.count_batch` groups only the frames its sketch keeps: its candidates must be
     exactly those of grouping every frame by (key, bucket), a known key's included, when keys
-    collide in the sketch (a small batch of many keys) and when they do not."""
+    collide in the sketch (a small batch of many keys) and when they do not, and whether the keys
+    being counted are fewer than the frames (marked in the sketch) or more (looked up)."""
     from ids_daemon.detectors import _volume_kernel as vk
+    from ids_daemon.detectors._scan_kernel import new_table, t_touch
 
     rng = np.random.default_rng(7)
     for n, nkeys in ((3000, 2500), (3000, 40), (200, 150)):
@@ -207,12 +209,18 @@ def test_the_sketch_keeps_every_candidate_and_nothing_else() -> None:
         kind = np.full(n, vk.K_UDP, np.int8)
         rows = np.arange(n)
         known = pool[[nkeys - 1, nkeys - 2]]
+        # the keys being counted, in the counting table: few (marked in the sketch) or many (looked up)
+        T = new_table(4096, vk.COUNT_VALUES)
+        more = rng.integers(1, 2**63, 2 * n, dtype=np.uint64).tolist() + pool[:20].tolist() if n < 1000 else []
+        for k in known.tolist() + more:
+            t_touch(T[0], T[1], T[2], np.uint64(k), np.uint64(0), np.uint64(0))
+        known = np.array([int(T[2][i, 0]) & (2**64 - 1) for i in range(int(T[0][2]))], dtype=np.uint64)
         rates = np.full(8, 400.0 if n > 1000 else 40.0)  # a heavy key's bucket holds ~n / 6 frames
         span = 1.0
         out = vk.count_batch(rows, rkey, kind, b.src4.astype(np.uint64), b.dst4.astype(np.uint64),
                              np.full(n, -1, np.int8), np.zeros(n, np.bool_), np.zeros(n, np.bool_), b.ts, b.dport,
                              b.sport, b.proto, b.l4_ok, b.tcp_flags, b.status, b.ip_version, b.ip_len,
-                             b.ip_hdr_len, b.l4_hdr_len, 1.0, rates, span, known, False)
+                             b.ip_hdr_len, b.l4_hdr_len, 1.0, rates, span, T, False)
         c_key, c_n, c_head, c_bucket = out[1], out[2], out[3], out[4]
         got = sorted(zip(c_key.tolist(), c_bucket.tolist(), c_n.tolist(), c_head.tolist()))
         # the plain grouping
@@ -224,6 +232,7 @@ def test_the_sketch_keeps_every_candidate_and_nothing_else() -> None:
                 want.append((k, bk, int(at.size), int(at[0])))
         assert got == want
         assert len(want) > 3  # the heavy keys and the known ones are there
+        assert (int(T[0][2]) > n) == (n < 1000)  # both ways of finding the known keys ran
 
 
 @pytest.mark.parametrize("agent, cls", [("Mozilla/5.0 (Nikto/2.1.6)", "VulnerabilityScan"),

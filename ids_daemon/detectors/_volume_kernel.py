@@ -14,12 +14,14 @@ import numpy as np
 
 from ._keys_kernel import CHUNK, NO_REFCOUNT, prefetch
 from ._keys_kernel import _pair_key1 as _pair_key  # `base.pair_key` of one frame
+from ._scan_kernel import C_K1, C_NXT, M_HEAD, M_SIZE, t_find, t_touch
 
 K_SYN, K_ACK, K_PSHACK, K_RSTFIN, K_UDP, K_ICMP, K_FRAG, K_HTTP = range(8)
 _M = np.uint64(0x9E3779B97F4A7C15)
 _M2 = np.uint64(0xC2B2AE3D27D4EB4F)
 _M3 = np.uint64(0x94D049BB133111EB)
 _TH_RST = 0x04
+_U0 = np.uint64(0)
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -94,13 +96,13 @@ def _set_insert(tab, keys, n, x, shift, mask):
 
 @nb.njit(cache=True, nogil=True)
 def count_batch(rows, rkey, kind, src, dst, answers, closed, est, ts, dport, sport, proto, l4_ok, flags, status,
-                ipv, ip_len, ip_hdr_len, l4_hdr_len, window_s, rates, span, known, is_http):
+                ipv, ip_len, ip_hdr_len, l4_hdr_len, window_s, rates, span, T, is_http):
     """The candidate (key, bucket)s of ``rows`` (their frames' keys ``rkey``), in no order: kb,
     key, frames, first frame (index into ``rows``), bucket, kind, answered, completed, closed,
     distinct ports, distinct (source port, port) and payload bytes (UDP: IP length less both
     headers, at least 0) in this batch.
     A (key, bucket) is a candidate with max(2, rate of its kind * span / 4) frames or more, or
-    when its key is in ``known`` (being counted already).
+    when its key is in the counting table ``T`` (being counted already: `update`).
 
     A batch has a few hundred candidates among hundreds of thousands of frames (a flood's spoofed
     sources send a frame or a few per key), and grouping every frame by (key, bucket) was this
@@ -118,16 +120,31 @@ def count_batch(rows, rkey, kind, src, dst, answers, closed, est, ts, dport, spo
     sketch = np.zeros(m, np.int64)
     for r in range(n):
         sketch[_slot(rkey[r], shift)] += 1
-    for j in range(known.size):
-        sketch[_slot(known[j], shift)] = n + 1
+    # the keys being counted: their slots marked when there are fewer of them than frames, else each
+    # frame that fails the count looked up (a batch's cost stays in proportion to the batch: live
+    # batches are short, and the table holds up to max_keys keys)
+    meta, idx, N = T[0], T[1], T[2]
+    nknown = meta[M_SIZE]
+    walk = nknown <= n
+    if nknown > 0 and walk:
+        nd = meta[M_HEAD]
+        while nd >= 0:
+            sketch[_slot(np.uint64(N[nd, C_K1]), shift)] = n + 1
+            nd = N[nd, C_NXT]
     keep = np.empty(n + 1, np.int64)
     nk = 0
-    for r in range(n):
-        keep[nk] = r
-        nk += sketch[_slot(rkey[r], shift)] >= needs[kind[rows[r]]]
+    if nknown > 0 and not walk:
+        for r in range(n):
+            keep[nk] = r
+            nk += (sketch[_slot(rkey[r], shift)] >= needs[kind[rows[r]]]
+                   or t_find(meta, idx, N, rkey[r], _U0, _U0) >= 0)
+    else:
+        for r in range(n):
+            keep[nk] = r
+            nk += sketch[_slot(rkey[r], shift)] >= needs[kind[rows[r]]]
     keep = keep[:nk]
     out = _candidates(rows[keep], rkey[keep], kind, src, dst, answers, closed, est, ts, dport, sport, proto, l4_ok,
-                      flags, status, ipv, ip_len, ip_hdr_len, l4_hdr_len, window_s, needs, known, is_http)
+                      flags, status, ipv, ip_len, ip_hdr_len, l4_hdr_len, window_s, needs, T, is_http)
     c_head = out[3]
     for c in range(c_head.size):
         c_head[c] = keep[c_head[c]]
@@ -136,7 +153,7 @@ def count_batch(rows, rkey, kind, src, dst, answers, closed, est, ts, dport, spo
 
 @nb.njit(cache=True, nogil=True)
 def _candidates(rows, rkey, kind, src, dst, answers, closed, est, ts, dport, sport, proto, l4_ok, flags, status,
-                ipv, ip_len, ip_hdr_len, l4_hdr_len, window_s, needs, known, is_http):
+                ipv, ip_len, ip_hdr_len, l4_hdr_len, window_s, needs, T, is_http):
     """`count_batch` over the frames its sketch kept (``needs``: the frames a (key, bucket) of
     each kind needs); first frames index ``rows``."""
     n = rows.size
@@ -179,19 +196,13 @@ def _candidates(rows, rkey, kind, src, dst, answers, closed, est, ts, dport, spo
     for r in range(n):  # (in a pass of its own: in the hashing loop a busy group's count costs it dearly)
         gcnt[rgroup[r]] += 1
     # which (key, bucket)s are candidates
-    km, kbits = _bits(known.size)
-    kshift, kmask = np.uint64(64 - kbits), np.uint64(km - 1)
-    ktab = np.full(km, -1, np.int64)
-    for j in range(known.size):
-        h = _slot(known[j], kshift)
-        while ktab[h] >= 0:
-            h = (h + np.uint64(1)) & kmask
-        ktab[h] = j
+    meta, idx, N = T[0], T[1], T[2]
+    known = meta[M_SIZE] > 0
     gslot = np.full(ng, -1, np.int64)
     nc = 0
     for j in range(ng):
         r = ghead[j]
-        if gcnt[j] >= needs[kind[rows[r]]] or (known.size > 0 and _find(ktab, known, rkey[r], kshift, kmask) >= 0):
+        if gcnt[j] >= needs[kind[rows[r]]] or (known and t_find(meta, idx, N, rkey[r], _U0, _U0) >= 0):
             gslot[j] = nc
             nc += 1
     c_kb = np.empty(nc, np.uint64)
@@ -360,6 +371,110 @@ def _candidates(rows, rkey, kind, src, dst, answers, closed, est, ts, dport, spo
         if c_alt[c] >= 0:
             c_tcp[c] = acnt[c_alt[c]]
     return c_kb, c_key, c_n, c_head, c_bucket, c_kind, c_ans, c_tcp, c_est, c_closed, c_ports, c_conns, c_pay
+
+
+# the counting table's values per (source, host, kind) key: the bucket being counted, its first
+# frame's time (a float), and what `count_batch` tallies for it, summed over the bucket's batches
+V_BUCKET, V_FIRST, V_N, V_ANS, V_DONE, V_CLOSED, V_PORTS, V_CONNS, V_PAY, V_DGRAMS = range(5, 15)
+COUNT_VALUES = 10
+# why a bucket is a flood (`update`; worded in volume.py)
+(R_NONE, R_SYN, R_TCP, R_UDP_ANY, R_UDP_CLOSED, R_UDP_PORTS, R_UDP_SMALL, R_ICMP, R_FRAG, R_FRAG_DGRAM,
+ R_HTTP) = range(11)
+# `update`'s thresholds, in this order
+P_SYN, P_TCP, P_UDP, P_UDP_ANY, P_ICMP, P_FRAG, P_HTTP, P_UNANSWERED, P_UDP_PAYLOAD, P_PORTS = range(10)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _reason(kd, n, ans, done, closed, ports, conns, pay, dgrams, proto, window_s, prm):
+    """Why a bucket with these counts is a flood of kind ``kd`` (R_NONE: it is not), as the
+    table in volume.py states the rules."""
+    scan_like = ports > prm[P_PORTS]  # probes spread over more ports than a flood's are a scan's
+    if kd == K_SYN:
+        if n >= prm[P_SYN] * window_s and done * 2 < n and not scan_like:
+            return R_SYN
+    elif kd == K_ACK or kd == K_PSHACK or kd == K_RSTFIN:
+        if n >= prm[P_TCP] * window_s and ans * prm[P_UNANSWERED] < n and not scan_like and conns * 4 >= n:
+            return R_TCP
+    elif kd == K_UDP:
+        if n >= prm[P_UDP] * window_s and ans * prm[P_UNANSWERED] < n:
+            if n >= prm[P_UDP_ANY] * window_s:
+                return R_UDP_ANY
+            if closed:
+                return R_UDP_CLOSED
+            if ports >= prm[P_PORTS]:
+                return R_UDP_PORTS
+            if pay < prm[P_UDP_PAYLOAD] * n:
+                return R_UDP_SMALL
+    elif kd == K_ICMP:
+        if n >= prm[P_ICMP] * window_s:
+            return R_ICMP
+    elif kd == K_FRAG:
+        if n >= prm[P_FRAG] * window_s:
+            if proto == 1 or proto == 6 or proto == 58:
+                return R_FRAG
+            if dgrams and ans * prm[P_UNANSWERED] >= dgrams:
+                return R_NONE
+            return R_FRAG_DGRAM
+    elif kd == K_HTTP:
+        if n >= prm[P_HTTP]:
+            return R_HTTP
+    return R_NONE
+
+
+@nb.njit(cache=True, nogil=True)
+def update(T, c_kb, c_key, c_n, c_bucket, c_kind, c_ans, c_tcp, c_est, c_closed, c_ports, c_conns, c_pay,
+           head_ts, head_proto, window_s, prm):
+    """`count_batch`'s candidates, in (key, bucket) order, added to their keys' counts in ``T`` (a
+    key whose bucket changed starts over, from the candidate's first frame, ``head_ts``), each
+    tested against the rules (`_reason`). Returns the candidates that are a flood, in that order,
+    their reasons, and their counts as they stood then (rows of: bucket, n, answered, completed,
+    closed, ports, payload, datagrams; and the bucket's first time): a later candidate of the
+    same key in a new bucket starts it over."""
+    meta, idx, N, NF = T[0], T[1], T[2], T[3]
+    nc = c_kb.size
+    order = np.argsort(c_kb)
+    hit = np.empty(nc, np.int64)
+    why = np.empty(nc, np.int64)
+    snap = np.empty((nc, 8), np.int64)
+    first = np.empty(nc, np.float64)
+    nh = 0
+    for q in range(nc):
+        c = order[q]
+        kd = c_kind[c]
+        bk = c_bucket[c]
+        nd, new, _ev = t_touch(meta, idx, N, c_key[c], _U0, _U0)
+        if new or N[nd, V_BUCKET] != bk:
+            N[nd, V_BUCKET] = bk
+            NF[nd, V_FIRST] = head_ts[c]
+            for v in range(V_N, V_DGRAMS + 1):
+                N[nd, v] = 0
+        tcp = kd == K_ACK or kd == K_PSHACK or kd == K_RSTFIN
+        N[nd, V_N] += c_n[c]
+        N[nd, V_ANS] += c_tcp[c] if tcp else c_ans[c]
+        N[nd, V_DONE] += c_est[c]
+        N[nd, V_CLOSED] += c_closed[c]
+        N[nd, V_PORTS] += c_ports[c]
+        N[nd, V_CONNS] += c_conns[c]
+        if kd == K_UDP:
+            N[nd, V_PAY] += c_pay[c]
+        elif kd == K_FRAG:
+            N[nd, V_DGRAMS] += c_pay[c]  # (`count_batch` gives fragments' datagrams in that column)
+        r = _reason(kd, N[nd, V_N], N[nd, V_ANS], N[nd, V_DONE], N[nd, V_CLOSED], N[nd, V_PORTS],
+                    N[nd, V_CONNS], N[nd, V_PAY], N[nd, V_DGRAMS], head_proto[c], window_s, prm)
+        if r != R_NONE:
+            hit[nh] = c
+            why[nh] = r
+            snap[nh, 0] = bk
+            snap[nh, 1] = N[nd, V_N]
+            snap[nh, 2] = N[nd, V_ANS]
+            snap[nh, 3] = N[nd, V_DONE]
+            snap[nh, 4] = N[nd, V_CLOSED]
+            snap[nh, 5] = N[nd, V_PORTS]
+            snap[nh, 6] = N[nd, V_PAY]
+            snap[nh, 7] = N[nd, V_DGRAMS]
+            first[nh] = NF[nd, V_FIRST]
+            nh += 1
+    return hit[:nh], why[:nh], snap[:nh], first[:nh]
 
 
 _TH_FIN, _TH_SYN, _TH_PSH, _TH_ACK = 0x01, 0x02, 0x08, 0x10

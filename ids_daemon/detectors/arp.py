@@ -29,7 +29,7 @@ from ..config import ArpDetectorConfig
 from . import _arp_kernel as _k
 from . import _keys_kernel as _kk
 from . import _scan_kernel as _sk
-from .base import Finding, isin_keys, mark, warm_once
+from .base import Finding, Table, isin_keys, mark, warm_once
 
 CLS = "MITM-ArpSpoofing"
 
@@ -135,25 +135,6 @@ def _warm_up() -> None:
     ArpDetector().process(b, np.full(4, -1, np.int16))
 
 
-class _Tab:
-    """A bounded LRU table of `_scan_kernel` (``values`` columns per node), its evictions counted in
-    ``counters[counter]``, as `base.LRU` counts them."""
-
-    def __init__(self, cap: int, counters: dict[str, int], counter: str, values: int):
-        self.t = _sk.new_table(cap, values)
-        self.counters, self.counter = counters, counter
-        counters.setdefault(counter, 0)
-
-    def __len__(self) -> int:
-        return int(self.t[0][_sk.M_SIZE])
-
-    def sync(self) -> None:
-        meta = self.t[0]
-        if meta[_sk.M_EVICT]:
-            self.counters[self.counter] += int(meta[_sk.M_EVICT])
-            meta[_sk.M_EVICT] = 0
-
-
 # the dotted quads and MAC texts of the findings, cached: a spoofer's claims are worded batch after
 # batch with the same few dozen addresses (~1 us each to format)
 _ip_name = lru_cache(maxsize=1 << 14)(ipv4_str)
@@ -174,10 +155,10 @@ class ArpDetector:
         # the per-frame rules run compiled (`_arp_kernel.claims`) over these tables:
         # ip -> the MACs that hold it (a held list in the pools below: mac, first, last, unsolicited
         # claims, 1 = ARP sender (a claim) / 0 = ARP target)
-        self.bindings = _Tab(n, self.counters, "binding_evictions", 1)
-        self.requests = _Tab(n, self.counters, "request_evictions", 1)  # (requester ip, asked ip) -> ts
-        self.unsolicited = _Tab(n, self.counters, "claimant_evictions", 1)  # mac -> its IPs in unsolicited replies
-        self.spoofers = _Tab(n, self.counters, "spoofer_evictions", 3)  # (mac, ip) -> since, last, evidence id
+        self.bindings = Table(n, self.counters, "binding_evictions", 1)
+        self.requests = Table(n, self.counters, "request_evictions", 1)  # (requester ip, asked ip) -> ts
+        self.unsolicited = Table(n, self.counters, "claimant_evictions", 1)  # mac -> its IPs in unsolicited replies
+        self.spoofers = Table(n, self.counters, "spoofer_evictions", 3)  # (mac, ip) -> since, last, evidence id
         self.sources = _SourceTable(n, self.cfg.hold_s, self.counters)  # mac -> the one IPv4 address it sources
         rows = 16  # (the pools grow with the tables' nodes)
         hm = _k.HELD_MAX

@@ -18,6 +18,7 @@ import numpy as np
 from ..capture.batch import PacketBatch
 from ..model.classes import FAMILY_OF
 from . import _keys_kernel as _kk
+from . import _scan_kernel as _sk
 
 # Classes the detectors can report (index = value in DetectorResult.frame_class).
 DETECTOR_CLASSES: tuple[str, ...] = (
@@ -100,6 +101,29 @@ class LRU(OrderedDict):
             v = factory()
             self.touch(key, v)
         return v
+
+
+class Table:
+    """A bounded LRU table of compiled state (`_scan_kernel.new_table`: ``values`` int64/float64
+    columns per node, keys and LRU order in arrays) for a detector's kernels to read and update in
+    place; evictions are counted in ``counters[counter]``, as `LRU` counts them, once `sync` has
+    moved the kernel's count there."""
+
+    def __init__(self, cap: int, counters: dict[str, int], counter: str, values: int):
+        self.t = _sk.new_table(cap, values)
+        self.counters = counters
+        self.counter = counter
+        counters.setdefault(counter, 0)
+
+    def __len__(self) -> int:
+        return int(self.t[0][_sk.M_SIZE])
+
+    def sync(self) -> None:
+        """Move the evictions counted by the kernel into the counters."""
+        meta = self.t[0]
+        if meta[_sk.M_EVICT]:
+            self.counters[self.counter] += int(meta[_sk.M_EVICT])
+            meta[_sk.M_EVICT] = 0
 
 
 _WARMED: set[Callable[[], None]] = set()

@@ -48,7 +48,7 @@ import numpy as np
 from ..capture.batch import TH_ACK, TH_RST, TH_SYN, PacketBatch, address_ids, address_name
 from ..config import ScanDetectorConfig
 from . import _scan_kernel as _k
-from .base import CLASS_INDEX, Finding, warm_once
+from .base import CLASS_INDEX, Finding, Table, warm_once
 
 K_TCP, K_UDP, K_ACK, K_ICMP, K_ARP, K_PROTO = 0, 1, 2, 3, 4, 5
 _KIND_NAME = {K_TCP: "tcp", K_UDP: "udp", K_ACK: "tcp", K_ICMP: "icmp", K_ARP: "arp", K_PROTO: "ip"}
@@ -126,27 +126,6 @@ class _PairFilter:
             self.meta[:] = (0, g)
 
 
-class _Table:
-    """A bounded LRU table of the compiled kernel (`_scan_kernel.new_table`) with ``values``
-    columns per node; evictions are counted in ``counters[counter]``."""
-
-    def __init__(self, cap: int, counters: dict[str, int], counter: str, values: int):
-        self.t = _k.new_table(cap, values)
-        self.counters = counters
-        self.counter = counter
-        counters.setdefault(counter, 0)
-
-    def __len__(self) -> int:
-        return int(self.t[0][_k.M_SIZE])
-
-    def sync(self) -> None:
-        """Move the evictions counted by the kernel into the counters."""
-        meta = self.t[0]
-        if meta[_k.M_EVICT]:
-            self.counters[self.counter] += int(meta[_k.M_EVICT])
-            meta[_k.M_EVICT] = 0
-
-
 _CLS = {_k.C_PORTSCAN: "Recon-PortScan", _k.C_PINGSWEEP: "Recon-PingSweep", _k.C_DISCOVERY: "Recon-HostDiscovery"}
 _CLS_INDEX = np.array([CLASS_INDEX[_CLS[c]] for c in range(len(_CLS))], dtype=np.int16)  # kernel class -> verdict
 _WHAT = {_k.W_PORTS: "ports", _k.W_HOSTS: "hosts", _k.W_PINGED: "hosts pinged", _k.W_ARP: "unanswered ARP requests"}
@@ -193,13 +172,13 @@ class ScanDetector:
         self.cfg = cfg or ScanDetectorConfig()
         self.counters: dict[str, int] = {"probes": 0, "failed_probes": 0, "scanners": 0}
         # unanswered probes: key -> (ts, src, host, port, kind, from an OS stack)
-        self.pending = _Table(self.cfg.max_pending, self.counters, "pending_evictions", _k.PENDING_VALUES)
+        self.pending = Table(self.cfg.max_pending, self.counters, "pending_evictions", _k.PENDING_VALUES)
         # (src, host, port << 8 | kind) -> (t0, answered, failed, members, first and last member block)
-        self.groups = _Table(self.cfg.max_groups, self.counters, "group_evictions", _k.GROUP_VALUES)
+        self.groups = Table(self.cfg.max_groups, self.counters, "group_evictions", _k.GROUP_VALUES)
         # src -> (until, class, evidence id)
-        self.active = _Table(self.cfg.max_groups, self.counters, "scanner_evictions", _k.ACTIVE_VALUES)
+        self.active = Table(self.cfg.max_groups, self.counters, "scanner_evictions", _k.ACTIVE_VALUES)
         # (scanner, host) it probed
-        self.targets = _Table(self.cfg.max_groups, self.counters, "target_evictions", _k.TARGET_VALUES)
+        self.targets = Table(self.cfg.max_groups, self.counters, "target_evictions", _k.TARGET_VALUES)
         # the groups' members, in blocks of _k.BLOCK (a free list; grown when short)
         self._blocks = np.zeros(1024 * _k.BLOCK, np.uint64)
         self._bnext = np.zeros(1024, np.int64)

@@ -59,7 +59,7 @@ from ..capture.batch import (STATUS_OK, TH_ACK, TH_RST, TH_SYN, PacketBatch, add
 from ..config import VolumeDetectorConfig
 from . import _volume_kernel as _vk
 from . import _keys_kernel as _kk
-from .base import CLASS_INDEX, LRU, Finding, held_keys, isin_keys, mark, pair_key, warm_once
+from .base import CLASS_INDEX, LRU, Finding, Table, held_keys, isin_keys, mark, pair_key, warm_once
 
 K_SYN, K_ACK, K_PSHACK, K_RSTFIN, K_UDP, K_ICMP, K_FRAG, K_HTTP = range(8)
 _KIND_NAME = {K_SYN: "TCP SYN", K_ACK: "TCP ACK", K_PSHACK: "TCP PSH-ACK", K_RSTFIN: "TCP RST/FIN",
@@ -75,23 +75,36 @@ _FRAG_CLASS = {6: "DDoS-ACK_Fragmentation", 17: "DDoS-UDP_Fragmentation", 1: "DD
                58: "DDoS-ICMP_Fragmentation"}
 _TCP_KINDS = (K_ACK, K_PSHACK, K_RSTFIN)
 _PORTSCAN = CLASS_INDEX["Recon-PortScan"]
-_NO_KEYS = np.zeros(0, np.uint64)
-
-
-class _Count:
-    __slots__ = ("bucket", "first_ts", "n", "answered", "completed", "closed", "ports", "conns", "payload",
-                 "datagrams")
-
-    def __init__(self, bucket: int, first_ts: float):
-        self.bucket = bucket
-        self.first_ts = first_ts
-        self.n = self.answered = self.completed = self.closed = self.payload = self.ports = self.conns = 0
-        self.datagrams = 0  # fragments: the datagrams they carry (first fragments of UDP or a tunnel)
 
 
 def _keys(src: np.ndarray, dst: np.ndarray, kind: np.ndarray, port: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore"):
         return pair_key(src, dst, port.astype(np.uint64) * np.uint64(16) + kind.astype(np.uint64))
+
+
+def _why(reason: int, window_s: float, n: int, answered: int, completed: int, closed: int, ports: int,
+         payload: int, datagrams: int) -> str:
+    """A flood's evidence, in words, from `_volume_kernel.update`'s reason and counts."""
+    w = f"{window_s:g} s"
+    if reason == _vk.R_SYN:
+        return f"{n} SYNs in {w} to {ports} ports, {completed} segments of completed connections"
+    if reason == _vk.R_TCP:
+        return f"{n} segments in {w}, {answered} acknowledged"
+    if reason == _vk.R_UDP_ANY:
+        return f"{n} datagrams in {w}, {answered} answered"
+    if reason == _vk.R_UDP_CLOSED:
+        return f"{n} datagrams in {w} to a closed port ({closed} port unreachable)"
+    if reason == _vk.R_UDP_PORTS:
+        return f"{n} datagrams in {w} to {ports} ports, {answered} answered"
+    if reason == _vk.R_UDP_SMALL:
+        return f"{n} datagrams in {w} of {payload / n:.0f} bytes on average, {answered} answered"
+    if reason == _vk.R_ICMP:
+        return f"{n} ICMP messages in {w}"
+    if reason == _vk.R_FRAG:
+        return f"{n} IP fragments in {w}"
+    if reason == _vk.R_FRAG_DGRAM:
+        return f"{n} IP fragments in {w}, {answered} of {datagrams} datagrams answered"
+    return f"{n} HTTP requests in {w}"
 
 
 def _warm_up() -> None:
@@ -126,13 +139,19 @@ class VolumeDetector:
         warm_once(_kk.warm_up)
         self.cfg = cfg or VolumeDetectorConfig()
         self.counters: dict[str, int] = {"floods": 0}
-        self.counts = LRU(self.cfg.max_keys, self.counters, "count_evictions")  # key -> _Count
+        # key -> the bucket being counted and its tallies (`_volume_kernel.update`)
+        self.counts = Table(self.cfg.max_keys, self.counters, "count_evictions", _vk.COUNT_VALUES)
         # key -> [flag from, flag until, source id, host id, kind, port, fragment protocol, evidence]
         self.held = LRU(self.cfg.max_keys, self.counters, "flood_evictions")
         c = self.cfg
         # packets per second that start to matter, per kind (HTTP: requests per http_window_s)
         self._rates = np.array([c.syn_rate, c.tcp_rate, c.tcp_rate, c.tcp_rate, c.udp_rate, c.icmp_rate, c.frag_rate,
                                 c.http_requests / c.http_window_s], dtype=np.float64)
+        prm = np.zeros(10, np.float64)  # the rules' thresholds, as `_volume_kernel.update` reads them
+        prm[[_vk.P_SYN, _vk.P_TCP, _vk.P_UDP, _vk.P_UDP_ANY, _vk.P_ICMP, _vk.P_FRAG, _vk.P_HTTP, _vk.P_UNANSWERED,
+             _vk.P_UDP_PAYLOAD, _vk.P_PORTS]] = (c.syn_rate, c.tcp_rate, c.udp_rate, c.udp_rate_any, c.icmp_rate,
+                                                  c.frag_rate, c.http_requests, c.unanswered, c.udp_payload, c.ports)
+        self._prm = prm
 
     def process(self, b: PacketBatch, verdict: np.ndarray) -> list[Finding]:
         src, dst = address_ids(b)
@@ -162,100 +181,38 @@ class VolumeDetector:
         # a bucket split over batches is counted from the batch that holds most of it); live
         # batches are short, so there every key with two packets is looked at. One compiled pass
         # (`_volume_kernel.count_batch`) counts the frames per (key, bucket) and, for those that
-        # can matter, the batch's answers, ports, connections and payload.
+        # can matter, the batch's answers, ports, connections and payload; a second
+        # (`_volume_kernel.update`) adds them to the keys' counts and tests the rules, so that
+        # Python sees only the buckets that are floods.
         span = min(max(float(b.ts[-1] - b.ts[0]), 0.0), window_s)
-        if self.counts:
-            known = np.fromiter(self.counts.keys(), dtype=np.uint64, count=len(self.counts))
-        else:
-            known = _NO_KEYS
         is_http = int(kind[rows[0]]) == K_HTTP
         (c_kb, c_key, c_n, c_head, c_bucket, c_kind, c_ans, c_tcp, c_est, c_closed, c_ports, c_conns,
          c_pay) = _vk.count_batch(rows, rkey, kind, src, dst, answers, closed, est, b.ts, b.dport, b.sport, b.proto,
                                   b.l4_ok, b.tcp_flags, b.status, b.ip_version, b.ip_len, b.ip_hdr_len, b.l4_hdr_len,
-                                  float(window_s), self._rates, span, known, is_http)
+                                  float(window_s), self._rates, span, self.counts.t, is_http)
         if not c_kb.size:
             return
-        order = np.argsort(c_kb)  # (key, bucket) order, as the numpy version went
-        head_rows = rows[c_head[order]]
-        ts_head = b.ts[head_rows].tolist()
-        src_head, dst_head = src[head_rows].tolist(), dst[head_rows].tolist()
-        dport_head, proto_head = b.dport[head_rows].tolist(), b.proto[head_rows].tolist()
-        for j, (k, bk, kd, n, ans, tcp_ans, done, shut, ports, conns, payload) in enumerate(zip(
-                c_key[order].tolist(), c_bucket[order].tolist(), c_kind[order].tolist(), c_n[order].tolist(),
-                c_ans[order].tolist(), c_tcp[order].tolist(), c_est[order].tolist(), c_closed[order].tolist(),
-                c_ports[order].tolist(), c_conns[order].tolist(), c_pay[order].tolist())):
-            st = self.counts.get_touch(k)
-            if st is None or st.bucket != bk:
-                st = _Count(bk, ts_head[j])
-                self.counts.touch(k, st)
-            st.n += n
-            st.answered += tcp_ans if kd in _TCP_KINDS else ans
-            st.completed += done
-            st.closed += shut
-            st.ports += ports
-            st.conns += conns
-            if kd == K_UDP:
-                st.payload += payload
-            elif kd == K_FRAG:
-                st.datagrams += payload  # (`count_batch` gives fragments' datagrams in that column)
-            why = self._flood(kd, st, window_s, proto_head[j])
-            if why:
-                self._hold(k, st, ts_head[j], src_head[j], dst_head[j], kd,
-                           dport_head[j] if kd == K_HTTP else -1, proto_head[j], why, window_s)
+        head_rows = rows[c_head]
+        hit, why, snap, first = _vk.update(self.counts.t, c_kb, c_key, c_n, c_bucket, c_kind, c_ans, c_tcp, c_est,
+                                           c_closed, c_ports, c_conns, c_pay,
+                                           np.ascontiguousarray(b.ts[head_rows], dtype=np.float64),
+                                           b.proto[head_rows], float(window_s), self._prm)
+        self.counts.sync()
+        for j, c in enumerate(hit.tolist()):
+            i = int(head_rows[c])
+            kd = int(c_kind[c])
+            bucket, n, ans, done, shut, ports, payload, dgrams = snap[j].tolist()
+            text = _why(int(why[j]), window_s, n, ans, done, shut, ports, payload, dgrams)
+            self._hold(int(c_key[c]), bucket, float(first[j]), float(b.ts[i]), int(src[i]), int(dst[i]), kd,
+                       int(b.dport[i]) if kd == K_HTTP else -1, int(b.proto[i]), text, window_s)
 
-    def _flood(self, kd: int, st: _Count, window_s: float, proto: int) -> str:
-        """Why the bucket so far is a flood ("" when it is not); ``proto``: the protocol of the
-        key's first frame here (a fragment's)."""
-        cfg = self.cfg
-        # a TCP flood hammers a service (a port or a few); probes spread over more ports are a
-        # scan's, retransmissions included (nmap retries unanswered ports)
-        scan_like = st.ports > cfg.ports
-        if kd == K_SYN:
-            if st.n >= cfg.syn_rate * window_s and st.completed * 2 < st.n and not scan_like:
-                return f"{st.n} SYNs in {window_s:g} s to {st.ports} ports, {st.completed} segments of completed connections"
-        elif kd in _TCP_KINDS:
-            # segments of no connection: a new (source port, destination port) for most of them
-            # (a transfer, however thinly acknowledged, keeps to its few connections)
-            if (st.n >= cfg.tcp_rate * window_s and st.answered * cfg.unanswered < st.n and not scan_like
-                    and st.conns * 4 >= st.n):
-                return f"{st.n} segments in {window_s:g} s, {st.answered} acknowledged"
-        elif kd == K_UDP:
-            if st.n >= cfg.udp_rate * window_s and st.answered * cfg.unanswered < st.n:
-                if st.n >= cfg.udp_rate_any * window_s:
-                    return f"{st.n} datagrams in {window_s:g} s, {st.answered} answered"
-                if st.closed:
-                    return f"{st.n} datagrams in {window_s:g} s to a closed port ({st.closed} port unreachable)"
-                if st.ports >= cfg.ports:
-                    return f"{st.n} datagrams in {window_s:g} s to {st.ports} ports, {st.answered} answered"
-                if st.payload < cfg.udp_payload * st.n:
-                    return (f"{st.n} datagrams in {window_s:g} s of {st.payload / st.n:.0f} bytes on average, "
-                            f"{st.answered} answered")
-        elif kd == K_ICMP:
-            if st.n >= cfg.icmp_rate * window_s:
-                return f"{st.n} ICMP messages in {window_s:g} s"
-        elif kd == K_FRAG:
-            # fragmented UDP or tunnel datagrams that the host answers (NFS reads over UDP, a VPN
-            # whose outer packets exceed the path's MTU) are an exchange, not a flood; fragmented
-            # pings and TCP segments (which a benign sender avoids) and fragments whose first
-            # fragment never comes are counted by rate alone
-            if st.n >= cfg.frag_rate * window_s:
-                if proto in (1, 6, 58):
-                    return f"{st.n} IP fragments in {window_s:g} s"
-                if st.datagrams and st.answered * cfg.unanswered >= st.datagrams:
-                    return ""
-                return f"{st.n} IP fragments in {window_s:g} s, {st.answered} of {st.datagrams} datagrams answered"
-        elif kd == K_HTTP:
-            if st.n >= cfg.http_requests:
-                return f"{st.n} HTTP requests in {window_s:g} s"
-        return ""
-
-    def _hold(self, key: int, st: _Count, ts: float, source: int, host: int, kd: int, port: int, proto: int,
-              why: str, window_s: float) -> None:
-        until = (st.bucket + 1) * window_s + self.cfg.hold_s
+    def _hold(self, key: int, bucket: int, first_ts: float, ts: float, source: int, host: int, kd: int, port: int,
+              proto: int, why: str, window_s: float) -> None:
+        until = (bucket + 1) * window_s + self.cfg.hold_s
         h = self.held.get_touch(key)
         if h is None or h[1] < ts:
             self.counters["floods"] += 1
-            self.held.touch(key, [st.first_ts, until, source, host, kd, port, proto, why])
+            self.held.touch(key, [first_ts, until, source, host, kd, port, proto, why])
         else:
             h[1] = max(h[1], until)
             h[7] = why
