@@ -82,29 +82,26 @@ def _keys(src: np.ndarray, dst: np.ndarray, kind: np.ndarray, port: np.ndarray) 
         return pair_key(src, dst, port.astype(np.uint64) * np.uint64(16) + kind.astype(np.uint64))
 
 
+# a flood's evidence per `_volume_kernel.update` reason, worded from its bucket's counts
+_WHY = {
+    _vk.R_SYN: "{n} SYNs in {w} to {ports} ports, {completed} segments of completed connections",
+    _vk.R_TCP: "{n} segments in {w}, {answered} acknowledged",
+    _vk.R_UDP_ANY: "{n} datagrams in {w}, {answered} answered",
+    _vk.R_UDP_CLOSED: "{n} datagrams in {w} to a closed port ({closed} port unreachable)",
+    _vk.R_UDP_PORTS: "{n} datagrams in {w} to {ports} ports, {answered} answered",
+    _vk.R_UDP_SMALL: "{n} datagrams in {w} of {mean:.0f} bytes on average, {answered} answered",
+    _vk.R_ICMP: "{n} ICMP messages in {w}",
+    _vk.R_FRAG: "{n} IP fragments in {w}",
+    _vk.R_FRAG_DGRAM: "{n} IP fragments in {w}, {answered} of {datagrams} datagrams answered",
+    _vk.R_HTTP: "{n} HTTP requests in {w}",
+}
+
+
 def _why(reason: int, window_s: float, n: int, answered: int, completed: int, closed: int, ports: int,
          payload: int, datagrams: int) -> str:
     """A flood's evidence, in words, from `_volume_kernel.update`'s reason and counts."""
-    w = f"{window_s:g} s"
-    if reason == _vk.R_SYN:
-        return f"{n} SYNs in {w} to {ports} ports, {completed} segments of completed connections"
-    if reason == _vk.R_TCP:
-        return f"{n} segments in {w}, {answered} acknowledged"
-    if reason == _vk.R_UDP_ANY:
-        return f"{n} datagrams in {w}, {answered} answered"
-    if reason == _vk.R_UDP_CLOSED:
-        return f"{n} datagrams in {w} to a closed port ({closed} port unreachable)"
-    if reason == _vk.R_UDP_PORTS:
-        return f"{n} datagrams in {w} to {ports} ports, {answered} answered"
-    if reason == _vk.R_UDP_SMALL:
-        return f"{n} datagrams in {w} of {payload / n:.0f} bytes on average, {answered} answered"
-    if reason == _vk.R_ICMP:
-        return f"{n} ICMP messages in {w}"
-    if reason == _vk.R_FRAG:
-        return f"{n} IP fragments in {w}"
-    if reason == _vk.R_FRAG_DGRAM:
-        return f"{n} IP fragments in {w}, {answered} of {datagrams} datagrams answered"
-    return f"{n} HTTP requests in {w}"
+    return _WHY[reason].format(n=n, w=f"{window_s:g} s", answered=answered, completed=completed, closed=closed,
+                               ports=ports, mean=payload / n, datagrams=datagrams)
 
 
 def _warm_up() -> None:
