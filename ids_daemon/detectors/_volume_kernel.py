@@ -388,11 +388,15 @@ P_SYN, P_TCP, P_UDP, P_UDP_ANY, P_ICMP, P_FRAG, P_HTTP, P_UNANSWERED, P_UDP_PAYL
 def _reason(kd, n, ans, done, closed, ports, conns, pay, dgrams, proto, window_s, prm):
     """Why a bucket with these counts is a flood of kind ``kd`` (R_NONE: it is not), as the
     table in volume.py states the rules."""
-    scan_like = ports > prm[P_PORTS]  # probes spread over more ports than a flood's are a scan's
+    # a TCP flood hammers a service (a port or a few); probes spread over more ports are a scan's,
+    # retransmissions included (nmap retries unanswered ports)
+    scan_like = ports > prm[P_PORTS]
     if kd == K_SYN:
         if n >= prm[P_SYN] * window_s and done * 2 < n and not scan_like:
             return R_SYN
     elif kd == K_ACK or kd == K_PSHACK or kd == K_RSTFIN:
+        # segments of no connection: a new (source port, destination port) for most of them (a
+        # transfer, however thinly acknowledged, keeps to its few connections)
         if n >= prm[P_TCP] * window_s and ans * prm[P_UNANSWERED] < n and not scan_like and conns * 4 >= n:
             return R_TCP
     elif kd == K_UDP:
@@ -409,6 +413,10 @@ def _reason(kd, n, ans, done, closed, ports, conns, pay, dgrams, proto, window_s
         if n >= prm[P_ICMP] * window_s:
             return R_ICMP
     elif kd == K_FRAG:
+        # fragmented UDP or tunnel datagrams that the host answers (NFS reads over UDP, a VPN whose
+        # outer packets exceed the path's MTU) are an exchange, not a flood; fragmented pings and TCP
+        # segments (which a benign sender avoids) and fragments whose first fragment never comes are
+        # counted by rate alone
         if n >= prm[P_FRAG] * window_s:
             if proto == 1 or proto == 6 or proto == 58:
                 return R_FRAG
