@@ -203,17 +203,18 @@ def read_metadata(directory: str | os.PathLike) -> dict[str, Any]:
     for key in ("families", "operating_point"):
         if not isinstance(meta.get(key, {}), dict):
             raise ModelMetadataError(f"{mp}: {key}: must be a mapping (got {meta[key]!r:.80})")
-    thr = (meta.get("operating_point") or {}).get("threshold")
-    if thr is not None and (not isinstance(thr, (int, float)) or isinstance(thr, bool) or not 0 <= thr <= 1):
-        raise ModelMetadataError(f"{mp}: operating_point.threshold: must be a number in [0, 1] (got {thr!r})")
-    kinds = (meta.get("operating_point") or {}).get("by_window_kind")
+    def check_threshold(t: Any, key: str) -> None:
+        if not isinstance(t, (int, float)) or isinstance(t, bool) or not 0 <= t <= 1:
+            raise ModelMetadataError(f"{mp}: operating_point.{key}: must be a number in [0, 1] (got {t!r})")
+
+    op = meta.get("operating_point") or {}
+    if op.get("threshold") is not None:
+        check_threshold(op["threshold"], "threshold")
+    kinds = op.get("by_window_kind")
     if kinds is not None:
         for k in ("flow", "pool"):
             kind = kinds.get(k) if isinstance(kinds, dict) else None
-            t = kind.get("threshold") if isinstance(kind, dict) else None
-            if not isinstance(t, (int, float)) or isinstance(t, bool) or not 0 <= t <= 1:
-                raise ModelMetadataError(f"{mp}: operating_point.by_window_kind.{k}.threshold: must be a number in "
-                                         f"[0, 1] (got {t!r})")
+            check_threshold(kind.get("threshold") if isinstance(kind, dict) else None, f"by_window_kind.{k}.threshold")
     if not isinstance(meta["weights_sha256"], str):
         raise ModelMetadataError(f"{mp}: weights_sha256: must be a string")
     return meta
