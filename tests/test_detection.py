@@ -353,7 +353,7 @@ def test_by_source_holds_a_repository_out_and_counts_packets(tmp_path: Path) -> 
     # on the whole corpus, at a sixth of its packets (the whole corpus took 4 minutes here)
     # (none of them in the lockbox, which development runs leave out: trainer/data/lockbox.py)
     keep = {"shrutikulkar/ADF-Project", "carvalhomariana/learnITgirl", "edim98/SSI_Measurements_2022",
-            "DorsaO/Traffic-Analysis-Wireshark", "GrigorDimitrov/sop",
+            "aman14199/wireshark-traffic-analysis", "GrigorDimitrov/sop",
             "thekrishnanand/Assignment1_NetworkSecurity_Ddos_Simulation"}
     lines = MANIFEST.read_text().splitlines()
     col = lines[0].split("\t").index("file")
@@ -431,7 +431,7 @@ def test_lockbox_is_left_out_then_evaluated_as_one_fold(tmp_path: Path) -> None:
     assert not {e.repo for e in read_tsv_manifest(MANIFEST, lockbox="exclude")} & set(LOCKBOX)
     assert {e.repo for e in read_tsv_manifest(MANIFEST, lockbox="only")} == set(LOCKBOX)
     # the final evaluation: one model trained without the lockbox, measured on it (a small corpus here)
-    keep = {"GrigorDimitrov/sop", "edim98/SSI_Measurements_2022", "OISF/suricata-verify"}
+    keep = {"GrigorDimitrov/sop", "edim98/SSI_Measurements_2022", "chrissanders/packets"}
     lines = MANIFEST.read_text().splitlines()
     col = lines[0].split("\t").index("file")
     kept = [ln.split("\t") for ln in lines[1:] if ln.split("\t")[1] in keep]
@@ -447,7 +447,7 @@ def test_lockbox_is_left_out_then_evaluated_as_one_fold(tmp_path: Path) -> None:
     res = json.loads(out.read_text())
     assert res["lockbox"]["mode"] == "only"
     assert [f["source"] for f in res["folds"]] == ["lockbox"]
-    assert {r["source"] for r in res["captures"]["lstm"]} == {"OISF/suricata-verify"}
+    assert {r["source"] for r in res["captures"]["lstm"]} == {"chrissanders/packets"}
     fold = res["folds"][0]
     assert fold["train_sequences"] > 0 and fold["test_sequences"] > 0
 

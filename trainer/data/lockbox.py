@@ -106,8 +106,15 @@ ROUNDS: tuple[tuple[int, tuple[str, ...]], ...] = (
     # round 13: by the same rule, outside round 12, drawn right after round 12's evaluation, before any
     # later change. The detector tests read some of its captures (netlyzer's flood, padmavatisb's SYN
     # flood), as before the draw; the test corpora moved off it (the lockbox test's onto OISF).
+    # Evaluated once, at the end of the session that drew it (the volume detector's compiled state:
+    # the same verdicts, docs/detection.md); opened.
     (29, ("epiecs/packetlife-backup", "OISF/suricata-verify", "padmavatisb/Intrusion-detection-system-using-ML-DL",
           "marcosValle/netlyzer")),
+    # round 14: by the same rule, outside round 13, drawn right after round 13's evaluation, before any
+    # later change. The detector tests read some of its captures (nDPI's and chrissanders' attacks,
+    # DorsaO's brute force, gubertoli's scanners), as before the draw; the test corpora moved off it
+    # (the by-source test trains on aman14199 instead of DorsaO; the lockbox test's is chrissanders).
+    (30, ("ntop/nDPI", "chrissanders/packets", "DorsaO/Traffic-Analysis-Wireshark", "gubertoli/ProbingDataset")),
 )
 OPENED: tuple[str, ...] = tuple(r for _, draw in ROUNDS[:-1] for r in draw)
 SEED: int = ROUNDS[-1][0]
